@@ -1,0 +1,302 @@
+// CPU attention-score extraction.
+//
+// Work is split into tasks (b, h, chunk of selected query rows). A task packs
+// its (b, h) keys once as f32 kᵀ [D, Nk] (or reads them directly for a few
+// rows), then walks its rows in tiles of kRowsPerTile: the tile's logits
+// [kRowsPerTile, Nk] are computed with the register-blocked qk_tile, and each
+// row is turned into probabilities in place (max, exp, sum — the row's
+// log-sum-exp) and added into the task's column sums. So QKᵀ is computed once,
+// never more than kRowsPerTile × Nk logits are alive per thread, and extra
+// memory is O((Nk + Nq)·D) per thread: the Nq×Nk matrix never exists.
+//
+// Column sums of each task land in their own scratch row; a final pass adds
+// chunks and heads in a fixed order, so results do not depend on the thread
+// count or on scheduling.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "cpu/isa.h"
+#include "cpu/thread_pool.h"
+#include "tokensieve/attention.h"
+
+namespace tokensieve {
+namespace cpu {
+namespace {
+
+constexpr int64_t kRowsPerTile = 16;        // query rows whose logits are live at once
+constexpr int64_t kColChunk = 256;          // kᵀ columns kept hot across a row tile
+constexpr int64_t kDirectMaxRows = 4;       // up to this many rows: no kᵀ packing
+constexpr int64_t kTargetTasks = 64;        // enough tasks to feed any pool size
+constexpr int64_t kMinRowsPerChunk = 16;    // below this, splitting rows costs more than it gives
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+// Per-thread scratch that only grows, so repeated calls do not page-fault
+// fresh allocations. Bounded by the largest problem a thread has seen.
+struct Arena {
+  std::vector<float> buf;
+  float* get(int64_t n) {
+    if (static_cast<int64_t>(buf.size()) < n) buf.assign(static_cast<size_t>(n), 0.0f);
+    return buf.data();
+  }
+};
+thread_local Arena tl_keys, tl_logits, tl_queries;
+
+// Number of row chunks per (b, h): a function of the problem shape only, so
+// the summation order (and thus every bit of the result) is independent of
+// the number of threads.
+int64_t chunks_per_head(int64_t batch_heads, int64_t rows) {
+  const int64_t want = (kTargetTasks + batch_heads - 1) / batch_heads;
+  const int64_t most = std::max<int64_t>(1, rows / kMinRowsPerChunk);
+  return std::max<int64_t>(1, std::min(want, most));
+}
+
+const char* elem(const TensorView& t, int64_t b, int64_t h, int64_t n) {
+  return static_cast<const char*>(t.data) +
+         (b * t.strides[0] + h * t.strides[1] + n * t.strides[2]) *
+             static_cast<int64_t>(dtype_size(t.dtype));
+}
+
+// out (+)= w · Σ_chunks partial, then over heads as asked. partial is
+// [B, H, chunks, W].
+void finish(const std::vector<float>& partial, int64_t B, int64_t H, int64_t chunks, int64_t W,
+            float w, HeadReduce heads, bool accumulate, float* out) {
+  const float head_w = heads == HeadReduce::kMean ? w / static_cast<float>(H) : w;
+  parallel_for(B, [&](int64_t b) {
+    std::vector<float> sum(static_cast<size_t>(W));
+    if (heads == HeadReduce::kNone) {
+      for (int64_t h = 0; h < H; ++h) {
+        std::fill(sum.begin(), sum.end(), 0.0f);
+        for (int64_t c = 0; c < chunks; ++c)
+          isa().add(&partial[static_cast<size_t>(((b * H + h) * chunks + c) * W)], sum.data(), W);
+        float* o = out + (b * H + h) * W;
+        for (int64_t j = 0; j < W; ++j) o[j] = (accumulate ? o[j] : 0.0f) + w * sum[j];
+      }
+    } else {
+      std::vector<float> head(static_cast<size_t>(W));
+      std::fill(sum.begin(), sum.end(), 0.0f);
+      for (int64_t h = 0; h < H; ++h) {
+        std::fill(head.begin(), head.end(), 0.0f);
+        for (int64_t c = 0; c < chunks; ++c)
+          isa().add(&partial[static_cast<size_t>(((b * H + h) * chunks + c) * W)], head.data(), W);
+        isa().add(head.data(), sum.data(), W);
+      }
+      float* o = out + b * W;
+      for (int64_t j = 0; j < W; ++j) o[j] = (accumulate ? o[j] : 0.0f) + head_w * sum[j];
+    }
+  });
+}
+
+struct TaskError {
+  bool set = false;
+  Status status;
+};
+
+Status first_error(const std::vector<TaskError>& errors) {
+  for (const auto& e : errors)
+    if (e.set) return e.status;
+  return Status::Ok();
+}
+
+Status nonfinite_error(const AttentionScoresParams& p, int64_t b, int64_t h, int32_t row) {
+  return Status(Code::kRange,
+                "expected finite q and k but the logits of query row " + std::to_string(row) +
+                    " (batch " + std::to_string(b) + ", head " + std::to_string(h) +
+                    ") are NaN or infinite: q or k holds NaN/Inf, or values too large for f32");
+}
+
+}  // namespace
+
+Status attention_scores(const AttentionScoresParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.q.on_host()) return Status(Code::kDevice, "cpu::attention_scores needs host tensors");
+  const IsaKernels& K = isa();
+  const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
+  const int64_t Nk = p.k.shape[2];
+  const ScoreReduction& r = p.reduce;
+  const int64_t W = r.key_end - r.key_begin;
+  const int64_t nrows = r.num_query_rows;
+  const int64_t chunks = chunks_per_head(B * H, nrows);
+  const int64_t rows_per_chunk = (nrows + chunks - 1) / chunks;
+  const int64_t tasks = B * H * chunks;
+
+  if (p.has_key_bias && p.check_finite) {
+    for (int64_t b = 0; b < B; ++b) {
+      const float* bias = p.key_bias.ptr<float>() + b * p.key_bias.strides[0];
+      for (int64_t j = 0; j < Nk; ++j)
+        if (std::isnan(bias[j]) || bias[j] == std::numeric_limits<float>::infinity())
+          return Status(Code::kRange, "expected keyBias values that are finite or -Infinity but got " +
+                                          std::to_string(bias[j]) + " at [" + std::to_string(b) +
+                                          ", " + std::to_string(j) + "]");
+    }
+  }
+
+  std::vector<float> partial(static_cast<size_t>(tasks * W), 0.0f);
+  std::vector<TaskError> errors(static_cast<size_t>(tasks));
+
+  parallel_for(tasks, [&](int64_t t) {
+    const int64_t b = t / (H * chunks), h = (t / chunks) % H, c = t % chunks;
+    const int64_t row_begin = c * rows_per_chunk;
+    const int64_t row_end = std::min(nrows, row_begin + rows_per_chunk);
+    if (row_begin >= row_end) return;
+    const int32_t* rows = r.query_rows + row_begin;
+    const int64_t n = row_end - row_begin;
+    float* acc = &partial[static_cast<size_t>(t * W)];
+
+    // Visible key count of a row, and the keys any row of this chunk sees.
+    auto limit_of = [&](int32_t row) -> int64_t {
+      if (!p.causal) return Nk;
+      const int64_t lim = static_cast<int64_t>(row) + p.causal_offset + 1;
+      return std::max<int64_t>(0, std::min(Nk, lim));
+    };
+    int64_t nk_used = 0;
+    for (int64_t i = 0; i < n; ++i) nk_used = std::max(nk_used, limit_of(rows[i]));
+    if (nk_used == 0) return;
+
+    const float* bias =
+        p.has_key_bias ? p.key_bias.ptr<float>() + b * p.key_bias.strides[0] : nullptr;
+    const bool direct = n <= kDirectMaxRows;
+    const int64_t ldk = direct ? D : round_up(nk_used, kColTile);
+
+    // Keys as f32: rows [nk_used, D] for the direct path, kᵀ [D, ldk] packed.
+    const float* keys;
+    int64_t keys_ld;
+    if (direct) {
+      if (p.k.dtype == DType::kF32) {
+        keys = reinterpret_cast<const float*>(elem(p.k, b, h, 0));
+        keys_ld = p.k.strides[2];
+      } else {
+        float* kf = tl_keys.get(nk_used * D);
+        for (int64_t j = 0; j < nk_used; ++j) K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, kf + j * D);
+        keys = kf;
+        keys_ld = D;
+      }
+    } else {
+      float* kt = tl_keys.get(D * ldk);
+      float block[8 * 256];
+      const int64_t dblock = std::min<int64_t>(D, 256);
+      for (int64_t j0 = 0; j0 < ldk; j0 += 8) {
+        const int64_t m = std::min<int64_t>(8, std::max<int64_t>(0, nk_used - j0));
+        for (int64_t d0 = 0; d0 < D; d0 += dblock) {
+          const int64_t dn = std::min(dblock, D - d0);
+          for (int64_t jj = 0; jj < 8; ++jj) {
+            if (jj < m) {
+              const char* src = elem(p.k, b, h, j0 + jj) + d0 * static_cast<int64_t>(dtype_size(p.k.dtype));
+              K.to_f32(src, p.k.dtype, dn, block + jj * dblock);
+            } else {
+              std::fill(block + jj * dblock, block + jj * dblock + dn, 0.0f);
+            }
+          }
+          for (int64_t d = 0; d < dn; ++d) {
+            float* dst = kt + (d0 + d) * ldk + j0;
+            for (int64_t jj = 0; jj < 8; ++jj) dst[jj] = block[jj * dblock + d];
+          }
+        }
+      }
+      keys = kt;
+      keys_ld = ldk;
+    }
+
+    const int64_t lds = direct ? nk_used : ldk;
+    float* logits = tl_logits.get(kRowsPerTile * lds);
+    float* qs = tl_queries.get(kRowsPerTile * D);
+
+    for (int64_t i0 = 0; i0 < n; i0 += kRowsPerTile) {
+      const int64_t tile = std::min(kRowsPerTile, n - i0);
+      int64_t tile_cols = 0;
+      for (int64_t i = 0; i < tile; ++i) {
+        K.to_f32(elem(p.q, b, h, rows[i0 + i]), p.q.dtype, D, qs + i * D);
+        for (int64_t d = 0; d < D; ++d) qs[i * D + d] *= p.scale;
+        tile_cols = std::max(tile_cols, limit_of(rows[i0 + i]));
+      }
+      if (tile_cols == 0) continue;
+
+      if (direct) {
+        for (int64_t i = 0; i < tile; ++i)
+          K.dot_rows(qs + i * D, D, keys, keys_ld, limit_of(rows[i0 + i]), logits + i * lds);
+      } else {
+        const int64_t ncols = round_up(tile_cols, kColTile);
+        for (int64_t c0 = 0; c0 < ncols; c0 += kColChunk) {
+          const int64_t cn = std::min(kColChunk, ncols - c0);
+          for (int64_t g = 0; g < tile; g += kRowTile) {
+            const int rows_in_group = static_cast<int>(std::min<int64_t>(kRowTile, tile - g));
+            K.qk_tile(qs + g * D, rows_in_group, D, keys + c0, ldk, cn, logits + g * lds + c0, lds);
+          }
+        }
+      }
+
+      for (int64_t i = 0; i < tile; ++i) {
+        const int64_t L = limit_of(rows[i0 + i]);
+        if (L == 0) continue;
+        float* s = logits + i * lds;
+        if (p.check_finite && !K.all_finite(s, L)) {
+          errors[static_cast<size_t>(t)] = {true, nonfinite_error(p, b, h, rows[i0 + i])};
+          return;
+        }
+        if (bias) K.add(bias, s, L);
+        const float m = K.max(s, L);
+        if (m == -std::numeric_limits<float>::infinity()) continue;  // every key masked
+        const float sum = K.exp_shift_sum(s, L, m);
+        const int64_t hi = std::min(r.key_end, L);
+        if (hi > r.key_begin) K.axpy(1.0f / sum, s + r.key_begin, acc, hi - r.key_begin);
+      }
+    }
+  });
+  TS_RETURN_IF_ERROR(first_error(errors));
+
+  const float w = r.query_reduce == QueryReduce::kMean ? 1.0f / static_cast<float>(nrows) : 1.0f;
+  finish(partial, B, H, chunks, W, w, r.head_reduce, r.accumulate, p.out.ptr<float>());
+  return Status::Ok();
+}
+
+Status reduce_attention(const ReduceAttentionParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.probs.on_host()) return Status(Code::kDevice, "cpu::reduce_attention needs host tensors");
+  const IsaKernels& K = isa();
+  const TensorView& P = p.probs;
+  const int64_t B = P.shape[0], H = P.shape[1];
+  const ScoreReduction& r = p.reduce;
+  const int64_t W = r.key_end - r.key_begin;
+  const int64_t nrows = r.num_query_rows;
+  const int64_t chunks = chunks_per_head(B * H, nrows);
+  const int64_t rows_per_chunk = (nrows + chunks - 1) / chunks;
+  const int64_t tasks = B * H * chunks;
+  const size_t esize = dtype_size(P.dtype);
+
+  std::vector<float> partial(static_cast<size_t>(tasks * W), 0.0f);
+  std::vector<TaskError> errors(static_cast<size_t>(tasks));
+  parallel_for(tasks, [&](int64_t t) {
+    const int64_t b = t / (H * chunks), h = (t / chunks) % H, c = t % chunks;
+    const int64_t row_begin = c * rows_per_chunk;
+    const int64_t row_end = std::min(nrows, row_begin + rows_per_chunk);
+    float* acc = &partial[static_cast<size_t>(t * W)];
+    float* row = P.dtype == DType::kF32 ? nullptr : tl_logits.get(W);
+    for (int64_t i = row_begin; i < row_end; ++i) {
+      const char* src = elem(P, b, h, r.query_rows[i]) + r.key_begin * static_cast<int64_t>(esize);
+      const float* x = reinterpret_cast<const float*>(src);
+      if (row) {
+        K.to_f32(src, P.dtype, W, row);
+        x = row;
+      }
+      if (p.check_finite && !K.all_finite(x, W)) {
+        errors[static_cast<size_t>(t)] = {
+            true, Status(Code::kRange, "expected finite probabilities but row " +
+                                           std::to_string(r.query_rows[i]) + " (batch " +
+                                           std::to_string(b) + ", head " + std::to_string(h) +
+                                           ") holds NaN or Infinity")};
+        return;
+      }
+      K.add(x, acc, W);
+    }
+  });
+  TS_RETURN_IF_ERROR(first_error(errors));
+  const float w = r.query_reduce == QueryReduce::kMean ? 1.0f / static_cast<float>(nrows) : 1.0f;
+  finish(partial, B, H, chunks, W, w, r.head_reduce, r.accumulate, p.out.ptr<float>());
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace tokensieve

@@ -1,0 +1,86 @@
+// Process-wide runtime services: the CPU thread pool, CUDA device discovery,
+// device memory and copies. Everything CUDA-specific hides behind void*
+// handles so this header compiles without the CUDA toolkit.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tokensieve/tensor.h"
+
+namespace tokensieve {
+
+struct BuildInfo {
+  std::string version;        // TOKENSIEVE_VERSION at build time
+  std::string compiler;       // e.g. "GNU 12.2.0"
+  std::string build_type;     // CMAKE_BUILD_TYPE
+  bool cuda_compiled = false;
+  int cuda_compiled_version = 0;     // CUDART_VERSION, e.g. 13000
+  std::string cuda_architectures;    // e.g. "80-real;86-real;89-real;90-real;90-virtual"
+  std::vector<std::string> cpu_isas; // kernel variants compiled in ("baseline", "avx2")
+};
+
+BuildInfo build_info();
+
+namespace cpu {
+// The ISA the CPU kernels dispatch to on this machine ("avx2" or "baseline").
+const char* active_isa();
+// Shared thread pool used by every CPU kernel. n <= 0 restores the default
+// (TOKENSIEVE_NUM_THREADS, else the number of online cores).
+void set_num_threads(int n);
+int num_threads();
+int default_num_threads();
+
+// This machine's ceilings, measured with the pool's current thread count,
+// for benchmarks that report a fraction of the roof.
+struct Roof {
+  double fma_gflops = 0;        // f32 FMA throughput (2 FLOPs per FMA), all threads
+  double exp_per_second = 0;    // the kernels' vector exp, all threads
+  double copy_gbytes_per_second = 0;  // memcpy of a 256 MiB buffer, bytes read + written
+  int threads = 0;
+};
+Roof measure_roof();
+}  // namespace cpu
+
+namespace cuda {
+
+struct DeviceInfo {
+  int ordinal = 0;
+  std::string name;
+  int major = 0, minor = 0;
+  size_t total_memory = 0;
+  int multiprocessors = 0;
+  // Whether this build holds SASS or PTX the device can run; when false,
+  // kernels_reason says why ("no kernel image for sm_75", ...).
+  bool kernels_available = false;
+  std::string kernels_reason;
+};
+
+struct RuntimeInfo {
+  bool compiled = false;       // built with CUDA
+  bool available = false;      // compiled, driver present, >= 1 device
+  int runtime_version = 0;     // cudaRuntimeGetVersion
+  int driver_version = 0;      // cudaDriverGetVersion (0: no driver)
+  std::string unavailable_reason;  // empty when available
+  std::vector<DeviceInfo> devices;
+};
+
+RuntimeInfo runtime_info();
+// CUDART_VERSION the kernels were compiled against (0 in a CPU-only build)
+// and the CMake architecture list ("" in a CPU-only build).
+int compiled_version();
+const char* compiled_architectures();
+
+// Stream-ordered device memory on `stream` (cudaMallocAsync/cudaFreeAsync).
+Status device_malloc(int device, size_t bytes, void* stream, void** out);
+Status device_free(int device, void* ptr, void* stream);
+// Copies between host and device (or device and device); blocks the calling
+// thread until the copy is complete.
+enum class CopyKind { kHostToDevice, kDeviceToHost, kDeviceToDevice };
+Status memcpy_sync(int device, void* dst, const void* src, size_t bytes, CopyKind kind, void* stream);
+Status stream_synchronize(int device, void* stream);
+
+}  // namespace cuda
+}  // namespace tokensieve
