@@ -1,0 +1,143 @@
+/**
+ * Devices, build/runtime information and the CPU thread count.
+ */
+import { invalid, TokenSieveError } from './errors';
+import { native, nativePath } from './native';
+import type { NativeInfo } from '../typings/native';
+
+/** `'cpu'` or `'cuda:N'` (`'cuda'` is accepted as `'cuda:0'`). */
+export type Device = 'cpu' | `cuda:${number}`;
+export type DeviceLike = Device | 'cuda';
+
+/** Parses a device name; -1 is the host. */
+export function deviceOrdinal(device: unknown, arg = 'device'): number {
+  if (device === 'cpu' || device === undefined) return -1;
+  if (device === 'cuda') return 0;
+  if (typeof device === 'string') {
+    const m = /^cuda:(\d{1,4})$/.exec(device);
+    if (m) return Number(m[1]);
+  }
+  throw invalid('ERR_ARG', arg, "'cpu', 'cuda' or 'cuda:N'", device);
+}
+
+export function deviceName(ordinal: number): Device {
+  return ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
+}
+
+export interface CudaDeviceInfo {
+  ordinal: number;
+  name: string;
+  /** Compute capability, e.g. "9.0". */
+  capability: string;
+  totalMemory: number;
+  multiprocessors: number;
+  /** Whether this build holds code this device can run, and why not. */
+  kernelsAvailable: boolean;
+  kernelsReason: string;
+}
+
+export interface Info {
+  version: string;
+  /** Path of the loaded native binary. */
+  binary: string;
+  build: {
+    compiler: string;
+    buildType: string;
+    cudaCompiled: boolean;
+    /** CUDART_VERSION compiled against, e.g. "13.0" ("" in a CPU-only build). */
+    cudaCompiledVersion: string;
+    /** CMake CUDA architectures, e.g. ["80-real", ..., "90-virtual"]. */
+    cudaArchitectures: string[];
+    cpuIsas: string[];
+  };
+  cpu: { isa: string; threads: number; defaultThreads: number };
+  cuda: {
+    available: boolean;
+    /** Why CUDA cannot be used ("" when available). */
+    reason: string;
+    runtimeVersion: string;
+    driverVersion: string;
+    devices: CudaDeviceInfo[];
+  };
+}
+
+function cudaVersion(v: number): string {
+  return v > 0 ? `${Math.floor(v / 1000)}.${Math.floor((v % 1000) / 10)}` : '';
+}
+
+let cachedRuntime: NativeInfo['cuda'] | undefined;
+
+function runtime(): NativeInfo['cuda'] {
+  if (!cachedRuntime) cachedRuntime = native().info().cuda;
+  return cachedRuntime;
+}
+
+/** Version, build flags, CUDA compiled/runtime/driver versions, devices, and why CUDA is unavailable. */
+export function info(): Info {
+  const n = native().info();
+  cachedRuntime = n.cuda;
+  return {
+    version: n.version,
+    binary: nativePath() ?? '',
+    build: {
+      compiler: n.compiler,
+      buildType: n.buildType,
+      cudaCompiled: n.cudaCompiled,
+      cudaCompiledVersion: cudaVersion(n.cudaCompiledVersion),
+      cudaArchitectures: n.cudaArchitectures ? n.cudaArchitectures.split(';') : [],
+      cpuIsas: n.cpuIsas,
+    },
+    cpu: { isa: n.cpuIsa, threads: n.threads, defaultThreads: native().defaultThreads() },
+    cuda: {
+      available: n.cuda.available,
+      reason: n.cuda.reason,
+      runtimeVersion: cudaVersion(n.cuda.runtimeVersion),
+      driverVersion: cudaVersion(n.cuda.driverVersion),
+      devices: n.cuda.devices.map((d) => ({ ...d })),
+    },
+  };
+}
+
+/** True when a CUDA device can be used. */
+export function cudaAvailable(): boolean {
+  return runtime().available;
+}
+
+/** Why CUDA cannot be used ("" when it can). */
+export function cudaUnavailableReason(): string {
+  return runtime().reason;
+}
+
+/** Throws ERR_DEVICE unless CUDA device `ordinal` exists and can run this build's kernels. */
+export function requireCuda(ordinal: number, what: string): void {
+  const rt = runtime();
+  if (!rt.available) {
+    throw new TokenSieveError('ERR_DEVICE', `${what}: CUDA is unavailable: ${rt.reason}`);
+  }
+  const dev = rt.devices.find((d) => d.ordinal === ordinal);
+  if (!dev) {
+    throw new TokenSieveError(
+      'ERR_DEVICE',
+      `${what}: there is no device cuda:${ordinal} (found ${rt.devices.length} CUDA device(s))`,
+    );
+  }
+  if (!dev.kernelsAvailable) {
+    throw new TokenSieveError('ERR_DEVICE', `${what}: cuda:${ordinal} (${dev.name}) cannot run this build: ${dev.kernelsReason}`);
+  }
+}
+
+/**
+ * Sets the size of the CPU thread pool shared by every kernel (the calling
+ * thread counts as one). `n <= 0` restores the default: TOKENSIEVE_NUM_THREADS,
+ * else the number of cores. Returns the new size.
+ */
+export function setThreads(n: number): number {
+  if (typeof n !== 'number' || !Number.isInteger(n) || n > 1024) {
+    throw invalid('ERR_ARG', 'threads', 'an integer <= 1024', n);
+  }
+  return native().setThreads(n);
+}
+
+export function getThreads(): number {
+  return native().getThreads();
+}

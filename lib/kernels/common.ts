@@ -1,0 +1,131 @@
+/**
+ * Argument checking and native-call plumbing shared by the kernel wrappers.
+ * The addon never sees an argument these helpers have not checked.
+ */
+import { isFloatDType } from '../dtype';
+import { requireCuda } from '../device';
+import { describe, fromNative, invalid, makeError, TokenSieveError } from '../errors';
+import { Tensor } from '../tensor';
+
+/** Rejects unknown option names (a typo must not silently fall back to a default). */
+export function checkOptions(op: string, opts: unknown, allowed: readonly string[]): Record<string, unknown> {
+  if (opts === undefined) return {};
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) {
+    throw invalid('ERR_ARG', `${op} options`, 'an object', opts);
+  }
+  for (const key of Object.keys(opts)) {
+    if (!allowed.includes(key)) {
+      throw makeError('ERR_ARG', `${op}: unknown option '${key}' (expected one of ${allowed.join(', ')})`);
+    }
+  }
+  return opts as Record<string, unknown>;
+}
+
+export function int(op: string, name: string, v: unknown, min: number, max: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v)) {
+    throw invalid('ERR_ARG', `${op} ${name}`, 'an integer', v);
+  }
+  if (v < min || v > max) {
+    throw makeError('ERR_RANGE', `Expected ${op} ${name} in [${min}, ${max}] but received ${describe(v)}`);
+  }
+  return v;
+}
+
+export function bool(op: string, name: string, v: unknown, fallback: boolean): boolean {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'boolean') throw invalid('ERR_ARG', `${op} ${name}`, 'a boolean', v);
+  return v;
+}
+
+export function oneOf<T extends string>(op: string, name: string, v: unknown, values: readonly T[], fallback: T): T {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'string' || !(values as readonly string[]).includes(v)) {
+    throw invalid('ERR_ARG', `${op} ${name}`, values.map((x) => `'${x}'`).join(' or '), v);
+  }
+  return v as T;
+}
+
+export function stream(op: string, v: unknown, fallback: bigint | undefined): bigint | undefined {
+  if (v === undefined) return fallback;
+  if (typeof v !== 'bigint') throw invalid('ERR_ARG', `${op} stream`, 'a bigint (cudaStream_t)', v);
+  return v;
+}
+
+export function expectRank(op: string, name: string, t: Tensor, rank: number, dims: string): void {
+  if (t.ndim !== rank) {
+    throw makeError('ERR_SHAPE', `Expected ${name} of rank ${rank} ${dims} for ${op} but received shape [${t.shape.join(', ')}]`);
+  }
+  if (t.shape.some((d) => d === 0)) {
+    throw makeError('ERR_SHAPE', `Expected every dimension of ${name} ${dims} to be >= 1 for ${op} but received shape [${t.shape.join(', ')}]`);
+  }
+}
+
+export function expectFloat(op: string, name: string, t: Tensor): void {
+  if (!isFloatDType(t.dtype)) {
+    throw makeError('ERR_DTYPE', `Expected f32, f16 or bf16 for ${name} of ${op} but received ${t.dtype}`);
+  }
+}
+
+export function expectInnerContiguous(op: string, name: string, t: Tensor): void {
+  if (t.strides[t.ndim - 1] !== 1 && t.shape[t.ndim - 1] !== 1) {
+    throw new TokenSieveError('ERR_UNSUPPORTED', `${op}: the last dimension of ${name} must be contiguous (stride 1) but has stride ${t.strides[t.ndim - 1]}`);
+  }
+}
+
+/** All tensors on one device; returns its ordinal (and checks CUDA can serve it). */
+export function commonDevice(op: string, tensors: ReadonlyArray<[string, Tensor | undefined]>): number {
+  let first: [string, Tensor] | undefined;
+  for (const [name, t] of tensors) {
+    if (!t) continue;
+    if (!first) first = [name, t];
+    else if (t.device !== first[1].device) {
+      throw new TokenSieveError('ERR_DEVICE', `${op}: expected ${name} on ${first[1].device} (the device of ${first[0]}) but it is on ${t.device}`);
+    }
+  }
+  const ordinal = first ? first[1].ordinal : -1;
+  if (ordinal >= 0) requireCuda(ordinal, op);
+  return ordinal;
+}
+
+/**
+ * Checks a caller-provided output tensor, or allocates one. Poisoning
+ * outputs in tests relies on kernels writing every element of `out`.
+ */
+export function output(op: string, out: unknown, shape: readonly number[], ordinal: number, streamId: bigint | undefined, name = 'out'): Tensor {
+  if (out === undefined) return Tensor.empty(shape, 'f32', ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: streamId });
+  const t = Tensor.from(out as Tensor, { name: `${op} ${name}` });
+  if (t.dtype !== 'f32') throw makeError('ERR_DTYPE', `Expected f32 for ${op} ${name} but received ${t.dtype}`);
+  if (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw makeError('ERR_SHAPE', `Expected ${op} ${name} of shape [${shape.join(', ')}] but received [${t.shape.join(', ')}]`);
+  }
+  if (!t.isContiguous) throw new TokenSieveError('ERR_UNSUPPORTED', `${op}: ${name} must be contiguous`);
+  if (t.ordinal !== ordinal) {
+    throw new TokenSieveError('ERR_DEVICE', `${op}: expected ${name} on ${ordinal < 0 ? 'cpu' : `cuda:${ordinal}`} but it is on ${t.device}`);
+  }
+  return t;
+}
+
+/** Runs a native call on this thread, converting its errors. */
+export function runSync(op: string, call: () => unknown): void {
+  try {
+    call();
+  } catch (e) {
+    throw fromNative(e, op);
+  }
+}
+
+/** Runs a native call on libuv's pool; rejections carry the caller's stack (`site`). */
+export async function runAsync(op: string, site: { stack?: string }, call: () => Promise<unknown>): Promise<void> {
+  try {
+    await call();
+  } catch (e) {
+    throw fromNative(e, op, site);
+  }
+}
+
+/** Captures the caller's stack for async errors (cheap: the stack is formatted lazily). */
+export function callSite(fn: Function): { stack?: string } {
+  const site: { stack?: string } = {};
+  Error.captureStackTrace(site, fn);
+  return site;
+}

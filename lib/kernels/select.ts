@@ -1,0 +1,169 @@
+/**
+ * Selection: stable top-k over score rows, and gathering token rows.
+ */
+import type { NativeGatherArgs, NativeTopkArgs } from '../../typings/native';
+import { makeError } from '../errors';
+import { native } from '../native';
+import { Tensor, TensorLike, toTensor } from '../tensor';
+import {
+  bool,
+  callSite,
+  checkOptions,
+  commonDevice,
+  expectFloat,
+  expectInnerContiguous,
+  int,
+  oneOf,
+  runAsync,
+  runSync,
+  stream,
+} from './common';
+
+export interface TopkOptions {
+  /**
+   * `'index'` (default): the k indices in ascending order (raster order, as
+   * the pruning references keep them); `'score'`: by descending score, ties
+   * by ascending index.
+   */
+  order?: 'index' | 'score';
+  /** Also return the values (default true). */
+  values?: boolean;
+  stream?: bigint;
+  wait?: boolean;
+}
+
+export interface TopkResult {
+  /** i32 [B, k] (or [k] for a 1-D input). */
+  indices: Tensor;
+  /** f32 [B, k] (or [k]); absent with `values: false`. */
+  values?: Tensor;
+}
+
+export interface GatherOptions {
+  stream?: bigint;
+  wait?: boolean;
+  /** Reject out-of-range indices (default true; on CUDA forced off with `wait: false`). */
+  checkIndices?: boolean;
+}
+
+interface TopkPlan {
+  args: NativeTopkArgs;
+  result: TopkResult;
+}
+
+function planTopk(op: string, scoresIn: TensorLike, k: unknown, opts: TopkOptions | undefined): TopkPlan {
+  const o = checkOptions(op, opts, ['order', 'values', 'stream', 'wait']);
+  let scores = toTensor(scoresIn, 'scores');
+  const flat = scores.ndim === 1;
+  if (flat) scores = scores.view([1, scores.shape[0]], [0, scores.strides[0]]);
+  if (scores.ndim !== 2) {
+    throw makeError('ERR_SHAPE', `Expected scores of rank 1 [N] or 2 [B, N] for ${op} but received shape [${scores.shape.join(', ')}]`);
+  }
+  if (scores.shape[0] < 1 || scores.shape[1] < 1) {
+    throw makeError('ERR_SHAPE', `Expected non-empty scores for ${op} but received shape [${scores.shape.join(', ')}]`);
+  }
+  expectFloat(op, 'scores', scores);
+  expectInnerContiguous(op, 'scores', scores);
+  const [B, N] = scores.shape;
+  const kk = int(op, 'k', k, 1, N);
+  const order = oneOf(op, 'order', o.order, ['index', 'score'] as const, 'index');
+  const withValues = bool(op, 'values', o.values, true);
+  const ordinal = commonDevice(op, [['scores', scores]]);
+  const s = stream(op, o.stream, scores.stream);
+  const device = ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
+  const indices = Tensor.empty([B, kk], 'i32', device as 'cpu', { stream: s });
+  const values = withValues ? Tensor.empty([B, kk], 'f32', device as 'cpu', { stream: s }) : undefined;
+  const shape = flat ? [kk] : [B, kk];
+  return {
+    args: {
+      scores: scores.descriptor('scores'),
+      k: kk,
+      orderByScore: order === 'score',
+      indices: indices.descriptor('indices'),
+      values: values?.descriptor('values'),
+      stream: s,
+      wait: bool(op, 'wait', o.wait, true),
+    },
+    result: { indices: flat ? indices.view(shape) : indices, values: values && flat ? values.view(shape) : values },
+  };
+}
+
+/**
+ * The k largest scores of each row. Stable: ties go to the lower index; NaN
+ * ranks below every number.
+ * @example const { indices } = await topk(scores, 144); // ascending indices
+ * @throws {RangeError} ERR_RANGE when k is not in [1, N]
+ */
+export async function topk(scores: TensorLike, k: number, opts?: TopkOptions): Promise<TopkResult> {
+  const site = callSite(topk);
+  const plan = planTopk('topk', scores, k, opts);
+  await runAsync('topk', site, () => native().topk(plan.args, true));
+  return plan.result;
+}
+
+/** Synchronous twin of {@link topk}. */
+export function topkSync(scores: TensorLike, k: number, opts?: TopkOptions): TopkResult {
+  const plan = planTopk('topkSync', scores, k, opts);
+  runSync('topkSync', () => native().topk(plan.args, false));
+  return plan.result;
+}
+
+interface GatherPlan {
+  args: NativeGatherArgs;
+  out: Tensor;
+}
+
+function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: GatherOptions | undefined): GatherPlan {
+  const o = checkOptions(op, opts, ['stream', 'wait', 'checkIndices']);
+  let x = toTensor(xIn, 'x');
+  let idx = toTensor(idxIn, 'indices');
+  const flat = x.ndim === 2 && idx.ndim === 1;
+  if (flat) {
+    x = x.view([1, x.shape[0], x.shape[1]], [0, x.strides[0], x.strides[1]]);
+    idx = idx.view([1, idx.shape[0]], [0, idx.strides[0]]);
+  }
+  if (x.ndim !== 3) {
+    throw makeError('ERR_SHAPE', `Expected x of rank 3 [B, N, C] (or 2 [N, C] with 1-D indices) for ${op} but received shape [${x.shape.join(', ')}]`);
+  }
+  if (idx.dtype !== 'i32') throw makeError('ERR_DTYPE', `Expected i32 indices for ${op} but received ${idx.dtype}`);
+  if (idx.ndim !== 2 || idx.shape[0] !== x.shape[0]) {
+    throw makeError('ERR_SHAPE', `Expected indices of shape [${x.shape[0]}, K] for ${op} but received [${idx.shape.join(', ')}]`);
+  }
+  expectInnerContiguous(op, 'x', x);
+  if (!idx.isContiguous) idx = idx.contiguous();
+  const ordinal = commonDevice(op, [['x', x], ['indices', idx]]);
+  const [B, , C] = x.shape;
+  const K = idx.shape[1];
+  const s = stream(op, o.stream, x.stream);
+  const out = Tensor.empty([B, K, C], x.dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: s });
+  return {
+    out: flat ? out.view([K, C]) : out,
+    args: {
+      x: x.descriptor('x'),
+      indices: idx.descriptor('indices'),
+      out: out.descriptor('out'),
+      checkIndices: bool(op, 'checkIndices', o.checkIndices, true),
+      stream: s,
+      wait: bool(op, 'wait', o.wait, true),
+    },
+  };
+}
+
+/**
+ * Token rows by index: `out[b, i, :] = x[b, indices[b, i], :]`, any dtype.
+ * @example const kept = await gather(features, indices); // [B, k, C]
+ * @throws {RangeError} ERR_RANGE for an index outside [0, N)
+ */
+export async function gather(x: TensorLike, indices: TensorLike, opts?: GatherOptions): Promise<Tensor> {
+  const site = callSite(gather);
+  const plan = planGather('gather', x, indices, opts);
+  await runAsync('gather', site, () => native().gather(plan.args, true));
+  return plan.out;
+}
+
+/** Synchronous twin of {@link gather}. */
+export function gatherSync(x: TensorLike, indices: TensorLike, opts?: GatherOptions): Tensor {
+  const plan = planGather('gatherSync', x, indices, opts);
+  runSync('gatherSync', () => native().gather(plan.args, false));
+  return plan.out;
+}

@@ -1,0 +1,443 @@
+/**
+ * Tensors on the host or on a CUDA device.
+ *
+ * A host tensor views a TypedArray (never copies it on the way in). A device
+ * tensor owns a block of device memory (released by `dispose()`, `using`, or
+ * the garbage collector) or, from `Tensor.fromDevicePointer`, names memory
+ * owned by another runtime. Shapes and strides are in elements.
+ */
+import type { NativeDeviceBuffer, NativeTensor } from '../typings/native';
+import {
+  DTYPE_ARRAY,
+  DTYPE_CODE,
+  DTYPE_SIZE,
+  DType,
+  dtypesForArray,
+  fromHalfBits,
+  HostData,
+  isDType,
+} from './dtype';
+import { Device, DeviceLike, deviceName, deviceOrdinal, requireCuda } from './device';
+import { describe, fromNative, invalid, makeError, TokenSieveError } from './errors';
+import { native } from './native';
+
+/** A plain host tensor: `{ data, shape, dtype? }`; f16/bf16 data is a Uint16Array with an explicit dtype. */
+export interface HostTensorLike {
+  data: HostData;
+  shape: readonly number[];
+  dtype?: DType;
+  /** Element strides (default: contiguous, row-major). */
+  strides?: readonly number[];
+  /** Element offset of the first element in `data` (default 0). */
+  offset?: number;
+}
+
+export type TensorLike = Tensor | HostTensorLike;
+
+export interface DevicePointerSpec {
+  /** Device address (e.g. from another runtime's tensor.data_ptr()). */
+  ptr: bigint;
+  shape: readonly number[];
+  dtype: DType;
+  /** Element strides (default contiguous). */
+  strides?: readonly number[];
+  device?: DeviceLike;
+  /** The stream the memory is used on (cudaStream_t as bigint); kernels default to it. */
+  stream?: bigint;
+}
+
+const INTERNAL = Symbol('tokensieve.tensor');
+
+interface TensorInit {
+  dtype: DType;
+  shape: readonly number[];
+  strides: readonly number[];
+  offset: number;
+  ordinal: number;
+  data?: HostData;
+  buffer?: NativeDeviceBuffer;
+  ptr?: bigint;
+  stream?: bigint;
+}
+
+export function contiguousStrides(shape: readonly number[]): number[] {
+  const strides = new Array<number>(shape.length);
+  let s = 1;
+  for (let i = shape.length - 1; i >= 0; i--) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+export function numelOf(shape: readonly number[]): number {
+  return shape.reduce((a, b) => a * b, 1);
+}
+
+function checkShape(shape: unknown, arg: string): number[] {
+  if (!Array.isArray(shape) || shape.length > 6) {
+    throw invalid('ERR_ARG', `${arg}.shape`, 'an array of at most 6 non-negative integers', shape);
+  }
+  for (const d of shape) {
+    if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
+      throw invalid('ERR_ARG', `${arg}.shape`, 'an array of non-negative integers', shape);
+    }
+  }
+  return shape.slice() as number[];
+}
+
+function checkStrides(strides: unknown, rank: number, arg: string): number[] {
+  if (!Array.isArray(strides) || strides.length !== rank) {
+    throw invalid('ERR_ARG', `${arg}.strides`, `an array of ${rank} non-negative integers`, strides);
+  }
+  for (const s of strides) {
+    if (typeof s !== 'number' || !Number.isSafeInteger(s) || s < 0) {
+      throw invalid('ERR_ARG', `${arg}.strides`, 'non-negative integers', strides);
+    }
+  }
+  return strides.slice() as number[];
+}
+
+/** Highest element index (relative to offset) a view addresses, or -1 when it is empty. */
+function lastIndex(shape: readonly number[], strides: readonly number[]): number {
+  let last = 0;
+  for (let i = 0; i < shape.length; i++) {
+    if (shape[i] === 0) return -1;
+    last += (shape[i] - 1) * strides[i];
+  }
+  return last;
+}
+
+function isDetached(data: ArrayBufferView): boolean {
+  const buf = data.buffer as ArrayBuffer & { detached?: boolean };
+  if (typeof buf.detached === 'boolean') return buf.detached;
+  return buf.byteLength === 0 && data.byteLength === 0;
+}
+
+export class Tensor {
+  readonly dtype: DType;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  /** Offset of the first element, in elements, into `data` (host) or the device memory. */
+  readonly offset: number;
+  readonly device: Device;
+  /** The stream this tensor's memory is ordered on (device tensors; undefined = default stream). */
+  readonly stream: bigint | undefined;
+  #data: HostData | undefined;
+  #buffer: NativeDeviceBuffer | undefined;
+  #ptr: bigint | undefined;
+  #disposed = false;
+
+  /** @internal Use Tensor.from, Tensor.empty or Tensor.fromDevicePointer. */
+  constructor(token: symbol, init: TensorInit) {
+    if (token !== INTERNAL) {
+      throw new TokenSieveError('ERR_ARG', 'Tensor cannot be constructed directly: use Tensor.from, Tensor.empty or Tensor.fromDevicePointer');
+    }
+    this.dtype = init.dtype;
+    this.shape = Object.freeze(init.shape.slice());
+    this.strides = Object.freeze(init.strides.slice());
+    this.offset = init.offset;
+    this.device = deviceName(init.ordinal);
+    this.stream = init.stream;
+    this.#data = init.data;
+    this.#buffer = init.buffer;
+    this.#ptr = init.ptr;
+  }
+
+  /**
+   * Wraps host data (a view: nothing is copied) or an existing Tensor. With
+   * `device`, the result is a copy on that device.
+   * @example Tensor.from({ data: new Float32Array(6), shape: [2, 3] })
+   * @example Tensor.from({ data: halfBits, shape: [1, 577, 64], dtype: 'f16' }, { device: 'cuda:0' })
+   * @throws {TypeError} ERR_ARG / ERR_DTYPE for malformed input
+   * @throws {RangeError} ERR_RANGE when the data is too short or detached
+   */
+  static from(src: TensorLike, opts: { device?: DeviceLike; name?: string } = {}): Tensor {
+    const t = toTensor(src, opts.name ?? 'tensor');
+    return opts.device === undefined ? t : t.to(opts.device);
+  }
+
+  /** An uninitialised tensor (host memory is zeroed; device memory is not). */
+  static empty(shape: readonly number[], dtype: DType = 'f32', device: DeviceLike = 'cpu', opts: { stream?: bigint } = {}): Tensor {
+    const dims = checkShape(shape, 'shape');
+    if (!isDType(dtype)) throw invalid('ERR_DTYPE', 'dtype', `one of f32, f16, bf16, i32, i64, i8, u8`, dtype);
+    const ordinal = deviceOrdinal(device);
+    const n = numelOf(dims);
+    const strides = contiguousStrides(dims);
+    if (ordinal < 0) {
+      return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, data: new DTYPE_ARRAY[dtype](n) });
+    }
+    requireCuda(ordinal, 'Tensor.empty');
+    let buffer: NativeDeviceBuffer;
+    try {
+      buffer = new (native().DeviceBuffer)(n * DTYPE_SIZE[dtype], ordinal, opts.stream);
+    } catch (e) {
+      throw fromNative(e, 'Tensor.empty');
+    }
+    return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, buffer, stream: opts.stream });
+  }
+
+  /**
+   * Zero-copy view of device memory owned by another runtime (not freed by
+   * tokensieve: keep the owner alive while the tensor is used).
+   * @throws {TokenSieveError} ERR_DEVICE when CUDA is unavailable
+   */
+  static fromDevicePointer(spec: DevicePointerSpec): Tensor {
+    if (typeof spec !== 'object' || spec === null) throw invalid('ERR_ARG', 'spec', 'an object', spec);
+    if (typeof spec.ptr !== 'bigint' || spec.ptr <= 0n) throw invalid('ERR_ARG', 'spec.ptr', 'a non-zero bigint', spec.ptr);
+    if (!isDType(spec.dtype)) throw invalid('ERR_DTYPE', 'spec.dtype', 'one of f32, f16, bf16, i32, i64, i8, u8', spec.dtype);
+    const shape = checkShape(spec.shape, 'spec');
+    const strides = spec.strides === undefined ? contiguousStrides(shape) : checkStrides(spec.strides, shape.length, 'spec');
+    if (spec.stream !== undefined && typeof spec.stream !== 'bigint') throw invalid('ERR_ARG', 'spec.stream', 'a bigint', spec.stream);
+    const ordinal = deviceOrdinal(spec.device ?? 'cuda:0', 'spec.device');
+    if (ordinal < 0) throw invalid('ERR_DEVICE', 'spec.device', "a CUDA device ('cuda:N')", spec.device);
+    requireCuda(ordinal, 'Tensor.fromDevicePointer');
+    return new Tensor(INTERNAL, { dtype: spec.dtype, shape, strides, offset: 0, ordinal, ptr: spec.ptr, stream: spec.stream });
+  }
+
+  get ndim(): number {
+    return this.shape.length;
+  }
+  get numel(): number {
+    return numelOf(this.shape);
+  }
+  get isHost(): boolean {
+    return this.device === 'cpu';
+  }
+  /** -1 for the host, else the CUDA ordinal. */
+  get ordinal(): number {
+    return deviceOrdinal(this.device);
+  }
+  get disposed(): boolean {
+    return this.#disposed || (this.#buffer !== undefined && this.#buffer.disposed);
+  }
+  get isContiguous(): boolean {
+    const c = contiguousStrides(this.shape);
+    return this.shape.every((d, i) => d === 1 || this.strides[i] === c[i]);
+  }
+
+  /** The host TypedArray this tensor views (host tensors only). */
+  get data(): HostData {
+    this.assertAlive('data');
+    if (this.#data === undefined) {
+      throw new TokenSieveError('ERR_DEVICE', `Tensor.data: the tensor is on ${this.device}; call toHost() first`);
+    }
+    return this.#data;
+  }
+
+  /** Device address of the first element (device tensors only). */
+  get ptr(): bigint {
+    this.assertAlive('ptr');
+    if (this.isHost) throw new TokenSieveError('ERR_DEVICE', 'Tensor.ptr: the tensor is on the host');
+    const base = this.#buffer ? this.#buffer.ptr : (this.#ptr as bigint);
+    return base + BigInt(this.offset * DTYPE_SIZE[this.dtype]);
+  }
+
+  /**
+   * A copy on `device` (this tensor itself when already there). Blocks until
+   * the copy is complete.
+   */
+  to(device: DeviceLike): Tensor {
+    this.assertAlive('to');
+    const ordinal = deviceOrdinal(device);
+    if (ordinal === this.ordinal) return this;
+    if (ordinal >= 0 && !this.isHost) {
+      throw new TokenSieveError('ERR_UNSUPPORTED', `Tensor.to: copies between CUDA devices are not supported (${this.device} → cuda:${ordinal}); go through the host`);
+    }
+    if (ordinal >= 0) {
+      const src = this.contiguous();
+      const dst = Tensor.empty(this.shape, this.dtype, deviceName(ordinal));
+      copyNative(dst, src, 'Tensor.to');
+      return dst;
+    }
+    // device → host
+    const host = Tensor.empty(this.shape, this.dtype, 'cpu');
+    if (this.isContiguous) {
+      copyNative(host, this, 'Tensor.toHost');
+      return host;
+    }
+    // A strided device view: bring back the span it covers, then compact.
+    const span = lastIndex(this.shape, this.strides) + 1;
+    const staging = Tensor.empty([span], this.dtype, 'cpu');
+    const flat = new Tensor(INTERNAL, {
+      dtype: this.dtype, shape: [span], strides: [1], offset: this.offset, ordinal: this.ordinal,
+      buffer: this.#buffer, ptr: this.#ptr, stream: this.stream,
+    });
+    copyNative(staging, flat, 'Tensor.toHost');
+    return new Tensor(INTERNAL, {
+      dtype: this.dtype, shape: this.shape, strides: this.strides, offset: 0, ordinal: -1, data: staging.data,
+    }).contiguous();
+  }
+
+  toHost(): Tensor {
+    return this.to('cpu');
+  }
+
+  /** A contiguous tensor with the same values (this one when already contiguous). Host only. */
+  contiguous(): Tensor {
+    this.assertAlive('contiguous');
+    if (this.isContiguous && this.offset === 0) return this;
+    if (!this.isHost) {
+      throw new TokenSieveError('ERR_UNSUPPORTED', 'Tensor.contiguous: strided device tensors cannot be compacted on the device yet; use toHost()');
+    }
+    const src = this.data as unknown as { [i: number]: number | bigint };
+    const out = new DTYPE_ARRAY[this.dtype](this.numel) as unknown as { [i: number]: number | bigint };
+    const rank = this.ndim;
+    const idx = new Array<number>(rank).fill(0);
+    const n = this.numel;
+    for (let i = 0; i < n; i++) {
+      let off = this.offset;
+      for (let d = 0; d < rank; d++) off += idx[d] * this.strides[d];
+      out[i] = src[off];
+      for (let d = rank - 1; d >= 0; d--) {
+        if (++idx[d] < this.shape[d]) break;
+        idx[d] = 0;
+      }
+    }
+    return new Tensor(INTERNAL, {
+      dtype: this.dtype, shape: this.shape, strides: contiguousStrides(this.shape), offset: 0, ordinal: -1, data: out as unknown as HostData,
+    });
+  }
+
+  /** The values as numbers in row-major order (f16/bf16 decoded; i64 as numbers). Copies device data to the host. */
+  toArray(): number[] {
+    const host = this.toHost().contiguous();
+    const data = host.data;
+    if (this.dtype === 'f16' || this.dtype === 'bf16') return Array.from(fromHalfBits(data as Uint16Array, this.dtype));
+    if (data instanceof BigInt64Array) return Array.from(data, (v) => Number(v));
+    return Array.from(data as ArrayLike<number>);
+  }
+
+  /** A view with new shape/strides over the same memory (no copy). */
+  view(shape: readonly number[], strides?: readonly number[], offset: number = this.offset): Tensor {
+    this.assertAlive('view');
+    const dims = checkShape(shape, 'shape');
+    let st: number[];
+    if (strides !== undefined) {
+      st = checkStrides(strides, dims.length, 'view');
+    } else {
+      if (!this.isContiguous) throw new TokenSieveError('ERR_UNSUPPORTED', 'Tensor.view: reshaping a strided tensor needs explicit strides');
+      if (numelOf(dims) !== this.numel) {
+        throw makeError('ERR_SHAPE', `Tensor.view: cannot view ${this.numel} elements as [${dims.join(', ')}]`);
+      }
+      st = contiguousStrides(dims);
+    }
+    const last = lastIndex(dims, st);
+    if (last >= 0 && this.isHost && offset + last >= this.data.length) {
+      throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of ${this.data.length}`);
+    }
+    return new Tensor(INTERNAL, {
+      dtype: this.dtype, shape: dims, strides: st, offset, ordinal: this.ordinal,
+      data: this.#data, buffer: this.#buffer, ptr: this.#ptr, stream: this.stream,
+    });
+  }
+
+  /**
+   * Releases device memory now (host tensors just drop their reference).
+   * Later use throws ERR_DISPOSED. Safe to call twice. A kernel still running
+   * on the memory keeps it until it finishes.
+   */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    if (this.#buffer) {
+      try {
+        this.#buffer.dispose();
+      } catch (e) {
+        throw fromNative(e, 'Tensor.dispose');
+      }
+    }
+    this.#data = undefined;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+
+  toString(): string {
+    return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
+  }
+
+  /** @internal The descriptor the addon reads. */
+  descriptor(name: string): NativeTensor {
+    this.assertAlive(name);
+    const d: NativeTensor = {
+      dtype: DTYPE_CODE[this.dtype],
+      shape: this.shape.slice(),
+      strides: this.strides.slice(),
+      offset: this.offset,
+      device: this.ordinal,
+    };
+    if (this.#data !== undefined) d.data = this.#data;
+    else if (this.#buffer !== undefined) d.owner = this.#buffer;
+    else d.ptr = this.#ptr;
+    return d;
+  }
+
+  private assertAlive(what: string): void {
+    if (this.disposed) throw new TokenSieveError('ERR_DISPOSED', `${what}: the tensor has been disposed`);
+  }
+}
+
+function copyNative(dst: Tensor, src: Tensor, op: string): void {
+  try {
+    native().copy({ dst: dst.descriptor('dst'), src: src.descriptor('src'), stream: src.stream ?? dst.stream }, false);
+  } catch (e) {
+    throw fromNative(e, op);
+  }
+}
+
+/**
+ * Accepts a Tensor or a plain host tensor and returns a Tensor view, after
+ * checking the data type, shape, strides and that the data is long enough.
+ * `name` is used in error messages.
+ */
+export function toTensor(src: unknown, name: string): Tensor {
+  if (src instanceof Tensor) {
+    if (src.disposed) throw new TokenSieveError('ERR_DISPOSED', `${name}: the tensor has been disposed`);
+    return src;
+  }
+  if (typeof src !== 'object' || src === null || !('data' in src) || !('shape' in src)) {
+    throw invalid('ERR_ARG', name, 'a Tensor or { data, shape, dtype? }', src);
+  }
+  const like = src as HostTensorLike;
+  const data = like.data as unknown;
+  if (!ArrayBuffer.isView(data) || data instanceof DataView) {
+    throw invalid('ERR_ARG', `${name}.data`, 'a TypedArray', data);
+  }
+  const allowed = dtypesForArray(data);
+  if (allowed.length === 0) {
+    throw invalid('ERR_DTYPE', `${name}.data`, 'a Float32Array, Uint16Array (f16/bf16), Int32Array, BigInt64Array, Int8Array or Uint8Array', data);
+  }
+  let dtype: DType;
+  if (like.dtype === undefined) {
+    if (allowed.length > 1) {
+      throw makeError('ERR_DTYPE', `Expected a dtype ('f16' or 'bf16') for ${name}: a Uint16Array holds either`);
+    }
+    dtype = allowed[0];
+  } else {
+    if (!isDType(like.dtype)) throw invalid('ERR_DTYPE', `${name}.dtype`, 'one of f32, f16, bf16, i32, i64, i8, u8', like.dtype);
+    if (!allowed.includes(like.dtype)) {
+      throw makeError('ERR_DTYPE', `Expected ${DTYPE_ARRAY[like.dtype].name} data for dtype '${like.dtype}' of ${name} but received ${describe(data)}`);
+    }
+    dtype = like.dtype;
+  }
+  const shape = checkShape(like.shape, name);
+  const strides = like.strides === undefined ? contiguousStrides(shape) : checkStrides(like.strides, shape.length, name);
+  const offset = like.offset ?? 0;
+  if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
+    throw invalid('ERR_ARG', `${name}.offset`, 'a non-negative integer', offset);
+  }
+  const typed = data as HostData;
+  const last = lastIndex(shape, strides);
+  if (last >= 0 && offset + last >= typed.length) {
+    if (isDetached(typed)) {
+      throw makeError('ERR_RANGE', `Expected live data for ${name} but its ArrayBuffer is detached`);
+    }
+    throw makeError(
+      'ERR_RANGE',
+      `Expected at least ${offset + last + 1} elements in ${name}.data for shape [${shape.join(', ')}] but received ${typed.length}`,
+    );
+  }
+  return new Tensor(INTERNAL, { dtype, shape, strides, offset, ordinal: -1, data: typed });
+}
