@@ -1,0 +1,42 @@
+/**
+ * tokensieve: fast, batched CPU and CUDA kernels for visual-token
+ * compression, and the pruning methods built on them.
+ */
+export { Tensor, toTensor, contiguousStrides } from './tensor';
+export type { TensorLike, HostTensorLike, DevicePointerSpec } from './tensor';
+export {
+  DTYPES,
+  FLOAT_DTYPES,
+  toHalfBits,
+  fromHalfBits,
+  f32ToF16Bits,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  bf16BitsToF32,
+} from './dtype';
+export type { DType, FloatDType, HostData } from './dtype';
+export { info, cudaAvailable, cudaUnavailableReason, setThreads, getThreads } from './device';
+export type { Device, DeviceLike, Info, CudaDeviceInfo } from './device';
+export { TokenSieveError } from './errors';
+export type { ErrorCode } from './errors';
+export {
+  attentionScores,
+  attentionScoresSync,
+  reduceAttention,
+  reduceAttentionSync,
+} from './kernels/attention';
+export type { AttentionScoresOptions, ReductionOptions, QuerySelection } from './kernels/attention';
+export { topk, topkSync, gather, gatherSync } from './kernels/select';
+export type { TopkOptions, TopkResult, GatherOptions } from './kernels/select';
+export { fasterVLM, fasterVLMSync } from './methods/fastervlm';
+export type { FasterVLMOptions } from './methods/fastervlm';
+export { vtcCls, vtcClsSync } from './methods/vtccls';
+export type { VtcClsOptions } from './methods/vtccls';
+export { fastV, fastVSync } from './methods/fastv';
+export type { FastVOptions, FastVResult } from './methods/fastv';
+export { hiPrune, hiPruneSync } from './methods/hiprune';
+export type { HiPruneOptions, HiPruneResult } from './methods/hiprune';
+export { foPru, foPruSync } from './methods/fopru';
+export type { FoPruOptions, FoPruResult } from './methods/fopru';
+export { pyRound } from './methods/common';
+export type { AttentionSource, SelectionResult } from './methods/common';

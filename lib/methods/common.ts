@@ -1,0 +1,153 @@
+/**
+ * Shared pieces of the paper methods. Each method is written once, as a
+ * generator that yields kernel calls; `drive` runs it synchronously (the
+ * *Sync twin) and `driveAsync` off the event loop (the Promise API), so the
+ * two can never drift apart.
+ */
+import { invalid, makeError } from '../errors';
+import { attentionScores, attentionScoresSync, AttentionScoresOptions, reduceAttention, reduceAttentionSync, ReductionOptions } from '../kernels/attention';
+import { topk, topkSync, TopkOptions, TopkResult } from '../kernels/select';
+import { Tensor, TensorLike, toTensor } from '../tensor';
+
+/**
+ * Where a method's attention comes from: query/key projections (the fused
+ * kernel computes the softmax without materialising it) or precomputed
+ * probabilities [B, H, N, N] (e.g. HF `output_attentions`).
+ */
+export type AttentionSource =
+  | {
+      q: TensorLike;
+      k: TensorLike;
+      layout?: 'bhnd' | 'bnhd';
+      /** Default 1/√D. */
+      scale?: number;
+      keyBias?: TensorLike;
+    }
+  | { probs: TensorLike };
+
+/** Every method returns at least these. */
+export interface SelectionResult {
+  /** Kept token indices, i32 [B, k], in the order the reference keeps them. */
+  indices: Tensor;
+  /** The per-token significance the selection ranked, f32 [B, N']. */
+  scores: Tensor;
+}
+
+type Step =
+  | { kind: 'attention'; q: TensorLike; k: TensorLike; opts: AttentionScoresOptions }
+  | { kind: 'reduce'; probs: TensorLike; opts: ReductionOptions }
+  | { kind: 'topk'; scores: TensorLike; k: number; opts: TopkOptions };
+
+export type MethodGen<R> = Generator<Step, R, unknown>;
+
+export function drive<R>(gen: MethodGen<R>): R {
+  let r = gen.next();
+  while (!r.done) {
+    const s = r.value;
+    let v: unknown;
+    if (s.kind === 'attention') v = attentionScoresSync(s.q, s.k, s.opts);
+    else if (s.kind === 'reduce') v = reduceAttentionSync(s.probs, s.opts);
+    else v = topkSync(s.scores, s.k, s.opts);
+    r = gen.next(v);
+  }
+  return r.value;
+}
+
+export async function driveAsync<R>(gen: MethodGen<R>): Promise<R> {
+  let r = gen.next();
+  while (!r.done) {
+    const s = r.value;
+    let v: unknown;
+    if (s.kind === 'attention') v = await attentionScores(s.q, s.k, s.opts);
+    else if (s.kind === 'reduce') v = await reduceAttention(s.probs, s.opts);
+    else v = await topk(s.scores, s.k, s.opts);
+    r = gen.next(v);
+  }
+  return r.value;
+}
+
+/** Token count N of an attention source (keys), and its batch size. */
+export function sourceDims(op: string, src: unknown): { B: number; N: number; device: string } {
+  if (typeof src !== 'object' || src === null) throw invalid('ERR_ARG', `${op} attention`, '{ q, k } or { probs }', src);
+  if ('probs' in src) {
+    const p = toTensor((src as { probs: TensorLike }).probs, 'probs');
+    if (p.ndim !== 4) throw makeError('ERR_SHAPE', `Expected probs of rank 4 [B, H, Nq, Nk] for ${op} but received shape [${p.shape.join(', ')}]`);
+    return { B: p.shape[0], N: p.shape[3], device: p.device };
+  }
+  if ('q' in src && 'k' in src) {
+    const s = src as { k: TensorLike; layout?: string };
+    const k = toTensor(s.k, 'k');
+    if (k.ndim !== 4) throw makeError('ERR_SHAPE', `Expected k of rank 4 for ${op} but received shape [${k.shape.join(', ')}]`);
+    return { B: k.shape[0], N: s.layout === 'bnhd' ? k.shape[1] : k.shape[2], device: k.device };
+  }
+  throw invalid('ERR_ARG', `${op} attention`, '{ q, k } or { probs }', src);
+}
+
+/** Head-reduced attention scores from either kind of source. */
+export function* scoresOf(
+  op: string,
+  src: AttentionSource,
+  opts: ReductionOptions & { causal?: boolean },
+): MethodGen<Tensor> {
+  if ('probs' in src) {
+    const { causal: _causal, ...rest } = opts;
+    return (yield { kind: 'reduce', probs: src.probs, opts: rest }) as Tensor;
+  }
+  if (!('q' in src) || !('k' in src)) throw invalid('ERR_ARG', `${op} attention`, '{ q, k } or { probs }', src);
+  const o: AttentionScoresOptions = { ...opts };
+  if (src.layout !== undefined) o.layout = src.layout;
+  if (src.scale !== undefined) o.scale = src.scale;
+  if (src.keyBias !== undefined) o.keyBias = src.keyBias;
+  return (yield { kind: 'attention', q: src.q, k: src.k, opts: o }) as Tensor;
+}
+
+export function* topkOf(scores: Tensor, k: number, opts: TopkOptions): MethodGen<TopkResult> {
+  return (yield { kind: 'topk', scores, k, opts }) as TopkResult;
+}
+
+/** Python 3's round(): half to even (what the references call). */
+export function pyRound(x: number): number {
+  const f = Math.floor(x);
+  const diff = x - f;
+  if (diff < 0.5) return f;
+  if (diff > 0.5) return f + 1;
+  return f % 2 === 0 ? f : f + 1;
+}
+
+/**
+ * The kept count from `keep` (a count) or `reduction` (the pruned fraction
+ * r, keeping round(N·(1 − r)) as the references do). Exactly one is needed.
+ */
+export function keepCount(op: string, opts: { keep?: unknown; reduction?: unknown }, n: number): number {
+  if ((opts.keep === undefined) === (opts.reduction === undefined)) {
+    throw makeError('ERR_ARG', `${op}: pass exactly one of keep (a token count) or reduction (the pruned fraction)`);
+  }
+  let k: number;
+  if (opts.keep !== undefined) {
+    if (typeof opts.keep !== 'number' || !Number.isInteger(opts.keep)) throw invalid('ERR_ARG', `${op} keep`, 'an integer', opts.keep);
+    k = opts.keep;
+  } else {
+    const r = opts.reduction;
+    if (typeof r !== 'number' || !(r >= 0 && r < 1)) throw invalid('ERR_RANGE', `${op} reduction`, 'a number in [0, 1)', r);
+    k = pyRound(n * (1 - r));
+  }
+  if (k < 1 || k > n) throw makeError('ERR_RANGE', `Expected ${op} to keep between 1 and ${n} tokens but the options ask for ${k}`);
+  return k;
+}
+
+/** Host Int32Array → i32 tensor on `device` (uploads when it is a CUDA device). */
+export function indexTensor(data: Int32Array, shape: number[], device: string): Tensor {
+  const t = Tensor.from({ data, shape, dtype: 'i32' });
+  return device === 'cpu' ? t : t.to(device as 'cpu');
+}
+
+/** Host copy of a tensor's values as a Float32Array (no copy for contiguous host f32). */
+export function hostF32(t: Tensor): Float32Array {
+  if (t.isHost && t.dtype === 'f32' && t.isContiguous && t.offset === 0) return t.data as Float32Array;
+  return Float32Array.from(t.toArray());
+}
+
+export function hostI32(t: Tensor): Int32Array {
+  if (t.isHost && t.dtype === 'i32' && t.isContiguous && t.offset === 0) return t.data as Int32Array;
+  return Int32Array.from(t.toArray());
+}
