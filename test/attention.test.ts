@@ -1,0 +1,298 @@
+/**
+ * attentionScores / reduceAttention against the float64 reference, on random
+ * inputs of awkward sizes, every dtype, both layouts, batched, causal on and
+ * off, with poisoned outputs.
+ */
+import {
+  attentionScores,
+  attentionScoresSync,
+  FloatDType,
+  getThreads,
+  QuerySelection,
+  reduceAttention,
+  reduceAttentionSync,
+  setThreads,
+  Tensor,
+} from '../lib';
+import { bnhdToBhnd, refAttentionScores, RefReduction, refProbs, refReduce } from './reference/attention';
+import { expectClose, makeTensor, poisoned, randn } from './helpers';
+
+interface Case {
+  B: number;
+  H: number;
+  Nq: number;
+  Nk: number;
+  D: number;
+  dtype: FloatDType;
+  layout: 'bhnd' | 'bnhd';
+  causal?: boolean;
+  causalOffset?: number;
+  queries?: QuerySelection;
+  keys?: { start?: number; end?: number };
+  heads?: 'mean' | 'sum' | 'none';
+  reduce?: 'mean' | 'sum';
+  bias?: boolean;
+  scale?: number;
+}
+
+let seed = 1;
+
+function build(c: Case) {
+  const qv = randn(c.B * c.H * c.Nq * c.D, seed++, 1.5);
+  const kv = randn(c.B * c.H * c.Nk * c.D, seed++, 1.5);
+  const qShape = c.layout === 'bhnd' ? [c.B, c.H, c.Nq, c.D] : [c.B, c.Nq, c.H, c.D];
+  const kShape = c.layout === 'bhnd' ? [c.B, c.H, c.Nk, c.D] : [c.B, c.Nk, c.H, c.D];
+  const q = makeTensor(qv, qShape, c.dtype);
+  const k = makeTensor(kv, kShape, c.dtype);
+  const qExact = c.layout === 'bhnd' ? q.exact : bnhdToBhnd(q.exact, c.B, c.Nq, c.H, c.D);
+  const kExact = c.layout === 'bhnd' ? k.exact : bnhdToBhnd(k.exact, c.B, c.Nk, c.H, c.D);
+  let bias: Float32Array | undefined;
+  if (c.bias) {
+    const r = randn(c.B * c.Nk, seed++, 1);
+    bias = Float32Array.from(r, (x, i) => (i % 5 === 3 ? -Infinity : Math.log(1 + Math.abs(x) * 3)));
+  }
+  return { q: q.t, k: k.t, qExact, kExact, bias };
+}
+
+function resolveRows(sel: QuerySelection | undefined, nq: number): number[] {
+  if (sel === undefined || sel === 'all') return Array.from({ length: nq }, (_, i) => i);
+  if (typeof sel === 'number') return [sel < 0 ? sel + nq : sel];
+  if (Array.isArray(sel) || sel instanceof Int32Array) return Array.from(sel, (v) => (v < 0 ? v + nq : v));
+  const r = sel as { start: number; end: number };
+  const s = r.start < 0 ? r.start + nq : r.start;
+  const e = r.end < 0 ? r.end + nq : r.end;
+  return Array.from({ length: e - s }, (_, i) => s + i);
+}
+
+function expected(c: Case, data: ReturnType<typeof build>): Float64Array {
+  const red: RefReduction = {
+    rows: resolveRows(c.queries, c.Nq),
+    reduce: c.reduce ?? 'mean',
+    heads: c.heads ?? 'mean',
+    keyBegin: c.keys?.start ?? 0,
+    keyEnd: c.keys?.end ?? c.Nk,
+  };
+  return refAttentionScores(
+    {
+      q: data.qExact, k: data.kExact, B: c.B, H: c.H, Nq: c.Nq, Nk: c.Nk, D: c.D,
+      scale: c.scale ?? 1 / Math.sqrt(c.D), causal: c.causal, causalOffset: c.causalOffset, keyBias: data.bias,
+    },
+    red,
+  );
+}
+
+function outShape(c: Case): number[] {
+  const W = (c.keys?.end ?? c.Nk) - (c.keys?.start ?? 0);
+  return c.heads === 'none' ? [c.B, c.H, W] : [c.B, W];
+}
+
+function options(c: Case, data: ReturnType<typeof build>, out?: Tensor) {
+  return {
+    layout: c.layout,
+    causal: c.causal,
+    causalOffset: c.causalOffset,
+    queries: c.queries,
+    keys: c.keys,
+    heads: c.heads,
+    reduce: c.reduce,
+    scale: c.scale,
+    keyBias: data.bias ? { data: data.bias, shape: [c.B, c.Nk] } : undefined,
+    out,
+  };
+}
+
+function label(c: Case): string {
+  const sel = c.queries === undefined ? 'all' : JSON.stringify(c.queries);
+  return `B${c.B} H${c.H} Nq${c.Nq} Nk${c.Nk} D${c.D} ${c.dtype} ${c.layout}${c.causal ? ` causal(${c.causalOffset ?? 'default'})` : ''} q=${sel}` +
+    `${c.keys ? ` keys=${JSON.stringify(c.keys)}` : ''}${c.heads ? ` heads=${c.heads}` : ''}${c.reduce ? ` reduce=${c.reduce}` : ''}${c.bias ? ' bias' : ''}`;
+}
+
+const SIZE_CASES: Case[] = [
+  { B: 2, H: 3, Nq: 1, Nk: 1, D: 15, dtype: 'f32', layout: 'bhnd' },
+  { B: 3, H: 2, Nq: 2, Nk: 2, D: 64, dtype: 'f16', layout: 'bnhd' },
+  { B: 2, H: 4, Nq: 7, Nk: 7, D: 80, dtype: 'bf16', layout: 'bhnd', causal: true },
+  { B: 2, H: 2, Nq: 577, Nk: 577, D: 64, dtype: 'f32', layout: 'bhnd' },
+  { B: 2, H: 2, Nq: 577, Nk: 577, D: 64, dtype: 'bf16', layout: 'bnhd', queries: 0, keys: { start: 1 } },
+  { B: 2, H: 1, Nq: 1031, Nk: 1031, D: 128, dtype: 'f16', layout: 'bhnd', causal: true, queries: { start: 100, end: 1031 } },
+  { B: 1, H: 2, Nq: 577, Nk: 577, D: 80, dtype: 'f16', layout: 'bnhd', queries: -1, causal: true },
+  { B: 2, H: 3, Nq: 7, Nk: 577, D: 80, dtype: 'f32', layout: 'bnhd', causal: true },
+  { B: 2, H: 2, Nq: 31, Nk: 1031, D: 15, dtype: 'bf16', layout: 'bhnd', heads: 'none', bias: true },
+  { B: 1, H: 1, Nq: 1031, Nk: 2, D: 128, dtype: 'f32', layout: 'bhnd', reduce: 'sum' },
+];
+
+describe('attentionScores matches the float64 reference', () => {
+  for (const c of SIZE_CASES) {
+    test(label(c), () => {
+      const data = build(c);
+      const out = poisoned(outShape(c));
+      const r = attentionScoresSync(data.q, data.k, options(c, data, out));
+      expect(r).toBe(out);
+      expectClose(out.data as Float32Array, expected(c, data), 1e-7, 2e-4, label(c));
+    });
+  }
+});
+
+describe('query selections, key ranges, reductions, masks', () => {
+  const base = { B: 2, H: 3, Nq: 37, Nk: 41, D: 15, dtype: 'f32' as const, layout: 'bhnd' as const };
+  const variants: Partial<Case>[] = [
+    { queries: 0 },
+    { queries: -1 },
+    { queries: { start: 5, end: 20 } },
+    { queries: { start: -4, end: -1 } },
+    { queries: [3, 3, 10, 36] },
+    { queries: Int32Array.of(30, 2) },
+    { keys: { start: 1 } },
+    { keys: { start: 5, end: 6 } },
+    { keys: { start: 40 } },
+    { heads: 'sum' },
+    { heads: 'none', reduce: 'sum' },
+    { reduce: 'sum', queries: [1, 2, 3, 4, 5, 6, 7] },
+    { causal: true },
+    { causal: true, causalOffset: 0 },
+    { causal: true, causalOffset: -3 }, // rows 0..2 see no key and contribute nothing
+    { causal: true, causalOffset: 100 },
+    { causal: true, causalOffset: -36, queries: [0, 36] }, // row 36 sees key 0 only, row 0 nothing
+    { bias: true },
+    { bias: true, causal: true, heads: 'none' },
+    { scale: 0.37 },
+    { scale: 0 },
+    { dtype: 'f16', layout: 'bnhd', queries: [0, 1, 2] },
+    { dtype: 'bf16', layout: 'bnhd', causal: true, keys: { start: 3, end: 30 } },
+  ];
+  for (const v of variants) {
+    const c: Case = { ...base, ...v };
+    test(label(c), () => {
+      const data = build(c);
+      const out = poisoned(outShape(c));
+      attentionScoresSync(data.q, data.k, options(c, data, out));
+      expectClose(out.data as Float32Array, expected(c, data), 1e-7, 2e-4, label(c));
+    });
+  }
+
+  test('a row that sees no key contributes zeros (no NaN), and every masked column is exactly 0', () => {
+    const c: Case = { ...base, causal: true, causalOffset: -10, queries: { start: 0, end: 12 } };
+    const data = build(c);
+    const out = attentionScoresSync(data.q, data.k, options(c, data));
+    const v = out.data as Float32Array;
+    // rows 10 and 11 see keys 0 and 0..1; rows 0..9 see nothing
+    for (let b = 0; b < c.B; b++) {
+      for (let j = 2; j < c.Nk; j++) expect(v[b * c.Nk + j]).toBe(0);
+      expect(v[b * c.Nk] + v[b * c.Nk + 1]).toBeCloseTo(2 / 12, 6);
+    }
+  });
+
+  test('keyBias of -Infinity removes a key exactly', () => {
+    const c: Case = { ...base, bias: true };
+    const data = build(c);
+    const out = attentionScoresSync(data.q, data.k, options(c, data));
+    const v = out.data as Float32Array;
+    for (let i = 0; i < c.B * c.Nk; i++) if (data.bias![i] === -Infinity) expect(v[i]).toBe(0);
+  });
+
+  test('head mean of full rows sums to one over all keys', () => {
+    const c: Case = { ...base };
+    const data = build(c);
+    const v = attentionScoresSync(data.q, data.k, options(c, data)).data as Float32Array;
+    for (let b = 0; b < c.B; b++) {
+      let s = 0;
+      for (let j = 0; j < c.Nk; j++) s += v[b * c.Nk + j];
+      expect(s).toBeCloseTo(1, 5);
+    }
+  });
+});
+
+describe('accumulate, async and determinism', () => {
+  test('accumulate adds into out (multi-layer sums)', () => {
+    const c: Case = { B: 2, H: 2, Nq: 9, Nk: 9, D: 16, dtype: 'f32', layout: 'bhnd', queries: 0, keys: { start: 1 } };
+    const l1 = build(c);
+    const l2 = build(c);
+    const out = attentionScoresSync(l1.q, l1.k, options(c, l1));
+    attentionScoresSync(l2.q, l2.k, { ...options(c, l2, out), accumulate: true });
+    const e1 = expected(c, l1);
+    const e2 = expected(c, l2);
+    expectClose(out.data as Float32Array, e1.map((x, i) => x + e2[i]), 1e-7, 2e-4);
+  });
+
+  test('the Promise API gives bit-identical results to the Sync API', async () => {
+    const c: Case = { B: 2, H: 4, Nq: 130, Nk: 130, D: 64, dtype: 'bf16', layout: 'bnhd', causal: true };
+    const data = build(c);
+    const a = attentionScoresSync(data.q, data.k, options(c, data));
+    const b = await attentionScores(data.q, data.k, options(c, data));
+    expect(Array.from(b.data as Float32Array)).toEqual(Array.from(a.data as Float32Array));
+  });
+
+  test('results do not depend on the thread count', () => {
+    const c: Case = { B: 1, H: 2, Nq: 300, Nk: 300, D: 32, dtype: 'f32', layout: 'bhnd' };
+    const data = build(c);
+    const before = getThreads();
+    try {
+      setThreads(1);
+      const one = attentionScoresSync(data.q, data.k, options(c, data)).data as Float32Array;
+      setThreads(3);
+      const three = attentionScoresSync(data.q, data.k, options(c, data)).data as Float32Array;
+      expect(Array.from(three)).toEqual(Array.from(one));
+    } finally {
+      setThreads(before);
+    }
+  });
+
+  test('concurrent async calls all complete with correct results', async () => {
+    const c: Case = { B: 1, H: 2, Nq: 65, Nk: 65, D: 24, dtype: 'f32', layout: 'bhnd' };
+    const runs = Array.from({ length: 12 }, () => build(c));
+    const outs = await Promise.all(runs.map((d) => attentionScores(d.q, d.k, options(c, d))));
+    outs.forEach((o, i) => expectClose(o.data as Float32Array, expected(c, runs[i]), 1e-7, 2e-4));
+  });
+});
+
+describe('reduceAttention matches the float64 reference', () => {
+  const cases: Array<{ B: number; H: number; Nq: number; Nk: number; dtype: FloatDType; red: Partial<RefReduction> & { queries?: QuerySelection } }> = [
+    { B: 1, H: 1, Nq: 1, Nk: 1, dtype: 'f32', red: {} },
+    { B: 2, H: 3, Nq: 7, Nk: 7, dtype: 'f16', red: { queries: 0, keyBegin: 1 } },
+    { B: 2, H: 2, Nq: 577, Nk: 577, dtype: 'bf16', red: {} },
+    { B: 3, H: 2, Nq: 13, Nk: 29, dtype: 'f32', red: { heads: 'none', reduce: 'sum', queries: { start: 2, end: 9 } } },
+    { B: 2, H: 4, Nq: 31, Nk: 31, dtype: 'f16', red: { heads: 'sum', queries: [30, 30, 1], keyBegin: 10, keyEnd: 20 } },
+  ];
+  for (const c of cases) {
+    test(`B${c.B} H${c.H} Nq${c.Nq} Nk${c.Nk} ${c.dtype} ${JSON.stringify(c.red)}`, async () => {
+      const D = 8;
+      const p = refProbs({
+        q: randn(c.B * c.H * c.Nq * D, seed++, 2), k: randn(c.B * c.H * c.Nk * D, seed++, 2),
+        B: c.B, H: c.H, Nq: c.Nq, Nk: c.Nk, D, scale: 1, causal: true,
+      });
+      const probs = makeTensor(p, [c.B, c.H, c.Nq, c.Nk], c.dtype);
+      const keyBegin = c.red.keyBegin ?? 0;
+      const keyEnd = c.red.keyEnd ?? c.Nk;
+      const heads = c.red.heads ?? 'mean';
+      const reduce = c.red.reduce ?? 'mean';
+      const rows = resolveRows(c.red.queries, c.Nq);
+      const want = refReduce(probs.exact, c.B, c.H, c.Nq, c.Nk, { rows, reduce, heads, keyBegin, keyEnd });
+      const W = keyEnd - keyBegin;
+      const out = poisoned(heads === 'none' ? [c.B, c.H, W] : [c.B, W]);
+      const opts = { queries: c.red.queries, keys: { start: keyBegin, end: keyEnd }, heads, reduce, out };
+      reduceAttentionSync(probs.t, opts);
+      expectClose(out.data as Float32Array, want, 1e-7, 1e-5);
+      const asyncOut = await reduceAttention(probs.t, { ...opts, out: undefined });
+      expect(Array.from(asyncOut.data as Float32Array)).toEqual(Array.from(out.data as Float32Array));
+    });
+  }
+
+  test('reduceAttention of the exact probabilities equals attentionScores', () => {
+    const c: Case = { B: 2, H: 2, Nq: 50, Nk: 50, D: 16, dtype: 'f32', layout: 'bhnd', causal: true };
+    const data = build(c);
+    const p = refProbs({ q: data.qExact, k: data.kExact, B: 2, H: 2, Nq: 50, Nk: 50, D: 16, scale: 0.25, causal: true });
+    const fromProbs = reduceAttentionSync({ data: Float32Array.from(p), shape: [2, 2, 50, 50] }, { keys: { start: 1 } });
+    const fused = attentionScoresSync(data.q, data.k, { causal: true, keys: { start: 1 } });
+    expectClose(fused.data as Float32Array, Array.from(fromProbs.data as Float32Array), 1e-7, 2e-4);
+  });
+
+  test('strided probability views (a slice of a bigger map) are read in place', () => {
+    const B = 1, H = 2, N = 9;
+    const p = refProbs({ q: randn(H * N * 4, 5), k: randn(H * N * 4, 6), B, H, Nq: N, Nk: N, D: 4, scale: 1 });
+    // Put each [N, N] map inside a [N, N + 3] row-padded buffer.
+    const padded = new Float32Array(H * N * (N + 3)).fill(NaN);
+    for (let h = 0; h < H; h++) for (let i = 0; i < N; i++) for (let j = 0; j < N; j++) padded[(h * N + i) * (N + 3) + j] = p[(h * N + i) * N + j];
+    const view = { data: padded, shape: [B, H, N, N], strides: [H * N * (N + 3), N * (N + 3), N + 3, 1] };
+    const out = reduceAttentionSync(view);
+    expectClose(out.data as Float32Array, refReduce(Float32Array.from(p), B, H, N, N, { rows: [...Array(N).keys()], reduce: 'mean', heads: 'mean', keyBegin: 0, keyEnd: N }), 1e-7, 1e-5);
+  });
+});

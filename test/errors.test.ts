@@ -1,0 +1,221 @@
+/**
+ * Bad input never crashes and never yields a silent wrong answer: every
+ * public function rejects it with the documented class and code.
+ */
+import {
+  attentionScores,
+  attentionScoresSync,
+  cudaAvailable,
+  gather,
+  gatherSync,
+  reduceAttentionSync,
+  setThreads,
+  Tensor,
+  TokenSieveError,
+  topk,
+  topkSync,
+} from '../lib';
+import { native } from '../lib/native';
+import { expectCode, expectReject, randn } from './helpers';
+
+const f32 = (shape: number[], seed = 1) => ({ data: Float32Array.from(randn(shape.reduce((a, b) => a * b, 1), seed)), shape });
+const q = f32([2, 3, 5, 8], 1);
+const k = f32([2, 3, 5, 8], 2);
+
+function detached(n: number): Float32Array {
+  const a = new Float32Array(n);
+  structuredClone(a.buffer, { transfer: [a.buffer] });
+  return a;
+}
+
+describe('attentionScores rejects bad input', () => {
+  const cases: Array<[string, () => unknown, Function, string, RegExp?]> = [
+    ['q is not a tensor', () => attentionScoresSync('q' as never, k), TypeError, 'ERR_ARG', /Tensor or \{ data, shape/],
+    ['q data is a plain array', () => attentionScoresSync({ data: [1, 2] as never, shape: [2] }, k), TypeError, 'ERR_ARG'],
+    ['q data is a Float64Array', () => attentionScoresSync({ data: new Float64Array(240) as never, shape: [2, 3, 5, 8] }, k), TypeError, 'ERR_DTYPE'],
+    ['Uint16Array without a dtype', () => attentionScoresSync({ data: new Uint16Array(240), shape: [2, 3, 5, 8] }, k), TypeError, 'ERR_DTYPE', /f16' or 'bf16/],
+    ['Float32Array labelled f16', () => attentionScoresSync({ data: new Float32Array(240), shape: [2, 3, 5, 8], dtype: 'f16' }, k), TypeError, 'ERR_DTYPE'],
+    ['i32 q', () => attentionScoresSync({ data: new Int32Array(240), shape: [2, 3, 5, 8] }, k), TypeError, 'ERR_DTYPE'],
+    ['q and k dtypes differ', () => attentionScoresSync(q, { data: new Uint16Array(240), shape: [2, 3, 5, 8], dtype: 'bf16' }), TypeError, 'ERR_DTYPE'],
+    ['q of rank 3', () => attentionScoresSync(f32([3, 5, 8]), k), RangeError, 'ERR_SHAPE', /rank 4/],
+    ['k of rank 5', () => attentionScoresSync(q, f32([1, 2, 3, 5, 8])), RangeError, 'ERR_SHAPE'],
+    ['mismatched B', () => attentionScoresSync(q, f32([1, 3, 5, 8])), RangeError, 'ERR_SHAPE', /agree in B/],
+    ['mismatched H', () => attentionScoresSync(q, f32([2, 2, 5, 8])), RangeError, 'ERR_SHAPE', /agree in H/],
+    ['mismatched D', () => attentionScoresSync(q, f32([2, 3, 5, 7])), RangeError, 'ERR_SHAPE', /agree in D/],
+    ['a zero-size dimension', () => attentionScoresSync(f32([2, 3, 0, 8]), k), RangeError, 'ERR_SHAPE', />= 1/],
+    ['too-short data', () => attentionScoresSync({ data: new Float32Array(239), shape: [2, 3, 5, 8] }, k), RangeError, 'ERR_RANGE', /at least 240/],
+    ['detached data', () => attentionScoresSync({ data: detached(240), shape: [2, 3, 5, 8] }, k), RangeError, 'ERR_RANGE', /detached|at least/],
+    ['negative shape', () => attentionScoresSync({ data: new Float32Array(240), shape: [2, -3, 5, 8] }, k), TypeError, 'ERR_ARG'],
+    ['fractional shape', () => attentionScoresSync({ data: new Float32Array(240), shape: [2, 3, 5.5, 8] }, k), TypeError, 'ERR_ARG'],
+    ['negative offset', () => attentionScoresSync({ ...q, offset: -1 }, k), TypeError, 'ERR_ARG'],
+    ['query row out of range', () => attentionScoresSync(q, k, { queries: 5 }), RangeError, 'ERR_RANGE', /\[-5, 5\)/],
+    ['query row below -N', () => attentionScoresSync(q, k, { queries: -6 }), RangeError, 'ERR_RANGE'],
+    ['fractional query row', () => attentionScoresSync(q, k, { queries: 1.5 }), TypeError, 'ERR_ARG'],
+    ['empty query list', () => attentionScoresSync(q, k, { queries: [] }), RangeError, 'ERR_RANGE', /empty/],
+    ['empty query range', () => attentionScoresSync(q, k, { queries: { start: 3, end: 3 } }), RangeError, 'ERR_RANGE', /non-empty/],
+    ['query range past the end', () => attentionScoresSync(q, k, { queries: { start: 0, end: 6 } }), RangeError, 'ERR_RANGE'],
+    ['query list with an out-of-range row', () => attentionScoresSync(q, k, { queries: [0, 9] }), RangeError, 'ERR_RANGE', /queries\[1\]/],
+    ['unknown query selection', () => attentionScoresSync(q, k, { queries: 'cls' as never }), TypeError, 'ERR_ARG'],
+    ['empty key range', () => attentionScoresSync(q, k, { keys: { start: 4, end: 2 } }), RangeError, 'ERR_RANGE'],
+    ['key range past the end', () => attentionScoresSync(q, k, { keys: { end: 6 } }), RangeError, 'ERR_RANGE'],
+    ['NaN in q', () => attentionScoresSync({ data: Float32Array.from(q.data, (v, i) => (i === 77 ? NaN : v)), shape: q.shape }, k), RangeError, 'ERR_RANGE', /NaN or infinite/],
+    ['Infinity in k', () => attentionScoresSync(q, { data: Float32Array.from(k.data, (v, i) => (i === 5 ? Infinity : v)), shape: k.shape }), RangeError, 'ERR_RANGE'],
+    ['-Infinity in k', () => attentionScoresSync(q, { data: Float32Array.from(k.data, (v, i) => (i === 200 ? -Infinity : v)), shape: k.shape }), RangeError, 'ERR_RANGE'],
+    ['NaN in keyBias', () => attentionScoresSync(q, k, { keyBias: { data: Float32Array.of(0, 0, NaN, 0, 0, 0, 0, 0, 0, 0), shape: [2, 5] } }), RangeError, 'ERR_RANGE', /keyBias/],
+    ['+Infinity in keyBias', () => attentionScoresSync(q, k, { keyBias: { data: Float32Array.of(0, 0, 0, 0, 0, 0, Infinity, 0, 0, 0), shape: [2, 5] } }), RangeError, 'ERR_RANGE'],
+    ['keyBias of the wrong shape', () => attentionScoresSync(q, k, { keyBias: { data: new Float32Array(5), shape: [1, 5] } }), RangeError, 'ERR_SHAPE'],
+    ['keyBias of the wrong dtype', () => attentionScoresSync(q, k, { keyBias: { data: new Uint16Array(10), shape: [2, 5], dtype: 'f16' } }), TypeError, 'ERR_DTYPE'],
+    ['NaN scale', () => attentionScoresSync(q, k, { scale: NaN }), TypeError, 'ERR_ARG'],
+    ['string scale', () => attentionScoresSync(q, k, { scale: '0.1' as never }), TypeError, 'ERR_ARG'],
+    ['unknown option', () => attentionScoresSync(q, k, { querys: 0 } as never), TypeError, 'ERR_ARG', /unknown option 'querys'/],
+    ['options not an object', () => attentionScoresSync(q, k, 7 as never), TypeError, 'ERR_ARG'],
+    ['bad layout', () => attentionScoresSync(q, k, { layout: 'nbhd' as never }), TypeError, 'ERR_ARG'],
+    ['bad heads', () => attentionScoresSync(q, k, { heads: 'max' as never }), TypeError, 'ERR_ARG'],
+    ['bad reduce', () => attentionScoresSync(q, k, { reduce: 'max' as never }), TypeError, 'ERR_ARG'],
+    ['fractional causalOffset', () => attentionScoresSync(q, k, { causal: true, causalOffset: 0.5 }), TypeError, 'ERR_ARG'],
+    ['non-boolean causal', () => attentionScoresSync(q, k, { causal: 1 as never }), TypeError, 'ERR_ARG'],
+    ['out of the wrong shape', () => attentionScoresSync(q, k, { out: { data: new Float32Array(8), shape: [2, 4] } }), RangeError, 'ERR_SHAPE'],
+    ['out of the wrong dtype', () => attentionScoresSync(q, k, { out: { data: new Int32Array(10), shape: [2, 5] } }), TypeError, 'ERR_DTYPE'],
+    ['out too short', () => attentionScoresSync(q, k, { out: { data: new Float32Array(9), shape: [2, 5] } }), RangeError, 'ERR_RANGE'],
+    ['accumulate without out', () => attentionScoresSync(q, k, { accumulate: true }), TypeError, 'ERR_ARG', /accumulate needs/],
+    ['non-contiguous D', () => attentionScoresSync({ data: new Float32Array(480), shape: [2, 3, 5, 8], strides: [240, 80, 16, 2] }, k), TokenSieveError, 'ERR_UNSUPPORTED', /contiguous/],
+    ['stream that is not a bigint', () => attentionScoresSync(q, k, { stream: 1 as never }), TypeError, 'ERR_ARG'],
+  ];
+  for (const [name, fn, cls, code, msg] of cases) {
+    test(name, () => expectCode(fn, cls, code, msg));
+  }
+
+  test('checkFinite: false skips the scan and does not crash on NaN', () => {
+    const bad = { data: Float32Array.from(q.data, (v, i) => (i === 3 ? NaN : v)), shape: q.shape };
+    const out = attentionScoresSync(bad, k, { checkFinite: false });
+    expect(out.shape).toEqual([2, 5]);
+  });
+
+  test('a disposed tensor is rejected with ERR_DISPOSED', () => {
+    const t = Tensor.from(q);
+    t.dispose();
+    expectCode(() => attentionScoresSync(t, k), TokenSieveError, 'ERR_DISPOSED');
+    expectCode(() => t.data, TokenSieveError, 'ERR_DISPOSED');
+    t.dispose(); // idempotent
+  });
+
+  test('async errors reject with the same class and code, and a stack through the caller', async () => {
+    await expectReject(attentionScores(q, k, { queries: 99 }), RangeError, 'ERR_RANGE');
+    await expectReject(attentionScores(q, f32([2, 3, 5, 7])), RangeError, 'ERR_SHAPE');
+    const bad = { data: Float32Array.from(q.data, (v, i) => (i === 0 ? NaN : v)), shape: q.shape };
+    let err: Error | undefined;
+    try {
+      await attentionScores(bad, k);
+    } catch (e) {
+      err = e as Error;
+    }
+    expect(err).toBeInstanceOf(RangeError);
+    expect((err as Error & { code: string }).code).toBe('ERR_RANGE');
+    expect(err!.stack).toMatch(/errors\.test\.ts/);
+  });
+});
+
+describe('reduceAttention rejects bad input', () => {
+  const p = f32([1, 2, 4, 4]);
+  const cases: Array<[string, () => unknown, Function, string]> = [
+    ['rank 3', () => reduceAttentionSync(f32([2, 4, 4])), RangeError, 'ERR_SHAPE'],
+    ['i8 probs', () => reduceAttentionSync({ data: new Int8Array(32), shape: [1, 2, 4, 4] }), TypeError, 'ERR_DTYPE'],
+    ['NaN probs', () => reduceAttentionSync({ data: Float32Array.from(p.data, (v, i) => (i === 9 ? NaN : v)), shape: p.shape }), RangeError, 'ERR_RANGE'],
+    ['Infinity probs', () => reduceAttentionSync({ data: Float32Array.from(p.data, (v, i) => (i === 31 ? Infinity : v)), shape: p.shape }), RangeError, 'ERR_RANGE'],
+    ['query row out of range', () => reduceAttentionSync(p, { queries: 4 }), RangeError, 'ERR_RANGE'],
+    ['empty key range', () => reduceAttentionSync(p, { keys: { start: 4 } }), RangeError, 'ERR_RANGE'],
+    ['unknown option', () => reduceAttentionSync(p, { causal: true } as never), TypeError, 'ERR_ARG'],
+    ['too-short data', () => reduceAttentionSync({ data: new Float32Array(31), shape: [1, 2, 4, 4] }), RangeError, 'ERR_RANGE'],
+  ];
+  for (const [name, fn, cls, code] of cases) test(name, () => expectCode(fn, cls, code));
+});
+
+describe('topk and gather reject bad input', () => {
+  const s = f32([2, 6]);
+  const cases: Array<[string, () => unknown, Function, string]> = [
+    ['k = 0', () => topkSync(s, 0), RangeError, 'ERR_RANGE'],
+    ['k < 0', () => topkSync(s, -2), RangeError, 'ERR_RANGE'],
+    ['k > N', () => topkSync(s, 7), RangeError, 'ERR_RANGE'],
+    ['fractional k', () => topkSync(s, 2.5), TypeError, 'ERR_ARG'],
+    ['k not a number', () => topkSync(s, '3' as never), TypeError, 'ERR_ARG'],
+    ['scores of rank 3', () => topkSync(f32([1, 2, 6]), 1), RangeError, 'ERR_SHAPE'],
+    ['empty scores', () => topkSync({ data: new Float32Array(0), shape: [1, 0] }, 1), RangeError, 'ERR_SHAPE'],
+    ['i32 scores', () => topkSync({ data: new Int32Array(12), shape: [2, 6] }, 1), TypeError, 'ERR_DTYPE'],
+    ['bad order', () => topkSync(s, 2, { order: 'desc' as never }), TypeError, 'ERR_ARG'],
+    ['index past N', () => gatherSync(f32([2, 4, 3]), { data: Int32Array.of(0, 1, 4, 0), shape: [2, 2] }), RangeError, 'ERR_RANGE'],
+    ['negative index', () => gatherSync(f32([2, 4, 3]), { data: Int32Array.of(0, 1, -1, 0), shape: [2, 2] }), RangeError, 'ERR_RANGE'],
+    ['i64 indices', () => gatherSync(f32([2, 4, 3]), { data: new BigInt64Array(4), shape: [2, 2] }), TypeError, 'ERR_DTYPE'],
+    ['batch mismatch', () => gatherSync(f32([2, 4, 3]), { data: new Int32Array(6), shape: [3, 2] }), RangeError, 'ERR_SHAPE'],
+    ['x of rank 4', () => gatherSync(f32([1, 2, 4, 3]), { data: new Int32Array(2), shape: [1, 2] }), RangeError, 'ERR_SHAPE'],
+    ['unknown option', () => gatherSync(f32([2, 4, 3]), { data: new Int32Array(4), shape: [2, 2] }, { check: true } as never), TypeError, 'ERR_ARG'],
+  ];
+  for (const [name, fn, cls, code] of cases) test(name, () => expectCode(fn, cls, code));
+
+  test('async topk and gather reject too', async () => {
+    await expectReject(topk(s, 9), RangeError, 'ERR_RANGE');
+    await expectReject(gather(f32([1, 4, 3]), { data: Int32Array.of(7), shape: [1, 1] }), RangeError, 'ERR_RANGE');
+  });
+});
+
+describe('tensors, devices and threads', () => {
+  test('Tensor cannot be constructed directly', () => {
+    expect(() => new (Tensor as unknown as new (a: unknown, b: unknown) => Tensor)(Symbol('x'), {})).toThrow(TokenSieveError);
+  });
+  test('device name errors', () => {
+    expectCode(() => Tensor.empty([2], 'f32', 'gpu' as never), TypeError, 'ERR_ARG');
+    expectCode(() => Tensor.empty([2], 'f64' as never), TypeError, 'ERR_DTYPE');
+  });
+  test('setThreads rejects non-integers', () => {
+    expectCode(() => setThreads(1.5), TypeError, 'ERR_ARG');
+    expectCode(() => setThreads('2' as never), TypeError, 'ERR_ARG');
+  });
+  test('host tensors have no device pointer; views are bounds-checked', () => {
+    const t = Tensor.from(f32([2, 3]));
+    expectCode(() => t.ptr, TokenSieveError, 'ERR_DEVICE');
+    expectCode(() => t.view([7]), RangeError, 'ERR_SHAPE');
+    expectCode(() => t.view([2, 3], [3, 2]), RangeError, 'ERR_RANGE');
+  });
+
+  const maybe = cudaAvailable() ? test.skip : test;
+  maybe('without CUDA, device tensors fail with ERR_DEVICE and the reason', () => {
+    expectCode(() => Tensor.from(q, { device: 'cuda:0' }), TokenSieveError, 'ERR_DEVICE', /CUDA is unavailable: .+/);
+    expectCode(() => Tensor.empty([4], 'f32', 'cuda'), TokenSieveError, 'ERR_DEVICE');
+    expectCode(() => Tensor.fromDevicePointer({ ptr: 0x7f0000000000n, shape: [4], dtype: 'f32' }), TokenSieveError, 'ERR_DEVICE');
+  });
+});
+
+describe('the native layer validates on its own (no crash on malformed calls)', () => {
+  const n = () => native();
+  const desc = (data: ArrayBufferView, shape: number[], dtype = 0) => ({
+    dtype, shape, strides: shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1)), offset: 0, device: -1, data,
+  });
+  const base = () => ({
+    q: desc(new Float32Array(16), [1, 1, 4, 4]), k: desc(new Float32Array(16), [1, 1, 4, 4]), scale: 1, causal: false, causalOffset: 0,
+    queryRows: Int32Array.of(0), queryReduce: 0, headReduce: 0, keyBegin: 0, keyEnd: 4, accumulate: false, checkFinite: true,
+    out: desc(new Float32Array(4), [1, 4]), wait: true,
+  });
+  const cases: Array<[string, () => unknown, string]> = [
+    ['not an object', () => n().attentionScores(7 as never, false), 'ERR_ARG'],
+    ['missing q', () => n().attentionScores({ ...base(), q: undefined } as never, false), 'ERR_ARG'],
+    ['a descriptor that overstates its data', () => n().attentionScores({ ...base(), q: desc(new Float32Array(15), [1, 1, 4, 4]) }, false), 'ERR_RANGE'],
+    ['element size mismatch', () => n().attentionScores({ ...base(), q: desc(new Uint8Array(16), [1, 1, 4, 4]) }, false), 'ERR_DTYPE'],
+    ['a query row out of range', () => n().attentionScores({ ...base(), queryRows: Int32Array.of(4) }, false), 'ERR_RANGE'],
+    ['queryRows not an Int32Array', () => n().attentionScores({ ...base(), queryRows: [0] as never }, false), 'ERR_ARG'],
+    ['an unknown dtype code', () => n().attentionScores({ ...base(), q: { ...desc(new Float32Array(16), [1, 1, 4, 4]), dtype: 42 } }, false), 'ERR_DTYPE'],
+    ['a key range past Nk', () => n().attentionScores({ ...base(), keyEnd: 5 }, false), 'ERR_RANGE'],
+    ['an output of the wrong size', () => n().attentionScores({ ...base(), out: desc(new Float32Array(3), [1, 3]) }, false), 'ERR_SHAPE'],
+    ['a device descriptor without memory', () => n().topk({ scores: { dtype: 0, shape: [1, 2], strides: [2, 1], offset: 0, device: 0 }, k: 1, orderByScore: false, indices: desc(new Int32Array(1), [1, 1], 3), wait: true }, false), 'ERR_ARG'],
+    ['gather with an index past N', () => n().gather({ x: desc(new Float32Array(6), [1, 3, 2]), indices: desc(Int32Array.of(3), [1, 1], 3), out: desc(new Float32Array(2), [1, 1, 2]), checkIndices: true, wait: true }, false), 'ERR_RANGE'],
+  ];
+  for (const [name, fn, code] of cases) {
+    test(name, () => {
+      let err: (Error & { code?: string }) | undefined;
+      try {
+        fn();
+      } catch (e) {
+        err = e as Error & { code?: string };
+      }
+      expect(err?.code).toBe(code);
+    });
+  }
+});

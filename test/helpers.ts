@@ -1,0 +1,124 @@
+/** Test utilities: seeded data, dtype rounding, poisoned outputs, comparisons. */
+import { cudaAvailable, cudaUnavailableReason, DType, FloatDType, Tensor, toHalfBits, fromHalfBits } from '../lib';
+
+/** Deterministic PRNG (mulberry32). */
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Standard normal samples (Box–Muller). */
+export function randn(n: number, seed: number, scale = 1): Float64Array {
+  const r = rng(seed);
+  const out = new Float64Array(n);
+  for (let i = 0; i < n; i += 2) {
+    const u = Math.max(r(), 1e-12);
+    const v = r();
+    const m = Math.sqrt(-2 * Math.log(u)) * scale;
+    out[i] = m * Math.cos(2 * Math.PI * v);
+    if (i + 1 < n) out[i + 1] = m * Math.sin(2 * Math.PI * v);
+  }
+  return out;
+}
+
+/**
+ * Host tensor of `dtype` from float values, plus the values it actually
+ * holds after rounding to that dtype (what a float64 reference must use).
+ */
+export function makeTensor(values: ArrayLike<number>, shape: number[], dtype: FloatDType = 'f32'): { t: Tensor; exact: Float64Array } {
+  if (dtype === 'f32') {
+    const data = Float32Array.from(values);
+    return { t: Tensor.from({ data, shape }), exact: Float64Array.from(data) };
+  }
+  const bits = toHalfBits(values, dtype);
+  return { t: Tensor.from({ data: bits, shape, dtype }), exact: Float64Array.from(fromHalfBits(bits, dtype)) };
+}
+
+/** An f32 output tensor filled with NaN, so any element a kernel does not write is caught. */
+export function poisoned(shape: number[]): Tensor {
+  const n = shape.reduce((a, b) => a * b, 1);
+  return Tensor.from({ data: new Float32Array(n).fill(NaN), shape });
+}
+
+/** Max |a - e| / (atol + rtol·|e|) over all elements; <= 1 passes. NaN in a fails. */
+export function closeness(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number): { worst: number; at: number } {
+  if (actual.length !== expected.length) throw new Error(`length ${actual.length} != ${expected.length}`);
+  let worst = 0;
+  let at = -1;
+  for (let i = 0; i < actual.length; i++) {
+    const a = actual[i];
+    const e = expected[i];
+    const r = Number.isNaN(a) || Number.isNaN(e) ? (Number.isNaN(a) && Number.isNaN(e) ? 0 : Infinity) : Math.abs(a - e) / (atol + rtol * Math.abs(e));
+    if (r > worst || Number.isNaN(r)) {
+      worst = Number.isNaN(r) ? Infinity : r;
+      at = i;
+    }
+  }
+  return { worst, at };
+}
+
+export function expectClose(actual: ArrayLike<number>, expected: ArrayLike<number>, atol: number, rtol: number, what = ''): void {
+  const { worst, at } = closeness(actual, expected, atol, rtol);
+  if (!(worst <= 1)) {
+    throw new Error(`${what} mismatch at ${at}: got ${actual[at]}, expected ${expected[at]} (atol ${atol}, rtol ${rtol}, ratio ${worst.toFixed(2)})`);
+  }
+}
+
+/** Expects fn to throw (or reject) an error of `cls` with `code`. */
+export function expectCode(fn: () => unknown, cls: Function, code: string, message?: RegExp): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  if (caught === undefined) throw new Error(`expected ${cls.name} ${code} but nothing was thrown`);
+  const err = caught as Error & { code?: string };
+  if (!(err instanceof cls) || err.code !== code || (message && !message.test(err.message))) {
+    throw new Error(`expected ${cls.name} ${code}${message ? ` matching ${message}` : ''} but got ${err.constructor?.name} ${err.code}: ${err.message}`);
+  }
+}
+
+export async function expectReject(p: Promise<unknown>, cls: Function, code: string, message?: RegExp): Promise<void> {
+  let caught: unknown;
+  try {
+    await p;
+  } catch (e) {
+    caught = e;
+  }
+  if (caught === undefined) throw new Error(`expected a rejection with ${cls.name} ${code} but the promise resolved`);
+  const err = caught as Error & { code?: string };
+  if (!(err instanceof cls) || err.code !== code || (message && !message.test(err.message))) {
+    throw new Error(`expected ${cls.name} ${code} but got ${err.constructor?.name} ${err.code}: ${err.message}`);
+  }
+}
+
+/** Tolerances for kernel outputs whose inputs were rounded to `dtype` (the reference uses the rounded values). */
+export function tolerance(dtype: DType): { atol: number; rtol: number } {
+  return dtype === 'f32' ? { atol: 1e-7, rtol: 2e-4 } : { atol: 1e-7, rtol: 2e-4 };
+}
+
+/** `describe` that runs only with a usable CUDA device, and says why it is skipped otherwise. */
+export function describeCuda(name: string, body: () => void): void {
+  let available = false;
+  let reason = '';
+  try {
+    available = cudaAvailable();
+    reason = cudaUnavailableReason();
+  } catch (e) {
+    reason = (e as Error).message;
+  }
+  if (available) {
+    describe(name, body);
+  } else {
+    describe.skip(`${name} [skipped: ${reason || 'CUDA unavailable'}]`, body);
+    // eslint-disable-next-line no-console
+    console.warn(`CUDA tests skipped (${name}): ${reason || 'CUDA unavailable'}`);
+  }
+}

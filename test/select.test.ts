@@ -1,0 +1,109 @@
+/** topk and gather against the float64 references. */
+import { FloatDType, gather, gatherSync, Tensor, topk, topkSync } from '../lib';
+import { refGather, refTopk } from './reference/select';
+import { makeTensor, randn, rng } from './helpers';
+
+describe('topk', () => {
+  test('hand-checked: ties to the lower index, NaN last, -Infinity above NaN', () => {
+    const scores = { data: Float32Array.of(1, NaN, 3, 3, -Infinity, 2, 3), shape: [7] };
+    expect(topkSync(scores, 3, { order: 'score' }).indices.toArray()).toEqual([2, 3, 6]);
+    expect(topkSync(scores, 4, { order: 'score' }).indices.toArray()).toEqual([2, 3, 6, 5]);
+    expect(topkSync(scores, 4).indices.toArray()).toEqual([2, 3, 5, 6]);
+    expect(topkSync(scores, 6, { order: 'score' }).indices.toArray()).toEqual([2, 3, 6, 5, 0, 4]);
+    expect(topkSync(scores, 7, { order: 'score' }).indices.toArray()).toEqual([2, 3, 6, 5, 0, 4, 1]);
+    const { values } = topkSync(scores, 7, { order: 'score' });
+    expect(values!.toArray()).toEqual([3, 3, 3, 2, 1, -Infinity, NaN]);
+  });
+
+  test('all NaN: lower indices first', () => {
+    const r = topkSync({ data: new Float32Array(5).fill(NaN), shape: [1, 5] }, 2, { order: 'score' });
+    expect(r.indices.toArray()).toEqual([0, 1]);
+    expect(r.indices.shape).toEqual([1, 2]);
+  });
+
+  test('-0 and +0 tie', () => {
+    expect(topkSync({ data: Float32Array.of(-0, 0, -0), shape: [3] }, 2, { order: 'score' }).indices.toArray()).toEqual([0, 1]);
+  });
+
+  const cases: Array<[number, number, number, FloatDType]> = [
+    [1, 1, 1, 'f32'],
+    [3, 2, 2, 'f16'],
+    [2, 7, 3, 'bf16'],
+    [4, 577, 144, 'f32'],
+    [2, 1031, 1031, 'f16'],
+    [3, 1031, 1, 'bf16'],
+    [2, 4784, 1196, 'f32'],
+  ];
+  for (const [B, N, k, dtype] of cases) {
+    for (const order of ['index', 'score'] as const) {
+      test(`B${B} N${N} k${k} ${dtype} order=${order} (with heavy ties and NaN)`, async () => {
+        const r = rng(B * 1000 + N + k);
+        // Coarse values force many exact ties; a few NaN and ±Infinity.
+        const v = Array.from({ length: B * N }, () => {
+          const u = r();
+          if (u < 0.03) return NaN;
+          if (u < 0.05) return u < 0.04 ? Infinity : -Infinity;
+          return Math.floor(r() * 20) / 4;
+        });
+        const t = makeTensor(v, [B, N], dtype);
+        const want = refTopk(t.exact, B, N, k, order);
+        const res = await topk(t.t, k, { order });
+        expect(res.indices.shape).toEqual([B, k]);
+        expect(res.indices.toArray()).toEqual(want);
+        expect(res.values!.toArray()).toEqual(want.map((i, n) => t.exact[Math.floor(n / k) * N + i]));
+        const sync = topkSync(t.t, k, { order, values: false });
+        expect(sync.values).toBeUndefined();
+        expect(sync.indices.toArray()).toEqual(want);
+      });
+    }
+  }
+
+  test('score rows with a row stride are read in place; a strided last dimension is rejected', () => {
+    const base = Float32Array.from(randn(5 * 3, 3));
+    const view = { data: base, shape: [1, 5], strides: [0, 3], offset: 1 };
+    // strides[1] = 3 is not contiguous: rejected rather than silently copied
+    expect(() => topkSync(view, 2)).toThrow(/contiguous/);
+    const rows = { data: base, shape: [3, 4], strides: [5, 1], offset: 0 };
+    const got = topkSync(rows, 2, { order: 'score' }).indices.toArray();
+    const dense = [0, 1, 2].flatMap((b) => Array.from(base.subarray(b * 5, b * 5 + 4)));
+    expect(got).toEqual(refTopk(dense, 3, 4, 2, 'score'));
+  });
+});
+
+describe('gather', () => {
+  const dtypes: Array<['f32' | 'f16' | 'bf16' | 'i32' | 'i64' | 'i8' | 'u8', (n: number) => ArrayLike<number | bigint>]> = [
+    ['f32', (n) => Float32Array.from(randn(n, n))],
+    ['f16', (n) => Uint16Array.from({ length: n }, (_, i) => (i * 7919) & 0xffff)],
+    ['bf16', (n) => Uint16Array.from({ length: n }, (_, i) => (i * 104729) & 0xffff)],
+    ['i32', (n) => Int32Array.from({ length: n }, (_, i) => i * 31 - 500)],
+    ['i64', (n) => BigInt64Array.from({ length: n }, (_, i) => BigInt(i) * 123456789123n - 7n)],
+    ['i8', (n) => Int8Array.from({ length: n }, (_, i) => ((i * 13) % 256) - 128)],
+    ['u8', (n) => Uint8Array.from({ length: n }, (_, i) => (i * 17) & 0xff)],
+  ];
+  for (const [dtype, make] of dtypes) {
+    test(`${dtype}: B3 N7 C5, K4 with repeats`, async () => {
+      const [B, N, C, K] = [3, 7, 5, 4];
+      const data = make(B * N * C) as Tensor['data'];
+      const x = { data, shape: [B, N, C], dtype };
+      const idx = Int32Array.of(6, 0, 0, 3, 1, 1, 1, 1, 5, 2, 6, 4);
+      const out = await gather(x, { data: idx, shape: [B, K] });
+      expect(out.shape).toEqual([B, K, C]);
+      expect(out.dtype).toBe(dtype);
+      expect(Array.from(out.data as ArrayLike<number | bigint>)).toEqual(refGather(data as ArrayLike<number | bigint>, B, N, C, idx, K));
+    });
+  }
+
+  test('2-D x with 1-D indices, large C, and a strided x view', () => {
+    const N = 577, C = 1031;
+    const x = Float32Array.from(randn(N * C, 9));
+    const idx = Int32Array.from({ length: 58 }, (_, i) => (i * 97) % N);
+    const out = gatherSync({ data: x, shape: [N, C] }, { data: idx, shape: [58] });
+    expect(out.shape).toEqual([58, C]);
+    expect(Array.from(out.data as Float32Array)).toEqual(refGather(x, 1, N, C, idx, 58));
+    // every other token of a [1, 2N, C] buffer
+    const big = new Float32Array(2 * N * C);
+    for (let n = 0; n < N; n++) big.set(x.subarray(n * C, (n + 1) * C), 2 * n * C);
+    const strided = gatherSync({ data: big, shape: [1, N, C], strides: [2 * N * C, 2 * C, 1] }, { data: idx, shape: [1, 58] });
+    expect(Array.from(strided.data as Float32Array)).toEqual(refGather(x, 1, N, C, idx, 58));
+  });
+});
