@@ -7,63 +7,65 @@ namespace tokensieve {
 namespace binding {
 namespace {
 
-ScoreReduction read_reduction(CallContext& cx, const Napi::Object& a) {
-  ScoreReduction r;
-  r.query_rows = cx.int32_array(a, "queryRows", &r.num_query_rows);
-  r.query_reduce = static_cast<QueryReduce>(static_cast<int32_t>(cx.number(a, "queryReduce", 0)));
-  r.head_reduce = static_cast<HeadReduce>(static_cast<int32_t>(cx.number(a, "headReduce", 0)));
-  r.key_begin = static_cast<int64_t>(cx.number(a, "keyBegin", 0));
-  r.key_end = static_cast<int64_t>(cx.number(a, "keyEnd", 0));
-  r.accumulate = cx.boolean(a, "accumulate", false);
-  return r;
-}
-
-// attentionScores(args, async)
+// attentionScores(params, queryRows, q, qMem, k, kMem, bias, biasMem, out, outMem, stream, async)
+// params: [scale, causal, causalOffset, queryReduce, headReduce, keyBegin, keyEnd,
+//          accumulate, checkFinite, wait, numQueryRows]
 Napi::Value AttentionScores(const Napi::CallbackInfo& info) {
-  CallContext cx(info.Env());
-  if (!info[0].IsObject()) throw make_error(info.Env(), Status(Code::kArg, "expected an argument object"));
-  Napi::Object a = info[0].As<Napi::Object>();
+  CallContext cx(info);
+  const double* a = cx.params(0, 11);
   AttentionScoresParams p;
-  p.q = cx.tensor(a, "q");
-  p.k = cx.tensor(a, "k");
-  p.key_bias = cx.tensor(a, "keyBias", /*optional=*/true);
-  p.has_key_bias = p.key_bias.data != nullptr || p.key_bias.ndim > 0;
-  p.scale = static_cast<float>(cx.number(a, "scale", 1.0));
-  p.causal = cx.boolean(a, "causal", false);
-  p.causal_offset = static_cast<int64_t>(cx.number(a, "causalOffset", 0));
-  p.reduce = read_reduction(cx, a);
-  const bool wait = cx.boolean(a, "wait", true);
-  p.check_finite = cx.boolean(a, "checkFinite", true) && (wait || p.q.on_host());
-  p.out = cx.tensor(a, "out");
-  p.stream = cx.stream(a);
-  const bool async = info[1].ToBoolean().Value();
+  p.reduce.query_rows =
+      cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(a[10]));
+  p.q = cx.tensor(2, "q");
+  p.k = cx.tensor(4, "k");
+  p.key_bias = cx.tensor(6, "keyBias", /*optional=*/true);
+  p.has_key_bias = p.key_bias.ndim > 0;
+  p.out = cx.tensor(8, "out");
+  p.stream = cx.stream(10);
+  p.scale = static_cast<float>(a[0]);
+  p.causal = a[1] != 0;
+  p.causal_offset = to_int64(a[2]);
+  p.reduce.query_reduce = static_cast<QueryReduce>(to_enum(a[3]));
+  p.reduce.head_reduce = static_cast<HeadReduce>(to_enum(a[4]));
+  p.reduce.key_begin = to_int64(a[5]);
+  p.reduce.key_end = to_int64(a[6]);
+  p.reduce.accumulate = a[7] != 0;
+  const bool wait = a[9] != 0;
+  // Reading the NaN flag back needs the stream to drain: only when waiting.
+  p.check_finite = a[8] != 0 && (wait || p.q.on_host());
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.q.on_host()) return cpu::attention_scores(p);
         return finish_device(p.q.device, p.stream, wait, cuda::attention_scores(p));
       },
-      async);
+      cx.flag(11));
 }
 
-// reduceAttention(args, async)
+// reduceAttention(params, queryRows, probs, probsMem, out, outMem, stream, async)
+// params: [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait,
+//          numQueryRows]
 Napi::Value ReduceAttention(const Napi::CallbackInfo& info) {
-  CallContext cx(info.Env());
-  if (!info[0].IsObject()) throw make_error(info.Env(), Status(Code::kArg, "expected an argument object"));
-  Napi::Object a = info[0].As<Napi::Object>();
+  CallContext cx(info);
+  const double* a = cx.params(0, 8);
   ReduceAttentionParams p;
-  p.probs = cx.tensor(a, "probs");
-  p.reduce = read_reduction(cx, a);
-  const bool wait = cx.boolean(a, "wait", true);
-  p.check_finite = cx.boolean(a, "checkFinite", true) && (wait || p.probs.on_host());
-  p.out = cx.tensor(a, "out");
-  p.stream = cx.stream(a);
-  const bool async = info[1].ToBoolean().Value();
+  p.reduce.query_rows =
+      cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(a[7]));
+  p.probs = cx.tensor(2, "probs");
+  p.out = cx.tensor(4, "out");
+  p.stream = cx.stream(6);
+  p.reduce.query_reduce = static_cast<QueryReduce>(to_enum(a[0]));
+  p.reduce.head_reduce = static_cast<HeadReduce>(to_enum(a[1]));
+  p.reduce.key_begin = to_int64(a[2]);
+  p.reduce.key_end = to_int64(a[3]);
+  p.reduce.accumulate = a[4] != 0;
+  const bool wait = a[6] != 0;
+  p.check_finite = a[5] != 0 && (wait || p.probs.on_host());
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.probs.on_host()) return cpu::reduce_attention(p);
         return finish_device(p.probs.device, p.stream, wait, cuda::reduce_attention(p));
       },
-      async);
+      cx.flag(7));
 }
 
 }  // namespace

@@ -11,6 +11,15 @@
 namespace tokensieve {
 namespace binding {
 
+AddonData& addon_data(Napi::Env env) {
+  AddonData* data = env.GetInstanceData<AddonData>();
+  if (data == nullptr) {
+    data = new AddonData();
+    env.SetInstanceData<AddonData>(data);  // deleted by N-API at environment teardown
+  }
+  return *data;
+}
+
 Napi::Error make_error(Napi::Env env, const Status& s) {
   Napi::Error e = Napi::Error::New(env, s.message);
   e.Set("code", Napi::String::New(env, code_name(s.code)));
@@ -18,6 +27,47 @@ Napi::Error make_error(Napi::Env env, const Status& s) {
 }
 
 namespace {
+
+napi_valuetype type_of(napi_env env, napi_value v) {
+  napi_valuetype t = napi_undefined;
+  napi_typeof(env, v, &t);
+  return t;
+}
+
+size_t element_size(napi_typedarray_type t) {
+  switch (t) {
+    case napi_int8_array: case napi_uint8_array: case napi_uint8_clamped_array: return 1;
+    case napi_int16_array: case napi_uint16_array: return 2;
+    case napi_int32_array: case napi_uint32_array: case napi_float32_array: return 4;
+    default: return 8;  // float64, bigint64, biguint64
+  }
+}
+
+// Everything about a TypedArray in one N-API call (the wrappers' accessors
+// each make their own).
+struct TypedArrayInfo {
+  bool ok = false;
+  napi_typedarray_type type = napi_int8_array;
+  size_t length = 0;
+  void* data = nullptr;
+  napi_value arraybuffer = nullptr;
+  size_t byte_offset = 0;
+};
+
+TypedArrayInfo typed_array(napi_env env, napi_value v) {
+  TypedArrayInfo info;
+  bool is = false;
+  if (napi_is_typedarray(env, v, &is) != napi_ok || !is) return info;
+  info.ok = napi_get_typedarray_info(env, v, &info.type, &info.length, &info.data, &info.arraybuffer,
+                                     &info.byte_offset) == napi_ok;
+  return info;
+}
+
+bool is_detached(napi_env env, const TypedArrayInfo& info) {
+  bool detached = false;
+  napi_is_detached_arraybuffer(env, info.arraybuffer, &detached);
+  return detached;
+}
 
 Status run_guarded(const std::function<Status()>& job) {
   try {
@@ -74,104 +124,105 @@ class Worker : public Napi::AsyncWorker {
   std::vector<DeviceBuffer*> buffers_;
 };
 
-bool read_int_array(const Napi::Value& v, int max_len, int64_t* out, int* len) {
-  if (!v.IsArray()) return false;
-  Napi::Array a = v.As<Napi::Array>();
-  if (a.Length() > static_cast<uint32_t>(max_len)) return false;
-  *len = static_cast<int>(a.Length());
-  for (uint32_t i = 0; i < a.Length(); ++i) {
-    Napi::Value e = a.Get(i);
-    if (!e.IsNumber()) return false;
-    const double d = e.As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d > 9007199254740991.0 || std::floor(d) != d) return false;
-    out[i] = static_cast<int64_t>(d);
-  }
-  return true;
-}
-
 }  // namespace
 
-TensorView CallContext::tensor(const Napi::Object& args, const char* name, bool optional) {
+TensorView CallContext::tensor(size_t i, const char* name, bool optional) {
   TensorView t;
-  Napi::Value v = args.Get(name);
-  if (v.IsUndefined() || v.IsNull()) {
+  Napi::Value mv = arg(i);
+  const napi_valuetype mt = type_of(env_, mv);
+  if (mt == napi_undefined || mt == napi_null) {
     if (!optional) fail(Code::kArg, std::string("expected a tensor for ") + name + " but got nothing");
     return t;
   }
-  if (!v.IsObject()) {
-    fail(Code::kArg, std::string("expected a tensor descriptor for ") + name);
+  const TypedArrayInfo meta = typed_array(env_, mv);
+  if (!meta.ok || meta.type != napi_float64_array) {
+    fail(Code::kArg, std::string("expected a Float64Array descriptor for ") + name);
     return t;
   }
-  Napi::Object d = v.As<Napi::Object>();
-  keep(d);
-  Napi::Value dt = d.Get("dtype");
-  const int32_t dtype = dt.IsNumber() ? dt.As<Napi::Number>().Int32Value() : -1;
-  if (dtype < 0 || dtype > static_cast<int32_t>(DType::kU8)) {
+  keep(mv);
+  const size_t mlen = meta.length;
+  const double* m = static_cast<const double*>(meta.data);
+  const int ndim = mlen >= 4 ? static_cast<int>(m[3]) : -1;
+  if (mlen < 4 || ndim < 0 || ndim > kMaxDims || mlen < static_cast<size_t>(4 + 2 * ndim)) {
+    fail(Code::kShape, std::string("expected a rank <= ") + std::to_string(kMaxDims) +
+                           " descriptor [dtype, device, offset, ndim, ...shape, ...strides] for " + name);
+    return t;
+  }
+  for (size_t j = 0; j < static_cast<size_t>(4 + 2 * ndim); ++j) {
+    const double x = m[j];
+    const bool integral = std::floor(x) == x && x >= -1 && x <= 9007199254740991.0;
+    if (!integral || (j != 1 && x < 0)) {
+      fail(Code::kShape, std::string("expected non-negative integers in the descriptor of ") + name);
+      return t;
+    }
+  }
+  const int32_t dtype = static_cast<int32_t>(m[0]);
+  if (dtype > static_cast<int32_t>(DType::kU8)) {
     fail(Code::kDType, std::string("unknown dtype for ") + name);
     return t;
   }
   t.dtype = static_cast<DType>(dtype);
-  int ndim = 0, nstrides = 0;
-  int64_t strides[kMaxDims];
-  if (!read_int_array(d.Get("shape"), kMaxDims, t.shape, &ndim) ||
-      !read_int_array(d.Get("strides"), kMaxDims, strides, &nstrides) || nstrides != ndim) {
-    fail(Code::kShape, std::string("expected shape and strides of equal rank <= ") +
-                           std::to_string(kMaxDims) + " with non-negative integers for " + name);
-    return t;
-  }
+  t.device = static_cast<int32_t>(m[1]);
+  const int64_t offset = static_cast<int64_t>(m[2]);
   t.ndim = ndim;
-  for (int i = 0; i < ndim; ++i) t.strides[i] = strides[i];
-  const double offset_d = number(d, "offset", 0);
-  if (!(offset_d >= 0) || std::floor(offset_d) != offset_d) {
-    fail(Code::kRange, std::string("expected a non-negative integer offset for ") + name);
-    return t;
+  for (int d = 0; d < ndim; ++d) {
+    t.shape[d] = static_cast<int64_t>(m[4 + d]);
+    t.strides[d] = static_cast<int64_t>(m[4 + ndim + d]);
   }
-  const int64_t offset = static_cast<int64_t>(offset_d);
-  t.device = static_cast<int32_t>(number(d, "device", -1));
   const size_t esize = dtype_size(t.dtype);
-  // Highest element index addressed by the view (relative to the base).
+  // Highest element index addressed by the view (relative to the base),
+  // computed without overflow so a lying descriptor cannot wrap around.
   int64_t last = offset;
-  bool empty = false;
-  for (int i = 0; i < ndim; ++i) {
-    if (t.shape[i] == 0) empty = true;
-    else last += (t.shape[i] - 1) * t.strides[i];
+  bool empty = false, overflow = false;
+  for (int d = 0; d < ndim; ++d) {
+    if (t.shape[d] == 0) {
+      empty = true;
+      continue;
+    }
+    int64_t span = 0;
+    overflow |= __builtin_mul_overflow(t.shape[d] - 1, t.strides[d], &span);
+    overflow |= __builtin_add_overflow(last, span, &last);
+  }
+  int64_t bytes = 0;
+  overflow |= __builtin_mul_overflow(last + 1, static_cast<int64_t>(esize), &bytes);
+  if (overflow) {
+    fail(Code::kRange, std::string("the view of ") + name + " addresses more memory than exists");
+    return t;
   }
 
+  Napi::Value mem = arg(i + 1);
   if (t.device < 0) {
-    Napi::Value data = d.Get("data");
-    if (!data.IsTypedArray()) {
+    const TypedArrayInfo ta = typed_array(env_, mem);
+    if (!ta.ok) {
       fail(Code::kArg, std::string("expected a TypedArray as the data of ") + name);
       return t;
     }
-    Napi::TypedArray ta = data.As<Napi::TypedArray>();
-    keep(ta);
-    if (ta.ArrayBuffer().IsDetached()) {
-      fail(Code::kRange, std::string("the buffer of ") + name + " is detached");
-      return t;
-    }
-    if (ta.ElementSize() != esize) {
+    keep(mem);
+    if (element_size(ta.type) != esize) {
       fail(Code::kDType, std::string("expected a TypedArray with ") + std::to_string(esize) +
                              "-byte elements for the " + dtype_name(t.dtype) + " data of " + name);
       return t;
     }
-    const int64_t length = static_cast<int64_t>(ta.ElementLength());
-    if (!empty && last >= length) {
-      fail(Code::kRange, std::string("the data of ") + name + " is too short: the view addresses element " +
-                             std::to_string(last) + " but the array has " + std::to_string(length));
+    if (!empty && last >= static_cast<int64_t>(ta.length)) {
+      if (is_detached(env_, ta))
+        fail(Code::kRange, std::string("the buffer of ") + name + " is detached");
+      else
+        fail(Code::kRange, std::string("the data of ") + name + " is too short: the view addresses element " +
+                               std::to_string(last) + " but the array has " + std::to_string(ta.length));
       return t;
     }
-    t.data = static_cast<char*>(ta.ArrayBuffer().Data()) + ta.ByteOffset() + offset * static_cast<int64_t>(esize);
+    t.data = static_cast<char*>(ta.data) + offset * static_cast<int64_t>(esize);
     return t;
   }
 
-  Napi::Value owner = d.Get("owner");
-  if (!owner.IsUndefined() && !owner.IsNull()) {
-    if (!DeviceBuffer::Is(env_, owner)) {
-      fail(Code::kArg, std::string("expected a DeviceBuffer as the owner of ") + name);
+  const napi_valuetype memt = type_of(env_, mem);
+  if (memt == napi_object) {
+    if (!DeviceBuffer::Is(env_, mem)) {
+      fail(Code::kArg, std::string("expected a DeviceBuffer as the memory of ") + name);
       return t;
     }
-    keep(owner);
-    DeviceBuffer* buf = DeviceBuffer::Unwrap(owner.As<Napi::Object>());
+    keep(mem);
+    DeviceBuffer* buf = DeviceBuffer::Unwrap(mem.As<Napi::Object>());
     if (buf->disposed()) {
       fail(Code::kDisposed, std::string("the tensor ") + name + " has been disposed");
       return t;
@@ -180,65 +231,61 @@ TensorView CallContext::tensor(const Napi::Object& args, const char* name, bool 
       fail(Code::kDevice, std::string("the memory of ") + name + " is on another device");
       return t;
     }
-    if (!empty && static_cast<uint64_t>(last + 1) * esize > buf->bytes()) {
+    if (!empty && static_cast<uint64_t>(bytes) > buf->bytes()) {
       fail(Code::kRange, std::string("the view of ") + name + " reaches past the end of its device buffer");
       return t;
     }
     t.data = static_cast<char*>(buf->ptr()) + offset * static_cast<int64_t>(esize);
     return t;
   }
-  Napi::Value ptr = d.Get("ptr");
-  if (!ptr.IsBigInt()) {
-    fail(Code::kArg, std::string("expected a bigint ptr or an owner for the device tensor ") + name);
+  if (memt != napi_bigint) {
+    fail(Code::kArg, std::string("expected a DeviceBuffer or a bigint address for the device tensor ") + name);
     return t;
   }
   bool lossless = false;
-  const uint64_t raw = ptr.As<Napi::BigInt>().Uint64Value(&lossless);
+  const uint64_t raw = mem.As<Napi::BigInt>().Uint64Value(&lossless);
   t.data = reinterpret_cast<char*>(static_cast<uintptr_t>(raw)) + offset * static_cast<int64_t>(esize);
   return t;
 }
 
-const int32_t* CallContext::int32_array(const Napi::Object& args, const char* name, int64_t* length) {
+const double* CallContext::params(size_t i, size_t n) {
+  static const double kZeros[16] = {};
+  Napi::Value v = arg(i);
+  const TypedArrayInfo ta = typed_array(env_, v);
+  if (!ta.ok || ta.type != napi_float64_array || ta.length < n) {
+    fail(Code::kArg, "expected a Float64Array of at least " + std::to_string(n) + " parameters");
+    return kZeros;
+  }
+  keep(v);
+  return static_cast<const double*>(ta.data);
+}
+
+const int32_t* CallContext::int32_array(size_t i, const char* name, int64_t* length, int64_t count) {
   *length = 0;
-  Napi::Value v = args.Get(name);
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+  Napi::Value v = arg(i);
+  const TypedArrayInfo ta = typed_array(env_, v);
+  if (!ta.ok || ta.type != napi_int32_array) {
     fail(Code::kArg, std::string("expected an Int32Array for ") + name);
     return nullptr;
   }
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  keep(a);
-  if (a.ArrayBuffer().IsDetached()) {
+  keep(v);
+  if (ta.length == 0 && is_detached(env_, ta)) {
     fail(Code::kRange, std::string("the buffer of ") + name + " is detached");
     return nullptr;
   }
-  *length = static_cast<int64_t>(a.ElementLength());
-  return a.Data();
-}
-
-double CallContext::number(const Napi::Object& args, const char* name, double fallback) {
-  Napi::Value v = args.Get(name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsNumber()) {
-    fail(Code::kArg, std::string("expected a number for ") + name);
-    return fallback;
+  if (count < -1 || count > static_cast<int64_t>(ta.length)) {
+    fail(Code::kRange, std::string("expected at least ") + std::to_string(count) + " elements in " + name);
+    return nullptr;
   }
-  return v.As<Napi::Number>().DoubleValue();
+  *length = count >= 0 ? count : static_cast<int64_t>(ta.length);
+  return static_cast<const int32_t*>(ta.data);
 }
 
-bool CallContext::boolean(const Napi::Object& args, const char* name, bool fallback) {
-  Napi::Value v = args.Get(name);
-  if (v.IsUndefined() || v.IsNull()) return fallback;
-  if (!v.IsBoolean()) {
-    fail(Code::kArg, std::string("expected a boolean for ") + name);
-    return fallback;
-  }
-  return v.As<Napi::Boolean>().Value();
-}
-
-void* CallContext::stream(const Napi::Object& args) {
-  Napi::Value v = args.Get("stream");
-  if (v.IsUndefined() || v.IsNull()) return nullptr;
-  if (!v.IsBigInt()) {
+void* CallContext::stream(size_t i) {
+  Napi::Value v = arg(i);
+  const napi_valuetype t = type_of(env_, v);
+  if (t == napi_undefined || t == napi_null) return nullptr;
+  if (t != napi_bigint) {
     fail(Code::kArg, "expected a bigint (cudaStream_t) for stream");
     return nullptr;
   }

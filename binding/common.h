@@ -5,6 +5,8 @@
 
 #include <napi.h>
 
+#include <climits>
+#include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
@@ -14,33 +16,60 @@
 namespace tokensieve {
 namespace binding {
 
+// A packed scalar parameter as an integer; NaN and out-of-range values
+// become INT64_MIN, which every range check rejects.
+inline int64_t to_int64(double x) {
+  return (x >= -9.0e18 && x <= 9.0e18) ? static_cast<int64_t>(x) : INT64_MIN;
+}
+
+// A packed enum parameter; anything but a small non-negative integer becomes
+// -1, which validation rejects.
+inline int32_t to_enum(double x) { return (x >= 0 && x < 16 && x == static_cast<int32_t>(x)) ? static_cast<int32_t>(x) : -1; }
+
+// Per-environment state (main thread and each worker_thread).
+struct AddonData {
+  Napi::FunctionReference device_buffer;
+};
+AddonData& addon_data(Napi::Env env);
+
 // An Error with a stable `code` (the TS layer turns it into TypeError,
 // RangeError or TokenSieveError and attaches the caller's stack).
 Napi::Error make_error(Napi::Env env, const Status& s);
 
-// Collects the JS objects a call touches (to keep them alive while an async
-// job runs) and the first argument error.
+// Reads a call's positional arguments, collects the JS objects it touches
+// (to keep them alive while an async job runs) and the first argument error.
+//
+// Arguments are positional and scalars come packed in one Float64Array:
+// every property read through N-API costs ~0.3 µs, which made the binding
+// slower than small kernels. typings/native.d.ts documents each signature.
 class CallContext {
  public:
-  explicit CallContext(Napi::Env env) : env_(env) {}
+  explicit CallContext(const Napi::CallbackInfo& info) : info_(info), env_(info.Env()) {}
 
-  // Reads a tensor descriptor:
-  //   { dtype: number, shape: number[], strides: number[], offset: number,
-  //     device: number, data?: TypedArray, ptr?: bigint, owner?: DeviceBuffer }
-  // `name` is used in messages. Checks that every addressed element lies
-  // inside the host TypedArray (or the owned device buffer).
-  TensorView tensor(const Napi::Object& args, const char* name, bool optional = false);
-  // An Int32Array argument as a host pointer + length.
-  const int32_t* int32_array(const Napi::Object& args, const char* name, int64_t* length);
-  double number(const Napi::Object& args, const char* name, double fallback);
-  bool boolean(const Napi::Object& args, const char* name, bool fallback);
-  void* stream(const Napi::Object& args);
+  // A tensor as two arguments: info[i] = meta, a Float64Array
+  // [dtype, device, offset, ndim, ...shape, ...strides] (elements; it may be
+  // longer: the TS layer pads it past V8's 64-byte on-heap limit, because an
+  // on-heap TypedArray is copied out of the heap when N-API asks for its
+  // data), and
+  // info[i + 1] = its memory: a TypedArray (host), a DeviceBuffer (device
+  // memory owned by tokensieve) or a bigint address (foreign device memory).
+  // Checks that every addressed element lies inside the TypedArray or the
+  // owned buffer. With `optional`, an undefined/null meta gives an empty view.
+  TensorView tensor(size_t i, const char* name, bool optional = false);
+  // info[i]: a Float64Array of at least n scalars.
+  const double* params(size_t i, size_t n);
+  // info[i]: an Int32Array, as a host pointer + length (its first `count`
+  // elements when count >= 0).
+  const int32_t* int32_array(size_t i, const char* name, int64_t* length, int64_t count = -1);
+  // info[i]: an optional bigint cudaStream_t.
+  void* stream(size_t i);
+  // info[i]: async flag.
+  bool flag(size_t i) const { return info_.Length() > i && info_[i].ToBoolean().Value(); }
 
   void fail(Code code, const std::string& message) {
     if (status_.ok()) status_ = Status(code, message);
   }
   bool ok() const { return status_.ok(); }
-  const Status& status() const { return status_; }
   Napi::Env env() const { return env_; }
 
   // Runs `job` on the calling thread (async == false: returns undefined or
@@ -48,9 +77,9 @@ class CallContext {
   Napi::Value dispatch(std::function<Status()> job, bool async);
 
  private:
-  void keep(const Napi::Value& v) {
-    if (v.IsObject()) kept_.push_back(v.As<Napi::Object>());
-  }
+  Napi::Value arg(size_t i) const { return info_.Length() > i ? info_[i] : env_.Undefined(); }
+  void keep(const Napi::Value& v) { kept_.push_back(v.As<Napi::Object>()); }
+  const Napi::CallbackInfo& info_;
   Napi::Env env_;
   Status status_;
   std::vector<Napi::Object> kept_;

@@ -7,10 +7,6 @@ namespace tokensieve {
 namespace binding {
 namespace {
 
-struct AddonData {
-  Napi::FunctionReference device_buffer;
-};
-
 void* bigint_ptr(const Napi::Value& v, bool* ok) {
   *ok = false;
   if (!v.IsBigInt()) return nullptr;
@@ -33,16 +29,14 @@ Napi::Function DeviceBuffer::Define(Napi::Env env) {
           InstanceAccessor<&DeviceBuffer::GetOwned>("owned"),
           InstanceMethod<&DeviceBuffer::Dispose>("dispose"),
       });
-  auto* data = new AddonData();
-  data->device_buffer = Napi::Persistent(ctor);
-  env.SetInstanceData<AddonData>(data);
+  addon_data(env).device_buffer = Napi::Persistent(ctor);
   return ctor;
 }
 
 bool DeviceBuffer::Is(Napi::Env env, const Napi::Value& v) {
   if (!v.IsObject()) return false;
-  auto* data = env.GetInstanceData<AddonData>();
-  return data != nullptr && v.As<Napi::Object>().InstanceOf(data->device_buffer.Value());
+  const AddonData& data = addon_data(env);
+  return !data.device_buffer.IsEmpty() && v.As<Napi::Object>().InstanceOf(data.device_buffer.Value());
 }
 
 // new DeviceBuffer(bytes, device, stream?: bigint, foreignPtr?: bigint)

@@ -7,47 +7,45 @@ namespace tokensieve {
 namespace binding {
 namespace {
 
-// topk({ scores, k, orderByScore, indices, values?, stream?, wait? }, async)
+// topk(params, scores, scoresMem, indices, indicesMem, values, valuesMem, stream, async)
+// params: [k, orderByScore, wait]; values may be undefined.
 Napi::Value Topk(const Napi::CallbackInfo& info) {
-  CallContext cx(info.Env());
-  if (!info[0].IsObject()) throw make_error(info.Env(), Status(Code::kArg, "expected an argument object"));
-  Napi::Object a = info[0].As<Napi::Object>();
+  CallContext cx(info);
+  const double* a = cx.params(0, 3);
   TopkParams p;
-  p.scores = cx.tensor(a, "scores");
-  p.k = static_cast<int64_t>(cx.number(a, "k", 0));
-  p.order_by_score = cx.boolean(a, "orderByScore", false);
-  p.indices = cx.tensor(a, "indices");
-  p.values = cx.tensor(a, "values", /*optional=*/true);
-  p.stream = cx.stream(a);
-  const bool wait = cx.boolean(a, "wait", true);
-  const bool async = info[1].ToBoolean().Value();
+  p.scores = cx.tensor(1, "scores");
+  p.indices = cx.tensor(3, "indices");
+  p.values = cx.tensor(5, "values", /*optional=*/true);
+  p.stream = cx.stream(7);
+  p.k = to_int64(a[0]);
+  p.order_by_score = a[1] != 0;
+  const bool wait = a[2] != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.scores.on_host()) return cpu::topk(p);
         return finish_device(p.scores.device, p.stream, wait, cuda::topk(p));
       },
-      async);
+      cx.flag(8));
 }
 
-// gather({ x, indices, out, stream?, wait? }, async)
+// gather(params, x, xMem, indices, indicesMem, out, outMem, stream, async)
+// params: [checkIndices, wait]
 Napi::Value Gather(const Napi::CallbackInfo& info) {
-  CallContext cx(info.Env());
-  if (!info[0].IsObject()) throw make_error(info.Env(), Status(Code::kArg, "expected an argument object"));
-  Napi::Object a = info[0].As<Napi::Object>();
+  CallContext cx(info);
+  const double* a = cx.params(0, 2);
   GatherParams p;
-  p.x = cx.tensor(a, "x");
-  p.indices = cx.tensor(a, "indices");
-  p.out = cx.tensor(a, "out");
-  p.stream = cx.stream(a);
-  const bool wait = cx.boolean(a, "wait", true);
-  p.check_indices = cx.boolean(a, "checkIndices", true) && (wait || p.x.on_host());
-  const bool async = info[1].ToBoolean().Value();
+  p.x = cx.tensor(1, "x");
+  p.indices = cx.tensor(3, "indices");
+  p.out = cx.tensor(5, "out");
+  p.stream = cx.stream(7);
+  const bool wait = a[1] != 0;
+  p.check_indices = a[0] != 0 && (wait || p.x.on_host());
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::gather(p);
         return finish_device(p.x.device, p.stream, wait, cuda::gather(p));
       },
-      async);
+      cx.flag(8));
 }
 
 }  // namespace

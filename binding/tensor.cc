@@ -9,15 +9,14 @@ namespace tokensieve {
 namespace binding {
 namespace {
 
-// copy({ dst, src, stream? }, async): both views contiguous with the same
-// byte size; any of host→device, device→host, device→device, host→host.
+// copy(dst, dstMem, src, srcMem, stream, async): both views contiguous with
+// the same byte size; any of host→device, device→host, device→device,
+// host→host.
 Napi::Value Copy(const Napi::CallbackInfo& info) {
-  CallContext cx(info.Env());
-  if (!info[0].IsObject()) throw make_error(info.Env(), Status(Code::kArg, "expected an argument object"));
-  Napi::Object a = info[0].As<Napi::Object>();
-  TensorView dst = cx.tensor(a, "dst");
-  TensorView src = cx.tensor(a, "src");
-  void* stream = cx.stream(a);
+  CallContext cx(info);
+  TensorView dst = cx.tensor(0, "dst");
+  TensorView src = cx.tensor(2, "src");
+  void* stream = cx.stream(4);
   if (cx.ok()) {
     if (!dst.is_contiguous() || !src.is_contiguous())
       cx.fail(Code::kUnsupported, "copy needs contiguous views");
@@ -27,7 +26,6 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
       cx.fail(Code::kDevice, "copy between two CUDA devices is not supported; go through the host");
   }
   const size_t bytes = static_cast<size_t>(src.numel()) * dtype_size(src.dtype);
-  const bool async = info[1].ToBoolean().Value();
   return cx.dispatch(
       [dst, src, stream, bytes]() -> Status {
         if (bytes == 0) return Status::Ok();
@@ -41,18 +39,16 @@ Napi::Value Copy(const Napi::CallbackInfo& info) {
                                                     : cuda::CopyKind::kDeviceToDevice;
         return cuda::memcpy_sync(device, dst.data, src.data, bytes, kind, stream);
       },
-      async);
+      cx.flag(5));
 }
 
-// synchronize({ device, stream? }, async)
+// synchronize(device, stream, async)
 Napi::Value Synchronize(const Napi::CallbackInfo& info) {
-  CallContext cx(info.Env());
-  if (!info[0].IsObject()) throw make_error(info.Env(), Status(Code::kArg, "expected an argument object"));
-  Napi::Object a = info[0].As<Napi::Object>();
-  const int device = static_cast<int>(cx.number(a, "device", 0));
-  void* stream = cx.stream(a);
-  const bool async = info[1].ToBoolean().Value();
-  return cx.dispatch([device, stream]() { return cuda::stream_synchronize(device, stream); }, async);
+  CallContext cx(info);
+  if (!info[0].IsNumber()) cx.fail(Code::kArg, "expected a device ordinal");
+  const int device = info[0].IsNumber() ? info[0].As<Napi::Number>().Int32Value() : 0;
+  void* stream = cx.stream(1);
+  return cx.dispatch([device, stream]() { return cuda::stream_synchronize(device, stream); }, cx.flag(2));
 }
 
 }  // namespace

@@ -158,6 +158,10 @@ Status validate(const AttentionScoresParams& p) {
     if (p.key_bias.data == nullptr)
       return err(Code::kArg, "expected data for keyBias but got a null pointer");
   }
+  // Bounded so that row + offset + 1 cannot overflow in the kernels.
+  constexpr int64_t kMaxOffset = int64_t{1} << 40;
+  if (p.causal && (p.causal_offset < -kMaxOffset || p.causal_offset > kMaxOffset))
+    return err(Code::kRange, "expected a causal offset within ±2^40 but got " + std::to_string(p.causal_offset));
   if (!std::isfinite(p.scale))
     return err(Code::kRange, "expected a finite scale but got " + std::to_string(p.scale));
   return validate_reduction(p.reduce, nq, nk, batch, heads, p.out, p.q, "q");

@@ -48,6 +48,9 @@ export interface DevicePointerSpec {
 
 const INTERNAL = Symbol('tokensieve.tensor');
 
+/** Length of a descriptor's meta array: [dtype, device, offset, ndim] + 6 shape + 6 strides. */
+const META_LENGTH = 16;
+
 interface TensorInit {
   dtype: DType;
   shape: readonly number[];
@@ -134,8 +137,8 @@ export class Tensor {
       throw new TokenSieveError('ERR_ARG', 'Tensor cannot be constructed directly: use Tensor.from, Tensor.empty or Tensor.fromDevicePointer');
     }
     this.dtype = init.dtype;
-    this.shape = Object.freeze(init.shape.slice());
-    this.strides = Object.freeze(init.strides.slice());
+    this.shape = init.shape.slice();
+    this.strides = init.strides.slice();
     this.offset = init.offset;
     this.device = deviceName(init.ordinal);
     this.stream = init.stream;
@@ -358,20 +361,26 @@ export class Tensor {
     return `Tensor(${this.dtype}, [${this.shape.join(', ')}], ${this.device}${this.disposed ? ', disposed' : ''})`;
   }
 
-  /** @internal The descriptor the addon reads. */
-  descriptor(name: string): NativeTensor {
+  /**
+   * @internal The descriptor the addon reads; `shape`/`strides` override the
+   * tensor's own (e.g. a [B, N, H, D] tensor read as [B, H, N, D]).
+   */
+  descriptor(name: string, shape: readonly number[] = this.shape, strides: readonly number[] = this.strides): NativeTensor {
     this.assertAlive(name);
-    const d: NativeTensor = {
-      dtype: DTYPE_CODE[this.dtype],
-      shape: this.shape.slice(),
-      strides: this.strides.slice(),
-      offset: this.offset,
-      device: this.ordinal,
-    };
-    if (this.#data !== undefined) d.data = this.#data;
-    else if (this.#buffer !== undefined) d.owner = this.#buffer;
-    else d.ptr = this.#ptr;
-    return d;
+    const rank = shape.length;
+    // Always 16 doubles (128 bytes): past V8's 64-byte on-heap limit, so the
+    // addon reads it in place instead of V8 copying it out of the heap.
+    const meta = new Float64Array(META_LENGTH);
+    meta[0] = DTYPE_CODE[this.dtype];
+    meta[1] = this.ordinal;
+    meta[2] = this.offset;
+    meta[3] = rank;
+    for (let i = 0; i < rank; i++) {
+      meta[4 + i] = shape[i];
+      meta[4 + rank + i] = strides[i];
+    }
+    const mem = this.#data ?? this.#buffer ?? (this.#ptr as bigint);
+    return { meta, mem };
   }
 
   private assertAlive(what: string): void {
@@ -380,8 +389,10 @@ export class Tensor {
 }
 
 function copyNative(dst: Tensor, src: Tensor, op: string): void {
+  const d = dst.descriptor('dst');
+  const s = src.descriptor('src');
   try {
-    native().copy({ dst: dst.descriptor('dst'), src: src.descriptor('src'), stream: src.stream ?? dst.stream }, false);
+    native().copy(d.meta, d.mem, s.meta, s.mem, src.stream ?? dst.stream, false);
   } catch (e) {
     throw fromNative(e, op);
   }

@@ -186,26 +186,44 @@ describe('tensors, devices and threads', () => {
 
 describe('the native layer validates on its own (no crash on malformed calls)', () => {
   const n = () => native();
-  const desc = (data: ArrayBufferView, shape: number[], dtype = 0) => ({
-    dtype, shape, strides: shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1)), offset: 0, device: -1, data,
-  });
-  const base = () => ({
-    q: desc(new Float32Array(16), [1, 1, 4, 4]), k: desc(new Float32Array(16), [1, 1, 4, 4]), scale: 1, causal: false, causalOffset: 0,
-    queryRows: Int32Array.of(0), queryReduce: 0, headReduce: 0, keyBegin: 0, keyEnd: 4, accumulate: false, checkFinite: true,
-    out: desc(new Float32Array(4), [1, 4]), wait: true,
-  });
+  const meta = (dtype: number, device: number, shape: number[], strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1))) =>
+    Float64Array.of(dtype, device, 0, shape.length, ...shape, ...strides);
+  const P = () => Float64Array.of(1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 1); // scale 1, keys [0, 4), checkFinite, wait, 1 query row
+  const q = () => meta(0, -1, [1, 1, 4, 4]);
+  type Slot = 'params' | 'rows' | 'q' | 'qMem' | 'out' | 'outMem';
+  const att = (over: Partial<Record<Slot, unknown>> = {}) => {
+    const pick = (slot: Slot, fallback: unknown) => (slot in over ? over[slot] : fallback);
+    return n().attentionScores(
+      pick('params', P()) as Float64Array, pick('rows', Int32Array.of(0)) as Int32Array,
+      pick('q', q()) as Float64Array, pick('qMem', new Float32Array(16)) as Float32Array,
+      q(), new Float32Array(16), undefined, undefined,
+      pick('out', meta(0, -1, [1, 4])) as Float64Array, pick('outMem', new Float32Array(4)) as Float32Array, undefined, false,
+    );
+  };
   const cases: Array<[string, () => unknown, string]> = [
-    ['not an object', () => n().attentionScores(7 as never, false), 'ERR_ARG'],
-    ['missing q', () => n().attentionScores({ ...base(), q: undefined } as never, false), 'ERR_ARG'],
-    ['a descriptor that overstates its data', () => n().attentionScores({ ...base(), q: desc(new Float32Array(15), [1, 1, 4, 4]) }, false), 'ERR_RANGE'],
-    ['element size mismatch', () => n().attentionScores({ ...base(), q: desc(new Uint8Array(16), [1, 1, 4, 4]) }, false), 'ERR_DTYPE'],
-    ['a query row out of range', () => n().attentionScores({ ...base(), queryRows: Int32Array.of(4) }, false), 'ERR_RANGE'],
-    ['queryRows not an Int32Array', () => n().attentionScores({ ...base(), queryRows: [0] as never }, false), 'ERR_ARG'],
-    ['an unknown dtype code', () => n().attentionScores({ ...base(), q: { ...desc(new Float32Array(16), [1, 1, 4, 4]), dtype: 42 } }, false), 'ERR_DTYPE'],
-    ['a key range past Nk', () => n().attentionScores({ ...base(), keyEnd: 5 }, false), 'ERR_RANGE'],
-    ['an output of the wrong size', () => n().attentionScores({ ...base(), out: desc(new Float32Array(3), [1, 3]) }, false), 'ERR_SHAPE'],
-    ['a device descriptor without memory', () => n().topk({ scores: { dtype: 0, shape: [1, 2], strides: [2, 1], offset: 0, device: 0 }, k: 1, orderByScore: false, indices: desc(new Int32Array(1), [1, 1], 3), wait: true }, false), 'ERR_ARG'],
-    ['gather with an index past N', () => n().gather({ x: desc(new Float32Array(6), [1, 3, 2]), indices: desc(Int32Array.of(3), [1, 1], 3), out: desc(new Float32Array(2), [1, 1, 2]), checkIndices: true, wait: true }, false), 'ERR_RANGE'],
+    ['no arguments', () => (n().attentionScores as unknown as () => unknown)(), 'ERR_ARG'],
+    ['params of the wrong length', () => att({ params: Float64Array.of(1, 0) }), 'ERR_ARG'],
+    ['params not a Float64Array', () => att({ params: [1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 1] }), 'ERR_ARG'],
+    ['a query-row count past the array', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 2) }), 'ERR_RANGE'],
+    ['a NaN key bound', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, NaN, 4, 0, 1, 1, 1) }), 'ERR_RANGE'],
+    ['an unknown head reduction', () => att({ params: Float64Array.of(1, 0, 0, 0, 7, 0, 4, 0, 1, 1, 1) }), 'ERR_ARG'],
+    ['missing q', () => att({ q: null }), 'ERR_ARG'],
+    ['a descriptor that overstates its data', () => att({ qMem: new Float32Array(15) }), 'ERR_RANGE'],
+    ['element size mismatch', () => att({ qMem: new Uint8Array(16) }), 'ERR_DTYPE'],
+    ['host memory that is not a TypedArray', () => att({ qMem: [1, 2, 3] }), 'ERR_ARG'],
+    ['a query row out of range', () => att({ rows: Int32Array.of(4) }), 'ERR_RANGE'],
+    ['queryRows not an Int32Array', () => att({ rows: [0] }), 'ERR_ARG'],
+    ['an unknown dtype code', () => att({ q: meta(42, -1, [1, 1, 4, 4]) }), 'ERR_DTYPE'],
+    ['a descriptor with the wrong length', () => att({ q: Float64Array.of(0, -1, 0, 4, 1, 1, 4, 4) }), 'ERR_SHAPE'],
+    ['negative strides', () => att({ q: meta(0, -1, [1, 1, 4, 4], [16, 16, -4, 1]) }), 'ERR_SHAPE'],
+    ['fractional shape', () => att({ q: meta(0, -1, [1, 1, 4.5, 4]) }), 'ERR_SHAPE'],
+    ['a view that overflows int64', () => att({ q: meta(0, -1, [1, 1, 2 ** 40, 4], [16, 16, 2 ** 40, 1]) }), 'ERR_RANGE'],
+    ['a key range past Nk', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, 0, 5, 0, 1, 1, 1) }), 'ERR_RANGE'],
+    ['a causal offset beyond 2^40', () => att({ params: Float64Array.of(1, 1, 2 ** 50, 0, 0, 0, 4, 0, 1, 1, 1) }), 'ERR_RANGE'],
+    ['an output of the wrong size', () => att({ out: meta(0, -1, [1, 3]), outMem: new Float32Array(3) }), 'ERR_SHAPE'],
+    ['a device tensor with host memory', () => n().topk(Float64Array.of(1, 0, 1), meta(0, 0, [1, 2]), new Float32Array(2), meta(3, -1, [1, 1]), new Int32Array(1), undefined, undefined, undefined, false), 'ERR_ARG'],
+    ['gather with an index past N', () => n().gather(Float64Array.of(1, 1), meta(0, -1, [1, 3, 2]), new Float32Array(6), meta(3, -1, [1, 1]), Int32Array.of(3), meta(0, -1, [1, 1, 2]), new Float32Array(2), undefined, false), 'ERR_RANGE'],
+    ['copy of different sizes', () => n().copy(meta(0, -1, [2]), new Float32Array(2), meta(0, -1, [3]), new Float32Array(3), undefined, false), 'ERR_SHAPE'],
   ];
   for (const [name, fn, code] of cases) {
     test(name, () => {
@@ -218,4 +236,9 @@ describe('the native layer validates on its own (no crash on malformed calls)', 
       expect(err?.code).toBe(code);
     });
   }
+
+  test('async calls with bad arguments reject instead of throwing', async () => {
+    const p = n().topk(Float64Array.of(5, 0, 1), meta(0, -1, [1, 2]), new Float32Array(2), meta(3, -1, [1, 5]), new Int32Array(5), undefined, undefined, undefined, true);
+    await expect(p).rejects.toMatchObject({ code: 'ERR_RANGE' });
+  });
 });

@@ -1,16 +1,18 @@
 // The exact shape of the native module (build/Release/tokensieve.node).
 // Only lib/ talks to it, and only after validating every argument.
 
-/** A tensor as the addon reads it: strides and offset in elements. */
+/** Where a tensor's elements are: host TypedArray, owned device buffer, or a foreign device address. */
+export type NativeMemory = ArrayBufferView | NativeDeviceBuffer | bigint;
+
+/**
+ * A tensor as the addon reads it: two positional arguments. `meta` packs
+ * [dtype, device, offset, ndim, ...shape, ...strides] (may be padded; strides and offset in
+ * elements; dtype 0 f32, 1 f16, 2 bf16, 3 i32, 4 i64, 5 i8, 6 u8; device -1
+ * host, n >= 0 CUDA ordinal), `mem` is its memory.
+ */
 export interface NativeTensor {
-  dtype: number; // 0 f32, 1 f16, 2 bf16, 3 i32, 4 i64, 5 i8, 6 u8
-  shape: number[];
-  strides: number[];
-  offset: number;
-  device: number; // -1 host, n >= 0 CUDA ordinal
-  data?: ArrayBufferView; // host
-  owner?: NativeDeviceBuffer; // device memory owned by tokensieve
-  ptr?: bigint; // device memory owned elsewhere
+  meta: Float64Array;
+  mem: NativeMemory;
 }
 
 export interface NativeDeviceBuffer {
@@ -26,50 +28,14 @@ export interface NativeDeviceBufferCtor {
   new (bytes: number, device: number, stream?: bigint, foreignPtr?: bigint): NativeDeviceBuffer;
 }
 
-export interface NativeReduction {
-  queryRows: Int32Array;
-  queryReduce: number; // 0 mean, 1 sum
-  headReduce: number; // 0 mean, 1 sum, 2 none
-  keyBegin: number;
-  keyEnd: number;
-  accumulate: boolean;
-  checkFinite: boolean;
-  out: NativeTensor;
-  stream?: bigint;
-  wait: boolean;
-}
-
-export interface NativeAttentionScoresArgs extends NativeReduction {
-  q: NativeTensor;
-  k: NativeTensor;
-  keyBias?: NativeTensor;
-  scale: number;
-  causal: boolean;
-  causalOffset: number;
-}
-
-export interface NativeReduceAttentionArgs extends NativeReduction {
-  probs: NativeTensor;
-}
-
-export interface NativeTopkArgs {
-  scores: NativeTensor;
-  k: number;
-  orderByScore: boolean;
-  indices: NativeTensor;
-  values?: NativeTensor;
-  stream?: bigint;
-  wait: boolean;
-}
-
-export interface NativeGatherArgs {
-  x: NativeTensor;
-  indices: NativeTensor;
-  out: NativeTensor;
-  checkIndices: boolean;
-  stream?: bigint;
-  wait: boolean;
-}
+/**
+ * Every op takes positional arguments (reading named properties through
+ * N-API cost more than small kernels), scalars packed in a Float64Array
+ * (at least the listed length; longer is fine),
+ * and ends with `async`: false runs on the calling thread and returns
+ * undefined (or throws); true runs on libuv's pool and returns a Promise.
+ */
+export type NativeResult = undefined | Promise<void>;
 
 export interface NativeCudaDevice {
   ordinal: number;
@@ -101,24 +67,37 @@ export interface NativeInfo {
   };
 }
 
-/** Each kernel runs synchronously (returns undefined) or, with async = true, on libuv's pool. */
-type NativeOp<A> = {
-  (args: A, async: false): undefined;
-  (args: A, async: true): Promise<void>;
-};
-
 export interface NativeModule {
   DeviceBuffer: NativeDeviceBufferCtor;
-  copy: NativeOp<{ dst: NativeTensor; src: NativeTensor; stream?: bigint }>;
-  synchronize: NativeOp<{ device: number; stream?: bigint }>;
+  /** Contiguous views of equal byte size; host↔device or within one side. */
+  copy(dst: Float64Array, dstMem: NativeMemory, src: Float64Array, srcMem: NativeMemory, stream: bigint | undefined, async: boolean): NativeResult;
+  synchronize(device: number, stream: bigint | undefined, async: boolean): NativeResult;
   info(): NativeInfo;
   setThreads(n: number): number;
   getThreads(): number;
   defaultThreads(): number;
   /** This machine's CPU ceilings with the current thread count (takes about a second). */
   measureRoof(): { fmaGflops: number; expPerSecond: number; copyGBps: number; threads: number };
-  attentionScores: NativeOp<NativeAttentionScoresArgs>;
-  reduceAttention: NativeOp<NativeReduceAttentionArgs>;
-  topk: NativeOp<NativeTopkArgs>;
-  gather: NativeOp<NativeGatherArgs>;
+  /** params: [scale, causal, causalOffset, queryReduce (0 mean, 1 sum), headReduce (0 mean, 1 sum, 2 none), keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows] */
+  attentionScores(
+    params: Float64Array, queryRows: Int32Array,
+    q: Float64Array, qMem: NativeMemory, k: Float64Array, kMem: NativeMemory,
+    keyBias: Float64Array | undefined, keyBiasMem: NativeMemory | undefined,
+    out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows] */
+  reduceAttention(
+    params: Float64Array, queryRows: Int32Array, probs: Float64Array, probsMem: NativeMemory,
+    out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [k, orderByScore, wait] */
+  topk(
+    params: Float64Array, scores: Float64Array, scoresMem: NativeMemory, indices: Float64Array, indicesMem: NativeMemory,
+    values: Float64Array | undefined, valuesMem: NativeMemory | undefined, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [checkIndices, wait] */
+  gather(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, indices: Float64Array, indicesMem: NativeMemory,
+    out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
 }

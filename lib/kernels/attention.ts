@@ -6,7 +6,7 @@
  * multi-layer sum (VTC-CLS, with `accumulate`). The Nq×Nk probability matrix
  * is never materialised.
  */
-import type { NativeAttentionScoresArgs, NativeReduceAttentionArgs, NativeReduction } from '../../typings/native';
+import type { NativeResult } from '../../typings/native';
 import { invalid, makeError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -21,6 +21,7 @@ import {
   int,
   oneOf,
   output,
+  packParams,
   runAsync,
   runSync,
   stream,
@@ -119,14 +120,32 @@ function resolveKeys(op: string, keys: unknown, nk: number): [number, number] {
   return [s, e];
 }
 
-interface Plan<A> {
-  args: A;
+/** The rows in an Int32Array of at least 17 elements (off V8's heap; the addon reads the first `length`). */
+function offHeap(rows: Int32Array): Int32Array {
+  if (rows.length > 16) return rows;
+  const padded = new Int32Array(17);
+  padded.set(rows);
+  return padded;
+}
+
+/** A checked call: the output, and the native call that fills it. */
+interface Plan {
   out: Tensor;
+  call: (async: boolean) => NativeResult;
+}
+
+/** The reduction fields shared by both kernels, checked. */
+interface Reduction {
+  queryRows: Int32Array;
+  /** [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] as the addon reads them. */
+  params: number[];
+  out: Tensor;
+  stream: bigint | undefined;
 }
 
 function planReduction(
   op: string, o: Record<string, unknown>, B: number, H: number, nq: number, nk: number, ordinal: number, defaultStream: bigint | undefined,
-): Plan<NativeReduction> {
+): Reduction {
   const queryRows = resolveQueries(op, o.queries, nq);
   const [keyBegin, keyEnd] = resolveKeys(op, o.keys, nk);
   const reduce = oneOf(op, 'reduce', o.reduce, ['mean', 'sum'] as const, 'mean');
@@ -136,21 +155,16 @@ function planReduction(
   const s = stream(op, o.stream, defaultStream);
   const width = keyEnd - keyBegin;
   const out = output(op, o.out, heads === 'none' ? [B, H, width] : [B, width], ordinal, s);
-  return {
-    out,
-    args: {
-      queryRows,
-      queryReduce: reduce === 'mean' ? 0 : 1,
-      headReduce: heads === 'mean' ? 0 : heads === 'sum' ? 1 : 2,
-      keyBegin,
-      keyEnd,
-      accumulate,
-      checkFinite: bool(op, 'checkFinite', o.checkFinite, true),
-      out: out.descriptor('out'),
-      stream: s,
-      wait: bool(op, 'wait', o.wait, true),
-    },
-  };
+  const params = [
+    reduce === 'mean' ? 0 : 1,
+    heads === 'mean' ? 0 : heads === 'sum' ? 1 : 2,
+    keyBegin,
+    keyEnd,
+    accumulate ? 1 : 0,
+    bool(op, 'checkFinite', o.checkFinite, true) ? 1 : 0,
+    bool(op, 'wait', o.wait, true) ? 1 : 0,
+  ];
+  return { queryRows, params, out, stream: s };
 }
 
 /** Logical [B, H, N, D] view of an attention input in either layout. */
@@ -161,7 +175,7 @@ function headsFirst(t: Tensor, layout: 'bhnd' | 'bnhd'): { shape: number[]; stri
   return { shape: [b, h, n, d], strides: [sb, sh, sn, sd] };
 }
 
-function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: AttentionScoresOptions | undefined): Plan<NativeAttentionScoresArgs> {
+function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: AttentionScoresOptions | undefined): Plan {
   const o = checkOptions(op, opts, SCORE_KEYS);
   const layout = oneOf(op, 'layout', o.layout, ['bhnd', 'bnhd'] as const, 'bhnd');
   const dims = layout === 'bhnd' ? '[B, H, N, D]' : '[B, N, H, D]';
@@ -199,23 +213,20 @@ function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: Attentio
   const causal = bool(op, 'causal', o.causal, false);
   const causalOffset = o.causalOffset === undefined ? Nk - Nq : int(op, 'causalOffset', o.causalOffset, -2147483648, 2147483647);
   const r = planReduction(op, o, B, H, Nq, Nk, ordinal, q.stream);
-  const qd = q.descriptor('q');
-  const kd = k.descriptor('k');
+  const [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] = r.params;
+  const params = packParams([scale, causal ? 1 : 0, causalOffset, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait, r.queryRows.length]);
+  const qd = q.descriptor('q', qv.shape, qv.strides);
+  const kd = k.descriptor('k', kv.shape, kv.strides);
+  const bd = keyBias?.descriptor('keyBias');
+  const od = r.out.descriptor('out');
   return {
     out: r.out,
-    args: {
-      ...r.args,
-      q: { ...qd, shape: qv.shape, strides: qv.strides },
-      k: { ...kd, shape: kv.shape, strides: kv.strides },
-      keyBias: keyBias?.descriptor('keyBias'),
-      scale,
-      causal,
-      causalOffset,
-    },
+    call: (async) =>
+      native().attentionScores(params, offHeap(r.queryRows), qd.meta, qd.mem, kd.meta, kd.mem, bd?.meta, bd?.mem, od.meta, od.mem, r.stream, async),
   };
 }
 
-function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefined): Plan<NativeReduceAttentionArgs> {
+function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefined): Plan {
   const o = checkOptions(op, opts, REDUCTION_KEYS);
   const probs = toTensor(pIn, 'probs');
   expectRank(op, 'probs', probs, 4, '[B, H, Nq, Nk]');
@@ -224,7 +235,13 @@ function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefin
   const [B, H, Nq, Nk] = probs.shape;
   const ordinal = commonDevice(op, [['probs', probs], ['out', o.out instanceof Tensor ? o.out : undefined]]);
   const r = planReduction(op, o, B, H, Nq, Nk, ordinal, probs.stream);
-  return { out: r.out, args: { ...r.args, probs: probs.descriptor('probs') } };
+  const params = packParams([...r.params, r.queryRows.length]);
+  const pd = probs.descriptor('probs');
+  const od = r.out.descriptor('out');
+  return {
+    out: r.out,
+    call: (async) => native().reduceAttention(params, offHeap(r.queryRows), pd.meta, pd.mem, od.meta, od.mem, r.stream, async),
+  };
 }
 
 /**
@@ -243,14 +260,14 @@ function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefin
 export async function attentionScores(q: TensorLike, k: TensorLike, opts?: AttentionScoresOptions): Promise<Tensor> {
   const site = callSite(attentionScores);
   const plan = planScores('attentionScores', q, k, opts);
-  await runAsync('attentionScores', site, () => native().attentionScores(plan.args, true));
+  await runAsync('attentionScores', site, plan.call);
   return plan.out;
 }
 
 /** Synchronous twin of {@link attentionScores} (blocks the calling thread). */
 export function attentionScoresSync(q: TensorLike, k: TensorLike, opts?: AttentionScoresOptions): Tensor {
   const plan = planScores('attentionScoresSync', q, k, opts);
-  runSync('attentionScoresSync', () => native().attentionScores(plan.args, false));
+  runSync('attentionScoresSync', plan.call);
   return plan.out;
 }
 
@@ -262,13 +279,13 @@ export function attentionScoresSync(q: TensorLike, k: TensorLike, opts?: Attenti
 export async function reduceAttention(probs: TensorLike, opts?: ReductionOptions): Promise<Tensor> {
   const site = callSite(reduceAttention);
   const plan = planProbs('reduceAttention', probs, opts);
-  await runAsync('reduceAttention', site, () => native().reduceAttention(plan.args, true));
+  await runAsync('reduceAttention', site, plan.call);
   return plan.out;
 }
 
 /** Synchronous twin of {@link reduceAttention}. */
 export function reduceAttentionSync(probs: TensorLike, opts?: ReductionOptions): Tensor {
   const plan = planProbs('reduceAttentionSync', probs, opts);
-  runSync('reduceAttentionSync', () => native().reduceAttention(plan.args, false));
+  runSync('reduceAttentionSync', plan.call);
   return plan.out;
 }

@@ -105,19 +105,29 @@ export function output(op: string, out: unknown, shape: readonly number[], ordin
   return t;
 }
 
+/**
+ * Scalar parameters for the addon, in a Float64Array of at least 16 (128
+ * bytes: off V8's heap, so the addon reads it without a copy).
+ */
+export function packParams(values: readonly number[]): Float64Array {
+  const p = new Float64Array(Math.max(16, values.length));
+  p.set(values);
+  return p;
+}
+
 /** Runs a native call on this thread, converting its errors. */
-export function runSync(op: string, call: () => unknown): void {
+export function runSync(op: string, call: (async: false) => unknown): void {
   try {
-    call();
+    call(false);
   } catch (e) {
     throw fromNative(e, op);
   }
 }
 
 /** Runs a native call on libuv's pool; rejections carry the caller's stack (`site`). */
-export async function runAsync(op: string, site: { stack?: string }, call: () => Promise<unknown>): Promise<void> {
+export async function runAsync(op: string, site: { stack?: string }, call: (async: true) => unknown): Promise<void> {
   try {
-    await call();
+    await call(true);
   } catch (e) {
     throw fromNative(e, op, site);
   }

@@ -1,7 +1,7 @@
 /**
  * Selection: stable top-k over score rows, and gathering token rows.
  */
-import type { NativeGatherArgs, NativeTopkArgs } from '../../typings/native';
+import type { NativeResult } from '../../typings/native';
 import { makeError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -14,6 +14,7 @@ import {
   expectInnerContiguous,
   int,
   oneOf,
+  packParams,
   runAsync,
   runSync,
   stream,
@@ -47,8 +48,8 @@ export interface GatherOptions {
 }
 
 interface TopkPlan {
-  args: NativeTopkArgs;
   result: TopkResult;
+  call: (async: boolean) => NativeResult;
 }
 
 function planTopk(op: string, scoresIn: TensorLike, k: unknown, opts: TopkOptions | undefined): TopkPlan {
@@ -74,17 +75,13 @@ function planTopk(op: string, scoresIn: TensorLike, k: unknown, opts: TopkOption
   const indices = Tensor.empty([B, kk], 'i32', device as 'cpu', { stream: s });
   const values = withValues ? Tensor.empty([B, kk], 'f32', device as 'cpu', { stream: s }) : undefined;
   const shape = flat ? [kk] : [B, kk];
+  const params = packParams([kk, order === 'score' ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const sd = scores.descriptor('scores');
+  const id = indices.descriptor('indices');
+  const vd = values?.descriptor('values');
   return {
-    args: {
-      scores: scores.descriptor('scores'),
-      k: kk,
-      orderByScore: order === 'score',
-      indices: indices.descriptor('indices'),
-      values: values?.descriptor('values'),
-      stream: s,
-      wait: bool(op, 'wait', o.wait, true),
-    },
     result: { indices: flat ? indices.view(shape) : indices, values: values && flat ? values.view(shape) : values },
+    call: (async) => native().topk(params, sd.meta, sd.mem, id.meta, id.mem, vd?.meta, vd?.mem, s, async),
   };
 }
 
@@ -97,20 +94,20 @@ function planTopk(op: string, scoresIn: TensorLike, k: unknown, opts: TopkOption
 export async function topk(scores: TensorLike, k: number, opts?: TopkOptions): Promise<TopkResult> {
   const site = callSite(topk);
   const plan = planTopk('topk', scores, k, opts);
-  await runAsync('topk', site, () => native().topk(plan.args, true));
+  await runAsync('topk', site, plan.call);
   return plan.result;
 }
 
 /** Synchronous twin of {@link topk}. */
 export function topkSync(scores: TensorLike, k: number, opts?: TopkOptions): TopkResult {
   const plan = planTopk('topkSync', scores, k, opts);
-  runSync('topkSync', () => native().topk(plan.args, false));
+  runSync('topkSync', plan.call);
   return plan.result;
 }
 
 interface GatherPlan {
-  args: NativeGatherArgs;
   out: Tensor;
+  call: (async: boolean) => NativeResult;
 }
 
 function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: GatherOptions | undefined): GatherPlan {
@@ -136,16 +133,13 @@ function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: Gather
   const K = idx.shape[1];
   const s = stream(op, o.stream, x.stream);
   const out = Tensor.empty([B, K, C], x.dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: s });
+  const params = packParams([bool(op, 'checkIndices', o.checkIndices, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const xd = x.descriptor('x');
+  const id = idx.descriptor('indices');
+  const od = out.descriptor('out');
   return {
     out: flat ? out.view([K, C]) : out,
-    args: {
-      x: x.descriptor('x'),
-      indices: idx.descriptor('indices'),
-      out: out.descriptor('out'),
-      checkIndices: bool(op, 'checkIndices', o.checkIndices, true),
-      stream: s,
-      wait: bool(op, 'wait', o.wait, true),
-    },
+    call: (async) => native().gather(params, xd.meta, xd.mem, id.meta, id.mem, od.meta, od.mem, s, async),
   };
 }
 
@@ -157,13 +151,13 @@ function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: Gather
 export async function gather(x: TensorLike, indices: TensorLike, opts?: GatherOptions): Promise<Tensor> {
   const site = callSite(gather);
   const plan = planGather('gather', x, indices, opts);
-  await runAsync('gather', site, () => native().gather(plan.args, true));
+  await runAsync('gather', site, plan.call);
   return plan.out;
 }
 
 /** Synchronous twin of {@link gather}. */
 export function gatherSync(x: TensorLike, indices: TensorLike, opts?: GatherOptions): Tensor {
   const plan = planGather('gatherSync', x, indices, opts);
-  runSync('gatherSync', () => native().gather(plan.args, false));
+  runSync('gatherSync', plan.call);
   return plan.out;
 }
