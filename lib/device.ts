@@ -84,7 +84,7 @@ export function info(): Info {
       buildType: n.buildType,
       cudaCompiled: n.cudaCompiled,
       cudaCompiledVersion: cudaVersion(n.cudaCompiledVersion),
-      cudaArchitectures: n.cudaArchitectures ? n.cudaArchitectures.split(';') : [],
+      cudaArchitectures: n.cudaArchitectures ? n.cudaArchitectures.split(/[\s;]+/) : [],
       cpuIsas: n.cpuIsas,
     },
     cpu: { isa: n.cpuIsa, threads: n.threads, defaultThreads: native().defaultThreads() },

@@ -18,7 +18,7 @@ struct BuildInfo {
   std::string build_type;     // CMAKE_BUILD_TYPE
   bool cuda_compiled = false;
   int cuda_compiled_version = 0;     // CUDART_VERSION, e.g. 13000
-  std::string cuda_architectures;    // e.g. "80-real;86-real;89-real;90-real;90-virtual"
+  std::string cuda_architectures;    // e.g. "80-real 86-real 89-real 90-real 90-virtual"
   std::vector<std::string> cpu_isas; // kernel variants compiled in ("baseline", "avx2")
 };
 
@@ -69,7 +69,7 @@ struct RuntimeInfo {
 
 RuntimeInfo runtime_info();
 // CUDART_VERSION the kernels were compiled against (0 in a CPU-only build)
-// and the CMake architecture list ("" in a CPU-only build).
+// and the CMake architectures, space-separated ("" in a CPU-only build).
 int compiled_version();
 const char* compiled_architectures();
 
