@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""PyTorch eager baselines for tokensieve's benchmark (run with /usr/bin/python3).
+
+Reads a JSON list of trial specs on stdin and prints one JSON object per line:
+{"name", "variant", "median_ms", "min_ms", "reps"} or {"name", "variant", "skipped": why}.
+
+Attention variants:
+  torch-ref  what the reference code pays: HF eager attention materialises
+             softmax(q kᵀ · scale [+ causal mask]) for every row, then the
+             method slices it (CLS row: attn[:, :, 0, 1:].mean(1); last row:
+             attn[:, :, -1, :].mean(1); all rows: attn.mean(1).mean(1)).
+  torch-min  the cheapest eager equivalent: only the needed query row
+             (CLS / last) through matmul + softmax + mean; for all rows it is
+             torch-ref.
+Top-k: torch.topk(scores, k) then sorting the indices (FasterVLM, VTC-CLS).
+f16/bf16 trials run in f32 here (CPU matmul in half precision is not what
+the reference code uses on CPU).
+"""
+import json
+import sys
+import time
+
+
+def timeit(fn, budget_s=0.3, max_reps=30, min_reps=3):
+    fn()  # warm up
+    times = []
+    start = time.perf_counter()
+    while len(times) < min_reps or (len(times) < max_reps and time.perf_counter() - start < budget_s):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    return times[len(times) // 2] * 1e3, times[0] * 1e3, len(times)
+
+
+def emit(obj):
+    print(json.dumps(obj), flush=True)
+
+
+def attention(spec, torch):
+    B, H, N, D = spec["B"], spec["H"], spec["N"], spec["D"]
+    rows, causal = spec["rows"], spec["causal"]
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(B, H, N, D, generator=gen)
+    k = torch.randn(B, H, N, D, generator=gen)
+    scale = D ** -0.5
+    mask = torch.full((N, N), float("-inf")).triu(1) if causal else None
+
+    def ref():
+        s = q @ k.transpose(-1, -2) * scale
+        if mask is not None:
+            s = s + mask
+        attn = torch.softmax(s, dim=-1)
+        if rows == "cls":
+            return attn[:, :, 0, 1:].mean(1)
+        if rows == "one":
+            return attn[:, :, -1, :].mean(1)
+        return attn.mean(1).mean(1)
+
+    def minimal():
+        i = 0 if rows == "cls" else N - 1
+        s = q[:, :, i : i + 1] @ k.transpose(-1, -2) * scale  # the last row sees every key
+        attn = torch.softmax(s, dim=-1)[:, :, 0]
+        return attn[:, :, 1:].mean(1) if rows == "cls" else attn.mean(1)
+
+    materialised = B * H * N * N * 4
+    for variant, fn in (("torch-ref", ref), ("torch-min", minimal if rows != "all" else None)):
+        if fn is None:
+            continue
+        if variant == "torch-ref" and materialised > 6e9:
+            emit({"name": spec["name"], "variant": variant, "skipped": f"would materialise {materialised / 1e9:.1f} GB"})
+            continue
+        big = materialised > 5e8
+        median, best, reps = timeit(fn, budget_s=0.3 if not big else 0.0, max_reps=30, min_reps=3 if not big else 2)
+        emit({"name": spec["name"], "variant": variant, "median_ms": median, "min_ms": best, "reps": reps})
+
+
+def topk(spec, torch):
+    B, N, k = spec["B"], spec["N"], spec["k"]
+    scores = torch.rand(B, N, generator=torch.Generator().manual_seed(0))
+
+    def fn():
+        return torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values
+
+    median, best, reps = timeit(fn)
+    emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
+
+
+def main():
+    try:
+        import torch
+    except Exception as e:  # noqa: BLE001
+        emit({"error": f"torch not importable: {e}"})
+        return 0
+    specs = json.load(sys.stdin)
+    # Debian's torch links the system libblas, whichever alternative is
+    # installed: name the library actually mapped after a matmul.
+    torch.ones(64, 64) @ torch.ones(64, 64)
+    blas = "unknown"
+    try:
+        with open("/proc/self/maps") as maps:
+            libs = sorted({line.split()[-1] for line in maps if "blas" in line.lower() and "/" in line})
+        blas = ", ".join(libs) or "none found"
+    except OSError:
+        pass
+    emit({"torch": torch.__version__, "blas": blas})
+    for spec in specs:
+        torch.set_num_threads(spec["threads"])
+        with torch.no_grad():
+            if spec["family"] == "attention":
+                attention(spec, torch)
+            else:
+                topk(spec, torch)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

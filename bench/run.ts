@@ -1,0 +1,403 @@
+/**
+ * `npx tokensieve bench` / `npm run bench`: runs the declarative trials of
+ * bench/trials.ts, and prints for each the median time, the work done, the
+ * fraction of this machine's roof (measured in the same run) and the speed-up
+ * over a plain TypeScript baseline and over PyTorch eager (when
+ * /usr/bin/python3 has torch).
+ */
+import { spawnSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
+import {
+  attentionScores,
+  attentionScoresSync,
+  getThreads,
+  info,
+  setThreads,
+  Tensor,
+  toHalfBits,
+  topkSync,
+} from '../lib';
+import { native } from '../lib/native';
+import { attentionScoresTs, topkTs } from './baseline-ts';
+import { AttentionTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
+
+interface Options {
+  filter?: string;
+  quick: boolean;
+  /** Evict the caches before every timed run (cold-cache times). */
+  cold: boolean;
+  device: 'cpu' | 'cuda';
+  torch: boolean;
+  ts: boolean;
+  json?: string;
+  markdown?: string;
+  threads?: number;
+}
+
+/** Ceilings the fraction of roof is taken against (bytes/s, FLOP/s, exp/s). */
+interface Roof {
+  label: string;
+  flops: number;
+  exps: number;
+  bytes: number;
+}
+
+interface Timing {
+  medianMs: number;
+  minMs: number;
+  reps: number;
+}
+
+interface Row {
+  trial: Trial;
+  shape: string;
+  work: Work;
+  ours: Timing;
+  roofFraction: number;
+  bound: string;
+  ts?: Timing | { skipped: string };
+  torch: Record<string, Timing | { skipped: string }>;
+}
+
+const HELP = `Usage: tokensieve bench [options]
+  --filter <text>    only trials whose name contains <text>
+  --quick            fewer repetitions; skip the largest trials
+  --cold             evict CPU caches (64 MiB written) before every timed run
+  --device cpu|cuda  where the kernels run (default cpu)
+  --no-torch         skip the PyTorch baseline (/usr/bin/python3 with torch)
+  --no-ts            skip the plain TypeScript baseline
+  --threads <n>      CPU pool size (default: all cores)
+  --json <file>      write every measurement as JSON
+  --markdown <file>  write a report (bench/RESULTS.md format)
+`;
+
+function parse(argv: string[]): Options | undefined {
+  const o: Options = { quick: false, cold: false, device: 'cpu', torch: true, ts: true };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const next = (): string => {
+      const v = argv[++i];
+      if (v === undefined) throw new Error(`${a} needs a value`);
+      return v;
+    };
+    if (a === '--help' || a === '-h') return undefined;
+    else if (a === '--filter') o.filter = next();
+    else if (a === '--quick') o.quick = true;
+    else if (a === '--cold') o.cold = true;
+    else if (a === '--device') {
+      const d = next();
+      if (d !== 'cpu' && d !== 'cuda') throw new Error(`--device must be cpu or cuda, not ${d}`);
+      o.device = d;
+    } else if (a === '--no-torch') o.torch = false;
+    else if (a === '--no-ts') o.ts = false;
+    else if (a === '--json') o.json = next();
+    else if (a === '--markdown') o.markdown = next();
+    else if (a === '--threads') o.threads = Number(next());
+    else throw new Error(`unknown option ${a}`);
+  }
+  return o;
+}
+
+/**
+ * Median and minimum of repeated runs: a warm-up of about 50 ms (caches,
+ * thread-pool wake-ups, clock ramp), then at least `min` runs and more until
+ * the budget is spent (up to 1000 for microsecond kernels).
+ */
+let evictBeforeRuns = false;
+const evictBuffer = new Float64Array(8 << 20); // 64 MiB: more than any L3 here
+function evictCaches(): void {
+  for (let i = 0; i < evictBuffer.length; i += 8) evictBuffer[i] += 1;
+}
+
+function time(fn: () => void, quick: boolean, estimateMs?: number): Timing {
+  const slow = (estimateMs ?? 0) > 500;
+  const warmStart = performance.now();
+  do fn();
+  while (!slow && performance.now() - warmStart < 50);
+  const min = slow ? 2 : quick ? 3 : 5;
+  const max = slow ? 3 : 1000;
+  const budgetMs = quick ? 150 : 500;
+  const times: number[] = [];
+  const start = performance.now();
+  let spent = 0;
+  while (times.length < min || (times.length < max && spent < budgetMs)) {
+    if (evictBeforeRuns) evictCaches();
+    const t0 = performance.now();
+    fn();
+    const dt = performance.now() - t0;
+    times.push(dt);
+    spent = evictBeforeRuns ? spent + dt + 2 : performance.now() - start;
+  }
+  times.sort((a, b) => a - b);
+  return { medianMs: times[times.length >> 1], minMs: times[0], reps: times.length };
+}
+
+async function timeAsync(fn: () => Promise<unknown>, quick: boolean): Promise<Timing> {
+  const warmStart = performance.now();
+  do await fn();
+  while (performance.now() - warmStart < 50);
+  const times: number[] = [];
+  const start = performance.now();
+  let spent = 0;
+  while (times.length < (quick ? 3 : 5) || (times.length < 1000 && spent < (quick ? 150 : 500))) {
+    if (evictBeforeRuns) evictCaches();
+    const t0 = performance.now();
+    await fn();
+    const dt = performance.now() - t0;
+    times.push(dt);
+    spent = evictBeforeRuns ? spent + dt + 2 : performance.now() - start;
+  }
+  times.sort((a, b) => a - b);
+  return { medianMs: times[times.length >> 1], minMs: times[0], reps: times.length };
+}
+
+/** Deterministic values in [-2, 2) (the timing does not depend on them). */
+function values(n: number, seed: number): Float32Array {
+  const out = new Float32Array(n);
+  let x = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    out[i] = ((x >>> 0) / 4294967296) * 4 - 2;
+  }
+  return out;
+}
+
+// H100/H200 ceilings from specs/performance.md (measured copy bandwidth,
+// dense BF16 tensor-core peak, MUFU exp throughput).
+function gpuRoof(name: string): Roof {
+  const h200 = /H200/i.test(name);
+  return { label: `${name}: ${h200 ? '4.3' : '3.0'} TB/s copy, 989 TFLOP/s BF16, 3.9e12 exp/s`, bytes: h200 ? 4.3e12 : 3.0e12, flops: 989e12, exps: 3.9e12 };
+}
+
+function roofFraction(w: Work, ms: number, roof: Roof): { fraction: number; bound: string } {
+  const floors: Array<[string, number]> = [
+    ['compute', w.flops / roof.flops],
+    ['exp', w.exps / roof.exps],
+    ['memory', w.bytes / roof.bytes],
+  ];
+  floors.sort((a, b) => b[1] - a[1]);
+  return { fraction: floors[0][1] / (ms / 1e3), bound: floors[0][0] };
+}
+
+interface TorchResult {
+  name: string;
+  variant: string;
+  median_ms?: number;
+  min_ms?: number;
+  reps?: number;
+  skipped?: string;
+}
+
+function runTorch(trials: Trial[], threads: number, quick: boolean): { header: string; results: TorchResult[] } {
+  const python = '/usr/bin/python3';
+  if (!fs.existsSync(python)) return { header: 'torch: /usr/bin/python3 not found', results: [] };
+  const script = [path.join(__dirname, 'baseline_torch.py'), path.join(__dirname, '..', '..', 'bench', 'baseline_torch.py')].find((p) => fs.existsSync(p));
+  if (!script) return { header: 'torch: baseline_torch.py not found', results: [] };
+  const specs = trials
+    .filter((t) => !(quick && t.big))
+    .map((t) => ({ ...t, threads }));
+  const r = spawnSync(python, [script], { input: JSON.stringify(specs), encoding: 'utf8', maxBuffer: 1 << 24, timeout: 1800000 });
+  const lines = (r.stdout || '').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TorchResult & { error?: string; torch?: string; blas?: string });
+  if (lines.length === 0) return { header: `torch: no output (${(r.stderr || '').trim().split('\n').pop()})`, results: [] };
+  if (lines[0].error) return { header: `torch: ${lines[0].error}`, results: [] };
+  const head = lines[0];
+  return { header: `torch ${head.torch} (eager, CPU, ${threads} threads; BLAS: ${head.blas})`, results: lines.slice(1) as TorchResult[] };
+}
+
+function describeShape(t: Trial): string {
+  if (t.family === 'topk') return `B${t.B} N${t.N} k${t.k}`;
+  return `B${t.B} H${t.H} N${t.N} D${t.D}${t.causal ? ' causal' : ''} ${t.dtype}`;
+}
+
+async function runAttention(t: AttentionTrial, o: Options): Promise<{ ours: Timing; ts?: Timing | { skipped: string } }> {
+  const n = t.B * t.H * t.N * t.D;
+  const qv = values(n, 1);
+  const kv = values(n, 2);
+  const shape = [t.B, t.H, t.N, t.D];
+  const host = (v: Float32Array) =>
+    t.dtype === 'f32' ? Tensor.from({ data: v, shape }) : Tensor.from({ data: toHalfBits(v, t.dtype), shape, dtype: t.dtype });
+  let q = host(qv);
+  let k = host(kv);
+  if (o.device === 'cuda') {
+    q = q.to('cuda:0');
+    k = k.to('cuda:0');
+  }
+  const { rows, keyStart } = selection(t);
+  const queries = t.rows === 'cls' ? 0 : t.rows === 'one' ? -1 : 'all';
+  const out = Tensor.empty([t.B, t.N - keyStart], 'f32', o.device === 'cuda' ? 'cuda:0' : 'cpu');
+  const opts = { queries, keys: { start: keyStart }, causal: t.causal, out } as const;
+  const w = work(t);
+  const estimate = (w.flops / 40e9) * 1e3; // rough ms at this CPU's speed
+  const ours = t.viaPromise
+    ? await timeAsync(() => attentionScores(q, k, opts), o.quick)
+    : time(() => attentionScoresSync(q, k, opts), o.quick, estimate);
+  let ts: Timing | { skipped: string } | undefined;
+  if (o.ts) {
+    const estS = w.flops / 1e9; // plain JS does about 1 GFLOP/s
+    ts = estS > 20
+      ? { skipped: `est. ${estS.toFixed(0)} s` }
+      : time(() => attentionScoresTs(qv, kv, t.B, t.H, t.N, t.D, rows, keyStart, t.causal), true, estS * 1e3);
+  }
+  if (o.device === 'cuda') {
+    q.dispose();
+    k.dispose();
+    out.dispose();
+  }
+  return { ours, ts };
+}
+
+function runTopk(t: TopkTrial, o: Options): { ours: Timing; ts?: Timing } {
+  const s = values(t.B * t.N, 3);
+  let scores = Tensor.from({ data: s, shape: [t.B, t.N] });
+  if (o.device === 'cuda') scores = scores.to('cuda:0');
+  const ours = time(() => topkSync(scores, t.k), o.quick);
+  const ts = o.ts ? time(() => topkTs(s, t.B, t.N, t.k), true) : undefined;
+  if (o.device === 'cuda') scores.dispose();
+  return { ours, ts };
+}
+
+const fmtMs = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3));
+const speedup = (base: Timing | { skipped: string } | undefined, ours: Timing): string => {
+  if (!base) return '-';
+  if ('skipped' in base) return `(${base.skipped})`;
+  return `${fmtMs(base.medianMs)} (${(base.medianMs / ours.medianMs).toFixed(1)}×)`;
+};
+
+function table(rows: Row[], torchVariants: string[]): string[] {
+  const head = ['trial', 'shape', 'median ms', 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
+  const body = rows.map((r) => {
+    const w = r.work;
+    const workCol = r.trial.family === 'topk'
+      ? `${(w.bytes / 1e6).toFixed(2)} MB, ${(w.compares! / 1e6).toFixed(2)} M cmp`
+      : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
+    const s = r.ours.medianMs / 1e3;
+    const rate = r.trial.family === 'topk' ? `${(w.bytes / s / 1e9).toFixed(2)} GB/s` : `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s`;
+    return [
+      r.trial.name, r.shape, fmtMs(r.ours.medianMs), workCol, rate, `${(100 * r.roofFraction).toFixed(0)}% (${r.bound})`,
+      speedup(r.ts, r.ours), ...torchVariants.map((v) => speedup(r.torch[v], r.ours)),
+    ];
+  });
+  return [head, ...body].map((cols) => cols.join(' | '));
+}
+
+function machine(): string[] {
+  const i = info();
+  const cpu = os.cpus()[0]?.model ?? 'unknown CPU';
+  return [
+    `${cpu}, ${os.cpus().length} cores, ${(os.totalmem() / 2 ** 30).toFixed(0)} GiB, ${os.type()} ${os.release()}, Node ${process.version}`,
+    `tokensieve ${i.version}: ${i.cpu.isa} CPU kernels, ${getThreads()} threads; CUDA: ${i.cuda.available ? i.cuda.devices.map((d) => d.name).join(', ') : `unavailable (${i.cuda.reason})`}`,
+  ];
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let o: Options | undefined;
+  try {
+    o = parse(argv);
+  } catch (e) {
+    process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
+    return 1;
+  }
+  if (!o) {
+    process.stdout.write(HELP);
+    return 0;
+  }
+  const before = getThreads();
+  if (o.threads !== undefined) setThreads(o.threads);
+  evictBeforeRuns = o.cold;
+  try {
+    return await runAll(o);
+  } finally {
+    setThreads(before);
+  }
+}
+
+async function runAll(o: Options): Promise<number> {
+  const trials = TRIALS.filter((t) => (!o.filter || t.name.includes(o.filter)) && !(o.quick && t.big));
+  if (o.device === 'cuda' && !info().cuda.available) {
+    process.stderr.write(`--device cuda: CUDA is unavailable: ${info().cuda.reason}\n`);
+    return 1;
+  }
+  const lines: string[] = [];
+  const say = (s = ''): void => {
+    process.stdout.write(`${s}\n`);
+    lines.push(s);
+  };
+  const header = machine();
+  header.forEach((h) => say(h));
+  let roof: Roof;
+  if (o.device === 'cuda') {
+    roof = gpuRoof(info().cuda.devices[0].name);
+  } else {
+    const r = native().measureRoof();
+    roof = {
+      label: `measured now: ${r.fmaGflops.toFixed(1)} GFLOP/s FMA, ${(r.expPerSecond / 1e9).toFixed(2)} G exp/s, ${r.copyGBps.toFixed(1)} GB/s copy (read + write), ${r.threads} threads`,
+      flops: r.fmaGflops * 1e9,
+      exps: r.expPerSecond,
+      bytes: r.copyGBps * 1e9,
+    };
+  }
+  say(`roof: ${roof.label}`);
+  say(`caches: ${o.cold ? 'cold (64 MiB evicted before every timed run)' : 'warm (inputs stay cached between runs when they fit)'}`);
+  const rows: Row[] = [];
+  for (const t of trials) {
+    const w = work(t);
+    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : runTopk(t, o);
+    const { fraction, bound } = t.family === 'topk'
+      ? { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' }
+      : roofFraction(w, ours.medianMs, roof);
+    rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });
+    process.stderr.write(`  ${t.name}: ${fmtMs(ours.medianMs)} ms\n`);
+  }
+  let torchHeader = 'torch: skipped (--no-torch)';
+  const torchVariants = new Set<string>();
+  if (o.torch && o.device === 'cpu') {
+    process.stderr.write('  running the PyTorch baseline...\n');
+    const t = runTorch(trials.filter((x) => !x.name.includes('Promise')), getThreads(), o.quick);
+    torchHeader = t.header;
+    for (const res of t.results) {
+      const row = rows.find((r) => r.trial.name === res.name);
+      if (!row) continue;
+      torchVariants.add(res.variant);
+      row.torch[res.variant] = res.skipped ? { skipped: res.skipped } : { medianMs: res.median_ms!, minMs: res.min_ms!, reps: res.reps! };
+    }
+    for (const row of rows.filter((r) => r.trial.name.includes('Promise'))) {
+      const twin = rows.find((r) => r.trial.name === row.trial.name.replace(' (Promise API)', ''));
+      if (twin) row.torch = twin.torch;
+    }
+  }
+  say(torchHeader);
+  say();
+  const tbl = table(rows, [...torchVariants]);
+  tbl.forEach((l) => say(l));
+  if (o.json) {
+    fs.writeFileSync(o.json, JSON.stringify({ machine: header, roof, torch: torchHeader, rows }, null, 2));
+  }
+  if (o.markdown) {
+    const md = [
+      '# Benchmark results',
+      '',
+      `Generated by \`npm run bench -- --markdown ${o.markdown}\`${o.quick ? ' --quick' : ''} on ${new Date().toISOString().slice(0, 10)}.`,
+      '',
+      '## Machine',
+      '',
+      ...header.map((h) => `- ${h}`),
+      `- roof: ${roof.label}`,
+      `- ${torchHeader}`,
+      '',
+      '## Results',
+      '',
+      'Times are medians. "roof" is the time the binding ceiling allows (the largest of FLOPs / FMA rate, exps / exp rate, bytes / copy rate, all measured in this run) divided by the time taken; the bound named is that ceiling. The baselines compute the same thing on the same input in the same run; × is their time over ours.',
+      '',
+      `| ${tbl[0].split(' | ').join(' | ')} |`,
+      `|${tbl[0].split(' | ').map(() => '---').join('|')}|`,
+      ...tbl.slice(1).map((l) => `| ${l} |`),
+      '',
+    ];
+    fs.writeFileSync(o.markdown, md.join('\n'));
+  }
+  return 0;
+}

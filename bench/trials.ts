@@ -1,0 +1,110 @@
+/**
+ * The benchmark trials, declaratively, and the work each one does.
+ * Sizes come from specs/performance.md §C/§E: CLIP-L/336 (577 tokens, 16
+ * heads, d 64), SigLIP-so400m (729, 16, 72), the Qwen2.5-VL ViT's full-
+ * attention layers (4784, 16, 80), a LLaVA-NeXT LLM layer (3000, 32, 128).
+ */
+import type { FloatDType } from '../lib';
+
+/**
+ * Which query rows: 'cls' = row 0 with the CLS column dropped (FasterVLM,
+ * VisionZip); 'one' = the last row of a causal layer (FastV); 'all' = mean
+ * over every row (attention received: HiPrune, FoPru).
+ */
+export type RowSet = 'cls' | 'one' | 'all';
+
+export interface AttentionTrial {
+  family: 'attention';
+  name: string;
+  B: number;
+  H: number;
+  N: number;
+  D: number;
+  rows: RowSet;
+  causal: boolean;
+  dtype: FloatDType;
+  /** Time through the Promise API instead of the Sync one. */
+  viaPromise?: boolean;
+  /** Skipped with --quick. */
+  big?: boolean;
+}
+
+export interface TopkTrial {
+  family: 'topk';
+  name: string;
+  B: number;
+  N: number;
+  k: number;
+  big?: boolean;
+}
+
+export type Trial = AttentionTrial | TopkTrial;
+
+const att = (name: string, B: number, H: number, N: number, D: number, rows: RowSet, extra: Partial<AttentionTrial> = {}): AttentionTrial => ({
+  family: 'attention', name, B, H, N, D, rows, causal: false, dtype: 'f32', ...extra,
+});
+
+export const TRIALS: Trial[] = [
+  // CLS row (FasterVLM / VisionZip): one query row, CLS column dropped
+  att('cls CLIP-L b1', 1, 16, 577, 64, 'cls'),
+  att('cls CLIP-L b1 (Promise API)', 1, 16, 577, 64, 'cls', { viaPromise: true }),
+  att('cls CLIP-L b5', 5, 16, 577, 64, 'cls'),
+  att('cls CLIP-L b16', 16, 16, 577, 64, 'cls'),
+  att('cls CLIP-L 64 frames', 64, 16, 577, 64, 'cls'),
+  att('cls SigLIP b1', 1, 16, 729, 72, 'cls'),
+  att('cls Qwen2.5-VL b1', 1, 16, 4784, 80, 'cls'),
+  // one row (FastV): the last token of a causal layer
+  att('one CLIP-L b1', 1, 16, 577, 64, 'one', { causal: true }),
+  att('one LLM 3000x32x128', 1, 32, 3000, 128, 'one', { causal: true }),
+  // all rows (attention received: HiPrune, FoPru)
+  att('all CLIP-L b1', 1, 16, 577, 64, 'all'),
+  att('all CLIP-L b5', 5, 16, 577, 64, 'all'),
+  att('all CLIP-L b5 bf16', 5, 16, 577, 64, 'all', { dtype: 'bf16' }),
+  att('all CLIP-L b16', 16, 16, 577, 64, 'all', { big: true }),
+  att('all SigLIP b1', 1, 16, 729, 72, 'all'),
+  att('all Qwen2.5-VL b1', 1, 16, 4784, 80, 'all', { big: true }),
+  att('all LLM 3000x32x128 causal', 1, 32, 3000, 128, 'all', { causal: true, big: true }),
+  // top-k over one score row per image/frame
+  { family: 'topk', name: 'topk 576 k144 b1', B: 1, N: 576, k: 144 },
+  { family: 'topk', name: 'topk 576 k144 b16', B: 16, N: 576, k: 144 },
+  { family: 'topk', name: 'topk 4784 k1196 b1', B: 1, N: 4784, k: 1196 },
+  { family: 'topk', name: 'topk 12544 k1254 b1', B: 1, N: 12544, k: 1254 },
+  { family: 'topk', name: 'topk 196 k60 b64 (video frames)', B: 64, N: 196, k: 60 },
+];
+
+export interface Work {
+  /** Floating-point operations (2 per multiply-add of q·k). */
+  flops: number;
+  /** Exponentials. */
+  exps: number;
+  /** Bytes that must move: inputs read once, output written once. */
+  bytes: number;
+  /** Comparisons (top-k), reported instead of FLOPs. */
+  compares?: number;
+}
+
+/** Selected query rows and the key range a trial asks for. */
+export function selection(t: AttentionTrial): { rows: number[]; keyStart: number } {
+  if (t.rows === 'cls') return { rows: [0], keyStart: 1 };
+  if (t.rows === 'one') return { rows: [t.N - 1], keyStart: 0 };
+  return { rows: Array.from({ length: t.N }, (_, i) => i), keyStart: 0 };
+}
+
+const DTYPE_BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
+
+/**
+ * The minimal work: every logit a selected row needs (its visible keys),
+ * one exp per logit, q rows and k read once, the output written once.
+ */
+export function work(t: Trial): Work {
+  if (t.family === 'topk') {
+    return { flops: 0, exps: 0, bytes: 4 * t.B * t.N + 8 * t.B * t.k, compares: t.B * t.N * Math.log2(Math.max(2, t.k)) };
+  }
+  const { rows, keyStart } = selection(t);
+  let logits = 0;
+  for (const r of rows) logits += t.causal ? r + 1 : t.N;
+  logits *= t.B * t.H;
+  const e = DTYPE_BYTES[t.dtype];
+  const bytes = e * t.B * t.H * (rows.length + t.N) * t.D + 4 * t.B * (t.N - keyStart);
+  return { flops: 2 * t.D * logits, exps: logits, bytes };
+}
