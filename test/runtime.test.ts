@@ -135,12 +135,22 @@ describe('the Promise API', () => {
     expect(out.shape).toEqual([1, 1024]);
   });
 
-  test('the inputs stay alive while the job runs, even if the caller drops them', async () => {
-    const make = () => ({ data: Float32Array.from(randn(4 * 512 * 32, 4)), shape: [1, 4, 512, 32] });
-    const pending = attentionScores(make(), make());
-    (globalThis as { gc?: () => void }).gc?.();
-    const out = await pending;
-    expect(Number.isFinite((out.data as Float32Array)[0])).toBe(true);
+  test('the inputs stay alive while the job runs, even if the caller drops them and the GC runs', () => {
+    const r = runNode(
+      `const t = require(${JSON.stringify(dist)});
+       const make = (seed) => ({ data: Float32Array.from({ length: 4 * 768 * 32 }, (_, i) => Math.sin(i * seed)), shape: [1, 4, 768, 32] });
+       const want = Array.from(t.attentionScoresSync(make(0.1), make(0.2)).data);
+       const pending = t.attentionScores(make(0.1), make(0.2)); // nothing else references the inputs
+       for (let i = 0; i < 5; i++) { global.gc(); new Float32Array(1 << 20).fill(7); }
+       pending.then((out) => {
+         const got = Array.from(out.data);
+         process.stdout.write(JSON.stringify(got.length === want.length && got.every((v, i) => v === want[i])));
+       });`,
+      {},
+      ['--expose-gc'],
+    );
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toBe('true');
   });
 });
 
