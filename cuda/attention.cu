@@ -1,26 +1,37 @@
-// CUDA attention-score extraction: two launches for the whole batch.
+// CUDA attention-score extraction (attentionScores) and reduction of given
+// probabilities (reduceAttention).
 //
-// Pass 1 (row_lse_kernel): one block per (b, h, tile of 32 selected query
-// rows). The rows' q stays in shared memory; k streams through in tiles of
-// 32 keys; each row keeps an online max and sum (flash style) and ends with
-// its base-2 log-sum-exp. Pass 2 (column_sum_kernel): one block per
-// (b, h, tile of 32 output keys). The keys stay in shared memory; the
-// selected rows stream through; exp2(s − lse) is summed per column. Neither
-// pass materialises more than a 32×32 tile of logits; scratch is
-// O(B·H·(rows + W)).
+// attention_scores: two launches for the whole batch, never more than one
+// kBQ × kBK tile of logits alive per block, scratch O(B·H·(rows + W)).
 //
-// Heads are reduced without float atomics: each block writes its head's
-// column sums, and the last block to finish a (b, key tile) — a ticket from
-// an integer atomic — adds the H heads in order h = 0..H-1. Results are
-// deterministic.
+//   Pass 1, row_lse_kernel — grid (b, h, tile of kBQ selected rows, key
+//   split): the block walks its split of the keys in tiles of kBK, keeping an
+//   online max m and sum l per row (flash style, base 2). With one split the
+//   block writes lse2 = m + log2(l); with several, each split writes (m, l)
+//   and the last split to finish (a ticket) merges them in split order.
+//   Splits exist only to fill the GPU when B·H·row tiles is small (one CLS or
+//   last row); their number depends on the shape only.
 //
-// The tiles are SIMT f32 FMAs for every input dtype (inputs are converted
-// when staged into shared memory), so f32 inputs keep f32 accuracy. A
-// tensor-core path for f16/bf16 would replace qk_tile with mma.sync on the
-// same tiles.
+//   Pass 2, column_sum_kernel — grid (b, h, tile of kBK output keys): the
+//   block walks the selected rows in tiles of kBQ, recomputes the logits and
+//   adds 2^(s2 − lse2) into per-column sums (row tiles that cannot see the
+//   key tile, causal, are skipped). Heads are reduced without float atomics:
+//   each block stores its head's column sums, and the last block of a
+//   (b, key tile) to finish adds the H heads in order h = 0..H−1.
+//
+// Logits are base 2: s2 = (q·k)·scale·log2(e) + bias·log2(e), so
+// exp(s − lse) = 2^(s2 − lse2) and exp2f does the work. Both passes compute
+// q·k for a (row, key) pair in the same order (same chunking of D, same FMA
+// sequence), so pass 2 sees exactly the logits pass 1 normalised.
+//
+// The q·k tile is SIMT f32 FMA for every dtype (inputs are converted to f32
+// when staged into shared memory). See qk_tile for where a tensor-core path
+// would slot in.
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <string>
 
 #include "cuda/common.cuh"
@@ -30,375 +41,539 @@ namespace tokensieve {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;    // 16 × 16 threads, each owning a 2 × 2 patch of the 32 × 32 tile
-constexpr int kTile = 32;        // query rows and keys per tile
-constexpr int kChunk = 32;       // head dims staged per step for the streamed operand
-constexpr int kPad = kTile + 1;  // shared rows padded to dodge bank conflicts
-constexpr int kMaxD = 256;
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr int kReduceThreads = 256;
+// ---- tile configuration (the one place) ------------------------------------
+// 256 threads as kTQ × kTK = 16 × 16; thread (tq, tk) owns rows tq + kTQ·i
+// (i < kMQ) and keys tk + kTK·j (j < kMK) of the kBQ × kBK tile. The kTK
+// threads of one row are kTK consecutive lanes of one warp, so row
+// reductions are width-kTK shuffles. D is staged kDC dims at a time, rows
+// padded to kLd floats: float4 reads stay 16-byte aligned and the 8 lanes of
+// a quarter warp read 8 different bank groups (row stride 9 × 16 bytes).
+// Shared memory: (kBQ + kBK)·kLd·4 = 18 KiB + small arrays, < 48 KiB.
+constexpr int kThreads = 256;
+constexpr int kBQ = 64;  // selected query rows per tile
+constexpr int kBK = 64;  // keys per tile
+constexpr int kMQ = 4;   // rows per thread
+constexpr int kMK = 4;   // keys per thread
+constexpr int kTQ = kBQ / kMQ;
+constexpr int kTK = kBK / kMK;
+constexpr int kDC = 32;       // head dims per staging step
+constexpr int kLd = kDC + 4;  // shared row stride, in floats
+constexpr int kMaxD = 256;    // larger head dims: ERR_UNSUPPORTED
+// Pass 1 splits the keys when B·H·row tiles is below this many blocks.
+constexpr int kTargetBlocks = 512;
+constexpr int kMaxSplits = 64;
+// reduceAttention: kReduceWarps warps share a tile of kReduceCols keys (two
+// per lane), each warp taking every kReduceWarps-th selected row.
+constexpr int kReduceWarps = 8;
+constexpr int kReduceThreads = kReduceWarps * 32;
+constexpr int kReduceCols = 64;
+constexpr int kCheckThreads = 256;
 
-struct Operand {
-  const void* base;  // element [b, h, 0, 0]
-  int64_t stride_b, stride_h, stride_n;
+static_assert(kTQ * kTK == kThreads, "thread grid must cover the tile");
+static_assert(kTK == 16 || kTK == 32, "a row's threads must be an aligned lane group");
+static_assert(kBQ <= kThreads && kBK <= kThreads, "per-row/per-key metadata is written by one thread each");
+static_assert(kDC % 4 == 0 && kLd % 4 == 0, "float4 reads of shared rows must stay aligned");
+static_assert(kMaxD % kDC == 0, "");
+static_assert(kReduceCols == 64, "reduce kernel: two columns per lane");
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int64_t kNoRow = INT64_MIN;  // padding in a tile: reads as zeros
+
+// Flag bits set by the kernels when check_finite is on.
+constexpr int kBadInput = 1;  // NaN/Inf in q, k or probs
+constexpr int kBadBias = 2;   // NaN/+Inf in key_bias
+constexpr int kBadLogit = 4;  // q·k·scale not finite (values too large for f32)
+
+// The selected query rows: an uploaded list, or the range first + i (no
+// upload, so no implicit synchronisation of a pageable host-to-device copy).
+struct RowMap {
+  const int32_t* list;  // device; null: rows are first, first + 1, ...
+  int64_t first;
+  __device__ __forceinline__ int64_t operator()(int64_t sel) const { return list ? list[sel] : first + sel; }
 };
 
-struct Common {
-  Operand q, k;
-  const float* bias;  // [B, Nk] or null
-  int64_t bias_stride_b;
-  int B, H, D, Dp;  // Dp: D rounded up to kChunk
+// Where the per-head column sums of a (b, h, column tile) go.
+struct HeadSink {
+  float* out;              // [B, H, W] (heads none) or [B, W]
+  float* head_sums;        // [B, H, W] scratch when reducing heads
+  unsigned int* tickets;   // [B, tiles], zeroed before the launch
+  int H;
+  int64_t W;
+  int tiles;               // column tiles per (b, h)
+  bool reduce_heads;
+  float weight;            // row weight (heads none) or row weight / H (mean) or row weight (sum)
+  bool accumulate;
+};
+
+struct ScoresParams {
+  // q[b, h, n, d] = q + b·q_sb + h·q_sh + n·q_sn + d (elements); k likewise.
+  const void* q;
+  int64_t q_sb, q_sh, q_sn;
+  const void* k;
+  int64_t k_sb, k_sh, k_sn;
+  const float* bias;  // key_bias[b, j] = bias + b·bias_sb + j; null: no bias
+  int64_t bias_sb;
+  int H, D;
   int64_t Nk;
   float scale_log2;  // scale · log2(e)
   bool causal;
   int64_t causal_offset;
-  const int* rows;  // selected query rows (device)
+  RowMap rows;
   int nsel;
+  // pass 1
+  int row_tiles;
+  int splits;
+  int64_t split_keys;  // keys per split, a multiple of kBK
+  float* part_m;       // [B·H·row_tiles, splits, kBQ] when splits > 1
+  float* part_l;
+  unsigned int* split_tickets;  // [B·H·row_tiles] when splits > 1
+  float* lse2;                  // [B·H, nsel]
+  // pass 2
+  int64_t key_begin, key_end;
+  int key_tiles;
+  HeadSink sink;
+  bool check;
+  int* flag;
 };
 
-__device__ __forceinline__ int64_t visible_keys(const Common& c, int row) {
-  if (row < 0) return 0;
-  if (!c.causal) return c.Nk;
-  const int64_t lim = static_cast<int64_t>(row) + c.causal_offset + 1;
-  return lim < 0 ? 0 : (lim > c.Nk ? c.Nk : lim);
+// Keys [0, end) are visible to query row `row`.
+__device__ __forceinline__ int64_t visible_end(const ScoresParams& p, int64_t row) {
+  if (!p.causal) return p.Nk;
+  const int64_t lim = row + p.causal_offset + 1;  // |causal_offset| <= 2^40 (validate)
+  return lim < 0 ? 0 : (lim > p.Nk ? p.Nk : lim);
 }
 
+// The base-2 logit of a (row, key) pair; one expression (an explicit FMA) for
+// both passes, so they agree bit for bit.
+__device__ __forceinline__ float logit2(float dot, float scale_log2, float bias2) {
+  return __fmaf_rn(dot, scale_log2, bias2);
+}
+
+__device__ __forceinline__ float lse_of(float m, float l) { return m == -INFINITY ? -INFINITY : m + log2f(l); }
+
+// acc[i][j] = Σ_d q[row tq + kTQ·i][d] · k[key tk + kTK·j][d] for one tile.
+// Rows and keys are element offsets in q_off / k_off (kNoRow: padding, read
+// as zeros; so are dims >= D). Every thread of the block must call it. It
+// starts with __syncthreads(), which publishes q_off/k_off written just
+// before the call and retires the previous users of qs/ks; it ends right
+// after the last FMA (no trailing barrier).
+//
+// Tensor cores would slot in here: for f16/bf16 stage the chunks unconverted
+// and replace the FMA loop with mma.sync m16n8k16 (or wgmma on sm_90)
+// producing the same acc[][] ownership, e.g. via an accumulator shuffle or by
+// moving the epilogues onto the mma fragment layout.
 template <typename T>
-__device__ __forceinline__ const T* row_ptr(const Operand& o, int b, int h, int64_t n) {
-  return static_cast<const T*>(o.base) + b * o.stride_b + h * o.stride_h + n * o.stride_n;
-}
+__device__ __forceinline__ void qk_tile(const T* __restrict__ q, const T* __restrict__ k, int D,
+                                        const int64_t* q_off, const int64_t* k_off, float (*qs)[kLd],
+                                        float (*ks)[kLd], float (&acc)[kMQ][kMK]) {
+  const int tid = threadIdx.x;
+  const int tq = tid / kTK, tk = tid % kTK;
+#pragma unroll
+  for (int i = 0; i < kMQ; ++i)
+#pragma unroll
+    for (int j = 0; j < kMK; ++j) acc[i][j] = 0.0f;
 
-// Stages `count` rows of an operand, all Dp dims, transposed into shared
-// memory: dst[d * kPad + r] = row r, dim d (zero past D and for missing rows).
-// `index(r)` gives the token index of tile row r, or -1.
-template <typename T, typename Index>
-__device__ void stage_resident(const Operand& o, int b, int h, int D, int Dp, Index index, float* dst) {
-  for (int i = threadIdx.x; i < kTile * Dp; i += kThreads) {
-    const int r = i / Dp, d = i % Dp;
-    const int64_t n = index(r);
-    float v = 0.0f;
-    if (n >= 0 && d < D) v = load_f32(row_ptr<T>(o, b, h, n) + d);
-    dst[d * kPad + r] = v;
-  }
-}
-
-// Stages dims [d0, d0 + kChunk) of the tile's rows: dst[d * kPad + r].
-template <typename T, typename Index>
-__device__ void stage_chunk(const Operand& o, int b, int h, int D, int d0, Index index, float* dst) {
-  for (int i = threadIdx.x; i < kTile * kChunk; i += kThreads) {
-    const int r = i / kChunk, d = i % kChunk;
-    const int64_t n = index(r);
-    float v = 0.0f;
-    if (n >= 0 && d0 + d < D) v = load_f32(row_ptr<T>(o, b, h, n) + d0 + d);
-    dst[d * kPad + r] = v;
-  }
-}
-
-// acc[i][j] = Σ_d rowside[d][2·ty + i] · colside[d][tx + 16·j] over one
-// resident operand and one streamed operand. `q_resident` says which side
-// of the tile (query rows or keys) stays in shared memory. Every thread of
-// the block must call it (it synchronises).
-template <typename T, bool q_resident, typename QIndex, typename KIndex>
-__device__ void qk_tile(const Common& c, int b, int h, QIndex qidx, KIndex kidx, const float* resident,
-                        float* chunk, float (&acc)[2][2]) {
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  acc[0][0] = acc[0][1] = acc[1][0] = acc[1][1] = 0.0f;
-  for (int d0 = 0; d0 < c.Dp; d0 += kChunk) {
-    if (q_resident)
-      stage_chunk<T>(c.k, b, h, c.D, d0, kidx, chunk);
-    else
-      stage_chunk<T>(c.q, b, h, c.D, d0, qidx, chunk);
+  for (int d0 = 0; d0 < D; d0 += kDC) {
     __syncthreads();
-    const float* qs = q_resident ? resident + d0 * kPad : chunk;
-    const float* ks = q_resident ? chunk : resident + d0 * kPad;
-#pragma unroll 8
-    for (int d = 0; d < kChunk; ++d) {
-      const float a0 = qs[d * kPad + 2 * ty], a1 = qs[d * kPad + 2 * ty + 1];
-      const float b0 = ks[d * kPad + tx], b1 = ks[d * kPad + tx + 16];
-      acc[0][0] = fmaf(a0, b0, acc[0][0]);
-      acc[0][1] = fmaf(a0, b1, acc[0][1]);
-      acc[1][0] = fmaf(a1, b0, acc[1][0]);
-      acc[1][1] = fmaf(a1, b1, acc[1][1]);
+    // Stage dims [d0, d0 + kDC) of the tile's rows: consecutive threads read
+    // consecutive dims of one row (coalesced) and write consecutive words.
+    for (int e = tid; e < kBQ * kDC; e += kThreads) {
+      const int r = e / kDC, d = e % kDC;
+      const int64_t off = q_off[r];
+      qs[r][d] = (off != kNoRow && d0 + d < D) ? load_f32(q + off + d0 + d) : 0.0f;
+    }
+    for (int e = tid; e < kBK * kDC; e += kThreads) {
+      const int c = e / kDC, d = e % kDC;
+      const int64_t off = k_off[c];
+      ks[c][d] = (off != kNoRow && d0 + d < D) ? load_f32(k + off + d0 + d) : 0.0f;
     }
     __syncthreads();
+#pragma unroll
+    for (int d = 0; d < kDC; d += 4) {
+      float4 a[kMQ], b[kMK];
+#pragma unroll
+      for (int i = 0; i < kMQ; ++i) a[i] = *reinterpret_cast<const float4*>(&qs[tq + kTQ * i][d]);
+#pragma unroll
+      for (int j = 0; j < kMK; ++j) b[j] = *reinterpret_cast<const float4*>(&ks[tk + kTK * j][d]);
+#pragma unroll
+      for (int i = 0; i < kMQ; ++i)
+#pragma unroll
+        for (int j = 0; j < kMK; ++j) {
+          acc[i][j] = fmaf(a[i].x, b[j].x, acc[i][j]);
+          acc[i][j] = fmaf(a[i].y, b[j].y, acc[i][j]);
+          acc[i][j] = fmaf(a[i].z, b[j].z, acc[i][j]);
+          acc[i][j] = fmaf(a[i].w, b[j].w, acc[i][j]);
+        }
+    }
   }
 }
 
-// Pass 1: lse2[b, h, s] = log2 Σ_visible 2^(s2_ij) for selected row s, where
-// s2 = (q·k)·scale·log2e + bias·log2e; -inf when the row sees no key.
+// Stores a per-head column value (thread t < ncols holds column col0 + t of
+// the output key range) into out, or into head_sums with the last block of
+// the (b, column tile) adding the heads in order. All threads must call it.
+__device__ void emit_columns(const HeadSink& s, int64_t b, int64_t h, int tile, int64_t col0, int ncols,
+                             float v) {
+  const int t = threadIdx.x;
+  if (!s.reduce_heads) {
+    if (t < ncols) {
+      float* dst = s.out + (b * s.H + h) * s.W + col0 + t;
+      *dst = (s.accumulate ? *dst : 0.0f) + s.weight * v;
+    }
+    return;
+  }
+  if (t < ncols) s.head_sums[(b * s.H + h) * s.W + col0 + t] = v;
+  if (!last_block_arrives(&s.tickets[b * s.tiles + tile], static_cast<unsigned int>(s.H))) return;
+  if (t < ncols) {
+    float sum = 0.0f;
+    for (int hh = 0; hh < s.H; ++hh) sum += __ldcg(&s.head_sums[(b * s.H + hh) * s.W + col0 + t]);
+    float* dst = s.out + b * s.W + col0 + t;
+    *dst = (s.accumulate ? *dst : 0.0f) + s.weight * sum;
+  }
+}
+
+// ---- pass 1 -----------------------------------------------------------------
+// Block: (bh, row tile rt, split); blockIdx.x = (bh·row_tiles + rt)·splits + split.
 template <typename T>
-__global__ void __launch_bounds__(kThreads) row_lse_kernel(Common c, int row_tiles, float* lse2) {
-  extern __shared__ float smem[];
-  float* qres = smem;                        // [Dp][kPad]
-  float* chunk = smem + c.Dp * kPad;         // [kChunk][kPad]
-  __shared__ int rows_s[kTile];
-  __shared__ int64_t lim_s[kTile];
-  __shared__ int64_t tile_keys_s;
+__global__ void __launch_bounds__(kThreads) row_lse_kernel(const ScoresParams p) {
+  __shared__ __align__(16) float qs[kBQ][kLd];
+  __shared__ __align__(16) float ks[kBK][kLd];
+  __shared__ int64_t q_off[kBQ];
+  __shared__ int64_t k_off[kBK];
+  __shared__ int64_t row_end[kBQ];  // tile row r sees keys [0, row_end[r]); 0 for padding
 
-  const int tile = blockIdx.x % row_tiles;
-  const int bh = blockIdx.x / row_tiles;
-  const int h = bh % c.H, b = bh / c.H;
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int tid = threadIdx.x;
+  const int tq = tid / kTK, tk = tid % kTK;
+  const int split = static_cast<int>(blockIdx.x % static_cast<unsigned>(p.splits));
+  const int64_t tile_id = blockIdx.x / static_cast<unsigned>(p.splits);  // bh·row_tiles + rt
+  const int rt = static_cast<int>(tile_id % p.row_tiles);
+  const int64_t bh = tile_id / p.row_tiles;
+  const int64_t b = bh / p.H, h = bh % p.H;
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
 
-  if (threadIdx.x < kTile) {
-    const int s = tile * kTile + threadIdx.x;
-    const int row = s < c.nsel ? c.rows[s] : -1;
-    rows_s[threadIdx.x] = row;
-    lim_s[threadIdx.x] = visible_keys(c, row);
+  if (tid < kBQ) {
+    const int sel = rt * kBQ + tid;  // nsel <= INT_MAX - kBQ (host)
+    if (sel < p.nsel) {
+      const int64_t row = p.rows(sel);
+      q_off[tid] = b * p.q_sb + h * p.q_sh + row * p.q_sn;
+      row_end[tid] = visible_end(p, row);
+    } else {
+      q_off[tid] = kNoRow;
+      row_end[tid] = 0;
+    }
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    int64_t m = 0;
-    for (int r = 0; r < kTile; ++r) m = lim_s[r] > m ? lim_s[r] : m;
-    tile_keys_s = m;
-  }
-  auto qidx = [&](int r) -> int64_t { return rows_s[r]; };
-  stage_resident<T>(c.q, b, h, c.D, c.Dp, qidx, qres);
-  __syncthreads();
-  const int64_t tile_keys = tile_keys_s;
+  int64_t tile_end = 0;  // keys any row of the tile sees
+  for (int r = 0; r < kBQ; ++r) tile_end = max(tile_end, row_end[r]);
+  const int64_t key_lo = split * p.split_keys;
+  const int64_t key_hi = min(tile_end, key_lo + p.split_keys);  // tile_end <= Nk
+  const float* bias_b = p.bias != nullptr ? p.bias + b * p.bias_sb : nullptr;
 
-  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
-  for (int64_t key0 = 0; key0 < tile_keys; key0 += kTile) {
-    auto kidx = [&](int r) -> int64_t { return key0 + r < c.Nk ? key0 + r : -1; };
-    float acc[2][2];
-    qk_tile<T, true>(c, b, h, qidx, kidx, qres, chunk, acc);
+  float m[kMQ], l[kMQ];
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int64_t lim = lim_s[2 * ty + i];
-      float s[2];
+  for (int i = 0; i < kMQ; ++i) {
+    m[i] = -INFINITY;
+    l[i] = 0.0f;
+  }
+  bool bad = false;
+
+  for (int64_t key0 = key_lo; key0 < key_hi; key0 += kBK) {  // block-uniform trip count
+    __syncthreads();  // previous tile's staging reads of k_off are done (qk_tile barriers, kept explicit)
+    if (tid < kBK) {
+      const int64_t key = key0 + tid;
+      k_off[tid] = key < key_hi ? b * p.k_sb + h * p.k_sh + key * p.k_sn : kNoRow;
+    }
+    float acc[kMQ][kMK];
+    qk_tile<T>(q, k, p.D, q_off, k_off, qs, ks, acc);
+
+    float bias2[kMK];
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int64_t key = key0 + tx + 16 * j;
+    for (int j = 0; j < kMK; ++j) {
+      const int64_t key = key0 + tk + kTK * j;
+      bias2[j] = (bias_b != nullptr && key < key_hi) ? bias_b[key] * kLog2e : 0.0f;
+    }
+#pragma unroll
+    for (int i = 0; i < kMQ; ++i) {
+      const int64_t end = row_end[tq + kTQ * i];
+      float s[kMK];
+      float tile_max = -INFINITY;
+#pragma unroll
+      for (int j = 0; j < kMK; ++j) {
+        const int64_t key = key0 + tk + kTK * j;
         s[j] = -INFINITY;
-        if (key < lim) {
-          s[j] = acc[i][j] * c.scale_log2;
-          if (c.bias != nullptr) s[j] += c.bias[b * c.bias_stride_b + key] * kLog2e;
+        if (key < key_hi && key < end) {
+          if (p.check && !isfinite(acc[i][j] * p.scale_log2)) bad = true;
+          s[j] = logit2(acc[i][j], p.scale_log2, bias2[j]);
         }
+        tile_max = fmaxf(tile_max, s[j]);
       }
-      // The 16 threads of a half-warp hold one row's 32 logits. Both
-      // shuffles run on every lane (full-warp masks), masked rows included.
-      const float tile_max = warp_max(fmaxf(s[0], s[1]), 16);
+      // The kTK lanes of this row hold its kBK logits. Every lane of the warp
+      // runs both shuffles (the other half-warp is another row).
+      tile_max = warp_max(tile_max, kTK);
       const float m_new = fmaxf(m[i], tile_max);
-      const float shift = m_new == -INFINITY ? 0.0f : m_new;
       float part = 0.0f;
-#pragma unroll
-      for (int j = 0; j < 2; ++j) part += s[j] == -INFINITY ? 0.0f : exp2f(s[j] - shift);
-      const float tile_sum = warp_sum(part, 16);
       if (m_new != -INFINITY) {
-        l[i] = l[i] * exp2f(m[i] - m_new) + tile_sum;
+#pragma unroll
+        for (int j = 0; j < kMK; ++j) part += exp2f(s[j] - m_new);  // masked: exp2f(-inf) = 0
+      }
+      part = warp_sum(part, kTK);
+      if (m_new != -INFINITY) {
+        l[i] = l[i] * exp2f(m[i] - m_new) + part;  // m[i] = -inf: l[i] = 0 · 0
         m[i] = m_new;
       }
     }
   }
-  if (tx == 0) {
+  if (bad) atomicOr(p.flag, kBadLogit);
+
+  // Every lane of a row group holds the same (m, l); lane tk == 0 writes.
+  if (p.splits == 1) {  // block-uniform
+    if (tk == 0) {
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int s = tile * kTile + 2 * ty + i;
-      if (s < c.nsel) lse2[(static_cast<int64_t>(b) * c.H + h) * c.nsel + s] = l[i] > 0.0f ? m[i] + log2f(l[i]) : -INFINITY;
-    }
-  }
-}
-
-// Where a head's column sums go: straight to out (heads: none), or to
-// scratch, the last block of a (b, column tile) adding the heads in order.
-struct HeadOut {
-  float* out;
-  float* heads;   // [B, H, W] scratch (mean/sum)
-  int* tickets;   // [B, tiles], zeroed before the launch
-  int H;
-  int64_t W;
-  int tiles;
-  HeadReduce mode;
-  float head_weight;  // 1/H for mean, 1 for sum
-  bool accumulate;
-};
-
-// Called by every thread of the block; thread t < ncols holds the value of
-// column col0 + t (col0 relative to the output's key range).
-__device__ void emit_columns(const HeadOut& o, int b, int h, int tile, int64_t col0, int ncols, float v) {
-  __shared__ int ticket_s;
-  const int t = threadIdx.x;
-  if (o.mode == HeadReduce::kNone) {
-    if (t < ncols) {
-      float* dst = o.out + (static_cast<int64_t>(b) * o.H + h) * o.W + col0 + t;
-      *dst = (o.accumulate ? *dst : 0.0f) + v;
+      for (int i = 0; i < kMQ; ++i) {
+        const int sel = rt * kBQ + tq + kTQ * i;
+        if (sel < p.nsel) p.lse2[bh * p.nsel + sel] = lse_of(m[i], l[i]);
+      }
     }
     return;
   }
-  if (t < ncols) o.heads[(static_cast<int64_t>(b) * o.H + h) * o.W + col0 + t] = v;
-  __threadfence();
-  __syncthreads();
-  if (t == 0) ticket_s = atomicAdd(&o.tickets[b * o.tiles + tile], 1);
-  __syncthreads();
-  if (ticket_s != o.H - 1) return;
-  __threadfence();
-  if (t < ncols) {
-    float sum = 0.0f;
-    for (int hh = 0; hh < o.H; ++hh) sum += __ldcg(&o.heads[(static_cast<int64_t>(b) * o.H + hh) * o.W + col0 + t]);
-    float* dst = o.out + static_cast<int64_t>(b) * o.W + col0 + t;
-    *dst = (o.accumulate ? *dst : 0.0f) + o.head_weight * sum;
+  const int64_t part_base = (tile_id * p.splits + split) * kBQ;
+  if (tk == 0) {
+#pragma unroll
+    for (int i = 0; i < kMQ; ++i) {
+      p.part_m[part_base + tq + kTQ * i] = m[i];
+      p.part_l[part_base + tq + kTQ * i] = l[i];
+    }
+  }
+  if (!last_block_arrives(&p.split_tickets[tile_id], static_cast<unsigned int>(p.splits))) return;
+  if (tid < kBQ) {
+    const int sel = rt * kBQ + tid;
+    if (sel < p.nsel) {
+      const int64_t base = tile_id * p.splits * kBQ + tid;
+      float M = -INFINITY;
+      for (int s = 0; s < p.splits; ++s) M = fmaxf(M, __ldcg(&p.part_m[base + static_cast<int64_t>(s) * kBQ]));
+      float L = 0.0f;
+      if (M != -INFINITY) {
+        for (int s = 0; s < p.splits; ++s) {
+          const float ms = __ldcg(&p.part_m[base + static_cast<int64_t>(s) * kBQ]);
+          if (ms != -INFINITY) L += __ldcg(&p.part_l[base + static_cast<int64_t>(s) * kBQ]) * exp2f(ms - M);
+        }
+      }
+      p.lse2[bh * p.nsel + sel] = lse_of(M, L);
+    }
   }
 }
 
-// Pass 2: per-head column sums of exp2(s2 − lse2) over the selected rows,
-// for keys [key_begin, key_end).
+// ---- pass 2 -----------------------------------------------------------------
+// Block: (bh, key tile kt); blockIdx.x = bh·key_tiles + kt.
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
-    column_sum_kernel(Common c, const float* lse2, int64_t key_begin, int64_t key_end, int key_tiles,
-                      float row_weight, HeadOut o) {
-  extern __shared__ float smem[];
-  float* kres = smem;                 // [Dp][kPad]
-  float* chunk = smem + c.Dp * kPad;  // [kChunk][kPad]
-  __shared__ int rows_s[kTile];
-  __shared__ float lse_s[kTile];
-  __shared__ int64_t lim_s[kTile];
-  __shared__ float red[16][kTile];
+__global__ void __launch_bounds__(kThreads) column_sum_kernel(const ScoresParams p) {
+  __shared__ __align__(16) float qs[kBQ][kLd];
+  __shared__ __align__(16) float ks[kBK][kLd];
+  __shared__ int64_t q_off[kBQ];
+  __shared__ int64_t k_off[kBK];
+  __shared__ int64_t row_end[kBQ];
+  __shared__ float row_lse[kBQ];
+  __shared__ float red[kTQ][kBK];
 
-  const int tile = blockIdx.x % key_tiles;
-  const int bh = blockIdx.x / key_tiles;
-  const int h = bh % c.H, b = bh / c.H;
-  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
-  const int64_t key0 = key_begin + static_cast<int64_t>(tile) * kTile;
+  const int tid = threadIdx.x;
+  const int tq = tid / kTK, tk = tid % kTK;
+  const int kt = static_cast<int>(blockIdx.x % static_cast<unsigned>(p.key_tiles));
+  const int64_t bh = blockIdx.x / static_cast<unsigned>(p.key_tiles);
+  const int64_t b = bh / p.H, h = bh % p.H;
+  const T* q = static_cast<const T*>(p.q);
+  const T* k = static_cast<const T*>(p.k);
+  const int64_t key0 = p.key_begin + static_cast<int64_t>(kt) * kBK;
+  const int64_t key_hi = min(p.key_end, key0 + kBK);  // this block's keys: [key0, key_hi)
 
-  auto kidx = [&](int r) -> int64_t { return key0 + r < key_end ? key0 + r : -1; };
-  stage_resident<T>(c.k, b, h, c.D, c.Dp, kidx, kres);
-
-  float colsum[2] = {0.0f, 0.0f};
-  float bias2[2] = {0.0f, 0.0f};
-#pragma unroll
-  for (int j = 0; j < 2; ++j) {
-    const int64_t key = key0 + tx + 16 * j;
-    if (c.bias != nullptr && key < key_end) bias2[j] = c.bias[b * c.bias_stride_b + key] * kLog2e;
+  if (tid < kBK) {
+    const int64_t key = key0 + tid;
+    k_off[tid] = key < key_hi ? b * p.k_sb + h * p.k_sh + key * p.k_sn : kNoRow;
   }
-  const float* lse_bh = lse2 + (static_cast<int64_t>(b) * c.H + h) * c.nsel;
-  for (int s0 = 0; s0 < c.nsel; s0 += kTile) {
-    __syncthreads();  // the previous tile is done with rows_s/lse_s
-    if (threadIdx.x < kTile) {
-      const int s = s0 + threadIdx.x;
-      const int row = s < c.nsel ? c.rows[s] : -1;
-      rows_s[threadIdx.x] = row;
-      lse_s[threadIdx.x] = s < c.nsel ? lse_bh[s] : -INFINITY;
-      lim_s[threadIdx.x] = visible_keys(c, row);
+  const float* bias_b = p.bias != nullptr ? p.bias + b * p.bias_sb : nullptr;
+  float bias2[kMK], colsum[kMK];
+#pragma unroll
+  for (int j = 0; j < kMK; ++j) {
+    const int64_t key = key0 + tk + kTK * j;
+    bias2[j] = (bias_b != nullptr && key < key_hi) ? bias_b[key] * kLog2e : 0.0f;
+    colsum[j] = 0.0f;
+  }
+  const float* lse_bh = p.lse2 + bh * p.nsel;
+
+  for (int s0 = 0; s0 < p.nsel; s0 += kBQ) {  // block-uniform trip count
+    __syncthreads();  // the previous tile's epilogue is done with row_end/row_lse
+    int live = 0;
+    if (tid < kBQ) {
+      const int sel = s0 + tid;  // nsel <= INT_MAX - kBQ (host)
+      int64_t off = kNoRow, end = 0;
+      float lse = -INFINITY;
+      if (sel < p.nsel) {
+        const int64_t row = p.rows(sel);
+        end = visible_end(p, row);
+        lse = lse_bh[sel];
+        // A row contributes to this key tile iff it has a finite lse (sees a
+        // key with a finite logit) and sees key0.
+        if (lse != -INFINITY && end > key0) {
+          off = b * p.q_sb + h * p.q_sh + row * p.q_sn;
+          live = 1;
+        }
+      }
+      q_off[tid] = off;
+      row_end[tid] = end;
+      row_lse[tid] = lse;
     }
-    __syncthreads();
-    auto qidx = [&](int r) -> int64_t { return rows_s[r]; };
-    float acc[2][2];
-    qk_tile<T, false>(c, b, h, qidx, kidx, kres, chunk, acc);
+    if (!__syncthreads_or(live)) continue;  // uniform: nothing in this row tile reaches these keys
+
+    float acc[kMQ][kMK];
+    qk_tile<T>(q, k, p.D, q_off, k_off, qs, ks, acc);
 #pragma unroll
-    for (int i = 0; i < 2; ++i) {
-      const int r = 2 * ty + i;
-      const float lse = lse_s[r];
-      if (lse == -INFINITY) continue;  // padding row, or a row that sees no key
+    for (int i = 0; i < kMQ; ++i) {
+      const int r = tq + kTQ * i;
+      const float lse = row_lse[r];
+      const int64_t end = row_end[r];
+      if (lse == -INFINITY) continue;
 #pragma unroll
-      for (int j = 0; j < 2; ++j) {
-        const int64_t key = key0 + tx + 16 * j;
-        if (key < key_end && key < lim_s[r]) colsum[j] += exp2f(acc[i][j] * c.scale_log2 + bias2[j] - lse);
+      for (int j = 0; j < kMK; ++j) {
+        const int64_t key = key0 + tk + kTK * j;
+        if (key < key_hi && key < end) colsum[j] += exp2f(logit2(acc[i][j], p.scale_log2, bias2[j]) - lse);
       }
     }
   }
-  // Sum the 16 row groups of each column in a fixed order.
+
+  // Column c = tk + kTK·j: add the kTQ row groups in order.
+#pragma unroll
+  for (int j = 0; j < kMK; ++j) red[tq][tk + kTK * j] = colsum[j];
   __syncthreads();
-  red[ty][tx] = colsum[0];
-  red[ty][tx + 16] = colsum[1];
+  const int ncols = static_cast<int>(key_hi - key0);
+  float v = 0.0f;
+  if (tid < ncols) {
+    for (int g = 0; g < kTQ; ++g) v += red[g][tid];
+  }
+  emit_columns(p.sink, b, h, kt, key0 - p.key_begin, ncols, v);
+}
+
+// ---- reduceAttention ----------------------------------------------------------
+struct ReduceParams {
+  const void* probs;  // probs[b, h, n, j] = probs + b·sb + h·sh + n·sn + j
+  int64_t sb, sh, sn;
+  int H;
+  RowMap rows;
+  int nsel;
+  int64_t key_begin, key_end;
+  int col_tiles;
+  HeadSink sink;
+  bool check;
+  int* flag;
+};
+
+// Block: (bh, column tile ct); blockIdx.x = bh·col_tiles + ct. Lanes read
+// consecutive keys of a row (coalesced); warp w takes rows w, w + 8, ...
+template <typename T>
+__global__ void __launch_bounds__(kReduceThreads) probs_column_kernel(const ReduceParams p) {
+  __shared__ float red[kReduceWarps][kReduceCols];
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+  const int ct = static_cast<int>(blockIdx.x % static_cast<unsigned>(p.col_tiles));
+  const int64_t bh = blockIdx.x / static_cast<unsigned>(p.col_tiles);
+  const int64_t b = bh / p.H, h = bh % p.H;
+  const int64_t col0 = static_cast<int64_t>(ct) * kReduceCols;  // relative to key_begin
+  const int64_t left = p.key_end - p.key_begin - col0;
+  const int ncols = static_cast<int>(left < kReduceCols ? left : kReduceCols);
+  const T* base = static_cast<const T*>(p.probs) + b * p.sb + h * p.sh + p.key_begin + col0;
+
+  float acc0 = 0.0f, acc1 = 0.0f;
+  bool bad = false;
+#pragma unroll 4
+  for (int sel = warp; sel < p.nsel; sel += kReduceWarps) {  // nsel <= INT_MAX - kBQ (host)
+    const T* row = base + p.rows(sel) * p.sn;
+    if (lane < ncols) {
+      const float x = load_f32(row + lane);
+      bad |= !isfinite(x);
+      acc0 += x;
+    }
+    if (lane + 32 < ncols) {
+      const float x = load_f32(row + lane + 32);
+      bad |= !isfinite(x);
+      acc1 += x;
+    }
+  }
+  if (p.check && bad) atomicOr(p.flag, kBadInput);
+  red[warp][lane] = acc0;
+  red[warp][lane + 32] = acc1;
   __syncthreads();
   float v = 0.0f;
-  if (threadIdx.x < kTile) {
-    for (int g = 0; g < 16; ++g) v += red[g][threadIdx.x];
-    v *= row_weight;
+  if (tid < ncols) {
+    for (int w = 0; w < kReduceWarps; ++w) v += red[w][tid];
   }
-  const int ncols = static_cast<int>(std::min<int64_t>(kTile, key_end - key0));
-  emit_columns(o, b, h, tile, key0 - key_begin, ncols, v);
+  emit_columns(p.sink, b, h, ct, col0, ncols, v);
 }
 
-// reduceAttention: column sums of precomputed probabilities, one thread per
-// column, reading the selected rows in order (coalesced along keys).
+// ---- check_finite -------------------------------------------------------------
+// Sets `bit` in *flag when an element of a strided view [n0, n1, n2, len]
+// (last dim contiguous; dim 2 mapped through `rows`) is NaN or ±Inf (-Inf is
+// allowed with allow_neg_inf). One warp per row, rows grid-strided.
 template <typename T>
-__global__ void __launch_bounds__(kReduceThreads)
-    probs_column_kernel(const void* probs, int64_t sb, int64_t sh, int64_t sq, int H, const int* rows, int nsel,
-                        int64_t key_begin, int64_t key_end, int col_tiles, float row_weight, bool check,
-                        int* flag, HeadOut o) {
-  const int tile = blockIdx.x % col_tiles;
-  const int bh = blockIdx.x / col_tiles;
-  const int h = bh % H, b = bh / H;
-  const int64_t col0 = static_cast<int64_t>(tile) * kReduceThreads;
-  const int64_t key = key_begin + col0 + threadIdx.x;
-  float acc = 0.0f;
-  if (key < key_end) {
-    const T* base = static_cast<const T*>(probs) + b * sb + h * sh + key;
-    bool bad = false;
-    for (int s = 0; s < nsel; ++s) {
-      const float x = load_f32(base + rows[s] * sq);
-      bad |= !isfinite(x);
-      acc += x;
+__global__ void __launch_bounds__(kCheckThreads)
+    nonfinite_kernel(const T* base, int64_t n0, int64_t n1, int64_t n2, int64_t s0, int64_t s1, int64_t s2,
+                     RowMap rows, int64_t len, bool allow_neg_inf, int bit, int* flag) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (kCheckThreads / 32);
+  const int64_t total = n0 * n1 * n2;
+  bool bad = false;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (kCheckThreads / 32) + threadIdx.x / 32; r < total;
+       r += warps) {
+    const int64_t i2 = r % n2, t = r / n2;
+    const int64_t i1 = t % n1, i0 = t / n1;
+    const T* row = base + i0 * s0 + i1 * s1 + rows(i2) * s2;
+    for (int64_t d = lane; d < len; d += 32) {
+      const float x = load_f32(row + d);
+      if (!(isfinite(x) || (allow_neg_inf && x == -INFINITY))) bad = true;
     }
-    if (check && bad) atomicExch(flag, 1);
   }
-  const int ncols = static_cast<int>(std::min<int64_t>(kReduceThreads, key_end - key_begin - col0));
-  emit_columns(o, b, h, tile, col0, ncols, acc * row_weight);
-}
-
-// Sets *flag when any element of a strided [n0, n1, n2, n3] view is NaN or
-// infinite (-inf allowed with allow_neg_inf). `rows` (optional) maps dim 2.
-template <typename T>
-__global__ void nonfinite_kernel(const void* base, int64_t n0, int64_t n1, int64_t n2, int64_t n3, int64_t s0,
-                                 int64_t s1, int64_t s2, int64_t s3, const int* rows, bool allow_neg_inf,
-                                 int* flag) {
-  const int64_t total = n0 * n1 * n2 * n3;
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    int64_t r = i;
-    const int64_t i3 = r % n3;
-    r /= n3;
-    const int64_t i2 = r % n2;
-    r /= n2;
-    const int64_t i1 = r % n1;
-    const int64_t i0 = r / n1;
-    const int64_t n = rows != nullptr ? rows[i2] : i2;
-    const float x = load_f32(static_cast<const T*>(base) + i0 * s0 + i1 * s1 + n * s2 + i3 * s3);
-    const bool ok = isfinite(x) || (allow_neg_inf && x == -INFINITY);
-    if (!ok) atomicExch(flag, 1);
-  }
+  if (bad) atomicOr(flag, bit);
 }
 
 template <typename T>
-Status launch_nonfinite(const void* base, int64_t n0, int64_t n1, int64_t n2, int64_t n3, int64_t s0, int64_t s1,
-                        int64_t s2, int64_t s3, const int* rows, bool allow_neg_inf, int* flag,
-                        cudaStream_t stream) {
-  const int64_t total = n0 * n1 * n2 * n3;
-  if (total == 0) return Status::Ok();
-  const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 4096));
-  nonfinite_kernel<T><<<blocks, 256, 0, stream>>>(base, n0, n1, n2, n3, s0, s1, s2, s3, rows, allow_neg_inf, flag);
+Status launch_nonfinite(const T* base, int64_t n0, int64_t n1, int64_t n2, int64_t s0, int64_t s1, int64_t s2,
+                        RowMap rows, int64_t len, bool allow_neg_inf, int bit, int* flag, cudaStream_t stream) {
+  const int64_t total = n0 * n1 * n2;
+  if (total <= 0 || len <= 0) return Status::Ok();
+  const int64_t per_block = kCheckThreads / 32;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + per_block - 1) / per_block, 8192));
+  nonfinite_kernel<T><<<blocks, kCheckThreads, 0, stream>>>(base, n0, n1, n2, s0, s1, s2, rows, len, allow_neg_inf,
+                                                             bit, flag);
   TS_CUDA_CHECK_LAUNCH("nonfinite_kernel");
   return Status::Ok();
 }
 
-// Copies the flag back (waiting for the stream) and turns it into ERR_RANGE.
-Status read_flag(const int* flag, cudaStream_t stream, const char* message) {
-  int host = 0;
-  TS_CUDA_TRY(cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream));
-  TS_CUDA_TRY(cudaStreamSynchronize(stream));
-  if (host != 0) return Status(Code::kRange, message);
+// ---- host helpers ---------------------------------------------------------------
+
+// Rows given as r0, r0 + 1, ... need no upload.
+bool is_row_range(const ScoreReduction& r) {
+  for (int64_t i = 1; i < r.num_query_rows; ++i)
+    if (static_cast<int64_t>(r.query_rows[i]) != static_cast<int64_t>(r.query_rows[0]) + i) return false;
+  return true;
+}
+
+Status check_sizes(const char* op, int64_t nsel, int64_t H) {
+  if (nsel > INT_MAX - 1024)
+    return Status(Code::kUnsupported, std::string(op) + ": at most 2^31 - 1025 query rows are supported on CUDA");
+  if (H > INT_MAX) return Status(Code::kUnsupported, std::string(op) + ": too many heads for the CUDA kernels");
   return Status::Ok();
 }
 
-Status check_grid(int64_t blocks, const char* what) {
-  if (blocks > 2147483647)
-    return Status(Code::kUnsupported, std::string(what) + ": the problem needs more than 2^31-1 thread blocks");
-  return Status::Ok();
+// Weights as the CPU back end applies them: w = 1/rows (mean) or 1; heads
+// mean: w / H.
+void fill_sink(HeadSink* s, const ScoreReduction& r, float* out, int64_t H, int64_t W, int tiles) {
+  const float w = r.query_reduce == QueryReduce::kMean ? 1.0f / static_cast<float>(r.num_query_rows) : 1.0f;
+  s->out = out;
+  s->head_sums = nullptr;
+  s->tickets = nullptr;
+  s->H = static_cast<int>(H);
+  s->W = W;
+  s->tiles = tiles;
+  s->reduce_heads = r.head_reduce != HeadReduce::kNone;
+  s->weight = r.head_reduce == HeadReduce::kMean ? w / static_cast<float>(H) : w;
+  s->accumulate = r.accumulate;
 }
-
-// Scratch layout shared by both entry points: [rows | lse | heads | tickets | flag].
-struct Layout {
-  size_t rows = 0, lse = 0, heads = 0, tickets = 0, flag = 0, total = 0;
-  Layout(int64_t nsel, int64_t lse_count, int64_t head_count, int64_t ticket_count) {
-    rows = 0;
-    lse = rows + align256(nsel * sizeof(int));
-    heads = lse + align256(lse_count * sizeof(float));
-    tickets = heads + align256(head_count * sizeof(float));
-    flag = tickets + align256(ticket_count * sizeof(int));
-    total = flag + align256(sizeof(int));
-  }
-};
 
 }  // namespace
 
@@ -411,79 +586,116 @@ Status attention_scores(const AttentionScoresParams& p) {
   const int64_t nsel = r.num_query_rows;
   const int64_t W = r.key_end - r.key_begin;
   if (D > kMaxD)
-    return Status(Code::kUnsupported, "the CUDA attention-score kernel supports head dims up to " +
-                                          std::to_string(kMaxD) + " (got " + std::to_string(D) + ")");
-  if (nsel > 2147483647 || B > 2147483647 || H > 2147483647)
-    return Status(Code::kUnsupported, "attentionScores: too many query rows, batches or heads for the CUDA kernel");
-  const int row_tiles = static_cast<int>((nsel + kTile - 1) / kTile);
-  const int64_t key_tiles64 = (W + kTile - 1) / kTile;
-  TS_RETURN_IF_ERROR(check_grid(B * H * row_tiles, "attentionScores"));
-  TS_RETURN_IF_ERROR(check_grid(B * H * key_tiles64, "attentionScores"));
-  const int key_tiles = static_cast<int>(key_tiles64);
+    return Status(Code::kUnsupported, "attentionScores: the CUDA kernel supports head dims up to " +
+                                          std::to_string(kMaxD) + " but got " + std::to_string(D));
+  TS_RETURN_IF_ERROR(check_sizes("attentionScores", nsel, H));
+
+  // Grid shapes (functions of the problem shape only: results do not depend
+  // on the device).
+  const int64_t BH = B * H;
+  const int64_t row_tiles = (nsel + kBQ - 1) / kBQ;
+  const int64_t all_key_tiles = (Nk + kBK - 1) / kBK;
+  const int64_t base_blocks = BH * row_tiles;
+  int64_t splits = 1;
+  if (base_blocks < kTargetBlocks)
+    splits = std::min<int64_t>({(kTargetBlocks + base_blocks - 1) / base_blocks, all_key_tiles, kMaxSplits});
+  const int64_t split_keys = (all_key_tiles + splits - 1) / splits * kBK;
+  splits = (Nk + split_keys - 1) / split_keys;  // drop empty splits
+  const int64_t key_tiles = (W + kBK - 1) / kBK;
+  TS_RETURN_IF_ERROR(check_grid_x(base_blocks * splits, "attentionScores"));
+  TS_RETURN_IF_ERROR(check_grid_x(BH * key_tiles, "attentionScores"));
+  const bool reduce_heads = r.head_reduce != HeadReduce::kNone;
+  const bool upload_rows = !is_row_range(r);
 
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.q.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  const bool reduce_heads = r.head_reduce != HeadReduce::kNone;
-  const Layout lay(nsel, B * H * nsel, reduce_heads ? B * H * W : 0, reduce_heads ? B * key_tiles : 0);
+
+  // Scratch: [rows | lse2 | part_m | part_l | head_sums | flag, split tickets, column tickets].
+  ScratchLayout lay;
+  const size_t o_rows = lay.add<int32_t>(upload_rows ? nsel : 0);
+  const size_t o_lse = lay.add<float>(BH * nsel);
+  const int64_t nparts = splits > 1 ? base_blocks * splits * kBQ : 0;
+  const size_t o_pm = lay.add<float>(nparts);
+  const size_t o_pl = lay.add<float>(nparts);
+  const size_t o_heads = lay.add<float>(reduce_heads ? BH * W : 0);
+  const int64_t n_split_tickets = splits > 1 ? base_blocks : 0;
+  const int64_t n_col_tickets = reduce_heads ? B * key_tiles : 0;
+  const int64_t n_counters = 1 + n_split_tickets + n_col_tickets;
+  const size_t o_counters = lay.add<unsigned int>(n_counters);
   Scratch scratch(p.q.device, stream);
-  TS_RETURN_IF_ERROR(scratch.allocate(lay.total));
-  int* rows = scratch.as<int>(lay.rows);
-  float* lse2 = scratch.as<float>(lay.lse);
-  int* tickets = scratch.as<int>(lay.tickets);
-  int* flag = scratch.as<int>(lay.flag);
-  TS_CUDA_TRY(cudaMemcpyAsync(rows, r.query_rows, nsel * sizeof(int), cudaMemcpyHostToDevice, stream));
-  if (reduce_heads) TS_CUDA_TRY(cudaMemsetAsync(tickets, 0, B * key_tiles * sizeof(int), stream));
-  TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
+  unsigned int* counters = scratch.at<unsigned int>(o_counters);
+  TS_CUDA_TRY(cudaMemsetAsync(counters, 0, static_cast<size_t>(n_counters) * sizeof(unsigned int), stream));
 
-  Common c;
-  c.q = {p.q.data, p.q.strides[0], p.q.strides[1], p.q.strides[2]};
-  c.k = {p.k.data, p.k.strides[0], p.k.strides[1], p.k.strides[2]};
-  c.bias = p.has_key_bias ? p.key_bias.ptr<float>() : nullptr;
-  c.bias_stride_b = p.has_key_bias ? p.key_bias.strides[0] : 0;
-  c.B = static_cast<int>(B);
-  c.H = static_cast<int>(H);
-  c.D = static_cast<int>(D);
-  c.Dp = static_cast<int>((D + kChunk - 1) / kChunk * kChunk);
-  c.Nk = Nk;
-  c.scale_log2 = p.scale * kLog2e;
-  c.causal = p.causal;
-  c.causal_offset = p.causal_offset;
-  c.rows = rows;
-  c.nsel = static_cast<int>(nsel);
+  ScoresParams kp{};
+  if (upload_rows) {
+    int32_t* rows = scratch.at<int32_t>(o_rows);
+    TS_CUDA_TRY(cudaMemcpyAsync(rows, r.query_rows, static_cast<size_t>(nsel) * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, stream));
+    kp.rows = RowMap{rows, 0};
+  } else {
+    kp.rows = RowMap{nullptr, r.query_rows[0]};
+  }
+  kp.q = p.q.data;
+  kp.q_sb = p.q.strides[0];
+  kp.q_sh = p.q.strides[1];
+  kp.q_sn = p.q.strides[2];
+  kp.k = p.k.data;
+  kp.k_sb = p.k.strides[0];
+  kp.k_sh = p.k.strides[1];
+  kp.k_sn = p.k.strides[2];
+  kp.bias = p.has_key_bias ? p.key_bias.ptr<const float>() : nullptr;
+  kp.bias_sb = p.has_key_bias ? p.key_bias.strides[0] : 0;
+  kp.H = static_cast<int>(H);
+  kp.D = static_cast<int>(D);
+  kp.Nk = Nk;
+  kp.scale_log2 = p.scale * kLog2e;
+  kp.causal = p.causal;
+  kp.causal_offset = p.causal ? p.causal_offset : 0;
+  kp.nsel = static_cast<int>(nsel);
+  kp.row_tiles = static_cast<int>(row_tiles);
+  kp.splits = static_cast<int>(splits);
+  kp.split_keys = split_keys;
+  kp.part_m = scratch.at<float>(o_pm);
+  kp.part_l = scratch.at<float>(o_pl);
+  kp.split_tickets = counters + 1;
+  kp.lse2 = scratch.at<float>(o_lse);
+  kp.key_begin = r.key_begin;
+  kp.key_end = r.key_end;
+  kp.key_tiles = static_cast<int>(key_tiles);
+  fill_sink(&kp.sink, r, p.out.ptr<float>(), H, W, static_cast<int>(key_tiles));
+  kp.sink.head_sums = scratch.at<float>(o_heads);
+  kp.sink.tickets = counters + 1 + n_split_tickets;
+  kp.check = p.check_finite;
+  kp.flag = reinterpret_cast<int*>(counters);
 
-  HeadOut o;
-  o.out = p.out.ptr<float>();
-  o.heads = scratch.as<float>(lay.heads);
-  o.tickets = tickets;
-  o.H = c.H;
-  o.W = W;
-  o.tiles = key_tiles;
-  o.mode = r.head_reduce;
-  o.head_weight = r.head_reduce == HeadReduce::kMean ? 1.0f / static_cast<float>(H) : 1.0f;
-  o.accumulate = r.accumulate;
-  const float row_weight = r.query_reduce == QueryReduce::kMean ? 1.0f / static_cast<float>(nsel) : 1.0f;
-  const size_t smem = static_cast<size_t>(c.Dp + kChunk) * kPad * sizeof(float);
-
+  const unsigned pass1_blocks = static_cast<unsigned>(base_blocks * splits);
+  const unsigned pass2_blocks = static_cast<unsigned>(BH * key_tiles);
   return TS_DISPATCH_FLOAT(p.q.dtype, "attentionScores", [&] {
     if (p.check_finite) {
-      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(p.q.data, B, H, nsel, D, p.q.strides[0], p.q.strides[1],
-                                                    p.q.strides[2], 1, rows, false, flag, stream));
-      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(p.k.data, B, H, Nk, D, p.k.strides[0], p.k.strides[1],
-                                                    p.k.strides[2], 1, nullptr, false, flag, stream));
+      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.q.data), B, H, nsel, kp.q_sb,
+                                                    kp.q_sh, kp.q_sn, kp.rows, D, false, kBadInput, kp.flag, stream));
+      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.k.data), B, H, Nk, kp.k_sb,
+                                                    kp.k_sh, kp.k_sn, RowMap{nullptr, 0}, D, false, kBadInput,
+                                                    kp.flag, stream));
       if (p.has_key_bias)
-        TS_RETURN_IF_ERROR(launch_nonfinite<float>(p.key_bias.data, B, 1, 1, Nk, p.key_bias.strides[0], 0, 0, 1,
-                                                   nullptr, true, flag, stream));
+        TS_RETURN_IF_ERROR(launch_nonfinite<float>(kp.bias, B, 1, 1, kp.bias_sb, 0, 0, RowMap{nullptr, 0}, Nk, true,
+                                                   kBadBias, kp.flag, stream));
     }
-    row_lse_kernel<scalar_t><<<static_cast<unsigned>(B * H * row_tiles), kThreads, smem, stream>>>(c, row_tiles, lse2);
+    row_lse_kernel<scalar_t><<<pass1_blocks, kThreads, 0, stream>>>(kp);
     TS_CUDA_CHECK_LAUNCH("row_lse_kernel");
-    column_sum_kernel<scalar_t><<<static_cast<unsigned>(B * H * key_tiles), kThreads, smem, stream>>>(
-        c, lse2, r.key_begin, r.key_end, key_tiles, row_weight, o);
+    column_sum_kernel<scalar_t><<<pass2_blocks, kThreads, 0, stream>>>(kp);
     TS_CUDA_CHECK_LAUNCH("column_sum_kernel");
-    if (p.check_finite)
-      return read_flag(flag, stream,
-                       "expected finite values in q, k and keyBias (keyBias may be -Infinity) but found NaN or "
-                       "Infinity");
+    if (!p.check_finite) return Status::Ok();
+    int bad = 0;
+    TS_RETURN_IF_ERROR(read_device_flag(kp.flag, stream, &bad));
+    if (bad & kBadInput) return Status(Code::kRange, "expected finite values in q and k but found NaN or Inf");
+    if (bad & kBadBias)
+      return Status(Code::kRange, "expected keyBias values that are finite or -Infinity but found NaN or +Infinity");
+    if (bad & kBadLogit)
+      return Status(Code::kRange,
+                    "expected finite logits but q·kᵀ·scale overflowed f32 (q and k hold values too large)");
     return Status::Ok();
   });
 }
@@ -496,45 +708,62 @@ Status reduce_attention(const ReduceAttentionParams& p) {
   const ScoreReduction& r = p.reduce;
   const int64_t nsel = r.num_query_rows;
   const int64_t W = r.key_end - r.key_begin;
-  if (nsel > 2147483647 || B > 2147483647 || H > 2147483647)
-    return Status(Code::kUnsupported, "reduceAttention: too many query rows, batches or heads for the CUDA kernel");
-  const int64_t col_tiles64 = (W + kReduceThreads - 1) / kReduceThreads;
-  TS_RETURN_IF_ERROR(check_grid(B * H * col_tiles64, "reduceAttention"));
-  const int col_tiles = static_cast<int>(col_tiles64);
+  TS_RETURN_IF_ERROR(check_sizes("reduceAttention", nsel, H));
+  const int64_t BH = B * H;
+  const int64_t col_tiles = (W + kReduceCols - 1) / kReduceCols;
+  TS_RETURN_IF_ERROR(check_grid_x(BH * col_tiles, "reduceAttention"));
+  const bool reduce_heads = r.head_reduce != HeadReduce::kNone;
+  const bool upload_rows = !is_row_range(r);
 
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(P.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  const bool reduce_heads = r.head_reduce != HeadReduce::kNone;
-  const Layout lay(nsel, 0, reduce_heads ? B * H * W : 0, reduce_heads ? B * col_tiles : 0);
+
+  // Scratch: [rows | head_sums | flag, column tickets].
+  ScratchLayout lay;
+  const size_t o_rows = lay.add<int32_t>(upload_rows ? nsel : 0);
+  const size_t o_heads = lay.add<float>(reduce_heads ? BH * W : 0);
+  const int64_t n_counters = 1 + (reduce_heads ? B * col_tiles : 0);
+  const size_t o_counters = lay.add<unsigned int>(n_counters);
   Scratch scratch(P.device, stream);
-  TS_RETURN_IF_ERROR(scratch.allocate(lay.total));
-  int* rows = scratch.as<int>(lay.rows);
-  int* tickets = scratch.as<int>(lay.tickets);
-  int* flag = scratch.as<int>(lay.flag);
-  TS_CUDA_TRY(cudaMemcpyAsync(rows, r.query_rows, nsel * sizeof(int), cudaMemcpyHostToDevice, stream));
-  if (reduce_heads) TS_CUDA_TRY(cudaMemsetAsync(tickets, 0, B * col_tiles * sizeof(int), stream));
-  TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
+  unsigned int* counters = scratch.at<unsigned int>(o_counters);
+  TS_CUDA_TRY(cudaMemsetAsync(counters, 0, static_cast<size_t>(n_counters) * sizeof(unsigned int), stream));
 
-  HeadOut o;
-  o.out = p.out.ptr<float>();
-  o.heads = scratch.as<float>(lay.heads);
-  o.tickets = tickets;
-  o.H = static_cast<int>(H);
-  o.W = W;
-  o.tiles = col_tiles;
-  o.mode = r.head_reduce;
-  o.head_weight = r.head_reduce == HeadReduce::kMean ? 1.0f / static_cast<float>(H) : 1.0f;
-  o.accumulate = r.accumulate;
-  const float row_weight = r.query_reduce == QueryReduce::kMean ? 1.0f / static_cast<float>(nsel) : 1.0f;
+  ReduceParams kp{};
+  if (upload_rows) {
+    int32_t* rows = scratch.at<int32_t>(o_rows);
+    TS_CUDA_TRY(cudaMemcpyAsync(rows, r.query_rows, static_cast<size_t>(nsel) * sizeof(int32_t),
+                                cudaMemcpyHostToDevice, stream));
+    kp.rows = RowMap{rows, 0};
+  } else {
+    kp.rows = RowMap{nullptr, r.query_rows[0]};
+  }
+  kp.probs = P.data;
+  kp.sb = P.strides[0];
+  kp.sh = P.strides[1];
+  kp.sn = P.strides[2];
+  kp.H = static_cast<int>(H);
+  kp.nsel = static_cast<int>(nsel);
+  kp.key_begin = r.key_begin;
+  kp.key_end = r.key_end;
+  kp.col_tiles = static_cast<int>(col_tiles);
+  fill_sink(&kp.sink, r, p.out.ptr<float>(), H, W, static_cast<int>(col_tiles));
+  kp.sink.head_sums = scratch.at<float>(o_heads);
+  kp.sink.tickets = counters + 1;
+  kp.check = p.check_finite;
+  kp.flag = reinterpret_cast<int*>(counters);
 
+  const unsigned blocks = static_cast<unsigned>(BH * col_tiles);
   return TS_DISPATCH_FLOAT(P.dtype, "reduceAttention", [&] {
-    probs_column_kernel<scalar_t><<<static_cast<unsigned>(B * H * col_tiles), kReduceThreads, 0, stream>>>(
-        P.data, P.strides[0], P.strides[1], P.strides[2], static_cast<int>(H), rows, static_cast<int>(nsel),
-        r.key_begin, r.key_end, col_tiles, row_weight, p.check_finite, flag, o);
+    probs_column_kernel<scalar_t><<<blocks, kReduceThreads, 0, stream>>>(kp);
     TS_CUDA_CHECK_LAUNCH("probs_column_kernel");
-    if (p.check_finite)
-      return read_flag(flag, stream, "expected finite probabilities but found NaN or Infinity");
+    if (!p.check_finite) return Status::Ok();
+    int bad = 0;
+    TS_RETURN_IF_ERROR(read_device_flag(kp.flag, stream, &bad));
+    if (bad != 0)
+      return Status(Code::kRange,
+                    "expected finite probabilities in the selected rows and key range but found NaN or Inf");
     return Status::Ok();
   });
 }

@@ -1,12 +1,17 @@
-// Shared CUDA plumbing: error checks that become Status (ERR_CUDA with the
-// CUDA error name), a device guard, stream-ordered scratch memory, dtype
-// loads and the one dtype dispatch every .cu file uses.
+// Shared CUDA plumbing for cuda/*.cu: error checks that become a Status
+// (ERR_CUDA with the CUDA error's name, the statement, file and line), a
+// scoped device guard, stream-ordered scratch memory, dtype loads, the one
+// float-dtype dispatch, warp/block reductions, and the "last block" ticket
+// used for deterministic cross-block reductions.
+//
+// Host code here is header-inline so every .cu file is self-contained.
 #pragma once
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -15,67 +20,171 @@
 namespace tokensieve {
 namespace cuda {
 
-inline Status cuda_error(cudaError_t e, const char* stmt, const char* file, int line) {
-  return Status(Code::kCuda, std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e) + " (in `" +
-                                 stmt + "` at " + file + ":" + std::to_string(line) + ")");
+// ---- errors -----------------------------------------------------------------
+
+inline Status cuda_status(cudaError_t e, const char* stmt, const char* file, int line) {
+  return Status(Code::kCuda, std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e) + " (in `" + stmt +
+                                 "` at " + file + ":" + std::to_string(line) + ")");
 }
 
-// Every CUDA runtime call goes through this; a failure returns ERR_CUDA.
-#define TS_CUDA_TRY(stmt)                                                          \
-  do {                                                                             \
-    cudaError_t _e = (stmt);                                                       \
-    if (_e != cudaSuccess) {                                                       \
-      (void)cudaGetLastError(); /* clear a non-sticky error */                     \
-      return ::tokensieve::cuda::cuda_error(_e, #stmt, __FILE__, __LINE__);        \
-    }                                                                              \
+}  // namespace cuda
+}  // namespace tokensieve
+
+// Runs a CUDA runtime call; on failure clears the (non-sticky) error state and
+// returns Status(Code::kCuda, "<name>: <description> (in `stmt` at file:line)").
+#define TS_CUDA_TRY(stmt)                                                        \
+  do {                                                                           \
+    const cudaError_t ts_cuda_err_ = (stmt);                                     \
+    if (ts_cuda_err_ != cudaSuccess) {                                           \
+      (void)cudaGetLastError();                                                  \
+      return ::tokensieve::cuda::cuda_status(ts_cuda_err_, #stmt, __FILE__, __LINE__); \
+    }                                                                            \
   } while (0)
 
-// After every kernel launch: launch-configuration errors surface here.
-#define TS_CUDA_CHECK_LAUNCH(name) TS_CUDA_TRY(cudaGetLastError())
+// After every kernel launch: a bad configuration (grid, block, shared memory)
+// or a missing kernel image surfaces here as ERR_CUDA naming the kernel.
+#define TS_CUDA_CHECK_LAUNCH(kernel_name)                                        \
+  do {                                                                           \
+    const cudaError_t ts_cuda_err_ = cudaGetLastError();                         \
+    if (ts_cuda_err_ != cudaSuccess)                                             \
+      return ::tokensieve::cuda::cuda_status(ts_cuda_err_, "launch of " kernel_name, __FILE__, __LINE__); \
+  } while (0)
 
-// Makes `device` current for a scope and restores the caller's device.
+namespace tokensieve {
+namespace cuda {
+
+// ---- devices ----------------------------------------------------------------
+
+inline std::string device_name(int device) {
+  return device < 0 ? std::string("cpu") : "cuda:" + std::to_string(device);
+}
+
+// Kernels take device tensors only; validate() has already checked that all
+// tensors of a call share one device, so checking the first is enough.
+inline Status require_device(const TensorView& t, const char* name) {
+  if (t.device < 0)
+    return Status(Code::kDevice, std::string("expected ") + name +
+                                     " on a CUDA device for the CUDA kernels but it is in host memory");
+  return Status::Ok();
+}
+
+// Makes `device` current for a scope and restores the caller's device on
+// exit. enter() also clears stale non-sticky errors of earlier, unrelated
+// runtime calls on this thread so that launch checks do not misreport them.
 class DeviceGuard {
  public:
   DeviceGuard() = default;
-  Status enter(int device) {
-    TS_CUDA_TRY(cudaGetDevice(&previous_));
-    if (previous_ != device) {
-      TS_CUDA_TRY(cudaSetDevice(device));
-      restore_ = true;
-    }
-    return Status::Ok();
-  }
-  ~DeviceGuard() {
-    if (restore_) cudaSetDevice(previous_);
-  }
   DeviceGuard(const DeviceGuard&) = delete;
   DeviceGuard& operator=(const DeviceGuard&) = delete;
+  ~DeviceGuard() {
+    if (restore_) {
+      (void)cudaSetDevice(previous_);
+      (void)cudaGetLastError();
+    }
+  }
+
+  Status enter(int device) {
+    if (device < 0)
+      return Status(Code::kDevice, "expected a CUDA device ordinal >= 0 but got " + std::to_string(device));
+    (void)cudaGetLastError();
+    TS_CUDA_TRY(cudaGetDevice(&previous_));
+    if (previous_ == device) return Status::Ok();
+    const cudaError_t e = cudaSetDevice(device);
+    if (e == cudaErrorInvalidDevice) {
+      (void)cudaGetLastError();
+      int count = 0;
+      if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+      (void)cudaGetLastError();
+      return Status(Code::kDevice, "expected a CUDA device in [0, " + std::to_string(count) + ") but got " +
+                                       device_name(device));
+    }
+    TS_CUDA_TRY(e);
+    restore_ = true;
+    return Status::Ok();
+  }
 
  private:
   int previous_ = 0;
   bool restore_ = false;
 };
 
-// Stream-ordered allocation (cudaMallocAsync) where the device supports
-// memory pools, cudaMalloc otherwise.
-Status stream_malloc(int device, size_t bytes, cudaStream_t stream, void** out);
-Status stream_free(int device, void* ptr, cudaStream_t stream);
+// ---- stream-ordered memory --------------------------------------------------
 
-// Scratch memory freed (stream-ordered) when it goes out of scope, on every
-// path out of an entry point.
+// Whether `device` has stream-ordered memory pools (cudaMallocAsync). Without
+// them every allocation falls back to cudaMalloc/cudaFree.
+inline bool memory_pools_supported(int device) {
+  int v = 0;
+  const cudaError_t e = cudaDeviceGetAttribute(&v, cudaDevAttrMemoryPoolsSupported, device);
+  if (e != cudaSuccess) {
+    (void)cudaGetLastError();
+    return false;
+  }
+  return v != 0;
+}
+
+// `device` must be current.
+inline Status stream_malloc(int device, size_t bytes, cudaStream_t stream, void** out) {
+  *out = nullptr;
+  if (bytes == 0) return Status::Ok();
+  if (memory_pools_supported(device)) {
+    TS_CUDA_TRY(cudaMallocAsync(out, bytes, stream));
+  } else {
+    TS_CUDA_TRY(cudaMalloc(out, bytes));
+  }
+  return Status::Ok();
+}
+
+// `device` must be current. Pairs with stream_malloc on the same device.
+inline Status stream_free(int device, void* ptr, cudaStream_t stream) {
+  if (ptr == nullptr) return Status::Ok();
+  if (memory_pools_supported(device)) {
+    TS_CUDA_TRY(cudaFreeAsync(ptr, stream));
+  } else {
+    TS_CUDA_TRY(cudaFree(ptr));
+  }
+  return Status::Ok();
+}
+
+// Sub-buffers carved out of one scratch allocation, each 256-byte aligned.
+class ScratchLayout {
+ public:
+  template <typename T>
+  size_t add(int64_t count) {
+    const size_t offset = bytes_;
+    const size_t n = static_cast<size_t>(count > 0 ? count : 0) * sizeof(T);
+    bytes_ += (n + 255) / 256 * 256;
+    return offset;
+  }
+  size_t bytes() const { return bytes_; }
+
+ private:
+  size_t bytes_ = 0;
+};
+
+// Scratch memory of one entry point, allocated on the op's stream and freed
+// (stream-ordered, after everything enqueued before) when it goes out of
+// scope, on every return path. The destructor makes its own device current,
+// so the order of destruction relative to a DeviceGuard does not matter (with
+// the legacy stream, cudaFreeAsync(ptr, 0) orders on the *current* device).
 class Scratch {
  public:
   Scratch(int device, cudaStream_t stream) : device_(device), stream_(stream) {}
-  ~Scratch() {
-    if (ptr_ != nullptr) stream_free(device_, ptr_, stream_);
-  }
-  Status allocate(size_t bytes) { return stream_malloc(device_, bytes == 0 ? 1 : bytes, stream_, &ptr_); }
-  template <typename T>
-  T* as(size_t byte_offset = 0) const {
-    return reinterpret_cast<T*>(static_cast<char*>(ptr_) + byte_offset);
-  }
   Scratch(const Scratch&) = delete;
   Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() {
+    if (ptr_ == nullptr) return;
+    DeviceGuard guard;
+    if (guard.enter(device_).ok()) (void)stream_free(device_, ptr_, stream_);
+    (void)cudaGetLastError();
+  }
+
+  // Call once; bytes == 0 leaves the buffer null.
+  Status allocate(size_t bytes) { return stream_malloc(device_, bytes, stream_, &ptr_); }
+
+  template <typename T>
+  T* at(size_t byte_offset) const {
+    return reinterpret_cast<T*>(static_cast<char*>(ptr_) + byte_offset);
+  }
 
  private:
   int device_;
@@ -83,52 +192,108 @@ class Scratch {
   void* ptr_ = nullptr;
 };
 
-// Rounds n up to a multiple of 256 bytes so sub-buffers carved from one
-// scratch allocation stay aligned.
-inline size_t align256(size_t n) { return (n + 255) / 256 * 256; }
-
-inline Status require_device(const TensorView& t, const char* name) {
-  if (t.device < 0)
-    return Status(Code::kDevice, std::string("expected ") + name + " on a CUDA device but it is on the host");
+// Copies a device int flag to the host. cudaMemcpyAsync into pageable memory
+// returns when the copy is done; the stream synchronize makes that explicit.
+inline Status read_device_flag(const int* flag, cudaStream_t stream, int* host) {
+  *host = 0;
+  TS_CUDA_TRY(cudaMemcpyAsync(host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream));
+  TS_CUDA_TRY(cudaStreamSynchronize(stream));
   return Status::Ok();
 }
+
+// Rejects grids the launch would refuse (gridDim.x <= 2^31 - 1).
+inline Status check_grid_x(int64_t blocks, const char* what) {
+  if (blocks < 1 || blocks > 2147483647LL)
+    return Status(Code::kUnsupported, std::string(what) + ": the problem needs " + std::to_string(blocks) +
+                                          " thread blocks, more than one CUDA launch can hold (2^31 - 1)");
+  return Status::Ok();
+}
+
+// ---- dtype loads --------------------------------------------------------------
 
 __device__ __forceinline__ float load_f32(const float* p) { return *p; }
 __device__ __forceinline__ float load_f32(const __half* p) { return __half2float(*p); }
 __device__ __forceinline__ float load_f32(const __nv_bfloat16* p) { return __bfloat162float(*p); }
 
-__device__ __forceinline__ float warp_sum(float v, unsigned width = 32) {
-  for (unsigned o = width / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, width);
+// ---- reductions -----------------------------------------------------------------
+
+// Butterfly reductions over aligned groups of `width` lanes (a power of two
+// <= 32). Every lane of the warp must call them (full mask). Each lane of a
+// group ends with the same value: a + b == b + a exactly, so the butterfly
+// gives bit-identical sums in all lanes.
+__device__ __forceinline__ float warp_sum(float v, int width = 32) {
+  for (int o = width / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, width);
   return v;
 }
-__device__ __forceinline__ float warp_max(float v, unsigned width = 32) {
-  for (unsigned o = width / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, width));
+__device__ __forceinline__ float warp_max(float v, int width = 32) {
+  for (int o = width / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, width));
   return v;
+}
+
+// Deterministic block sum (warp butterflies, then the warps in order).
+// kBlock threads must all call it; the result is valid in every thread.
+template <int kBlock>
+__device__ __forceinline__ float block_sum(float v) {
+  static_assert(kBlock % 32 == 0 && kBlock <= 1024, "block size must be a multiple of 32");
+  __shared__ float partial[kBlock / 32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.0f;
+    for (int w = 0; w < kBlock / 32; ++w) s += partial[w];
+    total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
+// The "last block done" ticket: every block that shares `counter` stores its
+// partial results, then calls this (all threads of the block); exactly one
+// block — the last of `expected` to arrive — gets true, and may then read
+// every block's partials with __ldcg (L2, not a possibly stale L1). Counters
+// are zeroed (cudaMemsetAsync) before the launch. The integer atomic only
+// decides *which* block combines; the combination itself runs in a fixed
+// order, so results do not depend on scheduling.
+__device__ __forceinline__ bool last_block_arrives(unsigned int* counter, unsigned int expected) {
+  __shared__ unsigned int ticket;
+  __threadfence();  // this thread's partial stores are visible device-wide ...
+  __syncthreads();  // ... for every thread of the block, before the ticket
+  if (threadIdx.x == 0) {
+    ticket = atomicAdd(counter, 1u);
+    __threadfence();  // acquire: order the reads below after the ticket
+  }
+  __syncthreads();
+  return ticket == expected - 1u;
 }
 
 }  // namespace cuda
 }  // namespace tokensieve
 
-// The one dtype dispatch: runs the body with `scalar_t` bound to the CUDA
-// type of a float dtype; any other dtype returns ERR_DTYPE.
-#define TS_DISPATCH_FLOAT(dtype, NAME, ...)                                                   \
-  [&]() -> ::tokensieve::Status {                                                             \
-    switch (dtype) {                                                                          \
-      case ::tokensieve::DType::kF32: {                                                       \
-        using scalar_t = float;                                                               \
-        return __VA_ARGS__();                                                                 \
-      }                                                                                       \
-      case ::tokensieve::DType::kF16: {                                                       \
-        using scalar_t = __half;                                                              \
-        return __VA_ARGS__();                                                                 \
-      }                                                                                       \
-      case ::tokensieve::DType::kBF16: {                                                      \
-        using scalar_t = __nv_bfloat16;                                                       \
-        return __VA_ARGS__();                                                                 \
-      }                                                                                       \
-      default:                                                                                \
-        return ::tokensieve::Status(::tokensieve::Code::kDType,                               \
-                                    std::string(NAME) + ": unsupported dtype " +              \
-                                        ::tokensieve::dtype_name(dtype));                     \
-    }                                                                                         \
+// The one float-dtype dispatch of the CUDA back end: runs the lambda body
+// with `scalar_t` bound to float, __half or __nv_bfloat16 and returns its
+// Status; any other dtype fails loudly with ERR_DTYPE.
+//
+//   return TS_DISPATCH_FLOAT(t.dtype, "topk", [&] { kernel<scalar_t><<<...>>>(...); ... });
+#define TS_DISPATCH_FLOAT(dtype, op_name, ...)                                                   \
+  [&]() -> ::tokensieve::Status {                                                                \
+    switch (dtype) {                                                                             \
+      case ::tokensieve::DType::kF32: {                                                          \
+        using scalar_t = float;                                                                  \
+        return __VA_ARGS__();                                                                    \
+      }                                                                                          \
+      case ::tokensieve::DType::kF16: {                                                          \
+        using scalar_t = __half;                                                                 \
+        return __VA_ARGS__();                                                                    \
+      }                                                                                          \
+      case ::tokensieve::DType::kBF16: {                                                         \
+        using scalar_t = __nv_bfloat16;                                                          \
+        return __VA_ARGS__();                                                                    \
+      }                                                                                          \
+      default:                                                                                   \
+        return ::tokensieve::Status(::tokensieve::Code::kDType,                                  \
+                                    std::string(op_name) + ": expected f32, f16 or bf16 but got " + \
+                                        ::tokensieve::dtype_name(dtype));                        \
+    }                                                                                            \
   }()

@@ -1,6 +1,6 @@
 // Device discovery, device memory and copies. The CUDA runtime is linked
-// statically, so all of this must work — and report, not crash — on a
-// machine with no driver or no GPU.
+// statically, so everything here must work — and report, never crash or
+// abort — on a machine without a driver or without a GPU.
 #include <cuda_runtime.h>
 
 #include <string>
@@ -8,23 +8,66 @@
 #include "cuda/common.cuh"
 #include "tokensieve/runtime.h"
 
+#ifndef TOKENSIEVE_CUDA_ARCHS
+#error "TOKENSIEVE_CUDA_ARCHS (the CMake CUDA architectures, space-separated) must be defined"
+#endif
+
 namespace tokensieve {
 namespace cuda {
 namespace {
 
-// A kernel of this library, used to ask the runtime whether this build has
-// code a device can run (SASS for its arch, or PTX it can JIT).
+// A kernel of this library compiled with the same -gencode list as the
+// others: if the runtime can load it on a device (SASS for that arch, or PTX
+// it can JIT), it can load every kernel of this build.
 __global__ void probe_kernel(int* p) {
   if (p != nullptr) *p = 1;
 }
 
-std::string version_string(int v) {
+// 13000 -> "13.0"
+std::string cuda_version_string(int v) {
   return std::to_string(v / 1000) + "." + std::to_string((v % 1000) / 10);
 }
 
-bool pools_supported(int device) {
-  int v = 0;
-  return cudaDeviceGetAttribute(&v, cudaDevAttrMemoryPoolsSupported, device) == cudaSuccess && v != 0;
+std::string error_text(cudaError_t e) {
+  return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+}
+
+std::string unavailable_reason(cudaError_t e, int driver_version) {
+  const std::string needed = cuda_version_string(CUDART_VERSION);
+  if (e == cudaErrorInsufficientDriver) {
+    if (driver_version == 0)
+      return "no NVIDIA driver found (cudaErrorInsufficientDriver): install an NVIDIA driver that supports CUDA " +
+             needed + " or newer";
+    return "the NVIDIA driver supports CUDA " + cuda_version_string(driver_version) + " but this build needs CUDA " +
+           needed + " (cudaErrorInsufficientDriver): update the NVIDIA driver";
+  }
+  if (e == cudaErrorNoDevice)
+    return "no CUDA device found (cudaErrorNoDevice): check that a GPU is installed, that the driver sees it "
+           "(nvidia-smi) and that CUDA_VISIBLE_DEVICES does not hide it";
+  return "CUDA could not be initialised (" + error_text(e) +
+         "): check the NVIDIA driver installation (nvidia-smi) and its version (CUDA " + needed + " or newer)";
+}
+
+// Whether this build has code for `device`; on false, *reason says why.
+bool probe_kernels(int device, int major, int minor, std::string* reason) {
+  DeviceGuard guard;
+  const Status s = guard.enter(device);
+  if (!s.ok()) {
+    *reason = "could not make the device current: " + s.message;
+    return false;
+  }
+  cudaFuncAttributes attr;
+  const cudaError_t e = cudaFuncGetAttributes(&attr, probe_kernel);
+  if (e == cudaSuccess) return true;
+  (void)cudaGetLastError();
+  const std::string sm = "sm_" + std::to_string(major) + std::to_string(minor);
+  if (e == cudaErrorNoKernelImageForDevice || e == cudaErrorInvalidDeviceFunction ||
+      e == cudaErrorUnsupportedPtxVersion)
+    *reason = "no kernel image for " + sm + " in this build (compiled for " + TOKENSIEVE_CUDA_ARCHS + "; " +
+              cudaGetErrorName(e) + "): rebuild with this architecture in TOKENSIEVE_CUDA_ARCHITECTURES";
+  else
+    *reason = "the kernels could not be loaded on " + sm + " (" + error_text(e) + ")";
+  return false;
 }
 
 }  // namespace
@@ -36,40 +79,32 @@ const char* compiled_architectures() { return TOKENSIEVE_CUDA_ARCHS; }
 RuntimeInfo runtime_info() {
   RuntimeInfo info;
   info.compiled = true;
-  cudaRuntimeGetVersion(&info.runtime_version);
+  if (cudaRuntimeGetVersion(&info.runtime_version) != cudaSuccess) info.runtime_version = 0;
+  // With no driver installed this succeeds and reports 0.
   if (cudaDriverGetVersion(&info.driver_version) != cudaSuccess) info.driver_version = 0;
+  (void)cudaGetLastError();
+
   int count = 0;
   const cudaError_t e = cudaGetDeviceCount(&count);
+  (void)cudaGetLastError();
   if (e != cudaSuccess) {
-    (void)cudaGetLastError();
-    std::string why;
-    if (e == cudaErrorInsufficientDriver && info.driver_version == 0)
-      why = "no NVIDIA driver was found (" + std::string(cudaGetErrorName(e)) +
-            "): install an NVIDIA driver that supports CUDA " + version_string(CUDART_VERSION);
-    else if (e == cudaErrorInsufficientDriver)
-      why = "the NVIDIA driver supports CUDA " + version_string(info.driver_version) + " but this build needs " +
-            version_string(CUDART_VERSION) + " (" + cudaGetErrorName(e) + "): update the driver";
-    else if (e == cudaErrorNoDevice)
-      why = "no CUDA device is visible (cudaErrorNoDevice): check CUDA_VISIBLE_DEVICES and the driver";
-    else
-      why = std::string("CUDA could not be initialised: ") + cudaGetErrorName(e) + ": " + cudaGetErrorString(e);
-    info.unavailable_reason = why;
+    info.unavailable_reason = unavailable_reason(e, info.driver_version);
     return info;
   }
-  if (count == 0) {
-    info.unavailable_reason = "the CUDA driver reports no devices";
+  if (count <= 0) {
+    info.unavailable_reason = unavailable_reason(cudaErrorNoDevice, info.driver_version);
     return info;
   }
-  int previous = 0;
-  cudaGetDevice(&previous);
+
   for (int d = 0; d < count; ++d) {
     DeviceInfo dev;
     dev.ordinal = d;
     cudaDeviceProp prop;
-    if (cudaGetDeviceProperties(&prop, d) != cudaSuccess) {
+    const cudaError_t pe = cudaGetDeviceProperties(&prop, d);
+    if (pe != cudaSuccess) {
       (void)cudaGetLastError();
       dev.name = "unknown";
-      dev.kernels_reason = "cudaGetDeviceProperties failed";
+      dev.kernels_reason = "cudaGetDeviceProperties failed (" + error_text(pe) + ")";
       info.devices.push_back(dev);
       continue;
     }
@@ -78,44 +113,14 @@ RuntimeInfo runtime_info() {
     dev.minor = prop.minor;
     dev.total_memory = prop.totalGlobalMem;
     dev.multiprocessors = prop.multiProcessorCount;
-    cudaFuncAttributes attr;
-    const cudaError_t fe = cudaSetDevice(d) == cudaSuccess ? cudaFuncGetAttributes(&attr, probe_kernel)
-                                                           : cudaGetLastError();
-    if (fe == cudaSuccess) {
-      dev.kernels_available = true;
-    } else {
-      (void)cudaGetLastError();
-      dev.kernels_reason = std::string("no kernel image for sm_") + std::to_string(prop.major) +
-                           std::to_string(prop.minor) + " in this build (compiled for " +
-                           TOKENSIEVE_CUDA_ARCHS + "; " + cudaGetErrorName(fe) + ")";
-    }
+    dev.kernels_available = probe_kernels(d, prop.major, prop.minor, &dev.kernels_reason);
     info.devices.push_back(dev);
   }
-  cudaSetDevice(previous);
-  info.available = false;
-  for (const auto& d : info.devices) info.available = info.available || d.kernels_available;
-  if (!info.available) info.unavailable_reason = "no CUDA device can run this build's kernels";
+  // runtime.h: available = compiled, driver present, >= 1 device. Whether a
+  // device can run this build's kernels is per device (kernels_available).
+  info.available = true;
+  (void)cudaGetLastError();
   return info;
-}
-
-Status stream_malloc(int device, size_t bytes, cudaStream_t stream, void** out) {
-  *out = nullptr;
-  if (pools_supported(device)) {
-    TS_CUDA_TRY(cudaMallocAsync(out, bytes, stream));
-  } else {
-    TS_CUDA_TRY(cudaMalloc(out, bytes));
-  }
-  return Status::Ok();
-}
-
-Status stream_free(int device, void* ptr, cudaStream_t stream) {
-  if (ptr == nullptr) return Status::Ok();
-  if (pools_supported(device)) {
-    TS_CUDA_TRY(cudaFreeAsync(ptr, stream));
-  } else {
-    TS_CUDA_TRY(cudaFree(ptr));
-  }
-  return Status::Ok();
 }
 
 Status device_malloc(int device, size_t bytes, void* stream, void** out) {
@@ -137,9 +142,9 @@ Status memcpy_sync(int device, void* dst, const void* src, size_t bytes, CopyKin
   if (bytes == 0) return Status::Ok();
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(device));
-  const cudaMemcpyKind k = kind == CopyKind::kHostToDevice   ? cudaMemcpyHostToDevice
-                           : kind == CopyKind::kDeviceToHost ? cudaMemcpyDeviceToHost
-                                                             : cudaMemcpyDeviceToDevice;
+  cudaMemcpyKind k = cudaMemcpyDeviceToDevice;
+  if (kind == CopyKind::kHostToDevice) k = cudaMemcpyHostToDevice;
+  if (kind == CopyKind::kDeviceToHost) k = cudaMemcpyDeviceToHost;
   const cudaStream_t s = static_cast<cudaStream_t>(stream);
   TS_CUDA_TRY(cudaMemcpyAsync(dst, src, bytes, k, s));
   TS_CUDA_TRY(cudaStreamSynchronize(s));

@@ -1,18 +1,31 @@
 // CUDA top-k and gather.
 //
-// top-k: one block per row. Scores map to order-preserving uint32 keys (NaN
-// lowest, -0 = +0); a 4-pass block radix select finds the k-th largest key
-// T and how many of the keys equal to T to take; an ordered block scan then
-// compacts the winners in index order — keys above T, and the first
-// (k − #above) keys equal to T, i.e. ties go to the lower index exactly as
-// the CPU's stable order does. For order 'score' the k winners are sorted by
-// (key desc, index asc): in shared memory (bitonic) when k <= 2048, with
-// CUB's stable segmented sort otherwise.
+// top-k, one block per row (grid x = B):
+//   1. Scores map to order-preserving uint32 keys: larger value, larger key;
+//      NaN -> 0 (below -inf, which maps to 0x007fffff); -0 and +0 -> one key.
+//   2. Radix select, 4 passes of 8 bits over the row in global memory: the
+//      k-th largest key T and take_eq = k − #(keys > T), the number of keys
+//      equal to T that belong to the top k.
+//   3. Ordered compaction (block scans over tiles of the row, in index order):
+//      a key is chosen iff key > T, or key == T and fewer than take_eq keys
+//      == T precede it. Ties thus go to the lower index, exactly as the CPU's
+//      stable comparator. The chosen land in index order.
+//   4. order 'score': sort the k chosen by (key desc, index asc) — a bitonic
+//      sort of 64-bit (key << 32 | ~index) in shared memory when
+//      k <= kSortCap, otherwise CUB's stable segmented sort (descending) of
+//      the index-ordered (key, index) pairs, whose stability keeps lower
+//      indices first among equal keys.
+//
+// gather: out[b, i, :] = x[b, indices[b, i], :] as a byte copy in the widest
+// unit (16/8/4/2/1 bytes) that divides the row size, both strides and both
+// base addresses. Groups of up to 32 lanes copy one row.
 #include <cub/block/block_scan.cuh>
 #include <cub/device/device_segmented_sort.cuh>
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <string>
 
 #include "cuda/common.cuh"
@@ -22,165 +35,200 @@ namespace tokensieve {
 namespace cuda {
 namespace {
 
+// ---- configuration ----------------------------------------------------------
 constexpr int kTopkThreads = 512;
-constexpr int kSmallSort = 2048;  // k up to this is sorted inside the top-k kernel
+constexpr int kSortCap = 2048;  // order 'score' with k up to this sorts in shared memory (16 KiB)
+constexpr int kGatherThreads = 256;
+constexpr int kSmallThreads = 256;  // offsets / values kernels
+static_assert(kTopkThreads % 32 == 0, "");
+static_assert((kSortCap & (kSortCap - 1)) == 0, "bitonic sort needs a power of two");
 
+// Order-preserving key of a float: a > b  <=>  key(a) > key(b) for non-NaN
+// a, b; a == b (incl. -0 == +0) <=> same key; NaN -> 0, below every number.
 __device__ __forceinline__ uint32_t order_key(float x) {
   if (isnan(x)) return 0u;
-  if (x == 0.0f) x = 0.0f;  // -0 and +0 tie
+  if (x == 0.0f) x = 0.0f;  // -0 -> +0
   const uint32_t u = __float_as_uint(x);
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Radix select of the k-th largest key of a row; returns it, and in *take_eq
-// how many keys equal to it belong to the top k.
+struct TopkKernelParams {
+  const void* scores;  // row b: scores + b·stride_b, N contiguous elements
+  int64_t stride_b;
+  int64_t N, k;
+  bool sort_in_block;  // order 'score' with k <= kSortCap
+  int32_t* idx;        // [B, k]: final indices, or index-ordered indices for the CUB sort
+  float* val;          // [B, k] or null (index order: written at compaction; in-block sort: after it)
+  uint32_t* keys;      // [B, k] index-ordered keys for the CUB sort, or null
+};
+
 template <typename T>
-__device__ uint32_t select_threshold(const T* row, int64_t N, int64_t k, int64_t* take_eq) {
+__global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkKernelParams p) {
+  using Scan = cub::BlockScan<int, kTopkThreads>;
+  __shared__ typename Scan::TempStorage scan_tmp;
   __shared__ uint32_t hist[256];
-  __shared__ uint32_t prefix_s, mask_s;
-  __shared__ int64_t rank_s;
-  if (threadIdx.x == 0) {
-    prefix_s = 0;
-    mask_s = 0;
-    rank_s = k;  // 1-based rank of the wanted key among keys matching the prefix
+  __shared__ uint32_t prefix_s;  // high bits of T found so far
+  __shared__ int64_t rank_s;     // rank (1-based, from the top) of T among keys matching prefix_s
+  __shared__ int64_t carry_eq, carry_sel;
+  __shared__ unsigned long long sorted[kSortCap];
+
+  const int tid = threadIdx.x, lane = tid % 32;
+  const int64_t b = blockIdx.x;
+  const T* row = static_cast<const T*>(p.scores) + b * p.stride_b;
+  const int64_t N = p.N, k = p.k;
+
+  // ---- 2. radix select ----
+  if (tid == 0) {
+    prefix_s = 0u;
+    rank_s = k;
   }
+  uint32_t mask = 0u;  // bits of T fixed so far (same in every thread)
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int i = threadIdx.x; i < 256; i += blockDim.x) hist[i] = 0;
-    __syncthreads();
-    const uint32_t prefix = prefix_s, mask = mask_s;
-    for (int64_t i = threadIdx.x; i < N; i += blockDim.x) {
-      const uint32_t key = order_key(load_f32(row + i));
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 255u], 1u);
+    for (int i = tid; i < 256; i += kTopkThreads) hist[i] = 0u;
+    __syncthreads();  // hist zeroed; prefix_s/rank_s (init or previous pass) visible
+    const uint32_t prefix = prefix_s;
+    for (int64_t base = 0; base < N; base += kTopkThreads) {  // uniform trip count: whole warps stay converged
+      const int64_t i = base + tid;
+      uint32_t digit = 256u;  // 256: not counted
+      if (i < N) {
+        const uint32_t key = order_key(load_f32(row + i));
+        if ((key & mask) == prefix) digit = (key >> shift) & 255u;
+      }
+      // One shared atomic per distinct digit in the warp (rows with many
+      // equal scores would otherwise serialise on one bin).
+      const unsigned peers = __match_any_sync(0xffffffffu, digit);
+      if (digit < 256u && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], static_cast<uint32_t>(__popc(peers)));
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      int64_t above = 0;
+    __syncthreads();  // histogram complete
+    if (tid == 0) {
+      int64_t rank = rank_s;
       int digit = 255;
       for (; digit > 0; --digit) {
-        if (above + hist[digit] >= rank_s) break;
-        above += hist[digit];
+        const int64_t c = hist[digit];
+        if (c >= rank) break;
+        rank -= c;
       }
-      rank_s -= above;
+      rank_s = rank;  // digit 0 when nothing above matched: the remaining rank lies there
       prefix_s = prefix | (static_cast<uint32_t>(digit) << shift);
-      mask_s = mask | (255u << shift);
     }
-    __syncthreads();
+    mask |= 255u << shift;
+    __syncthreads();  // thread 0 is done with hist before the next pass zeroes it
   }
-  *take_eq = rank_s;
-  return prefix_s;
-}
+  const uint32_t T_key = prefix_s;
+  const int64_t take_eq = rank_s;  // in [1, k]
 
-template <typename T>
-__global__ void __launch_bounds__(kTopkThreads)
-    topk_kernel(const T* scores, int64_t stride_b, int64_t N, int64_t k, bool by_score, int32_t* out_idx,
-                float* out_val, uint32_t* out_key) {
-  using Scan = cub::BlockScan<int64_t, kTopkThreads>;
-  __shared__ typename Scan::TempStorage scan_tmp;
-  __shared__ int64_t carry_eq, carry_sel;
-  __shared__ unsigned long long sorted[kSmallSort];
-
-  const int b = blockIdx.x;
-  const T* row = scores + b * stride_b;
-  int64_t take_eq = 0;
-  const uint32_t threshold = select_threshold(row, N, k, &take_eq);
-  if (threadIdx.x == 0) carry_eq = carry_sel = 0;
+  // ---- 3. ordered compaction ----
+  if (tid == 0) {
+    carry_eq = 0;
+    carry_sel = 0;
+  }
   __syncthreads();
-
-  int32_t* idx_row = out_idx + static_cast<int64_t>(b) * k;
-  uint32_t* key_row = out_key != nullptr ? out_key + static_cast<int64_t>(b) * k : nullptr;
-  for (int64_t base = 0; base < N; base += kTopkThreads) {
-    const int64_t i = base + threadIdx.x;
-    const uint32_t key = i < N ? order_key(load_f32(row + i)) : 0u;
-    const int64_t is_eq = (i < N && key == threshold) ? 1 : 0;
-    int64_t eq_before = 0, eq_total = 0;
+  int32_t* idx_row = p.idx + b * k;
+  float* val_row = (p.val != nullptr && !p.sort_in_block) ? p.val + b * k : nullptr;
+  uint32_t* key_row = p.keys != nullptr ? p.keys + b * k : nullptr;
+  for (int64_t base = 0; base < N; base += kTopkThreads) {  // uniform trip count
+    const int64_t i = base + tid;
+    float x = 0.0f;
+    uint32_t key = 0u;
+    if (i < N) {
+      x = load_f32(row + i);
+      key = order_key(x);
+    }
+    const int64_t eq_seen = carry_eq, sel_seen = carry_sel;  // updated only after the barriers below
+    const int is_eq = (i < N && key == T_key) ? 1 : 0;
+    int eq_before = 0, eq_total = 0;
     Scan(scan_tmp).ExclusiveSum(is_eq, eq_before, eq_total);
-    __syncthreads();
-    const int64_t sel = (i < N && (key > threshold || (is_eq && carry_eq + eq_before < take_eq))) ? 1 : 0;
-    int64_t sel_before = 0, sel_total = 0;
+    const int sel = (i < N && (key > T_key || (is_eq && eq_seen + eq_before < take_eq))) ? 1 : 0;
+    __syncthreads();  // scan_tmp is reused
+    int sel_before = 0, sel_total = 0;
     Scan(scan_tmp).ExclusiveSum(sel, sel_before, sel_total);
     if (sel) {
-      const int64_t pos = carry_sel + sel_before;
-      if (by_score && k <= kSmallSort) {
-        // (key desc, index asc) as one descending 64-bit value.
-        sorted[pos] = (static_cast<unsigned long long>(key) << 32) | (0xffffffffull - static_cast<uint32_t>(i));
+      const int64_t pos = sel_seen + sel_before;  // < k
+      if (p.sort_in_block) {
+        sorted[pos] = (static_cast<unsigned long long>(key) << 32) | (0xffffffffu - static_cast<uint32_t>(i));
       } else {
         idx_row[pos] = static_cast<int32_t>(i);
+        if (val_row != nullptr) val_row[pos] = x;
         if (key_row != nullptr) key_row[pos] = key;
       }
     }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-      carry_eq += eq_total;
-      carry_sel += sel_total;
+    __syncthreads();  // everyone has read carry_*; scan_tmp is free
+    if (tid == 0) {
+      carry_eq = eq_seen + eq_total;
+      carry_sel = sel_seen + sel_total;
     }
     __syncthreads();
+    if (carry_sel >= k) break;  // uniform: all k chosen, nothing later can be
   }
 
-  if (by_score && k <= kSmallSort) {
-    int P = 1;
-    while (P < k) P <<= 1;
-    for (int i = static_cast<int>(k) + threadIdx.x; i < P; i += kTopkThreads) sorted[i] = 0ull;  // sorts last
-    __syncthreads();
-    // Bitonic sort, descending.
-    for (int size = 2; size <= P; size <<= 1) {
-      for (int stride = size >> 1; stride > 0; stride >>= 1) {
-        for (int i = threadIdx.x; i < P; i += kTopkThreads) {
-          const int j = i ^ stride;
-          if (j > i) {
-            const bool desc = (i & size) == 0;
-            const unsigned long long a = sorted[i], c = sorted[j];
-            if (desc ? (a < c) : (a > c)) {
-              sorted[i] = c;
-              sorted[j] = a;
-            }
+  // ---- 4. in-block sort by (key desc, index asc) ----
+  if (!p.sort_in_block) return;  // uniform
+  int P = 1;
+  while (P < k) P <<= 1;  // k <= kSortCap, so P <= kSortCap
+  for (int i = static_cast<int>(k) + tid; i < P; i += kTopkThreads) sorted[i] = 0ull;  // below every real entry
+  __syncthreads();
+  for (int size = 2; size <= P; size <<= 1) {
+    for (int stride = size >> 1; stride > 0; stride >>= 1) {
+      for (int i = tid; i < P; i += kTopkThreads) {
+        const int j = i ^ stride;
+        if (j > i) {  // each pair once
+          const bool descending = (i & size) == 0;
+          const unsigned long long a = sorted[i], c = sorted[j];
+          if (descending ? (a < c) : (a > c)) {
+            sorted[i] = c;
+            sorted[j] = a;
           }
         }
-        __syncthreads();
       }
+      __syncthreads();
     }
-    for (int i = threadIdx.x; i < k; i += kTopkThreads)
-      idx_row[i] = static_cast<int32_t>(0xffffffffu - static_cast<uint32_t>(sorted[i] & 0xffffffffull));
-    __syncthreads();
   }
-  if (out_val != nullptr) {
-    __syncthreads();
-    // Written after every index of the row is final (the large-k score
-    // path fills values in a later kernel instead).
-    if (!(by_score && k > kSmallSort))
-      for (int64_t i = threadIdx.x; i < k; i += kTopkThreads) out_val[static_cast<int64_t>(b) * k + i] = load_f32(row + idx_row[i]);
+  float* vrow = p.val != nullptr ? p.val + b * k : nullptr;
+  for (int i = tid; i < k; i += kTopkThreads) {
+    const uint32_t index = 0xffffffffu - static_cast<uint32_t>(sorted[i] & 0xffffffffull);
+    idx_row[i] = static_cast<int32_t>(index);
+    if (vrow != nullptr) vrow[i] = load_f32(row + index);
   }
 }
 
-__global__ void segment_offsets_kernel(int64_t* offsets, int B, int64_t k) {
-  for (int i = blockIdx.x * blockDim.x + threadIdx.x; i <= B; i += gridDim.x * blockDim.x) offsets[i] = i * k;
+__global__ void segment_offsets_kernel(int64_t* offsets, int64_t B, int64_t k) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i <= B) offsets[i] = i * k;
 }
 
+// values[b, i] = scores[b, idx[b, i]] (after the CUB sort).
 template <typename T>
-__global__ void values_kernel(const T* scores, int64_t stride_b, int64_t k, int64_t total, const int32_t* idx,
-                              float* out_val) {
+__global__ void topk_values_kernel(const T* scores, int64_t stride_b, int64_t k, int64_t total, const int32_t* idx,
+                                   float* values) {
   for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t b = i / k;
-    out_val[i] = load_f32(scores + b * stride_b + idx[i]);
+    values[i] = load_f32(scores + b * stride_b + idx[i]);
   }
 }
 
-// out rows are `units` elements of type U; x rows start at byte strides.
+// Rows of out are `units` elements of U; groups of 2^log2_group lanes copy
+// one row, rows grid-strided.
 template <typename U>
-__global__ void gather_kernel(const char* x, int64_t stride_b, int64_t stride_n, const int32_t* idx, int64_t K,
-                              int64_t N, int64_t units, int64_t total, U* out, bool check, int* flag) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t u = i % units;
-    const int64_t r = i / units;
-    const int64_t b = r / K;
+__global__ void __launch_bounds__(kGatherThreads)
+    gather_kernel(const char* __restrict__ x, int64_t stride_b_bytes, int64_t stride_n_bytes,
+                  const int32_t* __restrict__ idx, int64_t K, int64_t N, int64_t rows, int64_t units, int log2_group,
+                  U* __restrict__ out, int* flag) {
+  const int64_t group_size = int64_t{1} << log2_group;
+  const int64_t t = blockIdx.x * static_cast<int64_t>(kGatherThreads) + threadIdx.x;
+  const int64_t lane = t & (group_size - 1);
+  const int64_t groups = (static_cast<int64_t>(gridDim.x) * kGatherThreads) >> log2_group;
+  for (int64_t r = t >> log2_group; r < rows; r += groups) {
     const int64_t n = idx[r];
-    if (n < 0 || n >= N) {
-      if (check) atomicExch(flag, 1);
-      out[i] = U();
+    U* dst = out + r * units;
+    if (n < 0 || n >= N) {  // never read out of bounds: write zeros
+      if (flag != nullptr && lane == 0) atomicOr(flag, 1);
+      for (int64_t u = lane; u < units; u += group_size) dst[u] = U{};
       continue;
     }
-    out[i] = reinterpret_cast<const U*>(x + b * stride_b + n * stride_n)[u];
+    const int64_t b = r / K;
+    const U* src = reinterpret_cast<const U*>(x + b * stride_b_bytes + n * stride_n_bytes);
+    for (int64_t u = lane; u < units; u += group_size) dst[u] = src[u];
   }
 }
 
@@ -188,12 +236,14 @@ template <typename U>
 Status launch_gather(const GatherParams& p, int64_t esize, int* flag, cudaStream_t stream) {
   const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], K = p.indices.shape[1];
   const int64_t units = C * esize / static_cast<int64_t>(sizeof(U));
-  const int64_t total = B * K * units;
-  if (total == 0) return Status::Ok();
-  const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 65535));
-  gather_kernel<U><<<blocks, 256, 0, stream>>>(static_cast<const char*>(p.x.data), p.x.strides[0] * esize,
-                                              p.x.strides[1] * esize, p.indices.ptr<int32_t>(), K, N, units,
-                                              total, static_cast<U*>(p.out.data), p.check_indices, flag);
+  const int64_t rows = B * K;
+  int log2_group = 0;
+  while (log2_group < 5 && (int64_t{1} << log2_group) < units) ++log2_group;  // up to a warp per row
+  const int64_t rows_per_block = kGatherThreads >> log2_group;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((rows + rows_per_block - 1) / rows_per_block, 65535));
+  gather_kernel<U><<<blocks, kGatherThreads, 0, stream>>>(
+      static_cast<const char*>(p.x.data), p.x.strides[0] * esize, p.x.strides[1] * esize,
+      p.indices.ptr<const int32_t>(), K, N, rows, units, log2_group, static_cast<U*>(p.out.data), flag);
   TS_CUDA_CHECK_LAUNCH("gather_kernel");
   return Status::Ok();
 }
@@ -204,54 +254,74 @@ Status topk(const TopkParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.scores, "scores"));
   const int64_t B = p.scores.shape[0], N = p.scores.shape[1], k = p.k;
-  if (B > 2147483647 || N > 2147483647)
-    return Status(Code::kUnsupported, "topk: rows of more than 2^31-1 elements or batches are not supported on CUDA");
+  if (N > INT32_MAX)
+    return Status(Code::kUnsupported, "topk: rows longer than 2^31 - 1 do not fit i32 indices");
+  TS_RETURN_IF_ERROR(check_grid_x(B, "topk"));
+  const bool sort_in_block = p.order_by_score && k <= kSortCap;
+  const bool cub_sort = p.order_by_score && !sort_in_block;
+
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.scores.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  const bool large_sort = p.order_by_score && k > kSmallSort;
   int32_t* out_idx = p.indices.ptr<int32_t>();
   float* out_val = static_cast<float*>(p.values.data);
 
   return TS_DISPATCH_FLOAT(p.scores.dtype, "topk", [&] {
     const scalar_t* scores = static_cast<const scalar_t*>(p.scores.data);
-    if (!large_sort) {
-      topk_kernel<scalar_t><<<static_cast<unsigned>(B), kTopkThreads, 0, stream>>>(
-          scores, p.scores.strides[0], N, k, p.order_by_score, out_idx, out_val, nullptr);
+    TopkKernelParams kp{};
+    kp.scores = scores;
+    kp.stride_b = p.scores.strides[0];
+    kp.N = N;
+    kp.k = k;
+    kp.sort_in_block = sort_in_block;
+    if (!cub_sort) {
+      kp.idx = out_idx;
+      kp.val = out_val;
+      kp.keys = nullptr;
+      topk_kernel<scalar_t><<<static_cast<unsigned>(B), kTopkThreads, 0, stream>>>(kp);
       TS_CUDA_CHECK_LAUNCH("topk_kernel");
       return Status::Ok();
     }
-    // Large k by score: compact in index order with keys, then a stable
-    // descending segmented sort (stability keeps lower indices first on ties).
+
+    // order 'score', k > kSortCap: index-ordered (key, index) pairs, then a
+    // stable descending segmented sort. (Without relocatable device code CUB
+    // reads segment-group sizes back to the host here: this path waits for
+    // the stream.)
     const int64_t total = B * k;
     size_t sort_bytes = 0;
     TS_CUDA_TRY(cub::DeviceSegmentedSort::StableSortPairsDescending(
         nullptr, sort_bytes, static_cast<const uint32_t*>(nullptr), static_cast<uint32_t*>(nullptr),
-        static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), total, static_cast<int>(B),
+        static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), total, B,
         static_cast<const int64_t*>(nullptr), static_cast<const int64_t*>(nullptr), stream));
-    const size_t off_keys_in = 0;
-    const size_t off_keys_out = off_keys_in + align256(total * sizeof(uint32_t));
-    const size_t off_idx_in = off_keys_out + align256(total * sizeof(uint32_t));
-    const size_t off_offsets = off_idx_in + align256(total * sizeof(int32_t));
-    const size_t off_tmp = off_offsets + align256((B + 1) * sizeof(int64_t));
+    ScratchLayout lay;
+    const size_t o_keys_in = lay.add<uint32_t>(total);
+    const size_t o_keys_out = lay.add<uint32_t>(total);
+    const size_t o_idx_in = lay.add<int32_t>(total);
+    const size_t o_offsets = lay.add<int64_t>(B + 1);
+    const size_t o_tmp = lay.add<char>(static_cast<int64_t>(sort_bytes));
     Scratch scratch(p.scores.device, stream);
-    TS_RETURN_IF_ERROR(scratch.allocate(off_tmp + sort_bytes));
-    uint32_t* keys_in = scratch.as<uint32_t>(off_keys_in);
-    uint32_t* keys_out = scratch.as<uint32_t>(off_keys_out);
-    int32_t* idx_in = scratch.as<int32_t>(off_idx_in);
-    int64_t* offsets = scratch.as<int64_t>(off_offsets);
-    topk_kernel<scalar_t><<<static_cast<unsigned>(B), kTopkThreads, 0, stream>>>(
-        scores, p.scores.strides[0], N, k, true, idx_in, nullptr, keys_in);
+    TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
+    uint32_t* keys_in = scratch.at<uint32_t>(o_keys_in);
+    uint32_t* keys_out = scratch.at<uint32_t>(o_keys_out);
+    int32_t* idx_in = scratch.at<int32_t>(o_idx_in);
+    int64_t* offsets = scratch.at<int64_t>(o_offsets);
+
+    kp.idx = idx_in;
+    kp.val = nullptr;
+    kp.keys = keys_in;
+    topk_kernel<scalar_t><<<static_cast<unsigned>(B), kTopkThreads, 0, stream>>>(kp);
     TS_CUDA_CHECK_LAUNCH("topk_kernel");
-    segment_offsets_kernel<<<static_cast<unsigned>((B + 256) / 256), 256, 0, stream>>>(offsets, static_cast<int>(B), k);
+    segment_offsets_kernel<<<static_cast<unsigned>((B + 1 + kSmallThreads - 1) / kSmallThreads), kSmallThreads, 0,
+                             stream>>>(offsets, B, k);
     TS_CUDA_CHECK_LAUNCH("segment_offsets_kernel");
-    TS_CUDA_TRY(cub::DeviceSegmentedSort::StableSortPairsDescending(
-        scratch.as<void>(off_tmp), sort_bytes, keys_in, keys_out, idx_in, out_idx, total, static_cast<int>(B),
-        offsets, offsets + 1, stream));
+    TS_CUDA_TRY(cub::DeviceSegmentedSort::StableSortPairsDescending(scratch.at<void>(o_tmp), sort_bytes, keys_in,
+                                                                     keys_out, idx_in, out_idx, total, B, offsets,
+                                                                     offsets + 1, stream));
     if (out_val != nullptr) {
-      const int blocks = static_cast<int>(std::min<int64_t>((total + 255) / 256, 65535));
-      values_kernel<scalar_t><<<blocks, 256, 0, stream>>>(scores, p.scores.strides[0], k, total, out_idx, out_val);
-      TS_CUDA_CHECK_LAUNCH("values_kernel");
+      const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kSmallThreads - 1) / kSmallThreads, 65535));
+      topk_values_kernel<scalar_t><<<blocks, kSmallThreads, 0, stream>>>(scores, p.scores.strides[0], k, total,
+                                                                          out_idx, out_val);
+      TS_CUDA_CHECK_LAUNCH("topk_values_kernel");
     }
     return Status::Ok();
   });
@@ -260,30 +330,47 @@ Status topk(const TopkParams& p) {
 Status gather(const GatherParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.x, "x"));
+  const int64_t esize = static_cast<int64_t>(dtype_size(p.x.dtype));
+  if (esize == 0) return Status(Code::kDType, "gather: unknown dtype of x");
+  const int64_t row_bytes = p.x.shape[2] * esize;
+
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.x.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  const int64_t esize = static_cast<int64_t>(dtype_size(p.x.dtype));
-  const int64_t row_bytes = p.x.shape[2] * esize;
   Scratch scratch(p.x.device, stream);
-  TS_RETURN_IF_ERROR(scratch.allocate(sizeof(int)));
-  int* flag = scratch.as<int>();
-  TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
-  // The widest copy unit that divides every row's bytes, stride and address.
-  const uintptr_t addr = reinterpret_cast<uintptr_t>(p.x.data) | reinterpret_cast<uintptr_t>(p.out.data);
-  const int64_t common = row_bytes | (p.x.strides[0] * esize) | (p.x.strides[1] * esize) | static_cast<int64_t>(addr & 15);
+  int* flag = nullptr;
+  if (p.check_indices) {
+    TS_RETURN_IF_ERROR(scratch.allocate(sizeof(int)));
+    flag = scratch.at<int>(0);
+    TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  }
+
+  // The widest copy unit dividing the row size, both byte strides of x and
+  // both base addresses (two's complement keeps the low bits of negative
+  // strides right).
+  const uint64_t bits = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p.x.data)) |
+                        static_cast<uint64_t>(reinterpret_cast<uintptr_t>(p.out.data)) |
+                        static_cast<uint64_t>(p.x.strides[0] * esize) | static_cast<uint64_t>(p.x.strides[1] * esize) |
+                        static_cast<uint64_t>(row_bytes);
   Status s;
-  if ((common & 15) == 0) s = launch_gather<uint4>(p, esize, flag, stream);
-  else if ((common & 7) == 0) s = launch_gather<uint2>(p, esize, flag, stream);
-  else if ((common & 3) == 0) s = launch_gather<uint32_t>(p, esize, flag, stream);
-  else if ((common & 1) == 0) s = launch_gather<uint16_t>(p, esize, flag, stream);
-  else s = launch_gather<uint8_t>(p, esize, flag, stream);
+  if ((bits & 15u) == 0)
+    s = launch_gather<uint4>(p, esize, flag, stream);
+  else if ((bits & 7u) == 0)
+    s = launch_gather<uint2>(p, esize, flag, stream);
+  else if ((bits & 3u) == 0)
+    s = launch_gather<uint32_t>(p, esize, flag, stream);
+  else if ((bits & 1u) == 0)
+    s = launch_gather<uint16_t>(p, esize, flag, stream);
+  else
+    s = launch_gather<uint8_t>(p, esize, flag, stream);
   TS_RETURN_IF_ERROR(s);
+
   if (!p.check_indices) return Status::Ok();
-  int host = 0;
-  TS_CUDA_TRY(cudaMemcpyAsync(&host, flag, sizeof(int), cudaMemcpyDeviceToHost, stream));
-  TS_CUDA_TRY(cudaStreamSynchronize(stream));
-  if (host != 0) return Status(Code::kRange, "expected indices in [0, N) but found one outside");
+  int bad = 0;
+  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &bad));
+  if (bad != 0)
+    return Status(Code::kRange, "expected indices in [0, " + std::to_string(p.x.shape[1]) +
+                                    ") but found one outside");
   return Status::Ok();
 }
 

@@ -1,5 +1,6 @@
-// Compiled instead of cuda/*.cu when nvcc is not found: every CUDA entry
-// point reports why, and info() says the build has no CUDA.
+// Compiled instead of cuda/*.cu when nvcc was not found (see CMakeLists.txt):
+// every CUDA entry point says why, and runtime_info() reports a build without
+// CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
 #include "tokensieve/runtime.h"
 #include "tokensieve/select.h"
@@ -8,7 +9,7 @@ namespace tokensieve {
 namespace cuda {
 namespace {
 
-const char* kWhy =
+const char* const kWhy =
     "tokensieve was built without CUDA (nvcc was not found when the addon was built); "
     "rebuild with nvcc on PATH: npm run rebuild:native";
 
@@ -21,17 +22,20 @@ const char* compiled_architectures() { return ""; }
 
 RuntimeInfo runtime_info() {
   RuntimeInfo info;
+  info.compiled = false;
+  info.available = false;
   info.unavailable_reason = kWhy;
   return info;
 }
 
 Status device_malloc(int, size_t, void*, void** out) {
-  *out = nullptr;
+  if (out != nullptr) *out = nullptr;
   return unavailable();
 }
 Status device_free(int, void*, void*) { return unavailable(); }
 Status memcpy_sync(int, void*, const void*, size_t, CopyKind, void*) { return unavailable(); }
 Status stream_synchronize(int, void*) { return unavailable(); }
+
 Status attention_scores(const AttentionScoresParams&) { return unavailable(); }
 Status reduce_attention(const ReduceAttentionParams&) { return unavailable(); }
 Status topk(const TopkParams&) { return unavailable(); }
