@@ -1,0 +1,5 @@
+#pragma once
+#include <cstdint>
+#include <cstring>
+struct __nv_bfloat16 { uint16_t bits; };
+inline float __bfloat162float(__nv_bfloat16 h) { uint32_t u = static_cast<uint32_t>(h.bits) << 16; float f; std::memcpy(&f, &u, 4); return f; }

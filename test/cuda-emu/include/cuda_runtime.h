@@ -1,0 +1,185 @@
+// Host emulation of the subset of CUDA used by tokensieve's cuda/*.cu.
+// One block at a time; blockDim OS threads with a real barrier; warps
+// exchange through a buffer guarded by per-warp barriers. Strict: a barrier
+// not reached by every thread deadlocks (the watchdog aborts).
+#pragma once
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __forceinline__ inline
+#define __launch_bounds__(...)
+#define __align__(n) __attribute__((aligned(n)))
+#define __shared__ static
+#define CUDART_VERSION 13000
+
+using std::isfinite;
+using std::isnan;
+
+struct dim3 { unsigned x = 1, y = 1, z = 1; };
+struct alignas(16) float4 { float x, y, z, w; };
+struct alignas(16) uint4 { unsigned x, y, z, w; };
+struct alignas(8) uint2 { unsigned x, y; };
+
+namespace emu {
+inline thread_local dim3 tIdx, bIdx;
+inline dim3 gDim, bDim;
+inline std::barrier<>* block_bar = nullptr;
+inline std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
+inline uint64_t warp_buf[32][32];
+inline std::atomic<int> or_acc{0};
+inline std::atomic<long> progress{0};
+inline int pools_supported = 1;
+inline long live_allocs = 0;
+inline std::mutex alloc_mu;
+inline std::set<void*> allocs;
+inline long launches = 0;
+inline int shuffle_random = 0;
+}  // namespace emu
+#define threadIdx (emu::tIdx)
+#define blockIdx (emu::bIdx)
+#define gridDim (emu::gDim)
+#define blockDim (emu::bDim)
+
+inline void __syncthreads() { emu::progress++; emu::block_bar->arrive_and_wait(); }
+inline int __syncthreads_or(int p) {
+  __syncthreads();
+  if (p) emu::or_acc.fetch_or(1);
+  __syncthreads();
+  const int r = emu::or_acc.load();
+  __syncthreads();
+  if (threadIdx.x == 0) emu::or_acc.store(0);
+  __syncthreads();
+  return r;
+}
+namespace emu {
+inline uint64_t warp_exchange(uint64_t v, int src_lane) {
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  warp_buf[w][lane] = v;
+  warp_bars[w]->arrive_and_wait();
+  const uint64_t r = warp_buf[w][src_lane];
+  warp_bars[w]->arrive_and_wait();
+  return r;
+}
+}  // namespace emu
+inline float __shfl_xor_sync(unsigned mask, float v, int o, int width = 32) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial shuffle mask\n"); abort(); }
+  const int lane = threadIdx.x % 32;
+  const int src = (lane & ~(width - 1)) | ((lane ^ o) & (width - 1));
+  uint32_t bits; std::memcpy(&bits, &v, 4);
+  const uint32_t r = static_cast<uint32_t>(emu::warp_exchange(bits, src));
+  float f; std::memcpy(&f, &r, 4); return f;
+}
+inline unsigned __match_any_sync(unsigned mask, unsigned v) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial match mask\n"); abort(); }
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  emu::warp_buf[w][lane] = v;
+  emu::warp_bars[w]->arrive_and_wait();
+  unsigned m = 0;
+  for (int l = 0; l < 32; ++l) if (emu::warp_buf[w][l] == v) m |= 1u << l;
+  emu::warp_bars[w]->arrive_and_wait();
+  return m;
+}
+inline int __ffs(unsigned x) { return __builtin_ffs(static_cast<int>(x)); }
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline unsigned atomicAdd(unsigned* p, unsigned v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline int atomicOr(int* p, int v) { return __atomic_fetch_or(p, v, __ATOMIC_SEQ_CST); }
+inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+template <class T> inline T __ldcg(const T* p) { return *static_cast<const volatile T*>(p); }
+inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
+inline uint32_t __float_as_uint(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
+inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// ---- runtime API --------------------------------------------------------------
+enum cudaError { cudaSuccess = 0, cudaErrorInvalidValue = 1, cudaErrorMemoryAllocation = 2,
+  cudaErrorInsufficientDriver = 35, cudaErrorNoDevice = 100, cudaErrorInvalidDevice = 101,
+  cudaErrorInvalidConfiguration = 9, cudaErrorNoKernelImageForDevice = 209, cudaErrorInvalidDeviceFunction = 98,
+  cudaErrorUnsupportedPtxVersion = 222 };
+typedef enum cudaError cudaError_t;
+typedef struct CUstream_st* cudaStream_t;
+enum cudaMemcpyKind { cudaMemcpyHostToHost = 0, cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDeviceToDevice = 3 };
+enum cudaDeviceAttr { cudaDevAttrMemoryPoolsSupported = 115 };
+namespace emu { inline thread_local cudaError_t last_err = cudaSuccess; }
+inline cudaError_t cudaGetLastError() { cudaError_t e = emu::last_err; emu::last_err = cudaSuccess; return e; }
+inline const char* cudaGetErrorName(cudaError_t e) { return e == cudaSuccess ? "cudaSuccess" : "cudaErrorEmu"; }
+inline const char* cudaGetErrorString(cudaError_t) { return "emulated error"; }
+inline cudaError_t cudaGetDevice(int* d) { *d = 0; return cudaSuccess; }
+inline cudaError_t cudaSetDevice(int d) { return d == 0 ? cudaSuccess : (emu::last_err = cudaErrorInvalidDevice); }
+inline cudaError_t cudaGetDeviceCount(int* c) { *c = 1; return cudaSuccess; }
+inline cudaError_t cudaDeviceGetAttribute(int* v, cudaDeviceAttr, int) { *v = emu::pools_supported; return cudaSuccess; }
+namespace emu {
+inline cudaError_t alloc(void** p, size_t n) {
+  const size_t m = (n + 255) / 256 * 256;
+  *p = std::aligned_alloc(256, m ? m : 256);
+  std::memset(*p, 0xA7, m);  // poison: kernels must not rely on fresh scratch content
+  std::lock_guard<std::mutex> g(alloc_mu); allocs.insert(*p); live_allocs++;
+  return cudaSuccess;
+}
+inline cudaError_t dealloc(void* p) {
+  std::lock_guard<std::mutex> g(alloc_mu);
+  if (!allocs.erase(p)) { fprintf(stderr, "emu: free of unknown pointer\n"); abort(); }
+  live_allocs--; std::free(p); return cudaSuccess;
+}
+}  // namespace emu
+inline cudaError_t cudaMallocAsync(void** p, size_t n, cudaStream_t) { if (!emu::pools_supported) abort(); return emu::alloc(p, n); }
+inline cudaError_t cudaMalloc(void** p, size_t n) { if (emu::pools_supported) abort(); return emu::alloc(p, n); }
+inline cudaError_t cudaFreeAsync(void* p, cudaStream_t) { if (!emu::pools_supported) abort(); return emu::dealloc(p); }
+inline cudaError_t cudaFree(void* p) { if (emu::pools_supported) abort(); return emu::dealloc(p); }
+inline cudaError_t cudaMemcpyAsync(void* d, const void* s, size_t n, cudaMemcpyKind, cudaStream_t) { std::memcpy(d, s, n); return cudaSuccess; }
+inline cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { std::memset(d, v, n); return cudaSuccess; }
+inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
+
+namespace emu {
+template <class F>
+void launch_impl(F&& f, unsigned grid, unsigned block) {
+  launches++;
+  if (grid == 0 || block == 0 || block > 1024 || block % 32 != 0) { last_err = cudaErrorInvalidConfiguration; return; }
+  gDim = {grid, 1, 1};
+  bDim = {block, 1, 1};
+  std::barrier<> bar(block);
+  block_bar = &bar;
+  warp_bars.clear();
+  for (unsigned w = 0; w < block / 32; ++w) warp_bars.emplace_back(new std::barrier<>(32));
+  std::atomic<bool> done{false};
+  std::thread watchdog([&] {
+    long last = -1; int still = 0;
+    while (!done) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+      long now = progress.load();
+      if (now == last) { if (++still > 6000) { fprintf(stderr, "emu: no barrier progress for 30 s: deadlock (non-uniform barrier?)\n"); abort(); } }
+      else { still = 0; last = now; }
+    }
+  });
+  std::vector<std::thread> ts;
+  for (unsigned t = 0; t < block; ++t)
+    ts.emplace_back([&, t] {
+      tIdx = {t, 0, 0};
+      for (unsigned b = 0; b < grid; ++b) {
+        bIdx = {b, 0, 0};
+        f();
+        progress++;
+        bar.arrive_and_wait();
+      }
+    });
+  for (auto& th : ts) th.join();
+  done = true;
+  watchdog.join();
+}
+template <class F, class G, class... Rest>
+void launch(F&& f, G grid, unsigned block, Rest...) { launch_impl(f, static_cast<unsigned>(grid), block); }
+}  // namespace emu
