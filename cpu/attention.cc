@@ -21,6 +21,7 @@
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/attention.h"
+#include "tokensieve/quantize.h"
 
 namespace tokensieve {
 namespace cpu {
@@ -101,11 +102,73 @@ Status first_error(const std::vector<TaskError>& errors) {
   return Status::Ok();
 }
 
-Status nonfinite_error(const AttentionScoresParams& p, int64_t b, int64_t h, int32_t row) {
+Status nonfinite_error(int64_t b, int64_t h, int32_t row) {
   return Status(Code::kRange,
                 "expected finite q and k but the logits of query row " + std::to_string(row) +
                     " (batch " + std::to_string(b) + ", head " + std::to_string(h) +
                     ") are NaN or infinite: q or k holds NaN/Inf, or values too large for f32");
+}
+
+// ScorePrecision::kInt8 (attention.h): per (b, h), block scales of q and of
+// k (minus its mean when smoothing), found in one pre-pass over q and k. The
+// tiles then multiply the INT8 codes held as f32: every product and partial
+// sum is an integer below 2^24 for D <= 1040, so the f32 micro-kernels
+// accumulate exactly what an int32 accumulator would.
+struct Int8Plan {
+  bool on = false;
+  int64_t q_block = 1, k_block = 1, nqb = 1, nkb = 1;
+  std::vector<float> q_scale;  // [B·H, nqb]
+  std::vector<float> k_scale;  // [B·H, nkb]
+  std::vector<float> k_mean;   // [B·H, D], empty without smoothing
+};
+
+inline float int8_code(float v, float scale) {
+  return std::min(127.0f, std::max(-127.0f, std::round(v / scale)));
+}
+
+Status plan_int8(const AttentionScoresParams& p, Int8Plan* plan) {
+  const IsaKernels& K = isa();
+  const int64_t B = p.q.shape[0], H = p.q.shape[1], Nq = p.q.shape[2], D = p.q.shape[3];
+  const int64_t Nk = p.k.shape[2];
+  plan->on = true;
+  plan->q_block = p.q_block;
+  plan->k_block = p.k_block;
+  plan->nqb = (Nq + p.q_block - 1) / p.q_block;
+  plan->nkb = (Nk + p.k_block - 1) / p.k_block;
+  plan->q_scale.assign(static_cast<size_t>(B * H * plan->nqb), 0.0f);
+  plan->k_scale.assign(static_cast<size_t>(B * H * plan->nkb), 0.0f);
+  if (p.smooth_k) plan->k_mean.assign(static_cast<size_t>(B * H * D), 0.0f);
+  std::vector<char> bad(static_cast<size_t>(B * H), 0);
+  parallel_for(B * H, [&](int64_t bh) {
+    const int64_t b = bh / H, h = bh % H;
+    std::vector<float> row(static_cast<size_t>(D));
+    float* mean = p.smooth_k ? &plan->k_mean[static_cast<size_t>(bh * D)] : nullptr;
+    if (mean != nullptr) {
+      std::vector<double> sum(static_cast<size_t>(D), 0.0);
+      for (int64_t j = 0; j < Nk; ++j) {
+        K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, row.data());
+        for (int64_t d = 0; d < D; ++d) sum[static_cast<size_t>(d)] += row[static_cast<size_t>(d)];
+      }
+      for (int64_t d = 0; d < D; ++d) mean[d] = static_cast<float>(sum[static_cast<size_t>(d)] / static_cast<double>(Nk));
+    }
+    for (int64_t j = 0; j < Nk; ++j) {
+      K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, row.data());
+      if (!K.all_finite(row.data(), D)) bad[static_cast<size_t>(bh)] = 1;
+      float& amax = plan->k_scale[static_cast<size_t>(bh * plan->nkb + j / p.k_block)];
+      for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(mean ? row[static_cast<size_t>(d)] - mean[d] : row[static_cast<size_t>(d)]));
+    }
+    for (int64_t i = 0; i < Nq; ++i) {
+      K.to_f32(elem(p.q, b, h, i), p.q.dtype, D, row.data());
+      if (!K.all_finite(row.data(), D)) bad[static_cast<size_t>(bh)] = 1;
+      float& amax = plan->q_scale[static_cast<size_t>(bh * plan->nqb + i / p.q_block)];
+      for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(row[static_cast<size_t>(d)]));
+    }
+  });
+  if (p.check_finite && std::find(bad.begin(), bad.end(), 1) != bad.end())
+    return Status(Code::kRange, "expected finite q and k but found NaN or Infinity");
+  for (float& s : plan->q_scale) s = std::max(s, kAmaxFloor) / 127.0f;
+  for (float& s : plan->k_scale) s = std::max(s, kAmaxFloor) / 127.0f;
+  return Status::Ok();
 }
 
 }  // namespace
@@ -134,11 +197,15 @@ Status attention_scores(const AttentionScoresParams& p) {
     }
   }
 
+  Int8Plan q8;
+  if (p.precision == ScorePrecision::kInt8) TS_RETURN_IF_ERROR(plan_int8(p, &q8));
+
   std::vector<float> partial(static_cast<size_t>(tasks * W), 0.0f);
   std::vector<TaskError> errors(static_cast<size_t>(tasks));
 
   parallel_for(tasks, [&](int64_t t) {
     const int64_t b = t / (H * chunks), h = (t / chunks) % H, c = t % chunks;
+    const int64_t bh = b * H + h;
     const int64_t row_begin = c * rows_per_chunk;
     const int64_t row_end = std::min(nrows, row_begin + rows_per_chunk);
     if (row_begin >= row_end) return;
@@ -161,16 +228,26 @@ Status attention_scores(const AttentionScoresParams& p) {
     const bool direct = n <= kDirectMaxRows;
     const int64_t ldk = direct ? D : round_up(nk_used, kColTile);
 
+    // Dims [d0, d0 + dn) of key j as the f32 values the tiles multiply: the
+    // input, or its INT8 code.
+    const float* k_mean = q8.on && !q8.k_mean.empty() ? &q8.k_mean[static_cast<size_t>(bh * D)] : nullptr;
+    auto load_key = [&](int64_t j, int64_t d0, int64_t dn, float* dst) {
+      K.to_f32(elem(p.k, b, h, j) + d0 * static_cast<int64_t>(dtype_size(p.k.dtype)), p.k.dtype, dn, dst);
+      if (!q8.on) return;
+      const float sk = q8.k_scale[static_cast<size_t>(bh * q8.nkb + j / q8.k_block)];
+      for (int64_t d = 0; d < dn; ++d) dst[d] = int8_code(k_mean ? dst[d] - k_mean[d0 + d] : dst[d], sk);
+    };
+
     // Keys as f32: rows [nk_used, D] for the direct path, kᵀ [D, ldk] packed.
     const float* keys;
     int64_t keys_ld;
     if (direct) {
-      if (p.k.dtype == DType::kF32) {
+      if (p.k.dtype == DType::kF32 && !q8.on) {
         keys = reinterpret_cast<const float*>(elem(p.k, b, h, 0));
         keys_ld = p.k.strides[2];
       } else {
         float* kf = tl_keys.get(nk_used * D);
-        for (int64_t j = 0; j < nk_used; ++j) K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, kf + j * D);
+        for (int64_t j = 0; j < nk_used; ++j) load_key(j, 0, D, kf + j * D);
         keys = kf;
         keys_ld = D;
       }
@@ -184,8 +261,7 @@ Status attention_scores(const AttentionScoresParams& p) {
           const int64_t dn = std::min(dblock, D - d0);
           for (int64_t jj = 0; jj < 8; ++jj) {
             if (jj < m) {
-              const char* src = elem(p.k, b, h, j0 + jj) + d0 * static_cast<int64_t>(dtype_size(p.k.dtype));
-              K.to_f32(src, p.k.dtype, dn, block + jj * dblock);
+              load_key(j0 + jj, d0, dn, block + jj * dblock);
             } else {
               std::fill(block + jj * dblock, block + jj * dblock + dn, 0.0f);
             }
@@ -203,14 +279,29 @@ Status attention_scores(const AttentionScoresParams& p) {
     const int64_t lds = direct ? nk_used : ldk;
     float* logits = tl_logits.get(kRowsPerTile * lds);
     float* qs = tl_queries.get(kRowsPerTile * D);
+    // kInt8: logit = (integer dot) · (sq · scale) · sk, per row and key.
+    float row_factor[kRowsPerTile];
+    std::vector<float> key_scale;
+    if (q8.on) {
+      key_scale.resize(static_cast<size_t>(nk_used));
+      for (int64_t j = 0; j < nk_used; ++j) key_scale[static_cast<size_t>(j)] = q8.k_scale[static_cast<size_t>(bh * q8.nkb + j / q8.k_block)];
+    }
 
     for (int64_t i0 = 0; i0 < n; i0 += kRowsPerTile) {
       const int64_t tile = std::min(kRowsPerTile, n - i0);
       int64_t tile_cols = 0;
       for (int64_t i = 0; i < tile; ++i) {
-        K.to_f32(elem(p.q, b, h, rows[i0 + i]), p.q.dtype, D, qs + i * D);
-        for (int64_t d = 0; d < D; ++d) qs[i * D + d] *= p.scale;
-        tile_cols = std::max(tile_cols, limit_of(rows[i0 + i]));
+        const int32_t row = rows[i0 + i];
+        float* qrow = qs + i * D;
+        K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
+        if (q8.on) {
+          const float sq = q8.q_scale[static_cast<size_t>(bh * q8.nqb + row / q8.q_block)];
+          for (int64_t d = 0; d < D; ++d) qrow[d] = int8_code(qrow[d], sq);
+          row_factor[i] = sq * p.scale;
+        } else {
+          for (int64_t d = 0; d < D; ++d) qrow[d] *= p.scale;
+        }
+        tile_cols = std::max(tile_cols, limit_of(row));
       }
       if (tile_cols == 0) continue;
 
@@ -232,8 +323,12 @@ Status attention_scores(const AttentionScoresParams& p) {
         const int64_t L = limit_of(rows[i0 + i]);
         if (L == 0) continue;
         float* s = logits + i * lds;
+        if (q8.on) {
+          const float f = row_factor[i];
+          for (int64_t j = 0; j < L; ++j) s[j] = s[j] * f * key_scale[static_cast<size_t>(j)];
+        }
         if (p.check_finite && !K.all_finite(s, L)) {
-          errors[static_cast<size_t>(t)] = {true, nonfinite_error(p, b, h, rows[i0 + i])};
+          errors[static_cast<size_t>(t)] = {true, nonfinite_error(b, h, rows[i0 + i])};
           return;
         }
         if (bias) K.add(bias, s, L);

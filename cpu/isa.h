@@ -37,6 +37,13 @@ struct IsaKernels {
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // y[i] += x[i]
   void (*add)(const float* x, float* y, int64_t n);
+  // max |x[i]| over i < n (0 for n == 0); clears *finite when some x[i] is
+  // NaN or infinite (the check rides along the same pass over memory).
+  float (*amax)(const float* x, int64_t n, bool* finite);
+  // out[i] = clamp(round_half_away(x[i] / scale[i * scale_step]), -q, q)
+  // with an IEEE f32 division (scale_step 0: one scale for all).
+  void (*quantize_codes)(const float* x, int64_t n, const float* scale, int64_t scale_step, float q,
+                         int8_t* out);
   // Benchmark probe: `iters` rounds of 12 independent 8-wide FMA chains
   // (96 FMAs each); returns a value that depends on all of them.
   float (*fma_probe)(int64_t iters, float seed);

@@ -2,6 +2,7 @@
 // every CUDA entry point says why, and runtime_info() reports a build without
 // CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
+#include "tokensieve/quantize.h"
 #include "tokensieve/runtime.h"
 #include "tokensieve/select.h"
 
@@ -40,6 +41,8 @@ Status attention_scores(const AttentionScoresParams&) { return unavailable(); }
 Status reduce_attention(const ReduceAttentionParams&) { return unavailable(); }
 Status topk(const TopkParams&) { return unavailable(); }
 Status gather(const GatherParams&) { return unavailable(); }
+Status quantize(const QuantizeParams&) { return unavailable(); }
+Status dequantize(const DequantizeParams&) { return unavailable(); }
 
 }  // namespace cuda
 }  // namespace tokensieve

@@ -28,6 +28,16 @@ struct ScoreReduction {
   bool accumulate = false;
 };
 
+// How logits are computed. kInt8 quantizes q and k to INT8 first
+// (SageAttention style, layouts in quantize.h): per (b, h), q in blocks of
+// q_block consecutive tokens and k in blocks of k_block, symmetric scales
+// amax / 127 (last blocks may be short); with smooth_k, k minus its mean over
+// the Nk tokens (per b, h, channel; computed in double, stored as f32) is
+// quantized, which leaves the softmax unchanged. The logit of (i, j) is
+// (Σ_d q8·k8, an exact integer) · sq(i) · sk(j) · scale (+ key_bias), then
+// the softmax and reductions are those of kNative.
+enum class ScorePrecision : int32_t { kNative = 0, kInt8 = 1 };
+
 struct AttentionScoresParams {
   TensorView q;  // logical [B, H, Nq, D]; f32/f16/bf16; stride(D) == 1
   TensorView k;  // logical [B, H, Nk, D]; same dtype, B, H, D as q
@@ -43,6 +53,10 @@ struct AttentionScoresParams {
   ScoreReduction reduce;
   // Reject NaN/Inf in q, k (and NaN/+Inf in key_bias) with Code::kRange.
   bool check_finite = true;
+  ScorePrecision precision = ScorePrecision::kNative;
+  int64_t q_block = 32;  // kInt8: tokens per q scale
+  int64_t k_block = 64;  // kInt8: tokens per k scale
+  bool smooth_k = true;  // kInt8: subtract k's mean over tokens first
   TensorView out;  // f32 [B, key_end - key_begin] or [B, H, key_end - key_begin]
   void* stream = nullptr;  // cudaStream_t for the CUDA path
 };
