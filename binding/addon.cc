@@ -11,6 +11,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_info(env, exports);
   init_attention(env, exports);
   init_select(env, exports);
+  init_quantize(env, exports);
   return exports;
 }
 

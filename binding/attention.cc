@@ -9,10 +9,10 @@ namespace {
 
 // attentionScores(params, queryRows, q, qMem, k, kMem, bias, biasMem, out, outMem, stream, async)
 // params: [scale, causal, causalOffset, queryReduce, headReduce, keyBegin, keyEnd,
-//          accumulate, checkFinite, wait, numQueryRows]
+//          accumulate, checkFinite, wait, numQueryRows, precision, qBlock, kBlock, smoothK]
 Napi::Value AttentionScores(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 11);
+  const double* a = cx.params(0, 15);
   AttentionScoresParams p;
   p.reduce.query_rows =
       cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(a[10]));
@@ -30,6 +30,10 @@ Napi::Value AttentionScores(const Napi::CallbackInfo& info) {
   p.reduce.key_begin = to_int64(a[5]);
   p.reduce.key_end = to_int64(a[6]);
   p.reduce.accumulate = a[7] != 0;
+  p.precision = static_cast<ScorePrecision>(to_enum(a[11]));
+  p.q_block = to_int64(a[12]);
+  p.k_block = to_int64(a[13]);
+  p.smooth_k = a[14] != 0;
   const bool wait = a[9] != 0;
   // Reading the NaN flag back needs the stream to drain: only when waiting.
   p.check_finite = a[8] != 0 && (wait || p.q.on_host());

@@ -27,6 +27,8 @@ export {
 } from './kernels/attention';
 export type { AttentionScoresOptions, ReductionOptions, QuerySelection } from './kernels/attention';
 export { topk, topkSync, gather, gatherSync } from './kernels/select';
+export { quantize, quantizeSync, dequantize, dequantizeSync, errorReport } from './kernels/quantize';
+export type { Granularity, QuantizeOptions, QuantizedTensor, DequantizeOptions, ErrorReport } from './kernels/quantize';
 export type { TopkOptions, TopkResult, GatherOptions } from './kernels/select';
 export { fasterVLM, fasterVLMSync } from './methods/fastervlm';
 export type { FasterVLMOptions } from './methods/fastervlm';

@@ -160,15 +160,28 @@ export class Tensor {
     return opts.device === undefined ? t : t.to(opts.device);
   }
 
-  /** An uninitialised tensor (host memory is zeroed; device memory is not). */
-  static empty(shape: readonly number[], dtype: DType = 'f32', device: DeviceLike = 'cpu', opts: { stream?: bigint } = {}): Tensor {
+  /**
+   * A new tensor. Host memory is zeroed (unless `uninitialized`, for outputs
+   * a kernel overwrites entirely); device memory is never initialised.
+   */
+  static empty(
+    shape: readonly number[], dtype: DType = 'f32', device: DeviceLike = 'cpu', opts: { stream?: bigint; uninitialized?: boolean } = {},
+  ): Tensor {
     const dims = checkShape(shape, 'shape');
     if (!isDType(dtype)) throw invalid('ERR_DTYPE', 'dtype', `one of f32, f16, bf16, i32, i64, i8, u8`, dtype);
     const ordinal = deviceOrdinal(device);
     const n = numelOf(dims);
     const strides = contiguousStrides(dims);
     if (ordinal < 0) {
-      return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, data: new DTYPE_ARRAY[dtype](n) });
+      let data: HostData;
+      if (opts.uninitialized && n * DTYPE_SIZE[dtype] >= 1 << 16) {
+        // Skips zero-filling large outputs; allocUnsafeSlow memory is not pooled and starts at offset 0.
+        const buf = Buffer.allocUnsafeSlow(n * DTYPE_SIZE[dtype]);
+        data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(buf.buffer, buf.byteOffset, n);
+      } else {
+        data = new DTYPE_ARRAY[dtype](n);
+      }
+      return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, data });
     }
     requireCuda(ordinal, 'Tensor.empty');
     let buffer: NativeDeviceBuffer;

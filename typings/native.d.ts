@@ -78,7 +78,10 @@ export interface NativeModule {
   defaultThreads(): number;
   /** This machine's CPU ceilings with the current thread count (takes about a second). */
   measureRoof(): { fmaGflops: number; expPerSecond: number; copyGBps: number; threads: number };
-  /** params: [scale, causal, causalOffset, queryReduce (0 mean, 1 sum), headReduce (0 mean, 1 sum, 2 none), keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows] */
+  /**
+   * params: [scale, causal, causalOffset, queryReduce (0 mean, 1 sum), headReduce (0 mean, 1 sum, 2 none),
+   * keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows, precision (0 native, 1 int8), qBlock, kBlock, smoothK]
+   */
   attentionScores(
     params: Float64Array, queryRows: Int32Array,
     q: Float64Array, qMem: NativeMemory, k: Float64Array, kMem: NativeMemory,
@@ -94,6 +97,18 @@ export interface NativeModule {
   topk(
     params: Float64Array, scores: Float64Array, scoresMem: NativeMemory, indices: Float64Array, indicesMem: NativeMemory,
     values: Float64Array | undefined, valuesMem: NativeMemory | undefined, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [bits, granularity (0 tensor, 1 token, 2 channel, 3 group, 4 rows), block, pad, smooth, checkFinite, wait] */
+  quantize(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, data: Float64Array, dataMem: NativeMemory,
+    scales: Float64Array, scalesMem: NativeMemory, mean: Float64Array | undefined, meanMem: NativeMemory | undefined,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [bits, granularity, block, pad, addMean, wait] */
+  dequantize(
+    params: Float64Array, data: Float64Array, dataMem: NativeMemory, scales: Float64Array, scalesMem: NativeMemory,
+    mean: Float64Array | undefined, meanMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
   ): NativeResult;
   /** params: [checkIndices, wait] */
   gather(

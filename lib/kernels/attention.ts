@@ -65,10 +65,24 @@ export interface AttentionScoresOptions extends ReductionOptions {
   keyBias?: TensorLike;
   /** `'bhnd'` (default): q [B, H, Nq, D], k [B, H, Nk, D]; `'bnhd'`: q [B, Nq, H, D], k [B, Nk, H, D]. */
   layout?: 'bhnd' | 'bnhd';
+  /**
+   * `'native'` (default): logits from the inputs in f32. `'int8'`: q and k are
+   * first quantized to INT8 (SageAttention style: one scale per `qRows`
+   * tokens of q and per `kRows` tokens of k, per head; k minus its mean over
+   * tokens with `smoothK`), logits are integer dot products times the scales,
+   * the softmax stays f32.
+   */
+  precision?: 'native' | 'int8';
+  /** INT8: q tokens per scale (default 32, SageAttention's per-warp Q). */
+  qRows?: number;
+  /** INT8: k tokens per scale (default 64, SageAttention's per-block K). */
+  kRows?: number;
+  /** INT8: subtract k's per-channel mean over tokens before quantizing (default true; leaves the softmax unchanged). */
+  smoothK?: boolean;
 }
 
 const REDUCTION_KEYS = ['queries', 'reduce', 'heads', 'keys', 'out', 'accumulate', 'checkFinite', 'stream', 'wait'] as const;
-const SCORE_KEYS = [...REDUCTION_KEYS, 'scale', 'causal', 'causalOffset', 'keyBias', 'layout'] as const;
+const SCORE_KEYS = [...REDUCTION_KEYS, 'scale', 'causal', 'causalOffset', 'keyBias', 'layout', 'precision', 'qRows', 'kRows', 'smoothK'] as const;
 
 /** Resolves a query selection to explicit row indices in [0, nq). */
 export function resolveQueries(op: string, sel: unknown, nq: number): Int32Array {
@@ -212,9 +226,19 @@ function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: Attentio
   }
   const causal = bool(op, 'causal', o.causal, false);
   const causalOffset = o.causalOffset === undefined ? Nk - Nq : int(op, 'causalOffset', o.causalOffset, -2147483648, 2147483647);
+  const precision = oneOf(op, 'precision', o.precision, ['native', 'int8'] as const, 'native');
+  const qRows = o.qRows === undefined ? 32 : int(op, 'qRows', o.qRows, 1, 2 ** 30);
+  const kRows = o.kRows === undefined ? 64 : int(op, 'kRows', o.kRows, 1, 2 ** 30);
+  const smoothK = bool(op, 'smoothK', o.smoothK, true);
+  if (precision === 'native' && (o.qRows !== undefined || o.kRows !== undefined || o.smoothK !== undefined)) {
+    throw makeError('ERR_ARG', `${op}: qRows, kRows and smoothK apply to precision: 'int8' only`);
+  }
   const r = planReduction(op, o, B, H, Nq, Nk, ordinal, q.stream);
   const [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] = r.params;
-  const params = packParams([scale, causal ? 1 : 0, causalOffset, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait, r.queryRows.length]);
+  const params = packParams([
+    scale, causal ? 1 : 0, causalOffset, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait,
+    r.queryRows.length, precision === 'int8' ? 1 : 0, qRows, kRows, smoothK ? 1 : 0,
+  ]);
   const qd = q.descriptor('q', qv.shape, qv.strides);
   const kd = k.descriptor('k', kv.shape, kv.strides);
   const bd = keyBias?.descriptor('keyBias');

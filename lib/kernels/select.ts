@@ -132,7 +132,7 @@ function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: Gather
   const [B, , C] = x.shape;
   const K = idx.shape[1];
   const s = stream(op, o.stream, x.stream);
-  const out = Tensor.empty([B, K, C], x.dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: s });
+  const out = Tensor.empty([B, K, C], x.dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: s, uninitialized: true });
   const params = packParams([bool(op, 'checkIndices', o.checkIndices, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const id = idx.descriptor('indices');

@@ -1,0 +1,72 @@
+// N-API adapters for quantize and dequantize.
+#include "binding/common.h"
+#include "tokensieve/quantize.h"
+#include "tokensieve/runtime.h"
+
+namespace tokensieve {
+namespace binding {
+namespace {
+
+QuantScheme read_scheme(const double* a) {
+  QuantScheme s;
+  s.bits = static_cast<int>(to_enum(a[0]));
+  s.granularity = static_cast<Granularity>(to_enum(a[1]));
+  s.block = to_int64(a[2]);
+  s.pad = a[3] != 0;
+  return s;
+}
+
+// quantize(params, x, xMem, data, dataMem, scales, scalesMem, mean, meanMem, stream, async)
+// params: [bits, granularity, block, pad, smooth, checkFinite, wait]; mean may be undefined.
+Napi::Value Quantize(const Napi::CallbackInfo& info) {
+  CallContext cx(info);
+  const double* a = cx.params(0, 7);
+  QuantizeParams p;
+  p.scheme = read_scheme(a);
+  p.x = cx.tensor(1, "x");
+  p.data = cx.tensor(3, "data");
+  p.scales = cx.tensor(5, "scales");
+  p.mean = cx.tensor(7, "mean", /*optional=*/true);
+  p.stream = cx.stream(9);
+  p.smooth = a[4] != 0;
+  const bool wait = a[6] != 0;
+  p.check_finite = a[5] != 0 && (wait || p.x.on_host());
+  return cx.dispatch(
+      [p, wait]() -> Status {
+        if (p.x.on_host()) return cpu::quantize(p);
+        return finish_device(p.x.device, p.stream, wait, cuda::quantize(p));
+      },
+      cx.flag(10));
+}
+
+// dequantize(params, data, dataMem, scales, scalesMem, mean, meanMem, out, outMem, stream, async)
+// params: [bits, granularity, block, pad, addMean, wait]; mean may be undefined.
+Napi::Value Dequantize(const Napi::CallbackInfo& info) {
+  CallContext cx(info);
+  const double* a = cx.params(0, 6);
+  DequantizeParams p;
+  p.scheme = read_scheme(a);
+  p.data = cx.tensor(1, "data");
+  p.scales = cx.tensor(3, "scales");
+  p.mean = cx.tensor(5, "mean", /*optional=*/true);
+  p.out = cx.tensor(7, "out");
+  p.stream = cx.stream(9);
+  p.add_mean = a[4] != 0;
+  const bool wait = a[5] != 0;
+  return cx.dispatch(
+      [p, wait]() -> Status {
+        if (p.out.on_host()) return cpu::dequantize(p);
+        return finish_device(p.out.device, p.stream, wait, cuda::dequantize(p));
+      },
+      cx.flag(10));
+}
+
+}  // namespace
+
+void init_quantize(Napi::Env env, Napi::Object exports) {
+  exports.Set("quantize", Napi::Function::New<Quantize>(env, "quantize"));
+  exports.Set("dequantize", Napi::Function::New<Dequantize>(env, "dequantize"));
+}
+
+}  // namespace binding
+}  // namespace tokensieve
