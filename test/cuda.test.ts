@@ -15,6 +15,9 @@ import {
   gather,
   gatherSync,
   hiPruneSync,
+  dequantizeSync,
+  quantize,
+  quantizeSync,
   reduceAttentionSync,
   Tensor,
   TokenSieveError,
@@ -218,5 +221,43 @@ describeCuda('methods on device tensors give the CPU selections', () => {
     same(hiPruneSync(a.host, b.host, { retention: 640, crops: 5 }), hiPruneSync(a.device, b.device, { retention: 640, crops: 5 }));
     same(foPruSync(a.host, { keep: 144, cls: true }), foPruSync(a.device, { keep: 144, cls: true }));
     expect(fasterVLMSync(a.device, { keep: 58 }).indices.device).toBe(dev);
+  });
+});
+
+describeCuda('quantization: CUDA is byte-identical to CPU', () => {
+  const grans = ['tensor', 'token', 'channel', { group: 32 }, { group: 64, pad: true }, { rows: 128, pad: true }] as const;
+  for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+    for (const bits of [8, 4] as const) {
+      test(`${dtype} ${bits}-bit, every granularity, with and without smoothing`, async () => {
+        const shape = [2, 3, 577, 65];
+        const x = makeTensor(randn(shape.reduce((a, b) => a * b), seed++, 2), shape, dtype).t;
+        const xd = x.to(dev);
+        for (const granularity of grans) {
+          for (const smooth of [false, true]) {
+            const cpu = quantizeSync(x, { bits, granularity, smooth });
+            const gpu = await quantize(xd, { bits, granularity, smooth });
+            expect(gpu.data.device).toBe(dev);
+            expect(gpu.data.toArray()).toEqual(cpu.data.toArray());
+            expect(gpu.scales.toArray()).toEqual(cpu.scales.toArray());
+            if (smooth) expect(gpu.mean!.toArray()).toEqual(cpu.mean!.toArray());
+            for (const out of ['f32', 'f16', 'bf16'] as const) {
+              expect(dequantizeSync(gpu, { dtype: out, addMean: smooth }).toArray()).toEqual(dequantizeSync(cpu, { dtype: out, addMean: smooth }).toArray());
+            }
+          }
+        }
+        const bad = Tensor.from({ data: Float32Array.of(1, NaN), shape: [2] }, { device: dev });
+        expectCode(() => quantizeSync(bad), RangeError, 'ERR_RANGE');
+      });
+    }
+  }
+
+  test("INT8 attention scores: CUDA within f32 rounding of CPU, same top-k", () => {
+    const q = makeTensor(randn(2 * 16 * 577 * 64, seed++), [2, 16, 577, 64], 'f16').t;
+    const k = makeTensor(randn(2 * 16 * 577 * 64, seed++), [2, 16, 577, 64], 'f16').t;
+    for (const opts of [{}, { queries: 0, keys: { start: 1 } }, { causal: true, smoothK: false, qRows: 128 }] as const) {
+      const cpu = attentionScoresSync(q, k, { ...opts, precision: 'int8' });
+      const gpu = attentionScoresSync(q.to(dev), k.to(dev), { ...opts, precision: 'int8' });
+      expectClose(gpu.toArray(), cpu.toArray(), 1e-7, 2e-4);
+    }
   });
 });
