@@ -54,3 +54,35 @@ export function topkTs(scores: Float32Array, B: number, N: number, k: number): I
   }
   return out;
 }
+
+/** Symmetric quantization of [R, C] rows, one scale per `group` elements (C for per token); INT4 packed low nibble first. */
+export function quantizeTs(x: Float32Array, R: number, C: number, bits: 8 | 4, group: number): { data: Int8Array | Uint8Array; scales: Float32Array } {
+  const Q = bits === 8 ? 127 : 7;
+  const groups = Math.ceil(C / group);
+  const scales = new Float32Array(R * groups);
+  const codes = new Int8Array(R * C);
+  for (let r = 0; r < R; r++) {
+    for (let g = 0; g < groups; g++) {
+      let amax = 0;
+      const end = Math.min(C, (g + 1) * group);
+      for (let c = g * group; c < end; c++) amax = Math.max(amax, Math.abs(x[r * C + c]));
+      const scale = Math.max(amax, 1e-20) / Q;
+      scales[r * groups + g] = scale;
+      for (let c = g * group; c < end; c++) {
+        const v = x[r * C + c] / scale;
+        codes[r * C + c] = Math.max(-Q, Math.min(Q, Math.sign(v) * Math.floor(Math.abs(v) + 0.5)));
+      }
+    }
+  }
+  if (bits === 8) return { data: codes, scales };
+  const bytes = Math.ceil(C / 2);
+  const packed = new Uint8Array(R * bytes);
+  for (let r = 0; r < R; r++) {
+    for (let b = 0; b < bytes; b++) {
+      const lo = codes[r * C + 2 * b];
+      const hi = 2 * b + 1 < C ? codes[r * C + 2 * b + 1] : 0;
+      packed[r * bytes + b] = (lo & 0xf) | ((hi & 0xf) << 4);
+    }
+  }
+  return { data: packed, scales };
+}

@@ -13,6 +13,8 @@ Attention variants:
              (CLS / last) through matmul + softmax + mean; for all rows it is
              torch-ref.
 Top-k: torch.topk(scores, k) then sorting the indices (FasterVLM, VTC-CLS).
+Quantize: amax, divide, round, clamp, cast (and pack two INT4 values per byte),
+on f32 input (warm caches; torch.round rounds half to even, same cost).
 f16/bf16 trials run in f32 here (CPU matmul in half precision is not what
 the reference code uses on CPU).
 """
@@ -86,6 +88,24 @@ def topk(spec, torch):
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
+def quantize(spec, torch):
+    R, C, bits, group = spec["R"], spec["C"], spec["bits"], spec["granularity"]
+    x = torch.randn(R, C, generator=torch.Generator().manual_seed(0))
+    Q = 127 if bits == 8 else 7
+    g = C if group == "token" else group
+
+    def fn():
+        blocks = x.view(R, C // g, g) if C % g == 0 else x.view(R, 1, C)
+        scale = blocks.abs().amax(dim=-1, keepdim=True).clamp(min=1e-20) / Q
+        q = (blocks / scale).round().clamp(-Q, Q).to(torch.int8).view(R, C)
+        if bits == 4:
+            q = (q[:, 0::2] & 0xF) | ((q[:, 1::2] & 0xF) << 4)
+        return q, scale
+
+    median, best, reps = timeit(fn)
+    emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
+
+
 def main():
     try:
         import torch
@@ -108,7 +128,13 @@ def main():
         torch.set_num_threads(spec["threads"])
         with torch.no_grad():
             if spec["family"] == "attention":
+                if spec.get("int8"):
+                    continue  # the f32 trial of the same shape carries the torch figure
                 attention(spec, torch)
+            elif spec["family"] == "quantize":
+                if spec.get("cold"):
+                    continue  # torch runs warm only
+                quantize(spec, torch)
             else:
                 topk(spec, torch)
     return 0

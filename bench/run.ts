@@ -14,14 +14,16 @@ import {
   attentionScoresSync,
   getThreads,
   info,
+  QuerySelection,
+  quantizeSync,
   setThreads,
   Tensor,
   toHalfBits,
   topkSync,
 } from '../lib';
 import { native } from '../lib/native';
-import { attentionScoresTs, topkTs } from './baseline-ts';
-import { AttentionTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
+import { attentionScoresTs, quantizeTs, topkTs } from './baseline-ts';
+import { AttentionTrial, QuantTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
 
 interface Options {
   filter?: string;
@@ -111,7 +113,7 @@ function evictCaches(): void {
   for (let i = 0; i < evictBuffer.length; i += 8) evictBuffer[i] += 1;
 }
 
-function time(fn: () => void, quick: boolean, estimateMs?: number): Timing {
+function time(fn: () => void, quick: boolean, estimateMs?: number, cold = evictBeforeRuns): Timing {
   const slow = (estimateMs ?? 0) > 500;
   const warmStart = performance.now();
   do fn();
@@ -123,12 +125,12 @@ function time(fn: () => void, quick: boolean, estimateMs?: number): Timing {
   const start = performance.now();
   let spent = 0;
   while (times.length < min || (times.length < max && spent < budgetMs)) {
-    if (evictBeforeRuns) evictCaches();
+    if (cold) evictCaches();
     const t0 = performance.now();
     fn();
     const dt = performance.now() - t0;
     times.push(dt);
-    spent = evictBeforeRuns ? spent + dt + 2 : performance.now() - start;
+    spent = cold ? spent + dt + 2 : performance.now() - start;
   }
   times.sort((a, b) => a - b);
   return { medianMs: times[times.length >> 1], minMs: times[0], reps: times.length };
@@ -210,6 +212,7 @@ function runTorch(trials: Trial[], threads: number, quick: boolean): { header: s
 
 function describeShape(t: Trial): string {
   if (t.family === 'topk') return `B${t.B} N${t.N} k${t.k}`;
+  if (t.family === 'quantize') return `${t.R}x${t.C} ${t.dtype} → ${t.bits === 8 ? 'i8' : 'u4'}${t.cold ? ' (cold)' : ''}`;
   return `B${t.B} H${t.H} N${t.N} D${t.D}${t.causal ? ' causal' : ''} ${t.dtype}`;
 }
 
@@ -227,9 +230,9 @@ async function runAttention(t: AttentionTrial, o: Options): Promise<{ ours: Timi
     k = k.to('cuda:0');
   }
   const { rows, keyStart } = selection(t);
-  const queries = t.rows === 'cls' ? 0 : t.rows === 'one' ? -1 : 'all';
+  const queries: QuerySelection = t.rows === 'cls' ? 0 : t.rows === 'one' ? -1 : 'all';
   const out = Tensor.empty([t.B, t.N - keyStart], 'f32', o.device === 'cuda' ? 'cuda:0' : 'cpu');
-  const opts = { queries, keys: { start: keyStart }, causal: t.causal, out } as const;
+  const opts = { queries, keys: { start: keyStart }, causal: t.causal, out, ...(t.int8 ? { precision: 'int8' as const } : {}) };
   const w = work(t);
   const estimate = (w.flops / 40e9) * 1e3; // rough ms at this CPU's speed
   const ours = t.viaPromise
@@ -260,6 +263,25 @@ function runTopk(t: TopkTrial, o: Options): { ours: Timing; ts?: Timing } {
   return { ours, ts };
 }
 
+function runQuant(t: QuantTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
+  const v = values(t.R * t.C, 4);
+  let x = t.dtype === 'f32' ? Tensor.from({ data: v, shape: [t.R, t.C] }) : Tensor.from({ data: toHalfBits(v, t.dtype), shape: [t.R, t.C], dtype: t.dtype });
+  if (o.device === 'cuda') x = x.to('cuda:0');
+  const granularity = t.granularity === 'token' ? ('token' as const) : { group: t.granularity };
+  const cold = t.cold || o.cold;
+  const ours = time(() => {
+    const q = quantizeSync(x, { bits: t.bits, granularity });
+    if (o.device === 'cuda') {
+      q.data.dispose();
+      q.scales.dispose();
+    }
+  }, o.quick, undefined, cold);
+  const group = t.granularity === 'token' ? t.C : t.granularity;
+  const ts = o.ts ? time(() => quantizeTs(v, t.R, t.C, t.bits, group), true, (t.R * t.C) / 5e4, cold) : undefined;
+  if (o.device === 'cuda') x.dispose();
+  return { ours, ts };
+}
+
 const fmtMs = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3));
 const speedup = (base: Timing | { skipped: string } | undefined, ours: Timing): string => {
   if (!base) return '-';
@@ -273,9 +295,11 @@ function table(rows: Row[], torchVariants: string[]): string[] {
     const w = r.work;
     const workCol = r.trial.family === 'topk'
       ? `${(w.bytes / 1e6).toFixed(2)} MB, ${(w.compares! / 1e6).toFixed(2)} M cmp`
-      : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
+      : r.trial.family === 'quantize'
+        ? `${(w.bytes / 1e6).toFixed(1)} MB`
+        : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
     const s = r.ours.medianMs / 1e3;
-    const rate = r.trial.family === 'topk' ? `${(w.bytes / s / 1e9).toFixed(2)} GB/s` : `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s`;
+    const rate = r.trial.family === 'attention' ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
     return [
       r.trial.name, r.shape, fmtMs(r.ours.medianMs), workCol, rate, `${(100 * r.roofFraction).toFixed(0)}% (${r.bound})`,
       speedup(r.ts, r.ours), ...torchVariants.map((v) => speedup(r.torch[v], r.ours)),
@@ -345,10 +369,10 @@ async function runAll(o: Options): Promise<number> {
   const rows: Row[] = [];
   for (const t of trials) {
     const w = work(t);
-    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : runTopk(t, o);
-    const { fraction, bound } = t.family === 'topk'
-      ? { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' }
-      : roofFraction(w, ours.medianMs, roof);
+    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'topk' ? runTopk(t, o) : runQuant(t, o);
+    const { fraction, bound } = t.family === 'attention'
+      ? roofFraction(w, ours.medianMs, roof)
+      : { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' };
     rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });
     process.stderr.write(`  ${t.name}: ${fmtMs(ours.medianMs)} ms\n`);
   }

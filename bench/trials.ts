@@ -25,6 +25,8 @@ export interface AttentionTrial {
   dtype: FloatDType;
   /** Time through the Promise API instead of the Sync one. */
   viaPromise?: boolean;
+  /** Logits from INT8-quantized q and k (SageAttention style). */
+  int8?: boolean;
   /** Skipped with --quick. */
   big?: boolean;
 }
@@ -38,7 +40,22 @@ export interface TopkTrial {
   big?: boolean;
 }
 
-export type Trial = AttentionTrial | TopkTrial;
+/** Quantize an [R, C] tensor (one direction: x → codes + scales). */
+export interface QuantTrial {
+  family: 'quantize';
+  name: string;
+  R: number;
+  C: number;
+  bits: 8 | 4;
+  /** 'token' or a group size. */
+  granularity: 'token' | number;
+  dtype: FloatDType;
+  /** Evict the caches before every run. */
+  cold?: boolean;
+  big?: boolean;
+}
+
+export type Trial = AttentionTrial | TopkTrial | QuantTrial;
 
 const att = (name: string, B: number, H: number, N: number, D: number, rows: RowSet, extra: Partial<AttentionTrial> = {}): AttentionTrial => ({
   family: 'attention', name, B, H, N, D, rows, causal: false, dtype: 'f32', ...extra,
@@ -64,13 +81,34 @@ export const TRIALS: Trial[] = [
   att('all SigLIP b1', 1, 16, 729, 72, 'all'),
   att('all Qwen2.5-VL b1', 1, 16, 4784, 80, 'all', { big: true }),
   att('all LLM 3000x32x128 causal', 1, 32, 3000, 128, 'all', { causal: true, big: true }),
+  // INT8 logits (SageAttention-style Q per 32 rows, K per 64 rows, smoothed K)
+  att('all CLIP-L b1 int8', 1, 16, 577, 64, 'all', { int8: true }),
+  att('cls CLIP-L b16 int8', 16, 16, 577, 64, 'cls', { int8: true }),
+  att('all Qwen2.5-VL b1 int8', 1, 16, 4784, 80, 'all', { int8: true, big: true }),
   // top-k over one score row per image/frame
   { family: 'topk', name: 'topk 576 k144 b1', B: 1, N: 576, k: 144 },
   { family: 'topk', name: 'topk 576 k144 b16', B: 16, N: 576, k: 144 },
   { family: 'topk', name: 'topk 4784 k1196 b1', B: 1, N: 4784, k: 1196 },
   { family: 'topk', name: 'topk 12544 k1254 b1', B: 1, N: 12544, k: 1254 },
   { family: 'topk', name: 'topk 196 k60 b64 (video frames)', B: 64, N: 196, k: 60 },
+  // quantization (specs/performance.md D5): INT8 per token, INT4 per group
+  ...quantTrials(),
 ];
+
+function quantTrials(): QuantTrial[] {
+  const sizes: Array<[number, number, boolean]> = [[576, 4096, false], [2880, 4096, false], [12544, 4096, true], [2048, 16384, true]];
+  const out: QuantTrial[] = [];
+  for (const [R, C, big] of sizes) {
+    const q = (bits: 8 | 4, granularity: 'token' | number, extra: Partial<QuantTrial> = {}): QuantTrial => ({
+      family: 'quantize',
+      name: `quant ${R}x${C} ${bits === 8 ? 'int8 token' : `int4 g${granularity}`}${extra.dtype === 'bf16' ? ' bf16' : ''}${extra.cold ? ' cold' : ''}`,
+      R, C, bits, granularity, dtype: 'f32', big, ...extra,
+    });
+    out.push(q(8, 'token'), q(8, 'token', { cold: true }), q(4, 32), q(4, 64), q(4, 64, { cold: true }), q(4, 128));
+    if (R === 12544) out.push(q(8, 'token', { dtype: 'bf16' }), q(4, 64, { dtype: 'bf16' }));
+  }
+  return out;
+}
 
 export interface Work {
   /** Floating-point operations (2 per multiply-add of q·k). */
@@ -97,6 +135,11 @@ const DTYPE_BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
  * one exp per logit, q rows and k read once, the output written once.
  */
 export function work(t: Trial): Work {
+  if (t.family === 'quantize') {
+    const n = t.R * t.C;
+    const scales = t.granularity === 'token' ? t.R : t.R * Math.ceil(t.C / t.granularity);
+    return { flops: 0, exps: 0, bytes: DTYPE_BYTES[t.dtype] * n + (t.bits === 8 ? n : t.R * Math.ceil(t.C / 2)) + 4 * scales };
+  }
   if (t.family === 'topk') {
     return { flops: 0, exps: 0, bytes: 4 * t.B * t.N + 8 * t.B * t.k, compares: t.B * t.N * Math.log2(Math.max(2, t.k)) };
   }
