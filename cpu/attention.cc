@@ -122,8 +122,16 @@ struct Int8Plan {
   std::vector<float> k_mean;   // [B·H, D], empty without smoothing
 };
 
-inline float int8_code(float v, float scale) {
-  return std::min(127.0f, std::max(-127.0f, std::round(v / scale)));
+// Rows are converted in pieces of at most this many values.
+constexpr int64_t kMaxCodeRow = 256;
+
+// v[0..n) ← their INT8 codes (quantize.h arithmetic), as f32 values.
+void to_codes(float* v, int64_t n, float scale, int8_t* tmp) {
+  for (int64_t d0 = 0; d0 < n; d0 += kMaxCodeRow) {
+    const int64_t len = std::min(kMaxCodeRow, n - d0);
+    isa().quantize_codes(v + d0, len, &scale, 0, 127.0f, tmp);
+    for (int64_t d = 0; d < len; ++d) v[d0 + d] = static_cast<float>(tmp[d]);
+  }
 }
 
 Status plan_int8(const AttentionScoresParams& p, Int8Plan* plan) {
@@ -138,6 +146,8 @@ Status plan_int8(const AttentionScoresParams& p, Int8Plan* plan) {
   plan->q_scale.assign(static_cast<size_t>(B * H * plan->nqb), 0.0f);
   plan->k_scale.assign(static_cast<size_t>(B * H * plan->nkb), 0.0f);
   if (p.smooth_k) plan->k_mean.assign(static_cast<size_t>(B * H * D), 0.0f);
+  std::vector<char> needed(static_cast<size_t>(plan->nqb), 0);
+  for (int64_t i = 0; i < p.reduce.num_query_rows; ++i) needed[static_cast<size_t>(p.reduce.query_rows[i] / p.q_block)] = 1;
   std::vector<char> bad(static_cast<size_t>(B * H), 0);
   parallel_for(B * H, [&](int64_t bh) {
     const int64_t b = bh / H, h = bh % H;
@@ -153,15 +163,24 @@ Status plan_int8(const AttentionScoresParams& p, Int8Plan* plan) {
     }
     for (int64_t j = 0; j < Nk; ++j) {
       K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, row.data());
-      if (!K.all_finite(row.data(), D)) bad[static_cast<size_t>(bh)] = 1;
+      if (mean != nullptr)
+        for (int64_t d = 0; d < D; ++d) row[static_cast<size_t>(d)] -= mean[d];
+      bool finite = true;
       float& amax = plan->k_scale[static_cast<size_t>(bh * plan->nkb + j / p.k_block)];
-      for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(mean ? row[static_cast<size_t>(d)] - mean[d] : row[static_cast<size_t>(d)]));
+      amax = std::max(amax, K.amax(row.data(), D, &finite));
+      if (!finite) bad[static_cast<size_t>(bh)] = 1;
     }
-    for (int64_t i = 0; i < Nq; ++i) {
-      K.to_f32(elem(p.q, b, h, i), p.q.dtype, D, row.data());
-      if (!K.all_finite(row.data(), D)) bad[static_cast<size_t>(bh)] = 1;
-      float& amax = plan->q_scale[static_cast<size_t>(bh * plan->nqb + i / p.q_block)];
-      for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(row[static_cast<size_t>(d)]));
+    // q scales only for the blocks that hold a selected row (one block for a
+    // CLS or last row, not all of q).
+    for (int64_t blk = 0; blk < plan->nqb; ++blk) {
+      if (!needed[static_cast<size_t>(blk)]) continue;
+      float& amax = plan->q_scale[static_cast<size_t>(bh * plan->nqb + blk)];
+      for (int64_t i = blk * p.q_block; i < std::min(Nq, (blk + 1) * p.q_block); ++i) {
+        K.to_f32(elem(p.q, b, h, i), p.q.dtype, D, row.data());
+        bool finite = true;
+        amax = std::max(amax, K.amax(row.data(), D, &finite));
+        if (!finite) bad[static_cast<size_t>(bh)] = 1;
+      }
     }
   });
   if (p.check_finite && std::find(bad.begin(), bad.end(), 1) != bad.end())
@@ -231,11 +250,13 @@ Status attention_scores(const AttentionScoresParams& p) {
     // Dims [d0, d0 + dn) of key j as the f32 values the tiles multiply: the
     // input, or its INT8 code.
     const float* k_mean = q8.on && !q8.k_mean.empty() ? &q8.k_mean[static_cast<size_t>(bh * D)] : nullptr;
+    int8_t codes[kMaxCodeRow];
     auto load_key = [&](int64_t j, int64_t d0, int64_t dn, float* dst) {
       K.to_f32(elem(p.k, b, h, j) + d0 * static_cast<int64_t>(dtype_size(p.k.dtype)), p.k.dtype, dn, dst);
       if (!q8.on) return;
-      const float sk = q8.k_scale[static_cast<size_t>(bh * q8.nkb + j / q8.k_block)];
-      for (int64_t d = 0; d < dn; ++d) dst[d] = int8_code(k_mean ? dst[d] - k_mean[d0 + d] : dst[d], sk);
+      if (k_mean != nullptr)
+        for (int64_t d = 0; d < dn; ++d) dst[d] -= k_mean[d0 + d];
+      to_codes(dst, dn, q8.k_scale[static_cast<size_t>(bh * q8.nkb + j / q8.k_block)], codes);
     };
 
     // Keys as f32: rows [nk_used, D] for the direct path, kᵀ [D, ldk] packed.
@@ -296,7 +317,7 @@ Status attention_scores(const AttentionScoresParams& p) {
         K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
         if (q8.on) {
           const float sq = q8.q_scale[static_cast<size_t>(bh * q8.nqb + row / q8.q_block)];
-          for (int64_t d = 0; d < D; ++d) qrow[d] = int8_code(qrow[d], sq);
+          to_codes(qrow, D, sq, codes);
           row_factor[i] = sq * p.scale;
         } else {
           for (int64_t d = 0; d < D; ++d) qrow[d] *= p.scale;
