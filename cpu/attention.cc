@@ -154,10 +154,15 @@ Status plan_int8(const AttentionScoresParams& p, Int8Plan* plan) {
     std::vector<float> row(static_cast<size_t>(D));
     float* mean = p.smooth_k ? &plan->k_mean[static_cast<size_t>(bh * D)] : nullptr;
     if (mean != nullptr) {
-      std::vector<double> sum(static_cast<size_t>(D), 0.0);
-      for (int64_t j = 0; j < Nk; ++j) {
-        K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, row.data());
-        for (int64_t d = 0; d < D; ++d) sum[static_cast<size_t>(d)] += row[static_cast<size_t>(d)];
+      // quantize.h's order: double sums over kMeanChunk-token chunks, in order.
+      std::vector<double> sum(static_cast<size_t>(D), 0.0), chunk(static_cast<size_t>(D));
+      for (int64_t j0 = 0; j0 < Nk; j0 += kMeanChunk) {
+        std::fill(chunk.begin(), chunk.end(), 0.0);
+        for (int64_t j = j0; j < std::min(Nk, j0 + kMeanChunk); ++j) {
+          K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, row.data());
+          for (int64_t d = 0; d < D; ++d) chunk[static_cast<size_t>(d)] += row[static_cast<size_t>(d)];
+        }
+        for (int64_t d = 0; d < D; ++d) sum[static_cast<size_t>(d)] += chunk[static_cast<size_t>(d)];
       }
       for (int64_t d = 0; d < D; ++d) mean[d] = static_cast<float>(sum[static_cast<size_t>(d)] / static_cast<double>(Nk));
     }

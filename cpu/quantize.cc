@@ -5,7 +5,8 @@
 // IEEE f32 division and round-half-away-from-zero — the same expression on
 // both back ends, which is what makes their data byte-equal. Per-token and
 // per-group scales take one pass over each row; tensor and channel scales
-// two. The smoothing mean is summed in double and stored as f32.
+// two. The smoothing mean is summed in double in kMeanChunk-token chunks (the
+// order quantize.h fixes) and stored as f32.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -141,11 +142,15 @@ Status quantize(const QuantizeParams& p) {
   float* mean = p.smooth ? p.mean.ptr<float>() : nullptr;
   if (mean != nullptr) {
     parallel_for(g.B * g.H, [&](int64_t bh) {
-      std::vector<double> sum(static_cast<size_t>(g.C), 0.0);
+      std::vector<double> sum(static_cast<size_t>(g.C), 0.0), chunk(static_cast<size_t>(g.C));
       std::vector<float> row(static_cast<size_t>(g.C));
-      for (int64_t n = 0; n < g.N; ++n) {
-        load_row(p.x, g, nullptr, bh * g.N + n, row.data());
-        for (int64_t c = 0; c < g.C; ++c) sum[static_cast<size_t>(c)] += row[static_cast<size_t>(c)];
+      for (int64_t n0 = 0; n0 < g.N; n0 += kMeanChunk) {
+        std::fill(chunk.begin(), chunk.end(), 0.0);
+        for (int64_t n = n0; n < std::min(g.N, n0 + kMeanChunk); ++n) {
+          load_row(p.x, g, nullptr, bh * g.N + n, row.data());
+          for (int64_t c = 0; c < g.C; ++c) chunk[static_cast<size_t>(c)] += row[static_cast<size_t>(c)];
+        }
+        for (int64_t c = 0; c < g.C; ++c) sum[static_cast<size_t>(c)] += chunk[static_cast<size_t>(c)];
       }
       for (int64_t c = 0; c < g.C; ++c)
         mean[bh * g.C + c] = static_cast<float>(sum[static_cast<size_t>(c)] / static_cast<double>(g.N));

@@ -19,7 +19,10 @@
 //   A group or row block that does not divide C or N is an error unless
 //   `pad`; then the last block is short (its scale covers what exists).
 //   mean (smooth): f32 [B, H, 1, D], the per-(b, h, channel) mean over the N
-//   tokens, subtracted before quantizing (SageAttention's K smoothing).
+//   tokens, subtracted before quantizing (SageAttention's K smoothing). It is
+//   summed in double over chunks of kMeanChunk consecutive tokens, the chunk
+//   sums added in token order, then divided by N and rounded to f32: a fixed
+//   order, so both back ends produce the same mean and hence the same codes.
 //
 // Arithmetic: scale = max(amax, kAmaxFloor) / Q with Q = 127 (8 bits) or 7
 // (4 bits); q = clamp(round_half_away_from_zero(v / scale), -Q, Q) with v / scale
@@ -42,6 +45,7 @@ enum class Granularity : int32_t {
 };
 
 constexpr float kAmaxFloor = 1e-20f;
+constexpr int64_t kMeanChunk = 64;  // tokens per partial sum of the smoothing mean
 
 struct QuantScheme {
   int bits = 8;  // 8 or 4

@@ -29,8 +29,13 @@ export function refQuantize(values: ArrayLike<number>, shape: number[], bits: 8 
     mean = [];
     for (let bh = 0; bh < B * H; bh++) {
       for (let d = 0; d < D; d++) {
+        // Double sums over chunks of 64 tokens, added in order (quantize.h).
         let sum = 0;
-        for (let n = 0; n < N; n++) sum += v[(bh * N + n) * D + d];
+        for (let n0 = 0; n0 < N; n0 += 64) {
+          let chunk = 0;
+          for (let n = n0; n < Math.min(N, n0 + 64); n++) chunk += v[(bh * N + n) * D + d];
+          sum += chunk;
+        }
         mean.push(Math.fround(sum / N));
       }
     }
