@@ -249,6 +249,25 @@ __device__ __forceinline__ float block_sum(float v) {
   return total;
 }
 
+// Block maximum (warp butterflies, then the warps); max is exact in any
+// order. kBlock threads must all call it; the result is valid in every thread.
+template <int kBlock>
+__device__ __forceinline__ float block_max(float v) {
+  static_assert(kBlock % 32 == 0 && kBlock <= 1024, "block size must be a multiple of 32");
+  __shared__ float partial[kBlock / 32];
+  __shared__ float total;
+  v = warp_max(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float m = partial[0];
+    for (int w = 1; w < kBlock / 32; ++w) m = fmaxf(m, partial[w]);
+    total = m;
+  }
+  __syncthreads();
+  return total;
+}
+
 // The "last block done" ticket: every block that shares `counter` stores its
 // partial results, then calls this (all threads of the block); exactly one
 // block — the last of `expected` to arrive — gets true, and may then read
