@@ -27,14 +27,23 @@
 // The q·k tile is SIMT f32 FMA for every dtype (inputs are converted to f32
 // when staged into shared memory). See qk_tile for where a tensor-core path
 // would slot in.
+//
+// precision kInt8 (SageAttention style, attention.h): q and k are first
+// quantized into scratch by cuda/quantize.cu's kRows launcher (k minus its
+// smoothing mean; q only in the blocks that hold a selected row), then both
+// passes run on the INT8 codes: qk_tile<int8_t> stages 4 codes per 32-bit
+// word and accumulates exact int32 sums with dp4a, and the logit is
+// (Σ q8·k8) · (sq · sk) · scale.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "cuda/common.cuh"
+#include "cuda/quantize.cuh"
 #include "tokensieve/attention.h"
 
 namespace tokensieve {
@@ -75,6 +84,11 @@ static_assert(kBQ <= kThreads && kBK <= kThreads, "per-row/per-key metadata is w
 static_assert(kDC % 4 == 0 && kLd % 4 == 0, "float4 reads of shared rows must stay aligned");
 static_assert(kMaxD % kDC == 0, "");
 static_assert(kReduceCols == 64, "reduce kernel: two columns per lane");
+// kInt8: head dims per staging step, as 32-bit words of 4 codes; a step's
+// words fit the f32 staging rows.
+constexpr int kDC8 = 128;
+constexpr int kWords8 = kDC8 / 4;
+static_assert(kWords8 <= kLd && kWords8 % 4 == 0, "INT8 staging reuses the f32 rows with 16-byte reads");
 
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int64_t kNoRow = INT64_MIN;  // padding in a tile: reads as zeros
@@ -111,6 +125,12 @@ struct ScoresParams {
   int64_t q_sb, q_sh, q_sn;
   const void* k;
   int64_t k_sb, k_sh, k_sn;
+  // kInt8 (q, k are then contiguous INT8 codes): the scale of token n of
+  // (b, h) is q_scales[bh·q_nb + n / q_block], likewise for k.
+  const float* q_scales;
+  int64_t q_nb, q_block;
+  const float* k_scales;
+  int64_t k_nb, k_block;
   const float* bias;  // key_bias[b, j] = bias + b·bias_sb + j; null: no bias
   int64_t bias_sb;
   int H, D;
@@ -208,6 +228,79 @@ __device__ __forceinline__ void qk_tile(const T* __restrict__ q, const T* __rest
   }
 }
 
+// Four consecutive codes d..d+3 of a row as one word (zeros past D or for a
+// padding row). With D % 4 == 0 every row starts 4-byte aligned (the code
+// buffers are contiguous [.., D] and 256-byte aligned).
+__device__ __forceinline__ int code_word(const int8_t* base, int64_t off, int d, int D, bool aligned) {
+  if (off == kNoRow || d >= D) return 0;
+  const int8_t* p = base + off + d;
+  if (aligned) return *reinterpret_cast<const int*>(p);
+  unsigned v = 0;
+  for (int i = 0; i < 4 && d + i < D; ++i) v |= static_cast<unsigned>(static_cast<uint8_t>(p[i])) << (8 * i);
+  return static_cast<int>(v);
+}
+
+// kInt8: the same tile and ownership from INT8 codes, accumulated exactly in
+// int32 by dp4a (|Σ| <= 127² · 256 < 2^24, so the final f32 is exact too).
+template <>
+__device__ __forceinline__ void qk_tile<int8_t>(const int8_t* __restrict__ q, const int8_t* __restrict__ k, int D,
+                                                const int64_t* q_off, const int64_t* k_off, float (*qs)[kLd],
+                                                float (*ks)[kLd], float (&acc)[kMQ][kMK]) {
+  const int tid = threadIdx.x;
+  const int tq = tid / kTK, tk = tid % kTK;
+  int (*qw)[kLd] = reinterpret_cast<int (*)[kLd]>(qs);
+  int (*kw)[kLd] = reinterpret_cast<int (*)[kLd]>(ks);
+  const bool aligned = D % 4 == 0;
+  int iacc[kMQ][kMK];
+#pragma unroll
+  for (int i = 0; i < kMQ; ++i)
+#pragma unroll
+    for (int j = 0; j < kMK; ++j) iacc[i][j] = 0;
+
+  for (int d0 = 0; d0 < D; d0 += kDC8) {
+    __syncthreads();
+    for (int e = tid; e < kBQ * kWords8; e += kThreads) {
+      const int r = e / kWords8, w = e % kWords8;
+      qw[r][w] = code_word(q, q_off[r], d0 + 4 * w, D, aligned);
+    }
+    for (int e = tid; e < kBK * kWords8; e += kThreads) {
+      const int c = e / kWords8, w = e % kWords8;
+      kw[c][w] = code_word(k, k_off[c], d0 + 4 * w, D, aligned);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int w = 0; w < kWords8; w += 4) {
+      uint4 a[kMQ], b[kMK];
+#pragma unroll
+      for (int i = 0; i < kMQ; ++i) a[i] = *reinterpret_cast<const uint4*>(&qw[tq + kTQ * i][w]);
+#pragma unroll
+      for (int j = 0; j < kMK; ++j) b[j] = *reinterpret_cast<const uint4*>(&kw[tk + kTK * j][w]);
+#pragma unroll
+      for (int i = 0; i < kMQ; ++i)
+#pragma unroll
+        for (int j = 0; j < kMK; ++j) {
+          iacc[i][j] = __dp4a(static_cast<int>(a[i].x), static_cast<int>(b[j].x), iacc[i][j]);
+          iacc[i][j] = __dp4a(static_cast<int>(a[i].y), static_cast<int>(b[j].y), iacc[i][j]);
+          iacc[i][j] = __dp4a(static_cast<int>(a[i].z), static_cast<int>(b[j].z), iacc[i][j]);
+          iacc[i][j] = __dp4a(static_cast<int>(a[i].w), static_cast<int>(b[j].w), iacc[i][j]);
+        }
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < kMQ; ++i)
+#pragma unroll
+    for (int j = 0; j < kMK; ++j) acc[i][j] = static_cast<float>(iacc[i][j]);
+}
+
+// kInt8: acc[i][j] · (sq(row) · sk(key)) turns integer dots into q·k.
+__device__ __forceinline__ void apply_code_scales(float (&acc)[kMQ][kMK], const float* q_sc, const float* k_sc) {
+  const int tq = threadIdx.x / kTK, tk = threadIdx.x % kTK;
+#pragma unroll
+  for (int i = 0; i < kMQ; ++i)
+#pragma unroll
+    for (int j = 0; j < kMK; ++j) acc[i][j] *= q_sc[tq + kTQ * i] * k_sc[tk + kTK * j];
+}
+
 // Stores a per-head column value (thread t < ncols holds column col0 + t of
 // the output key range) into out, or into head_sums with the last block of
 // the (b, column tile) adding the heads in order. All threads must call it.
@@ -240,6 +333,9 @@ __global__ void __launch_bounds__(kThreads) row_lse_kernel(const ScoresParams p)
   __shared__ int64_t q_off[kBQ];
   __shared__ int64_t k_off[kBK];
   __shared__ int64_t row_end[kBQ];  // tile row r sees keys [0, row_end[r]); 0 for padding
+  constexpr bool kInt8 = std::is_same<T, int8_t>::value;
+  __shared__ float q_sc[kInt8 ? kBQ : 1];  // kInt8: code scales of the tile's rows and keys
+  __shared__ float k_sc[kInt8 ? kBK : 1];
 
   const int tid = threadIdx.x;
   const int tq = tid / kTK, tk = tid % kTK;
@@ -257,9 +353,11 @@ __global__ void __launch_bounds__(kThreads) row_lse_kernel(const ScoresParams p)
       const int64_t row = p.rows(sel);
       q_off[tid] = b * p.q_sb + h * p.q_sh + row * p.q_sn;
       row_end[tid] = visible_end(p, row);
+      if (kInt8) q_sc[tid] = p.q_scales[bh * p.q_nb + row / p.q_block];
     } else {
       q_off[tid] = kNoRow;
       row_end[tid] = 0;
+      if (kInt8) q_sc[tid] = 0.0f;
     }
   }
   __syncthreads();
@@ -282,9 +380,11 @@ __global__ void __launch_bounds__(kThreads) row_lse_kernel(const ScoresParams p)
     if (tid < kBK) {
       const int64_t key = key0 + tid;
       k_off[tid] = key < key_hi ? b * p.k_sb + h * p.k_sh + key * p.k_sn : kNoRow;
+      if (kInt8) k_sc[tid] = key < key_hi ? p.k_scales[bh * p.k_nb + key / p.k_block] : 0.0f;
     }
     float acc[kMQ][kMK];
     qk_tile<T>(q, k, p.D, q_off, k_off, qs, ks, acc);
+    if (kInt8) apply_code_scales(acc, q_sc, k_sc);
 
     float bias2[kMK];
 #pragma unroll
@@ -374,6 +474,9 @@ __global__ void __launch_bounds__(kThreads) column_sum_kernel(const ScoresParams
   __shared__ int64_t row_end[kBQ];
   __shared__ float row_lse[kBQ];
   __shared__ float red[kTQ][kBK];
+  constexpr bool kInt8 = std::is_same<T, int8_t>::value;
+  __shared__ float q_sc[kInt8 ? kBQ : 1];
+  __shared__ float k_sc[kInt8 ? kBK : 1];
 
   const int tid = threadIdx.x;
   const int tq = tid / kTK, tk = tid % kTK;
@@ -388,6 +491,7 @@ __global__ void __launch_bounds__(kThreads) column_sum_kernel(const ScoresParams
   if (tid < kBK) {
     const int64_t key = key0 + tid;
     k_off[tid] = key < key_hi ? b * p.k_sb + h * p.k_sh + key * p.k_sn : kNoRow;
+    if (kInt8) k_sc[tid] = key < key_hi ? p.k_scales[bh * p.k_nb + key / p.k_block] : 0.0f;
   }
   const float* bias_b = p.bias != nullptr ? p.bias + b * p.bias_sb : nullptr;
   float bias2[kMK], colsum[kMK];
@@ -405,7 +509,7 @@ __global__ void __launch_bounds__(kThreads) column_sum_kernel(const ScoresParams
     if (tid < kBQ) {
       const int sel = s0 + tid;  // nsel <= INT_MAX - kBQ (host)
       int64_t off = kNoRow, end = 0;
-      float lse = -INFINITY;
+      float lse = -INFINITY, sc = 0.0f;
       if (sel < p.nsel) {
         const int64_t row = p.rows(sel);
         end = visible_end(p, row);
@@ -415,9 +519,11 @@ __global__ void __launch_bounds__(kThreads) column_sum_kernel(const ScoresParams
         if (lse != -INFINITY && end > key0) {
           off = b * p.q_sb + h * p.q_sh + row * p.q_sn;
           live = 1;
+          if (kInt8) sc = p.q_scales[bh * p.q_nb + row / p.q_block];
         }
       }
       q_off[tid] = off;
+      if (kInt8) q_sc[tid] = sc;
       row_end[tid] = end;
       row_lse[tid] = lse;
     }
@@ -425,6 +531,7 @@ __global__ void __launch_bounds__(kThreads) column_sum_kernel(const ScoresParams
 
     float acc[kMQ][kMK];
     qk_tile<T>(q, k, p.D, q_off, k_off, qs, ks, acc);
+    if (kInt8) apply_code_scales(acc, q_sc, k_sc);
 #pragma unroll
     for (int i = 0; i < kMQ; ++i) {
       const int r = tq + kTQ * i;
@@ -611,7 +718,14 @@ Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(guard.enter(p.q.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
 
-  // Scratch: [rows | lse2 | part_m | part_l | head_sums | flag, split tickets, column tickets].
+  // Scratch: [rows | lse2 | part_m | part_l | head_sums | flag, split tickets,
+  // column tickets | kInt8: q codes, k codes, q scales, k scales, k mean,
+  // mean partials].
+  const bool int8 = p.precision == ScorePrecision::kInt8;
+  const int64_t Nq = p.q.shape[2];
+  const int64_t q_nb = int8 ? (Nq + p.q_block - 1) / p.q_block : 0;
+  const int64_t k_nb = int8 ? (Nk + p.k_block - 1) / p.k_block : 0;
+  const bool smooth = int8 && p.smooth_k;
   ScratchLayout lay;
   const size_t o_rows = lay.add<int32_t>(upload_rows ? nsel : 0);
   const size_t o_lse = lay.add<float>(BH * nsel);
@@ -623,6 +737,12 @@ Status attention_scores(const AttentionScoresParams& p) {
   const int64_t n_col_tickets = reduce_heads ? B * key_tiles : 0;
   const int64_t n_counters = 1 + n_split_tickets + n_col_tickets;
   const size_t o_counters = lay.add<unsigned int>(n_counters);
+  const size_t o_q8 = lay.add<int8_t>(int8 ? BH * Nq * D : 0);
+  const size_t o_k8 = lay.add<int8_t>(int8 ? BH * Nk * D : 0);
+  const size_t o_qsc = lay.add<float>(BH * q_nb);
+  const size_t o_ksc = lay.add<float>(BH * k_nb);
+  const size_t o_kmean = lay.add<float>(smooth ? BH * D : 0);
+  const size_t o_kpart = lay.add<double>(smooth ? BH * mean_chunks(Nk) * D : 0);
   Scratch scratch(p.q.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
   unsigned int* counters = scratch.at<unsigned int>(o_counters);
@@ -670,6 +790,26 @@ Status attention_scores(const AttentionScoresParams& p) {
   kp.check = p.check_finite;
   kp.flag = reinterpret_cast<int*>(counters);
 
+  // kInt8: the passes read contiguous codes [B, H, N, D] instead of q and k.
+  const TokenView q_view{p.q.data, p.q.dtype, B, H, Nq, D, kp.q_sb, kp.q_sh, kp.q_sn};
+  const TokenView k_view{p.k.data, p.k.dtype, B, H, Nk, D, kp.k_sb, kp.k_sh, kp.k_sn};
+  if (int8) {
+    kp.q = scratch.at<int8_t>(o_q8);
+    kp.q_sn = D;
+    kp.q_sh = Nq * D;
+    kp.q_sb = H * Nq * D;
+    kp.k = scratch.at<int8_t>(o_k8);
+    kp.k_sn = D;
+    kp.k_sh = Nk * D;
+    kp.k_sb = H * Nk * D;
+    kp.q_scales = scratch.at<float>(o_qsc);
+    kp.q_nb = q_nb;
+    kp.q_block = p.q_block;
+    kp.k_scales = scratch.at<float>(o_ksc);
+    kp.k_nb = k_nb;
+    kp.k_block = p.k_block;
+  }
+
   const unsigned pass1_blocks = static_cast<unsigned>(base_blocks * splits);
   const unsigned pass2_blocks = static_cast<unsigned>(BH * key_tiles);
   return TS_DISPATCH_FLOAT(p.q.dtype, "attentionScores", [&] {
@@ -683,10 +823,25 @@ Status attention_scores(const AttentionScoresParams& p) {
         TS_RETURN_IF_ERROR(launch_nonfinite<float>(kp.bias, B, 1, 1, kp.bias_sb, 0, 0, RowMap{nullptr, 0}, Nk, true,
                                                    kBadBias, kp.flag, stream));
     }
-    row_lse_kernel<scalar_t><<<pass1_blocks, kThreads, 0, stream>>>(kp);
-    TS_CUDA_CHECK_LAUNCH("row_lse_kernel");
-    column_sum_kernel<scalar_t><<<pass2_blocks, kThreads, 0, stream>>>(kp);
-    TS_CUDA_CHECK_LAUNCH("column_sum_kernel");
+    if (int8) {
+      float* k_mean = smooth ? scratch.at<float>(o_kmean) : nullptr;
+      if (smooth) TS_RETURN_IF_ERROR(launch_token_mean(k_view, scratch.at<double>(o_kpart), k_mean, stream));
+      TS_RETURN_IF_ERROR(launch_rows_quantize(k_view, k_mean, 8, p.k_block, BlockFilter{}, scratch.at<int8_t>(o_k8),
+                                              scratch.at<float>(o_ksc), kp.flag, kBadInput, stream));
+      // q: only the blocks holding a selected row (one block for a CLS row).
+      const BlockFilter q_blocks{kp.rows.list, kp.rows.first, nsel};
+      TS_RETURN_IF_ERROR(launch_rows_quantize(q_view, nullptr, 8, p.q_block, q_blocks, scratch.at<int8_t>(o_q8),
+                                              scratch.at<float>(o_qsc), kp.flag, kBadInput, stream));
+      row_lse_kernel<int8_t><<<pass1_blocks, kThreads, 0, stream>>>(kp);
+      TS_CUDA_CHECK_LAUNCH("row_lse_kernel");
+      column_sum_kernel<int8_t><<<pass2_blocks, kThreads, 0, stream>>>(kp);
+      TS_CUDA_CHECK_LAUNCH("column_sum_kernel");
+    } else {
+      row_lse_kernel<scalar_t><<<pass1_blocks, kThreads, 0, stream>>>(kp);
+      TS_CUDA_CHECK_LAUNCH("row_lse_kernel");
+      column_sum_kernel<scalar_t><<<pass2_blocks, kThreads, 0, stream>>>(kp);
+      TS_CUDA_CHECK_LAUNCH("column_sum_kernel");
+    }
     if (!p.check_finite) return Status::Ok();
     int bad = 0;
     TS_RETURN_IF_ERROR(read_device_flag(kp.flag, stream, &bad));
