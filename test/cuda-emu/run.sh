@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the CUDA back end on the CPU. cuda/attention.cu and cuda/select.cu are
+# Runs the CUDA back end on the CPU. cuda/attention.cu, select.cu and quantize.cu are
 # compiled as host C++ against include/, a small emulation of the CUDA
 # subset they use: each block runs as blockDim OS threads with a real
 # barrier, warp shuffles exchange through per-warp barriers, device memory
@@ -8,7 +8,9 @@
 #   reference_test  the CUDA entry points against float64 references, bad
 #                   input, no-leak checks of scratch memory;
 #   parity_test     the CUDA entry points against the CPU back end (cpu/*.cc)
-#                   on the shapes of test/cuda.test.ts (smaller where slow).
+#                   on the shapes of test/cuda.test.ts (smaller where slow);
+#   quantize_test   quantize/dequantize byte-equal with the CPU back end, and
+#                   INT8 attention scores against the CPU's.
 # What it cannot check: blocks run one after another, so races between
 # blocks (the last-block tickets) and real warp divergence need a GPU and
 # compute-sanitizer; timing means nothing here.
@@ -21,6 +23,7 @@ cd "$root"
 
 node "$here/transform.js" cuda/attention.cu "$out/src/attention.cc"
 node "$here/transform.js" cuda/select.cu "$out/src/select.cc"
+node "$here/transform.js" cuda/quantize.cu "$out/src/quantize.cc"
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
   -I$here/include -I$root/include -I$root"
@@ -29,17 +32,20 @@ pids=()
 compile() { "$@" & pids+=($!); }
 compile g++ $EMU -c "$out/src/attention.cc" -o "$out/obj/attention.o"
 compile g++ $EMU -c "$out/src/select.cc" -o "$out/obj/select.o"
+compile g++ $EMU -c "$out/src/quantize.cc" -o "$out/obj/quantize.o"
 compile g++ $EMU -c "$here/reference_test.cc" -o "$out/obj/reference_test.o"
 compile g++ $EMU -c "$here/parity_test.cc" -o "$out/obj/parity_test.o"
-for f in validate attention select thread_pool isa_dispatch isa_baseline; do
+compile g++ $EMU -c "$here/quantize_test.cc" -o "$out/obj/quantize_test.o"
+for f in validate attention select quantize thread_pool isa_dispatch isa_baseline; do
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
 for p in "${pids[@]}"; do wait "$p"; done
 
-cuda_objs="$out/obj/attention.o $out/obj/select.o"
+cuda_objs="$out/obj/attention.o $out/obj/select.o $out/obj/quantize.o"
 g++ -o "$out/reference_test" "$out/obj/reference_test.o" $cuda_objs "$out/obj/cpu_validate.o" -lpthread
 g++ -o "$out/parity_test" "$out/obj/parity_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
+g++ -o "$out/quantize_test" "$out/obj/quantize_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
 
 status=0
 echo "cuda-emu: reference_test"
@@ -48,6 +54,9 @@ tail -n 1 "$out/reference_test.log"
 echo "cuda-emu: parity_test"
 "$out/parity_test" > "$out/parity_test.log" 2>&1 || status=1
 tail -n 1 "$out/parity_test.log"
+echo "cuda-emu: quantize_test"
+"$out/quantize_test" > "$out/quantize_test.log" 2>&1 || status=1
+tail -n 1 "$out/quantize_test.log"
 if [ $status -ne 0 ]; then
   grep -h FAIL "$out"/*.log | head -20
 fi

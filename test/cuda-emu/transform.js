@@ -7,7 +7,7 @@
 const fs = require('fs');
 const [, , input, output] = process.argv;
 const src = fs.readFileSync(input, 'utf8');
-const launch = /([A-Za-z_][\w:]*(?:<[\w:]+>)?)\s*<<<([\s\S]*?)>>>\s*\(([\s\S]*?)\);/g;
+const launch = /([A-Za-z_][\w:]*(?:<[\w:, ]+>)?)\s*<<<([\s\S]*?)>>>\s*\(([\s\S]*?)\);/g;
 let n = 0;
 const out = src.replace(launch, (_, kernel, config, args) => {
   n += 1;

@@ -13,3 +13,7 @@ inline float __half2float(__half h) {
   else { int e = -1; do { ++e; mant <<= 1; } while ((mant & 0x400u) == 0); out = sign | static_cast<uint32_t>(112 - e) << 23 | ((mant & 0x3ffu) << 13); }
   float f; std::memcpy(&f, &out, 4); return f;
 }
+// f32 → half, round to nearest even: the hardware's rounding, which the CPU
+// back end's converter implements.
+#include "cpu/dtype.h"
+inline __half __float2half_rn(float f) { return __half{tokensieve::cpu::f32_to_f16(f)}; }

@@ -102,6 +102,30 @@ inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst
 template <class T> inline T __ldcg(const T* p) { return *static_cast<const volatile T*>(p); }
 inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
 inline uint32_t __float_as_uint(float f) { uint32_t u; std::memcpy(&u, &f, 4); return u; }
+inline float __uint_as_float(uint32_t u) { float f; std::memcpy(&f, &u, 4); return f; }
+// IEEE f32 arithmetic, rounded to nearest: the host's (no -ffast-math, and
+// the volatile keeps the compiler from contracting a product into an FMA).
+inline float __fdiv_rn(float a, float b) { volatile float r = a / b; return r; }
+inline float __fmul_rn(float a, float b) { volatile float r = a * b; return r; }
+inline float __fadd_rn(float a, float b) { volatile float r = a + b; return r; }
+inline float __fsub_rn(float a, float b) { volatile float r = a - b; return r; }
+inline unsigned atomicMax(unsigned* p, unsigned v) {
+  unsigned old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  return old;
+}
+// Four signed byte products plus c, as the dp4a instruction.
+inline int __dp4a(int a, int b, int c) {
+  for (int i = 0; i < 4; ++i)
+    c += static_cast<int>(static_cast<int8_t>(static_cast<uint32_t>(a) >> (8 * i))) *
+         static_cast<int>(static_cast<int8_t>(static_cast<uint32_t>(b) >> (8 * i)));
+  return c;
+}
+inline void __syncwarp(unsigned mask = 0xffffffffu) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial syncwarp mask\n"); abort(); }
+  emu::progress++;
+  emu::warp_bars[threadIdx.x / 32]->arrive_and_wait();
+}
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 
