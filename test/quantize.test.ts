@@ -292,3 +292,57 @@ describe('quantize / dequantize reject bad input', () => {
     expect(Array.from(fromHalfBits(out.data as Uint16Array, 'bf16')).length).toBe(40);
   });
 });
+
+describe('caller-provided outputs', () => {
+  const shape = [2, 3, 70, 24];
+  const n = shape.reduce((a, b) => a * b);
+  const x = { data: Float32Array.from(randn(n, 77, 2)), shape };
+
+  test('quantize fills out (every byte, poisoned first) exactly as a fresh call, and returns those tensors', async () => {
+    for (const bits of [8, 4] as const) {
+      for (const smooth of [false, true]) {
+        const fresh = quantizeSync(x, { bits, granularity: { rows: 32, pad: true }, smooth });
+        const data = bits === 8 ? new Int8Array(n).fill(-99) : new Uint8Array(n / 2).fill(0xa5);
+        const out = {
+          data: { data, shape: fresh.data.shape.slice() },
+          scales: { data: new Float32Array(fresh.scales.numel).fill(NaN), shape: fresh.scales.shape.slice() },
+          mean: smooth ? { data: new Float32Array(2 * 3 * 24).fill(NaN), shape: [2, 3, 1, 24] } : undefined,
+        };
+        const q = await quantize(x, { bits, granularity: { rows: 32, pad: true }, smooth, out });
+        expect(q.data.data).toBe(data); // a view of the caller's buffer, not a copy
+        expect(Array.from(data)).toEqual(fresh.data.toArray());
+        expect(Array.from(out.scales.data)).toEqual(fresh.scales.toArray());
+        if (smooth) expect(Array.from(out.mean!.data)).toEqual(fresh.mean!.toArray());
+        // Reused: a second call into the same buffers gives the same bytes.
+        quantizeSync(x, { bits, granularity: { rows: 32, pad: true }, smooth, out });
+        expect(Array.from(data)).toEqual(fresh.data.toArray());
+      }
+    }
+  });
+
+  test('dequantize fills out as a fresh call', () => {
+    const q = quantizeSync(x, { bits: 4, granularity: { group: 8 } });
+    const fresh = dequantizeSync(q, { dtype: 'bf16' });
+    const out = { data: new Uint16Array(n).fill(0x7fc1), shape, dtype: 'bf16' as const };
+    const r = dequantizeSync(q, { dtype: 'bf16', out });
+    expect(r.data).toBe(out.data);
+    expect(Array.from(out.data)).toEqual(Array.from(fresh.data as Uint16Array));
+  });
+
+  test('bad outputs are rejected before anything runs', () => {
+    const rows = { granularity: { rows: 35 } as Granularity };
+    const good = () => ({ data: { data: new Int8Array(n), shape }, scales: { data: new Float32Array(12), shape: [2, 3, 2, 1] } });
+    expectCode(() => quantizeSync(x, { ...rows, out: { ...good(), data: { data: new Uint8Array(n), shape } } }), TypeError, 'ERR_DTYPE');
+    expectCode(() => quantizeSync(x, { ...rows, out: { ...good(), scales: { data: new Float32Array(6), shape: [2, 3, 1, 1] } } }), RangeError, 'ERR_SHAPE');
+    expectCode(() => quantizeSync(x, { ...rows, out: { ...good(), mean: { data: new Float32Array(144), shape: [2, 3, 1, 24] } } }), TypeError, 'ERR_ARG', /smooth/);
+    expectCode(() => quantizeSync(x, { ...rows, out: { data: good().data } as never }), TypeError, 'ERR_ARG');
+    // data aliasing x: the kernel would read codes it has just written.
+    const alias = new Int8Array(x.data.buffer, 0, n);
+    expectCode(() => quantizeSync(x, { ...rows, out: { ...good(), data: { data: alias, shape } } }), TypeError, 'ERR_ARG', /share memory/);
+    expectCode(() => dequantizeSync(quantizeSync(x), { dtype: 'f32', out: { data: new Float32Array(n).subarray(1), shape } }), RangeError, 'ERR_RANGE', /at least/);
+    // dequantize into memory that holds the codes it reads.
+    const shared = new ArrayBuffer(4 * n);
+    const q = quantizeSync(x, { bits: 8, out: { data: { data: new Int8Array(shared, 0, n), shape }, scales: { data: new Float32Array(2 * 3 * 70), shape: [2, 3, 70, 1] } } });
+    expectCode(() => dequantizeSync(q, { dtype: 'f32', out: { data: new Float32Array(shared), shape } }), TypeError, 'ERR_ARG', /share memory/);
+  });
+});

@@ -2,7 +2,7 @@
  * Argument checking and native-call plumbing shared by the kernel wrappers.
  * The addon never sees an argument these helpers have not checked.
  */
-import { isFloatDType } from '../dtype';
+import { DType, DTYPE_SIZE, isFloatDType } from '../dtype';
 import { requireCuda } from '../device';
 import { describe, fromNative, invalid, makeError, TokenSieveError } from '../errors';
 import { Tensor } from '../tensor';
@@ -91,10 +91,19 @@ export function commonDevice(op: string, tensors: ReadonlyArray<[string, Tensor 
  * Checks a caller-provided output tensor, or allocates one. Poisoning
  * outputs in tests relies on kernels writing every element of `out`.
  */
-export function output(op: string, out: unknown, shape: readonly number[], ordinal: number, streamId: bigint | undefined, name = 'out'): Tensor {
-  if (out === undefined) return Tensor.empty(shape, 'f32', ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: streamId });
+export function output(
+  op: string,
+  out: unknown,
+  shape: readonly number[],
+  ordinal: number,
+  streamId: bigint | undefined,
+  name = 'out',
+  dtype: DType = 'f32',
+  uninitialized = false,
+): Tensor {
+  if (out === undefined) return Tensor.empty(shape, dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: streamId, uninitialized });
   const t = Tensor.from(out as Tensor, { name: `${op} ${name}` });
-  if (t.dtype !== 'f32') throw makeError('ERR_DTYPE', `Expected f32 for ${op} ${name} but received ${t.dtype}`);
+  if (t.dtype !== dtype) throw makeError('ERR_DTYPE', `Expected ${dtype} for ${op} ${name} but received ${t.dtype}`);
   if (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
     throw makeError('ERR_SHAPE', `Expected ${op} ${name} of shape [${shape.join(', ')}] but received [${t.shape.join(', ')}]`);
   }
@@ -103,6 +112,37 @@ export function output(op: string, out: unknown, shape: readonly number[], ordin
     throw new TokenSieveError('ERR_DEVICE', `${op}: expected ${name} on ${ordinal < 0 ? 'cpu' : `cuda:${ordinal}`} but it is on ${t.device}`);
   }
   return t;
+}
+
+/** The bytes a tensor's elements span: [lo, hi) within `mem` (a host ArrayBuffer, or a device). */
+function byteSpan(t: Tensor): { mem: unknown; lo: number; hi: number } {
+  const size = DTYPE_SIZE[t.dtype];
+  let extent = 1;
+  for (let i = 0; i < t.ndim; i++) extent += (t.shape[i] - 1) * Math.abs(t.strides[i]);
+  if (t.isHost) {
+    const lo = t.data.byteOffset + t.offset * size;
+    return { mem: t.data.buffer, lo, hi: lo + extent * size };
+  }
+  const lo = Number(t.ptr);
+  return { mem: t.device, lo, hi: lo + extent * size };
+}
+
+/**
+ * Outputs must not share memory with inputs (or each other): a kernel that
+ * reads x while writing an aliased out would return a wrong answer, not an
+ * error. Conservative: overlapping spans are rejected even when strides
+ * interleave without touching.
+ */
+export function expectDisjoint(op: string, tensors: ReadonlyArray<readonly [string, Tensor | undefined]>): void {
+  const spans = tensors.filter((e): e is readonly [string, Tensor] => e[1] !== undefined).map(([name, t]) => ({ name, ...byteSpan(t) }));
+  for (let i = 0; i < spans.length; i++) {
+    for (let j = i + 1; j < spans.length; j++) {
+      const a = spans[i], b = spans[j];
+      if (a.mem === b.mem && a.lo < b.hi && b.lo < a.hi) {
+        throw makeError('ERR_ARG', `${op}: ${a.name} and ${b.name} share memory; pass separate buffers`);
+      }
+    }
+  }
 }
 
 /**

@@ -20,7 +20,7 @@ import { FloatDType, isFloatDType } from '../dtype';
 import { invalid, makeError, TokenSieveError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectFloat, packParams, runAsync, runSync, stream } from './common';
+import { bool, callSite, checkOptions, commonDevice, expectDisjoint, expectFloat, output, packParams, runAsync, runSync, stream } from './common';
 
 /** One scale per tensor, row ('token'), last-dim channel, group along the last dim, or block of rows of [B, H, N, D]. */
 export type Granularity = 'tensor' | 'token' | 'channel' | { group: number; pad?: boolean } | { rows: number; pad?: boolean };
@@ -34,6 +34,13 @@ export interface QuantizeOptions {
   smooth?: boolean;
   /** NaN/Inf in x → ERR_RANGE (default true). */
   checkFinite?: boolean;
+  /**
+   * Write into these contiguous tensors (on x's device, layout above; `mean`
+   * [B, H, 1, D] f32 with `smooth`) instead of allocating new ones — reuse
+   * them across calls to keep allocation and first-touch page faults out of
+   * a hot loop. The result then holds these tensors.
+   */
+  out?: { data: TensorLike; scales: TensorLike; mean?: TensorLike };
   stream?: bigint;
   wait?: boolean;
 }
@@ -58,6 +65,8 @@ export interface DequantizeOptions {
   dtype?: FloatDType;
   /** Add the smoothing mean back (default false: the K − mean that attention uses). */
   addMean?: boolean;
+  /** Write into this contiguous tensor (the original shape, `dtype`, q's device) instead of allocating. */
+  out?: TensorLike;
   stream?: bigint;
   wait?: boolean;
 }
@@ -134,7 +143,7 @@ interface QuantizePlan {
 }
 
 function planQuantize(op: string, xIn: TensorLike, opts: QuantizeOptions | undefined): QuantizePlan {
-  const o = checkOptions(op, opts, ['bits', 'granularity', 'smooth', 'checkFinite', 'stream', 'wait']);
+  const o = checkOptions(op, opts, ['bits', 'granularity', 'smooth', 'checkFinite', 'out', 'stream', 'wait']);
   const x = toTensor(xIn, 'x');
   expectFloat(op, 'x', x);
   if (x.ndim < 1 || x.shape.some((d) => d === 0)) throw makeError('ERR_SHAPE', `Expected a non-empty x for ${op} but received shape [${x.shape.join(', ')}]`);
@@ -146,9 +155,15 @@ function planQuantize(op: string, xIn: TensorLike, opts: QuantizeOptions | undef
   const ordinal = commonDevice(op, [['x', x]]);
   const st = stream(op, o.stream, x.stream);
   const dev = deviceOf(ordinal);
-  const data = Tensor.empty(shapes.data, s.bits === 8 ? 'i8' : 'u8', dev, { stream: st, uninitialized: true });
-  const scales = Tensor.empty(shapes.scales, 'f32', dev, { stream: st, uninitialized: true });
-  const mean = smooth ? Tensor.empty([x.shape[0], x.shape[1], 1, x.shape[3]], 'f32', dev, { stream: st }) : undefined;
+  const out = o.out as QuantizeOptions['out'];
+  if (out !== undefined && (typeof out !== 'object' || out === null || out.data === undefined || out.scales === undefined)) {
+    throw invalid('ERR_ARG', `${op} out`, '{ data, scales, mean? } tensors', out);
+  }
+  if (out?.mean !== undefined && !smooth) throw makeError('ERR_ARG', `${op}: out.mean is only written with smooth: true`);
+  const data = output(op, out?.data, shapes.data, ordinal, st, 'out.data', s.bits === 8 ? 'i8' : 'u8', true);
+  const scales = output(op, out?.scales, shapes.scales, ordinal, st, 'out.scales', 'f32', true);
+  const mean = smooth ? output(op, out?.mean, [x.shape[0], x.shape[1], 1, x.shape[3]], ordinal, st, 'out.mean') : undefined;
+  if (out !== undefined) expectDisjoint(op, [['x', x], ['out.data', data], ['out.scales', scales], ['out.mean', mean]]);
   const params = packParams([s.bits, s.code, s.block, s.pad ? 1 : 0, smooth ? 1 : 0, bool(op, 'checkFinite', o.checkFinite, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const dd = data.descriptor('data');
@@ -187,7 +202,7 @@ interface DequantizePlan {
 }
 
 function planDequantize(op: string, q: QuantizedTensor, opts: DequantizeOptions | undefined): DequantizePlan {
-  const o = checkOptions(op, opts, ['dtype', 'addMean', 'stream', 'wait']);
+  const o = checkOptions(op, opts, ['dtype', 'addMean', 'out', 'stream', 'wait']);
   if (typeof q !== 'object' || q === null || !(q.data instanceof Tensor) || !(q.scales instanceof Tensor) || !Array.isArray(q.shape)) {
     throw invalid('ERR_ARG', `${op} q`, 'a QuantizedTensor from quantize()', q);
   }
@@ -206,7 +221,8 @@ function planDequantize(op: string, q: QuantizedTensor, opts: DequantizeOptions 
   if (addMean && !(q.mean instanceof Tensor)) throw makeError('ERR_ARG', `${op}: addMean needs a tensor quantized with smooth: true`);
   const ordinal = commonDevice(op, [['data', q.data], ['scales', q.scales], ['mean', addMean ? q.mean : undefined]]);
   const st = stream(op, o.stream, q.data.stream);
-  const out = Tensor.empty(q.shape, dtype, deviceOf(ordinal), { stream: st, uninitialized: true });
+  const out = output(op, o.out, q.shape, ordinal, st, 'out', dtype, true);
+  if (o.out !== undefined) expectDisjoint(op, [['out', out], ['data', q.data], ['scales', q.scales], ['mean', addMean ? q.mean : undefined]]);
   const params = packParams([s.bits, s.code, s.block, s.pad ? 1 : 0, addMean ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const dd = q.data.descriptor('data');
   const sd = q.scales.descriptor('scales');
