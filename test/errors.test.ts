@@ -78,6 +78,7 @@ describe('attentionScores rejects bad input', () => {
     ['out of the wrong dtype', () => attentionScoresSync(q, k, { out: { data: new Int32Array(10), shape: [2, 5] } }), TypeError, 'ERR_DTYPE'],
     ['out too short', () => attentionScoresSync(q, k, { out: { data: new Float32Array(9), shape: [2, 5] } }), RangeError, 'ERR_RANGE'],
     ['accumulate without out', () => attentionScoresSync(q, k, { accumulate: true }), TypeError, 'ERR_ARG', /accumulate needs/],
+    ['out sharing memory with k', () => attentionScoresSync(q, k, { out: { data: new Float32Array((k as { data: Float32Array }).data.buffer, 4, 10), shape: [2, 5] } }), TypeError, 'ERR_ARG', /k share memory/],
     ['non-contiguous D', () => attentionScoresSync({ data: new Float32Array(480), shape: [2, 3, 5, 8], strides: [240, 80, 16, 2] }, k), TokenSieveError, 'ERR_UNSUPPORTED', /contiguous/],
     ['stream that is not a bigint', () => attentionScoresSync(q, k, { stream: 1 as never }), TypeError, 'ERR_ARG'],
   ];
@@ -119,6 +120,7 @@ describe('reduceAttention rejects bad input', () => {
   const p = f32([1, 2, 4, 4]);
   const cases: Array<[string, () => unknown, Function, string]> = [
     ['rank 3', () => reduceAttentionSync(f32([2, 4, 4])), RangeError, 'ERR_SHAPE'],
+    ['out sharing memory with probs', () => reduceAttentionSync(p, { out: { data: new Float32Array(p.data.buffer, 0, 4), shape: [1, 4] } }), TypeError, 'ERR_ARG'],
     ['i8 probs', () => reduceAttentionSync({ data: new Int8Array(32), shape: [1, 2, 4, 4] }), TypeError, 'ERR_DTYPE'],
     ['NaN probs', () => reduceAttentionSync({ data: Float32Array.from(p.data, (v, i) => (i === 9 ? NaN : v)), shape: p.shape }), RangeError, 'ERR_RANGE'],
     ['Infinity probs', () => reduceAttentionSync({ data: Float32Array.from(p.data, (v, i) => (i === 31 ? Infinity : v)), shape: p.shape }), RangeError, 'ERR_RANGE'],

@@ -15,6 +15,7 @@ import {
   callSite,
   checkOptions,
   commonDevice,
+  expectDisjoint,
   expectFloat,
   expectInnerContiguous,
   expectRank,
@@ -234,6 +235,7 @@ function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: Attentio
     throw makeError('ERR_ARG', `${op}: qRows, kRows and smoothK apply to precision: 'int8' only`);
   }
   const r = planReduction(op, o, B, H, Nq, Nk, ordinal, q.stream);
+  if (o.out !== undefined) expectDisjoint(op, [['out', r.out], ['q', q], ['k', k], ['keyBias', keyBias]]);
   const [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] = r.params;
   const params = packParams([
     scale, causal ? 1 : 0, causalOffset, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait,
@@ -259,6 +261,7 @@ function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefin
   const [B, H, Nq, Nk] = probs.shape;
   const ordinal = commonDevice(op, [['probs', probs], ['out', o.out instanceof Tensor ? o.out : undefined]]);
   const r = planReduction(op, o, B, H, Nq, Nk, ordinal, probs.stream);
+  if (o.out !== undefined) expectDisjoint(op, [['out', r.out], ['probs', probs]]);
   const params = packParams([...r.params, r.queryRows.length]);
   const pd = probs.descriptor('probs');
   const od = r.out.descriptor('out');
