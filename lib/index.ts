@@ -42,3 +42,19 @@ export { foPru, foPruSync } from './methods/fopru';
 export type { FoPruOptions, FoPruResult } from './methods/fopru';
 export { pyRound } from './methods/common';
 export type { AttentionSource, SelectionResult } from './methods/common';
+// ---- token merging (issue 3) ----
+export {
+  MergePlan,
+  bipartiteSoftMatch,
+  bipartiteSoftMatchSync,
+  merge,
+  mergeSync,
+  unmerge,
+  unmergeSync,
+  mergeSource,
+  mergeSourceSync,
+  patchMasks,
+  contextualMerge,
+  contextualMergeSync,
+} from './kernels/merge';
+export type { BipartiteOptions, MergeSplit, Split2d, MergeMode, MergeOptions, MergeResult, ContextualMergeOptions, KeepSpec } from './kernels/merge';
