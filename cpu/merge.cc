@@ -218,8 +218,13 @@ bool normalised_row(const TensorView& t, int64_t b, int64_t i, int64_t C, float*
   if (!isa().all_finite(dst, C)) return false;
   double ss = 0;
   for (int64_t d = 0; d < C; ++d) ss += static_cast<double>(dst[d]) * dst[d];
-  const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
-  for (int64_t d = 0; d < C; ++d) dst[d] *= inv;
+  // Divide by the norm as ToMe does (metric / metric.norm()): a multiply by
+  // 1/norm can turn exact ±1 entries into 0.99999994 and break exact ties.
+  const float norm = static_cast<float>(std::sqrt(ss));
+  if (norm > 0)
+    for (int64_t d = 0; d < C; ++d) dst[d] /= norm;
+  else
+    std::fill(dst, dst + C, 0.0f);
   return true;
 }
 

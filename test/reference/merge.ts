@@ -137,17 +137,10 @@ export function refUnmerge(plan: RefPlan, x: ArrayLike<number>, B: number, nOut:
   return out;
 }
 
-/** ToMe's parse_r(num_layers, r): int, (r, inflection) ramp, or list padded with 0. */
-export function refParseR(numLayers: number, r: number | [number, number] | number[]): number[] {
-  let inflect = 0;
-  if (Array.isArray(r)) {
-    if (r.length === 2 && !(r as unknown as { list?: boolean }).list) {
-      // caller distinguishes tuples; see the test
-    }
-  }
-  if (typeof r === 'number') return new Array<number>(numLayers).fill(r);
-  const [rr, inf] = r as [number, number];
-  inflect = inf;
+/** ToMe's parse_r(num_layers, r): int → constant; (r, inflect) → int()-truncated linear ramp; list → padded with 0. */
+export function refParseR(numLayers: number, r: number | { r: number; inflection: number } | number[]): number[] {
+  if (Array.isArray(r)) return [...r, ...new Array<number>(Math.max(0, numLayers - r.length)).fill(0)];
+  const [rr, inflect] = typeof r === 'number' ? [r, 0] : [r.r, r.inflection];
   const min = Math.trunc(rr * (1 - inflect));
   const max = 2 * rr - min;
   const step = (max - min) / (numLayers - 1);
@@ -193,4 +186,45 @@ export function refContextual(
     });
   }
   return out;
+}
+
+/** The output slot of every token under a reference plan (what the kernel's `assign` holds). */
+export function refAssign(plan: RefPlan, B: number, N: number): number[] {
+  const out = new Array<number>(B * N).fill(-1);
+  for (let bb = 0; bb < B; bb++) {
+    const nu = plan.unm[bb].length;
+    const slotOfB = (j: number): number => (plan.distill ? (j === 0 ? 1 : nu + j) : nu + j);
+    plan.b.forEach((t, j) => (out[bb * N + t] = slotOfB(j)));
+    plan.unm[bb].forEach((t, k) => (out[bb * N + t] = plan.distill ? (k === 0 ? 0 : k + 1) : k));
+    plan.src[bb].forEach((t, k) => (out[bb * N + t] = slotOfB(plan.b.indexOf(plan.dst[bb][k]))));
+  }
+  return out;
+}
+
+/**
+ * tomesd's random 2-D split with the documented generator: mulberry32(seed),
+ * one draw per window in raster order of windows, k = floor(u·sx·sy / 2³²),
+ * destination at (dy, dx) = (k // sx, k % sx) of the window; no seed → k = 0.
+ * Both lists ascending (a stable argsort of tomesd's idx_buffer).
+ */
+export function refSplit2d(w: number, h: number, sx: number, sy: number, seed?: number): { a: number[]; b: number[] } {
+  let state = (seed ?? 0) >>> 0;
+  const next = (): number => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return (t ^ (t >>> 14)) >>> 0;
+  };
+  // idx_buffer: -1 at destinations, 0 elsewhere, then argsort (stable).
+  const buf = new Array<number>(w * h).fill(0);
+  for (let wy = 0; wy < Math.floor(h / sy); wy++) {
+    for (let wx = 0; wx < Math.floor(w / sx); wx++) {
+      const k = seed === undefined ? 0 : Math.floor((next() * sx * sy) / 2 ** 32);
+      buf[(wy * sy + Math.floor(k / sx)) * w + wx * sx + (k % sx)] = -1;
+    }
+  }
+  const order = buf.map((_, i) => i).sort((x, y) => buf[x] - buf[y] || x - y);
+  const nd = buf.filter((v) => v === -1).length;
+  return { b: order.slice(0, nd), a: order.slice(nd) };
 }
