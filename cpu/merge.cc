@@ -200,8 +200,8 @@ Status validate(const ContextualMergeParams& p) {
 namespace cpu {
 namespace {
 
-constexpr int64_t kRowsPerTask = 16;  // a-rows per score task
-constexpr int64_t kColBlock = 256;    // b-columns per qk_tile call (multiple of kColTile)
+constexpr int64_t kRowsPerTask = 32;  // a-rows per score task
+constexpr int64_t kColBlock = 64;     // b-columns per qk_tile call (multiple of kColTile)
 constexpr int64_t kMergeCols = 256;   // channels per merge task
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -248,34 +248,36 @@ Status non_finite(const char* name, int64_t b) {
 // Per row of `rows` (normalised f32, [n, C]): max and first argmax of the
 // cosine against the normalised, packed columns kt [C, ldk] (ncols real).
 // skip_col0: column 0 never wins (ToMe's distill protection).
+// Loop order: column blocks outside, row groups inside, so one kt block
+// ([C, kColBlock], 256 KiB at C = 1024) stays in L2 for all rows of the task.
+// Columns are visited in increasing order, so a strict '>' keeps the first
+// (lowest-index) maximum.
 void row_argmax(const float* rows, int64_t n, int64_t C, const float* kt, int64_t ldk, int64_t ncols,
                 bool skip_col0, float* best, int32_t* arg) {
   const IsaKernels& K = isa();
   float tile[kRowTile * kColBlock];
-  for (int64_t i0 = 0; i0 < n; i0 += kRowTile) {
-    const int rows_here = static_cast<int>(std::min<int64_t>(kRowTile, n - i0));
-    float bv[kRowTile];
-    int32_t bi[kRowTile];
-    for (int r = 0; r < kRowTile; ++r) {
-      bv[r] = -std::numeric_limits<float>::infinity();
-      bi[r] = 0;
-    }
-    for (int64_t c0 = 0; c0 < ncols; c0 += kColBlock) {
-      const int64_t cn = std::min<int64_t>(kColBlock, ncols - c0);
+  for (int64_t i = 0; i < n; ++i) {
+    best[i] = -std::numeric_limits<float>::infinity();
+    arg[i] = 0;
+  }
+  for (int64_t c0 = 0; c0 < ncols; c0 += kColBlock) {
+    const int64_t cn = std::min<int64_t>(kColBlock, ncols - c0);
+    for (int64_t i0 = 0; i0 < n; i0 += kRowTile) {
+      const int rows_here = static_cast<int>(std::min<int64_t>(kRowTile, n - i0));
       K.qk_tile(rows + i0 * C, rows_here, C, kt + c0, ldk, round_up(cn, kColTile), tile, kColBlock);
       for (int r = 0; r < rows_here; ++r) {
         const float* s = tile + r * kColBlock;
-        for (int64_t j = 0; j < cn; ++j) {
-          if (s[j] > bv[r] && !(skip_col0 && c0 + j == 0)) {
-            bv[r] = s[j];
-            bi[r] = static_cast<int32_t>(c0 + j);
+        float bv = best[i0 + r];
+        int32_t bi = arg[i0 + r];
+        for (int64_t j = (skip_col0 && c0 == 0) ? 1 : 0; j < cn; ++j) {
+          if (s[j] > bv) {
+            bv = s[j];
+            bi = static_cast<int32_t>(c0 + j);
           }
         }
+        best[i0 + r] = bv;
+        arg[i0 + r] = bi;
       }
-    }
-    for (int r = 0; r < rows_here; ++r) {
-      best[i0 + r] = bv[r];
-      arg[i0 + r] = bi[r];
     }
   }
 }
