@@ -15,6 +15,7 @@
 
 #include "cpu/dtype.h"
 #include "cpu/isa.h"
+#include "cpu/merge_kernels.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/merge.h"
 
@@ -200,8 +201,7 @@ Status validate(const ContextualMergeParams& p) {
 namespace cpu {
 namespace {
 
-constexpr int64_t kRowsPerTask = 32;  // a-rows per score task
-constexpr int64_t kColBlock = 64;     // b-columns per qk_tile call (multiple of kColTile)
+constexpr int64_t kRowsPerTask = 48;  // a-rows per score task (8 groups of 6)
 constexpr int64_t kMergeCols = 256;   // channels per merge task
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -245,38 +245,58 @@ Status non_finite(const char* name, int64_t b) {
                                   " holds NaN or Inf");
 }
 
+bool have_avx2_fma() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+// 32-byte aligned f32 scratch (the AVX2 kernel uses aligned panel loads).
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(int64_t n) : raw_(static_cast<size_t>(n + 8)) {
+    auto addr = reinterpret_cast<uintptr_t>(raw_.data());
+    data_ = raw_.data() + ((32 - addr % 32) % 32) / sizeof(float);
+  }
+  float* data() { return data_; }
+
+ private:
+  std::vector<float> raw_;
+  float* data_;
+};
+
+// Column j of the destinations in the panel layout [P][C][16].
+inline float* panel_col(float* panels, int64_t C, int64_t j) { return panels + (j / 16) * C * 16 + j % 16; }
+
 // Per row of `rows` (normalised f32, [n, C]): max and first argmax of the
-// cosine against the normalised, packed columns kt [C, ldk] (ncols real).
-// skip_col0: column 0 never wins (ToMe's distill protection).
-// Loop order: column blocks outside, row groups inside, so one kt block
-// ([C, kColBlock], 256 KiB at C = 1024) stays in L2 for all rows of the task.
-// Columns are visited in increasing order, so a strict '>' keeps the first
-// (lowest-index) maximum.
-void row_argmax(const float* rows, int64_t n, int64_t C, const float* kt, int64_t ldk, int64_t ncols,
-                bool skip_col0, float* best, int32_t* arg) {
-  const IsaKernels& K = isa();
-  float tile[kRowTile * kColBlock];
+// cosine against the normalised columns packed as 16-column panels
+// [ceil(ncols/16)][C][16] (zero padded). skip_col0: column 0 never wins
+// (ToMe's distill protection). Panels outside, rows inside: one panel
+// (64 KiB at C = 1024) stays in L2 for all rows of the task.
+void row_argmax(const float* rows, int64_t n, int64_t C, const float* panels, int64_t ncols, bool skip_col0,
+                float* best, int32_t* arg) {
   for (int64_t i = 0; i < n; ++i) {
     best[i] = -std::numeric_limits<float>::infinity();
     arg[i] = 0;
   }
-  for (int64_t c0 = 0; c0 < ncols; c0 += kColBlock) {
-    const int64_t cn = std::min<int64_t>(kColBlock, ncols - c0);
+  if (have_avx2_fma()) {
+    score_argmax_avx2(rows, n, C, panels, ncols, skip_col0, best, arg);
+    return;
+  }
+  const IsaKernels& K = isa();
+  float tile[kRowTile * 16];
+  for (int64_t p = 0; p * 16 < ncols; ++p) {
+    const int64_t cn = std::min<int64_t>(16, ncols - p * 16);
     for (int64_t i0 = 0; i0 < n; i0 += kRowTile) {
       const int rows_here = static_cast<int>(std::min<int64_t>(kRowTile, n - i0));
-      K.qk_tile(rows + i0 * C, rows_here, C, kt + c0, ldk, round_up(cn, kColTile), tile, kColBlock);
+      K.qk_tile(rows + i0 * C, rows_here, C, panels + p * C * 16, 16, 16, tile, 16);
       for (int r = 0; r < rows_here; ++r) {
-        const float* s = tile + r * kColBlock;
-        float bv = best[i0 + r];
-        int32_t bi = arg[i0 + r];
-        for (int64_t j = (skip_col0 && c0 == 0) ? 1 : 0; j < cn; ++j) {
-          if (s[j] > bv) {
-            bv = s[j];
-            bi = static_cast<int32_t>(c0 + j);
+        // Columns in increasing order with a strict '>': the first maximum wins.
+        for (int64_t j = (skip_col0 && p == 0) ? 1 : 0; j < cn; ++j) {
+          if (tile[r * 16 + j] > best[i0 + r]) {
+            best[i0 + r] = tile[r * 16 + j];
+            arg[i0 + r] = static_cast<int32_t>(p * 16 + j);
           }
         }
-        best[i0 + r] = bv;
-        arg[i0 + r] = bi;
       }
     }
   }
@@ -303,27 +323,29 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       seen[static_cast<size_t>(t)] = 1;
     }
   }
-  const int64_t ldk = round_up(Nb, kColTile);
+  const int64_t ldk = round_up(Nb, 16);
   const int64_t row_tasks = (Na + kRowsPerTask - 1) / kRowsPerTask;
   std::vector<float> a_rows(static_cast<size_t>(Na * C));  // [Na, C] normalised
-  std::vector<float> kt(static_cast<size_t>(C * ldk));    // [C, ldk] normalised bᵀ, zero padded
+  AlignedBuffer panels(C * ldk);                           // [Nb/16][C][16] normalised b, zero padded
   std::vector<float> node_max(static_cast<size_t>(Na));
   std::vector<int32_t> node_idx(static_cast<size_t>(Na));
   std::vector<int32_t> order(static_cast<size_t>(Na));
   const int64_t pack_tasks = (Nb + 63) / 64;
   for (int64_t b = 0; b < B; ++b) {
     std::vector<char> bad(static_cast<size_t>(row_tasks + pack_tasks), 0);
-    // Pack bᵀ in column groups of 64 (each task owns its columns of kt).
+    // Pack b in column groups of 64 (each task owns its four panels).
     parallel_for(pack_tasks, [&](int64_t t) {
       std::vector<float> row(static_cast<size_t>(C));
-      const int64_t j1 = std::min<int64_t>(Nb, (t + 1) * 64);
+      const int64_t j1 = std::min<int64_t>(ldk, (t + 1) * 64);
       for (int64_t j = t * 64; j < j1; ++j) {
+        float* col = panel_col(panels.data(), C, j);
+        if (j >= Nb) {
+          for (int64_t d = 0; d < C; ++d) col[d * 16] = 0.0f;
+          continue;
+        }
         if (!normalised_row(p.metric, b, b_tok[j], C, row.data())) bad[static_cast<size_t>(row_tasks + t)] = 1;
-        for (int64_t d = 0; d < C; ++d) kt[static_cast<size_t>(d * ldk + j)] = row[static_cast<size_t>(d)];
+        for (int64_t d = 0; d < C; ++d) col[d * 16] = row[static_cast<size_t>(d)];
       }
-      if (t == pack_tasks - 1)
-        for (int64_t d = 0; d < C; ++d)
-          for (int64_t j = Nb; j < ldk; ++j) kt[static_cast<size_t>(d * ldk + j)] = 0.0f;
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
     parallel_for(row_tasks, [&](int64_t t) {
@@ -331,7 +353,7 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       float* rows = a_rows.data() + i0 * C;
       for (int64_t i = i0; i < i1; ++i)
         if (!normalised_row(p.metric, b, a_tok[i], C, a_rows.data() + i * C)) bad[static_cast<size_t>(t)] = 1;
-      row_argmax(rows, i1 - i0, C, kt.data(), ldk, Nb, p.protect_distill, node_max.data() + i0,
+      row_argmax(rows, i1 - i0, C, panels.data(), Nb, p.protect_distill, node_max.data() + i0,
                  node_idx.data() + i0);
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
@@ -436,24 +458,25 @@ Status contextual_merge(const ContextualMergeParams& p) {
                                       std::to_string(rem_all[i]));
   const int64_t step = std::max<int64_t>(1, Nr / c);
   const int64_t Nm = Nr - c;  // members (non-target remaining tokens)
-  const int64_t ldk = round_up(c, kColTile);
+  const int64_t ldk = round_up(c, 16);
   const int64_t esize = static_cast<int64_t>(dtype_size(p.x.dtype));
   std::vector<char> is_target(static_cast<size_t>(Nr), 0);
   for (int64_t k = 0; k < c; ++k) is_target[static_cast<size_t>(k * step)] = 1;
   std::vector<int64_t> members;  // positions in `remaining` that are not targets
   for (int64_t i = 0; i < Nr; ++i)
     if (!is_target[static_cast<size_t>(i)]) members.push_back(i);
-  std::vector<float> kt(static_cast<size_t>(Cm * ldk));
+  AlignedBuffer panels(Cm * ldk);  // [c/16][Cm][16] normalised targets, zero padded
   std::vector<float> m_rows(static_cast<size_t>(std::max<int64_t>(1, Nm) * Cm));
   std::vector<float> best(static_cast<size_t>(std::max<int64_t>(1, Nm)));
   std::vector<int32_t> owner(static_cast<size_t>(std::max<int64_t>(1, Nm)));
   for (int64_t b = 0; b < B; ++b) {
     const int32_t* rem = rem_all + b * Nr;
     std::vector<float> row(static_cast<size_t>(Cm));
-    std::fill(kt.begin(), kt.end(), 0.0f);
+    std::fill(panels.data(), panels.data() + Cm * ldk, 0.0f);
     for (int64_t k = 0; k < c; ++k) {
       if (!normalised_row(p.metric, b, rem[k * step], Cm, row.data())) return non_finite("metric", b);
-      for (int64_t d = 0; d < Cm; ++d) kt[static_cast<size_t>(d * ldk + k)] = row[static_cast<size_t>(d)];
+      float* col = panel_col(panels.data(), Cm, k);
+      for (int64_t d = 0; d < Cm; ++d) col[d * 16] = row[static_cast<size_t>(d)];
     }
     const int64_t tasks = (Nm + kRowsPerTask - 1) / kRowsPerTask;
     std::vector<char> bad(static_cast<size_t>(std::max<int64_t>(1, tasks)), 0);
@@ -462,7 +485,7 @@ Status contextual_merge(const ContextualMergeParams& p) {
       for (int64_t i = i0; i < i1; ++i)
         if (!normalised_row(p.metric, b, rem[members[static_cast<size_t>(i)]], Cm, m_rows.data() + i * Cm))
           bad[static_cast<size_t>(t)] = 1;
-      row_argmax(m_rows.data() + i0 * Cm, i1 - i0, Cm, kt.data(), ldk, c, false, best.data() + i0,
+      row_argmax(m_rows.data() + i0 * Cm, i1 - i0, Cm, panels.data(), c, false, best.data() + i0,
                  owner.data() + i0);
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
