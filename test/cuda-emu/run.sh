@@ -21,6 +21,7 @@ cd "$root"
 
 node "$here/transform.js" cuda/attention.cu "$out/src/attention.cc"
 node "$here/transform.js" cuda/select.cu "$out/src/select.cc"
+node "$here/transform.js" cuda/merge.cu "$out/src/merge.cc"
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
   -I$here/include -I$root/include -I$root"
@@ -31,15 +32,20 @@ compile g++ $EMU -c "$out/src/attention.cc" -o "$out/obj/attention.o"
 compile g++ $EMU -c "$out/src/select.cc" -o "$out/obj/select.o"
 compile g++ $EMU -c "$here/reference_test.cc" -o "$out/obj/reference_test.o"
 compile g++ $EMU -c "$here/parity_test.cc" -o "$out/obj/parity_test.o"
-for f in validate attention select thread_pool isa_dispatch isa_baseline; do
+compile g++ $EMU -c "$out/src/merge.cc" -o "$out/obj/merge.o"
+compile g++ $EMU -c "$here/merge_test.cc" -o "$out/obj/merge_test.o"
+for f in validate attention select merge thread_pool isa_dispatch isa_baseline; do
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
+compile g++ $CPU -mavx2 -mfma -c cpu/merge_avx2.cc -o "$out/obj/cpu_merge_avx2.o"
 for p in "${pids[@]}"; do wait "$p"; done
 
 cuda_objs="$out/obj/attention.o $out/obj/select.o"
 g++ -o "$out/reference_test" "$out/obj/reference_test.o" $cuda_objs "$out/obj/cpu_validate.o" -lpthread
 g++ -o "$out/parity_test" "$out/obj/parity_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
+# token merging (cuda/merge.cu) against the CPU back end
+g++ -o "$out/merge_test" "$out/obj/merge_test.o" "$out/obj/merge.o" "$out"/obj/cpu_*.o -lpthread
 
 status=0
 echo "cuda-emu: reference_test"
@@ -48,6 +54,9 @@ tail -n 1 "$out/reference_test.log"
 echo "cuda-emu: parity_test"
 "$out/parity_test" > "$out/parity_test.log" 2>&1 || status=1
 tail -n 1 "$out/parity_test.log"
+echo "cuda-emu: merge_test"
+"$out/merge_test" > "$out/merge_test.log" 2>&1 || status=1
+tail -n 1 "$out/merge_test.log"
 if [ $status -ne 0 ]; then
   grep -h FAIL "$out"/*.log | head -20
 fi
