@@ -404,44 +404,53 @@ Status merge(const MergeParams& p) {
   const float* sizes = p.mode == MergeMode::kWavg ? p.sizes.ptr<const float>() : nullptr;
   if (sizes != nullptr && !isa().all_finite(sizes, B * N))
     return Status(Code::kRange, "expected finite sizes but they hold NaN or Inf");
-  const int64_t col_tasks = (C + kMergeCols - 1) / kMergeCols;
-  const int64_t esize = static_cast<int64_t>(dtype_size(p.x.dtype));
-  parallel_for(B * col_tasks, [&](int64_t task) {
-    const int64_t b = task / col_tasks, c0 = (task % col_tasks) * kMergeCols;
-    const int64_t cw = std::min(kMergeCols, C - c0);
+  // Gather form: each slot's members in token order (a CSR per batch row),
+  // then tasks over slot ranges reduce their members into one row and write
+  // it once. No [n_out, C] accumulator, and x is read once.
+  std::vector<int32_t> offsets(static_cast<size_t>(B * (M + 1)), 0);  // [B, M + 1]
+  std::vector<int32_t> members(static_cast<size_t>(B * N));           // [B, N]
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t* off = offsets.data() + b * (M + 1);
     const int32_t* as = assign + b * N;
-    const float init = p.mode == MergeMode::kAmax ? -std::numeric_limits<float>::infinity() : 0.0f;
-    std::vector<float> acc(static_cast<size_t>(M * cw), init);  // [M, cw]
-    std::vector<float> weight(static_cast<size_t>(M), 0.0f);    // Σ size (wavg) or member count
-    std::vector<float> row(static_cast<size_t>(cw));
-    for (int64_t i = 0; i < N; ++i) {
-      const int64_t s = as[i];
-      isa().to_f32(row_ptr(p.x, b, i) + c0 * esize, p.x.dtype, cw, row.data());
-      float* a = acc.data() + s * cw;
-      if (p.mode == MergeMode::kAmax) {
-        for (int64_t d = 0; d < cw; ++d) a[d] = std::max(a[d], row[static_cast<size_t>(d)]);
-      } else if (p.mode == MergeMode::kWavg) {
-        const float w = sizes ? sizes[b * N + i] : 1.0f;
-        isa().axpy(w, row.data(), a, cw);
-        weight[static_cast<size_t>(s)] += w;
-      } else {
-        isa().add(row.data(), a, cw);
-        weight[static_cast<size_t>(s)] += 1.0f;
+    for (int64_t i = 0; i < N; ++i) off[as[i] + 1]++;
+    for (int64_t s = 0; s < M; ++s) off[s + 1] += off[s];
+    std::vector<int32_t> cursor(off, off + M);
+    for (int64_t i = 0; i < N; ++i) members[static_cast<size_t>(b * N + cursor[static_cast<size_t>(as[i])]++)] = static_cast<int32_t>(i);
+  }
+  const int64_t esize = static_cast<int64_t>(dtype_size(p.x.dtype));
+  const int64_t slots_per_task = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(1, C * 4));
+  const int64_t tasks_per_b = (M + slots_per_task - 1) / slots_per_task;
+  parallel_for(B * tasks_per_b, [&](int64_t task) {
+    const int64_t b = task / tasks_per_b;
+    const int64_t s0 = (task % tasks_per_b) * slots_per_task, s1 = std::min(M, s0 + slots_per_task);
+    const int32_t* off = offsets.data() + b * (M + 1);
+    const int32_t* mem = members.data() + b * N;
+    std::vector<float> acc(static_cast<size_t>(C)), row(static_cast<size_t>(C));
+    for (int64_t s = s0; s < s1; ++s) {
+      std::fill(acc.begin(), acc.end(), p.mode == MergeMode::kAmax ? -std::numeric_limits<float>::infinity() : 0.0f);
+      float weight = 0.0f;  // Σ size (wavg) or member count
+      for (int32_t m = off[s]; m < off[s + 1]; ++m) {
+        const int64_t i = mem[m];
+        isa().to_f32(row_ptr(p.x, b, i), p.x.dtype, C, row.data());
+        if (p.mode == MergeMode::kAmax) {
+          for (int64_t d = 0; d < C; ++d) acc[static_cast<size_t>(d)] = std::max(acc[static_cast<size_t>(d)], row[static_cast<size_t>(d)]);
+        } else if (p.mode == MergeMode::kWavg) {
+          const float w = sizes ? sizes[b * N + i] : 1.0f;
+          isa().axpy(w, row.data(), acc.data(), C);
+          weight += w;
+        } else {
+          isa().add(row.data(), acc.data(), C);
+          weight += 1.0f;
+        }
       }
-    }
-    for (int64_t s = 0; s < M; ++s) {
-      float* a = acc.data() + s * cw;
       if (p.mode == MergeMode::kWavg || p.mode == MergeMode::kMean) {
         // An unused slot (impossible for a plan's assign) stays 0, not NaN.
-        const float w = weight[static_cast<size_t>(s)];
-        const float inv = w != 0.0f ? 1.0f / w : 0.0f;
-        for (int64_t d = 0; d < cw; ++d) a[d] *= inv;
+        const float inv = weight != 0.0f ? 1.0f / weight : 0.0f;
+        for (int64_t d = 0; d < C; ++d) acc[static_cast<size_t>(d)] *= inv;
       }
-      char* dst = static_cast<char*>(p.out.data) + ((b * M + s) * C + c0) * esize;
-      store_row(a, p.x.dtype, cw, dst);
+      store_row(acc.data(), p.x.dtype, C, static_cast<char*>(p.out.data) + (b * M + s) * C * esize);
+      if (p.mode == MergeMode::kWavg) p.sizes_out.ptr<float>()[b * M + s] = weight;
     }
-    if (p.mode == MergeMode::kWavg && c0 == 0)
-      for (int64_t s = 0; s < M; ++s) p.sizes_out.ptr<float>()[b * M + s] = weight[static_cast<size_t>(s)];
   });
   return Status::Ok();
 }

@@ -1,12 +1,14 @@
 // AVX2+FMA micro-kernel for the bipartite-matching score pass: 6 rows × 16
 // columns of cosine scores in 12 ymm accumulators (enough independent FMA
-// chains to cover the FMA latency, which the shared 4×16 qk_tile cannot), over
-// the full depth C, with the row max/argmax folded in. Compiled with
+// chains to cover the FMA latency, which the shared 4×16 qk_tile cannot),
+// blocked over depth and columns, with the row max/argmax folded in. Compiled with
 // -mavx2 -mfma (CMakeLists.txt); cpu/merge.cc calls it only when the CPU has
 // both, and falls back to isa().qk_tile otherwise.
 #include <immintrin.h>
 
+#include <algorithm>
 #include <cstdint>
+#include <vector>
 
 #include "cpu/merge_kernels.h"
 
@@ -14,58 +16,86 @@ namespace tokensieve {
 namespace cpu {
 namespace {
 
+constexpr int64_t kDepth = 256;     // channels per depth block: a 16-column panel slice is 16 KiB (L1)
+constexpr int64_t kBlockCols = 256;  // columns whose partial sums a task keeps ([rows, 256] floats)
+
+// acc[r][0..15] (+)= Σ_{d < depth} a[r·lda + d] · panel[d·16 + 0..15], a
+// sequential fma chain per element, continued from `part` when `resume`.
 template <int R>
-void tile(const float* a, int64_t C, const float* panel, float* out /* [R][16] */) {
+void tile(const float* a, int64_t lda, int64_t depth, const float* panel, float* part, int64_t ldp, bool resume) {
   __m256 acc[R][2];
-  for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
+  for (int r = 0; r < R; ++r) {
+    acc[r][0] = resume ? _mm256_loadu_ps(part + r * ldp) : _mm256_setzero_ps();
+    acc[r][1] = resume ? _mm256_loadu_ps(part + r * ldp + 8) : _mm256_setzero_ps();
+  }
   const float* kp = panel;
-  for (int64_t d = 0; d < C; ++d, kp += 16) {
+  for (int64_t d = 0; d < depth; ++d, kp += 16) {
     const __m256 k0 = _mm256_load_ps(kp), k1 = _mm256_load_ps(kp + 8);
     for (int r = 0; r < R; ++r) {
-      const __m256 b = _mm256_broadcast_ss(a + r * C + d);
+      const __m256 b = _mm256_broadcast_ss(a + r * lda + d);
       acc[r][0] = _mm256_fmadd_ps(b, k0, acc[r][0]);
       acc[r][1] = _mm256_fmadd_ps(b, k1, acc[r][1]);
     }
   }
   for (int r = 0; r < R; ++r) {
-    _mm256_storeu_ps(out + r * 16, acc[r][0]);
-    _mm256_storeu_ps(out + r * 16 + 8, acc[r][1]);
+    _mm256_storeu_ps(part + r * ldp, acc[r][0]);
+    _mm256_storeu_ps(part + r * ldp + 8, acc[r][1]);
+  }
+}
+
+void tile_rows(int rr, const float* a, int64_t lda, int64_t depth, const float* panel, float* part, int64_t ldp,
+               bool resume) {
+  switch (rr) {
+    case 6: tile<6>(a, lda, depth, panel, part, ldp, resume); break;
+    case 5: tile<5>(a, lda, depth, panel, part, ldp, resume); break;
+    case 4: tile<4>(a, lda, depth, panel, part, ldp, resume); break;
+    case 3: tile<3>(a, lda, depth, panel, part, ldp, resume); break;
+    case 2: tile<2>(a, lda, depth, panel, part, ldp, resume); break;
+    default: tile<1>(a, lda, depth, panel, part, ldp, resume); break;
   }
 }
 
 }  // namespace
 
+// Blocked like a GEMM: per block of 256 columns, the depth runs in slices of
+// 256 channels, and for each slice every 16-column panel slice (L1) meets
+// every 6-row group of the task; partial sums live in `part` [n, 256]. The
+// fma chain per score still runs over the channels in order, so the result
+// is bit-identical to an unblocked chain (and to the CUDA kernel).
 void score_argmax_avx2(const float* rows, int64_t n, int64_t C, const float* panels, int64_t ncols, bool skip_col0,
                        float* best, int32_t* arg) {
-  alignas(32) float s[6 * 16];
+  thread_local std::vector<float> part_buf;
+  if (part_buf.size() < static_cast<size_t>(n * kBlockCols)) part_buf.resize(static_cast<size_t>(n * kBlockCols));
+  float* part = part_buf.data();
   const int64_t npanels = (ncols + 15) / 16;
-  for (int64_t p = 0; p < npanels; ++p) {
-    const float* panel = panels + p * C * 16;
-    const int64_t cn = ncols - p * 16 < 16 ? ncols - p * 16 : 16;
-    for (int64_t i0 = 0; i0 < n; i0 += 6) {
-      const int rr = static_cast<int>(n - i0 < 6 ? n - i0 : 6);
-      const float* a = rows + i0 * C;
-      switch (rr) {
-        case 6: tile<6>(a, C, panel, s); break;
-        case 5: tile<5>(a, C, panel, s); break;
-        case 4: tile<4>(a, C, panel, s); break;
-        case 3: tile<3>(a, C, panel, s); break;
-        case 2: tile<2>(a, C, panel, s); break;
-        default: tile<1>(a, C, panel, s); break;
-      }
-      // Columns in increasing order with a strict '>': the first maximum wins.
-      for (int r = 0; r < rr; ++r) {
-        float bv = best[i0 + r];
-        int32_t bi = arg[i0 + r];
-        for (int64_t j = (skip_col0 && p == 0) ? 1 : 0; j < cn; ++j) {
-          if (s[r * 16 + j] > bv) {
-            bv = s[r * 16 + j];
-            bi = static_cast<int32_t>(p * 16 + j);
-          }
+  for (int64_t p0 = 0; p0 < npanels; p0 += kBlockCols / 16) {
+    const int64_t p1 = std::min<int64_t>(npanels, p0 + kBlockCols / 16);
+    for (int64_t d0 = 0; d0 < C; d0 += kDepth) {
+      const int64_t depth = std::min<int64_t>(kDepth, C - d0);
+      for (int64_t p = p0; p < p1; ++p) {
+        const float* panel = panels + (p * C + d0) * 16;
+        for (int64_t i0 = 0; i0 < n; i0 += 6) {
+          const int rr = static_cast<int>(std::min<int64_t>(6, n - i0));
+          tile_rows(rr, rows + i0 * C + d0, C, depth, panel, part + i0 * kBlockCols + (p - p0) * 16, kBlockCols,
+                    d0 > 0);
         }
-        best[i0 + r] = bv;
-        arg[i0 + r] = bi;
       }
+    }
+    // Columns in increasing order with a strict '>': the first maximum wins.
+    for (int64_t i = 0; i < n; ++i) {
+      float bv = best[i];
+      int32_t bi = arg[i];
+      const float* s = part + i * kBlockCols;
+      const int64_t j_end = std::min<int64_t>(ncols, p1 * 16);
+      for (int64_t j = p0 * 16; j < j_end; ++j) {
+        if (skip_col0 && j == 0) continue;
+        if (s[j - p0 * 16] > bv) {
+          bv = s[j - p0 * 16];
+          bi = static_cast<int32_t>(j);
+        }
+      }
+      best[i] = bv;
+      arg[i] = bi;
     }
   }
 }
