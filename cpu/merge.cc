@@ -211,13 +211,31 @@ const char* row_ptr(const TensorView& t, int64_t b, int64_t i) {
          (b * t.strides[0] + i * t.strides[1]) * static_cast<int64_t>(dtype_size(t.dtype));
 }
 
+bool have_avx2_fma() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
 // Row of `t` (f32/f16/bf16) as f32, L2-normalised (a zero row stays zero).
 // Returns false when the row holds NaN or Inf.
 bool normalised_row(const TensorView& t, int64_t b, int64_t i, int64_t C, float* dst) {
   isa().to_f32(row_ptr(t, b, i), t.dtype, C, dst);
   if (!isa().all_finite(dst, C)) return false;
-  double ss = 0;
-  for (int64_t d = 0; d < C; ++d) ss += static_cast<double>(dst[d]) * dst[d];
+  // Four interleaved f64 partial sums (element d into sum d % 4), combined
+  // as (s0 + s1) + (s2 + s3): four independent add chains instead of one,
+  // and the exact order cuda/merge.cu uses, so both back ends get the same
+  // norm bits.
+  if (have_avx2_fma()) {
+    const float norm = l2norm_avx2(dst, C);
+    if (norm > 0)
+      divide_avx2(dst, C, norm);
+    else
+      std::fill(dst, dst + C, 0.0f);
+    return true;
+  }
+  double s4[4] = {0, 0, 0, 0};
+  for (int64_t d = 0; d < C; ++d) s4[d & 3] += static_cast<double>(dst[d]) * dst[d];
+  const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
   // Divide by the norm as ToMe does (metric / metric.norm()): a multiply by
   // 1/norm can turn exact ±1 entries into 0.99999994 and break exact ties.
   const float norm = static_cast<float>(std::sqrt(ss));
@@ -243,11 +261,6 @@ void store_row(const float* src, DType dt, int64_t n, void* dst) {
 Status non_finite(const char* name, int64_t b) {
   return Status(Code::kRange, std::string("expected finite ") + name + " but batch row " + std::to_string(b) +
                                   " holds NaN or Inf");
-}
-
-bool have_avx2_fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
 }
 
 // 32-byte aligned f32 scratch (the AVX2 kernel uses aligned panel loads).

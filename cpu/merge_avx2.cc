@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <vector>
 
@@ -98,6 +99,29 @@ void score_argmax_avx2(const float* rows, int64_t n, int64_t C, const float* pan
       arg[i] = bi;
     }
   }
+}
+
+float l2norm_avx2(const float* x, int64_t C) {
+  // Lane l of the f64 vector holds the sum of elements d ≡ l (mod 4) — the
+  // order of the scalar code (float·float is exact in f64, so the multiply-
+  // add rounds once either way).
+  __m256d acc = _mm256_setzero_pd();
+  int64_t d = 0;
+  for (; d + 4 <= C; d += 4) {
+    const __m256d v = _mm256_cvtps_pd(_mm_loadu_ps(x + d));
+    acc = _mm256_add_pd(acc, _mm256_mul_pd(v, v));
+  }
+  alignas(32) double s4[4];
+  _mm256_store_pd(s4, acc);
+  for (; d < C; ++d) s4[d & 3] += static_cast<double>(x[d]) * x[d];
+  return static_cast<float>(std::sqrt((s4[0] + s4[1]) + (s4[2] + s4[3])));
+}
+
+void divide_avx2(float* x, int64_t C, float norm) {
+  const __m256 n = _mm256_set1_ps(norm);
+  int64_t d = 0;
+  for (; d + 8 <= C; d += 8) _mm256_storeu_ps(x + d, _mm256_div_ps(_mm256_loadu_ps(x + d), n));
+  for (; d < C; ++d) x[d] /= norm;
 }
 
 }  // namespace cpu

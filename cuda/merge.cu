@@ -64,8 +64,9 @@ constexpr int kLanes = 16;  // column lanes per score block
 constexpr int kChunk = 32;  // channels per shared-memory chunk
 constexpr int kThreads = 256;
 
-// One thread per token: the f64 sum of squares runs in the CPU's order, so
-// the f32 norm — and every normalised value — is bit-identical to the CPU's.
+// One thread per token: the f64 sum of squares runs in the CPU's order (four
+// interleaved partial sums), so the f32 norm — and every normalised value —
+// is bit-identical to the CPU's.
 template <typename T>
 __global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t B, int64_t N,
                                  int64_t C, float* __restrict__ out, int* flag) {
@@ -73,13 +74,14 @@ __global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int6
   if (t >= B * N) return;
   const int64_t b = t / N, n = t % N;
   const T* row = x + b * stride_b + n * stride_n;
-  double ss = 0;
+  double s4[4] = {0, 0, 0, 0};  // element d into sum d % 4, as cpu/merge.cc
   bool finite = true;
   for (int64_t d = 0; d < C; ++d) {
     const float v = load_f32(row + d);
     finite = finite && isfinite(v);
-    ss += static_cast<double>(v) * v;
+    s4[d & 3] += static_cast<double>(v) * v;
   }
+  const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
   if (!finite) atomicOr(flag, 1);
   const float norm = static_cast<float>(sqrt(ss));
   float* dst = out + t * C;
