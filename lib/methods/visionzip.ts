@@ -40,10 +40,14 @@ export interface MergeSelectionResult {
   scores: Tensor;
 }
 
-/** Concatenates [B, K1, C] and [B, K2, C] along tokens (host). */
+/**
+ * Concatenates [B, K1, C] and [B, K2, C] along tokens. Done on the host: device
+ * inputs are copied back, joined, and the result uploaded to their device.
+ */
 export function catTokens(a: Tensor, b: Tensor): Tensor {
   if (!a.isHost || !b.isHost) {
-    throw makeError('ERR_UNSUPPORTED', 'catTokens: concatenating device tensors is not implemented; copy them to the host');
+    const joined = catTokens(a.toHost(), b.toHost());
+    return joined.to(a.device as 'cpu');
   }
   const [B, K1, C] = a.shape;
   const K2 = b.shape[1];
