@@ -86,3 +86,88 @@ export function quantizeTs(x: Float32Array, R: number, C: number, bits: 8 | 4, g
   }
   return { data: packed, scales };
 }
+
+/**
+ * One ToMe merge step in plain TS (parity split, CLS protected, r merged,
+ * merge_wavg with unit sizes): metric = x [B, N, C]. Returns the merged x.
+ */
+export function tomeStepTs(x: Float32Array, B: number, N: number, C: number, r: number): Float32Array {
+  const na = Math.ceil(N / 2);
+  const nb = Math.floor(N / 2);
+  const out = new Float32Array(B * (N - r) * C);
+  const norm = new Float32Array(N * C);
+  for (let b = 0; b < B; b++) {
+    const xb = x.subarray(b * N * C, (b + 1) * N * C);
+    for (let i = 0; i < N; i++) {
+      let ss = 0;
+      for (let d = 0; d < C; d++) ss += xb[i * C + d] * xb[i * C + d];
+      const n = Math.sqrt(ss) || 1;
+      for (let d = 0; d < C; d++) norm[i * C + d] = xb[i * C + d] / n;
+    }
+    const best = new Float64Array(na).fill(-Infinity);
+    const arg = new Int32Array(na);
+    for (let i = 1; i < na; i++) {
+      for (let j = 0; j < nb; j++) {
+        let dot = 0;
+        for (let d = 0; d < C; d++) dot += norm[2 * i * C + d] * norm[(2 * j + 1) * C + d];
+        if (dot > best[i]) {
+          best[i] = dot;
+          arg[i] = j;
+        }
+      }
+    }
+    const order = Array.from({ length: na }, (_, i) => i).sort((p, q) => best[q] - best[p] || p - q);
+    const unm = order.slice(r).sort((p, q) => p - q);
+    const acc = new Float32Array(nb * C);
+    const size = new Float32Array(nb).fill(1);
+    for (let j = 0; j < nb; j++) for (let d = 0; d < C; d++) acc[j * C + d] = xb[(2 * j + 1) * C + d];
+    for (let k = 0; k < r; k++) {
+      const i = order[k];
+      const j = arg[i];
+      for (let d = 0; d < C; d++) acc[j * C + d] += xb[2 * i * C + d];
+      size[j]++;
+    }
+    const ob = out.subarray(b * (N - r) * C);
+    unm.forEach((i, k) => ob.set(xb.subarray(2 * i * C, (2 * i + 1) * C), k * C));
+    for (let j = 0; j < nb; j++) for (let d = 0; d < C; d++) ob[(unm.length + j) * C + d] = acc[j * C + d] / size[j];
+  }
+  return out;
+}
+
+/** VisionZip's contextual merge in plain TS: remaining [Nr] rows of x [N, C] / metric [N, Cm] into c tokens. */
+export function contextualTs(x: Float32Array, metric: Float32Array, N: number, C: number, Cm: number, remaining: Int32Array, c: number): Float32Array {
+  const nr = remaining.length;
+  const step = Math.max(1, Math.floor(nr / c));
+  const isT = new Uint8Array(nr);
+  for (let k = 0; k < c; k++) isT[k * step] = 1;
+  const nrm = (t: number): Float32Array => {
+    const v = metric.slice(t * Cm, (t + 1) * Cm);
+    let ss = 0;
+    for (let d = 0; d < Cm; d++) ss += v[d] * v[d];
+    const n = Math.sqrt(ss) || 1;
+    for (let d = 0; d < Cm; d++) v[d] /= n;
+    return v;
+  };
+  const targets = Array.from({ length: c }, (_, k) => nrm(remaining[k * step]));
+  const acc = new Float32Array(c * C);
+  const cnt = new Float32Array(c);
+  for (let i = 0; i < nr; i++) {
+    if (isT[i]) continue;
+    const m = nrm(remaining[i]);
+    let best = -Infinity;
+    let bi = 0;
+    for (let k = 0; k < c; k++) {
+      let s = 0;
+      for (let d = 0; d < Cm; d++) s += m[d] * targets[k][d];
+      if (s > best) {
+        best = s;
+        bi = k;
+      }
+    }
+    cnt[bi]++;
+    for (let d = 0; d < C; d++) acc[bi * C + d] += x[remaining[i] * C + d];
+  }
+  const out = new Float32Array(c * C);
+  for (let k = 0; k < c; k++) for (let d = 0; d < C; d++) out[k * C + d] = x[remaining[k * step] * C + d] + acc[k * C + d] / Math.max(1, cnt[k]);
+  return out;
+}

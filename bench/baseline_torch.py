@@ -12,6 +12,8 @@ Attention variants:
   torch-min  the cheapest eager equivalent: only the needed query row
              (CLS / last) through matmul + softmax + mean; for all rows it is
              torch-ref.
+Merge: ToMe's bipartite_soft_matching + merge_wavg (tome/merge.py, restated
+line by line, CLS protected, metric = x); VisionZip's contextual-token code.
 Top-k: torch.topk(scores, k) then sorting the indices (FasterVLM, VTC-CLS).
 Quantize: amax, divide, round, clamp, cast (and pack two INT4 values per byte),
 on f32 input (warm caches; torch.round rounds half to even, same cost).
@@ -106,6 +108,83 @@ def quantize(spec, torch):
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
+def tome_merge(spec, torch):
+    """ToMe's own tome/merge.py (af95e4b): bipartite_soft_matching (CLS
+    protected) + merge_wavg with sizes, metric = x, restated line by line."""
+    B, N, C, r = spec["B"], spec["N"], spec["C"], spec["r"]
+    x = torch.randn(B, N, C, generator=torch.Generator().manual_seed(0))
+    size = torch.ones(B, N, 1)
+    if B * N * N * C > 2e11:
+        emit({"name": spec["name"], "variant": "torch", "skipped": "over the time budget"})
+        return
+
+    def bipartite_soft_matching(metric, r):
+        protected = 1
+        t = metric.shape[1]
+        r = min(r, (t - protected) // 2)
+        metric = metric / metric.norm(dim=-1, keepdim=True)
+        a, b = metric[..., ::2, :], metric[..., 1::2, :]
+        scores = a @ b.transpose(-1, -2)
+        scores[..., 0, :] = -float("inf")
+        node_max, node_idx = scores.max(dim=-1)
+        edge_idx = node_max.argsort(dim=-1, descending=True)[..., None]
+        unm_idx = edge_idx[..., r:, :]
+        src_idx = edge_idx[..., :r, :]
+        dst_idx = node_idx[..., None].gather(dim=-2, index=src_idx)
+        unm_idx = unm_idx.sort(dim=1)[0]
+
+        def merge(x, mode="mean"):
+            src, dst = x[..., ::2, :], x[..., 1::2, :]
+            n, t1, c = src.shape
+            unm = src.gather(dim=-2, index=unm_idx.expand(n, t1 - r, c))
+            src = src.gather(dim=-2, index=src_idx.expand(n, r, c))
+            dst = dst.scatter_reduce(-2, dst_idx.expand(n, r, c), src, reduce=mode)
+            return torch.cat([unm, dst], dim=1)
+
+        return merge
+
+    def merge_wavg(merge, x, size):
+        x = merge(x * size, mode="sum")
+        size = merge(size, mode="sum")
+        return x / size, size
+
+    def fn():
+        m = bipartite_soft_matching(x, r)
+        return merge_wavg(m, x, size)
+
+    median, best, reps = timeit(fn, budget_s=0.3 if B * N * N * C < 1e10 else 0.0, min_reps=3 if B * N * N * C < 1e10 else 1)
+    emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
+
+
+def visionzip_contextual(spec, torch):
+    """VisionZip's contextual-token code (clip_encoder.py), metric = 64-channel keys."""
+    N, C, c = spec["N"], spec["C"], spec["r"]
+    gen = torch.Generator().manual_seed(0)
+    hidden = torch.randn(1, N, C, generator=gen)
+    metric = torch.randn(1, N, 64, generator=gen)
+    keep = torch.zeros(1, N, dtype=torch.bool)
+    keep[0, (torch.arange(162) * N) // 162] = True
+
+    def fn():
+        metric_filtered = metric[~keep].view(1, -1, 64)
+        hidden_filtered = hidden[~keep].view(1, -1, C)
+        metric_normalized = metric_filtered / metric_filtered.norm(dim=-1, keepdim=True)
+        step = max(1, metric_normalized.shape[1] // c)
+        target_indices = torch.arange(0, metric_normalized.shape[1], step)[:c]
+        target_tokens = metric_normalized[:, target_indices, :]
+        tokens_to_merge = metric_normalized[:, ~torch.isin(torch.arange(metric_normalized.shape[1]), target_indices), :]
+        similarity = torch.bmm(tokens_to_merge, target_tokens.transpose(1, 2))
+        assign_one_hot = torch.zeros(1, tokens_to_merge.shape[1], c, dtype=hidden.dtype)
+        assign_one_hot.scatter_(2, similarity.argmax(dim=2).unsqueeze(-1), 1)
+        counts = assign_one_hot.sum(dim=1).clamp(min=1).unsqueeze(-1)
+        hidden_to_merge = hidden_filtered[:, ~torch.isin(torch.arange(hidden_filtered.shape[1]), target_indices), :]
+        aggregated = torch.bmm(assign_one_hot.transpose(1, 2), hidden_to_merge) / counts
+        return hidden_filtered[:, target_indices, :] + aggregated
+
+    median, best, reps = timeit(fn)
+    emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
+
+
 def main():
     try:
         import torch
@@ -135,6 +214,11 @@ def main():
                 if spec.get("cold"):
                     continue  # torch runs warm only
                 quantize(spec, torch)
+            elif spec["family"] == "merge":
+                if spec["kind"] == "tome":
+                    tome_merge(spec, torch)
+                else:
+                    visionzip_contextual(spec, torch)
             else:
                 topk(spec, torch)
     return 0

@@ -22,8 +22,9 @@ import {
   topkSync,
 } from '../lib';
 import { native } from '../lib/native';
-import { attentionScoresTs, quantizeTs, topkTs } from './baseline-ts';
-import { AttentionTrial, QuantTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
+import { attentionScoresTs, contextualTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
+import { bipartiteSoftMatchSync, contextualMergeSync, mergeSync } from '../lib';
+import { AttentionTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
 
 interface Options {
   filter?: string;
@@ -212,6 +213,7 @@ function runTorch(trials: Trial[], threads: number, quick: boolean): { header: s
 
 function describeShape(t: Trial): string {
   if (t.family === 'topk') return `B${t.B} N${t.N} k${t.k}`;
+  if (t.family === 'merge') return t.kind === 'tome' ? `B${t.B} N${t.N} C${t.C} r${t.r}` : `B${t.B} N${t.N} C${t.C} c${t.r}`;
   if (t.family === 'quantize') return `${t.R}x${t.C} ${t.dtype} → ${t.bits === 8 ? 'i8' : 'u4'}${t.cold ? ' (cold)' : ''}`;
   return `B${t.B} H${t.H} N${t.N} D${t.D}${t.causal ? ' causal' : ''} ${t.dtype}`;
 }
@@ -263,6 +265,32 @@ function runTopk(t: TopkTrial, o: Options): { ours: Timing; ts?: Timing } {
   return { ours, ts };
 }
 
+// One ToMe step (match + merge_wavg, CLS protected), or VisionZip's contextual merge.
+function runMerge(t: MergeTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
+  if (o.device === 'cuda') throw new Error('merge trials: the CUDA merge kernels are not implemented yet');
+  if (t.kind === 'visionzip') {
+    const x = values(t.N * t.C, 5);
+    const m = values(t.N * 64, 6);
+    const kept = Int32Array.from({ length: 162 }, (_, i) => Math.floor((i * t.N) / 162));
+    const rem = Int32Array.from(Array.from({ length: t.N }, (_, i) => i).filter((i) => !kept.includes(i)));
+    const xt = Tensor.from({ data: x, shape: [1, t.N, t.C] });
+    const mt = Tensor.from({ data: m, shape: [1, t.N, 64] });
+    const keep = { keptIndices: Tensor.from({ data: kept, shape: [1, 162] }) };
+    const ours = time(() => contextualMergeSync(xt, mt, keep, t.r), o.quick);
+    const ts = o.ts ? time(() => contextualTs(x, m, t.N, t.C, 64, rem, t.r), true) : undefined;
+    return { ours, ts };
+  }
+  const x = values(t.B * t.N * t.C, 5);
+  const xt = Tensor.from({ data: x, shape: [t.B, t.N, t.C] });
+  const ours = time(() => {
+    const plan = bipartiteSoftMatchSync(xt, t.r, { protect: { cls: true } });
+    mergeSync(plan, xt, { mode: 'wavg' });
+  }, o.quick);
+  const tsWork = t.B * t.N * t.N * t.C;
+  const ts = !o.ts ? undefined : tsWork > 4e9 ? { skipped: 'too slow' } : time(() => tomeStepTs(x, t.B, t.N, t.C, t.r), true);
+  return { ours, ts };
+}
+
 function runQuant(t: QuantTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
   const v = values(t.R * t.C, 4);
   let x = t.dtype === 'f32' ? Tensor.from({ data: v, shape: [t.R, t.C] }) : Tensor.from({ data: toHalfBits(v, t.dtype), shape: [t.R, t.C], dtype: t.dtype });
@@ -296,13 +324,15 @@ function table(rows: Row[], torchVariants: string[]): string[] {
   const head = ['trial', 'shape', 'median ms', 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
   const body = rows.map((r) => {
     const w = r.work;
-    const workCol = r.trial.family === 'topk'
+    const workCol = r.trial.family === 'merge'
+      ? `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.bytes / 1e6).toFixed(1)} MB`
+      : r.trial.family === 'topk'
       ? `${(w.bytes / 1e6).toFixed(2)} MB, ${(w.compares! / 1e6).toFixed(2)} M cmp`
       : r.trial.family === 'quantize'
         ? `${(w.bytes / 1e6).toFixed(1)} MB`
         : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
     const s = r.ours.medianMs / 1e3;
-    const rate = r.trial.family === 'attention' ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
+    const rate = r.trial.family === 'attention' || r.trial.family === 'merge' ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
     return [
       r.trial.name, r.shape, fmtMs(r.ours.medianMs), workCol, rate, `${(100 * r.roofFraction).toFixed(0)}% (${r.bound})`,
       speedup(r.ts, r.ours), ...torchVariants.map((v) => speedup(r.torch[v], r.ours)),
@@ -372,8 +402,8 @@ async function runAll(o: Options): Promise<number> {
   const rows: Row[] = [];
   for (const t of trials) {
     const w = work(t);
-    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'topk' ? runTopk(t, o) : runQuant(t, o);
-    const { fraction, bound } = t.family === 'attention'
+    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'topk' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : runQuant(t, o);
+    const { fraction, bound } = t.family === 'attention' || t.family === 'merge'
       ? roofFraction(w, ours.medianMs, roof)
       : { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' };
     rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });

@@ -55,7 +55,23 @@ export interface QuantTrial {
   big?: boolean;
 }
 
-export type Trial = AttentionTrial | TopkTrial | QuantTrial;
+/**
+ * Token merging: one ToMe merge step (bipartite soft matching on the parity
+ * split with CLS protected, then merge_wavg with sizes), metric = x [B, N, C];
+ * or VisionZip's contextual merge (577 tokens, 162 dominant, 30 contextual).
+ */
+export interface MergeTrial {
+  family: 'merge';
+  name: string;
+  kind: 'tome' | 'visionzip';
+  B: number;
+  N: number;
+  C: number;
+  r: number;
+  big?: boolean;
+}
+
+export type Trial = AttentionTrial | TopkTrial | QuantTrial | MergeTrial;
 
 const att = (name: string, B: number, H: number, N: number, D: number, rows: RowSet, extra: Partial<AttentionTrial> = {}): AttentionTrial => ({
   family: 'attention', name, B, H, N, D, rows, causal: false, dtype: 'f32', ...extra,
@@ -93,7 +109,22 @@ export const TRIALS: Trial[] = [
   { family: 'topk', name: 'topk 196 k60 b64 (video frames)', B: 64, N: 196, k: 60 },
   // quantization (specs/performance.md D5): INT8 per token, INT4 per group
   ...quantTrials(),
+  // token merging (issue 3): one ToMe step = bipartite soft matching + merge_wavg
+  ...mergeTrials(),
 ];
+
+function mergeTrials(): MergeTrial[] {
+  const t = (B: number, N: number, C: number, rDiv: number, big = false): MergeTrial => ({
+    family: 'merge', kind: 'tome', name: `tome ${N}x${C} b${B} r=N/${rDiv}`, B, N, C, r: Math.floor(N / rDiv), big,
+  });
+  return [
+    t(1, 577, 64, 4), t(1, 577, 1024, 8), t(1, 577, 1024, 4), t(1, 577, 1024, 2), t(1, 577, 4096, 4),
+    t(32, 577, 64, 4), t(32, 577, 1024, 4, true),
+    t(1, 2880, 64, 4), t(1, 2880, 1024, 4), t(1, 2880, 4096, 4, true),
+    t(1, 12544, 64, 4, true), t(1, 12544, 1024, 4, true), t(1, 12544, 4096, 4, true),
+    { family: 'merge', kind: 'visionzip', name: 'visionzip contextual 577x1024 (162+30)', B: 1, N: 577, C: 1024, r: 30 },
+  ];
+}
 
 function quantTrials(): QuantTrial[] {
   const sizes: Array<[number, number, boolean]> = [[576, 4096, false], [2880, 4096, false], [12544, 4096, true], [2048, 16384, true]];
@@ -139,6 +170,17 @@ export function work(t: Trial): Work {
     const n = t.R * t.C;
     const scales = t.granularity === 'token' ? t.R : t.R * Math.ceil(t.C / t.granularity);
     return { flops: 0, exps: 0, bytes: DTYPE_BYTES[t.dtype] * n + (t.bits === 8 ? n : t.R * Math.ceil(t.C / 2)) + 4 * scales };
+  }
+  if (t.family === 'merge') {
+    if (t.kind === 'visionzip') {
+      // 415 remaining tokens against 30 targets on 64-channel keys, hidden 1024
+      const nr = t.N - 162;
+      return { flops: 2 * t.B * nr * t.r * 64, exps: 0, bytes: 4 * t.B * (t.N * 64 + nr * t.C + t.r * t.C) };
+    }
+    const na = Math.ceil(t.N / 2);
+    const nb = Math.floor(t.N / 2);
+    // similarity a·bᵀ over C, plus metric and x read once and the merged x written
+    return { flops: 2 * t.B * na * nb * t.C, exps: 0, bytes: 4 * t.B * (2 * t.N * t.C + (t.N - t.r) * t.C) };
   }
   if (t.family === 'topk') {
     return { flops: 0, exps: 0, bytes: 4 * t.B * t.N + 8 * t.B * t.k, compares: t.B * t.N * Math.log2(Math.max(2, t.k)) };

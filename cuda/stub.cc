@@ -2,6 +2,7 @@
 // every CUDA entry point says why, and runtime_info() reports a build without
 // CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
+#include "tokensieve/merge.h"
 #include "tokensieve/quantize.h"
 #include "tokensieve/runtime.h"
 #include "tokensieve/select.h"
@@ -43,6 +44,11 @@ Status topk(const TopkParams&) { return unavailable(); }
 Status gather(const GatherParams&) { return unavailable(); }
 Status quantize(const QuantizeParams&) { return unavailable(); }
 Status dequantize(const DequantizeParams&) { return unavailable(); }
+
+// Token merging (tokensieve/merge.h)
+Status bipartite_match(const BipartiteMatchParams&) { return unavailable(); }
+Status merge(const MergeParams&) { return unavailable(); }
+Status contextual_merge(const ContextualMergeParams&) { return unavailable(); }
 
 }  // namespace cuda
 }  // namespace tokensieve

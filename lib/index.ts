@@ -42,3 +42,27 @@ export { foPru, foPruSync } from './methods/fopru';
 export type { FoPruOptions, FoPruResult } from './methods/fopru';
 export { pyRound } from './methods/common';
 export type { AttentionSource, SelectionResult } from './methods/common';
+// ---- token merging (issue 3) ----
+export {
+  MergePlan,
+  bipartiteSoftMatch,
+  bipartiteSoftMatchSync,
+  merge,
+  mergeSync,
+  unmerge,
+  unmergeSync,
+  mergeSource,
+  mergeSourceSync,
+  patchMasks,
+  contextualMerge,
+  contextualMergeSync,
+} from './kernels/merge';
+export type { BipartiteOptions, MergeSplit, Split2d, MergeMode, MergeOptions, MergeResult, ContextualMergeOptions, KeepSpec } from './kernels/merge';
+export { ToMe, toMe, parseR } from './methods/tome';
+export type { ToMeOptions, ToMeSchedule } from './methods/tome';
+export { tomesd, tomesdSync } from './methods/tomesd';
+export type { ToMeSDOptions, ToMeSDResult } from './methods/tomesd';
+export { visionZip, visionZipSync, VISIONZIP_PRESETS } from './methods/visionzip';
+export type { VisionZipOptions, MergeSelectionResult } from './methods/visionzip';
+export { visionDrop, visionDropSync, visionDropStages } from './methods/visiondrop';
+export type { VisionDropOptions, VisionDropStage } from './methods/visiondrop';

@@ -115,4 +115,26 @@ export interface NativeModule {
     params: Float64Array, x: Float64Array, xMem: NativeMemory, indices: Float64Array, indicesMem: NativeMemory,
     out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
+  // ---- token merging (binding/merge.cc) ----
+  /** params: [r, protectCls, protectDistill, wait]; unmerged/sources/destinations undefined when empty */
+  bipartiteMatch(
+    params: Float64Array, metric: Float64Array, metricMem: NativeMemory, splitA: Float64Array, splitAMem: NativeMemory,
+    splitB: Float64Array, splitBMem: NativeMemory, assign: Float64Array, assignMem: NativeMemory,
+    unmerged: Float64Array | undefined, unmergedMem: NativeMemory | undefined,
+    sources: Float64Array | undefined, sourcesMem: NativeMemory | undefined,
+    destinations: Float64Array | undefined, destinationsMem: NativeMemory | undefined,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [nOut, mode (0 sum, 1 mean, 2 amax, 3 wavg), wait] */
+  merge(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, assign: Float64Array, assignMem: NativeMemory,
+    sizes: Float64Array | undefined, sizesMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
+    sizesOut: Float64Array | undefined, sizesOutMem: NativeMemory | undefined, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [c, wait] */
+  contextualMerge(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, metric: Float64Array, metricMem: NativeMemory,
+    remaining: Float64Array, remainingMem: NativeMemory, out: Float64Array, outMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
 }

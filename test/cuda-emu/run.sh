@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
-# Runs the CUDA back end on the CPU. cuda/attention.cu, select.cu and quantize.cu are
+# Runs the CUDA back end on the CPU. cuda/attention.cu, select.cu, quantize.cu and merge.cu are
 # compiled as host C++ against include/, a small emulation of the CUDA
 # subset they use: each block runs as blockDim OS threads with a real
 # barrier, warp shuffles exchange through per-warp barriers, device memory
 # is host memory (fresh scratch is filled with garbage), and only the kernel
-# launches are rewritten (transform.js). Two programs:
+# launches are rewritten (transform.js). Four programs:
 #   reference_test  the CUDA entry points against float64 references, bad
 #                   input, no-leak checks of scratch memory;
 #   parity_test     the CUDA entry points against the CPU back end (cpu/*.cc)
 #                   on the shapes of test/cuda.test.ts (smaller where slow);
 #   quantize_test   quantize/dequantize byte-equal with the CPU back end, and
-#                   INT8 attention scores against the CPU's.
+#                   INT8 attention scores against the CPU's;
+#   merge_test      token merging (cuda/merge.cu) against the CPU back end.
 # What it cannot check: blocks run one after another, so races between
 # blocks (the last-block tickets) and real warp divergence need a GPU and
 # compute-sanitizer; timing means nothing here.
@@ -24,6 +25,7 @@ cd "$root"
 node "$here/transform.js" cuda/attention.cu "$out/src/attention.cc"
 node "$here/transform.js" cuda/select.cu "$out/src/select.cc"
 node "$here/transform.js" cuda/quantize.cu "$out/src/quantize.cc"
+node "$here/transform.js" cuda/merge.cu "$out/src/merge.cc"
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
   -I$here/include -I$root/include -I$root"
@@ -36,16 +38,21 @@ compile g++ $EMU -c "$out/src/quantize.cc" -o "$out/obj/quantize.o"
 compile g++ $EMU -c "$here/reference_test.cc" -o "$out/obj/reference_test.o"
 compile g++ $EMU -c "$here/parity_test.cc" -o "$out/obj/parity_test.o"
 compile g++ $EMU -c "$here/quantize_test.cc" -o "$out/obj/quantize_test.o"
-for f in validate attention select quantize thread_pool isa_dispatch isa_baseline; do
+compile g++ $EMU -c "$out/src/merge.cc" -o "$out/obj/merge.o"
+compile g++ $EMU -c "$here/merge_test.cc" -o "$out/obj/merge_test.o"
+for f in validate attention select quantize merge thread_pool isa_dispatch isa_baseline; do
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
+compile g++ $CPU -mavx2 -mfma -c cpu/merge_avx2.cc -o "$out/obj/cpu_merge_avx2.o"
 for p in "${pids[@]}"; do wait "$p"; done
 
 cuda_objs="$out/obj/attention.o $out/obj/select.o $out/obj/quantize.o"
 g++ -o "$out/reference_test" "$out/obj/reference_test.o" $cuda_objs "$out/obj/cpu_validate.o" -lpthread
 g++ -o "$out/parity_test" "$out/obj/parity_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
 g++ -o "$out/quantize_test" "$out/obj/quantize_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
+# token merging (cuda/merge.cu) against the CPU back end
+g++ -o "$out/merge_test" "$out/obj/merge_test.o" "$out/obj/merge.o" "$out"/obj/cpu_*.o -lpthread
 
 status=0
 echo "cuda-emu: reference_test"
@@ -57,6 +64,9 @@ tail -n 1 "$out/parity_test.log"
 echo "cuda-emu: quantize_test"
 "$out/quantize_test" > "$out/quantize_test.log" 2>&1 || status=1
 tail -n 1 "$out/quantize_test.log"
+echo "cuda-emu: merge_test"
+"$out/merge_test" > "$out/merge_test.log" 2>&1 || status=1
+tail -n 1 "$out/merge_test.log"
 if [ $status -ne 0 ]; then
   grep -h FAIL "$out"/*.log | head -20
 fi

@@ -1,0 +1,92 @@
+// N-API adapters for token merging (tokensieve/merge.h).
+#include "binding/common.h"
+#include "tokensieve/merge.h"
+#include "tokensieve/runtime.h"
+
+namespace tokensieve {
+namespace binding {
+namespace {
+
+// bipartiteMatch(params, metric, metricMem, splitA, splitAMem, splitB, splitBMem,
+//                assign, assignMem, unm, unmMem, src, srcMem, dst, dstMem, stream, async)
+// params: [r, protectCls, protectDistill, wait]
+Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
+  CallContext cx(info);
+  const double* a = cx.params(0, 4);
+  BipartiteMatchParams p;
+  p.metric = cx.tensor(1, "metric");
+  p.split_a = cx.tensor(3, "splitA");
+  p.split_b = cx.tensor(5, "splitB");
+  p.assign = cx.tensor(7, "assign");
+  p.unm_idx = cx.tensor(9, "unmerged", /*optional=*/true);
+  p.src_idx = cx.tensor(11, "sources", /*optional=*/true);
+  p.dst_idx = cx.tensor(13, "destinations", /*optional=*/true);
+  p.stream = cx.stream(15);
+  p.r = to_int64(a[0]);
+  p.protect_cls = a[1] != 0;
+  p.protect_distill = a[2] != 0;
+  const bool wait = a[3] != 0;
+  return cx.dispatch(
+      [p, wait]() -> Status {
+        if (p.metric.on_host()) return cpu::bipartite_match(p);
+        return finish_device(p.metric.device, p.stream, wait, cuda::bipartite_match(p));
+      },
+      cx.flag(16));
+}
+
+// merge(params, x, xMem, assign, assignMem, sizes, sizesMem, out, outMem,
+//       sizesOut, sizesOutMem, stream, async)
+// params: [nOut, mode, wait]; sizes and sizesOut may be undefined.
+Napi::Value Merge(const Napi::CallbackInfo& info) {
+  CallContext cx(info);
+  const double* a = cx.params(0, 3);
+  MergeParams p;
+  p.x = cx.tensor(1, "x");
+  p.assign = cx.tensor(3, "assign");
+  p.sizes = cx.tensor(5, "sizes", /*optional=*/true);
+  p.out = cx.tensor(7, "out");
+  p.sizes_out = cx.tensor(9, "sizesOut", /*optional=*/true);
+  p.stream = cx.stream(11);
+  p.n_out = to_int64(a[0]);
+  p.mode = static_cast<MergeMode>(to_enum(a[1]));
+  const bool wait = a[2] != 0;
+  return cx.dispatch(
+      [p, wait]() -> Status {
+        if (p.x.on_host()) return cpu::merge(p);
+        return finish_device(p.x.device, p.stream, wait, cuda::merge(p));
+      },
+      cx.flag(12));
+}
+
+// contextualMerge(params, x, xMem, metric, metricMem, remaining, remainingMem,
+//                 out, outMem, stream, async)
+// params: [c, wait]
+Napi::Value ContextualMerge(const Napi::CallbackInfo& info) {
+  CallContext cx(info);
+  const double* a = cx.params(0, 2);
+  ContextualMergeParams p;
+  p.x = cx.tensor(1, "x");
+  p.metric = cx.tensor(3, "metric");
+  p.remaining = cx.tensor(5, "remaining");
+  p.out = cx.tensor(7, "out");
+  p.stream = cx.stream(9);
+  p.c = to_int64(a[0]);
+  const bool wait = a[1] != 0;
+  return cx.dispatch(
+      [p, wait]() -> Status {
+        if (p.x.on_host()) return cpu::contextual_merge(p);
+        return finish_device(p.x.device, p.stream, wait, cuda::contextual_merge(p));
+      },
+      cx.flag(10));
+}
+
+}  // namespace
+
+void init_merge(Napi::Env env, Napi::Object exports) {
+  exports.Set("bipartiteMatch", Napi::Function::New<BipartiteMatch>(env, "bipartiteMatch"));
+  exports.Set("merge", Napi::Function::New<Merge>(env, "merge"));
+  exports.Set("contextualMerge", Napi::Function::New<ContextualMerge>(env, "contextualMerge"));
+}
+
+}  // namespace binding
+}  // namespace tokensieve

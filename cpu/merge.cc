@@ -1,0 +1,538 @@
+// CPU token merging: bipartite soft matching, scatter merge, contextual merge.
+//
+// bipartite_match never stores the [Na, Nb] similarity matrix: the normalised
+// destinations are packed once as bᵀ [C, ldk] (the size of the metric), and
+// each task streams blocks of a-rows against column tiles with the
+// register-blocked qk_tile, keeping only each row's running max/argmax.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <numeric>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cpu/dtype.h"
+#include "cpu/isa.h"
+#include "cpu/merge_kernels.h"
+#include "cpu/thread_pool.h"
+#include "tokensieve/merge.h"
+
+namespace tokensieve {
+namespace {
+
+std::string shape_str(const TensorView& t) {
+  std::ostringstream os;
+  os << "[";
+  for (int i = 0; i < t.ndim; ++i) os << (i ? ", " : "") << t.shape[i];
+  os << "]";
+  return os.str();
+}
+
+Status expect_rank(const TensorView& t, const char* name, int ndim, const char* dims) {
+  if (t.data == nullptr && t.numel() != 0)
+    return Status(Code::kArg, std::string("expected data for ") + name + " but got a null pointer");
+  if (t.ndim != ndim)
+    return Status(Code::kShape, std::string("expected ") + name + " to have rank " + std::to_string(ndim) +
+                                    " " + dims + " but got shape " + shape_str(t));
+  for (int i = 0; i < ndim; ++i)
+    if (t.shape[i] < 1)
+      return Status(Code::kShape, std::string("expected every dimension of ") + name + " " + dims +
+                                      " to be >= 1 but got shape " + shape_str(t));
+  return Status::Ok();
+}
+
+Status expect_float(const TensorView& t, const char* name) {
+  if (!is_float_dtype(t.dtype))
+    return Status(Code::kDType, std::string("expected f32, f16 or bf16 for ") + name + " but got " +
+                                    dtype_name(t.dtype));
+  return Status::Ok();
+}
+
+Status expect_dtype(const TensorView& t, const char* name, DType want) {
+  if (t.dtype != want)
+    return Status(Code::kDType, std::string("expected ") + dtype_name(want) + " for " + name + " but got " +
+                                    dtype_name(t.dtype));
+  return Status::Ok();
+}
+
+Status expect_shape(const TensorView& t, const char* name, std::vector<int64_t> shape) {
+  bool ok = t.ndim == static_cast<int>(shape.size());
+  for (size_t i = 0; ok && i < shape.size(); ++i) ok = t.shape[i] == shape[i];
+  if (!ok) {
+    std::ostringstream os;
+    os << "expected " << name << " of shape [";
+    for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
+    os << "] but got " << shape_str(t);
+    return Status(Code::kShape, os.str());
+  }
+  if (t.data == nullptr && t.numel() != 0)
+    return Status(Code::kArg, std::string("expected data for ") + name + " but got a null pointer");
+  return Status::Ok();
+}
+
+Status expect_contiguous(const TensorView& t, const char* name) {
+  if (!t.is_contiguous()) return Status(Code::kUnsupported, std::string(name) + " must be contiguous");
+  return Status::Ok();
+}
+
+Status expect_inner_contiguous(const TensorView& t, const char* name) {
+  if (t.ndim > 0 && t.strides[t.ndim - 1] != 1 && t.shape[t.ndim - 1] != 1)
+    return Status(Code::kUnsupported, std::string("the last dimension of ") + name + " must be contiguous");
+  return Status::Ok();
+}
+
+Status expect_same_device(const TensorView& a, const char* an, const TensorView& b, const char* bn) {
+  if (a.device != b.device)
+    return Status(Code::kDevice, std::string("expected ") + bn + " on the device of " + an + " (" +
+                                     std::to_string(a.device) + ") but it is on " + std::to_string(b.device));
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status validate(const BipartiteMatchParams& p) {
+  TS_RETURN_IF_ERROR(expect_rank(p.metric, "metric", 3, "[B, N, C]"));
+  TS_RETURN_IF_ERROR(expect_float(p.metric, "metric"));
+  TS_RETURN_IF_ERROR(expect_inner_contiguous(p.metric, "metric"));
+  const int64_t B = p.metric.shape[0], N = p.metric.shape[1];
+  TS_RETURN_IF_ERROR(expect_rank(p.split_a, "split_a", 1, "[Na]"));
+  TS_RETURN_IF_ERROR(expect_rank(p.split_b, "split_b", 1, "[Nb]"));
+  TS_RETURN_IF_ERROR(expect_dtype(p.split_a, "split_a", DType::kI32));
+  TS_RETURN_IF_ERROR(expect_dtype(p.split_b, "split_b", DType::kI32));
+  TS_RETURN_IF_ERROR(expect_contiguous(p.split_a, "split_a"));
+  TS_RETURN_IF_ERROR(expect_contiguous(p.split_b, "split_b"));
+  const int64_t Na = p.split_a.shape[0], Nb = p.split_b.shape[0];
+  if (Na + Nb != N)
+    return Status(Code::kShape, "expected the split to cover the N = " + std::to_string(N) +
+                                    " tokens but it has " + std::to_string(Na) + " + " + std::to_string(Nb));
+  const int64_t r_max = (p.protect_cls || p.protect_distill) ? Na - 1 : Na;
+  if (p.r < 0 || p.r > r_max)
+    return Status(Code::kRange, "expected r in [0, " + std::to_string(r_max) + "] but got " + std::to_string(p.r));
+  TS_RETURN_IF_ERROR(expect_dtype(p.assign, "assign", DType::kI32));
+  TS_RETURN_IF_ERROR(expect_shape(p.assign, "assign", {B, N}));
+  TS_RETURN_IF_ERROR(expect_contiguous(p.assign, "assign"));
+  // unm_idx [B, Na - r], src_idx and dst_idx [B, r]; an empty one (zero
+  // columns) may be passed as a view without data.
+  const std::pair<const TensorView*, const char*> idx_outs[] = {
+      {&p.unm_idx, "unm_idx"}, {&p.src_idx, "src_idx"}, {&p.dst_idx, "dst_idx"}};
+  for (const auto& io : idx_outs) {
+    const TensorView& t = *io.first;
+    const int64_t cols = io.first == &p.unm_idx ? Na - p.r : p.r;
+    if (cols == 0 && t.data == nullptr) continue;
+    TS_RETURN_IF_ERROR(expect_dtype(t, io.second, DType::kI32));
+    if (t.ndim != 2 || t.shape[0] != B || t.shape[1] != cols)
+      return Status(Code::kShape, std::string("expected ") + io.second + " of shape [" + std::to_string(B) + ", " +
+                                      std::to_string(cols) + "] but got " + shape_str(t));
+    if (t.data == nullptr)
+      return Status(Code::kArg, std::string("expected data for ") + io.second + " but got a null pointer");
+    TS_RETURN_IF_ERROR(expect_contiguous(t, io.second));
+    TS_RETURN_IF_ERROR(expect_same_device(p.metric, "metric", t, io.second));
+  }
+  TS_RETURN_IF_ERROR(expect_same_device(p.metric, "metric", p.split_a, "split_a"));
+  TS_RETURN_IF_ERROR(expect_same_device(p.metric, "metric", p.split_b, "split_b"));
+  TS_RETURN_IF_ERROR(expect_same_device(p.metric, "metric", p.assign, "assign"));
+  return Status::Ok();
+}
+
+Status validate(const MergeParams& p) {
+  TS_RETURN_IF_ERROR(expect_rank(p.x, "x", 3, "[B, N, C]"));
+  TS_RETURN_IF_ERROR(expect_float(p.x, "x"));
+  TS_RETURN_IF_ERROR(expect_inner_contiguous(p.x, "x"));
+  const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2];
+  if (static_cast<int32_t>(p.mode) < 0 || static_cast<int32_t>(p.mode) > 3)
+    return Status(Code::kArg, "expected merge mode 0 (sum), 1 (mean), 2 (amax) or 3 (wavg) but got " +
+                                  std::to_string(static_cast<int32_t>(p.mode)));
+  if (p.n_out < 1 || p.n_out > N)
+    return Status(Code::kRange, "expected n_out in [1, " + std::to_string(N) + "] but got " + std::to_string(p.n_out));
+  TS_RETURN_IF_ERROR(expect_dtype(p.assign, "assign", DType::kI32));
+  TS_RETURN_IF_ERROR(expect_shape(p.assign, "assign", {B, N}));
+  TS_RETURN_IF_ERROR(expect_contiguous(p.assign, "assign"));
+  TS_RETURN_IF_ERROR(expect_dtype(p.out, "out", p.x.dtype));
+  TS_RETURN_IF_ERROR(expect_shape(p.out, "out", {B, p.n_out, C}));
+  TS_RETURN_IF_ERROR(expect_contiguous(p.out, "out"));
+  TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.assign, "assign"));
+  TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.out, "out"));
+  if (p.mode == MergeMode::kWavg) {
+    if (p.sizes.data != nullptr) {
+      TS_RETURN_IF_ERROR(expect_dtype(p.sizes, "sizes", DType::kF32));
+      TS_RETURN_IF_ERROR(expect_shape(p.sizes, "sizes", {B, N, 1}));
+      TS_RETURN_IF_ERROR(expect_contiguous(p.sizes, "sizes"));
+      TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.sizes, "sizes"));
+    }
+    TS_RETURN_IF_ERROR(expect_dtype(p.sizes_out, "sizes_out", DType::kF32));
+    TS_RETURN_IF_ERROR(expect_shape(p.sizes_out, "sizes_out", {B, p.n_out, 1}));
+    TS_RETURN_IF_ERROR(expect_contiguous(p.sizes_out, "sizes_out"));
+    TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.sizes_out, "sizes_out"));
+  }
+  return Status::Ok();
+}
+
+Status validate(const ContextualMergeParams& p) {
+  TS_RETURN_IF_ERROR(expect_rank(p.x, "x", 3, "[B, N, C]"));
+  TS_RETURN_IF_ERROR(expect_float(p.x, "x"));
+  TS_RETURN_IF_ERROR(expect_inner_contiguous(p.x, "x"));
+  TS_RETURN_IF_ERROR(expect_rank(p.metric, "metric", 3, "[B, N, Cm]"));
+  TS_RETURN_IF_ERROR(expect_float(p.metric, "metric"));
+  TS_RETURN_IF_ERROR(expect_inner_contiguous(p.metric, "metric"));
+  const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2];
+  if (p.metric.shape[0] != B || p.metric.shape[1] != N)
+    return Status(Code::kShape, "expected metric of shape [" + std::to_string(B) + ", " + std::to_string(N) +
+                                    ", Cm] (the tokens of x) but got " + shape_str(p.metric));
+  TS_RETURN_IF_ERROR(expect_rank(p.remaining, "remaining", 2, "[B, Nr]"));
+  TS_RETURN_IF_ERROR(expect_dtype(p.remaining, "remaining", DType::kI32));
+  TS_RETURN_IF_ERROR(expect_contiguous(p.remaining, "remaining"));
+  if (p.remaining.shape[0] != B)
+    return Status(Code::kShape, "expected remaining to have the batch size of x (" + std::to_string(B) +
+                                    ") but got " + shape_str(p.remaining));
+  const int64_t Nr = p.remaining.shape[1];
+  if (p.c < 1 || p.c > Nr)
+    return Status(Code::kRange, "expected c in [1, " + std::to_string(Nr) + "] but got " + std::to_string(p.c));
+  TS_RETURN_IF_ERROR(expect_dtype(p.out, "out", p.x.dtype));
+  TS_RETURN_IF_ERROR(expect_shape(p.out, "out", {B, p.c, C}));
+  TS_RETURN_IF_ERROR(expect_contiguous(p.out, "out"));
+  TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.metric, "metric"));
+  TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.remaining, "remaining"));
+  TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.out, "out"));
+  return Status::Ok();
+}
+
+namespace cpu {
+namespace {
+
+constexpr int64_t kRowsPerTask = 48;  // a-rows per score task (8 groups of 6)
+constexpr int64_t kMergeCols = 256;   // channels per merge task
+
+int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+const char* row_ptr(const TensorView& t, int64_t b, int64_t i) {
+  return static_cast<const char*>(t.data) +
+         (b * t.strides[0] + i * t.strides[1]) * static_cast<int64_t>(dtype_size(t.dtype));
+}
+
+bool have_avx2_fma() {
+  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return ok;
+}
+
+// Row of `t` (f32/f16/bf16) as f32, L2-normalised (a zero row stays zero).
+// Returns false when the row holds NaN or Inf.
+bool normalised_row(const TensorView& t, int64_t b, int64_t i, int64_t C, float* dst) {
+  isa().to_f32(row_ptr(t, b, i), t.dtype, C, dst);
+  if (!isa().all_finite(dst, C)) return false;
+  // Four interleaved f64 partial sums (element d into sum d % 4), combined
+  // as (s0 + s1) + (s2 + s3): four independent add chains instead of one,
+  // and the exact order cuda/merge.cu uses, so both back ends get the same
+  // norm bits.
+  if (have_avx2_fma()) {
+    const float norm = l2norm_avx2(dst, C);
+    if (norm > 0)
+      divide_avx2(dst, C, norm);
+    else
+      std::fill(dst, dst + C, 0.0f);
+    return true;
+  }
+  double s4[4] = {0, 0, 0, 0};
+  for (int64_t d = 0; d < C; ++d) s4[d & 3] += static_cast<double>(dst[d]) * dst[d];
+  const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+  // Divide by the norm as ToMe does (metric / metric.norm()): a multiply by
+  // 1/norm can turn exact ±1 entries into 0.99999994 and break exact ties.
+  const float norm = static_cast<float>(std::sqrt(ss));
+  if (norm > 0)
+    for (int64_t d = 0; d < C; ++d) dst[d] /= norm;
+  else
+    std::fill(dst, dst + C, 0.0f);
+  return true;
+}
+
+void store_row(const float* src, DType dt, int64_t n, void* dst) {
+  if (dt == DType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * 4);
+  } else if (dt == DType::kF16) {
+    auto* o = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) o[i] = f32_to_f16(src[i]);
+  } else {
+    auto* o = static_cast<uint16_t*>(dst);
+    for (int64_t i = 0; i < n; ++i) o[i] = f32_to_bf16(src[i]);
+  }
+}
+
+Status non_finite(const char* name, int64_t b) {
+  return Status(Code::kRange, std::string("expected finite ") + name + " but batch row " + std::to_string(b) +
+                                  " holds NaN or Inf");
+}
+
+// 32-byte aligned f32 scratch (the AVX2 kernel uses aligned panel loads).
+class AlignedBuffer {
+ public:
+  explicit AlignedBuffer(int64_t n) : raw_(static_cast<size_t>(n + 8)) {
+    auto addr = reinterpret_cast<uintptr_t>(raw_.data());
+    data_ = raw_.data() + ((32 - addr % 32) % 32) / sizeof(float);
+  }
+  float* data() { return data_; }
+
+ private:
+  std::vector<float> raw_;
+  float* data_;
+};
+
+// Column j of the destinations in the panel layout [P][C][16].
+inline float* panel_col(float* panels, int64_t C, int64_t j) { return panels + (j / 16) * C * 16 + j % 16; }
+
+// Per row of `rows` (normalised f32, [n, C]): max and first argmax of the
+// cosine against the normalised columns packed as 16-column panels
+// [ceil(ncols/16)][C][16] (zero padded). skip_col0: column 0 never wins
+// (ToMe's distill protection). Panels outside, rows inside: one panel
+// (64 KiB at C = 1024) stays in L2 for all rows of the task.
+void row_argmax(const float* rows, int64_t n, int64_t C, const float* panels, int64_t ncols, bool skip_col0,
+                float* best, int32_t* arg) {
+  for (int64_t i = 0; i < n; ++i) {
+    best[i] = -std::numeric_limits<float>::infinity();
+    arg[i] = 0;
+  }
+  if (have_avx2_fma()) {
+    score_argmax_avx2(rows, n, C, panels, ncols, skip_col0, best, arg);
+    return;
+  }
+  const IsaKernels& K = isa();
+  float tile[kRowTile * 16];
+  for (int64_t p = 0; p * 16 < ncols; ++p) {
+    const int64_t cn = std::min<int64_t>(16, ncols - p * 16);
+    for (int64_t i0 = 0; i0 < n; i0 += kRowTile) {
+      const int rows_here = static_cast<int>(std::min<int64_t>(kRowTile, n - i0));
+      K.qk_tile(rows + i0 * C, rows_here, C, panels + p * C * 16, 16, 16, tile, 16);
+      for (int r = 0; r < rows_here; ++r) {
+        // Columns in increasing order with a strict '>': the first maximum wins.
+        for (int64_t j = (skip_col0 && p == 0) ? 1 : 0; j < cn; ++j) {
+          if (tile[r * 16 + j] > best[i0 + r]) {
+            best[i0 + r] = tile[r * 16 + j];
+            arg[i0 + r] = static_cast<int32_t>(p * 16 + j);
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Status bipartite_match(const BipartiteMatchParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.metric.on_host()) return Status(Code::kDevice, "cpu::bipartite_match needs host tensors");
+  const int64_t B = p.metric.shape[0], N = p.metric.shape[1], C = p.metric.shape[2];
+  const int64_t Na = p.split_a.shape[0], Nb = p.split_b.shape[0], r = p.r;
+  const int32_t* a_tok = p.split_a.ptr<int32_t>();
+  const int32_t* b_tok = p.split_b.ptr<int32_t>();
+  {
+    // The split must be a partition of [0, N): otherwise `assign` would leave
+    // tokens unassigned (a wrong answer, not an error) downstream.
+    std::vector<char> seen(static_cast<size_t>(N), 0);
+    for (int64_t i = 0; i < Na + Nb; ++i) {
+      const int32_t t = i < Na ? a_tok[i] : b_tok[i - Na];
+      if (t < 0 || t >= N || seen[static_cast<size_t>(t)])
+        return Status(Code::kRange, "expected split_a and split_b to be a partition of [0, " + std::to_string(N) +
+                                        ") but token " + std::to_string(t) + " is out of range or repeated");
+      seen[static_cast<size_t>(t)] = 1;
+    }
+  }
+  const int64_t ldk = round_up(Nb, 16);
+  const int64_t row_tasks = (Na + kRowsPerTask - 1) / kRowsPerTask;
+  std::vector<float> a_rows(static_cast<size_t>(Na * C));  // [Na, C] normalised
+  AlignedBuffer panels(C * ldk);                           // [Nb/16][C][16] normalised b, zero padded
+  std::vector<float> node_max(static_cast<size_t>(Na));
+  std::vector<int32_t> node_idx(static_cast<size_t>(Na));
+  std::vector<int32_t> order(static_cast<size_t>(Na));
+  const int64_t pack_tasks = (Nb + 63) / 64;
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<char> bad(static_cast<size_t>(row_tasks + pack_tasks), 0);
+    // Pack b in column groups of 64 (each task owns its four panels).
+    parallel_for(pack_tasks, [&](int64_t t) {
+      std::vector<float> row(static_cast<size_t>(C));
+      const int64_t j1 = std::min<int64_t>(ldk, (t + 1) * 64);
+      for (int64_t j = t * 64; j < j1; ++j) {
+        float* col = panel_col(panels.data(), C, j);
+        if (j >= Nb) {
+          for (int64_t d = 0; d < C; ++d) col[d * 16] = 0.0f;
+          continue;
+        }
+        if (!normalised_row(p.metric, b, b_tok[j], C, row.data())) bad[static_cast<size_t>(row_tasks + t)] = 1;
+        for (int64_t d = 0; d < C; ++d) col[d * 16] = row[static_cast<size_t>(d)];
+      }
+    });
+    if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
+    parallel_for(row_tasks, [&](int64_t t) {
+      const int64_t i0 = t * kRowsPerTask, i1 = std::min(Na, i0 + kRowsPerTask);
+      float* rows = a_rows.data() + i0 * C;
+      for (int64_t i = i0; i < i1; ++i)
+        if (!normalised_row(p.metric, b, a_tok[i], C, a_rows.data() + i * C)) bad[static_cast<size_t>(t)] = 1;
+      row_argmax(rows, i1 - i0, C, panels.data(), Nb, p.protect_distill, node_max.data() + i0,
+                 node_idx.data() + i0);
+    });
+    if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
+    if (p.protect_cls) {
+      node_max[0] = -std::numeric_limits<float>::infinity();
+      node_idx[0] = 0;
+    }
+    // Edge order: descending best score, ties to the lower a position
+    // (stable). Only the first r need to be ordered for the sources, the
+    // rest keep edge order too (ToMe without class_token outputs them so).
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t x, int32_t y) { return node_max[static_cast<size_t>(x)] > node_max[static_cast<size_t>(y)]; });
+    if (p.protect_cls) std::sort(order.begin() + r, order.end());
+    const int64_t Nu = Na - r;
+    const bool dist = p.protect_distill;
+    auto slot_unm = [&](int64_t k) -> int32_t { return static_cast<int32_t>(dist ? (k == 0 ? 0 : k + 1) : k); };
+    auto slot_b = [&](int64_t j) -> int32_t { return static_cast<int32_t>(dist ? (j == 0 ? 1 : Nu + j) : Nu + j); };
+    int32_t* assign = p.assign.ptr<int32_t>() + b * N;
+    int32_t* unm = p.unm_idx.ptr<int32_t>() + b * Nu;
+    for (int64_t j = 0; j < Nb; ++j) assign[b_tok[j]] = slot_b(j);
+    for (int64_t k = 0; k < Nu; ++k) {
+      const int32_t a = order[static_cast<size_t>(r + k)];
+      unm[k] = a_tok[a];
+      assign[a_tok[a]] = slot_unm(k);
+    }
+    for (int64_t k = 0; k < r; ++k) {
+      const int32_t a = order[static_cast<size_t>(k)];
+      const int32_t j = node_idx[static_cast<size_t>(a)];
+      p.src_idx.ptr<int32_t>()[b * r + k] = a_tok[a];
+      p.dst_idx.ptr<int32_t>()[b * r + k] = b_tok[j];
+      assign[a_tok[a]] = slot_b(j);
+    }
+  }
+  return Status::Ok();
+}
+
+Status merge(const MergeParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.x.on_host()) return Status(Code::kDevice, "cpu::merge needs host tensors");
+  const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], M = p.n_out;
+  const int32_t* assign = p.assign.ptr<int32_t>();
+  for (int64_t i = 0; i < B * N; ++i)
+    if (assign[i] < 0 || assign[i] >= M)
+      return Status(Code::kRange, "expected assign values in [0, " + std::to_string(M) + ") but got " +
+                                      std::to_string(assign[i]) + " at [" + std::to_string(i / N) + ", " +
+                                      std::to_string(i % N) + "]");
+  const float* sizes = p.mode == MergeMode::kWavg ? p.sizes.ptr<const float>() : nullptr;
+  if (sizes != nullptr && !isa().all_finite(sizes, B * N))
+    return Status(Code::kRange, "expected finite sizes but they hold NaN or Inf");
+  // Gather form: each slot's members in token order (a CSR per batch row),
+  // then tasks over slot ranges reduce their members into one row and write
+  // it once. No [n_out, C] accumulator, and x is read once.
+  std::vector<int32_t> offsets(static_cast<size_t>(B * (M + 1)), 0);  // [B, M + 1]
+  std::vector<int32_t> members(static_cast<size_t>(B * N));           // [B, N]
+  for (int64_t b = 0; b < B; ++b) {
+    int32_t* off = offsets.data() + b * (M + 1);
+    const int32_t* as = assign + b * N;
+    for (int64_t i = 0; i < N; ++i) off[as[i] + 1]++;
+    for (int64_t s = 0; s < M; ++s) off[s + 1] += off[s];
+    std::vector<int32_t> cursor(off, off + M);
+    for (int64_t i = 0; i < N; ++i) members[static_cast<size_t>(b * N + cursor[static_cast<size_t>(as[i])]++)] = static_cast<int32_t>(i);
+  }
+  const int64_t esize = static_cast<int64_t>(dtype_size(p.x.dtype));
+  const int64_t slots_per_task = std::max<int64_t>(1, (64 * 1024) / std::max<int64_t>(1, C * 4));
+  const int64_t tasks_per_b = (M + slots_per_task - 1) / slots_per_task;
+  parallel_for(B * tasks_per_b, [&](int64_t task) {
+    const int64_t b = task / tasks_per_b;
+    const int64_t s0 = (task % tasks_per_b) * slots_per_task, s1 = std::min(M, s0 + slots_per_task);
+    const int32_t* off = offsets.data() + b * (M + 1);
+    const int32_t* mem = members.data() + b * N;
+    std::vector<float> acc(static_cast<size_t>(C)), row(static_cast<size_t>(C));
+    for (int64_t s = s0; s < s1; ++s) {
+      std::fill(acc.begin(), acc.end(), p.mode == MergeMode::kAmax ? -std::numeric_limits<float>::infinity() : 0.0f);
+      float weight = 0.0f;  // Σ size (wavg) or member count
+      for (int32_t m = off[s]; m < off[s + 1]; ++m) {
+        const int64_t i = mem[m];
+        isa().to_f32(row_ptr(p.x, b, i), p.x.dtype, C, row.data());
+        if (p.mode == MergeMode::kAmax) {
+          for (int64_t d = 0; d < C; ++d) acc[static_cast<size_t>(d)] = std::max(acc[static_cast<size_t>(d)], row[static_cast<size_t>(d)]);
+        } else if (p.mode == MergeMode::kWavg) {
+          const float w = sizes ? sizes[b * N + i] : 1.0f;
+          isa().axpy(w, row.data(), acc.data(), C);
+          weight += w;
+        } else {
+          isa().add(row.data(), acc.data(), C);
+          weight += 1.0f;
+        }
+      }
+      if (p.mode == MergeMode::kWavg || p.mode == MergeMode::kMean) {
+        // An unused slot (impossible for a plan's assign) stays 0, not NaN.
+        const float inv = weight != 0.0f ? 1.0f / weight : 0.0f;
+        for (int64_t d = 0; d < C; ++d) acc[static_cast<size_t>(d)] *= inv;
+      }
+      store_row(acc.data(), p.x.dtype, C, static_cast<char*>(p.out.data) + (b * M + s) * C * esize);
+      if (p.mode == MergeMode::kWavg) p.sizes_out.ptr<float>()[b * M + s] = weight;
+    }
+  });
+  return Status::Ok();
+}
+
+Status contextual_merge(const ContextualMergeParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.x.on_host()) return Status(Code::kDevice, "cpu::contextual_merge needs host tensors");
+  const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], Cm = p.metric.shape[2];
+  const int64_t Nr = p.remaining.shape[1], c = p.c;
+  const int32_t* rem_all = p.remaining.ptr<int32_t>();
+  for (int64_t i = 0; i < B * Nr; ++i)
+    if (rem_all[i] < 0 || rem_all[i] >= N)
+      return Status(Code::kRange, "expected remaining indices in [0, " + std::to_string(N) + ") but got " +
+                                      std::to_string(rem_all[i]));
+  const int64_t step = std::max<int64_t>(1, Nr / c);
+  const int64_t Nm = Nr - c;  // members (non-target remaining tokens)
+  const int64_t ldk = round_up(c, 16);
+  const int64_t esize = static_cast<int64_t>(dtype_size(p.x.dtype));
+  std::vector<char> is_target(static_cast<size_t>(Nr), 0);
+  for (int64_t k = 0; k < c; ++k) is_target[static_cast<size_t>(k * step)] = 1;
+  std::vector<int64_t> members;  // positions in `remaining` that are not targets
+  for (int64_t i = 0; i < Nr; ++i)
+    if (!is_target[static_cast<size_t>(i)]) members.push_back(i);
+  AlignedBuffer panels(Cm * ldk);  // [c/16][Cm][16] normalised targets, zero padded
+  std::vector<float> m_rows(static_cast<size_t>(std::max<int64_t>(1, Nm) * Cm));
+  std::vector<float> best(static_cast<size_t>(std::max<int64_t>(1, Nm)));
+  std::vector<int32_t> owner(static_cast<size_t>(std::max<int64_t>(1, Nm)));
+  for (int64_t b = 0; b < B; ++b) {
+    const int32_t* rem = rem_all + b * Nr;
+    std::vector<float> row(static_cast<size_t>(Cm));
+    std::fill(panels.data(), panels.data() + Cm * ldk, 0.0f);
+    for (int64_t k = 0; k < c; ++k) {
+      if (!normalised_row(p.metric, b, rem[k * step], Cm, row.data())) return non_finite("metric", b);
+      float* col = panel_col(panels.data(), Cm, k);
+      for (int64_t d = 0; d < Cm; ++d) col[d * 16] = row[static_cast<size_t>(d)];
+    }
+    const int64_t tasks = (Nm + kRowsPerTask - 1) / kRowsPerTask;
+    std::vector<char> bad(static_cast<size_t>(std::max<int64_t>(1, tasks)), 0);
+    parallel_for(tasks, [&](int64_t t) {
+      const int64_t i0 = t * kRowsPerTask, i1 = std::min(Nm, i0 + kRowsPerTask);
+      for (int64_t i = i0; i < i1; ++i)
+        if (!normalised_row(p.metric, b, rem[members[static_cast<size_t>(i)]], Cm, m_rows.data() + i * Cm))
+          bad[static_cast<size_t>(t)] = 1;
+      row_argmax(m_rows.data() + i0 * Cm, i1 - i0, Cm, panels.data(), c, false, best.data() + i0,
+                 owner.data() + i0);
+    });
+    if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
+    std::vector<float> count(static_cast<size_t>(c), 0.0f);
+    for (int64_t i = 0; i < Nm; ++i) count[static_cast<size_t>(owner[static_cast<size_t>(i)])] += 1.0f;
+    const int64_t col_tasks = (C + kMergeCols - 1) / kMergeCols;
+    parallel_for(col_tasks, [&](int64_t t) {
+      const int64_t c0 = t * kMergeCols, cw = std::min(kMergeCols, C - c0);
+      std::vector<float> acc(static_cast<size_t>(c * cw), 0.0f);
+      std::vector<float> xr(static_cast<size_t>(cw));
+      for (int64_t i = 0; i < Nm; ++i) {
+        isa().to_f32(row_ptr(p.x, b, rem[members[static_cast<size_t>(i)]]) + c0 * esize, p.x.dtype, cw, xr.data());
+        isa().add(xr.data(), acc.data() + owner[static_cast<size_t>(i)] * cw, cw);
+      }
+      for (int64_t k = 0; k < c; ++k) {
+        float* a = acc.data() + k * cw;
+        const float inv = 1.0f / std::max(1.0f, count[static_cast<size_t>(k)]);
+        isa().to_f32(row_ptr(p.x, b, rem[k * step]) + c0 * esize, p.x.dtype, cw, xr.data());
+        for (int64_t d = 0; d < cw; ++d) a[d] = xr[static_cast<size_t>(d)] + a[d] * inv;
+        store_row(a, p.x.dtype, cw, static_cast<char*>(p.out.data) + ((b * c + k) * C + c0) * esize);
+      }
+    });
+  }
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace tokensieve

@@ -1,0 +1,423 @@
+// CUDA token merging: bipartite soft matching, scatter merge, contextual merge.
+//
+// bipartite_match (all on the stream, no host round trip until the final
+// finite-input flag is read back):
+//   1. normalise_kernel: one thread per token, metric / ‖metric‖ in f32 (the
+//      norm summed in f64 in the CPU's order) into scratch [B, N, C]; a flag
+//      records NaN/Inf.
+//   2. score_argmax_kernel: 16 a-rows per block, 16 column lanes; the a and b
+//      rows stream through shared memory in 32-channel chunks, each thread
+//      keeps one score as a sequential fmaf chain over the channels — the
+//      same chain as the CPU's AVX2 kernel, so scores are bit-identical — and
+//      folds it into its lane's running max/first argmax. The [Na, Nb] score
+//      matrix is never written. Lanes combine at the end: larger score, then
+//      lower column.
+//   3. rank_kernel: the stable descending rank of every a-row's best score
+//      (count of rows that beat it: larger score, or equal and lower index),
+//      so ties go to the lower index exactly as the CPU's stable sort.
+//   4. plan_kernel: sources = ranks < r, unmerged = the rest (in rank order,
+//      or ascending with CLS), and the output slot of every token.
+// merge: a per-batch CSR of each slot's members in token order (one thread
+// per batch row), then one block per (slot, batch row) reduces its members
+// in that order over the channels.
+// contextual_merge: normalise, each member's argmax target (sequential fmaf
+// chains again), CSR per target in member order, target + mean(members).
+// Not yet tensor-core: the score pass runs on the FP32 pipes.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+
+#include "cuda/common.cuh"
+#include "tokensieve/merge.h"
+#ifndef __CUDACC__
+#include "cpu/dtype.h"  // f32 → f16/bf16 rounding for the emulator build
+#endif
+
+namespace tokensieve {
+namespace cuda {
+namespace {
+
+// Explicitly rounded arithmetic: nvcc would otherwise contract a + b·c into
+// an fma where the CPU (baseline x86-64, no contraction) rounds twice. The
+// emulator (test/cuda-emu) compiles this file as host C++, where plain
+// operators already round each step.
+#ifdef __CUDACC__
+__device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
+__device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
+__device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
+__device__ __forceinline__ void store(float* p, float v) { *p = v; }
+__device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
+__device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
+#else
+inline float add_rn(float a, float b) { return a + b; }
+inline float mul_rn(float a, float b) { return a * b; }
+inline float div_rn(float a, float b) { return a / b; }
+inline void store(float* p, float v) { *p = v; }
+inline void store(__half* p, float v) { p->bits = cpu::f32_to_f16(v); }
+inline void store(__nv_bfloat16* p, float v) { p->bits = cpu::f32_to_bf16(v); }
+#endif
+
+constexpr int kRows = 16;   // a-rows per score block
+constexpr int kLanes = 16;  // column lanes per score block
+constexpr int kChunk = 32;  // channels per shared-memory chunk
+constexpr int kThreads = 256;
+
+// One thread per token: the f64 sum of squares runs in the CPU's order (four
+// interleaved partial sums), so the f32 norm — and every normalised value —
+// is bit-identical to the CPU's.
+template <typename T>
+__global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t B, int64_t N,
+                                 int64_t C, float* __restrict__ out, int* flag) {
+  const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (t >= B * N) return;
+  const int64_t b = t / N, n = t % N;
+  const T* row = x + b * stride_b + n * stride_n;
+  double s4[4] = {0, 0, 0, 0};  // element d into sum d % 4, as cpu/merge.cc
+  bool finite = true;
+  for (int64_t d = 0; d < C; ++d) {
+    const float v = load_f32(row + d);
+    finite = finite && isfinite(v);
+    s4[d & 3] += static_cast<double>(v) * v;
+  }
+  const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
+  if (!finite) atomicOr(flag, 1);
+  const float norm = static_cast<float>(sqrt(ss));
+  float* dst = out + t * C;
+  for (int64_t d = 0; d < C; ++d) dst[d] = norm > 0.0f ? div_rn(load_f32(row + d), norm) : 0.0f;
+}
+
+// rows: normalised [B, Nrows_all, C]; a-rows are tokens a_tok[i], columns
+// tokens b_tok[j]. best/arg [B, Na].
+__global__ void __launch_bounds__(kRows* kLanes)
+    score_argmax_kernel(const float* __restrict__ normed, int64_t N, int64_t C, const int32_t* __restrict__ a_tok,
+                        int64_t Na, const int32_t* __restrict__ b_tok, int64_t Nb, bool skip_col0, bool cls_row0,
+                        float* __restrict__ best, int32_t* __restrict__ arg, int64_t xblocks) {
+  __shared__ float sa[kRows][kChunk + 1];
+  __shared__ float sb[kLanes][kChunk + 1];
+  __shared__ float rv[kRows][kLanes];
+  __shared__ int32_t ri[kRows][kLanes];
+  const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+  const int64_t b = blockIdx.x / xblocks, bx = blockIdx.x % xblocks;  // grid: [B × row blocks]
+  const int64_t i = bx * kRows + ty;
+  const float* base = normed + b * N * C;
+  float bv = -INFINITY;
+  int32_t bi = 0;
+  for (int64_t c0 = 0; c0 < Nb; c0 += kLanes) {
+    const int64_t j = c0 + tx;
+    float acc = 0.0f;
+    for (int64_t d0 = 0; d0 < C; d0 += kChunk) {
+      // 256 threads load 16 × 32 of a and of b.
+      for (int e = threadIdx.x; e < kRows * kChunk; e += kRows * kLanes) {
+        const int r = e / kChunk, d = e % kChunk;
+        const int64_t ii = bx * kRows + r;
+        const int64_t jj = c0 + r;
+        sa[r][d] = (ii < Na && d0 + d < C) ? base[a_tok[ii] * C + d0 + d] : 0.0f;
+        sb[r][d] = (jj < Nb && d0 + d < C) ? base[b_tok[jj] * C + d0 + d] : 0.0f;
+      }
+      __syncthreads();
+      const int dn = static_cast<int>(C - d0 < kChunk ? C - d0 : kChunk);
+      for (int d = 0; d < dn; ++d) acc = fmaf(sa[ty][d], sb[tx][d], acc);
+      __syncthreads();
+    }
+    if (j < Nb && !(skip_col0 && j == 0) && acc > bv) {
+      bv = acc;
+      bi = static_cast<int32_t>(j);
+    }
+  }
+  rv[ty][tx] = bv;
+  ri[ty][tx] = bi;
+  __syncthreads();
+  if (tx == 0 && i < Na) {
+    float v = rv[ty][0];
+    int32_t a = ri[ty][0];
+    for (int l = 1; l < kLanes; ++l) {
+      if (rv[ty][l] > v || (rv[ty][l] == v && ri[ty][l] < a)) {
+        v = rv[ty][l];
+        a = ri[ty][l];
+      }
+    }
+    if (cls_row0 && i == 0) {
+      v = -INFINITY;
+      a = 0;
+    }
+    best[b * Na + i] = v;
+    arg[b * Na + i] = a;
+  }
+}
+
+__global__ void rank_kernel(const float* __restrict__ best, int64_t Na, int32_t* __restrict__ rank, int64_t xblocks) {
+  const int64_t b = blockIdx.x / xblocks;  // grid: [B × blocks]
+  const int64_t i = (blockIdx.x % xblocks) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= Na) return;
+  const float* v = best + b * Na;
+  const float vi = v[i];
+  int32_t r = 0;
+  for (int64_t j = 0; j < Na; ++j) r += (v[j] > vi || (v[j] == vi && j < i)) ? 1 : 0;
+  rank[b * Na + i] = r;
+}
+
+__global__ void plan_kernel(const int32_t* __restrict__ rank, const int32_t* __restrict__ arg, int64_t Na, int64_t Nb,
+                            int64_t N, int64_t r, bool cls, bool distill, const int32_t* __restrict__ a_tok,
+                            const int32_t* __restrict__ b_tok, int32_t* __restrict__ assign, int32_t* __restrict__ unm,
+                            int32_t* __restrict__ src, int32_t* __restrict__ dst, int64_t xblocks) {
+  const int64_t b = blockIdx.x / xblocks;  // grid: [B × blocks]
+  const int64_t t = (blockIdx.x % xblocks) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t Nu = Na - r;
+  auto slot_b = [&](int64_t j) -> int32_t { return static_cast<int32_t>(distill ? (j == 0 ? 1 : Nu + j) : Nu + j); };
+  int32_t* as = assign + b * N;
+  if (t >= Na) {
+    if (t < Na + Nb) as[b_tok[t - Na]] = slot_b(t - Na);
+    return;
+  }
+  const int32_t* rk = rank + b * Na;
+  const int64_t k = rk[t];
+  if (k < r) {
+    const int32_t j = arg[b * Na + t];
+    src[b * r + k] = a_tok[t];
+    dst[b * r + k] = b_tok[j];
+    as[a_tok[t]] = slot_b(j);
+    return;
+  }
+  int64_t pos = k - r;
+  if (cls) {  // unmerged in ascending a position
+    pos = 0;
+    for (int64_t q = 0; q < t; ++q) pos += rk[q] >= r ? 1 : 0;
+  }
+  unm[b * Nu + pos] = a_tok[t];
+  as[a_tok[t]] = static_cast<int32_t>(distill ? (pos == 0 ? 0 : pos + 1) : pos);
+}
+
+// One thread per batch row: members of each slot, in token order.
+__global__ void csr_kernel(const int32_t* __restrict__ assign, int64_t B, int64_t N, int64_t M,
+                           int32_t* __restrict__ offsets /* [B, M + 1] */, int32_t* __restrict__ members /* [B, N] */,
+                           int* flag) {
+  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (b >= B) return;
+  const int32_t* as = assign + b * N;
+  int32_t* off = offsets + b * (M + 1);
+  for (int64_t s = 0; s <= M; ++s) off[s] = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (as[i] < 0 || as[i] >= M) {
+      atomicOr(flag, 2);
+      return;
+    }
+    off[as[i] + 1]++;
+  }
+  for (int64_t s = 0; s < M; ++s) off[s + 1] += off[s];
+  // fill using off[s] as a cursor, then shift back
+  for (int64_t i = 0; i < N; ++i) members[b * N + off[as[i]]++] = static_cast<int32_t>(i);
+  for (int64_t s = M; s > 0; --s) off[s] = off[s - 1];
+  off[0] = 0;
+}
+
+template <typename T>
+__global__ void merge_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t N, int64_t C,
+                             int64_t M, int mode, const float* __restrict__ sizes, const int32_t* __restrict__ offsets,
+                             const int32_t* __restrict__ members, T* __restrict__ out, float* __restrict__ sizes_out) {
+  const int64_t s = blockIdx.x % M, b = blockIdx.x / M;  // grid: [B × M]
+  const int32_t* off = offsets + b * (M + 1);
+  const int32_t m0 = off[s], m1 = off[s + 1];
+  const int32_t* mem = members + b * N;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    float acc = mode == 2 ? -INFINITY : 0.0f;
+    float w = 0.0f;
+    for (int32_t m = m0; m < m1; ++m) {
+      const int32_t i = mem[m];
+      const float v = load_f32(x + b * stride_b + i * stride_n + c);
+      if (mode == 2) {
+        acc = fmaxf(acc, v);
+      } else if (mode == 3) {
+        const float sz = sizes ? sizes[b * N + i] : 1.0f;
+        acc = fmaf(sz, v, acc);
+        w = add_rn(w, sz);
+      } else {
+        acc = add_rn(acc, v);
+        w = add_rn(w, 1.0f);
+      }
+    }
+    if (mode == 1 || mode == 3) acc = mul_rn(acc, w != 0.0f ? div_rn(1.0f, w) : 0.0f);
+    store(out + (b * M + s) * C + c, acc);
+    if (mode == 3 && c == 0) sizes_out[b * M + s] = w;
+  }
+}
+
+__global__ void owner_kernel(const float* __restrict__ normed, int64_t N, int64_t Cm, const int32_t* __restrict__ rem,
+                             int64_t Nr, int64_t c, int64_t step, int32_t* __restrict__ owner /* [B, Nr] */, int64_t xblocks) {
+  const int64_t b = blockIdx.x / xblocks;  // grid: [B × blocks]
+  const int64_t i = (blockIdx.x % xblocks) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= Nr) return;
+  const int32_t* rb = rem + b * Nr;
+  if (i % step == 0 && i / step < c) {
+    owner[b * Nr + i] = -1;  // a target
+    return;
+  }
+  const float* m = normed + (b * N + rb[i]) * Cm;
+  float bv = -INFINITY;
+  int32_t bi = 0;
+  for (int64_t k = 0; k < c; ++k) {
+    const float* t = normed + (b * N + rb[k * step]) * Cm;
+    float acc = 0.0f;
+    for (int64_t d = 0; d < Cm; ++d) acc = fmaf(m[d], t[d], acc);
+    if (acc > bv) {
+      bv = acc;
+      bi = static_cast<int32_t>(k);
+    }
+  }
+  owner[b * Nr + i] = bi;
+}
+
+template <typename T>
+__global__ void contextual_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t C,
+                                  const int32_t* __restrict__ rem, int64_t Nr, int64_t c, int64_t step,
+                                  const int32_t* __restrict__ owner, T* __restrict__ out) {
+  const int64_t k = blockIdx.x % c, b = blockIdx.x / c;  // grid: [B × c]
+  const int32_t* rb = rem + b * Nr;
+  const int32_t* ob = owner + b * Nr;
+  int32_t count = 0;
+  for (int64_t i = 0; i < Nr; ++i) count += ob[i] == k ? 1 : 0;
+  const float inv = div_rn(1.0f, static_cast<float>(count > 1 ? count : 1));
+  for (int64_t ch = threadIdx.x; ch < C; ch += blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t i = 0; i < Nr; ++i)
+      if (ob[i] == k) acc = add_rn(acc, load_f32(x + b * stride_b + rb[i] * stride_n + ch));
+    const float t = load_f32(x + b * stride_b + rb[k * step] * stride_n + ch);
+    store(out + (b * c + k) * C + ch, add_rn(t, mul_rn(acc, inv)));
+  }
+}
+
+int64_t blocks_for(int64_t n, int threads) { return (n + threads - 1) / threads; }
+
+Status normalise(const TensorView& t, float* out, int* flag, cudaStream_t stream) {
+  const int64_t B = t.shape[0], N = t.shape[1], C = t.shape[2];
+  TS_RETURN_IF_ERROR(check_grid_x(blocks_for(B * N, kThreads), "normalise"));
+  return TS_DISPATCH_FLOAT(t.dtype, "normalise", [&] {
+    normalise_kernel<scalar_t><<<static_cast<unsigned>(blocks_for(B * N, kThreads)), kThreads, 0, stream>>>(
+        static_cast<const scalar_t*>(t.data), t.strides[0], t.strides[1], B, N, C, out, flag);
+    TS_CUDA_CHECK_LAUNCH("normalise_kernel");
+    return Status::Ok();
+  });
+}
+
+}  // namespace
+
+Status bipartite_match(const BipartiteMatchParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  TS_RETURN_IF_ERROR(require_device(p.metric, "metric"));
+  const int64_t B = p.metric.shape[0], N = p.metric.shape[1], C = p.metric.shape[2];
+  const int64_t Na = p.split_a.shape[0], Nb = p.split_b.shape[0], r = p.r;
+  DeviceGuard guard;
+  TS_RETURN_IF_ERROR(guard.enter(p.metric.device));
+  const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  ScratchLayout L;
+  const size_t o_norm = L.add<float>(B * N * C);
+  const size_t o_best = L.add<float>(B * Na);
+  const size_t o_arg = L.add<int32_t>(B * Na);
+  const size_t o_rank = L.add<int32_t>(B * Na);
+  const size_t o_flag = L.add<int>(1);
+  Scratch scratch(p.metric.device, stream);
+  TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
+  int* flag = scratch.at<int>(o_flag);
+  TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  float* normed = scratch.at<float>(o_norm);
+  TS_RETURN_IF_ERROR(normalise(p.metric, normed, flag, stream));
+  const int32_t* a_tok = p.split_a.ptr<const int32_t>();
+  const int32_t* b_tok = p.split_b.ptr<const int32_t>();
+  float* best = scratch.at<float>(o_best);
+  int32_t* arg = scratch.at<int32_t>(o_arg);
+  int32_t* rank = scratch.at<int32_t>(o_rank);
+  const int64_t row_blocks = blocks_for(Na, kRows), na_blocks = blocks_for(Na, kThreads),
+                all_blocks = blocks_for(Na + Nb, kThreads);
+  TS_RETURN_IF_ERROR(check_grid_x(B * row_blocks, "bipartiteSoftMatch"));
+  TS_RETURN_IF_ERROR(check_grid_x(B * all_blocks, "bipartiteSoftMatch"));
+  score_argmax_kernel<<<static_cast<unsigned>(B * row_blocks), kRows * kLanes, 0, stream>>>(
+      normed, N, C, a_tok, Na, b_tok, Nb, p.protect_distill, p.protect_cls, best, arg, row_blocks);
+  TS_CUDA_CHECK_LAUNCH("score_argmax_kernel");
+  rank_kernel<<<static_cast<unsigned>(B * na_blocks), kThreads, 0, stream>>>(best, Na, rank, na_blocks);
+  TS_CUDA_CHECK_LAUNCH("rank_kernel");
+  plan_kernel<<<static_cast<unsigned>(B * all_blocks), kThreads, 0, stream>>>(
+      rank, arg, Na, Nb, N, r, p.protect_cls, p.protect_distill, a_tok, b_tok, p.assign.ptr<int32_t>(),
+      p.unm_idx.ptr<int32_t>(), p.src_idx.ptr<int32_t>(), p.dst_idx.ptr<int32_t>(), all_blocks);
+  TS_CUDA_CHECK_LAUNCH("plan_kernel");
+  int host_flag = 0;
+  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
+  if (host_flag != 0) return Status(Code::kRange, "expected finite metric but it holds NaN or Inf");
+  return Status::Ok();
+}
+
+Status merge(const MergeParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  TS_RETURN_IF_ERROR(require_device(p.x, "x"));
+  const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], M = p.n_out;
+  TS_RETURN_IF_ERROR(check_grid_x(B * M, "merge"));
+  DeviceGuard guard;
+  TS_RETURN_IF_ERROR(guard.enter(p.x.device));
+  const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  ScratchLayout L;
+  const size_t o_off = L.add<int32_t>(B * (M + 1));
+  const size_t o_mem = L.add<int32_t>(B * N);
+  const size_t o_flag = L.add<int>(1);
+  Scratch scratch(p.x.device, stream);
+  TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
+  int* flag = scratch.at<int>(o_flag);
+  TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  int32_t* offsets = scratch.at<int32_t>(o_off);
+  int32_t* members = scratch.at<int32_t>(o_mem);
+  csr_kernel<<<static_cast<unsigned>(blocks_for(B, 64)), 64, 0, stream>>>(p.assign.ptr<const int32_t>(), B, N, M, offsets, members, flag);
+  TS_CUDA_CHECK_LAUNCH("csr_kernel");
+  int host_flag = 0;
+  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
+  if (host_flag != 0) return Status(Code::kRange, "expected assign values in [0, " + std::to_string(M) + ")");
+  const float* sizes = p.mode == MergeMode::kWavg ? static_cast<const float*>(p.sizes.data) : nullptr;
+  return TS_DISPATCH_FLOAT(p.x.dtype, "merge", [&] {
+    merge_kernel<scalar_t><<<static_cast<unsigned>(B * M), 128, 0, stream>>>(
+        static_cast<const scalar_t*>(p.x.data), p.x.strides[0], p.x.strides[1], N, C, M, static_cast<int>(p.mode),
+        sizes, offsets, members, static_cast<scalar_t*>(p.out.data), static_cast<float*>(p.sizes_out.data));
+    TS_CUDA_CHECK_LAUNCH("merge_kernel");
+    return Status::Ok();
+  });
+}
+
+Status contextual_merge(const ContextualMergeParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  TS_RETURN_IF_ERROR(require_device(p.x, "x"));
+  const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], Cm = p.metric.shape[2];
+  const int64_t Nr = p.remaining.shape[1], c = p.c;
+  const int64_t step = Nr / c > 1 ? Nr / c : 1;
+  DeviceGuard guard;
+  TS_RETURN_IF_ERROR(guard.enter(p.x.device));
+  const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
+  ScratchLayout L;
+  const size_t o_norm = L.add<float>(B * N * Cm);
+  const size_t o_owner = L.add<int32_t>(B * Nr);
+  const size_t o_flag = L.add<int>(1);
+  Scratch scratch(p.x.device, stream);
+  TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
+  int* flag = scratch.at<int>(o_flag);
+  TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  float* normed = scratch.at<float>(o_norm);
+  TS_RETURN_IF_ERROR(normalise(p.metric, normed, flag, stream));
+  int32_t* owner = scratch.at<int32_t>(o_owner);
+  const int32_t* rem = p.remaining.ptr<const int32_t>();
+  const int64_t nr_blocks = blocks_for(Nr, kThreads);
+  TS_RETURN_IF_ERROR(check_grid_x(B * nr_blocks, "contextualMerge"));
+  TS_RETURN_IF_ERROR(check_grid_x(B * c, "contextualMerge"));
+  owner_kernel<<<static_cast<unsigned>(B * nr_blocks), kThreads, 0, stream>>>(normed, N, Cm, rem, Nr, c, step, owner,
+                                                                             nr_blocks);
+  TS_CUDA_CHECK_LAUNCH("owner_kernel");
+  TS_RETURN_IF_ERROR(TS_DISPATCH_FLOAT(p.x.dtype, "contextualMerge", [&] {
+    contextual_kernel<scalar_t><<<static_cast<unsigned>(B * c), 128, 0, stream>>>(
+        static_cast<const scalar_t*>(p.x.data), p.x.strides[0], p.x.strides[1], C, rem, Nr, c, step, owner,
+        static_cast<scalar_t*>(p.out.data));
+    TS_CUDA_CHECK_LAUNCH("contextual_kernel");
+    return Status::Ok();
+  }));
+  int host_flag = 0;
+  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
+  if (host_flag != 0) return Status(Code::kRange, "expected finite metric but it holds NaN or Inf");
+  return Status::Ok();
+}
+
+}  // namespace cuda
+}  // namespace tokensieve

@@ -1,0 +1,212 @@
+/**
+ * ToMe (facebookresearch/ToMe): token merging inside every transformer block,
+ * between the attention residual and the MLP.
+ *
+ * Reference convention (specs/methods.md §1): the metric is the block's keys
+ * averaged over heads; bipartite soft matching on the parity split with CLS
+ * (and the distill token) protected; merge_wavg carries `size` across layers;
+ * proportional attention adds log(size) of each key to every logit; `r` per
+ * layer comes from parse_r (int, (r, inflection) ramp, or a list).
+ */
+import { invalid, makeError } from '../errors';
+import { checkOptions } from '../kernels/common';
+import { bipartiteSoftMatch, bipartiteSoftMatchSync, merge, MergePlan, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
+import { Tensor, TensorLike, toTensor } from '../tensor';
+
+/** A per-layer reduction: constant r, ToMe's (r, inflection) ramp, or an explicit list (padded with 0). */
+export type ToMeSchedule = number | { r: number; inflection: number } | number[];
+
+/**
+ * ToMe's parse_r(num_layers, r): an int is constant; { r, inflection } is
+ * min = int(r·(1 − inflection)), max = 2r − min, a linear ramp from min to
+ * max over the layers with each value int()-truncated ({ r, inflection: -1 }
+ * is the paper's decreasing schedule); a list is used as is, padded with 0.
+ * (ToMe divides by num_layers − 1; with one layer we return [min].)
+ * @example parseR(12, { r: 8, inflection: -1 }) // [16, 14, 13, 11, 10, 8, 7, 5, 4, 2, 1, 0]
+ */
+export function parseR(numLayers: number, r: ToMeSchedule): number[] {
+  if (typeof numLayers !== 'number' || !Number.isInteger(numLayers) || numLayers < 1) {
+    throw invalid('ERR_ARG', 'parseR numLayers', 'an integer >= 1', numLayers);
+  }
+  const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+  if (Array.isArray(r)) {
+    if (!r.every(isInt)) throw invalid('ERR_ARG', 'parseR r', 'a list of integers', r);
+    if (r.length > numLayers) throw makeError('ERR_RANGE', `parseR: ${r.length} values of r for ${numLayers} layers`);
+    return [...r, ...new Array<number>(numLayers - r.length).fill(0)];
+  }
+  let rr: number;
+  let inflect = 0;
+  if (isInt(r)) {
+    rr = r;
+  } else if (typeof r === 'object' && r !== null && isInt((r as { r: unknown }).r) && typeof (r as { inflection: unknown }).inflection === 'number' && Number.isFinite((r as { inflection: number }).inflection)) {
+    rr = (r as { r: number }).r;
+    inflect = (r as { inflection: number }).inflection;
+  } else {
+    throw invalid('ERR_ARG', 'parseR r', 'an integer, { r, inflection } or a list of integers', r);
+  }
+  const min = Math.trunc(rr * (1.0 - inflect));
+  const max = 2 * rr - min;
+  if (numLayers === 1) return [min];
+  const step = (max - min) / (numLayers - 1);
+  return Array.from({ length: numLayers }, (_, i) => Math.trunc(min + step * i));
+}
+
+export interface ToMeOptions {
+  /** Number of transformer blocks. */
+  layers: number;
+  /** Tokens merged per block (see {@link parseR}). */
+  r: ToMeSchedule;
+  /** The model has a [CLS] token at index 0 (timm: cls_token is not None). Default true. */
+  cls?: boolean;
+  /** The model has a distillation token at index 1 (DeiT). Default false. */
+  distill?: boolean;
+  /** Proportional attention (default true, as apply_patch for timm). */
+  propAttn?: boolean;
+  /** Keep the compact source map (ToMe's trace_source). Default false. */
+  traceSource?: boolean;
+}
+
+/**
+ * The state of one ToMe forward pass: sizes and the source map carried from
+ * block to block. Call {@link ToMe.step} once per block, in order.
+ */
+export class ToMe {
+  /** r for every block (parse_r). */
+  readonly schedule: readonly number[];
+  readonly cls: boolean;
+  readonly distill: boolean;
+  readonly propAttn: boolean;
+  readonly traceSource: boolean;
+  #layer = 0;
+  #sizes: Tensor | undefined;
+  #source: Tensor | undefined;
+
+  constructor(opts: ToMeOptions) {
+    const o = checkOptions('toMe', opts, ['layers', 'r', 'cls', 'distill', 'propAttn', 'traceSource']);
+    this.schedule = parseR(o.layers as number, o.r as ToMeSchedule);
+    const flag = (name: string, v: unknown, d: boolean): boolean => {
+      if (v === undefined) return d;
+      if (typeof v !== 'boolean') throw invalid('ERR_ARG', `toMe ${name}`, 'a boolean', v);
+      return v;
+    };
+    this.cls = flag('cls', o.cls, true);
+    this.distill = flag('distill', o.distill, false);
+    this.propAttn = flag('propAttn', o.propAttn, true);
+    this.traceSource = flag('traceSource', o.traceSource, false);
+  }
+
+  /** The next block's index. */
+  get layer(): number {
+    return this.#layer;
+  }
+
+  /** f32 [B, N, 1]: original patches per token (undefined before the first merge: all ones). */
+  get sizes(): Tensor | undefined {
+    return this.#sizes;
+  }
+
+  /** i32 [B, N_orig]: the current token of every original patch (traceSource). */
+  get source(): Tensor | undefined {
+    return this.#source;
+  }
+
+  /**
+   * The proportional-attention key bias for {@link attentionScores}
+   * (`keyBias`): f32 [B, N] = log(size). Undefined when there is nothing to
+   * add (propAttn off, or no merge yet: ToMe adds nothing while size is None).
+   */
+  keyBias(): Tensor | undefined {
+    if (!this.propAttn || !this.#sizes) return undefined;
+    const s = this.#sizes.toHost().toArray();
+    const [B, N] = this.#sizes.shape;
+    const out = Tensor.from({ data: Float32Array.from(s, Math.log), shape: [B, N] });
+    return this.#sizes.isHost ? out : out.to(this.#sizes.device as 'cpu');
+  }
+
+  /** Starts a new forward pass (ToMe resets size and source every forward). */
+  reset(): void {
+    this.#sizes?.dispose();
+    this.#source?.dispose();
+    this.#sizes = undefined;
+    this.#source = undefined;
+    this.#layer = 0;
+  }
+
+  #next(x: TensorLike, metric: TensorLike): { r: number; x: Tensor; metric: Tensor } {
+    if (this.#layer >= this.schedule.length) {
+      throw makeError('ERR_RANGE', `toMe: step ${this.#layer} but the schedule has ${this.schedule.length} layers (call reset() for a new forward pass)`);
+    }
+    const r = this.schedule[this.#layer];
+    return { r, x: toTensor(x, 'x'), metric: toTensor(metric, 'metric') };
+  }
+
+  #advance(plan: MergePlan, sizes: Tensor | undefined, source: Tensor | undefined): void {
+    if (sizes) {
+      this.#sizes?.dispose();
+      this.#sizes = sizes;
+    }
+    if (source) {
+      this.#source?.dispose();
+      this.#source = source;
+    }
+    plan.dispose();
+    this.#layer++;
+  }
+
+  /**
+   * One block: merges r tokens of x (after the attention residual) by the
+   * metric (the block's keys averaged over heads, [B, N, C/H]), size-weighted.
+   * @returns x with N − r tokens, [unmerged (CLS first), destinations]
+   */
+  async step(x: TensorLike, metric: TensorLike): Promise<Tensor> {
+    const s = this.#next(x, metric);
+    if (s.r <= 0) {
+      this.#layer++;
+      return s.x;
+    }
+    const plan = await bipartiteSoftMatch(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill } });
+    try {
+      const source = this.traceSource ? await mergeSource(plan, this.#source) : undefined;
+      const out = await merge(plan, s.x, { mode: 'wavg', sizes: this.#sizes });
+      this.#advance(plan, out.sizes, source);
+      return out.x;
+    } catch (e) {
+      plan.dispose();
+      throw e;
+    }
+  }
+
+  /** Synchronous twin of {@link ToMe.step}. */
+  stepSync(x: TensorLike, metric: TensorLike): Tensor {
+    const s = this.#next(x, metric);
+    if (s.r <= 0) {
+      this.#layer++;
+      return s.x;
+    }
+    const plan = bipartiteSoftMatchSync(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill } });
+    try {
+      const source = this.traceSource ? mergeSourceSync(plan, this.#source) : undefined;
+      const out = mergeSync(plan, s.x, { mode: 'wavg', sizes: this.#sizes });
+      this.#advance(plan, out.sizes, source);
+      return out.x;
+    } catch (e) {
+      plan.dispose();
+      throw e;
+    }
+  }
+}
+
+/**
+ * @example
+ * const tome = toMe({ layers: 12, r: 16 });                  // ViT-B, r = 16
+ * for (const block of blocks) {
+ *   const { q, k } = block.qk(x);                            // [B, H, N, D]
+ *   // proportional attention: scores/probs with keyBias = log(size)
+ *   x = x + block.attn(q, k, tome.keyBias());
+ *   x = await tome.step(x, headMean(k));                     // merge r tokens
+ *   x = x + block.mlp(x);
+ * }
+ */
+export function toMe(opts: ToMeOptions): ToMe {
+  return new ToMe(opts);
+}

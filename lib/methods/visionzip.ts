@@ -1,0 +1,126 @@
+/**
+ * VisionZip (dvlab-research/VisionZip) and the contextual-token helpers it
+ * shares with VisionDrop.
+ *
+ * Reference convention (specs/methods.md §9a): in the penultimate encoder
+ * layer, dominant = CLS + the top (dominant − 1) patches by the CLS attention
+ * row summed over heads, kept in original order; the other tokens become
+ * `contextual` tokens by contextual merging on that layer's head-mean keys;
+ * output [dominant, contextual]. `dominant` counts the CLS token (the
+ * README's 162+30 is 161 patches + CLS + 30 contextual = 192 tokens).
+ */
+import { makeError } from '../errors';
+import { checkOptions, int } from '../kernels/common';
+import { contextualMerge, contextualMergeSync } from '../kernels/merge';
+import { gather, gatherSync } from '../kernels/select';
+import { Tensor, TensorLike, toTensor } from '../tensor';
+import { AttentionSource, drive, driveAsync, MethodGen, scoresOf, sourceDims } from './common';
+
+/** README/config presets for 577 CLIP-L tokens (LLaVA-1.5): total 192, 128, 64. */
+export const VISIONZIP_PRESETS = {
+  192: { dominant: 162, contextual: 30 },
+  128: { dominant: 108, contextual: 20 },
+  64: { dominant: 54, contextual: 10 },
+} as const;
+
+export interface VisionZipOptions {
+  /** Dominant tokens including CLS. */
+  dominant?: number;
+  contextual?: number;
+  /** Or a preset: total tokens kept (192, 128 or 64). */
+  preset?: 192 | 128 | 64;
+}
+
+export interface MergeSelectionResult {
+  /** [B, dominant + contextual, C]: [dominant (original order), contextual (target order)]. */
+  tokens: Tensor;
+  /** i32 [B, dominant]: the dominant token indices, ascending. */
+  indices: Tensor;
+  /** f32 [B, N']: the scores ranked. */
+  scores: Tensor;
+}
+
+/**
+ * Concatenates [B, K1, C] and [B, K2, C] along tokens. Done on the host: device
+ * inputs are copied back, joined, and the result uploaded to their device.
+ */
+export function catTokens(a: Tensor, b: Tensor): Tensor {
+  if (!a.isHost || !b.isHost) {
+    const joined = catTokens(a.toHost(), b.toHost());
+    return joined.to(a.device as 'cpu');
+  }
+  const [B, K1, C] = a.shape;
+  const K2 = b.shape[1];
+  const out = Tensor.empty([B, K1 + K2, C], a.dtype, 'cpu');
+  const od = out.data as unknown as { set(src: ArrayLike<number>, off: number): void };
+  const ad = a.contiguous().data as unknown as { subarray(s: number, e: number): ArrayLike<number> };
+  const bd = b.contiguous().data as unknown as { subarray(s: number, e: number): ArrayLike<number> };
+  for (let i = 0; i < B; i++) {
+    od.set(ad.subarray(i * K1 * C, (i + 1) * K1 * C), i * (K1 + K2) * C);
+    od.set(bd.subarray(i * K2 * C, (i + 1) * K2 * C), (i * (K1 + K2) + K1) * C);
+  }
+  return out;
+}
+
+function counts(op: string, opts: VisionZipOptions, N: number): { d: number; c: number } {
+  const o = checkOptions(op, opts, ['dominant', 'contextual', 'preset']);
+  let d = o.dominant;
+  let c = o.contextual;
+  if (o.preset !== undefined) {
+    if (d !== undefined || c !== undefined) throw makeError('ERR_ARG', `${op}: pass a preset or dominant/contextual, not both`);
+    const p = VISIONZIP_PRESETS[o.preset as 192];
+    if (!p) throw makeError('ERR_ARG', `${op}: unknown preset ${String(o.preset)} (expected 192, 128 or 64)`);
+    d = p.dominant;
+    c = p.contextual;
+  }
+  const dd = int(op, 'dominant', d, 1, N);
+  const cc = int(op, 'contextual', c, 1, Math.max(1, N - dd));
+  if (dd + cc > N) throw makeError('ERR_RANGE', `${op}: dominant + contextual (${dd + cc}) exceeds the ${N} tokens`);
+  return { d: dd, c: cc };
+}
+
+function* dominantSteps(src: AttentionSource, N: number, d: number): MethodGen<{ indices: Tensor; scores: Tensor }> {
+  const scores = yield* scoresOf('visionZip', src, { queries: 0, reduce: 'sum', heads: 'sum', keys: { start: 1 } });
+  let patches: Tensor | undefined;
+  if (d > 1) {
+    const r = (yield { kind: 'topk', scores, k: d - 1, opts: { order: 'index', values: false } }) as { indices: Tensor };
+    patches = r.indices;
+  }
+  // CLS (0) + patches + 1, ascending
+  const B = scores.shape[0];
+  const p = patches ? (patches.toHost().data as Int32Array) : new Int32Array(0);
+  const idx = new Int32Array(B * d);
+  for (let b = 0; b < B; b++) {
+    idx[b * d] = 0;
+    for (let j = 1; j < d; j++) idx[b * d + j] = p[b * (d - 1) + j - 1] + 1;
+  }
+  void N;
+  const host = Tensor.from({ data: idx, shape: [B, d] });
+  return { indices: scores.isHost ? host : host.to(scores.device as 'cpu'), scores };
+}
+
+/**
+ * @example
+ * // CLIP-L layer 22: attention q, k [B, 16, 577, 64], hidden [B, 577, 1024], keys head-mean [B, 577, 64]
+ * const { tokens } = await visionZip({ q, k }, hidden, keyMean, { preset: 192 }); // [B, 192, 1024]
+ */
+export async function visionZip(src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): Promise<MergeSelectionResult> {
+  const { N } = sourceDims('visionZip', src);
+  const { d, c } = counts('visionZip', opts, N);
+  const h = toTensor(hidden, 'hidden');
+  const { indices, scores } = await driveAsync(dominantSteps(src, N, d));
+  const ctx = await contextualMerge(h, metric, { keptIndices: indices }, c);
+  const dom = await gather(h, indices);
+  return { tokens: catTokens(dom, ctx), indices, scores };
+}
+
+export function visionZipSync(src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): MergeSelectionResult {
+  const { N } = sourceDims('visionZipSync', src);
+  const { d, c } = counts('visionZipSync', opts, N);
+  const h = toTensor(hidden, 'hidden');
+  const { indices, scores } = drive(dominantSteps(src, N, d));
+  const ctx = contextualMergeSync(h, metric, { keptIndices: indices }, c);
+  const dom = gatherSync(h, indices);
+  return { tokens: catTokens(dom, ctx), indices, scores };
+}
+

@@ -1,0 +1,344 @@
+/** Token-merging kernels against the float64 references (ToMe / tomesd / VisionZip conventions). */
+import {
+  bipartiteSoftMatch,
+  bipartiteSoftMatchSync,
+  contextualMerge,
+  contextualMergeSync,
+  FloatDType,
+  merge,
+  MergePlan,
+  mergeSourceSync,
+  mergeSync,
+  patchMasks,
+  Tensor,
+  unmerge,
+  unmergeSync,
+} from '../lib';
+import { expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
+import { paritySplit, refAssign, refContextual, refMatch, refMerge, refSplit2d, refUnmerge } from './reference/merge';
+
+const tol = (dt: FloatDType): { atol: number; rtol: number } =>
+  dt === 'f32' ? { atol: 1e-5, rtol: 1e-5 } : dt === 'f16' ? { atol: 2e-3, rtol: 2e-3 } : { atol: 1e-2, rtol: 1e-2 };
+
+function planArrays(plan: MergePlan): { unm: number[][]; src: number[][]; dst: number[][] } {
+  const rows = (t: Tensor | undefined, w: number): number[][] => {
+    const v = t ? t.toArray() : [];
+    return Array.from({ length: plan.batch }, (_, b) => v.slice(b * w, (b + 1) * w));
+  };
+  const nu = plan.unmerged ? plan.unmerged.shape[1] : 0;
+  return { unm: rows(plan.unmerged, nu), src: rows(plan.sources, plan.r), dst: rows(plan.destinations, plan.r) };
+}
+
+// A hand-checkable metric (C = 2), N = 6: a = {t0, t2, t4}, b = {t1, t3, t5}.
+//   t0 = (1, 0), t1 = (1, 0), t2 = (0.2, 1), t3 = (0, 1), t4 = (1, 0.1), t5 = (-1, 0)
+// Best partners: t0 → t1 (1.0), t2 → t3 (0.981), t4 → t1 (0.995).
+const HAND = Float32Array.of(1, 0, 1, 0, 0.2, 1, 0, 1, 1, 0.1, -1, 0);
+const X6 = Float32Array.from({ length: 6 }, (_, i) => 10 * (i + 1)); // token i holds 10·(i+1), C = 1
+
+describe('bipartiteSoftMatch: hand-checked conventions', () => {
+  const metric = { data: HAND, shape: [1, 6, 2] };
+
+  test('no CLS: the unmerged tokens stay in descending-similarity order', () => {
+    const plan = bipartiteSoftMatchSync(metric, 1);
+    expect(planArrays(plan)).toEqual({ unm: [[4, 2]], src: [[0]], dst: [[1]] });
+    // output [t4, t2, t1 (+t0), t3, t5]
+    expect(plan.assign.toArray()).toEqual([2, 2, 1, 3, 0, 4]);
+    const { x } = mergeSync(plan, { data: X6, shape: [1, 6, 1] }, { mode: 'mean' });
+    expect(x.toArray()).toEqual([50, 30, 15, 40, 60]);
+  });
+
+  test('CLS: row 0 never merges and comes back first (unmerged sorted ascending)', () => {
+    const plan = bipartiteSoftMatchSync(metric, 1, { protect: { cls: true } });
+    expect(planArrays(plan)).toEqual({ unm: [[0, 2]], src: [[4]], dst: [[1]] });
+    const { x, sizes } = mergeSync(plan, { data: X6, shape: [1, 6, 1] }, { mode: 'wavg' });
+    expect(x.toArray()).toEqual([10, 30, 35, 40, 60]);
+    expect(sizes!.toArray()).toEqual([1, 1, 2, 1, 1]);
+  });
+
+  test('CLS + distill: nothing merges into token 1, output [cls, distill, unm, dst]', () => {
+    const plan = bipartiteSoftMatchSync(metric, 1, { protect: { cls: true, distill: true } });
+    expect(planArrays(plan)).toEqual({ unm: [[0, 4]], src: [[2]], dst: [[3]] });
+    const { x } = mergeSync(plan, { data: X6, shape: [1, 6, 1] }, { mode: 'sum' });
+    expect(x.toArray()).toEqual([10, 20, 50, 70, 60]);
+  });
+
+  test('r is capped at (N − protected) // 2; r = 0 gives an identity plan', () => {
+    expect(bipartiteSoftMatchSync(metric, 100).r).toBe(3);
+    expect(bipartiteSoftMatchSync(metric, 100, { protect: { cls: true } }).r).toBe(2);
+    expect(bipartiteSoftMatchSync(metric, 100, { protect: { cls: true, distill: true } }).r).toBe(2);
+    const id = bipartiteSoftMatchSync(metric, 0);
+    expect(id.r).toBe(0);
+    expect(id.assign.toArray()).toEqual([0, 1, 2, 3, 4, 5]);
+    expect(mergeSync(id, { data: X6, shape: [1, 6, 1] }).x.toArray()).toEqual(Array.from(X6));
+    // N = 2 with CLS: (2 − 1) // 2 = 0 → identity
+    expect(bipartiteSoftMatchSync({ data: Float32Array.of(1, 2), shape: [1, 2, 1] }, 1, { protect: { cls: true } }).r).toBe(0);
+  });
+
+  test('exact ties: equal scores go to the lower index (destinations and sources)', () => {
+    // every token identical: every a ties with every b
+    const same = { data: new Float32Array(9 * 4).fill(0.5), shape: [1, 9, 4] };
+    const plan = bipartiteSoftMatchSync(same, 3);
+    expect(planArrays(plan)).toEqual({ unm: [[6, 8]], src: [[0, 2, 4]], dst: [[1, 1, 1]] });
+    const { x, sizes } = mergeSync(plan, { data: Float32Array.from({ length: 9 }, (_, i) => i), shape: [1, 9, 1] }, { mode: 'wavg' });
+    // slots: [t6, t8, t1+t0+t2+t4, t3, t5, t7]
+    expect(x.toArray()).toEqual([6, 8, 7 / 4, 3, 5, 7]);
+    expect(sizes!.toArray()).toEqual([1, 1, 4, 1, 1, 1]);
+  });
+
+  test('amax and the compact source map across two merges', () => {
+    const plan = bipartiteSoftMatchSync(metric, 1);
+    const { x } = mergeSync(plan, { data: X6, shape: [1, 6, 1] }, { mode: 'amax' });
+    expect(x.toArray()).toEqual([50, 30, 20, 40, 60]);
+    const s1 = mergeSourceSync(plan);
+    expect(s1.toArray()).toEqual([2, 2, 1, 3, 0, 4]);
+    // second layer on the 5 merged tokens: all identical metric → a = {0, 2, 4}, t0 → t1
+    const plan2 = bipartiteSoftMatchSync({ data: new Float32Array(5).fill(1), shape: [1, 5, 1] }, 1);
+    expect(plan2.assign.toArray()).toEqual([2, 2, 0, 3, 1]);
+    const s2 = mergeSourceSync(plan2, s1);
+    expect(s2.toArray()).toEqual([0, 0, 2, 3, 2, 1]);
+    const masks = patchMasks(s2, 4);
+    expect(masks.shape).toEqual([1, 4, 6]);
+    expect(masks.toArray()).toEqual([1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 1, 0, 0]);
+  });
+
+  test('a zero metric row has similarity 0 (ToMe would give NaN)', () => {
+    const m = Float32Array.of(0, 0, 1, 0, 1, 0, -1, 0); // t0 = 0, t2 = t1
+    const plan = bipartiteSoftMatchSync({ data: m, shape: [1, 4, 2] }, 1);
+    expect(planArrays(plan)).toEqual({ unm: [[0]], src: [[2]], dst: [[1]] });
+  });
+});
+
+describe('bipartiteSoftMatch + merge + unmerge vs the float64 reference', () => {
+  const shapes: Array<[number, number, number]> = [[1, 2, 1], [1, 3, 2], [2, 4, 3], [3, 5, 1], [2, 17, 7], [1, 64, 33], [2, 97, 16], [1, 197, 64], [2, 301, 130]];
+  const dtypes: FloatDType[] = ['f32', 'f16', 'bf16'];
+  let seed = 100;
+  for (const [B, N, C] of shapes) {
+    for (const dt of dtypes) {
+      for (const [cls, distill] of [[false, false], [true, false], [true, true], [false, true]] as const) {
+        if (N < 3 && distill) continue;
+        const s = seed++;
+        test(`B=${B} N=${N} C=${C} ${dt} cls=${cls} distill=${distill}`, () => {
+          const m = makeTensor(randn(B * N * C, s), [B, N, C], dt);
+          const xv = makeTensor(randn(B * N * 5, s + 7), [B, N, 5], dt);
+          const sz = Float32Array.from({ length: B * N }, (_, i) => 1 + ((i * 7) % 5));
+          const cap = Math.floor((N - (cls ? 1 : 0) - (distill ? 1 : 0)) / 2);
+          const rng1 = rng(s);
+          for (const rReq of [1, Math.max(1, Math.floor(N / 4)), cap, cap + 3, Math.floor(rng1() * (cap + 1))]) {
+            const plan = bipartiteSoftMatchSync(m.t, rReq, { protect: { cls, distill } });
+            const r = Math.min(rReq, cap);
+            expect(plan.r).toBe(Math.max(0, r));
+            if (r <= 0) continue;
+            const { a, b } = paritySplit(N);
+            const ref = refMatch(m.exact, B, N, C, a, b, r, cls, distill);
+            expect(planArrays(plan)).toEqual({ unm: ref.unm, src: ref.src, dst: ref.dst });
+            expect(plan.assign.toArray()).toEqual(refAssign(ref, B, N));
+            for (const mode of ['mean', 'sum', 'amax', 'wavg'] as const) {
+              const sizes = mode === 'wavg' ? { data: sz, shape: [B, N, 1] } : undefined;
+              const got = mergeSync(plan, xv.t, { mode, sizes });
+              const want = refMerge(ref, xv.exact, B, N, 5, mode, mode === 'wavg' ? sz : undefined);
+              expect(got.x.shape).toEqual([B, N - r, 5]);
+              expect(got.x.dtype).toBe(dt);
+              const t = tol(dt);
+              expectClose(got.x.toArray(), want.x, t.atol * 10, t.rtol, `merge ${mode}`);
+              if (mode === 'wavg') expect(got.sizes!.toArray()).toEqual(want.sizes);
+            }
+            const merged = mergeSync(plan, xv.t, { mode: 'sum' }).x;
+            const un = unmergeSync(plan, merged);
+            const mergedVals = merged.toArray();
+            expect(un.toArray()).toEqual(refUnmerge(ref, mergedVals, B, N - r, 5, N).map((v) => v));
+          }
+        });
+      }
+    }
+  }
+
+  test('the async API gives the same plan and merge', async () => {
+    const m = makeTensor(randn(2 * 50 * 8, 5), [2, 50, 8]);
+    const p1 = await bipartiteSoftMatch(m.t, 12, { protect: { cls: true } });
+    const p2 = bipartiteSoftMatchSync(m.t, 12, { protect: { cls: true } });
+    expect(p1.assign.toArray()).toEqual(p2.assign.toArray());
+    const x = makeTensor(randn(2 * 50 * 3, 6), [2, 50, 3]).t;
+    const a = await merge(p1, x, { mode: 'wavg' });
+    expect(a.x.toArray()).toEqual(mergeSync(p2, x, { mode: 'wavg' }).x.toArray());
+    expect((await unmerge(p1, a.x)).toArray()).toEqual(unmergeSync(p2, a.x).toArray());
+  });
+});
+
+describe('merge properties', () => {
+  test('unmerge∘merge is the identity on tokens that were not merged; sizes sum to N; wavg of constants is the constant', () => {
+    for (const [B, N, C, seed] of [[1, 11, 4, 1], [3, 64, 9, 2], [2, 577, 16, 3]]) {
+      const m = makeTensor(randn(B * N * C, seed), [B, N, C]).t;
+      const x = makeTensor(randn(B * N * 6, seed + 1), [B, N, 6]);
+      const plan = bipartiteSoftMatchSync(m, Math.floor(N / 3), { protect: { cls: true } });
+      const back = unmergeSync(plan, mergeSync(plan, x.t, { mode: 'wavg' }).x).toArray();
+      const assign = plan.assign.toArray();
+      for (let b = 0; b < B; b++) {
+        const count = new Map<number, number>();
+        for (let i = 0; i < N; i++) count.set(assign[b * N + i], (count.get(assign[b * N + i]) ?? 0) + 1);
+        let singles = 0;
+        for (let i = 0; i < N; i++) {
+          if (count.get(assign[b * N + i]) !== 1) continue;
+          singles++;
+          for (let d = 0; d < 6; d++) expect(back[(b * N + i) * 6 + d]).toBe(Math.fround(x.exact[(b * N + i) * 6 + d]));
+        }
+        expect(singles).toBeGreaterThan(0);
+        expect(count.size).toBe(plan.nOut);
+      }
+      // sizes accumulate across two layers and always sum to N
+      const s1 = mergeSync(plan, x.t, { mode: 'wavg' });
+      const m2 = mergeSync(plan, m, { mode: 'mean' }).x;
+      const plan2 = bipartiteSoftMatchSync(m2, Math.floor(plan.nOut / 3), { protect: { cls: true } });
+      const s2 = mergeSync(plan2, s1.x, { mode: 'wavg', sizes: s1.sizes });
+      const sizes = s2.sizes!.toArray();
+      for (let b = 0; b < B; b++) expect(sizes.slice(b * plan2.nOut, (b + 1) * plan2.nOut).reduce((p, q) => p + q, 0)).toBe(N);
+      // constant tokens stay constant under wavg, whatever the sizes
+      const k = Tensor.from({ data: new Float32Array(B * N * 3).fill(0.3), shape: [B, N, 3] });
+      const sz = Tensor.from({ data: Float32Array.from({ length: B * N }, (_, i) => 1 + (i % 7)), shape: [B, N, 1] });
+      expectClose(mergeSync(plan, k, { mode: 'wavg', sizes: sz }).x.toArray(), new Array(B * plan.nOut * 3).fill(Math.fround(0.3)), 1e-7, 1e-6, 'const');
+    }
+  });
+});
+
+describe('tomesd 2-D split', () => {
+  test('grid2d: top-left of every window is a destination; border tokens are sources', () => {
+    // 5×3 grid, 2×2 windows → windows at (0,0), (0,2); tokens 0 and 2 are dst
+    const N = 15;
+    const m = makeTensor(randn(N * 3, 9), [1, N, 3]);
+    const plan = bipartiteSoftMatchSync(m.t, 4, { split: { grid2d: { w: 5, h: 3, sx: 2, sy: 2 } } });
+    const dst = new Set(plan.destinations!.toArray());
+    for (const d of dst) expect([0, 2]).toContain(d);
+    const ref = refMatch(m.exact, 1, N, 3, refSplit2d(5, 3, 2, 2).a, [0, 2], 4, false, false);
+    expect(planArrays(plan)).toEqual({ unm: ref.unm, src: ref.src, dst: ref.dst });
+    // r is capped at the number of sources (13)
+    expect(bipartiteSoftMatchSync(m.t, 100, { split: { grid2d: { w: 5, h: 3, sx: 2, sy: 2 } } }).r).toBe(13);
+  });
+
+  test('random2d: one destination per window from the documented seeded generator', () => {
+    const [w, h, sx, sy] = [8, 6, 2, 2];
+    const N = w * h;
+    const B = 2;
+    const split = refSplit2d(w, h, sx, sy, 1234);
+    expect(split.b.length).toBe(12);
+    // one per window
+    const windows = new Set(split.b.map((t) => `${Math.floor(Math.floor(t / w) / sy)},${Math.floor((t % w) / sx)}`));
+    expect(windows.size).toBe(12);
+    // not all top-left (the seed matters)
+    expect(split.b.some((t) => Math.floor(t / w) % sy !== 0 || (t % w) % sx !== 0)).toBe(true);
+    for (const dt of ['f32', 'bf16'] as const) {
+      const m = makeTensor(randn(B * N * 5, 77), [B, N, 5], dt);
+      const plan = bipartiteSoftMatchSync(m.t, 20, { split: { random2d: { w, h, sx, sy, seed: 1234 } } });
+      const ref = refMatch(m.exact, B, N, 5, split.a, split.b, 20, false, false);
+      expect(planArrays(plan)).toEqual({ unm: ref.unm, src: ref.src, dst: ref.dst });
+      const x = makeTensor(randn(B * N * 4, 78), [B, N, 4], dt);
+      expectClose(mergeSync(plan, x.t, { mode: 'mean' }).x.toArray(), refMerge(ref, x.exact, B, N, 4, 'mean').x, 1e-2, 1e-2, 'tomesd mean');
+    }
+    // a different seed gives a different pattern
+    expect(refSplit2d(w, h, sx, sy, 1235).b).not.toEqual(split.b);
+  });
+});
+
+describe('contextualMerge vs the float64 reference', () => {
+  const cases: Array<[number, number, number, number, number, FloatDType]> = [
+    [1, 10, 3, 4, 3, 'f32'], [2, 37, 5, 8, 4, 'f16'], [3, 50, 16, 7, 5, 'bf16'], [1, 577, 64, 24, 30, 'f32'], [2, 97, 130, 33, 1, 'f32'],
+  ];
+  for (const [B, N, C, Cm, c, dt] of cases) {
+    test(`B=${B} N=${N} C=${C} Cm=${Cm} c=${c} ${dt}`, async () => {
+      const x = makeTensor(randn(B * N * C, N + C), [B, N, C], dt);
+      const metric = makeTensor(randn(B * N * Cm, N + Cm), [B, N, Cm], dt);
+      const k = Math.floor(N / 3);
+      const kept = new Int32Array(B * k);
+      const remaining: number[][] = [];
+      for (let b = 0; b < B; b++) {
+        const r = rng(b + 3);
+        const chosen = new Set<number>();
+        while (chosen.size < k) chosen.add(Math.floor(r() * N));
+        const sorted = [...chosen].sort((p, q) => p - q);
+        sorted.forEach((t, i) => (kept[b * k + i] = t));
+        remaining.push(Array.from({ length: N }, (_, i) => i).filter((i) => !chosen.has(i)));
+      }
+      const want = refContextual(x.exact, metric.exact, B, N, C, Cm, remaining, c);
+      const got = contextualMergeSync(x.t, metric.t, { keptIndices: { data: kept, shape: [B, k] } }, c);
+      expect(got.shape).toEqual([B, c, C]);
+      const t = tol(dt);
+      expectClose(got.toArray(), want, t.atol * 10, t.rtol * 2, 'contextual');
+      // the mask form gives the same answer
+      const mask = new Uint8Array(B * N);
+      for (let b = 0; b < B; b++) for (let i = 0; i < k; i++) mask[b * N + kept[b * k + i]] = 1;
+      const viaMask = await contextualMerge(x.t, metric.t, { keepMask: { data: mask, shape: [B, N], dtype: 'u8' } }, c);
+      expect(viaMask.toArray()).toEqual(got.toArray());
+    });
+  }
+
+  test('hand-checked: target + mean(members); an empty cluster keeps the target', () => {
+    // remaining = all 4 tokens, c = 2 → step 2, targets t0, t2; t1 ~ t0, t3 ~ t0
+    const metric = { data: Float32Array.of(1, 0, 1, 0.1, 0, 1, 1, -0.1), shape: [1, 4, 2] };
+    const x = { data: Float32Array.of(1, 2, 3, 4), shape: [1, 4, 1] };
+    const out = contextualMergeSync(x, metric, { keptIndices: { data: new Int32Array(0), shape: [1, 0] } }, 2);
+    expect(out.toArray()).toEqual([1 + (2 + 4) / 2, 3]);
+  });
+});
+
+describe('token merging: bad input', () => {
+  const m = { data: new Float32Array(2 * 8 * 3).map((_, i) => Math.sin(i)), shape: [2, 8, 3] };
+  const x = { data: new Float32Array(2 * 8 * 4).map((_, i) => i), shape: [2, 8, 4] };
+  test('r and metric', () => {
+    expectCode(() => bipartiteSoftMatchSync(m, -1), RangeError, 'ERR_RANGE');
+    expectCode(() => bipartiteSoftMatchSync(m, 1.5), TypeError, 'ERR_ARG');
+    expectCode(() => bipartiteSoftMatchSync(m, NaN), TypeError, 'ERR_ARG');
+    expectCode(() => bipartiteSoftMatchSync({ data: new Float32Array(8), shape: [8] }, 1), RangeError, 'ERR_SHAPE');
+    expectCode(() => bipartiteSoftMatchSync({ data: new Int32Array(24), shape: [1, 8, 3] }, 1), TypeError, 'ERR_DTYPE');
+    const bad = Float32Array.from(m.data);
+    bad[30] = NaN;
+    expectCode(() => bipartiteSoftMatchSync({ data: bad, shape: [2, 8, 3] }, 2), RangeError, 'ERR_RANGE', /finite/);
+    bad[30] = Infinity;
+    expectCode(() => bipartiteSoftMatchSync({ data: bad, shape: [2, 8, 3] }, 2), RangeError, 'ERR_RANGE', /finite/);
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { protect: { cls: true, typo: 1 } } as never), TypeError, 'ERR_ARG');
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { splt: 'parity' } as never), TypeError, 'ERR_ARG');
+  });
+  test('2-D splits', () => {
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { grid2d: { w: 3, h: 3, sx: 2, sy: 2 } } }), RangeError, 'ERR_SHAPE', /w·h/);
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { grid2d: { w: 4, h: 2, sx: 1, sy: 1 } } }), RangeError, 'ERR_RANGE');
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { grid2d: { w: 4, h: 2, sx: 5, sy: 1 } } }), RangeError, 'ERR_RANGE');
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { grid2d: { w: 4, h: 2, sx: 2, sy: 0 } } }), RangeError, 'ERR_RANGE');
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { random2d: { w: 4, h: 2, sx: 2, sy: 2 } } } as never), TypeError, 'ERR_ARG', /seed/);
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { grid2d: { w: 4, h: 2, sx: 2, sy: 2 } }, protect: { cls: true } }), TypeError, 'ERR_ARG', /parity/);
+    expectCode(() => bipartiteSoftMatchSync(m, 1, { split: 'spatial' as never }), TypeError, 'ERR_ARG');
+  });
+  test('merge / unmerge / mergeSource', async () => {
+    const plan = bipartiteSoftMatchSync(m, 3);
+    expectCode(() => mergeSync(plan, { data: new Float32Array(2 * 7 * 4), shape: [2, 7, 4] }), RangeError, 'ERR_SHAPE', /plan/);
+    expectCode(() => mergeSync(plan, { data: new Float32Array(8 * 4), shape: [1, 8, 4] }), RangeError, 'ERR_SHAPE');
+    expectCode(() => mergeSync(plan, x, { mode: 'median' as never }), TypeError, 'ERR_ARG');
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', sizes: { data: new Float32Array(16), shape: [2, 8] } }), RangeError, 'ERR_SHAPE');
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', sizes: { data: new Float32Array(2 * 7), shape: [2, 7, 1] } }), RangeError, 'ERR_SHAPE');
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', sizes: { data: new Int32Array(16), shape: [2, 8, 1] } }), TypeError, 'ERR_DTYPE');
+    expectCode(() => mergeSync(plan, x, { mode: 'mean', sizes: { data: new Float32Array(16), shape: [2, 8, 1] } }), TypeError, 'ERR_ARG');
+    const nanSizes = new Float32Array(16).fill(1);
+    nanSizes[3] = NaN;
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', sizes: { data: nanSizes, shape: [2, 8, 1] } }), RangeError, 'ERR_RANGE');
+    expectCode(() => mergeSync({} as MergePlan, x), TypeError, 'ERR_ARG');
+    expectCode(() => unmergeSync(plan, x), RangeError, 'ERR_SHAPE');
+    expectCode(() => mergeSourceSync(plan, { data: Int32Array.of(0, 9, 1, 2), shape: [2, 2] }), RangeError, 'ERR_RANGE');
+    expectCode(() => mergeSourceSync(plan, { data: new Float32Array(4), shape: [2, 2] }), TypeError, 'ERR_DTYPE');
+    expectCode(() => patchMasks({ data: Int32Array.of(0, 5), shape: [1, 2] }, 3), RangeError, 'ERR_RANGE');
+    plan.dispose();
+    expect(plan.disposed).toBe(true);
+    expectCode(() => mergeSync(plan, x), Error, 'ERR_DISPOSED');
+    expectCode(() => unmergeSync(plan, { data: new Float32Array(2 * 5 * 4), shape: [2, 5, 4] }), Error, 'ERR_DISPOSED');
+    await expectReject(merge(plan, x), Error, 'ERR_DISPOSED');
+    await expectReject(bipartiteSoftMatch(m, -2), RangeError, 'ERR_RANGE');
+  });
+  test('contextualMerge', () => {
+    const none = { keptIndices: { data: new Int32Array(0), shape: [2, 0] } };
+    expectCode(() => contextualMergeSync(x, m, none, 0), RangeError, 'ERR_RANGE');
+    expectCode(() => contextualMergeSync(x, m, none, 9), RangeError, 'ERR_RANGE');
+    expectCode(() => contextualMergeSync(x, { data: new Float32Array(2 * 7 * 3), shape: [2, 7, 3] }, none, 2), RangeError, 'ERR_SHAPE');
+    expectCode(() => contextualMergeSync(x, m, { keptIndices: { data: Int32Array.of(0, 8), shape: [2, 1] } }, 2), RangeError, 'ERR_RANGE');
+    expectCode(() => contextualMergeSync(x, m, { keptIndices: { data: Int32Array.of(0, 1, 1), shape: [1, 3] } }, 2), RangeError, 'ERR_SHAPE');
+    expectCode(() => contextualMergeSync(x, m, { keptIndices: { data: Int32Array.of(0, 1, 2, 2), shape: [2, 2] } }, 2), RangeError, 'ERR_SHAPE', /same number/);
+    expectCode(() => contextualMergeSync(x, m, {} as never, 2), TypeError, 'ERR_ARG');
+    const bad = Float32Array.from(m.data);
+    bad[5] = NaN;
+    expectCode(() => contextualMergeSync(x, { data: bad, shape: [2, 8, 3] }, none, 2), RangeError, 'ERR_RANGE');
+  });
+});
