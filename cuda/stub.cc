@@ -2,6 +2,7 @@
 // every CUDA entry point says why, and runtime_info() reports a build without
 // CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
+#include "tokensieve/diversity.h"
 #include "tokensieve/quantize.h"
 #include "tokensieve/runtime.h"
 #include "tokensieve/select.h"
@@ -43,6 +44,11 @@ Status topk(const TopkParams&) { return unavailable(); }
 Status gather(const GatherParams&) { return unavailable(); }
 Status quantize(const QuantizeParams&) { return unavailable(); }
 Status dequantize(const DequantizeParams&) { return unavailable(); }
+
+// Diversity (issue 4).
+Status k_center(const KCenterParams&) { return unavailable(); }
+Status max_coverage(const MaxCoverageParams&) { return unavailable(); }
+Status mmtok_coverage(const MmtokCoverageParams&) { return unavailable(); }
 
 }  // namespace cuda
 }  // namespace tokensieve

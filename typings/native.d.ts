@@ -115,4 +115,22 @@ export interface NativeModule {
     params: Float64Array, x: Float64Array, xMem: NativeMemory, indices: Float64Array, indicesMem: NativeMemory,
     out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
+  /** params: [k, segments, metric (0 cosine, 1 l2), seed (0 isolated, 1 maxnorm, 2 index), seedIndex, wait] */
+  kCenter(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, exclude: Float64Array | undefined, excludeMem: NativeMemory | undefined,
+    order: Float64Array, orderMem: NativeMemory, sorted: Float64Array, sortedMem: NativeMemory,
+    distances: Float64Array, distancesMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [k, wait] */
+  maxCoverage(
+    params: Float64Array, coverage: Float64Array, coverageMem: NativeMemory, exclude: Float64Array | undefined, excludeMem: NativeMemory | undefined,
+    order: Float64Array, orderMem: NativeMemory, sorted: Float64Array, sortedMem: NativeMemory,
+    gains: Float64Array, gainsMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [tauTV, tauVV, alpha, wait] */
+  mmtokCoverage(
+    params: Float64Array, text: Float64Array, textMem: NativeMemory, vision: Float64Array, visionMem: NativeMemory,
+    visionAux: Float64Array | undefined, visionAuxMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
 }
