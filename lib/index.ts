@@ -52,3 +52,9 @@ export type {
   MmtokInputs,
   MmtokCoverageOptions,
 } from './kernels/diversity';
+export { divPrune, divPruneSync } from './methods/divprune';
+export type { DivPruneOptions, DivPruneResult } from './methods/divprune';
+export { toDRE, toDRESync } from './methods/todre';
+export type { ToDREOptions } from './methods/todre';
+export { mmTok, mmTokSync } from './methods/mmtok';
+export type { MmTokOptions, MmTokResult } from './methods/mmtok';
