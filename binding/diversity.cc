@@ -36,6 +36,34 @@ Napi::Value KCenter(const Napi::CallbackInfo& info) {
       cx.flag(12));
 }
 
+// kMedoids(params, x, xMem, medoids, medoidsMem, assignments, assignmentsMem,
+//          iterations, iterationsMem, stream, async)
+// params: [k, segments, metric, maxIters, tol, wait]
+Napi::Value KMedoids(const Napi::CallbackInfo& info) {
+  CallContext cx(info);
+  const double* a = cx.params(0, 6);
+  KMedoidsParams p;
+  p.x = cx.tensor(1, "x");
+  p.medoids = cx.tensor(3, "medoids");
+  p.assignments = cx.tensor(5, "assignments");
+  p.iterations = cx.tensor(7, "iterations", true);
+  p.stream = cx.stream(9);
+  if (a != nullptr) {
+    p.k = to_int64(a[0]);
+    p.segments = to_int64(a[1]);
+    p.metric = static_cast<DistanceMetric>(to_enum(a[2]));
+    p.max_iters = to_int64(a[3]);
+    p.tol = a[4];
+  }
+  const bool wait = a != nullptr && a[5] != 0;
+  return cx.dispatch(
+      [p, wait]() -> Status {
+        if (p.x.on_host()) return cpu::k_medoids(p);
+        return finish_device(p.x.device, p.stream, wait, cuda::k_medoids(p));
+      },
+      cx.flag(10));
+}
+
 // maxCoverage(params, coverage, coverageMem, exclude, excludeMem, order, orderMem,
 //             sorted, sortedMem, gains, gainsMem, stream, async)
 // params: [k, wait]
@@ -88,6 +116,7 @@ Napi::Value MmtokCoverage(const Napi::CallbackInfo& info) {
 
 void init_diversity(Napi::Env env, Napi::Object exports) {
   exports.Set("kCenter", Napi::Function::New<KCenter>(env, "kCenter"));
+  exports.Set("kMedoids", Napi::Function::New<KMedoids>(env, "kMedoids"));
   exports.Set("maxCoverage", Napi::Function::New<MaxCoverage>(env, "maxCoverage"));
   exports.Set("mmtokCoverage", Napi::Function::New<MmtokCoverage>(env, "mmtokCoverage"));
 }

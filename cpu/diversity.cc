@@ -90,6 +90,29 @@ Status validate(const KCenterParams& p) {
   return Status::Ok();
 }
 
+Status validate(const KMedoidsParams& p) {
+  TS_RETURN_IF_ERROR(check_input(p.x, "x", 3, "[B, N, C]"));
+  const int64_t B = p.x.shape[0], N = p.x.shape[1];
+  if (p.segments < 1 || N % p.segments != 0)
+    return Status(Code::kRange, "expected segments >= 1 dividing N = " + std::to_string(N) + " but got " +
+                                    std::to_string(p.segments));
+  const int64_t S = N / p.segments;
+  if (p.k < 1 || p.k > S)
+    return Status(Code::kRange, "expected k in [1, " + std::to_string(S) + "] (tokens per segment) but got " +
+                                    std::to_string(p.k));
+  if (S * S > (int64_t{16} << 20))
+    return Status(Code::kUnsupported, "kMedoids keeps a segment's distance matrix; " + std::to_string(S) +
+                                          " tokens per segment is above the 4096 supported (use more segments)");
+  if (p.metric != DistanceMetric::kCosine && p.metric != DistanceMetric::kL2)
+    return Status(Code::kArg, "unknown distance metric");
+  if (p.max_iters < 0) return Status(Code::kRange, "expected maxIters >= 0 but got " + std::to_string(p.max_iters));
+  if (!(p.tol >= 0)) return Status(Code::kRange, "expected tol >= 0 but got " + std::to_string(p.tol));
+  TS_RETURN_IF_ERROR(check_exact(p.medoids, "medoids", DType::kI32, {B, p.segments * p.k}, p.x, false));
+  TS_RETURN_IF_ERROR(check_exact(p.assignments, "assignments", DType::kI32, {B, N}, p.x, false));
+  TS_RETURN_IF_ERROR(check_exact(p.iterations, "iterations", DType::kI32, {B, p.segments}, p.x, true));
+  return Status::Ok();
+}
+
 Status validate(const MaxCoverageParams& p) {
   TS_RETURN_IF_ERROR(check_input(p.coverage, "coverage", 3, "[B, R, N]"));
   const int64_t B = p.coverage.shape[0], N = p.coverage.shape[2];
@@ -362,6 +385,139 @@ Status k_center(const KCenterParams& p) {
   const int64_t B = p.x.shape[0], S = p.x.shape[1] / p.segments;
   return for_units(B * p.segments, S * S * p.x.shape[2],
                    [&](int64_t u, bool parallel) { return k_center_segment(p, u / p.segments, u % p.segments, parallel); });
+}
+
+namespace {
+
+Status k_medoids_segment(const KMedoidsParams& p, int64_t b, int64_t seg, bool parallel) {
+  const int64_t N = p.x.shape[1], C = p.x.shape[2], S = N / p.segments, base = seg * S, k = p.k;
+  Segment s;
+  s.C = C;
+  s.n = S;
+  s.ld = (S + kGroup - 1) / kGroup * kGroup;
+  s.ids.resize(static_cast<size_t>(S));
+  s.x.assign(static_cast<size_t>(s.ld * C), 0.0f);
+  s.raw_norm.resize(static_cast<size_t>(S));
+  std::vector<float> raw(static_cast<size_t>(S * C));  // [S, C] for the movement measure
+  for (int64_t a = 0; a < S; ++a) {
+    s.ids[a] = static_cast<int32_t>(a);
+    float* row = s.x.data() + a * C;
+    load_row(p.x, b, base + a, row);
+    if (!isa().all_finite(row, C))
+      return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
+                                      std::to_string(base + a) + "] holds NaN or Inf");
+    std::copy(row, row + C, raw.begin() + a * C);
+    double ss = 0;
+    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
+    s.raw_norm[a] = static_cast<float>(std::sqrt(ss));
+    if (p.metric == DistanceMetric::kCosine) {
+      const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
+      for (int64_t c = 0; c < C; ++c) row[c] *= inv;
+    }
+  }
+  if (p.metric == DistanceMetric::kL2) {
+    s.sq.resize(static_cast<size_t>(S));
+    float tmp[kGroup];
+    for (int64_t a = 0; a < S; ++a) {
+      const int64_t g = a / kGroup * kGroup;
+      isa().dot_rows(s.x.data() + a * C, C, s.x.data() + g * C, C, kGroup, tmp);
+      s.sq[a] = tmp[a - g];
+    }
+  }
+  std::vector<float> D(static_cast<size_t>(S * S));  // [S, S]
+  std::vector<float> nn(static_cast<size_t>(S));
+  nearest_neighbours(s, p.metric, nn.data(), D.data(), parallel);
+  // KKZ: largest norm, then farthest point (picked ones masked).
+  std::vector<int32_t> med;  // local indices, in KKZ order during the iterations
+  std::vector<uint8_t> picked(static_cast<size_t>(S), 0);
+  int64_t first = 0;
+  for (int64_t a = 1; a < S; ++a)
+    if (s.raw_norm[a] > s.raw_norm[first]) first = a;
+  med.push_back(static_cast<int32_t>(first));
+  picked[first] = 1;
+  std::vector<float> mind(D.begin() + first * S, D.begin() + (first + 1) * S);
+  while (static_cast<int64_t>(med.size()) < k) {
+    int64_t arg = -1;
+    for (int64_t j = 0; j < S; ++j)
+      if (!picked[j] && (arg < 0 || mind[j] > mind[arg])) arg = j;
+    med.push_back(static_cast<int32_t>(arg));
+    picked[arg] = 1;
+    for (int64_t j = 0; j < S; ++j) mind[j] = std::min(mind[j], D[arg * S + j]);
+  }
+  std::vector<int32_t> assign(static_cast<size_t>(S));
+  // Nearest medoid, ties to the earlier one in `med`; a medoid is its own.
+  auto assign_all = [&]() {
+    for (int64_t j = 0; j < S; ++j) {
+      int32_t best = 0;
+      float bd = kInf;
+      for (int64_t m = 0; m < k; ++m) {
+        if (med[m] == j) {
+          best = static_cast<int32_t>(m);
+          break;
+        }
+        const float d = D[med[m] * S + j];
+        if (d < bd) {
+          bd = d;
+          best = static_cast<int32_t>(m);
+        }
+      }
+      // A later medoid equal to j still wins (self-nearest), so check it.
+      for (int64_t m = 0; m < k; ++m)
+        if (med[m] == j) best = static_cast<int32_t>(m);
+      assign[j] = best;
+    }
+  };
+  int64_t iters = 0;
+  std::vector<std::vector<int32_t>> members(static_cast<size_t>(k));
+  for (; iters < p.max_iters; ) {
+    assign_all();
+    for (auto& m : members) m.clear();
+    for (int64_t j = 0; j < S; ++j) members[assign[j]].push_back(static_cast<int32_t>(j));
+    std::vector<int32_t> next(med);
+    for (int64_t m = 0; m < k; ++m) {
+      double best_sum = std::numeric_limits<double>::infinity();
+      for (int32_t i : members[m]) {
+        double sum = 0;
+        for (int32_t j : members[m]) sum += D[i * S + j];
+        if (sum < best_sum) {
+          best_sum = sum;
+          next[m] = i;
+        }
+      }
+    }
+    ++iters;
+    double moved = 0;
+    for (int64_t m = 0; m < k; ++m) {
+      double d2 = 0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = static_cast<double>(raw[next[m] * C + c]) - raw[med[m] * C + c];
+        d2 += d * d;
+      }
+      moved += std::sqrt(d2);
+    }
+    med = next;
+    if (moved < p.tol) break;
+  }
+  // id_sort: medoids ascending, then assigned again against the sorted list.
+  std::sort(med.begin(), med.end());
+  assign_all();
+  const int64_t K = p.segments * k;
+  int32_t* out_med = p.medoids.ptr<int32_t>() + b * K + seg * k;
+  for (int64_t m = 0; m < k; ++m) out_med[m] = static_cast<int32_t>(base + med[m]);
+  int32_t* out_assign = p.assignments.ptr<int32_t>() + b * N + base;
+  for (int64_t j = 0; j < S; ++j) out_assign[j] = static_cast<int32_t>(seg * k + assign[j]);
+  if (p.iterations.data) p.iterations.ptr<int32_t>()[b * p.segments + seg] = static_cast<int32_t>(iters);
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status k_medoids(const KMedoidsParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.x.on_host()) return Status(Code::kDevice, "cpu::k_medoids needs host tensors");
+  const int64_t B = p.x.shape[0], S = p.x.shape[1] / p.segments;
+  return for_units(B * p.segments, S * S * p.x.shape[2],
+                   [&](int64_t u, bool parallel) { return k_medoids_segment(p, u / p.segments, u % p.segments, parallel); });
 }
 
 Status max_coverage(const MaxCoverageParams& p) {

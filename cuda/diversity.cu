@@ -27,6 +27,11 @@ Status k_center(const KCenterParams& p) {
   return not_yet("kCenter");
 }
 
+Status k_medoids(const KMedoidsParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  return not_yet("kMedoids");
+}
+
 Status max_coverage(const MaxCoverageParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   return not_yet("maxCoverage");

@@ -42,11 +42,13 @@ export { foPru, foPruSync } from './methods/fopru';
 export type { FoPruOptions, FoPruResult } from './methods/fopru';
 export { pyRound } from './methods/common';
 export type { AttentionSource, SelectionResult } from './methods/common';
-export { kCenter, kCenterSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync } from './kernels/diversity';
+export { kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync } from './kernels/diversity';
 export type {
   DistanceMetric,
   KCenterOptions,
   KCenterResult,
+  KMedoidsOptions,
+  KMedoidsResult,
   MaxCoverageOptions,
   MaxCoverageResult,
   MmtokInputs,

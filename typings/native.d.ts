@@ -133,4 +133,10 @@ export interface NativeModule {
     visionAux: Float64Array | undefined, visionAuxMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
+  /** params: [k, segments, metric (0 cosine, 1 l2), maxIters, tol, wait] */
+  kMedoids(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, medoids: Float64Array, medoidsMem: NativeMemory,
+    assignments: Float64Array, assignmentsMem: NativeMemory, iterations: Float64Array, iterationsMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
 }

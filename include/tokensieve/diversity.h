@@ -71,18 +71,41 @@ struct MmtokCoverageParams {
   void* stream = nullptr;
 };
 
+// k-medoids per contiguous segment (CenterCLIP's batch_fast_kmedoids):
+// KKZ initialisation (largest raw L2 norm, then farthest point), then
+// assign (nearest medoid; ties to the earlier medoid; a medoid is always its
+// own cluster's) / update (the member with the least sum of distances to the
+// other members; ties to the lower index) until the medoids move less than
+// `tol` (Σ_k ||x_new − x_old||, per segment) or after `max_iters` updates.
+// Needs the segment's distance matrix: (N/segments)² <= 16 Mi floats.
+struct KMedoidsParams {
+  TensorView x;          // [B, N, C] f32/f16/bf16; stride(C) == 1; finite
+  int64_t k = 0;         // per segment, 1 <= k <= N/segments
+  int64_t segments = 1;  // divides N
+  DistanceMetric metric = DistanceMetric::kL2;
+  int64_t max_iters = 100;  // >= 0
+  double tol = 1e-6;        // >= 0
+  TensorView medoids;       // i32 [B, segments*k]: global token indices, ascending within each segment (so overall)
+  TensorView assignments;   // i32 [B, N]: the column of `medoids` each token belongs to
+  TensorView iterations;    // i32 [B, segments] update steps run; data may be null
+  void* stream = nullptr;
+};
+
 Status validate(const KCenterParams& p);
+Status validate(const KMedoidsParams& p);
 Status validate(const MaxCoverageParams& p);
 Status validate(const MmtokCoverageParams& p);
 
 namespace cpu {
 Status k_center(const KCenterParams& p);
+Status k_medoids(const KMedoidsParams& p);
 Status max_coverage(const MaxCoverageParams& p);
 Status mmtok_coverage(const MmtokCoverageParams& p);
 }  // namespace cpu
 
 namespace cuda {
 Status k_center(const KCenterParams& p);
+Status k_medoids(const KMedoidsParams& p);
 Status max_coverage(const MaxCoverageParams& p);
 Status mmtok_coverage(const MmtokCoverageParams& p);
 }  // namespace cuda

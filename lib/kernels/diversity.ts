@@ -40,6 +40,28 @@ export interface KCenterResult {
   distances: Tensor;
 }
 
+export interface KMedoidsOptions {
+  /** `'l2'` (default, CenterCLIP's Euclidean cdist) or `'cosine'`. */
+  metric?: DistanceMetric;
+  /** Independent clustering per contiguous segment (default 1); k is per segment. */
+  segments?: number;
+  /** Most update steps (default 100, CenterCLIP's script value). */
+  maxIters?: number;
+  /** Stop when Σ_k ||x_new − x_old|| < tol (default 1e-6). */
+  tol?: number;
+  stream?: bigint;
+  wait?: boolean;
+}
+
+export interface KMedoidsResult {
+  /** i32 [B, segments·k]: medoid token indices, ascending. */
+  medoids: Tensor;
+  /** i32 [B, N]: the column of `medoids` that each token's cluster has. */
+  assignments: Tensor;
+  /** i32 [B, segments]: update steps run. */
+  iterations: Tensor;
+}
+
 export interface MaxCoverageOptions {
   /** u8 [B, N] (or [N] with a 2-D coverage): nonzero columns are never picked. */
   exclude?: TensorLike;
@@ -162,6 +184,57 @@ export async function kCenter(x: TensorLike, k: number, opts?: KCenterOptions): 
 export function kCenterSync(x: TensorLike, k: number, opts?: KCenterOptions): KCenterResult {
   const plan = planKCenter('kCenterSync', x, k, opts);
   runSync('kCenterSync', plan.call);
+  return plan.result;
+}
+
+function planKMedoids(op: string, xIn: TensorLike, k: unknown, opts: KMedoidsOptions | undefined): Plan<KMedoidsResult> {
+  const o = checkOptions(op, opts, ['metric', 'segments', 'maxIters', 'tol', 'stream', 'wait']);
+  const { t: x, flat } = rank3(op, 'x', toTensor(xIn, 'x'), '[B, N, C]');
+  const [B, N] = x.shape;
+  const segments = o.segments === undefined ? 1 : int(op, 'segments', o.segments, 1, N);
+  if (N % segments !== 0) throw makeError('ERR_RANGE', `Expected ${op} segments to divide N = ${N} but received ${segments}`);
+  const kk = int(op, 'k', k, 1, N / segments);
+  const metric = oneOf(op, 'metric', o.metric, ['cosine', 'l2'] as const, 'l2');
+  const maxIters = o.maxIters === undefined ? 100 : int(op, 'maxIters', o.maxIters, 0, 1e6);
+  const tol = o.tol === undefined ? 1e-6 : o.tol;
+  if (typeof tol !== 'number' || Number.isNaN(tol)) throw invalid('ERR_ARG', `${op} tol`, 'a number', tol);
+  if (!(tol >= 0)) throw makeError('ERR_RANGE', `Expected ${op} tol >= 0 but received ${tol}`);
+  const ordinal = commonDevice(op, [['x', x]]);
+  const s = stream(op, o.stream, x.stream);
+  const dev = deviceName(ordinal);
+  const medoids = Tensor.empty([B, segments * kk], 'i32', dev, { stream: s });
+  const assignments = Tensor.empty([B, N], 'i32', dev, { stream: s });
+  const iterations = Tensor.empty([B, segments], 'i32', dev, { stream: s });
+  const params = packParams([kk, segments, metric === 'cosine' ? 0 : 1, maxIters, tol, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const xd = x.descriptor('x');
+  const md = medoids.descriptor('medoids');
+  const ad = assignments.descriptor('assignments');
+  const id = iterations.descriptor('iterations');
+  return {
+    result: flat
+      ? { medoids: medoids.view([segments * kk]), assignments: assignments.view([N]), iterations: iterations.view([segments]) }
+      : { medoids, assignments, iterations },
+    call: (async) => native().kMedoids(params, xd.meta, xd.mem, md.meta, md.mem, ad.meta, ad.mem, id.meta, id.mem, s, async),
+  };
+}
+
+/**
+ * k-medoids per segment as CenterCLIP clusters tokens: KKZ initialisation,
+ * assign/update until the medoids stop moving; medoids ascending.
+ * @example const { medoids } = await kMedoids(patches, 49, { segments: 6 }); // 6 segments of 98 tokens
+ * @throws {RangeError} ERR_RANGE for k outside [1, N/segments], segments not dividing N, NaN features
+ */
+export async function kMedoids(x: TensorLike, k: number, opts?: KMedoidsOptions): Promise<KMedoidsResult> {
+  const site = callSite(kMedoids);
+  const plan = planKMedoids('kMedoids', x, k, opts);
+  await runAsync('kMedoids', site, plan.call);
+  return plan.result;
+}
+
+/** Synchronous twin of {@link kMedoids}. */
+export function kMedoidsSync(x: TensorLike, k: number, opts?: KMedoidsOptions): KMedoidsResult {
+  const plan = planKMedoids('kMedoidsSync', x, k, opts);
+  runSync('kMedoidsSync', plan.call);
   return plan.result;
 }
 

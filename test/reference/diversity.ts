@@ -151,3 +151,76 @@ export function refMmtokCoverage(
   }
   return out;
 }
+
+/**
+ * CenterCLIP's batch_fast_kmedoids for one segment, float64: KKZ init,
+ * assign (argmin over medoids in list order, a medoid is its own), update
+ * (argmin over members of the summed distances to the members), stop on
+ * Σ ||x_new − x_old|| < tol or maxIters; then id_sort and re-assign.
+ */
+export function refKMedoidsSegment(rows: number[][], k: number, metric: Metric, maxIters: number, tol: number): { medoids: number[]; assign: number[]; iters: number } {
+  const S = rows.length;
+  // Exact zeros on the diagonal (the reference's self_nearest makes the
+  // self term a constant): a 2-member cluster is then an exact tie.
+  const D = rows.map((a, i) => rows.map((b, j) => (i === j ? 0 : refDistance(a, b, metric))));
+  const norm = rows.map((r) => Math.hypot(...r));
+  let first = 0;
+  for (let a = 1; a < S; a++) if (norm[a] > norm[first]) first = a;
+  let med = [first];
+  const mind = D[first].slice();
+  while (med.length < k) {
+    let arg = -1;
+    for (let j = 0; j < S; j++) if (!med.includes(j) && (arg < 0 || mind[j] > mind[arg])) arg = j;
+    med.push(arg);
+    for (let j = 0; j < S; j++) mind[j] = Math.min(mind[j], D[arg][j]);
+  }
+  const assignAll = () =>
+    Array.from({ length: S }, (_, j) => {
+      const self = med.indexOf(j);
+      if (self >= 0) return self;
+      let best = 0;
+      for (let m = 1; m < k; m++) if (D[med[m]][j] < D[med[best]][j]) best = m;
+      return best;
+    });
+  let iters = 0;
+  while (iters < maxIters) {
+    const assign = assignAll();
+    const next = med.map((old, m) => {
+      const members = assign.map((a, j) => (a === m ? j : -1)).filter((j) => j >= 0);
+      let best = old;
+      let bestSum = Infinity;
+      for (const i of members) {
+        const s = members.reduce((acc, j) => acc + D[i][j], 0);
+        if (s < bestSum) {
+          bestSum = s;
+          best = i;
+        }
+      }
+      return best;
+    });
+    iters++;
+    const moved = next.reduce((acc, n, m) => acc + Math.hypot(...rows[n].map((v, c) => v - rows[med[m]][c])), 0);
+    med = next;
+    if (moved < tol) break;
+  }
+  med.sort((a, b) => a - b);
+  return { medoids: med, assign: assignAll(), iters };
+}
+
+export function refKMedoids(
+  x: ArrayLike<number>, B: number, N: number, C: number, k: number,
+  opts: { metric?: Metric; segments?: number; maxIters?: number; tol?: number } = {},
+): { medoids: number[]; assignments: number[]; iterations: number[] } {
+  const segments = opts.segments ?? 1;
+  const S = N / segments;
+  const medoids: number[] = [], assignments: number[] = [], iterations: number[] = [];
+  for (let b = 0; b < B; b++)
+    for (let g = 0; g < segments; g++) {
+      const rows = Array.from({ length: S }, (_, i) => row(x, (b * N + g * S + i) * C, C));
+      const r = refKMedoidsSegment(rows, k, opts.metric ?? 'l2', opts.maxIters ?? 100, opts.tol ?? 1e-6);
+      medoids.push(...r.medoids.map((i) => g * S + i));
+      assignments.push(...r.assign.map((a) => g * k + a));
+      iterations.push(r.iters);
+    }
+  return { medoids, assignments, iterations };
+}
