@@ -60,3 +60,5 @@ export { toDRE, toDRESync } from './methods/todre';
 export type { ToDREOptions } from './methods/todre';
 export { mmTok, mmTokSync } from './methods/mmtok';
 export type { MmTokOptions, MmTokResult } from './methods/mmtok';
+export { centerClip, centerClipSync } from './methods/centerclip';
+export type { CenterClipOptions, CenterClipResult } from './methods/centerclip';

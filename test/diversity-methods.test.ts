@@ -1,6 +1,6 @@
 /** DivPrune, ToDRE and MMTok: the reference conventions (methods.md §4, §6), batched. */
-import { divPrune, divPruneSync, mmTok, mmTokSync, toDRE, toDRESync } from '../lib';
-import { refKCenter, refMaxCoverage, refMmtokCoverage } from './reference/diversity';
+import { centerClip, centerClipSync, divPrune, divPruneSync, mmTok, mmTokSync, toDRE, toDRESync } from '../lib';
+import { refKCenter, refKMedoids, refMaxCoverage, refMmtokCoverage } from './reference/diversity';
 import { expectCode, makeTensor, randn } from './helpers';
 
 /**
@@ -110,5 +110,52 @@ describe('mmTok', () => {
     expectCode(() => mmTokSync({ text, vision }, { keep: 4, tauTV: -1 }), RangeError, 'ERR_RANGE');
     expectCode(() => mmTokSync({ text, vision }, { keep: 4, tauVV: 0 }), RangeError, 'ERR_RANGE');
     expectCode(() => mmTokSync({ text, vision }, { k: 4 } as object), TypeError, 'ERR_ARG');
+  });
+});
+
+describe('centerClip', () => {
+  test('hand-checked: CLS mean per segment, then the medoid tokens themselves', () => {
+    // B 1, T 2 frames of [CLS, 3 patches], C 1, one segment of 2 frames, K 2.
+    // Patches (frame-major): 0, 1, 10 | 11, 0.5, 12 → clusters {0, 1, 0.5}
+    // and {10, 11, 12}; medoids 0.5 (position 4) and 11 (position 3).
+    const x = { data: Float32Array.of(2, 0, 1, 10, 4, 11, 0.5, 12), shape: [1, 2, 4, 1] };
+    const r = centerClipSync(x, { frameDuration: 2, clusters: 2 });
+    expect(r.medoids.toArray()).toEqual([3, 4]);
+    expect(r.tokens.shape).toEqual([1, 1, 3, 1]);
+    expect(r.tokens.toArray()).toEqual([3, 11, 0.5]);
+    expect(r.assignments.toArray()).toEqual([1, 1, 0, 0, 1, 0]);
+  });
+
+  test('batched, f16, segments of 2 frames: matches k-medoids per segment', async () => {
+    const B = 2, T = 4, P = 7, C = 5, K = 3;
+    const L = P + 1;
+    const t = makeTensor(randn(B * T * L * C, 44), [B, T, L, C], 'f16');
+    const r = await centerClip(t.t, { frameDuration: 2, clusters: K });
+    const patches: number[] = [];
+    for (let b = 0; b < B; b++) for (let f = 0; f < T; f++) for (let p = 0; p < P; p++) for (let c = 0; c < C; c++) patches.push(t.exact[((b * T + f) * L + 1 + p) * C + c]);
+    const want = refKMedoids(patches, B, T * P, C, K, { segments: 2 });
+    expect(r.medoids.toArray()).toEqual(want.medoids);
+    expect(r.tokens.shape).toEqual([B, 2, 1 + K, C]);
+    expect(r.tokens.dtype).toBe('f16');
+    const tok = r.tokens.toArray();
+    for (let b = 0; b < B; b++)
+      for (let s = 0; s < 2; s++) {
+        for (let c = 0; c < C; c++) {
+          const mean = (t.exact[((b * T + 2 * s) * L) * C + c] + t.exact[((b * T + 2 * s + 1) * L) * C + c]) / 2;
+          expect(Math.abs(tok[((b * 2 + s) * (1 + K)) * C + c] - mean)).toBeLessThanOrEqual(Math.abs(mean) * 1e-3 + 1e-6);
+        }
+        for (let i = 0; i < K; i++) {
+          const m = want.medoids[b * 2 * K + s * K + i];
+          for (let c = 0; c < C; c++) expect(tok[((b * 2 + s) * (1 + K) + 1 + i) * C + c]).toBe(patches[(b * T * P + m) * C + c]);
+        }
+      }
+  });
+
+  test('bad input', () => {
+    const x = makeTensor(randn(1 * 4 * 3 * 2, 3), [1, 4, 3, 2]).t;
+    expectCode(() => centerClipSync(x, { frameDuration: 3, clusters: 2 }), RangeError, 'ERR_RANGE');
+    expectCode(() => centerClipSync(x, { clusters: 5 }), RangeError, 'ERR_RANGE');
+    expectCode(() => centerClipSync(x, { clusters: 0 }), RangeError, 'ERR_RANGE');
+    expectCode(() => centerClipSync(makeTensor(randn(8, 3), [4, 2]).t), RangeError, 'ERR_SHAPE');
   });
 });
