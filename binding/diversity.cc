@@ -64,6 +64,27 @@ Napi::Value KMedoids(const Napi::CallbackInfo& info) {
       cx.flag(10));
 }
 
+// stcScores(params, x, xMem, memorySum, memorySumMem, scores, scoresMem, chunkMean, chunkMeanMem, stream, async)
+// params: [memoryCount, wait]
+Napi::Value StcScores(const Napi::CallbackInfo& info) {
+  CallContext cx(info);
+  const double* a = cx.params(0, 2);
+  StcScoresParams p;
+  p.x = cx.tensor(1, "x");
+  p.memory_sum = cx.tensor(3, "memorySum", true);
+  p.scores = cx.tensor(5, "scores");
+  p.chunk_mean = cx.tensor(7, "chunkMean");
+  p.stream = cx.stream(9);
+  if (a != nullptr) p.memory_count = to_int64(a[0]);
+  const bool wait = a != nullptr && a[1] != 0;
+  return cx.dispatch(
+      [p, wait]() -> Status {
+        if (p.x.on_host()) return cpu::stc_scores(p);
+        return finish_device(p.x.device, p.stream, wait, cuda::stc_scores(p));
+      },
+      cx.flag(10));
+}
+
 // maxCoverage(params, coverage, coverageMem, exclude, excludeMem, order, orderMem,
 //             sorted, sortedMem, gains, gainsMem, stream, async)
 // params: [k, wait]
@@ -117,6 +138,7 @@ Napi::Value MmtokCoverage(const Napi::CallbackInfo& info) {
 void init_diversity(Napi::Env env, Napi::Object exports) {
   exports.Set("kCenter", Napi::Function::New<KCenter>(env, "kCenter"));
   exports.Set("kMedoids", Napi::Function::New<KMedoids>(env, "kMedoids"));
+  exports.Set("stcScores", Napi::Function::New<StcScores>(env, "stcScores"));
   exports.Set("maxCoverage", Napi::Function::New<MaxCoverage>(env, "maxCoverage"));
   exports.Set("mmtokCoverage", Napi::Function::New<MmtokCoverage>(env, "mmtokCoverage"));
 }

@@ -113,6 +113,18 @@ Status validate(const KMedoidsParams& p) {
   return Status::Ok();
 }
 
+Status validate(const StcScoresParams& p) {
+  TS_RETURN_IF_ERROR(check_input(p.x, "x", 3, "[F, T, C]"));
+  const int64_t F = p.x.shape[0], T = p.x.shape[1], C = p.x.shape[2];
+  TS_RETURN_IF_ERROR(check_exact(p.memory_sum, "memorySum", DType::kF32, {C}, p.x, true));
+  if (p.memory_count < 0 || (p.memory_sum.data == nullptr && p.memory_count != 0))
+    return Status(Code::kRange, "expected a memory count >= 0 (0 without a memory sum) but got " +
+                                    std::to_string(p.memory_count));
+  TS_RETURN_IF_ERROR(check_exact(p.scores, "scores", DType::kF32, {F, T}, p.x, false));
+  TS_RETURN_IF_ERROR(check_exact(p.chunk_mean, "chunkMean", DType::kF32, {C}, p.x, false));
+  return Status::Ok();
+}
+
 Status validate(const MaxCoverageParams& p) {
   TS_RETURN_IF_ERROR(check_input(p.coverage, "coverage", 3, "[B, R, N]"));
   const int64_t B = p.coverage.shape[0], N = p.coverage.shape[2];
@@ -518,6 +530,85 @@ Status k_medoids(const KMedoidsParams& p) {
   const int64_t B = p.x.shape[0], S = p.x.shape[1] / p.segments;
   return for_units(B * p.segments, S * S * p.x.shape[2],
                    [&](int64_t u, bool parallel) { return k_medoids_segment(p, u / p.segments, u % p.segments, parallel); });
+}
+
+Status stc_scores(const StcScoresParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.x.on_host()) return Status(Code::kDevice, "cpu::stc_scores needs host tensors");
+  const int64_t F = p.x.shape[0], T = p.x.shape[1], C = p.x.shape[2], M = F * T;
+  std::vector<float> xs(static_cast<size_t>(M * C));  // [F·T, C]
+  for (int64_t f = 0; f < F; ++f)
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = xs.data() + (f * T + t) * C;
+      load_row(p.x, f, t, row);
+      if (!isa().all_finite(row, C))
+        return Status(Code::kRange, "expected finite features but x[" + std::to_string(f) + ", " + std::to_string(t) +
+                                        "] holds NaN or Inf");
+    }
+  // Per-channel variance of the raw features (two-pass, float64).
+  std::vector<double> mean(static_cast<size_t>(C), 0.0), var(static_cast<size_t>(C), 0.0);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t c = 0; c < C; ++c) mean[c] += xs[i * C + c];
+  for (int64_t c = 0; c < C; ++c) mean[c] /= static_cast<double>(M);
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t c = 0; c < C; ++c) {
+      const double d = xs[i * C + c] - mean[c];
+      var[c] += d * d;
+    }
+  std::vector<int32_t> ch(static_cast<size_t>(C));
+  for (int64_t c = 0; c < C; ++c) ch[c] = static_cast<int32_t>(c);
+  const int64_t Cs = std::max<int64_t>(1, C / 2);
+  std::stable_sort(ch.begin(), ch.end(), [&](int32_t a, int32_t b) { return var[a] < var[b]; });
+  ch.resize(static_cast<size_t>(Cs));
+  std::sort(ch.begin(), ch.end());
+  // x̂ over all channels; chunk mean of x̂.
+  std::vector<double> cmean(static_cast<size_t>(C), 0.0);
+  parallel_for(F, [&](int64_t f) {
+    for (int64_t t = 0; t < T; ++t) {
+      float* row = xs.data() + (f * T + t) * C;
+      double ss = 0;
+      for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
+      const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
+      for (int64_t c = 0; c < C; ++c) row[c] *= inv;
+    }
+  });
+  for (int64_t i = 0; i < M; ++i)
+    for (int64_t c = 0; c < C; ++c) cmean[c] += xs[i * C + c];
+  float* chunk_mean = p.chunk_mean.ptr<float>();
+  std::vector<double> memory(static_cast<size_t>(Cs));
+  for (int64_t c = 0; c < C; ++c) {
+    cmean[c] /= static_cast<double>(M);
+    chunk_mean[c] = static_cast<float>(cmean[c]);
+  }
+  const float* msum = p.memory_sum.data ? p.memory_sum.ptr<float>() : nullptr;
+  for (int64_t j = 0; j < Cs; ++j) {
+    const int32_t c = ch[j];
+    memory[j] = ((msum ? msum[c] : 0.0) + cmean[c]) / static_cast<double>(p.memory_count + 1);
+  }
+  static const double kAlphas[5] = {0.125, 0.25, 0.5, 1.0, 2.0};
+  auto G = [](double d2) {
+    double g = 0;
+    for (double a : kAlphas) g += std::exp(-d2 / (2 * a));
+    return g;
+  };
+  float* scores = p.scores.ptr<float>();
+  parallel_for(F, [&](int64_t f) {
+    std::vector<double> fmean(static_cast<size_t>(Cs), 0.0);
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t j = 0; j < Cs; ++j) fmean[j] += xs[(f * T + t) * C + ch[j]];
+    for (int64_t j = 0; j < Cs; ++j) fmean[j] /= static_cast<double>(T);
+    for (int64_t t = 0; t < T; ++t) {
+      const float* row = xs.data() + (f * T + t) * C;
+      double df = 0, dm = 0;
+      for (int64_t j = 0; j < Cs; ++j) {
+        const double v = row[ch[j]];
+        df += (v - fmean[j]) * (v - fmean[j]);
+        dm += (v - memory[j]) * (v - memory[j]);
+      }
+      scores[f * T + t] = static_cast<float>(G(df) + G(dm));
+    }
+  });
+  return Status::Ok();
 }
 
 Status max_coverage(const MaxCoverageParams& p) {

@@ -32,6 +32,11 @@ Status k_medoids(const KMedoidsParams& p) {
   return not_yet("kMedoids");
 }
 
+Status stc_scores(const StcScoresParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  return not_yet("stcScores");
+}
+
 Status max_coverage(const MaxCoverageParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   return not_yet("maxCoverage");

@@ -48,6 +48,7 @@ Status dequantize(const DequantizeParams&) { return unavailable(); }
 // Diversity (issue 4).
 Status k_center(const KCenterParams&) { return unavailable(); }
 Status k_medoids(const KMedoidsParams&) { return unavailable(); }
+Status stc_scores(const StcScoresParams&) { return unavailable(); }
 Status max_coverage(const MaxCoverageParams&) { return unavailable(); }
 Status mmtok_coverage(const MmtokCoverageParams&) { return unavailable(); }
 

@@ -42,7 +42,7 @@ export { foPru, foPruSync } from './methods/fopru';
 export type { FoPruOptions, FoPruResult } from './methods/fopru';
 export { pyRound } from './methods/common';
 export type { AttentionSource, SelectionResult } from './methods/common';
-export { kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync } from './kernels/diversity';
+export { kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, stcScores, stcScoresSync } from './kernels/diversity';
 export type {
   DistanceMetric,
   KCenterOptions,
@@ -53,6 +53,8 @@ export type {
   MaxCoverageResult,
   MmtokInputs,
   MmtokCoverageOptions,
+  StcScoresOptions,
+  StcScoresResult,
 } from './kernels/diversity';
 export { divPrune, divPruneSync } from './methods/divprune';
 export type { DivPruneOptions, DivPruneResult } from './methods/divprune';
@@ -62,3 +64,5 @@ export { mmTok, mmTokSync } from './methods/mmtok';
 export type { MmTokOptions, MmTokResult } from './methods/mmtok';
 export { centerClip, centerClipSync } from './methods/centerclip';
 export type { CenterClipOptions, CenterClipResult } from './methods/centerclip';
+export { StreamPruner, stc, stcSync } from './methods/stc';
+export type { StreamPrunerOptions, StreamPruneResult } from './methods/stc';

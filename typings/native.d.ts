@@ -139,4 +139,10 @@ export interface NativeModule {
     assignments: Float64Array, assignmentsMem: NativeMemory, iterations: Float64Array, iterationsMem: NativeMemory,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
+  /** params: [memoryCount, wait] */
+  stcScores(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, memorySum: Float64Array | undefined, memorySumMem: NativeMemory | undefined,
+    scores: Float64Array, scoresMem: NativeMemory, chunkMean: Float64Array, chunkMeanMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
 }

@@ -91,7 +91,27 @@ struct KMedoidsParams {
   void* stream = nullptr;
 };
 
+// STC-Pruner scores of one chunk of video frames (methods.md §12a, our
+// reading where the reference is not public in detail):
+//   x̂ = x / ||x|| over all C channels (an all-zero token stays zero);
+//   chunk_mean = mean of x̂ over the F·T tokens;
+//   memory = (memory_sum + chunk_mean) / (memory_count + 1) (the mean of all
+//     chunk means so far, this chunk included);
+//   scoring channels: the C/2 (at least 1) channels of lowest variance of the
+//     raw x across the chunk's tokens, ties to the lower channel;
+//   score = G(x̂, frame mean of x̂) + G(x̂, memory) on those channels, with
+//     G(x, μ) = Σ_{α ∈ {1/8, 1/4, 1/2, 1, 2}} exp(−||x − μ||² / (2α)).
+struct StcScoresParams {
+  TensorView x;            // [F, T, C] f32/f16/bf16; stride(C) == 1; finite
+  TensorView memory_sum;   // f32 [C] Σ of the earlier chunk means; data null: none
+  int64_t memory_count = 0;  // chunks in memory_sum, >= 0 (0 when memory_sum is null)
+  TensorView scores;       // f32 [F, T]
+  TensorView chunk_mean;   // f32 [C]: this chunk's mean of x̂ (to add to memory_sum)
+  void* stream = nullptr;
+};
+
 Status validate(const KCenterParams& p);
+Status validate(const StcScoresParams& p);
 Status validate(const KMedoidsParams& p);
 Status validate(const MaxCoverageParams& p);
 Status validate(const MmtokCoverageParams& p);
@@ -99,6 +119,7 @@ Status validate(const MmtokCoverageParams& p);
 namespace cpu {
 Status k_center(const KCenterParams& p);
 Status k_medoids(const KMedoidsParams& p);
+Status stc_scores(const StcScoresParams& p);
 Status max_coverage(const MaxCoverageParams& p);
 Status mmtok_coverage(const MmtokCoverageParams& p);
 }  // namespace cpu
@@ -106,6 +127,7 @@ Status mmtok_coverage(const MmtokCoverageParams& p);
 namespace cuda {
 Status k_center(const KCenterParams& p);
 Status k_medoids(const KMedoidsParams& p);
+Status stc_scores(const StcScoresParams& p);
 Status max_coverage(const MaxCoverageParams& p);
 Status mmtok_coverage(const MmtokCoverageParams& p);
 }  // namespace cuda

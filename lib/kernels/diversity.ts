@@ -343,3 +343,71 @@ export function mmtokCoverageSync(inputs: MmtokInputs, opts?: MmtokCoverageOptio
   runSync('mmtokCoverageSync', plan.call);
   return plan.result;
 }
+
+export interface StcScoresOptions {
+  /** f32 [C]: the sum of the earlier chunks' means (StreamPruner keeps it). */
+  memorySum?: TensorLike;
+  /** How many chunk means `memorySum` holds (default 0; needs memorySum when > 0). */
+  memoryCount?: number;
+  stream?: bigint;
+  wait?: boolean;
+}
+
+export interface StcScoresResult {
+  /** f32 [F, T]: lower = more distinctive (kept first). */
+  scores: Tensor;
+  /** f32 [C]: this chunk's mean of the L2-normalised tokens. */
+  chunkMean: Tensor;
+}
+
+function planStc(op: string, xIn: TensorLike, opts: StcScoresOptions | undefined): Plan<StcScoresResult> {
+  const o = checkOptions(op, opts, ['memorySum', 'memoryCount', 'stream', 'wait']);
+  const x = toTensor(xIn, 'x');
+  if (x.ndim !== 3) throw makeError('ERR_SHAPE', `Expected x of rank 3 [F, T, C] for ${op} but received shape [${x.shape.join(', ')}]`);
+  if (x.shape.some((d) => d === 0)) throw makeError('ERR_SHAPE', `Expected every dimension of x [F, T, C] to be >= 1 for ${op} but received shape [${x.shape.join(', ')}]`);
+  expectFloat(op, 'x', x);
+  expectInnerContiguous(op, 'x', x);
+  const [F, T, C] = x.shape;
+  let mem: Tensor | undefined;
+  if (o.memorySum !== undefined) {
+    mem = toTensor(o.memorySum as TensorLike, `${op} memorySum`);
+    if (mem.dtype !== 'f32') throw makeError('ERR_DTYPE', `Expected f32 for ${op} memorySum but received ${mem.dtype}`);
+    if (mem.ndim !== 1 || mem.shape[0] !== C) throw makeError('ERR_SHAPE', `Expected ${op} memorySum of shape [${C}] but received [${mem.shape.join(', ')}]`);
+    if (!mem.isContiguous) mem = mem.contiguous();
+  }
+  const count = o.memoryCount === undefined ? 0 : int(op, 'memoryCount', o.memoryCount, 0, Number.MAX_SAFE_INTEGER);
+  if (count > 0 && !mem) throw makeError('ERR_RANGE', `${op}: memoryCount ${count} needs a memorySum`);
+  const ordinal = commonDevice(op, [['x', x], ['memorySum', mem]]);
+  const s = stream(op, o.stream, x.stream);
+  const dev = deviceName(ordinal);
+  const scores = Tensor.empty([F, T], 'f32', dev, { stream: s });
+  const chunkMean = Tensor.empty([C], 'f32', dev, { stream: s });
+  const params = packParams([count, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const xd = x.descriptor('x');
+  const md = mem?.descriptor('memorySum');
+  const sd = scores.descriptor('scores');
+  const cd = chunkMean.descriptor('chunkMean');
+  return {
+    result: { scores, chunkMean },
+    call: (async) => native().stcScores(params, xd.meta, xd.mem, md?.meta, md?.mem, sd.meta, sd.mem, cd.meta, cd.mem, s, async),
+  };
+}
+
+/**
+ * STC-Pruner scores of one chunk of frames [F, T, C] (see include/tokensieve/diversity.h
+ * for the exact definition); {@link StreamPruner} keeps the memory across chunks.
+ * @example const { scores } = await stcScores(chunk); // [F, T], lower = more distinctive
+ */
+export async function stcScores(x: TensorLike, opts?: StcScoresOptions): Promise<StcScoresResult> {
+  const site = callSite(stcScores);
+  const plan = planStc('stcScores', x, opts);
+  await runAsync('stcScores', site, plan.call);
+  return plan.result;
+}
+
+/** Synchronous twin of {@link stcScores}. */
+export function stcScoresSync(x: TensorLike, opts?: StcScoresOptions): StcScoresResult {
+  const plan = planStc('stcScoresSync', x, opts);
+  runSync('stcScoresSync', plan.call);
+  return plan.result;
+}

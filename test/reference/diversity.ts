@@ -224,3 +224,46 @@ export function refKMedoids(
     }
   return { medoids, assignments, iterations };
 }
+
+/** STC scores of one chunk [F, T, C] (float64), with the memory of earlier chunk means. */
+export function refStcScores(x: ArrayLike<number>, F: number, T: number, C: number, pastMeans: number[][]): { scores: number[]; chunkMean: number[] } {
+  const M = F * T;
+  const rows = Array.from({ length: M }, (_, i) => row(x, i * C, C));
+  const mean = Array.from({ length: C }, (_, c) => rows.reduce((s, r) => s + r[c], 0) / M);
+  const variance = Array.from({ length: C }, (_, c) => rows.reduce((s, r) => s + (r[c] - mean[c]) ** 2, 0));
+  const Cs = Math.max(1, Math.floor(C / 2));
+  const ch = Array.from({ length: C }, (_, c) => c).sort((a, b) => variance[a] - variance[b] || a - b).slice(0, Cs);
+  const xn = rows.map((r) => {
+    const n = Math.hypot(...r);
+    return r.map((v) => (n > 0 ? v / n : 0));
+  });
+  const chunkMean = Array.from({ length: C }, (_, c) => xn.reduce((s, r) => s + r[c], 0) / M);
+  const all = [...pastMeans, chunkMean];
+  const memory = ch.map((c) => all.reduce((s, m) => s + m[c], 0) / all.length);
+  const G = (d2: number) => [0.125, 0.25, 0.5, 1, 2].reduce((s, a) => s + Math.exp(-d2 / (2 * a)), 0);
+  const scores: number[] = [];
+  for (let f = 0; f < F; f++) {
+    const fm = ch.map((c) => {
+      let s = 0;
+      for (let t = 0; t < T; t++) s += xn[f * T + t][c];
+      return s / T;
+    });
+    for (let t = 0; t < T; t++) {
+      const r = xn[f * T + t];
+      const df = ch.reduce((s, c, j) => s + (r[c] - fm[j]) ** 2, 0);
+      const dm = ch.reduce((s, c, j) => s + (r[c] - memory[j]) ** 2, 0);
+      scores.push(G(df) + G(dm));
+    }
+  }
+  return { scores, chunkMean };
+}
+
+/** Kept positions per frame: the k lowest scores, ties to the lower index, ascending. */
+export function refKeepLowest(scores: number[], F: number, T: number, k: number): number[] {
+  const out: number[] = [];
+  for (let f = 0; f < F; f++) {
+    const idx = Array.from({ length: T }, (_, t) => t).sort((a, b) => scores[f * T + a] - scores[f * T + b] || a - b);
+    out.push(...idx.slice(0, k).sort((a, b) => a - b));
+  }
+  return out;
+}
