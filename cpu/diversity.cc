@@ -230,9 +230,77 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
     for (int64_t t = 0; t < tasks; ++t) run(t);
 }
 
-// Nearest-neighbour distance of every active row (excluding itself), over the
-// upper triangle of row-block pairs; fills the full matrix when `matrix`.
+// The full distance matrix as a blocked GEMM over the upper triangle: qk_tile
+// (4 rows × 16 columns per micro-tile, every element one sequential FMA chain
+// over C) against a transposed copy of the rows. Each pair (i <= j) is
+// computed once with x_i as the row operand, so the matrix is exactly
+// symmetric, exact duplicates get bit-identical distances, and for l2 the
+// squared norms come from the same products (a duplicate is at exactly 0).
+void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {
+  const int64_t n = s.n, C = s.C;
+  constexpr int64_t kTileRows = 64, kTileCols = 64;
+  const int64_t ldp = (n + kColTile - 1) / kColTile * kColTile;
+  // rowsᵀ in panels of 16 columns, [ldp/16][C][16]: one column tile is one
+  // contiguous run (a strided [C, ldp] layout touches a new page per channel
+  // when C is in the thousands).
+  std::vector<float> kt(static_cast<size_t>(C * ldp), 0.0f);
+  const int64_t cchunks = (C + 255) / 256;
+  auto transpose = [&](int64_t t) {
+    const int64_t c0 = t * 256, c1 = std::min(C, c0 + 256);
+    for (int64_t a0 = 0; a0 < n; a0 += 16)
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t a = a0; a < std::min(n, a0 + 16); ++a) kt[(a / kColTile) * C * kColTile + c * kColTile + a % kColTile] = s.x[a * C + c];
+  };
+  const int64_t blocks = (n + kTileRows - 1) / kTileRows;
+  std::vector<std::pair<int32_t, int32_t>> pairs;
+  for (int64_t I = 0; I < blocks; ++I)
+    for (int64_t J = I; J < blocks; ++J) pairs.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
+  auto gemm = [&](int64_t t) {
+    const int64_t i0 = pairs[t].first * kTileRows, j0 = pairs[t].second * kTileCols;
+    const int64_t i1 = std::min(n, i0 + kTileRows), j1 = std::min(n, j0 + kTileCols);
+    float buf[kTileRows * kTileCols];
+    for (int64_t c0 = j0; c0 < j1; c0 += kColTile)
+      for (int64_t r0 = i0; r0 < i1; r0 += kRowTile)
+        isa().qk_tile(s.x.data() + r0 * C, static_cast<int>(std::min<int64_t>(kRowTile, i1 - r0)), C,
+                      kt.data() + (c0 / kColTile) * C * kColTile, kColTile, kColTile, buf + (r0 - i0) * kTileCols + (c0 - j0), kTileCols);
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = std::max(j0, i); j < j1; ++j) {
+        const float v = buf[(i - i0) * kTileCols + (j - j0)];
+        matrix[i * n + j] = v;
+        matrix[j * n + i] = v;
+      }
+  };
+  std::vector<float> sq(static_cast<size_t>(n));
+  auto finish = [&](int64_t i) {
+    float* row = matrix + i * n;
+    float m = kInf;
+    for (int64_t j = 0; j < n; ++j) {
+      const float d = j == i ? 0.0f : to_distance(metric, row[j], sq[i], sq[j]);
+      row[j] = d;
+      if (j != i) m = std::min(m, d);
+    }
+    nn[i] = m;
+  };
+  const int64_t tasks = static_cast<int64_t>(pairs.size());
+  if (parallel) {
+    parallel_for(cchunks, transpose);
+    parallel_for(tasks, gemm);
+  } else {
+    for (int64_t t = 0; t < cchunks; ++t) transpose(t);
+    for (int64_t t = 0; t < tasks; ++t) gemm(t);
+  }
+  for (int64_t i = 0; i < n; ++i) sq[i] = matrix[i * n + i];
+  if (parallel)
+    parallel_for(n, finish);
+  else
+    for (int64_t i = 0; i < n; ++i) finish(i);
+}
+
+// Nearest-neighbour distance of every active row (excluding itself); fills
+// the full distance matrix when `matrix` (then through distance_matrix),
+// otherwise over the upper triangle of row-block pairs without storing it.
 void nearest_neighbours(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {
+  if (matrix != nullptr) return distance_matrix(s, metric, nn, matrix, parallel);
   const int64_t n = s.n;
   std::vector<std::atomic<float>> best(static_cast<size_t>(n));
   for (auto& b : best) b.store(kInf, std::memory_order_relaxed);

@@ -105,6 +105,23 @@ describe('kCenter', () => {
     });
   }
 
+  test('duplicates across 64-row blocks of the distance matrix: exact zeros, ties to the lower index', () => {
+    const N = 131, C = 37;
+    const v = randn(N * C, 131);
+    for (const d of [70, 100, 130]) for (let c = 0; c < C; c++) v[d * C + c] = v[3 * C + c];
+    const t = makeTensor(v, [1, N, C]);
+    for (const metric of ['l2', 'cosine'] as const) {
+      const want = refKCenter(t.exact, 1, N, C, N, { metric });
+      const r = kCenterSync(t.t, N, { metric });
+      expect(r.order.toArray()).toEqual(want.order);
+      const d = r.distances.toArray();
+      // The last three picks are the duplicates of token 3, in index order.
+      expect(r.order.toArray().slice(-3)).toEqual([70, 100, 130]);
+      if (metric === 'l2') expect(d.slice(-3)).toEqual([0, 0, 0]);
+      expectDistances(d, want.distances, 1e-5, 1e-4);
+    }
+  });
+
   test('large segment (N = 4100): the recompute-per-step path', () => {
     const N = 4100, C = 3, k = 9;
     const t = makeTensor(randn(N * C, 4100), [1, N, C]);
