@@ -230,6 +230,56 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
     for (int64_t t = 0; t < tasks; ++t) run(t);
 }
 
+// out[i * ldo + j] = a_i · b_j for i < ma, j < nb (rows of C floats), as a
+// blocked GEMM: b is packed into panels of 16 columns ([nb/16][C][16], one
+// contiguous run per column tile: a strided bᵀ touches a new page per channel
+// when C is in the thousands), a in tiles of 4 rows (qk_tile: every element
+// one sequential FMA chain over C, so equal inputs give equal bits wherever
+// they sit). With `upper` (a == b), only j >= i is computed and mirrored, so
+// the result is exactly symmetric.
+void gemm_nt(const float* a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
+             bool parallel) {
+  constexpr int64_t kTileRows = 64, kTileCols = 64;
+  const int64_t ldp = (nb + kColTile - 1) / kColTile * kColTile;
+  std::vector<float> kt(static_cast<size_t>(C * ldp), 0.0f);
+  const int64_t cchunks = (C + 255) / 256;
+  auto transpose = [&](int64_t t) {
+    const int64_t c0 = t * 256, c1 = std::min(C, c0 + 256);
+    for (int64_t j0 = 0; j0 < nb; j0 += kColTile)
+      for (int64_t c = c0; c < c1; ++c)
+        for (int64_t j = j0; j < std::min(nb, j0 + kColTile); ++j)
+          kt[(j / kColTile) * C * kColTile + c * kColTile + j % kColTile] = b[j * C + c];
+  };
+  const int64_t rb = (ma + kTileRows - 1) / kTileRows, cb = (nb + kTileCols - 1) / kTileCols;
+  std::vector<std::pair<int32_t, int32_t>> pairs;
+  for (int64_t I = 0; I < rb; ++I)
+    for (int64_t J = upper ? I : 0; J < cb; ++J) pairs.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
+  auto gemm = [&](int64_t t) {
+    const int64_t i0 = pairs[t].first * kTileRows, j0 = pairs[t].second * kTileCols;
+    const int64_t i1 = std::min(ma, i0 + kTileRows), j1 = std::min(nb, j0 + kTileCols);
+    float buf[kTileRows * kTileCols];
+    for (int64_t c0 = j0; c0 < j1; c0 += kColTile)
+      for (int64_t r0 = i0; r0 < i1; r0 += kRowTile)
+        isa().qk_tile(a + r0 * C, static_cast<int>(std::min<int64_t>(kRowTile, i1 - r0)), C,
+                      kt.data() + (c0 / kColTile) * C * kColTile, kColTile, kColTile,
+                      buf + (r0 - i0) * kTileCols + (c0 - j0), kTileCols);
+    for (int64_t i = i0; i < i1; ++i)
+      for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
+        const float v = buf[(i - i0) * kTileCols + (j - j0)];
+        out[i * ldo + j] = v;
+        if (upper) out[j * ldo + i] = v;
+      }
+  };
+  const int64_t tasks = static_cast<int64_t>(pairs.size());
+  if (parallel) {
+    parallel_for(cchunks, transpose);
+    parallel_for(tasks, gemm);
+  } else {
+    for (int64_t t = 0; t < cchunks; ++t) transpose(t);
+    for (int64_t t = 0; t < tasks; ++t) gemm(t);
+  }
+}
+
 // The full distance matrix as a blocked GEMM over the upper triangle: qk_tile
 // (4 rows × 16 columns per micro-tile, every element one sequential FMA chain
 // over C) against a transposed copy of the rows. Each pair (i <= j) is
@@ -237,39 +287,8 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
 // symmetric, exact duplicates get bit-identical distances, and for l2 the
 // squared norms come from the same products (a duplicate is at exactly 0).
 void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {
-  const int64_t n = s.n, C = s.C;
-  constexpr int64_t kTileRows = 64, kTileCols = 64;
-  const int64_t ldp = (n + kColTile - 1) / kColTile * kColTile;
-  // rowsᵀ in panels of 16 columns, [ldp/16][C][16]: one column tile is one
-  // contiguous run (a strided [C, ldp] layout touches a new page per channel
-  // when C is in the thousands).
-  std::vector<float> kt(static_cast<size_t>(C * ldp), 0.0f);
-  const int64_t cchunks = (C + 255) / 256;
-  auto transpose = [&](int64_t t) {
-    const int64_t c0 = t * 256, c1 = std::min(C, c0 + 256);
-    for (int64_t a0 = 0; a0 < n; a0 += 16)
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t a = a0; a < std::min(n, a0 + 16); ++a) kt[(a / kColTile) * C * kColTile + c * kColTile + a % kColTile] = s.x[a * C + c];
-  };
-  const int64_t blocks = (n + kTileRows - 1) / kTileRows;
-  std::vector<std::pair<int32_t, int32_t>> pairs;
-  for (int64_t I = 0; I < blocks; ++I)
-    for (int64_t J = I; J < blocks; ++J) pairs.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
-  auto gemm = [&](int64_t t) {
-    const int64_t i0 = pairs[t].first * kTileRows, j0 = pairs[t].second * kTileCols;
-    const int64_t i1 = std::min(n, i0 + kTileRows), j1 = std::min(n, j0 + kTileCols);
-    float buf[kTileRows * kTileCols];
-    for (int64_t c0 = j0; c0 < j1; c0 += kColTile)
-      for (int64_t r0 = i0; r0 < i1; r0 += kRowTile)
-        isa().qk_tile(s.x.data() + r0 * C, static_cast<int>(std::min<int64_t>(kRowTile, i1 - r0)), C,
-                      kt.data() + (c0 / kColTile) * C * kColTile, kColTile, kColTile, buf + (r0 - i0) * kTileCols + (c0 - j0), kTileCols);
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = std::max(j0, i); j < j1; ++j) {
-        const float v = buf[(i - i0) * kTileCols + (j - j0)];
-        matrix[i * n + j] = v;
-        matrix[j * n + i] = v;
-      }
-  };
+  const int64_t n = s.n;
+  gemm_nt(s.x.data(), n, s.x.data(), n, s.C, matrix, n, /*upper=*/true, parallel);
   std::vector<float> sq(static_cast<size_t>(n));
   auto finish = [&](int64_t i) {
     float* row = matrix + i * n;
@@ -281,14 +300,6 @@ void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* 
     }
     nn[i] = m;
   };
-  const int64_t tasks = static_cast<int64_t>(pairs.size());
-  if (parallel) {
-    parallel_for(cchunks, transpose);
-    parallel_for(tasks, gemm);
-  } else {
-    for (int64_t t = 0; t < cchunks; ++t) transpose(t);
-    for (int64_t t = 0; t < tasks; ++t) gemm(t);
-  }
   for (int64_t i = 0; i < n; ++i) sq[i] = matrix[i * n + i];
   if (parallel)
     parallel_for(n, finish);
@@ -779,15 +790,14 @@ Status mmtok_coverage(const MmtokCoverageParams& p) {
     TS_RETURN_IF_ERROR(normalised(p.vision, n, D, v, "vision"));
     if (p.vision_aux.data) TS_RETURN_IF_ERROR(normalised(aux, n, Da, a, "visionAux"));
     const std::vector<float>& av = p.vision_aux.data ? a : v;
-    float* ob = out + b * (m + n) * n;
-    // Row r < m: text r against vision (P); row m + i: aux i against aux (α·Q).
+    float* ob = out + b * (m + n) * n;  // [m + n, n]
+    // Logits by blocked GEMM straight into the output rows (the vision–vision
+    // block symmetric), then an in-place softmax per row.
+    gemm_nt(z.data(), m, v.data(), n, D, ob, n, /*upper=*/false, true);
+    gemm_nt(av.data(), n, av.data(), n, Da, ob + m * n, n, /*upper=*/true, true);
     parallel_for(m + n, [&](int64_t r) {
       float* row = ob + r * n;
       const bool text = r < m;
-      if (text)
-        isa().dot_rows(z.data() + r * D, D, v.data(), D, n, row);
-      else
-        isa().dot_rows(av.data() + (r - m) * Da, Da, av.data(), Da, n, row);
       const float inv_tau = static_cast<float>(1.0 / (text ? p.tau_tv : p.tau_vv));
       for (int64_t j = 0; j < n; ++j) row[j] *= inv_tau;
       const float sum = isa().exp_shift_sum(row, n, isa().max(row, n));
