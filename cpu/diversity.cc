@@ -697,7 +697,6 @@ Status max_coverage(const MaxCoverageParams& p) {
   const int64_t es = static_cast<int64_t>(dtype_size(p.coverage.dtype));
   return for_units(B, R * N * k, [&](int64_t b, bool parallel) -> Status {
     std::vector<float> cov(static_cast<size_t>(R * N));  // [R, N]
-    std::vector<float> rowmax(static_cast<size_t>(R));
     for (int64_t r = 0; r < R; ++r) {
       const char* src = static_cast<const char*>(p.coverage.data) + (b * p.coverage.strides[0] + r * p.coverage.strides[1]) * es;
       float* row = cov.data() + r * N;
@@ -705,7 +704,6 @@ Status max_coverage(const MaxCoverageParams& p) {
       if (!isa().all_finite(row, N))
         return Status(Code::kRange, "expected finite coverage but row " + std::to_string(r) + " of batch " +
                                         std::to_string(b) + " holds NaN or Inf");
-      rowmax[r] = isa().max(row, N);
     }
     std::vector<uint8_t> blocked(static_cast<size_t>(N), 0);
     int64_t available = N;
@@ -720,37 +718,58 @@ Status max_coverage(const MaxCoverageParams& p) {
     if (available < k)
       return Status(Code::kRange, "expected at least k = " + std::to_string(k) + " columns that are not excluded in batch " +
                                       std::to_string(b) + " but it has " + std::to_string(available));
+    // Lazy greedy, exact: a column's gain Σ_r max(0, C[r, j] − best[r]) never
+    // grows as `best` grows, and with the same order of additions neither does
+    // its float value (rounding is monotone), so a stale gain is an upper
+    // bound. A max-heap on (gain, then lower index) whose top is fresh is the
+    // argmax with the reference's tie rule; only stale tops are recomputed.
+    std::vector<float> covt(static_cast<size_t>(R * N));  // [N, R]: one column per row, contiguous
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t j = 0; j < N; ++j) covt[j * R + r] = cov[r * N + j];
     std::vector<float> best(static_cast<size_t>(R), 0.0f);
-    std::vector<float> gain(static_cast<size_t>(N));
+    auto column_gain = [&](int64_t j) {
+      const float* c = covt.data() + j * R;
+      float g = 0.0f;
+      for (int64_t r = 0; r < R; ++r) g += std::max(0.0f, c[r] - best[r]);
+      return g;
+    };
+    struct Entry {
+      float gain;
+      int32_t j;
+      int32_t step;  // the step whose `best` the gain was computed against
+    };
+    auto below = [](const Entry& a, const Entry& b) { return a.gain < b.gain || (a.gain == b.gain && a.j > b.j); };
+    std::vector<float> first(static_cast<size_t>(N));
+    const int64_t chunk = 64, chunks = (N + chunk - 1) / chunk;
+    auto initial = [&](int64_t c) {
+      for (int64_t j = c * chunk; j < std::min(N, (c + 1) * chunk); ++j) first[j] = column_gain(j);
+    };
+    if (parallel && chunks > 1)
+      parallel_for(chunks, initial);
+    else
+      for (int64_t c = 0; c < chunks; ++c) initial(c);
+    std::vector<Entry> heap;
+    heap.reserve(static_cast<size_t>(N));
+    for (int64_t j = 0; j < N; ++j)
+      if (!blocked[j]) heap.push_back({first[j], static_cast<int32_t>(j), 0});
+    std::make_heap(heap.begin(), heap.end(), below);
     int32_t* order = p.order.ptr<int32_t>() + b * k;
     float* gains = p.gains.data ? p.gains.ptr<float>() + b * k : nullptr;
-    // Columns in chunks so a big single problem can use the pool; each column's
-    // sum still runs over rows in order, so the result is the same either way.
-    const int64_t chunk = 256;
-    const int64_t chunks = (N + chunk - 1) / chunk;
     for (int64_t t = 0; t < k; ++t) {
-      auto accumulate = [&](int64_t c) {
-        const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
-        float* g = gain.data();
-        for (int64_t j = j0; j < j1; ++j) g[j] = 0.0f;
-        for (int64_t r = 0; r < R; ++r) {
-          const float br = best[r];
-          if (br >= rowmax[r]) continue;  // this row adds exact zeros everywhere
-          const float* row = cov.data() + r * N;
-          for (int64_t j = j0; j < j1; ++j) g[j] += std::max(0.0f, row[j] - br);
-        }
-      };
-      if (parallel && chunks > 1)
-        parallel_for(chunks, accumulate);
-      else
-        for (int64_t c = 0; c < chunks; ++c) accumulate(c);
-      int64_t arg = -1;
-      for (int64_t j = 0; j < N; ++j)
-        if (!blocked[j] && (arg < 0 || gain[j] > gain[arg])) arg = j;
-      blocked[arg] = 1;
-      order[t] = static_cast<int32_t>(arg);
-      if (gains) gains[t] = gain[arg];
-      for (int64_t r = 0; r < R; ++r) best[r] = std::max(best[r], cov[r * N + arg]);
+      for (;;) {
+        std::pop_heap(heap.begin(), heap.end(), below);
+        Entry& top = heap.back();
+        if (top.step == t) break;
+        top.gain = column_gain(top.j);
+        top.step = static_cast<int32_t>(t);
+        std::push_heap(heap.begin(), heap.end(), below);
+      }
+      const Entry pick = heap.back();
+      heap.pop_back();
+      order[t] = pick.j;
+      if (gains) gains[t] = pick.gain;
+      const float* c = covt.data() + static_cast<int64_t>(pick.j) * R;
+      for (int64_t r = 0; r < R; ++r) best[r] = std::max(best[r], c[r]);
     }
     if (p.sorted.data) {
       int32_t* sorted = p.sorted.ptr<int32_t>() + b * k;

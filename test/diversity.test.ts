@@ -205,6 +205,19 @@ describe('maxCoverage', () => {
     });
   }
 
+  test('heavy exact ties (coarse values): lower index first at every step', () => {
+    // Multiples of 1/8 add exactly, so many columns tie on their gain.
+    for (const [R, N, k] of [[5, 40, 40], [30, 200, 60]]) {
+      const r = rng(R * N);
+      const v = Array.from({ length: 2 * R * N }, () => Math.floor(r() * 4) / 8);
+      const t = makeTensor(v, [2, R, N]);
+      const want = refMaxCoverage(t.exact, 2, R, N, k);
+      const res = maxCoverageSync(t.t, k);
+      expect(res.order.toArray()).toEqual(want.order);
+      expect(res.gains.toArray()).toEqual(want.gains);
+    }
+  });
+
   test('bad input', async () => {
     const c = makeTensor(randn(2 * 3 * 5, 2), [2, 3, 5]).t;
     expectCode(() => maxCoverageSync(c, 6), RangeError, 'ERR_RANGE');
