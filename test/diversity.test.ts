@@ -1,5 +1,6 @@
 /** kCenter, maxCoverage and mmtokCoverage against the float64 references, and their bad input. */
 import { FloatDType, kCenter, kCenterSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, Tensor, TokenSieveError } from '../lib';
+import { native } from '../lib/native';
 import { refKCenter, refMaxCoverage, refMmtokCoverage } from './reference/diversity';
 import { expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
 
@@ -275,4 +276,39 @@ describe('mmtokCoverage', () => {
     nan[7] = NaN;
     expectCode(() => mmtokCoverageSync({ text, vision: { data: nan, shape: [1, 5, 4] } }), RangeError, 'ERR_RANGE', /finite/);
   });
+});
+
+describe('the native layer checks diversity parameters on its own', () => {
+  const n = () => native();
+  const meta = (dtype: number, shape: number[]) =>
+    Float64Array.of(dtype, -1, 0, shape.length, ...shape, ...shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1)));
+  const x = () => meta(0, [1, 6, 2]);
+  const xm = () => Float32Array.of(1, 0, 0, 1, 1, 1, -1, 0, 0.5, 0.2, 3, 1);
+  const kc = (params: number[], order = meta(3, [1, 2]), orderMem: Int32Array = new Int32Array(2)) =>
+    n().kCenter(Float64Array.from(params), x(), xm(), undefined, undefined, order, orderMem, meta(3, [1, 2]), new Int32Array(2), meta(0, [1, 2]), new Float32Array(2), undefined, false);
+  const cases: Array<[string, () => unknown, string]> = [
+    ['kCenter k = 0', () => kc([0, 1, 0, 0, 0, 1]), 'ERR_RANGE'],
+    ['kCenter NaN k', () => kc([NaN, 1, 0, 0, 0, 1]), 'ERR_RANGE'],
+    ['kCenter segments not dividing N', () => kc([2, 4, 0, 0, 0, 1]), 'ERR_RANGE'],
+    ['kCenter unknown metric', () => kc([2, 1, 7, 0, 0, 1]), 'ERR_ARG'],
+    ['kCenter unknown seed rule', () => kc([2, 1, 0, 9, 0, 1]), 'ERR_ARG'],
+    ['kCenter seed index past the segment', () => kc([2, 1, 0, 2, 6, 1]), 'ERR_RANGE'],
+    ['kCenter order of the wrong shape', () => kc([2, 1, 0, 0, 0, 1], meta(3, [1, 3]), new Int32Array(3)), 'ERR_SHAPE'],
+    ['maxCoverage k > N', () => n().maxCoverage(Float64Array.of(7, 1), x(), xm(), undefined, undefined, meta(3, [1, 7]), new Int32Array(7), meta(3, [1, 7]), new Int32Array(7), meta(0, [1, 7]), new Float32Array(7), undefined, false), 'ERR_RANGE'],
+    ['mmtokCoverage tau 0', () => n().mmtokCoverage(Float64Array.of(0, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 7, 6]), new Float32Array(42), undefined, false), 'ERR_RANGE'],
+    ['mmtokCoverage out of the wrong shape', () => n().mmtokCoverage(Float64Array.of(0.02, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6, 6]), new Float32Array(36), undefined, false), 'ERR_SHAPE'],
+    ['kMedoids NaN tol', () => n().kMedoids(Float64Array.of(2, 1, 1, 10, NaN, 1), x(), xm(), meta(3, [1, 2]), new Int32Array(2), meta(3, [1, 6]), new Int32Array(6), undefined, undefined, undefined, false), 'ERR_RANGE'],
+    ['stcScores memory count without a sum', () => n().stcScores(Float64Array.of(1, 1), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, false), 'ERR_RANGE'],
+  ];
+  for (const [name, fn, code] of cases) {
+    test(name, () => {
+      let err: (Error & { code?: string }) | undefined;
+      try {
+        fn();
+      } catch (e) {
+        err = e as Error & { code?: string };
+      }
+      expect(err?.code).toBe(code);
+    });
+  }
 });
