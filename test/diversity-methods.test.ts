@@ -110,6 +110,8 @@ describe('mmTok', () => {
     expectCode(() => mmTokSync({ text, vision }, { keep: 4, tauTV: -1 }), RangeError, 'ERR_RANGE');
     expectCode(() => mmTokSync({ text, vision }, { keep: 4, tauVV: 0 }), RangeError, 'ERR_RANGE');
     expectCode(() => mmTokSync({ text, vision }, { k: 4 } as object), TypeError, 'ERR_ARG');
+    // Also when n <= keep (no kernel runs).
+    expectCode(() => mmTokSync({ text, vision }, { tauTV: 0 }), RangeError, 'ERR_RANGE');
   });
 });
 

@@ -5,7 +5,7 @@
  * token is kept and no selection runs; indices sorted ascending. Batched here
  * (the reference is batch-size 1).
  */
-import { invalid } from '../errors';
+import { invalid, makeError } from '../errors';
 import { checkOptions } from '../kernels/common';
 import { maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/diversity';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -47,6 +47,12 @@ function plan(op: string, inputs: MmtokInputs, opts: MmTokOptions | undefined): 
   const keep = o.keep === undefined ? 64 : o.keep;
   if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1) throw invalid('ERR_RANGE', `${op} keep`, 'an integer >= 1', keep);
   const cov: MmtokCoverageOptions = { tauTV: o.tauTV as number | undefined, tauVV: o.tauVV as number | undefined, alpha: o.alpha as number | undefined };
+  // Checked here too: with n <= keep no kernel runs, but bad options are still bad.
+  for (const [name, v, zeroOk] of [['tauTV', cov.tauTV, false], ['tauVV', cov.tauVV, false], ['alpha', cov.alpha, true]] as const) {
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || Number.isNaN(v)) throw invalid('ERR_ARG', `${op} ${name}`, 'a number', v);
+    if (!Number.isFinite(v) || (zeroOk ? v < 0 : v <= 0)) throw makeError('ERR_RANGE', `Expected ${op} ${name} ${zeroOk ? '>= 0' : '> 0'} and finite but received ${v}`);
+  }
   const n = vision.shape[vision.ndim - 2];
   if (n !== undefined && n <= keep && o.exclude === undefined) {
     // The reference keeps everything without selecting.
