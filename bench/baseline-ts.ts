@@ -171,3 +171,63 @@ export function contextualTs(x: Float32Array, metric: Float32Array, N: number, C
   for (let k = 0; k < c; k++) for (let d = 0; d < C; d++) out[k * C + d] = x[remaining[k * step] * C + d] + acc[k * C + d] / Math.max(1, cnt[k]);
   return out;
 }
+
+/** DivPrune in plain TS: the 1 − cos matrix, then the authors' greedy loop (one segment). */
+export function kCenterTs(x: Float32Array, N: number, C: number, k: number, base = 0): Int32Array {
+  const xn = new Float32Array(N * C);
+  for (let i = 0; i < N; i++) {
+    let s = 0;
+    for (let c = 0; c < C; c++) s += x[(base + i) * C + c] ** 2;
+    const inv = 1 / Math.sqrt(s);
+    for (let c = 0; c < C; c++) xn[i * C + c] = x[(base + i) * C + c] * inv;
+  }
+  const D = new Float32Array(N * N);
+  for (let i = 0; i < N; i++)
+    for (let j = i; j < N; j++) {
+      let s = 0;
+      for (let c = 0; c < C; c++) s += xn[i * C + c] * xn[j * C + c];
+      D[i * N + j] = D[j * N + i] = 1 - s;
+    }
+  const out = new Int32Array(k);
+  const mind = new Float32Array(N).fill(Infinity);
+  let seed = 0, best = -Infinity;
+  for (let i = 0; i < N; i++) {
+    let m = Infinity;
+    for (let j = 0; j < N; j++) if (j !== i && D[i * N + j] < m) m = D[i * N + j];
+    if (m > best) { best = m; seed = i; }
+  }
+  out[0] = seed;
+  for (let t = 1; t <= k; t++) {
+    const p = out[t - 1];
+    for (let j = 0; j < N; j++) if (D[p * N + j] < mind[j]) mind[j] = D[p * N + j];
+    if (t === k) break;
+    let arg = 0;
+    for (let j = 1; j < N; j++) if (mind[j] > mind[arg]) arg = j;
+    out[t] = arg;
+  }
+  return out;
+}
+
+/** MMTok's greedy maximum coverage in plain TS over cov [R, N]. */
+export function maxCoverageTs(cov: Float32Array, R: number, N: number, k: number): Int32Array {
+  const best = new Float32Array(R);
+  const used = new Uint8Array(N);
+  const out = new Int32Array(k);
+  const gain = new Float32Array(N);
+  for (let t = 0; t < k; t++) {
+    gain.fill(0);
+    for (let r = 0; r < R; r++) {
+      const b = best[r];
+      for (let j = 0; j < N; j++) {
+        const g = cov[r * N + j] - b;
+        if (g > 0) gain[j] += g;
+      }
+    }
+    let arg = -1;
+    for (let j = 0; j < N; j++) if (!used[j] && (arg < 0 || gain[j] > gain[arg])) arg = j;
+    used[arg] = 1;
+    out[t] = arg;
+    for (let r = 0; r < R; r++) if (cov[r * N + arg] > best[r]) best[r] = cov[r * N + arg];
+  }
+  return out;
+}

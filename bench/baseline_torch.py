@@ -185,6 +185,78 @@ def visionzip_contextual(spec, torch):
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
+def divprune_authors(torch, visual_feature_vectors, threshold_terms):
+    """vbdi/divprune llava_arch.py::DivPrune as written (pairwise_cosine_similarity,
+    topk(2, largest=False)[1] seed, then index_select + min + argmax per step)."""
+    norm_matrix = visual_feature_vectors / visual_feature_vectors.norm(dim=1, keepdim=True)
+    cosine_matrix = 1.0 - torch.mm(norm_matrix, norm_matrix.t())
+    s = torch.empty(threshold_terms, dtype=torch.long)
+    for i in range(threshold_terms):
+        if i == 0:
+            m2 = cosine_matrix
+        else:
+            m2 = torch.index_select(cosine_matrix, 0, torch.index_select(s, 0, torch.arange(0, i)))
+        if i == 0:
+            scores = torch.topk(m2, 2, dim=0, largest=False).values[1, :]
+        else:
+            scores = torch.min(m2, dim=0).values
+        s[i] = torch.argmax(scores)
+    return s.sort().values
+
+
+def mmtok_greedy(torch, combined, k):
+    """MMTok's greedy maximum coverage (semantic_selector.py, eager path)."""
+    n = combined.shape[1]
+    best = torch.zeros(combined.shape[0])
+    mask = torch.zeros(n)
+    selected = []
+    for _ in range(k):
+        gains = torch.clamp(combined - best[:, None], min=0).sum(0) + mask
+        j = int(torch.argmax(gains))
+        selected.append(j)
+        best = torch.maximum(best, combined[:, j])
+        mask[j] = float("-inf")
+    return sorted(selected)
+
+
+def mmtok_build(torch, text, vision, tau_tv=0.02, tau_vv=0.2, alpha=0.5):
+    F = torch.nn.functional
+    z = F.normalize(text, dim=-1, eps=1e-8)
+    x = F.normalize(vision, dim=-1, eps=1e-8)
+    P = torch.softmax(z @ x.t() / tau_tv, dim=1) / z.shape[0]
+    Q = torch.softmax(x @ x.t() / tau_vv, dim=1) / x.shape[0]
+    return torch.cat([P, alpha * Q], dim=0)
+
+
+def diversity(spec, torch):
+    kind, N, C, k, segs = spec["kind"], spec["N"], spec["C"], spec["k"], spec["segments"]
+    gen = torch.Generator().manual_seed(0)
+    if kind == "kcenter":
+        x = torch.randn(N, C, generator=gen)
+        S = N // segs
+
+        def fn():
+            return [divprune_authors(torch, x[g * S:(g + 1) * S], k) for g in range(segs)]
+    elif kind == "coverage":
+        m = spec["m"]
+        cov = torch.softmax(torch.randn(m + N, N, generator=gen) * 4, dim=1) / (m + N)
+
+        def fn():
+            return mmtok_greedy(torch, cov, k)
+    elif kind == "mmtok":
+        m = spec["m"]
+        text = torch.randn(m, C, generator=gen)
+        vision = torch.randn(N, C, generator=gen)
+
+        def fn():
+            return mmtok_greedy(torch, mmtok_build(torch, text, vision), k)
+    else:
+        emit({"name": spec["name"], "variant": "torch", "skipped": "no torch baseline"})
+        return
+    median, best, reps = timeit(fn)
+    emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
+
+
 def main():
     try:
         import torch
@@ -210,6 +282,8 @@ def main():
                 if spec.get("int8"):
                     continue  # the f32 trial of the same shape carries the torch figure
                 attention(spec, torch)
+            elif spec["family"] == "diversity":
+                diversity(spec, torch)
             elif spec["family"] == "quantize":
                 if spec.get("cold"):
                     continue  # torch runs warm only

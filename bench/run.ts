@@ -14,6 +14,10 @@ import {
   attentionScoresSync,
   getThreads,
   info,
+  kCenterSync,
+  kMedoidsSync,
+  maxCoverageSync,
+  mmTokSync,
   QuerySelection,
   quantizeSync,
   setThreads,
@@ -22,9 +26,9 @@ import {
   topkSync,
 } from '../lib';
 import { native } from '../lib/native';
-import { attentionScoresTs, contextualTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
+import { attentionScoresTs, contextualTs, kCenterTs, maxCoverageTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
 import { bipartiteSoftMatchSync, contextualMergeSync, mergeSync } from '../lib';
-import { AttentionTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
+import { AttentionTrial, DiversityTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
 
 interface Options {
   filter?: string;
@@ -212,6 +216,11 @@ function runTorch(trials: Trial[], threads: number, quick: boolean): { header: s
 }
 
 function describeShape(t: Trial): string {
+  if (t.family === 'diversity') {
+    if (t.kind === 'coverage') return `R${(t.m ?? 0) + t.N} n${t.N} k${t.k}`;
+    if (t.kind === 'mmtok') return `m${t.m} n${t.N} D${t.C} k${t.k}`;
+    return `N${t.N} C${t.C} k${t.k}${t.segments > 1 ? ` × ${t.segments} segments` : ''} f32`;
+  }
   if (t.family === 'topk') return `B${t.B} N${t.N} k${t.k}`;
   if (t.family === 'merge') return t.kind === 'tome' ? `B${t.B} N${t.N} C${t.C} r${t.r}` : `B${t.B} N${t.N} C${t.C} c${t.r}`;
   if (t.family === 'quantize') return `${t.R}x${t.C} ${t.dtype} → ${t.bits === 8 ? 'i8' : 'u4'}${t.cold ? ' (cold)' : ''}`;
@@ -313,6 +322,41 @@ function runQuant(t: QuantTrial, o: Options): { ours: Timing; ts?: Timing | { sk
   return { ours, ts };
 }
 
+function runDiversity(t: DiversityTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
+  const w = work(t);
+  const estimate = (w.flops / 40e9) * 1e3;
+  if (t.kind === 'kcenter' || t.kind === 'kmedoids') {
+    const v = values(t.N * t.C, 5);
+    const x = Tensor.from({ data: v, shape: [1, t.N, t.C] });
+    if (t.kind === 'kmedoids') return { ours: time(() => kMedoidsSync(x, t.k, { segments: t.segments }), o.quick, estimate), ts: { skipped: 'no TS baseline' } };
+    const ours = time(() => kCenterSync(x, t.k, { segments: t.segments }), o.quick, estimate);
+    const S = t.N / t.segments;
+    const estS = w.flops / 1e9;
+    const ts = !o.ts ? undefined : estS > 20 ? { skipped: `est. ${estS.toFixed(0)} s` } : time(() => {
+      for (let g = 0; g < t.segments; g++) kCenterTs(v, S, t.C, t.k, g * S);
+    }, true, estS * 1e3);
+    return { ours, ts };
+  }
+  const m = t.m ?? 16;
+  const R = m + t.N;
+  if (t.kind === 'coverage') {
+    // Softmax-like rows (non-negative, each summing to ~1/rows) as MMTok builds them.
+    const v = values(R * t.N, 6).map((a) => Math.exp(4 * a));
+    for (let r = 0; r < R; r++) {
+      let s = 0;
+      for (let j = 0; j < t.N; j++) s += v[r * t.N + j];
+      for (let j = 0; j < t.N; j++) v[r * t.N + j] /= s * R;
+    }
+    const cov = Tensor.from({ data: v, shape: [1, R, t.N] });
+    const ours = time(() => maxCoverageSync(cov, t.k), o.quick);
+    const ts = o.ts ? time(() => maxCoverageTs(v, R, t.N, t.k), true) : undefined;
+    return { ours, ts };
+  }
+  const text = Tensor.from({ data: values(m * t.C, 7), shape: [1, m, t.C] });
+  const vision = Tensor.from({ data: values(t.N * t.C, 8), shape: [1, t.N, t.C] });
+  return { ours: time(() => mmTokSync({ text, vision }, { keep: t.k }), o.quick, estimate), ts: { skipped: 'no TS baseline' } };
+}
+
 const fmtMs = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3));
 const speedup = (base: Timing | { skipped: string } | undefined, ours: Timing): string => {
   if (!base) return '-';
@@ -324,7 +368,7 @@ function table(rows: Row[], torchVariants: string[]): string[] {
   const head = ['trial', 'shape', 'median ms', 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
   const body = rows.map((r) => {
     const w = r.work;
-    const workCol = r.trial.family === 'merge'
+    const workCol = r.trial.family === 'merge' || r.trial.family === 'diversity'
       ? `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.bytes / 1e6).toFixed(1)} MB`
       : r.trial.family === 'topk'
       ? `${(w.bytes / 1e6).toFixed(2)} MB, ${(w.compares! / 1e6).toFixed(2)} M cmp`
@@ -332,7 +376,7 @@ function table(rows: Row[], torchVariants: string[]): string[] {
         ? `${(w.bytes / 1e6).toFixed(1)} MB`
         : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
     const s = r.ours.medianMs / 1e3;
-    const rate = r.trial.family === 'attention' || r.trial.family === 'merge' ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
+    const rate = r.trial.family === 'attention' || r.trial.family === 'merge' || r.trial.family === 'diversity' ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
     return [
       r.trial.name, r.shape, fmtMs(r.ours.medianMs), workCol, rate, `${(100 * r.roofFraction).toFixed(0)}% (${r.bound})`,
       speedup(r.ts, r.ours), ...torchVariants.map((v) => speedup(r.torch[v], r.ours)),
@@ -402,8 +446,8 @@ async function runAll(o: Options): Promise<number> {
   const rows: Row[] = [];
   for (const t of trials) {
     const w = work(t);
-    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'topk' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : runQuant(t, o);
-    const { fraction, bound } = t.family === 'attention' || t.family === 'merge'
+    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'topk' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : t.family === 'diversity' ? runDiversity(t, o) : runQuant(t, o);
+    const { fraction, bound } = t.family === 'attention' || t.family === 'merge' || t.family === 'diversity'
       ? roofFraction(w, ours.medianMs, roof)
       : { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' };
     rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });

@@ -71,7 +71,28 @@ export interface MergeTrial {
   big?: boolean;
 }
 
-export type Trial = AttentionTrial | TopkTrial | QuantTrial | MergeTrial;
+/**
+ * Diversity / coverage / clustering selection (specs/performance.md D3):
+ * 'kcenter' x [1, N, C] (DivPrune's rule, per segment when segments > 1);
+ * 'coverage' greedy max coverage over a prebuilt [m + n, n] MMTok matrix;
+ * 'mmtok' the builder + greedy; 'kmedoids' CenterCLIP's clustering.
+ */
+export interface DiversityTrial {
+  family: 'diversity';
+  kind: 'kcenter' | 'coverage' | 'mmtok' | 'kmedoids';
+  name: string;
+  /** Tokens (kcenter, kmedoids) or vision tokens n (coverage, mmtok). */
+  N: number;
+  /** Channels (kcenter, kmedoids) or embedding width D (mmtok). */
+  C: number;
+  k: number;
+  segments: number;
+  /** Text tokens m (coverage, mmtok). */
+  m?: number;
+  big?: boolean;
+}
+
+export type Trial = AttentionTrial | TopkTrial | QuantTrial | MergeTrial | DiversityTrial;
 
 const att = (name: string, B: number, H: number, N: number, D: number, rows: RowSet, extra: Partial<AttentionTrial> = {}): AttentionTrial => ({
   family: 'attention', name, B, H, N, D, rows, causal: false, dtype: 'f32', ...extra,
@@ -111,6 +132,8 @@ export const TRIALS: Trial[] = [
   ...quantTrials(),
   // token merging (issue 3): one ToMe step = bipartite soft matching + merge_wavg
   ...mergeTrials(),
+  // diversity selection (specs/performance.md D3)
+  ...diversityTrials(),
 ];
 
 function mergeTrials(): MergeTrial[] {
@@ -123,6 +146,26 @@ function mergeTrials(): MergeTrial[] {
     t(1, 2880, 64, 4), t(1, 2880, 1024, 4), t(1, 2880, 4096, 4, true),
     t(1, 12544, 64, 4, true), t(1, 12544, 1024, 4, true), t(1, 12544, 4096, 4, true),
     { family: 'merge', kind: 'visionzip', name: 'visionzip contextual 577x1024 (162+30)', B: 1, N: 577, C: 1024, r: 30 },
+  ];
+}
+
+function diversityTrials(): DiversityTrial[] {
+  const d = (kind: DiversityTrial['kind'], name: string, N: number, C: number, k: number, segments = 1, extra: Partial<DiversityTrial> = {}): DiversityTrial => ({
+    family: 'diversity', kind, name, N, C, k, segments, ...extra,
+  });
+  return [
+    d('kcenter', 'kcenter 576x1024 k58', 576, 1024, 58),
+    d('kcenter', 'kcenter 576x1024 k64', 576, 1024, 64),
+    d('kcenter', 'kcenter 576x1024 k128', 576, 1024, 128),
+    d('kcenter', 'kcenter 576x4096 k56 (DivPrune LLaVA-1.5)', 576, 4096, 56),
+    d('kcenter', 'kcenter 2880x1024 k288', 2880, 1024, 288),
+    d('kcenter', 'kcenter 2880x4096 k288', 2880, 4096, 288, 1, { big: true }),
+    // 12544 = 64 frames × 196 tokens; 20 per frame (1280 in all, the nearest
+    // per-segment count to the issue's 1254).
+    d('kcenter', 'kcenter 12544x1152 64 segments k20/seg', 12544, 1152, 20, 64),
+    d('coverage', 'maxcoverage MMTok n576 m16 k64', 576, 0, 64, 1, { m: 16 }),
+    d('mmtok', 'mmtok build+select n576 m16 D4096 k64', 576, 4096, 64, 1, { m: 16 }),
+    d('kmedoids', 'kmedoids 12 frames x49 x768 K49 (6 segments)', 588, 768, 49, 6),
   ];
 }
 
@@ -166,6 +209,17 @@ const DTYPE_BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
  * one exp per logit, q rows and k read once, the output written once.
  */
 export function work(t: Trial): Work {
+  if (t.family === 'diversity') {
+    const S = t.N / t.segments;
+    if (t.kind === 'kcenter') {
+      // Nearest-neighbour pass: every pair once (S²/2 dots of 2C FLOPs).
+      return { flops: t.segments * S * S * t.C, exps: 0, bytes: 4 * t.N * t.C };
+    }
+    if (t.kind === 'kmedoids') return { flops: t.segments * S * S * t.C, exps: 0, bytes: 4 * t.N * t.C };
+    const R = (t.m ?? 0) + t.N;
+    if (t.kind === 'coverage') return { flops: 2 * t.k * R * t.N, exps: 0, bytes: 4 * R * t.N };
+    return { flops: 2 * R * t.N * t.C + 2 * t.k * R * t.N, exps: R * t.N, bytes: 4 * R * t.N + 4 * (R) * t.C };
+  }
   if (t.family === 'quantize') {
     const n = t.R * t.C;
     const scales = t.granularity === 'token' ? t.R : t.R * Math.ceil(t.C / t.granularity);

@@ -13,6 +13,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_select(env, exports);
   init_quantize(env, exports);
   init_merge(env, exports);
+  init_diversity(env, exports);
   return exports;
 }
 

@@ -98,6 +98,7 @@ void init_attention(Napi::Env env, Napi::Object exports);
 void init_select(Napi::Env env, Napi::Object exports);
 void init_quantize(Napi::Env env, Napi::Object exports);
 void init_merge(Napi::Env env, Napi::Object exports);
+void init_diversity(Napi::Env env, Napi::Object exports);
 
 }  // namespace binding
 }  // namespace tokensieve

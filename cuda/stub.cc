@@ -3,6 +3,7 @@
 // CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
 #include "tokensieve/merge.h"
+#include "tokensieve/diversity.h"
 #include "tokensieve/quantize.h"
 #include "tokensieve/runtime.h"
 #include "tokensieve/select.h"
@@ -49,6 +50,12 @@ Status dequantize(const DequantizeParams&) { return unavailable(); }
 Status bipartite_match(const BipartiteMatchParams&) { return unavailable(); }
 Status merge(const MergeParams&) { return unavailable(); }
 Status contextual_merge(const ContextualMergeParams&) { return unavailable(); }
+// Diversity (issue 4).
+Status k_center(const KCenterParams&) { return unavailable(); }
+Status k_medoids(const KMedoidsParams&) { return unavailable(); }
+Status stc_scores(const StcScoresParams&) { return unavailable(); }
+Status max_coverage(const MaxCoverageParams&) { return unavailable(); }
+Status mmtok_coverage(const MmtokCoverageParams&) { return unavailable(); }
 
 }  // namespace cuda
 }  // namespace tokensieve

@@ -66,3 +66,27 @@ export { visionZip, visionZipSync, VISIONZIP_PRESETS } from './methods/visionzip
 export type { VisionZipOptions, MergeSelectionResult } from './methods/visionzip';
 export { visionDrop, visionDropSync, visionDropStages } from './methods/visiondrop';
 export type { VisionDropOptions, VisionDropStage } from './methods/visiondrop';
+export { kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, stcScores, stcScoresSync } from './kernels/diversity';
+export type {
+  DistanceMetric,
+  KCenterOptions,
+  KCenterResult,
+  KMedoidsOptions,
+  KMedoidsResult,
+  MaxCoverageOptions,
+  MaxCoverageResult,
+  MmtokInputs,
+  MmtokCoverageOptions,
+  StcScoresOptions,
+  StcScoresResult,
+} from './kernels/diversity';
+export { divPrune, divPruneSync } from './methods/divprune';
+export type { DivPruneOptions, DivPruneResult } from './methods/divprune';
+export { toDRE, toDRESync } from './methods/todre';
+export type { ToDREOptions } from './methods/todre';
+export { mmTok, mmTokSync } from './methods/mmtok';
+export type { MmTokOptions, MmTokResult } from './methods/mmtok';
+export { centerClip, centerClipSync } from './methods/centerclip';
+export type { CenterClipOptions, CenterClipResult } from './methods/centerclip';
+export { StreamPruner, stc, stcSync } from './methods/stc';
+export type { StreamPrunerOptions, StreamPruneResult } from './methods/stc';

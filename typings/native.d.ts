@@ -137,4 +137,34 @@ export interface NativeModule {
     remaining: Float64Array, remainingMem: NativeMemory, out: Float64Array, outMem: NativeMemory,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
+  /** params: [k, segments, metric (0 cosine, 1 l2), seed (0 isolated, 1 maxnorm, 2 index), seedIndex, wait] */
+  kCenter(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, exclude: Float64Array | undefined, excludeMem: NativeMemory | undefined,
+    order: Float64Array, orderMem: NativeMemory, sorted: Float64Array, sortedMem: NativeMemory,
+    distances: Float64Array, distancesMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [k, wait] */
+  maxCoverage(
+    params: Float64Array, coverage: Float64Array, coverageMem: NativeMemory, exclude: Float64Array | undefined, excludeMem: NativeMemory | undefined,
+    order: Float64Array, orderMem: NativeMemory, sorted: Float64Array, sortedMem: NativeMemory,
+    gains: Float64Array, gainsMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [tauTV, tauVV, alpha, wait] */
+  mmtokCoverage(
+    params: Float64Array, text: Float64Array, textMem: NativeMemory, vision: Float64Array, visionMem: NativeMemory,
+    visionAux: Float64Array | undefined, visionAuxMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [k, segments, metric (0 cosine, 1 l2), maxIters, tol, wait] */
+  kMedoids(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, medoids: Float64Array, medoidsMem: NativeMemory,
+    assignments: Float64Array, assignmentsMem: NativeMemory, iterations: Float64Array, iterationsMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [memoryCount, wait] */
+  stcScores(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, memorySum: Float64Array | undefined, memorySumMem: NativeMemory | undefined,
+    scores: Float64Array, scoresMem: NativeMemory, chunkMean: Float64Array, chunkMeanMem: NativeMemory,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
 }

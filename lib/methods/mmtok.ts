@@ -1,0 +1,95 @@
+/**
+ * MMTok (Ironieser/MMTok, methods.md §6): greedy maximum coverage over the
+ * coverage matrix [P; α·Q] built from the question's text embeddings and the
+ * vision tokens. k = min(keep, n) with keep 64 by default; if n <= keep, every
+ * token is kept and no selection runs; indices sorted ascending. Batched here
+ * (the reference is batch-size 1).
+ */
+import { invalid, makeError } from '../errors';
+import { checkOptions } from '../kernels/common';
+import { maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/diversity';
+import { Tensor, TensorLike, toTensor } from '../tensor';
+import { indexTensor } from './common';
+
+export interface MmTokOptions {
+  /** Target number of vision tokens (default 64, the reference's target_vision_tokens). */
+  keep?: number;
+  /** Text–vision temperature (default 0.02; MMTok's Qwen setting is 0.01). */
+  tauTV?: number;
+  /** Vision–vision temperature (default 0.2). */
+  tauVV?: number;
+  /** Weight of the vision–vision block (default 0.5). */
+  alpha?: number;
+  /** u8 [B, n]: tokens never kept (the reference's padding_patch_indices). */
+  exclude?: TensorLike;
+}
+
+export interface MmTokResult {
+  /** i32 [B, k] ascending. */
+  indices: Tensor;
+  /** i32 [B, k] pick order (equal to `indices` when everything is kept). */
+  order: Tensor;
+  /** f32 [B, k] gain of each pick (absent when everything is kept). */
+  gains?: Tensor;
+}
+
+interface Plan {
+  k: number;
+  all?: MmTokResult;
+  cov: MmtokCoverageOptions;
+  exclude?: TensorLike;
+}
+
+function plan(op: string, inputs: MmtokInputs, opts: MmTokOptions | undefined): Plan {
+  const o = checkOptions(op, opts, ['keep', 'tauTV', 'tauVV', 'alpha', 'exclude']);
+  if (typeof inputs !== 'object' || inputs === null) throw invalid('ERR_ARG', `${op} inputs`, '{ text, vision, visionAux? }', inputs);
+  const vision = toTensor(inputs.vision, 'vision');
+  const keep = o.keep === undefined ? 64 : o.keep;
+  if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1) throw invalid('ERR_RANGE', `${op} keep`, 'an integer >= 1', keep);
+  const cov: MmtokCoverageOptions = { tauTV: o.tauTV as number | undefined, tauVV: o.tauVV as number | undefined, alpha: o.alpha as number | undefined };
+  // Checked here too: with n <= keep no kernel runs, but bad options are still bad.
+  for (const [name, v, zeroOk] of [['tauTV', cov.tauTV, false], ['tauVV', cov.tauVV, false], ['alpha', cov.alpha, true]] as const) {
+    if (v === undefined) continue;
+    if (typeof v !== 'number' || Number.isNaN(v)) throw invalid('ERR_ARG', `${op} ${name}`, 'a number', v);
+    if (!Number.isFinite(v) || (zeroOk ? v < 0 : v <= 0)) throw makeError('ERR_RANGE', `Expected ${op} ${name} ${zeroOk ? '>= 0' : '> 0'} and finite but received ${v}`);
+  }
+  const n = vision.shape[vision.ndim - 2];
+  if (n !== undefined && n <= keep && o.exclude === undefined) {
+    // The reference keeps everything without selecting.
+    const B = vision.ndim === 3 ? vision.shape[0] : 1;
+    const data = Int32Array.from({ length: B * n }, (_, i) => i % n);
+    const shape = vision.ndim === 3 ? [B, n] : [n];
+    const idx = indexTensor(data, shape, vision.device);
+    return { k: n, all: { indices: idx, order: idx }, cov };
+  }
+  return { k: Math.min(keep, n), cov, exclude: o.exclude as TensorLike | undefined };
+}
+
+/**
+ * @example
+ * const { indices } = await mmTok({ text: questionEmbeds, vision: projected, visionAux: clipFeatures }, { keep: 64 });
+ * const kept = await gather(projected, indices);
+ */
+export async function mmTok(inputs: MmtokInputs, opts?: MmTokOptions): Promise<MmTokResult> {
+  const p = plan('mmTok', inputs, opts);
+  if (p.all) return p.all;
+  const coverage = await mmtokCoverage(inputs, p.cov);
+  try {
+    const r = await maxCoverage(coverage, p.k, { exclude: p.exclude });
+    return { indices: r.indices, order: r.order, gains: r.gains };
+  } finally {
+    coverage.dispose();
+  }
+}
+
+export function mmTokSync(inputs: MmtokInputs, opts?: MmTokOptions): MmTokResult {
+  const p = plan('mmTokSync', inputs, opts);
+  if (p.all) return p.all;
+  const coverage = mmtokCoverageSync(inputs, p.cov);
+  try {
+    const r = maxCoverageSync(coverage, p.k, { exclude: p.exclude });
+    return { indices: r.indices, order: r.order, gains: r.gains };
+  } finally {
+    coverage.dispose();
+  }
+}

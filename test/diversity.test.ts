@@ -1,0 +1,314 @@
+/** kCenter, maxCoverage and mmtokCoverage against the float64 references, and their bad input. */
+import { FloatDType, kCenter, kCenterSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, Tensor, TokenSieveError } from '../lib';
+import { native } from '../lib/native';
+import { refKCenter, refMaxCoverage, refMmtokCoverage } from './reference/diversity';
+import { expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
+
+/** expectClose that also accepts matching infinities (the first pick's distance). */
+function expectDistances(actual: number[], expected: number[], atol: number, rtol: number): void {
+  expect(actual.map((v) => v === Infinity)).toEqual(expected.map((v) => v === Infinity));
+  expectClose(actual.map((v) => (v === Infinity ? 0 : v)), expected.map((v) => (v === Infinity ? 0 : v)), atol, rtol, 'distances');
+}
+
+function mask(B: number, N: number, seed: number, p: number): Uint8Array {
+  const r = rng(seed);
+  return Uint8Array.from({ length: B * N }, () => (r() < p ? 1 : 0));
+}
+
+describe('kCenter', () => {
+  test('hand-checked: 5 points in the plane, cosine, DivPrune seed', () => {
+    // Nearest-neighbour cosine distances: p0 0.006 (p4), p1 0.293 (p2),
+    // p2 0.219 (p4), p3 1 (p1), p4 0.006 (p0) → seed p3; then p0 (distance
+    // 2 from p3), then p1 (min(1, 1) = 1 beats p2's min(1.707, 0.293)).
+    const x = { data: Float32Array.of(1, 0, 0, 1, 1, 1, -1, 0, 0.9, 0.1), shape: [5, 2] };
+    const r = kCenterSync(x, 3);
+    expect(r.order.toArray()).toEqual([3, 0, 1]);
+    expect(r.indices.toArray()).toEqual([0, 1, 3]);
+    expectClose(r.distances.toArray(), [1, 2, 1], 1e-6, 1e-6, 'distances');
+    expect(r.indices.shape).toEqual([3]);
+    // k = N picks everything, each exactly once.
+    expect(kCenterSync(x, 5).order.toArray()).toEqual([3, 0, 1, 2, 4]);
+  });
+
+  test('exact duplicates and ties go to the lower index; picks are distinct', () => {
+    // Rows 0, 2 and 4 are one point, rows 1 and 3 another: every
+    // nearest-neighbour distance is 0 and the seed is row 0; row 1 is next;
+    // then all remaining distances are 0 → lower index first.
+    const x = { data: Float32Array.of(1, 2, 3, -1, 1, 2, 3, -1, 1, 2), shape: [5, 2] };
+    for (const metric of ['cosine', 'l2'] as const) {
+      const r = kCenterSync(x, 5, { metric });
+      expect(r.order.toArray()).toEqual([0, 1, 2, 3, 4]);
+      const d = r.distances.toArray();
+      // l2 is exactly 0; 1 − x̂·x̂ may round to a few ulps.
+      for (const i of [0, 2, 3, 4]) expect(Math.abs(d[i])).toBeLessThanOrEqual(metric === 'l2' ? 0 : 1e-6);
+    }
+  });
+
+  test('collinear points, l2: farthest-point order; cosine sees one direction', () => {
+    // Points 0, 1, 3, 7, 15 on a line.
+    const x = { data: Float32Array.of(0, 0, 1, 2, 3, 6, 7, 14, 15, 30), shape: [5, 2] };
+    const l2 = kCenterSync(x, 5, { metric: 'l2', seed: 'maxnorm' });
+    expect(l2.order.toArray()).toEqual([4, 0, 3, 2, 1]);
+    expectDistances(l2.distances.toArray(), [Infinity, 15, 7, 3, 1].map((v) => v * Math.sqrt(5)), 1e-4, 1e-5);
+    // Cosine: rows 1..4 are one direction, row 0 is the zero vector (cos 0 →
+    // distance 1 to everything): isolated seed = row 0 (NN distance 1).
+    const cos = kCenterSync(x, 2, { metric: 'cosine' });
+    expect(cos.order.toArray()).toEqual([0, 1]);
+  });
+
+  test('N = 1 and k = 1; explicit seed; exclude', () => {
+    const one = kCenterSync({ data: Float32Array.of(3, 4), shape: [1, 2] }, 1);
+    expect(one.order.toArray()).toEqual([0]);
+    expect(one.distances.toArray()).toEqual([Infinity]);
+    const x = { data: Float32Array.of(1, 0, 0, 1, 1, 1, -1, 0, 0.9, 0.1), shape: [5, 2] };
+    expect(kCenterSync(x, 2, { seed: 4 }).order.toArray()).toEqual([4, 3]);
+    const excl = { data: Uint8Array.of(0, 0, 0, 1, 0), shape: [5] };
+    // Without row 3: NN distances p0 .006, p1 .293, p2 .219, p4 .006 → seed
+    // p1; then p0 (distance 1) beats p4 (0.890) and p2 (0.293).
+    expect(kCenterSync(x, 2, { exclude: excl }).order.toArray()).toEqual([1, 0]);
+    expect(kCenterSync(x, 4, { exclude: excl }).indices.toArray()).toEqual([0, 1, 2, 4]);
+  });
+
+  type Case = [number, number, number, number, FloatDType, 'cosine' | 'l2', 'isolated' | 'maxnorm' | number, number, boolean];
+  const cases: Case[] = [
+    [1, 1, 3, 1, 'f32', 'cosine', 'isolated', 1, false],
+    [2, 7, 5, 3, 'f16', 'l2', 'isolated', 1, false],
+    [3, 13, 1, 13, 'bf16', 'l2', 'maxnorm', 1, false],
+    [2, 31, 17, 4, 'f32', 'cosine', 2, 1, true],
+    [1, 97, 33, 29, 'bf16', 'cosine', 'isolated', 1, true],
+    [2, 577, 67, 58, 'f32', 'cosine', 'isolated', 1, false],
+    [1, 577, 19, 64, 'f16', 'l2', 'maxnorm', 1, false],
+    [3, 120, 11, 7, 'f32', 'cosine', 'isolated', 12, false],
+    [2, 196, 9, 10, 'bf16', 'l2', 'isolated', 4, true],
+  ];
+  for (const [B, N, C, k, dtype, metric, seed, segments, withExclude] of cases) {
+    test(`B${B} N${N} C${C} k${k} ${dtype} ${metric} seed=${seed} segments=${segments}${withExclude ? ' exclude' : ''}`, async () => {
+      const t = makeTensor(randn(B * N * C, B * 7919 + N * 31 + C), [B, N, C], dtype);
+      let exclude: Uint8Array | undefined;
+      if (withExclude) {
+        exclude = mask(B, N, N + k, 0.2);
+        // Keep every segment able to give k tokens, and the explicit seed allowed.
+        const S = N / segments;
+        for (let b = 0; b < B; b++)
+          for (let g = 0; g < segments; g++) {
+            for (let i = 0; i < S && exclude.slice(b * N + g * S, b * N + (g + 1) * S).filter((v) => !v).length < k; i++) exclude[b * N + g * S + i] = 0;
+            if (typeof seed === 'number') exclude[b * N + g * S + seed] = 0;
+          }
+      }
+      const want = refKCenter(t.exact, B, N, C, k, { metric, seed, segments, exclude });
+      const opts = { metric, seed, segments, exclude: exclude && { data: exclude, shape: [B, N] } };
+      const r = await kCenter(t.t, k, opts);
+      expect(r.order.shape).toEqual([B, segments * k]);
+      expect(r.order.toArray()).toEqual(want.order);
+      expect(r.indices.toArray()).toEqual(want.sorted);
+      expectDistances(r.distances.toArray(), want.distances, 1e-5, 1e-4);
+      expect(kCenterSync(t.t, k, opts).order.toArray()).toEqual(want.order);
+    });
+  }
+
+  test('duplicates across 64-row blocks of the distance matrix: exact zeros, ties to the lower index', () => {
+    const N = 131, C = 37;
+    const v = randn(N * C, 131);
+    for (const d of [70, 100, 130]) for (let c = 0; c < C; c++) v[d * C + c] = v[3 * C + c];
+    const t = makeTensor(v, [1, N, C]);
+    for (const metric of ['l2', 'cosine'] as const) {
+      const want = refKCenter(t.exact, 1, N, C, N, { metric });
+      const r = kCenterSync(t.t, N, { metric });
+      expect(r.order.toArray()).toEqual(want.order);
+      const d = r.distances.toArray();
+      // The last three picks are the duplicates of token 3, in index order.
+      expect(r.order.toArray().slice(-3)).toEqual([70, 100, 130]);
+      if (metric === 'l2') expect(d.slice(-3)).toEqual([0, 0, 0]);
+      expectDistances(d, want.distances, 1e-5, 1e-4);
+    }
+  });
+
+  test('large segment (N = 4100): the recompute-per-step path', () => {
+    const N = 4100, C = 3, k = 9;
+    const t = makeTensor(randn(N * C, 4100), [1, N, C]);
+    const want = refKCenter(t.exact, 1, N, C, k, { metric: 'l2' });
+    const r = kCenterSync(t.t, k, { metric: 'l2' });
+    expect(r.order.toArray()).toEqual(want.order);
+    expectDistances(r.distances.toArray(), want.distances, 1e-5, 1e-4);
+  });
+
+  test('bad input', async () => {
+    const x = makeTensor(randn(2 * 6 * 4, 1), [2, 6, 4]).t;
+    expectCode(() => kCenterSync(x, 7), RangeError, 'ERR_RANGE');
+    expectCode(() => kCenterSync(x, 0), RangeError, 'ERR_RANGE');
+    expectCode(() => kCenterSync(x, -1), RangeError, 'ERR_RANGE');
+    expectCode(() => kCenterSync(x, 1.5), TypeError, 'ERR_ARG');
+    expectCode(() => kCenterSync(x, 2, { segments: 4 }), RangeError, 'ERR_RANGE', /divide/);
+    expectCode(() => kCenterSync(x, 4, { segments: 2 }), RangeError, 'ERR_RANGE');
+    expectCode(() => kCenterSync(x, 2, { seed: 6 }), RangeError, 'ERR_RANGE');
+    expectCode(() => kCenterSync(x, 2, { seed: 'random' as 'maxnorm' }), TypeError, 'ERR_ARG');
+    expectCode(() => kCenterSync(x, 2, { metric: 'dot' as 'l2' }), TypeError, 'ERR_ARG');
+    expectCode(() => kCenterSync(x, 2, { segment: 2 } as object), TypeError, 'ERR_ARG');
+    expectCode(() => kCenterSync({ data: new Float32Array(6), shape: [6] }, 2), RangeError, 'ERR_SHAPE');
+    expectCode(() => kCenterSync({ data: new Int32Array(6), shape: [1, 6, 1] }, 2), TypeError, 'ERR_DTYPE');
+    const nan = new Float32Array(48).fill(1).map((v, i) => v + i);
+    nan[29] = NaN;
+    expectCode(() => kCenterSync({ data: nan, shape: [2, 6, 4] }, 2), RangeError, 'ERR_RANGE', /finite/);
+    await expectReject(kCenter({ data: nan, shape: [2, 6, 4] }, 2), RangeError, 'ERR_RANGE');
+    expectCode(() => kCenterSync(x, 2, { exclude: { data: new Uint8Array(6), shape: [6] } }), RangeError, 'ERR_SHAPE');
+    expectCode(() => kCenterSync(x, 2, { exclude: { data: new Int32Array(12), shape: [2, 6] } }), TypeError, 'ERR_DTYPE');
+    // Too many excluded tokens for k, and an excluded explicit seed.
+    const ex = { data: Uint8Array.of(1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0), shape: [2, 6] };
+    expectCode(() => kCenterSync(x, 3, { exclude: ex }), RangeError, 'ERR_RANGE', /excluded/);
+    expectCode(() => kCenterSync(x, 2, { exclude: ex, seed: 0 }), RangeError, 'ERR_RANGE', /excluded/);
+    const gone = Tensor.from({ data: new Float32Array(12).fill(1), shape: [3, 4] });
+    gone.dispose();
+    expectCode(() => kCenterSync(gone, 1), TokenSieveError, 'ERR_DISPOSED');
+  });
+});
+
+describe('maxCoverage', () => {
+  test('hand-checked: ties to the lower index, gains, best update', () => {
+    // Columns: 0 covers row 0, 1 covers row 1, 2 half of each.
+    const c = { data: Float32Array.of(1, 0, 0.5, 0, 1, 0.5), shape: [2, 3] };
+    const r = maxCoverageSync(c, 3);
+    expect(r.order.toArray()).toEqual([0, 1, 2]);
+    expect(r.gains.toArray()).toEqual([1, 1, 0]);
+    const ex = maxCoverageSync(c, 2, { exclude: { data: Uint8Array.of(1, 0, 0), shape: [3] } });
+    expect(ex.order.toArray()).toEqual([1, 2]);
+    expect(ex.gains.toArray()).toEqual([1, 0.5]);
+    // Negative coverage never adds gain.
+    const neg = maxCoverageSync({ data: Float32Array.of(-1, -2, 0.25), shape: [1, 3] }, 2);
+    expect(neg.order.toArray()).toEqual([2, 0]);
+    expect(neg.gains.toArray()).toEqual([0.25, 0]);
+  });
+
+  const cases: Array<[number, number, number, number, FloatDType, boolean]> = [
+    [1, 1, 1, 1, 'f32', false],
+    [2, 3, 7, 7, 'f16', false],
+    [3, 17, 13, 5, 'bf16', true],
+    [1, 592, 576, 64, 'f32', false],
+    [2, 61, 257, 31, 'f32', true],
+  ];
+  for (const [B, R, N, k, dtype, withExclude] of cases) {
+    test(`B${B} R${R} N${N} k${k} ${dtype}${withExclude ? ' exclude' : ''}`, async () => {
+      const r = rng(B * R * N + k);
+      // Sparse-ish non-negative coverage like softmax rows, with some negatives.
+      const v = Array.from({ length: B * R * N }, () => (r() < 0.7 ? r() * r() : -r() * 0.1));
+      const t = makeTensor(v, [B, R, N], dtype);
+      let exclude: Uint8Array | undefined;
+      if (withExclude) {
+        exclude = mask(B, N, k, 0.3);
+        for (let b = 0; b < B; b++) for (let j = 0; j < k; j++) exclude[b * N + j] = 0;
+      }
+      const want = refMaxCoverage(t.exact, B, R, N, k, exclude);
+      const opts = exclude ? { exclude: { data: exclude, shape: [B, N] } } : undefined;
+      const res = await maxCoverage(t.t, k, opts);
+      expect(res.order.toArray()).toEqual(want.order);
+      expect(res.indices.toArray()).toEqual(want.sorted);
+      expectClose(res.gains.toArray(), want.gains, 1e-6, 1e-4, 'gains');
+      expect(maxCoverageSync(t.t, k, opts).order.toArray()).toEqual(want.order);
+    });
+  }
+
+  test('heavy exact ties (coarse values): lower index first at every step', () => {
+    // Multiples of 1/8 add exactly, so many columns tie on their gain.
+    for (const [R, N, k] of [[5, 40, 40], [30, 200, 60]]) {
+      const r = rng(R * N);
+      const v = Array.from({ length: 2 * R * N }, () => Math.floor(r() * 4) / 8);
+      const t = makeTensor(v, [2, R, N]);
+      const want = refMaxCoverage(t.exact, 2, R, N, k);
+      const res = maxCoverageSync(t.t, k);
+      expect(res.order.toArray()).toEqual(want.order);
+      expect(res.gains.toArray()).toEqual(want.gains);
+    }
+  });
+
+  test('bad input', async () => {
+    const c = makeTensor(randn(2 * 3 * 5, 2), [2, 3, 5]).t;
+    expectCode(() => maxCoverageSync(c, 6), RangeError, 'ERR_RANGE');
+    expectCode(() => maxCoverageSync(c, 0), RangeError, 'ERR_RANGE');
+    expectCode(() => maxCoverageSync({ data: new Float32Array(5), shape: [5] }, 1), RangeError, 'ERR_SHAPE', /rank 3/);
+    expectCode(() => maxCoverageSync({ data: new Float32Array(10), shape: [1, 1, 2, 5] }, 1), RangeError, 'ERR_SHAPE');
+    const nan = Float32Array.of(0.1, NaN, 0.3);
+    expectCode(() => maxCoverageSync({ data: nan, shape: [1, 3] }, 1), RangeError, 'ERR_RANGE', /finite/);
+    await expectReject(maxCoverage({ data: nan, shape: [1, 3] }, 1), RangeError, 'ERR_RANGE');
+    expectCode(() => maxCoverageSync(c, 4, { exclude: { data: Uint8Array.of(1, 1, 0, 0, 0, 0, 0, 0, 0, 0), shape: [2, 5] } }), RangeError, 'ERR_RANGE', /excluded/);
+  });
+});
+
+describe('mmtokCoverage', () => {
+  const cases: Array<[number, number, number, number, number | undefined, FloatDType]> = [
+    [1, 1, 1, 1, undefined, 'f32'],
+    [2, 5, 17, 9, undefined, 'f16'],
+    [1, 16, 57, 33, 19, 'f32'],
+    [2, 3, 31, 8, 5, 'bf16'],
+  ];
+  for (const [B, m, n, D, Da, dtype] of cases) {
+    test(`B${B} m${m} n${n} D${D}${Da ? ` aux D'${Da}` : ''} ${dtype}`, async () => {
+      const text = makeTensor(randn(B * m * D, m + 1), [B, m, D], dtype);
+      const vision = makeTensor(randn(B * n * D, n + 2), [B, n, D], dtype);
+      const aux = Da ? makeTensor(randn(B * n * Da, n + 3), [B, n, Da], dtype) : undefined;
+      const opts = { tauTV: 0.05, tauVV: 0.2, alpha: 0.7 };
+      const want = refMmtokCoverage(text.exact, vision.exact, aux?.exact, B, m, n, D, Da ?? D, opts.tauTV, opts.tauVV, opts.alpha);
+      const out = await mmtokCoverage({ text: text.t, vision: vision.t, visionAux: aux?.t }, opts);
+      expect(out.shape).toEqual([B, m + n, n]);
+      expectClose(out.toArray(), want, 1e-7, 2e-4, 'coverage');
+      const sync = mmtokCoverageSync({ text: text.t, vision: vision.t, visionAux: aux?.t }, opts);
+      expectClose(sync.toArray(), want, 1e-7, 2e-4, 'coverage (sync)');
+    });
+  }
+
+  test('defaults are τ_tv 0.02, τ_vv 0.2, α 0.5', () => {
+    const text = makeTensor(randn(3 * 4, 9), [3, 4]);
+    const vision = makeTensor(randn(6 * 4, 10), [6, 4]);
+    const want = refMmtokCoverage(text.exact, vision.exact, undefined, 1, 3, 6, 4, 4, 0.02, 0.2, 0.5);
+    const out = mmtokCoverageSync({ text: text.t, vision: vision.t });
+    expect(out.shape).toEqual([9, 6]);
+    expectClose(out.toArray(), want, 1e-7, 2e-4);
+  });
+
+  test('bad input', () => {
+    const text = makeTensor(randn(12, 1), [1, 3, 4]).t;
+    const vision = makeTensor(randn(20, 2), [1, 5, 4]).t;
+    expectCode(() => mmtokCoverageSync({ text, vision }, { tauTV: 0 }), RangeError, 'ERR_RANGE');
+    expectCode(() => mmtokCoverageSync({ text, vision }, { tauVV: -1 }), RangeError, 'ERR_RANGE');
+    expectCode(() => mmtokCoverageSync({ text, vision }, { alpha: Infinity }), RangeError, 'ERR_RANGE');
+    expectCode(() => mmtokCoverageSync({ text, vision }, { tauTV: NaN }), TypeError, 'ERR_ARG');
+    expectCode(() => mmtokCoverageSync({ text: makeTensor(randn(9, 1), [1, 3, 3]).t, vision }), RangeError, 'ERR_SHAPE');
+    expectCode(() => mmtokCoverageSync({ text, vision, visionAux: makeTensor(randn(8, 1), [1, 4, 2]).t }), RangeError, 'ERR_SHAPE');
+    const nan = new Float32Array(20).fill(0.5);
+    nan[7] = NaN;
+    expectCode(() => mmtokCoverageSync({ text, vision: { data: nan, shape: [1, 5, 4] } }), RangeError, 'ERR_RANGE', /finite/);
+  });
+});
+
+describe('the native layer checks diversity parameters on its own', () => {
+  const n = () => native();
+  const meta = (dtype: number, shape: number[]) =>
+    Float64Array.of(dtype, -1, 0, shape.length, ...shape, ...shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1)));
+  const x = () => meta(0, [1, 6, 2]);
+  const xm = () => Float32Array.of(1, 0, 0, 1, 1, 1, -1, 0, 0.5, 0.2, 3, 1);
+  const kc = (params: number[], order = meta(3, [1, 2]), orderMem: Int32Array = new Int32Array(2)) =>
+    n().kCenter(Float64Array.from(params), x(), xm(), undefined, undefined, order, orderMem, meta(3, [1, 2]), new Int32Array(2), meta(0, [1, 2]), new Float32Array(2), undefined, false);
+  const cases: Array<[string, () => unknown, string]> = [
+    ['kCenter k = 0', () => kc([0, 1, 0, 0, 0, 1]), 'ERR_RANGE'],
+    ['kCenter NaN k', () => kc([NaN, 1, 0, 0, 0, 1]), 'ERR_RANGE'],
+    ['kCenter segments not dividing N', () => kc([2, 4, 0, 0, 0, 1]), 'ERR_RANGE'],
+    ['kCenter unknown metric', () => kc([2, 1, 7, 0, 0, 1]), 'ERR_ARG'],
+    ['kCenter unknown seed rule', () => kc([2, 1, 0, 9, 0, 1]), 'ERR_ARG'],
+    ['kCenter seed index past the segment', () => kc([2, 1, 0, 2, 6, 1]), 'ERR_RANGE'],
+    ['kCenter order of the wrong shape', () => kc([2, 1, 0, 0, 0, 1], meta(3, [1, 3]), new Int32Array(3)), 'ERR_SHAPE'],
+    ['maxCoverage k > N', () => n().maxCoverage(Float64Array.of(7, 1), x(), xm(), undefined, undefined, meta(3, [1, 7]), new Int32Array(7), meta(3, [1, 7]), new Int32Array(7), meta(0, [1, 7]), new Float32Array(7), undefined, false), 'ERR_RANGE'],
+    ['mmtokCoverage tau 0', () => n().mmtokCoverage(Float64Array.of(0, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 7, 6]), new Float32Array(42), undefined, false), 'ERR_RANGE'],
+    ['mmtokCoverage out of the wrong shape', () => n().mmtokCoverage(Float64Array.of(0.02, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6, 6]), new Float32Array(36), undefined, false), 'ERR_SHAPE'],
+    ['kMedoids NaN tol', () => n().kMedoids(Float64Array.of(2, 1, 1, 10, NaN, 1), x(), xm(), meta(3, [1, 2]), new Int32Array(2), meta(3, [1, 6]), new Int32Array(6), undefined, undefined, undefined, false), 'ERR_RANGE'],
+    ['stcScores memory count without a sum', () => n().stcScores(Float64Array.of(1, 1), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, false), 'ERR_RANGE'],
+  ];
+  for (const [name, fn, code] of cases) {
+    test(name, () => {
+      let err: (Error & { code?: string }) | undefined;
+      try {
+        fn();
+      } catch (e) {
+        err = e as Error & { code?: string };
+      }
+      expect(err?.code).toBe(code);
+    });
+  }
+});
