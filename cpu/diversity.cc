@@ -11,6 +11,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
+#include "cpu/validate.h"
 #include "tokensieve/diversity.h"
 
 namespace tokensieve {
@@ -18,11 +19,7 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-std::string shape_str(const TensorView& t) {
-  std::string s = "[";
-  for (int i = 0; i < t.ndim; ++i) s += (i ? ", " : "") + std::to_string(t.shape[i]);
-  return s + "]";
-}
+using check::shape_str;
 
 Status check_input(const TensorView& t, const char* name, int rank, const char* dims) {
   if (t.data == nullptr) return Status(Code::kArg, std::string("expected data for ") + name + " but got a null pointer");

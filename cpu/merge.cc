@@ -17,80 +17,12 @@
 #include "cpu/isa.h"
 #include "cpu/merge_kernels.h"
 #include "cpu/thread_pool.h"
+#include "cpu/validate.h"
 #include "tokensieve/merge.h"
 
 namespace tokensieve {
-namespace {
 
-std::string shape_str(const TensorView& t) {
-  std::ostringstream os;
-  os << "[";
-  for (int i = 0; i < t.ndim; ++i) os << (i ? ", " : "") << t.shape[i];
-  os << "]";
-  return os.str();
-}
-
-Status expect_rank(const TensorView& t, const char* name, int ndim, const char* dims) {
-  if (t.data == nullptr && t.numel() != 0)
-    return Status(Code::kArg, std::string("expected data for ") + name + " but got a null pointer");
-  if (t.ndim != ndim)
-    return Status(Code::kShape, std::string("expected ") + name + " to have rank " + std::to_string(ndim) +
-                                    " " + dims + " but got shape " + shape_str(t));
-  for (int i = 0; i < ndim; ++i)
-    if (t.shape[i] < 1)
-      return Status(Code::kShape, std::string("expected every dimension of ") + name + " " + dims +
-                                      " to be >= 1 but got shape " + shape_str(t));
-  return Status::Ok();
-}
-
-Status expect_float(const TensorView& t, const char* name) {
-  if (!is_float_dtype(t.dtype))
-    return Status(Code::kDType, std::string("expected f32, f16 or bf16 for ") + name + " but got " +
-                                    dtype_name(t.dtype));
-  return Status::Ok();
-}
-
-Status expect_dtype(const TensorView& t, const char* name, DType want) {
-  if (t.dtype != want)
-    return Status(Code::kDType, std::string("expected ") + dtype_name(want) + " for " + name + " but got " +
-                                    dtype_name(t.dtype));
-  return Status::Ok();
-}
-
-Status expect_shape(const TensorView& t, const char* name, std::vector<int64_t> shape) {
-  bool ok = t.ndim == static_cast<int>(shape.size());
-  for (size_t i = 0; ok && i < shape.size(); ++i) ok = t.shape[i] == shape[i];
-  if (!ok) {
-    std::ostringstream os;
-    os << "expected " << name << " of shape [";
-    for (size_t i = 0; i < shape.size(); ++i) os << (i ? ", " : "") << shape[i];
-    os << "] but got " << shape_str(t);
-    return Status(Code::kShape, os.str());
-  }
-  if (t.data == nullptr && t.numel() != 0)
-    return Status(Code::kArg, std::string("expected data for ") + name + " but got a null pointer");
-  return Status::Ok();
-}
-
-Status expect_contiguous(const TensorView& t, const char* name) {
-  if (!t.is_contiguous()) return Status(Code::kUnsupported, std::string(name) + " must be contiguous");
-  return Status::Ok();
-}
-
-Status expect_inner_contiguous(const TensorView& t, const char* name) {
-  if (t.ndim > 0 && t.strides[t.ndim - 1] != 1 && t.shape[t.ndim - 1] != 1)
-    return Status(Code::kUnsupported, std::string("the last dimension of ") + name + " must be contiguous");
-  return Status::Ok();
-}
-
-Status expect_same_device(const TensorView& a, const char* an, const TensorView& b, const char* bn) {
-  if (a.device != b.device)
-    return Status(Code::kDevice, std::string("expected ") + bn + " on the device of " + an + " (" +
-                                     std::to_string(a.device) + ") but it is on " + std::to_string(b.device));
-  return Status::Ok();
-}
-
-}  // namespace
+using namespace check;
 
 Status validate(const BipartiteMatchParams& p) {
   TS_RETURN_IF_ERROR(expect_rank(p.metric, "metric", 3, "[B, N, C]"));

@@ -6,12 +6,16 @@
 #include <string>
 #include <vector>
 
+#include "cpu/validate.h"
 #include "tokensieve/attention.h"
 #include "tokensieve/quantize.h"
 #include "tokensieve/select.h"
 
 namespace tokensieve {
+namespace check {
 namespace {
+Status err(Code c, const std::string& m) { return Status(c, m); }
+}  // namespace
 
 std::string shape_str(const TensorView& t) {
   std::ostringstream os;
@@ -20,8 +24,6 @@ std::string shape_str(const TensorView& t) {
   os << "]";
   return os.str();
 }
-
-Status err(Code c, const std::string& m) { return Status(c, m); }
 
 Status expect_rank(const TensorView& t, const char* name, int ndim, const char* dims) {
   if (t.data == nullptr && t.numel() != 0)
@@ -86,6 +88,8 @@ Status expect_shape(const TensorView& t, const char* name, std::initializer_list
     os << "] but got " << shape_str(t);
     return err(Code::kShape, os.str());
   }
+  if (t.data == nullptr && t.numel() != 0)
+    return err(Code::kArg, std::string("expected data for ") + name + " but got a null pointer");
   return Status::Ok();
 }
 
@@ -98,6 +102,12 @@ Status expect_same_device(const TensorView& a, const char* an, const TensorView&
   }
   return Status::Ok();
 }
+
+}  // namespace check
+
+using namespace check;
+
+namespace {
 
 Status validate_reduction(const ScoreReduction& r, int64_t nq, int64_t nk, int64_t batch,
                           int64_t heads, const TensorView& out, const TensorView& ref,
