@@ -177,26 +177,61 @@ void atomic_min(std::atomic<float>& m, float v) {
   }
 }
 
-// All pairwise work goes through dot_rows on whole groups of 8 rows (the
-// buffer is zero-padded to a multiple of 8): its 8-row path and its 1-row
-// tail round differently, and exact duplicates must get bit-identical
-// distances so that ties go to the lower index.
-constexpr int64_t kGroup = 8;
-// Row block of the pairwise pass: two blocks of 16 rows x C floats stay in L2.
-constexpr int64_t kBlock = 16;
+// Every distance of this family comes from one dot product, and every dot
+// product is one sequential FMA chain over the channels: qk_tile's
+// micro-kernel over rows packed as panels of 16 columns, whether it runs as
+// the matrix pass, the nearest-neighbour pass, one row per step
+// (qk_row_panels) or the squared norms (panel_self_dots). The same pair thus
+// gets the same bits wherever it is computed: exact duplicates tie exactly
+// (and the lower index wins), the matrix is exactly symmetric (fma(a, b, c) ==
+// fma(b, a, c)), and cuda/diversity.cu, whose threads run the same chains,
+// picks the same tokens as the AVX2 back end.
 // Keep the whole distance matrix of a segment (steps then read one row each)
 // when it needs at most this many floats; otherwise recompute per step.
 constexpr int64_t kMaxMatrixFloats = int64_t{16} << 20;
+// Rows and columns of one GEMM task (a 16 KiB tile of results).
+constexpr int64_t kTile = 64;
 
 struct Segment {
   int64_t n = 0;              // active (non-excluded) tokens
   int64_t C = 0;
-  int64_t ld = 0;             // rows padded to a multiple of kGroup
+  int64_t ld = 0;             // n padded to a multiple of kColTile
   std::vector<int32_t> ids;   // active token -> position in the segment (ascending)
   std::vector<float> x;       // [ld, C] f32 (normalised for cosine), zero padding rows
-  std::vector<float> sq;      // [n] squared norms (l2) of x rows
+  std::vector<float> kt;      // [ld / 16][C][16]: the rows packed as panels of 16 columns
+  std::vector<float> sq;      // [ld] squared norms (l2): the chains' diagonal
   std::vector<float> raw_norm;// [n] L2 norm of the raw features (maxnorm seed)
 };
+
+inline int64_t round_up16(int64_t n) { return (n + kColTile - 1) / kColTile * kColTile; }
+
+// Rows [n, C] into panels [round_up16(n) / 16][C][16] (padding columns zero):
+// each panel is one contiguous run, where a plain xᵀ would touch a new page
+// per channel when C is in the thousands.
+void pack_panels(const float* x, int64_t n, int64_t C, std::vector<float>& kt, bool parallel) {
+  const int64_t panels = round_up16(n) / kColTile;
+  kt.assign(static_cast<size_t>(panels * kColTile * C), 0.0f);
+  auto run = [&](int64_t p) {
+    float* dst = kt.data() + p * C * kColTile;
+    for (int64_t j = p * kColTile; j < std::min(n, (p + 1) * kColTile); ++j)
+      for (int64_t c = 0; c < C; ++c) dst[c * kColTile + j % kColTile] = x[j * C + c];
+  };
+  if (parallel && panels > 1)
+    parallel_for(panels, run);
+  else
+    for (int64_t p = 0; p < panels; ++p) run(p);
+}
+
+// Packs the segment's rows and, for l2, their squared norms.
+void prepare(Segment& s, DistanceMetric metric, bool parallel) {
+  s.ld = round_up16(s.n);
+  pack_panels(s.x.data(), s.n, s.C, s.kt, parallel);
+  if (metric == DistanceMetric::kL2) {
+    s.sq.assign(static_cast<size_t>(s.ld), 0.0f);
+    for (int64_t p = 0; p < s.ld / kColTile; ++p)
+      isa().panel_self_dots(s.kt.data() + p * s.C * kColTile, s.C, s.sq.data() + p * kColTile);
+  }
+}
 
 // Distance from the dot product (cosine: rows are unit or zero).
 inline float to_distance(DistanceMetric m, float dot, float sqi, float sqj) {
@@ -204,22 +239,19 @@ inline float to_distance(DistanceMetric m, float dot, float sqi, float sqj) {
   return std::sqrt(std::max(0.0f, sqi + sqj - 2.0f * dot));
 }
 
-// dist[j] = d(row i, row j) for all active j; `parallel` splits the columns.
+// dist[j] = d(row i, row j) for all active j; `parallel` splits the panels.
 void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* dist, bool parallel) {
-  const int64_t groups = s.ld / kGroup;
-  const int64_t per_task = std::max<int64_t>(1, (int64_t{1} << 17) / std::max<int64_t>(1, s.C * kGroup));
-  const int64_t tasks = (groups + per_task - 1) / per_task;
+  const int64_t panels = s.ld / kColTile;
+  const int64_t per_task = std::max<int64_t>(4, (int64_t{1} << 16) / std::max<int64_t>(1, s.C * kColTile) / 4 * 4);
+  const int64_t tasks = (panels + per_task - 1) / per_task;
+  const bool l2 = metric == DistanceMetric::kL2;
   auto run = [&](int64_t t) {
-    const int64_t g0 = t * per_task, g1 = std::min(groups, g0 + per_task);
-    float tmp[kGroup];
-    for (int64_t g = g0; g < g1; ++g) {
-      isa().dot_rows(s.x.data() + i * s.C, s.C, s.x.data() + g * kGroup * s.C, s.C, kGroup, tmp);
-      for (int64_t r = 0; r < kGroup; ++r) {
-        const int64_t j = g * kGroup + r;
-        if (j < s.n) dist[j] = to_distance(metric, tmp[r], metric == DistanceMetric::kL2 ? s.sq[i] : 0.f,
-                                           metric == DistanceMetric::kL2 ? s.sq[j] : 0.f);
-      }
-    }
+    const int64_t p0 = t * per_task, p1 = std::min(panels, p0 + per_task);
+    std::vector<float> dots(static_cast<size_t>((p1 - p0) * kColTile));
+    isa().qk_row_panels(s.x.data() + i * s.C, s.C, s.kt.data() + p0 * s.C * kColTile, s.C * kColTile, p1 - p0,
+                        dots.data());
+    for (int64_t j = p0 * kColTile; j < std::min(s.n, p1 * kColTile); ++j)
+      dist[j] = to_distance(metric, dots[j - p0 * kColTile], l2 ? s.sq[i] : 0.f, l2 ? s.sq[j] : 0.f);
   };
   if (parallel && tasks > 1)
     parallel_for(tasks, run);
@@ -227,77 +259,75 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
     for (int64_t t = 0; t < tasks; ++t) run(t);
 }
 
-// out[i * ldo + j] = a_i · b_j for i < ma, j < nb (rows of C floats), as a
-// blocked GEMM: b is packed into panels of 16 columns ([nb/16][C][16], one
-// contiguous run per column tile: a strided bᵀ touches a new page per channel
-// when C is in the thousands), a in tiles of 4 rows (qk_tile: every element
-// one sequential FMA chain over C, so equal inputs give equal bits wherever
-// they sit). With `upper` (a == b), only j >= i is computed and mirrored, so
-// the result is exactly symmetric.
-void gemm_nt(const float* a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
-             bool parallel) {
-  constexpr int64_t kTileRows = 64, kTileCols = 64;
-  const int64_t ldp = (nb + kColTile - 1) / kColTile * kColTile;
-  std::vector<float> kt(static_cast<size_t>(C * ldp), 0.0f);
-  const int64_t cchunks = (C + 255) / 256;
-  auto transpose = [&](int64_t t) {
-    const int64_t c0 = t * 256, c1 = std::min(C, c0 + 256);
-    for (int64_t j0 = 0; j0 < nb; j0 += kColTile)
-      for (int64_t c = c0; c < c1; ++c)
-        for (int64_t j = j0; j < std::min(nb, j0 + kColTile); ++j)
-          kt[(j / kColTile) * C * kColTile + c * kColTile + j % kColTile] = b[j * C + c];
-  };
-  const int64_t rb = (ma + kTileRows - 1) / kTileRows, cb = (nb + kTileCols - 1) / kTileCols;
+// Tiles of a·bᵀ for rows a [ma, C] and b packed as panels `kt` (nb columns):
+// fn(i0, i1, j0, j1, buf) receives buf[(i − i0)·kTile + (j − j0)] = a_i · b_j
+// for one kTile × kTile block, 4 rows × 16 columns per qk_tile call. With
+// `upper` (a == b) only blocks on or above the diagonal are computed.
+template <class Fn>
+void for_each_tile(const float* a, int64_t ma, const float* kt, int64_t nb, int64_t C, bool upper, bool parallel,
+                   Fn&& fn) {
+  const int64_t rb = (ma + kTile - 1) / kTile, cb = (nb + kTile - 1) / kTile;
   std::vector<std::pair<int32_t, int32_t>> pairs;
   for (int64_t I = 0; I < rb; ++I)
     for (int64_t J = upper ? I : 0; J < cb; ++J) pairs.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
-  auto gemm = [&](int64_t t) {
-    const int64_t i0 = pairs[t].first * kTileRows, j0 = pairs[t].second * kTileCols;
-    const int64_t i1 = std::min(ma, i0 + kTileRows), j1 = std::min(nb, j0 + kTileCols);
-    float buf[kTileRows * kTileCols];
+  auto run = [&](int64_t t) {
+    const int64_t i0 = pairs[t].first * kTile, j0 = pairs[t].second * kTile;
+    const int64_t i1 = std::min(ma, i0 + kTile), j1 = std::min(nb, j0 + kTile);
+    float buf[kTile * kTile];
     for (int64_t c0 = j0; c0 < j1; c0 += kColTile)
       for (int64_t r0 = i0; r0 < i1; r0 += kRowTile)
         isa().qk_tile(a + r0 * C, static_cast<int>(std::min<int64_t>(kRowTile, i1 - r0)), C,
-                      kt.data() + (c0 / kColTile) * C * kColTile, kColTile, kColTile,
-                      buf + (r0 - i0) * kTileCols + (c0 - j0), kTileCols);
-    for (int64_t i = i0; i < i1; ++i)
-      for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
-        const float v = buf[(i - i0) * kTileCols + (j - j0)];
-        out[i * ldo + j] = v;
-        if (upper) out[j * ldo + i] = v;
-      }
+                      kt + (c0 / kColTile) * C * kColTile, kColTile, kColTile, buf + (r0 - i0) * kTile + (c0 - j0),
+                      kTile);
+    fn(i0, i1, j0, j1, static_cast<const float*>(buf));
   };
   const int64_t tasks = static_cast<int64_t>(pairs.size());
-  if (parallel) {
-    parallel_for(cchunks, transpose);
-    parallel_for(tasks, gemm);
-  } else {
-    for (int64_t t = 0; t < cchunks; ++t) transpose(t);
-    for (int64_t t = 0; t < tasks; ++t) gemm(t);
-  }
+  if (parallel)
+    parallel_for(tasks, run);
+  else
+    for (int64_t t = 0; t < tasks; ++t) run(t);
 }
 
-// The full distance matrix as a blocked GEMM over the upper triangle: qk_tile
-// (4 rows × 16 columns per micro-tile, every element one sequential FMA chain
-// over C) against a transposed copy of the rows. Each pair (i <= j) is
-// computed once with x_i as the row operand, so the matrix is exactly
-// symmetric, exact duplicates get bit-identical distances, and for l2 the
-// squared norms come from the same products (a duplicate is at exactly 0).
+// out[i * ldo + j] = a_i · b_j for i < ma, j < nb (rows of C floats). With
+// `upper` (a == b), only j >= i is computed and mirrored.
+void gemm_nt(const float* a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
+             bool parallel) {
+  std::vector<float> kt;
+  pack_panels(b, nb, C, kt, parallel);
+  for_each_tile(a, ma, kt.data(), nb, C, upper, parallel,
+                [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
+                  for (int64_t i = i0; i < i1; ++i)
+                    for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
+                      const float v = buf[(i - i0) * kTile + (j - j0)];
+                      out[i * ldo + j] = v;
+                      if (upper) out[j * ldo + i] = v;
+                    }
+                });
+}
+
+// The full distance matrix (diagonal 0) over the upper triangle, mirrored,
+// and every row's nearest-neighbour distance (itself excluded).
 void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {
   const int64_t n = s.n;
-  gemm_nt(s.x.data(), n, s.x.data(), n, s.C, matrix, n, /*upper=*/true, parallel);
-  std::vector<float> sq(static_cast<size_t>(n));
+  const bool l2 = metric == DistanceMetric::kL2;
+  for_each_tile(s.x.data(), n, s.kt.data(), n, s.C, /*upper=*/true, parallel,
+                [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
+                  for (int64_t i = i0; i < i1; ++i)
+                    for (int64_t j = std::max(j0, i); j < j1; ++j) {
+                      const float d = j == i ? 0.0f
+                                             : to_distance(metric, buf[(i - i0) * kTile + (j - j0)],
+                                                           l2 ? s.sq[i] : 0.f, l2 ? s.sq[j] : 0.f);
+                      matrix[i * n + j] = d;
+                      matrix[j * n + i] = d;
+                    }
+                });
   auto finish = [&](int64_t i) {
-    float* row = matrix + i * n;
+    const float* row = matrix + i * n;
     float m = kInf;
-    for (int64_t j = 0; j < n; ++j) {
-      const float d = j == i ? 0.0f : to_distance(metric, row[j], sq[i], sq[j]);
-      row[j] = d;
-      if (j != i) m = std::min(m, d);
-    }
+    for (int64_t j = 0; j < n; ++j)
+      if (j != i) m = std::min(m, row[j]);
     nn[i] = m;
   };
-  for (int64_t i = 0; i < n; ++i) sq[i] = matrix[i * n + i];
   if (parallel)
     parallel_for(n, finish);
   else
@@ -305,47 +335,30 @@ void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* 
 }
 
 // Nearest-neighbour distance of every active row (excluding itself); fills
-// the full distance matrix when `matrix` (then through distance_matrix),
-// otherwise over the upper triangle of row-block pairs without storing it.
+// the full distance matrix when `matrix`, otherwise reduces each tile of the
+// upper triangle to row and column minima without storing it.
 void nearest_neighbours(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {
   if (matrix != nullptr) return distance_matrix(s, metric, nn, matrix, parallel);
   const int64_t n = s.n;
+  const bool l2 = metric == DistanceMetric::kL2;
   std::vector<std::atomic<float>> best(static_cast<size_t>(n));
   for (auto& b : best) b.store(kInf, std::memory_order_relaxed);
-  const int64_t blocks = (n + kBlock - 1) / kBlock;
-  std::vector<std::pair<int32_t, int32_t>> pairs;
-  for (int64_t I = 0; I < blocks; ++I)
-    for (int64_t J = I; J < blocks; ++J) pairs.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
-  auto run = [&](int64_t t) {
-    const int64_t i0 = pairs[t].first * kBlock, j0 = pairs[t].second * kBlock;
-    const int64_t i1 = std::min(n, i0 + kBlock), j1 = std::min(n, j0 + kBlock);
-    const int64_t jn = ((j1 - j0) + kGroup - 1) / kGroup * kGroup;  // whole groups (padding rows exist)
-    float dots[kBlock];
-    float colmin[kBlock];
-    std::fill(colmin, colmin + kBlock, kInf);
-    for (int64_t i = i0; i < i1; ++i) {
-      isa().dot_rows(s.x.data() + i * s.C, s.C, s.x.data() + j0 * s.C, s.C, jn, dots);
-      float rowmin = kInf;
-      for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
-        const float d = to_distance(metric, dots[j - j0], metric == DistanceMetric::kL2 ? s.sq[i] : 0.f,
-                                    metric == DistanceMetric::kL2 ? s.sq[j] : 0.f);
-        if (matrix != nullptr) {
-          matrix[i * n + j] = d;
-          matrix[j * n + i] = d;
-        }
-        rowmin = std::min(rowmin, d);
-        colmin[j - j0] = std::min(colmin[j - j0], d);
-      }
-      if (matrix != nullptr) matrix[i * n + i] = 0.0f;
-      atomic_min(best[i], rowmin);
-    }
-    for (int64_t j = j0; j < j1; ++j) atomic_min(best[j], colmin[j - j0]);
-  };
-  const int64_t tasks = static_cast<int64_t>(pairs.size());
-  if (parallel)
-    parallel_for(tasks, run);
-  else
-    for (int64_t t = 0; t < tasks; ++t) run(t);
+  for_each_tile(s.x.data(), n, s.kt.data(), n, s.C, /*upper=*/true, parallel,
+                [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
+                  float colmin[kTile];
+                  std::fill(colmin, colmin + kTile, kInf);
+                  for (int64_t i = i0; i < i1; ++i) {
+                    float rowmin = kInf;
+                    for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
+                      const float d = to_distance(metric, buf[(i - i0) * kTile + (j - j0)], l2 ? s.sq[i] : 0.f,
+                                                  l2 ? s.sq[j] : 0.f);
+                      rowmin = std::min(rowmin, d);
+                      colmin[j - j0] = std::min(colmin[j - j0], d);
+                    }
+                    atomic_min(best[i], rowmin);
+                  }
+                  for (int64_t j = j0; j < j1; ++j) atomic_min(best[j], colmin[j - j0]);
+                });
   for (int64_t i = 0; i < n; ++i) nn[i] = best[i].load(std::memory_order_relaxed);
 }
 
@@ -362,8 +375,7 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
     return Status(Code::kRange, "expected at least k = " + std::to_string(k) + " tokens that are not excluded in segment " +
                                     std::to_string(seg) + " of batch " + std::to_string(b) + " but it has " +
                                     std::to_string(s.n));
-  s.ld = (s.n + kGroup - 1) / kGroup * kGroup;
-  s.x.assign(static_cast<size_t>(s.ld * C), 0.0f);
+  s.x.assign(static_cast<size_t>(round_up16(s.n) * C), 0.0f);
   s.raw_norm.resize(static_cast<size_t>(s.n));
   for (int64_t a = 0; a < s.n; ++a) {
     float* row = s.x.data() + a * C;
@@ -379,17 +391,7 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
       for (int64_t c = 0; c < C; ++c) row[c] *= inv;
     }
   }
-  if (p.metric == DistanceMetric::kL2) {
-    // Self dot products through the same 8-row path as every other distance,
-    // so an exact duplicate is at distance exactly 0.
-    s.sq.resize(static_cast<size_t>(s.n));
-    float tmp[kGroup];
-    for (int64_t a = 0; a < s.n; ++a) {
-      const int64_t g = a / kGroup * kGroup;
-      isa().dot_rows(s.x.data() + a * C, C, s.x.data() + g * C, C, kGroup, tmp);
-      s.sq[a] = tmp[a - g];
-    }
-  }
+  prepare(s, p.metric, parallel);
   std::vector<float> mind(static_cast<size_t>(s.n));  // [n] distance to the nearest pick
   std::vector<float> matrix;                          // [n, n] when kept
   std::vector<uint8_t> picked(static_cast<size_t>(s.n), 0);
@@ -482,9 +484,8 @@ Status k_medoids_segment(const KMedoidsParams& p, int64_t b, int64_t seg, bool p
   Segment s;
   s.C = C;
   s.n = S;
-  s.ld = (S + kGroup - 1) / kGroup * kGroup;
   s.ids.resize(static_cast<size_t>(S));
-  s.x.assign(static_cast<size_t>(s.ld * C), 0.0f);
+  s.x.assign(static_cast<size_t>(round_up16(S) * C), 0.0f);
   s.raw_norm.resize(static_cast<size_t>(S));
   std::vector<float> raw(static_cast<size_t>(S * C));  // [S, C] for the movement measure
   for (int64_t a = 0; a < S; ++a) {
@@ -503,15 +504,7 @@ Status k_medoids_segment(const KMedoidsParams& p, int64_t b, int64_t seg, bool p
       for (int64_t c = 0; c < C; ++c) row[c] *= inv;
     }
   }
-  if (p.metric == DistanceMetric::kL2) {
-    s.sq.resize(static_cast<size_t>(S));
-    float tmp[kGroup];
-    for (int64_t a = 0; a < S; ++a) {
-      const int64_t g = a / kGroup * kGroup;
-      isa().dot_rows(s.x.data() + a * C, C, s.x.data() + g * C, C, kGroup, tmp);
-      s.sq[a] = tmp[a - g];
-    }
-  }
+  prepare(s, p.metric, parallel);
   std::vector<float> D(static_cast<size_t>(S * S));  // [S, S]
   std::vector<float> nn(static_cast<size_t>(S));
   nearest_neighbours(s, p.metric, nn.data(), D.data(), parallel);

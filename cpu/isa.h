@@ -25,6 +25,13 @@ struct IsaKernels {
   // and j < ncols (a multiple of kColTile).
   void (*qk_tile)(const float* q, int rows, int64_t D, const float* kt, int64_t ldk,
                   int64_t ncols, float* s, int64_t lds);
+  // out[p*kColTile + c] = Σ_d q[d] * kt[p*panel_stride + d*kColTile + c] for
+  // p < npanels, c < kColTile (panels of packed kᵀ): per element the same
+  // sequential FMA chain over d as qk_tile, hence the same bits.
+  void (*qk_row_panels)(const float* q, int64_t D, const float* kt, int64_t panel_stride, int64_t npanels,
+                        float* out);
+  // out[c] = Σ_d panel[d*kColTile + c]² for c < kColTile (qk_tile's chain).
+  void (*panel_self_dots)(const float* panel, int64_t D, float* out);
   // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
   void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,
                    float* out);
