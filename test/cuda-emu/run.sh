@@ -11,7 +11,11 @@
 #                   on the shapes of test/cuda.test.ts (smaller where slow);
 #   quantize_test   quantize/dequantize byte-equal with the CPU back end, and
 #                   INT8 attention scores against the CPU's;
-#   merge_test      token merging (cuda/merge.cu) against the CPU back end.
+#   merge_test      token merging (cuda/merge.cu) against the CPU back end;
+#   diversity_test  k-center, k-medoids and MMTok coverage (cuda/diversity.cu)
+#                   against the CPU back end (bit-exact selections);
+#   coverage_test   greedy maximum coverage (cuda/diversity.cu) against the CPU;
+#   stc_test        STC-Pruner scores (cuda/diversity.cu) against the CPU.
 # What it cannot check: blocks run one after another, so races between
 # blocks (the last-block tickets) and real warp divergence need a GPU and
 # compute-sanitizer; timing means nothing here.
@@ -26,6 +30,7 @@ node "$here/transform.js" cuda/attention.cu "$out/src/attention.cc"
 node "$here/transform.js" cuda/select.cu "$out/src/select.cc"
 node "$here/transform.js" cuda/quantize.cu "$out/src/quantize.cc"
 node "$here/transform.js" cuda/merge.cu "$out/src/merge.cc"
+node "$here/transform.js" cuda/diversity.cu "$out/src/diversity.cc"
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
   -I$here/include -I$root/include -I$root"
@@ -40,7 +45,11 @@ compile g++ $EMU -c "$here/parity_test.cc" -o "$out/obj/parity_test.o"
 compile g++ $EMU -c "$here/quantize_test.cc" -o "$out/obj/quantize_test.o"
 compile g++ $EMU -c "$out/src/merge.cc" -o "$out/obj/merge.o"
 compile g++ $EMU -c "$here/merge_test.cc" -o "$out/obj/merge_test.o"
-for f in validate attention select quantize merge thread_pool isa_dispatch isa_baseline; do
+compile g++ $EMU -c "$out/src/diversity.cc" -o "$out/obj/diversity.o"
+for t in diversity coverage stc; do
+  compile g++ $EMU -c "$here/${t}_test.cc" -o "$out/obj/${t}_test.o"
+done
+for f in validate attention select quantize merge diversity thread_pool isa_dispatch isa_baseline; do
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
@@ -53,6 +62,10 @@ g++ -o "$out/parity_test" "$out/obj/parity_test.o" $cuda_objs "$out"/obj/cpu_*.o
 g++ -o "$out/quantize_test" "$out/obj/quantize_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
 # token merging (cuda/merge.cu) against the CPU back end
 g++ -o "$out/merge_test" "$out/obj/merge_test.o" "$out/obj/merge.o" "$out"/obj/cpu_*.o -lpthread
+# the diversity family (cuda/diversity.cu) against the CPU back end
+for t in diversity coverage stc; do
+  g++ -o "$out/${t}_test" "$out/obj/${t}_test.o" "$out/obj/diversity.o" "$out"/obj/cpu_*.o -lpthread
+done
 
 status=0
 echo "cuda-emu: reference_test"
@@ -67,6 +80,11 @@ tail -n 1 "$out/quantize_test.log"
 echo "cuda-emu: merge_test"
 "$out/merge_test" > "$out/merge_test.log" 2>&1 || status=1
 tail -n 1 "$out/merge_test.log"
+for t in diversity coverage stc; do
+  echo "cuda-emu: ${t}_test"
+  "$out/${t}_test" > "$out/${t}_test.log" 2>&1 || status=1
+  tail -n 1 "$out/${t}_test.log"
+done
 if [ $status -ne 0 ]; then
   grep -h FAIL "$out"/*.log | head -20
 fi

@@ -126,6 +126,69 @@ inline void __syncwarp(unsigned mask = 0xffffffffu) {
   emu::progress++;
   emu::warp_bars[threadIdx.x / 32]->arrive_and_wait();
 }
+// Integer and double lane exchanges, ballots (the diversity kernels).
+inline int __shfl_xor_sync(unsigned mask, int v, int o, int width = 32) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial shuffle mask\n"); abort(); }
+  const int lane = threadIdx.x % 32;
+  const int src = (lane & ~(width - 1)) | ((lane ^ o) & (width - 1));
+  return static_cast<int>(static_cast<uint32_t>(emu::warp_exchange(static_cast<uint32_t>(v), src)));
+}
+inline double __shfl_xor_sync(unsigned mask, double v, int o, int width = 32) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial shuffle mask\n"); abort(); }
+  const int lane = threadIdx.x % 32;
+  const int src = (lane & ~(width - 1)) | ((lane ^ o) & (width - 1));
+  uint64_t bits; std::memcpy(&bits, &v, 8);
+  const uint64_t r = emu::warp_exchange(bits, src);
+  double d; std::memcpy(&d, &r, 8); return d;
+}
+inline float __shfl_sync(unsigned mask, float v, int src_lane, int width = 32) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial shuffle mask\n"); abort(); }
+  const int lane = threadIdx.x % 32;
+  uint32_t bits; std::memcpy(&bits, &v, 4);
+  const uint32_t r = static_cast<uint32_t>(emu::warp_exchange(bits, (lane & ~(width - 1)) | (src_lane & (width - 1))));
+  float f; std::memcpy(&f, &r, 4); return f;
+}
+inline int __shfl_sync(unsigned mask, int v, int src_lane, int width = 32) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial shuffle mask\n"); abort(); }
+  const int lane = threadIdx.x % 32;
+  return static_cast<int>(static_cast<uint32_t>(
+      emu::warp_exchange(static_cast<uint32_t>(v), (lane & ~(width - 1)) | (src_lane & (width - 1)))));
+}
+inline unsigned __ballot_sync(unsigned mask, int p) {
+  if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial ballot mask\n"); abort(); }
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  emu::warp_buf[w][lane] = p ? 1 : 0;
+  emu::warp_bars[w]->arrive_and_wait();
+  unsigned m = 0;
+  for (int l = 0; l < 32; ++l) if (emu::warp_buf[w][l]) m |= 1u << l;
+  emu::warp_bars[w]->arrive_and_wait();
+  return m;
+}
+inline int atomicAdd(int* p, int v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) { return __atomic_fetch_add(p, v, __ATOMIC_SEQ_CST); }
+template <class T> inline T emu_atomic_min(T* p, T v) {
+  T old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (v < old && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  return old;
+}
+inline unsigned atomicMin(unsigned* p, unsigned v) { return emu_atomic_min(p, v); }
+inline int atomicMin(int* p, int v) { return emu_atomic_min(p, v); }
+inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) { return emu_atomic_min(p, v); }
+inline int atomicMax(int* p, int v) {
+  int old = __atomic_load_n(p, __ATOMIC_SEQ_CST);
+  while (old < v && !__atomic_compare_exchange_n(p, &old, v, false, __ATOMIC_SEQ_CST, __ATOMIC_SEQ_CST)) {}
+  return old;
+}
+inline int atomicExch(int* p, int v) { return __atomic_exchange_n(p, v, __ATOMIC_SEQ_CST); }
+// IEEE f64 arithmetic, rounded to nearest (no contraction into an FMA).
+inline double __dadd_rn(double a, double b) { volatile double r = a + b; return r; }
+inline double __dsub_rn(double a, double b) { volatile double r = a - b; return r; }
+inline double __dmul_rn(double a, double b) { volatile double r = a * b; return r; }
+inline double __ddiv_rn(double a, double b) { volatile double r = a / b; return r; }
+inline float __fsqrt_rn(float a) { return std::sqrt(a); }
+inline double __dsqrt_rn(double a) { return std::sqrt(a); }
+inline float __int_as_float(int i) { float f; std::memcpy(&f, &i, 4); return f; }
+inline int __float_as_int(float f) { int i; std::memcpy(&i, &f, 4); return i; }
 inline int64_t min(int64_t a, int64_t b) { return a < b ? a : b; }
 inline int64_t max(int64_t a, int64_t b) { return a > b ? a : b; }
 

@@ -1,0 +1,92 @@
+// Shared pieces of the emulator test programs for the diversity family
+// (diversity_test, coverage_test, stc_test): a counting EXPECT, tensor views
+// over host vectors (device 0 = the emulated GPU, -1 = the CPU), seeded data
+// in every float dtype, and the scratch-leak check.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "cpu/dtype.h"
+#include "tokensieve/tensor.h"
+
+namespace emu_test {
+
+inline int failures = 0, checks = 0;
+
+#define EXPECT(cond, ...)                                    \
+  do {                                                       \
+    ++emu_test::checks;                                      \
+    if (!(cond)) {                                           \
+      ++emu_test::failures;                                  \
+      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
+      fprintf(stderr, __VA_ARGS__);                          \
+      fprintf(stderr, "\n");                                 \
+    }                                                        \
+  } while (0)
+
+// A contiguous view of `sh` over d on `dev`.
+inline tokensieve::TensorView view(void* d, tokensieve::DType dt, std::vector<int64_t> sh, int dev) {
+  tokensieve::TensorView t;
+  t.data = d;
+  t.dtype = dt;
+  t.ndim = static_cast<int>(sh.size());
+  t.device = dev;
+  int64_t e = 1;
+  for (int i = t.ndim - 1; i >= 0; --i) {
+    t.shape[i] = sh[i];
+    t.strides[i] = e;
+    e *= sh[i];
+  }
+  return t;
+}
+
+// Raw bytes of f32 values rounded to dt.
+inline std::vector<uint8_t> encode(const std::vector<float>& f, tokensieve::DType dt) {
+  std::vector<uint8_t> b(f.size() * tokensieve::dtype_size(dt));
+  for (size_t i = 0; i < f.size(); ++i) {
+    if (dt == tokensieve::DType::kF32) {
+      std::memcpy(&b[i * 4], &f[i], 4);
+    } else {
+      const uint16_t h = dt == tokensieve::DType::kF16 ? tokensieve::cpu::f32_to_f16(f[i]) : tokensieve::cpu::f32_to_bf16(f[i]);
+      std::memcpy(&b[i * 2], &h, 2);
+    }
+  }
+  return b;
+}
+
+inline std::vector<float> normal(int64_t n, std::mt19937& g, float scale = 1.0f) {
+  std::normal_distribution<float> nd(0, scale);
+  std::vector<float> f(static_cast<size_t>(n));
+  for (auto& v : f) v = nd(g);
+  return f;
+}
+
+inline float as_f32(const uint8_t* p, tokensieve::DType dt) {
+  if (dt == tokensieve::DType::kF32) {
+    float f;
+    std::memcpy(&f, p, 4);
+    return f;
+  }
+  uint16_t h;
+  std::memcpy(&h, p, 2);
+  return dt == tokensieve::DType::kF16 ? tokensieve::cpu::f16_to_f32(h) : tokensieve::cpu::bf16_to_f32(h);
+}
+
+// Scratch memory of the emulated device must all be freed by the entry point.
+inline void check_no_leak(const char* what) {
+  EXPECT(emu::live_allocs == 0, "%s: %ld scratch allocations leaked", what, emu::live_allocs);
+  emu::live_allocs = 0;
+}
+
+inline int finish() {
+  fprintf(stderr, "%s: %d checks, %d failure(s)\n", failures ? "FAILED" : "PASSED", checks, failures);
+  return failures != 0;
+}
+
+}  // namespace emu_test

@@ -1,0 +1,5 @@
+// Placeholder: filled in with the stc CUDA kernels' tests.
+#include "check.h"
+#include "tokensieve/diversity.h"
+
+int main() { return emu_test::finish(); }
