@@ -22,6 +22,10 @@
 // in that order over the channels.
 // contextual_merge: normalise, each member's argmax target (sequential fmaf
 // chains again), CSR per target in member order, target + mean(members).
+// The split is checked to be a partition of [0, N) first (split_count /
+// split_check kernels; the later kernels do nothing through a bad split, and
+// the one read-back at the end reports it): a bad one would leave tokens
+// unassigned.
 // Not yet tensor-core: the score pass runs on the FP32 pipes.
 #include <cuda_runtime.h>
 
@@ -63,6 +67,7 @@ constexpr int kRows = 16;   // a-rows per score block
 constexpr int kLanes = 16;  // column lanes per score block
 constexpr int kChunk = 32;  // channels per shared-memory chunk
 constexpr int kThreads = 256;
+constexpr int kNoBadSplit = 0x7f7f7f7f;  // split_check's "no bad position" (memset 0x7f)
 
 // One thread per token: the f64 sum of squares runs in the CPU's order (four
 // interleaved partial sums), so the f32 norm — and every normalised value —
@@ -93,7 +98,9 @@ __global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int6
 __global__ void __launch_bounds__(kRows* kLanes)
     score_argmax_kernel(const float* __restrict__ normed, int64_t N, int64_t C, const int32_t* __restrict__ a_tok,
                         int64_t Na, const int32_t* __restrict__ b_tok, int64_t Nb, bool skip_col0, bool cls_row0,
-                        float* __restrict__ best, int32_t* __restrict__ arg, int64_t xblocks) {
+                        float* __restrict__ best, int32_t* __restrict__ arg, int64_t xblocks,
+                        const int* __restrict__ bad_split) {
+  if (*bad_split != kNoBadSplit) return;  // tokens out of range: nothing may be read through them
   __shared__ float sa[kRows][kChunk + 1];
   __shared__ float sb[kLanes][kChunk + 1];
   __shared__ float rv[kRows][kLanes];
@@ -147,6 +154,26 @@ __global__ void __launch_bounds__(kRows* kLanes)
   }
 }
 
+// The split must be a partition of [0, N) (validate() checked Na + Nb == N):
+// count every token's occurrences ...
+__global__ void split_count_kernel(const int32_t* __restrict__ a_tok, int64_t Na, const int32_t* __restrict__ b_tok,
+                                   int64_t Nb, int64_t N, int* __restrict__ seen /* [N], zeroed */) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= Na + Nb) return;
+  const int32_t t = i < Na ? a_tok[i] : b_tok[i - Na];
+  if (t >= 0 && t < N) atomicAdd(&seen[t], 1);
+}
+
+// ... then flag the lowest position holding a token out of range or seen
+// twice (a deterministic report, whatever the order of the atomics above).
+__global__ void split_check_kernel(const int32_t* __restrict__ a_tok, int64_t Na, const int32_t* __restrict__ b_tok,
+                                   int64_t Nb, int64_t N, const int* __restrict__ seen, int* __restrict__ bad_pos) {
+  const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (i >= Na + Nb) return;
+  const int32_t t = i < Na ? a_tok[i] : b_tok[i - Na];
+  if (t < 0 || t >= N || seen[t] != 1) atomicMin(bad_pos, static_cast<int>(i));
+}
+
 __global__ void rank_kernel(const float* __restrict__ best, int64_t Na, int32_t* __restrict__ rank, int64_t xblocks) {
   const int64_t b = blockIdx.x / xblocks;  // grid: [B × blocks]
   const int64_t i = (blockIdx.x % xblocks) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
@@ -161,7 +188,9 @@ __global__ void rank_kernel(const float* __restrict__ best, int64_t Na, int32_t*
 __global__ void plan_kernel(const int32_t* __restrict__ rank, const int32_t* __restrict__ arg, int64_t Na, int64_t Nb,
                             int64_t N, int64_t r, bool cls, bool distill, const int32_t* __restrict__ a_tok,
                             const int32_t* __restrict__ b_tok, int32_t* __restrict__ assign, int32_t* __restrict__ unm,
-                            int32_t* __restrict__ src, int32_t* __restrict__ dst, int64_t xblocks) {
+                            int32_t* __restrict__ src, int32_t* __restrict__ dst, int64_t xblocks,
+                            const int* __restrict__ bad_split) {
+  if (*bad_split != kNoBadSplit) return;  // nothing may be written through a bad split
   const int64_t b = blockIdx.x / xblocks;  // grid: [B × blocks]
   const int64_t t = (blockIdx.x % xblocks) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   const int64_t Nu = Na - r;
@@ -315,15 +344,25 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   const size_t o_best = L.add<float>(B * Na);
   const size_t o_arg = L.add<int32_t>(B * Na);
   const size_t o_rank = L.add<int32_t>(B * Na);
-  const size_t o_flag = L.add<int>(1);
+  const size_t o_flag = L.add<int>(2);   // [NaN/Inf flag, lowest split position that breaks the partition]
+  const size_t o_seen = L.add<int>(N);   // [N] occurrences of each token in the split
   Scratch scratch(p.metric.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
   int* flag = scratch.at<int>(o_flag);
   TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
-  float* normed = scratch.at<float>(o_norm);
-  TS_RETURN_IF_ERROR(normalise(p.metric, normed, flag, stream));
   const int32_t* a_tok = p.split_a.ptr<const int32_t>();
   const int32_t* b_tok = p.split_b.ptr<const int32_t>();
+  int* seen = scratch.at<int>(o_seen);
+  int* bad_pos = flag + 1;
+  TS_CUDA_TRY(cudaMemsetAsync(seen, 0, sizeof(int) * N, stream));
+  TS_CUDA_TRY(cudaMemsetAsync(bad_pos, 0x7f, sizeof(int), stream));
+  const unsigned split_blocks = static_cast<unsigned>(blocks_for(Na + Nb, kThreads));
+  split_count_kernel<<<split_blocks, kThreads, 0, stream>>>(a_tok, Na, b_tok, Nb, N, seen);
+  TS_CUDA_CHECK_LAUNCH("split_count_kernel");
+  split_check_kernel<<<split_blocks, kThreads, 0, stream>>>(a_tok, Na, b_tok, Nb, N, seen, bad_pos);
+  TS_CUDA_CHECK_LAUNCH("split_check_kernel");
+  float* normed = scratch.at<float>(o_norm);
+  TS_RETURN_IF_ERROR(normalise(p.metric, normed, flag, stream));
   float* best = scratch.at<float>(o_best);
   int32_t* arg = scratch.at<int32_t>(o_arg);
   int32_t* rank = scratch.at<int32_t>(o_rank);
@@ -332,17 +371,27 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   TS_RETURN_IF_ERROR(check_grid_x(B * row_blocks, "bipartiteSoftMatch"));
   TS_RETURN_IF_ERROR(check_grid_x(B * all_blocks, "bipartiteSoftMatch"));
   score_argmax_kernel<<<static_cast<unsigned>(B * row_blocks), kRows * kLanes, 0, stream>>>(
-      normed, N, C, a_tok, Na, b_tok, Nb, p.protect_distill, p.protect_cls, best, arg, row_blocks);
+      normed, N, C, a_tok, Na, b_tok, Nb, p.protect_distill, p.protect_cls, best, arg, row_blocks, bad_pos);
   TS_CUDA_CHECK_LAUNCH("score_argmax_kernel");
   rank_kernel<<<static_cast<unsigned>(B * na_blocks), kThreads, 0, stream>>>(best, Na, rank, na_blocks);
   TS_CUDA_CHECK_LAUNCH("rank_kernel");
   plan_kernel<<<static_cast<unsigned>(B * all_blocks), kThreads, 0, stream>>>(
       rank, arg, Na, Nb, N, r, p.protect_cls, p.protect_distill, a_tok, b_tok, p.assign.ptr<int32_t>(),
-      p.unm_idx.ptr<int32_t>(), p.src_idx.ptr<int32_t>(), p.dst_idx.ptr<int32_t>(), all_blocks);
+      p.unm_idx.ptr<int32_t>(), p.src_idx.ptr<int32_t>(), p.dst_idx.ptr<int32_t>(), all_blocks, bad_pos);
   TS_CUDA_CHECK_LAUNCH("plan_kernel");
-  int host_flag = 0;
-  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
-  if (host_flag != 0) return Status(Code::kRange, "expected finite metric but it holds NaN or Inf");
+  int host_flags[2] = {0, 0};
+  TS_CUDA_TRY(cudaMemcpyAsync(host_flags, flag, sizeof host_flags, cudaMemcpyDeviceToHost, stream));
+  TS_CUDA_TRY(cudaStreamSynchronize(stream));
+  if (host_flags[1] != kNoBadSplit) {
+    // Rare (the TS layer builds valid splits): fetch the offending token for the message.
+    int32_t token = 0;
+    const int32_t* where = host_flags[1] < Na ? a_tok + host_flags[1] : b_tok + (host_flags[1] - Na);
+    TS_CUDA_TRY(cudaMemcpyAsync(&token, where, sizeof(int32_t), cudaMemcpyDeviceToHost, stream));
+    TS_CUDA_TRY(cudaStreamSynchronize(stream));
+    return Status(Code::kRange, "expected split_a and split_b to be a partition of [0, " + std::to_string(N) +
+                                    ") but token " + std::to_string(token) + " is out of range or repeated");
+  }
+  if (host_flags[0] != 0) return Status(Code::kRange, "expected finite metric but it holds NaN or Inf");
   return Status::Ok();
 }
 

@@ -5,6 +5,7 @@
 // rounding; NaN input → ERR_RANGE; no scratch leaks.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -177,6 +178,21 @@ static void errors() {
   s = cuda::bipartite_match(p);
   EXPECT(s.code == Code::kRange, "r > Na: got %s", s.message.c_str());
   p.r = 1;
+  // Splits that are not a partition of [0, N): a repeated and an out-of-range
+  // token (the CUDA back end checks, and writes nothing through them).
+  std::vector<int32_t> rep = {1, 3, 3}, oor = {1, 3, 6};
+  std::fill(assign.begin(), assign.end(), -7);
+  p.split_b = view(rep.data(), DType::kI32, {3}, 0);
+  s = cuda::bipartite_match(p);
+  EXPECT(s.code == Code::kRange && s.message.find("token 3 is out of range or repeated") != std::string::npos,
+         "repeated split token: got %s", s.message.c_str());
+  p.split_b = view(oor.data(), DType::kI32, {3}, 0);
+  s = cuda::bipartite_match(p);
+  EXPECT(s.code == Code::kRange && s.message.find("token 6 is out of range or repeated") != std::string::npos,
+         "out-of-range split token: got %s", s.message.c_str());
+  EXPECT(std::all_of(assign.begin(), assign.end(), [](int32_t v) { return v == -7; }), "a bad split wrote assign");
+  check_no_leak("errors split");
+  p.split_b = view(b.data(), DType::kI32, {3}, 0);
   p.assign = view(assign.data(), DType::kI32, {2, 5}, 0);
   s = cuda::bipartite_match(p);
   EXPECT(s.code == Code::kShape, "assign shape: got %s", s.message.c_str());
