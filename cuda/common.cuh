@@ -230,6 +230,25 @@ __device__ __forceinline__ float warp_max(float v, int width = 32) {
   return v;
 }
 
+// Deterministic block sum (warp butterflies, then the warps in order).
+// kBlock threads must all call it; the result is valid in every thread.
+template <int kBlock>
+__device__ __forceinline__ float block_sum(float v) {
+  static_assert(kBlock % 32 == 0 && kBlock <= 1024, "block size must be a multiple of 32");
+  __shared__ float partial[kBlock / 32];
+  __shared__ float total;
+  v = warp_sum(v);
+  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    float s = 0.0f;
+    for (int w = 0; w < kBlock / 32; ++w) s += partial[w];
+    total = s;
+  }
+  __syncthreads();
+  return total;
+}
+
 // Block maximum (warp butterflies, then the warps); max is exact in any
 // order. kBlock threads must all call it; the result is valid in every thread.
 template <int kBlock>

@@ -13,7 +13,9 @@
 #                   INT8 attention scores against the CPU's;
 #   merge_test      token merging (cuda/merge.cu) against the CPU back end;
 #   diversity_test  k-center, k-medoids and MMTok coverage (cuda/diversity.cu)
-#                   against the CPU back end (bit-exact selections);
+#                   against the CPU back end (bit-exact selections); run a
+#                   second time on a build whose k-center takes the
+#                   launch-per-step path from 9 tokens per segment up;
 #   coverage_test   greedy maximum coverage (cuda/diversity.cu) against the CPU;
 #   stc_test        STC-Pruner scores (cuda/diversity.cu) against the CPU.
 # What it cannot check: blocks run one after another, so races between
@@ -46,6 +48,7 @@ compile g++ $EMU -c "$here/quantize_test.cc" -o "$out/obj/quantize_test.o"
 compile g++ $EMU -c "$out/src/merge.cc" -o "$out/obj/merge.o"
 compile g++ $EMU -c "$here/merge_test.cc" -o "$out/obj/merge_test.o"
 compile g++ $EMU -c "$out/src/diversity.cc" -o "$out/obj/diversity.o"
+compile g++ $EMU -DTS_KCENTER_LOOP_MAX=8 -c "$out/src/diversity.cc" -o "$out/obj/diversity_steps.o"
 for t in diversity coverage stc; do
   compile g++ $EMU -c "$here/${t}_test.cc" -o "$out/obj/${t}_test.o"
 done
@@ -66,6 +69,7 @@ g++ -o "$out/merge_test" "$out/obj/merge_test.o" "$out/obj/merge.o" "$out"/obj/c
 for t in diversity coverage stc; do
   g++ -o "$out/${t}_test" "$out/obj/${t}_test.o" "$out/obj/diversity.o" "$out"/obj/cpu_*.o -lpthread
 done
+g++ -o "$out/diversity_steps_test" "$out/obj/diversity_test.o" "$out/obj/diversity_steps.o" "$out"/obj/cpu_*.o -lpthread
 
 status=0
 echo "cuda-emu: reference_test"
@@ -85,6 +89,9 @@ for t in diversity coverage stc; do
   "$out/${t}_test" > "$out/${t}_test.log" 2>&1 || status=1
   tail -n 1 "$out/${t}_test.log"
 done
+echo "cuda-emu: diversity_test --kcenter (launch-per-step k-center)"
+"$out/diversity_steps_test" --kcenter > "$out/diversity_steps_test.log" 2>&1 || status=1
+tail -n 1 "$out/diversity_steps_test.log"
 if [ $status -ne 0 ]; then
   grep -h FAIL "$out"/*.log | head -20
 fi
