@@ -274,29 +274,42 @@ function runTopk(t: TopkTrial, o: Options): { ours: Timing; ts?: Timing } {
   return { ours, ts };
 }
 
+// A host tensor on the bench's device (a copy on cuda:0), and a disposer for
+// results: device outputs are freed after every timed call, so a trial's
+// memory does not grow with its repetitions (the GC would free them too, late).
+function onDevice(t: Tensor, o: Options): Tensor {
+  return o.device === 'cuda' ? t.to('cuda:0') : t;
+}
+function release(...ts: Array<Tensor | undefined>): void {
+  for (const t of ts) if (t && t.device !== 'cpu') t.dispose();
+}
+
 // One ToMe step (match + merge_wavg, CLS protected), or VisionZip's contextual merge.
 function runMerge(t: MergeTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
-  if (o.device === 'cuda') throw new Error('merge trials: the CUDA merge kernels are not implemented yet');
   if (t.kind === 'visionzip') {
     const x = values(t.N * t.C, 5);
     const m = values(t.N * 64, 6);
     const kept = Int32Array.from({ length: 162 }, (_, i) => Math.floor((i * t.N) / 162));
     const rem = Int32Array.from(Array.from({ length: t.N }, (_, i) => i).filter((i) => !kept.includes(i)));
-    const xt = Tensor.from({ data: x, shape: [1, t.N, t.C] });
-    const mt = Tensor.from({ data: m, shape: [1, t.N, 64] });
-    const keep = { keptIndices: Tensor.from({ data: kept, shape: [1, 162] }) };
-    const ours = time(() => contextualMergeSync(xt, mt, keep, t.r), o.quick);
+    const xt = onDevice(Tensor.from({ data: x, shape: [1, t.N, t.C] }), o);
+    const mt = onDevice(Tensor.from({ data: m, shape: [1, t.N, 64] }), o);
+    const keep = { keptIndices: onDevice(Tensor.from({ data: kept, shape: [1, 162] }), o) };
+    const ours = time(() => release(contextualMergeSync(xt, mt, keep, t.r)), o.quick);
     const ts = o.ts ? time(() => contextualTs(x, m, t.N, t.C, 64, rem, t.r), true) : undefined;
+    release(xt, mt, keep.keptIndices);
     return { ours, ts };
   }
   const x = values(t.B * t.N * t.C, 5);
-  const xt = Tensor.from({ data: x, shape: [t.B, t.N, t.C] });
+  const xt = onDevice(Tensor.from({ data: x, shape: [t.B, t.N, t.C] }), o);
   const ours = time(() => {
     const plan = bipartiteSoftMatchSync(xt, t.r, { protect: { cls: true } });
-    mergeSync(plan, xt, { mode: 'wavg' });
+    const merged = mergeSync(plan, xt, { mode: 'wavg' });
+    release(merged.x, merged.sizes);
+    plan.dispose();
   }, o.quick);
   const tsWork = t.B * t.N * t.N * t.C;
   const ts = !o.ts ? undefined : tsWork > 4e9 ? { skipped: 'too slow' } : time(() => tomeStepTs(x, t.B, t.N, t.C, t.r), true);
+  release(xt);
   return { ours, ts };
 }
 
@@ -324,12 +337,23 @@ function runQuant(t: QuantTrial, o: Options): { ours: Timing; ts?: Timing | { sk
 
 function runDiversity(t: DiversityTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
   const w = work(t);
-  const estimate = (w.flops / 40e9) * 1e3;
+  const estimate = o.device === 'cuda' ? undefined : (w.flops / 40e9) * 1e3;
   if (t.kind === 'kcenter' || t.kind === 'kmedoids') {
     const v = values(t.N * t.C, 5);
-    const x = Tensor.from({ data: v, shape: [1, t.N, t.C] });
-    if (t.kind === 'kmedoids') return { ours: time(() => kMedoidsSync(x, t.k, { segments: t.segments }), o.quick, estimate), ts: { skipped: 'no TS baseline' } };
-    const ours = time(() => kCenterSync(x, t.k, { segments: t.segments }), o.quick, estimate);
+    const x = onDevice(Tensor.from({ data: v, shape: [1, t.N, t.C] }), o);
+    if (t.kind === 'kmedoids') {
+      const ours = time(() => {
+        const r = kMedoidsSync(x, t.k, { segments: t.segments });
+        release(r.medoids, r.assignments, r.iterations);
+      }, o.quick, estimate);
+      release(x);
+      return { ours, ts: { skipped: 'no TS baseline' } };
+    }
+    const ours = time(() => {
+      const r = kCenterSync(x, t.k, { segments: t.segments });
+      release(r.indices, r.order, r.distances);
+    }, o.quick, estimate);
+    release(x);
     const S = t.N / t.segments;
     const estS = w.flops / 1e9;
     const ts = !o.ts ? undefined : estS > 20 ? { skipped: `est. ${estS.toFixed(0)} s` } : time(() => {
@@ -347,14 +371,23 @@ function runDiversity(t: DiversityTrial, o: Options): { ours: Timing; ts?: Timin
       for (let j = 0; j < t.N; j++) s += v[r * t.N + j];
       for (let j = 0; j < t.N; j++) v[r * t.N + j] /= s * R;
     }
-    const cov = Tensor.from({ data: v, shape: [1, R, t.N] });
-    const ours = time(() => maxCoverageSync(cov, t.k), o.quick);
+    const cov = onDevice(Tensor.from({ data: v, shape: [1, R, t.N] }), o);
+    const ours = time(() => {
+      const r = maxCoverageSync(cov, t.k);
+      release(r.indices, r.order, r.gains);
+    }, o.quick);
+    release(cov);
     const ts = o.ts ? time(() => maxCoverageTs(v, R, t.N, t.k), true) : undefined;
     return { ours, ts };
   }
-  const text = Tensor.from({ data: values(m * t.C, 7), shape: [1, m, t.C] });
-  const vision = Tensor.from({ data: values(t.N * t.C, 8), shape: [1, t.N, t.C] });
-  return { ours: time(() => mmTokSync({ text, vision }, { keep: t.k }), o.quick, estimate), ts: { skipped: 'no TS baseline' } };
+  const text = onDevice(Tensor.from({ data: values(m * t.C, 7), shape: [1, m, t.C] }), o);
+  const vision = onDevice(Tensor.from({ data: values(t.N * t.C, 8), shape: [1, t.N, t.C] }), o);
+  const ours = time(() => {
+    const r = mmTokSync({ text, vision }, { keep: t.k });
+    release(r.indices, r.order, r.gains);
+  }, o.quick, estimate);
+  release(text, vision);
+  return { ours, ts: { skipped: 'no TS baseline' } };
 }
 
 const fmtMs = (ms: number): string => (ms >= 100 ? ms.toFixed(0) : ms >= 1 ? ms.toFixed(2) : ms.toFixed(3));
