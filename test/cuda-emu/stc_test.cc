@@ -188,6 +188,17 @@ void random_cases(std::mt19937& g) {
       compare(interleaved, nullptr, 0, name("interleaved", F, T, C, dt, 0));
     }
   }
+  // A wide dynamic range (each element scaled by 2^-k): f64 sums of such
+  // f32 values are no longer exact, so here the summation orders show.
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    const int64_t F = 3, T = 50, C = 9;
+    std::uniform_int_distribution<int> e(0, dt == DType::kF16 ? 12 : 60);
+    auto vals = normal(F * T * C, g);
+    for (auto& v : vals) v = std::ldexp(v, -e(g));
+    Input in = contiguous(vals, F, T, C, dt);
+    const auto m = memory_for(C, 5, g);
+    compare(in, &m, 5, name("wide range", F, T, C, dt, 5));
+  }
   // A real chunk size: 4 frames of 14×14 tokens, 96 channels.
   for (DType dt : {DType::kF32, DType::kBF16}) {
     auto vals = normal(4 * 196 * 96, g);
@@ -243,6 +254,26 @@ void tie_cases(std::mt19937& g) {
   for (DType dt : {DType::kF32, DType::kBF16}) {
     Input d = contiguous(dup, 2, 11, 2 * D, dt);
     compare(d, nullptr, 0, name("duplicated channels", 2, 11, 2 * D, dt, 0));
+  }
+}
+
+// The summation order made visible. Real data rarely shows it: f64 sums of
+// f32 values are mostly exact, and a low-bit difference seldom survives the
+// rounding to an f32 output. Here channel 0 is 1 and channel 1 is at most
+// 2^-13, so ss < 1 + 2^-25 and inv = 1.0f: x̂ = x exactly. Channel 1 holds
+// [A, δ, −A, δ] (A = 2^-13, δ = 2^-70): in token order ((A + δ) − A) + δ = δ
+// (the first δ is absorbed by A), so the chunk mean is δ/4, where summing
+// frame by frame — (A + δ) + (−A + δ) — would give 0, and a pairwise or
+// reversed order other values again.
+void order_cases() {
+  const float A = std::ldexp(1.0f, -13), d = std::ldexp(1.0f, -70);
+  const std::vector<float> vals = {1.0f, A, 1.0f, d, 1.0f, -A, 1.0f, d};
+  for (DType dt : {DType::kF32, DType::kBF16}) {  // f16 cannot hold 2^-70
+    Input in = contiguous(vals, 2, 2, 2, dt);
+    compare(in, nullptr, 0, std::string("token order ") + dtype_name(dt));
+    const Out o = run(in, nullptr, 0, 0);
+    EXPECT(o.status.ok() && o.chunk_mean[1] == d / 4, "token order %s: chunk_mean[1] = %g, want 2^-72",
+           dtype_name(dt), o.chunk_mean[1]);
   }
 }
 
@@ -368,6 +399,7 @@ int main() {
   std::mt19937 g(12);
   random_cases(g);
   tie_cases(g);
+  order_cases();
   zero_cases(g);
   bad_value_cases(g);
   shape_cases();
