@@ -7,10 +7,25 @@
  * the stream (the reference keeps an unbounded list of chunk means, whose
  * mean is the same number). llava_vid's always-kept newline tokens are a
  * model-layout detail left to the caller.
+ *
+ * Device chunks. The scores run on the chunk's device (cuda::stc_scores);
+ * the memory stays on the host as C floats, so chunks may come from any
+ * device (or the host) in any mix without reset(). Each push of a device
+ * chunk makes these blocking host round trips, all small next to the chunk:
+ *   - up: the running memory sum, C floats, into a temporary device tensor
+ *     that is disposed as soon as the scores call returns;
+ *   - down: the chunk mean (C floats; the device copy is then disposed) to
+ *     fold into the memory, and the F×T scores for the lowest-k selection,
+ *     which runs on the host with the same topk as host chunks;
+ *   - up: the F×tokensPerFrame indices, returned on the chunk's device.
+ * The returned `scores` are the kernel's output, on the chunk's device. CUDA
+ * scores may differ from the CPU's by about one float ulp (f64 exp), so the
+ * indices equal a host run's wherever no two scores of a frame are that
+ * close at the cut.
  */
 import { invalid, makeError } from '../errors';
 import { checkOptions } from '../kernels/common';
-import { stcScores, stcScoresSync, StcScoresResult } from '../kernels/diversity';
+import { stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/diversity';
 import { topk, topkSync } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 
@@ -60,39 +75,82 @@ export class StreamPruner {
     return { x, k: this.tokensPerFrame };
   }
 
-  #memory() {
-    return this.#sum ? { memorySum: { data: this.#sum, shape: [this.#sum.length] }, memoryCount: this.#count } : {};
+  // The memory options of the scores call: the host sum as a view for a host
+  // chunk; for a device chunk a copy on its device, which `release` disposes
+  // (call it once the scores call has returned, on every path).
+  #memory(x: Tensor): { opts: StcScoresOptions; release: () => void } {
+    if (!this.#sum) return { opts: {}, release: () => {} };
+    const sum = { data: this.#sum, shape: [this.#sum.length] };
+    if (x.isHost) return { opts: { memorySum: sum, memoryCount: this.#count }, release: () => {} };
+    const onDevice = Tensor.from(sum).to(x.device);
+    return { opts: { memorySum: onDevice, memoryCount: this.#count }, release: () => onDevice.dispose() };
   }
 
-  // The lowest scores are the top-k of the negated scores (ties to the lower index).
+  // Folds the chunk mean into the memory and returns the negated scores on the
+  // host: the lowest scores are the top-k of the negation (ties to the lower
+  // index). For a device chunk both come down here; its chunk-mean tensor is
+  // not returned, so it is disposed.
   #negated(r: StcScoresResult): Tensor {
     const s = r.scores.toArray();
     const chunkMean = Float32Array.from(r.chunkMean.toArray());
+    if (!r.chunkMean.isHost) r.chunkMean.dispose();
     if (!this.#sum) this.#sum = chunkMean;
     else for (let c = 0; c < chunkMean.length; c++) this.#sum[c] += chunkMean[c];
     this.#count++;
     return Tensor.from({ data: Float32Array.from(s, (v) => -v), shape: r.scores.shape });
   }
 
+  // The host indices, on the device of the scores (the chunk's).
+  static #result(indices: Tensor, r: StcScoresResult): StreamPruneResult {
+    return { indices: r.scores.isHost ? indices : indices.to(r.scores.device), scores: r.scores };
+  }
+
+  // A failure after the scores call must not leave its device outputs to the finalizers.
+  static #discard(r: StcScoresResult): void {
+    for (const t of [r.scores, r.chunkMean]) if (!t.isHost && !t.disposed) t.dispose();
+  }
+
   /**
-   * Scores a chunk [F, T, C], folds it into the memory and returns the kept
-   * token positions of each frame.
+   * Scores a chunk [F, T, C] (host or device), folds it into the memory and
+   * returns the kept token positions of each frame, on the chunk's device.
    * @example
    * const pruner = new StreamPruner({ tokensPerFrame: 60 });
    * for (const chunk of chunks) { const { indices } = await pruner.push(chunk); ... }
    */
   async push(chunk: TensorLike): Promise<StreamPruneResult> {
     const { x, k } = this.#plan('StreamPruner.push', chunk);
-    const r = await stcScores(x, this.#memory());
-    const { indices } = await topk(this.#negated(r), k, { order: 'index', values: false });
-    return { indices, scores: r.scores };
+    const memory = this.#memory(x);
+    let r: StcScoresResult;
+    try {
+      r = await stcScores(x, memory.opts);
+    } finally {
+      memory.release();
+    }
+    try {
+      const { indices } = await topk(this.#negated(r), k, { order: 'index', values: false });
+      return StreamPruner.#result(indices, r);
+    } catch (e) {
+      StreamPruner.#discard(r);
+      throw e;
+    }
   }
 
   pushSync(chunk: TensorLike): StreamPruneResult {
     const { x, k } = this.#plan('StreamPruner.pushSync', chunk);
-    const r = stcScoresSync(x, this.#memory());
-    const { indices } = topkSync(this.#negated(r), k, { order: 'index', values: false });
-    return { indices, scores: r.scores };
+    const memory = this.#memory(x);
+    let r: StcScoresResult;
+    try {
+      r = stcScoresSync(x, memory.opts);
+    } finally {
+      memory.release();
+    }
+    try {
+      const { indices } = topkSync(this.#negated(r), k, { order: 'index', values: false });
+      return StreamPruner.#result(indices, r);
+    } catch (e) {
+      StreamPruner.#discard(r);
+      throw e;
+    }
   }
 }
 
