@@ -621,6 +621,64 @@ __global__ void __launch_bounds__(kSortThreads) sort_picks_kernel(const int32_t*
   }
 }
 
+// What k-center and k-medoids share before their own kernels: the prepared
+// rows, raw norms and squared norms, each unit's active tokens, and the pair
+// tiles over them. add() reserves the scratch; launch() runs prep_kernel and
+// active_kernel and describes the tiles (pairs.matrix, pairs.nn_key and
+// pairs.unit0 are the caller's to set).
+struct UnitSetup {
+  size_t o_rows = 0, o_norm = 0, o_sq = 0, o_ids = 0, o_count = 0, o_nn = 0;
+  UnitParams units;
+  PairParams pairs;
+  float* raw_norm = nullptr;
+
+  void add(ScratchLayout& L, const TensorView& x, int64_t segments, DistanceMetric metric, bool nn) {
+    const int64_t B = x.shape[0], N = x.shape[1], C = x.shape[2], U = B * segments, S = N / segments;
+    o_rows = L.add<float>(B * N * C);                                        // [B, N, C]
+    o_norm = L.add<float>(B * N);                                            // [B, N]
+    o_sq = L.add<float>(metric == DistanceMetric::kL2 ? B * N : 0);          // [B, N]
+    o_ids = L.add<int32_t>(U * S);                                           // [U, S]
+    o_count = L.add<int32_t>(U);                                             // [U]
+    o_nn = L.add<uint32_t>(nn ? U * S : 0);                                  // [U, S]
+  }
+
+  Status launch(const Scratch& scratch, const TensorView& x, const uint8_t* exclude, int64_t segments, int64_t k,
+                DistanceMetric metric, bool nn, DeviceStatus* st, cudaStream_t stream) {
+    const int64_t B = x.shape[0], N = x.shape[1], C = x.shape[2], U = B * segments, S = N / segments;
+    const bool l2 = metric == DistanceMetric::kL2;
+    float* rows = scratch.at<float>(o_rows);
+    float* sq = l2 ? scratch.at<float>(o_sq) : nullptr;
+    raw_norm = scratch.at<float>(o_norm);
+    TS_RETURN_IF_ERROR(launch_prep(x, exclude, !l2, 0.0, rows, raw_norm, sq, st, stream));
+    units.N = N;
+    units.S = S;
+    units.segments = segments;
+    units.k = k;
+    units.exclude = exclude;
+    units.ids = scratch.at<int32_t>(o_ids);
+    units.count = scratch.at<int32_t>(o_count);
+    units.nn_key = nn ? scratch.at<uint32_t>(o_nn) : nullptr;
+    units.st = st;
+    TS_RETURN_IF_ERROR(check_grid_x(U, "diversity units"));
+    active_kernel<<<static_cast<unsigned>(U), 256, 0, stream>>>(units);
+    TS_CUDA_CHECK_LAUNCH("active_kernel");
+    pairs.rows = rows;
+    pairs.sq = sq;
+    pairs.ids = units.ids;
+    pairs.count = units.count;
+    pairs.N = N;
+    pairs.C = C;
+    pairs.S = S;
+    pairs.segments = segments;
+    pairs.tiles = blocks_for(S, kTile);
+    pairs.metric = static_cast<int>(metric);
+    pairs.matrix = nullptr;
+    pairs.nn_key = units.nn_key;
+    pairs.unit0 = 0;
+    return Status::Ok();
+  }
+};
+
 // The host side of a DeviceStatus after prep/active kernels: the CPU's messages.
 Status features_status(const DeviceStatus& hs, int64_t N, const char* name = "features") {
   if (hs.flags & kBadValue)
@@ -636,7 +694,7 @@ Status k_center(const KCenterParams& p) {
   TS_RETURN_IF_ERROR(require_device(p.x, "x"));
   const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2];
   const int64_t segments = p.segments, S = N / segments, U = B * segments, k = p.k;
-  const bool isolated = p.seed == CenterSeed::kIsolated, l2 = p.metric == DistanceMetric::kL2;
+  const bool isolated = p.seed == CenterSeed::kIsolated;
   const bool on_chip = S <= kCenterLoopMax;
   const int64_t wave = on_chip ? std::max<int64_t>(1, std::min<int64_t>(U, kMatrixBudget / (S * S))) : 0;
   const int64_t col_blocks = blocks_for(S, kStepThreads);
@@ -644,12 +702,8 @@ Status k_center(const KCenterParams& p) {
   TS_RETURN_IF_ERROR(guard.enter(p.x.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   ScratchLayout L;
-  const size_t o_rows = L.add<float>(B * N * C);       // [B, N, C]
-  const size_t o_norm = L.add<float>(B * N);           // [B, N]
-  const size_t o_sq = L.add<float>(l2 ? B * N : 0);    // [B, N]
-  const size_t o_ids = L.add<int32_t>(U * S);          // [U, S]
-  const size_t o_count = L.add<int32_t>(U);            // [U]
-  const size_t o_nn = L.add<uint32_t>(isolated ? U * S : 0);
+  UnitSetup setup;
+  setup.add(L, p.x, segments, p.metric, isolated);
   const size_t o_matrix = L.add<float>(wave * S * S);  // [wave, S, S]
   const size_t o_mind = L.add<float>(on_chip ? 0 : U * S);
   const size_t o_pick = L.add<int32_t>(on_chip ? 0 : U);
@@ -661,39 +715,13 @@ Status k_center(const KCenterParams& p) {
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
   DeviceStatus* st = scratch.at<DeviceStatus>(o_status);
   TS_RETURN_IF_ERROR(clear_status(st, stream));
-  float* rows = scratch.at<float>(o_rows);
-  float* sq = l2 ? scratch.at<float>(o_sq) : nullptr;
   const uint8_t* exclude = p.exclude.data != nullptr ? p.exclude.ptr<const uint8_t>() : nullptr;
-  TS_RETURN_IF_ERROR(launch_prep(p.x, exclude, p.metric == DistanceMetric::kCosine, 0.0, rows,
-                                 scratch.at<float>(o_norm), sq, st, stream));
-  UnitParams up;
-  up.N = N;
-  up.S = S;
-  up.segments = segments;
-  up.k = k;
-  up.exclude = exclude;
-  up.ids = scratch.at<int32_t>(o_ids);
-  up.count = scratch.at<int32_t>(o_count);
-  up.nn_key = isolated ? scratch.at<uint32_t>(o_nn) : nullptr;
-  up.st = st;
-  TS_RETURN_IF_ERROR(check_grid_x(U, "kCenter"));
-  active_kernel<<<static_cast<unsigned>(U), 256, 0, stream>>>(up);
-  TS_CUDA_CHECK_LAUNCH("active_kernel");
-
-  PairParams pp;
-  pp.rows = rows;
-  pp.sq = sq;
-  pp.ids = up.ids;
-  pp.count = up.count;
-  pp.N = N;
-  pp.C = C;
-  pp.S = S;
-  pp.segments = segments;
-  pp.tiles = blocks_for(S, kTile);
-  pp.metric = static_cast<int>(p.metric);
+  TS_RETURN_IF_ERROR(setup.launch(scratch, p.x, exclude, segments, k, p.metric, isolated, st, stream));
+  const UnitParams& up = setup.units;
+  PairParams pp = setup.pairs;
   SeedParams sp;
   sp.nn_key = up.nn_key;
-  sp.raw_norm = scratch.at<float>(o_norm);
+  sp.raw_norm = setup.raw_norm;
   sp.ids = up.ids;
   sp.count = up.count;
   sp.N = N;
@@ -732,8 +760,8 @@ Status k_center(const KCenterParams& p) {
     kcenter_seed_kernel<<<static_cast<unsigned>(U), kLoopThreads, 0, stream>>>(sp, order, dist, pick);
     TS_CUDA_CHECK_LAUNCH("kcenter_seed_kernel");
     StepParams tp;
-    tp.rows = rows;
-    tp.sq = sq;
+    tp.rows = pp.rows;
+    tp.sq = pp.sq;
     tp.ids = up.ids;
     tp.count = up.count;
     tp.N = N;
@@ -950,17 +978,13 @@ Status k_medoids(const KMedoidsParams& p) {
   TS_RETURN_IF_ERROR(require_device(p.x, "x"));
   const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2];
   const int64_t segments = p.segments, S = N / segments, U = B * segments, k = p.k;
-  const bool l2 = p.metric == DistanceMetric::kL2;
   const int64_t wave = std::max<int64_t>(1, std::min<int64_t>(U, kMatrixBudget / (S * S)));
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.x.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   ScratchLayout L;
-  const size_t o_rows = L.add<float>(B * N * C);       // [B, N, C]
-  const size_t o_norm = L.add<float>(B * N);           // [B, N]
-  const size_t o_sq = L.add<float>(l2 ? B * N : 0);    // [B, N]
-  const size_t o_ids = L.add<int32_t>(U * S);          // [U, S]
-  const size_t o_count = L.add<int32_t>(U);            // [U]
+  UnitSetup setup;
+  setup.add(L, p.x, segments, p.metric, /*nn=*/false);
   const size_t o_matrix = L.add<float>(wave * S * S);  // [wave, S, S]
   const size_t o_assign = L.add<int32_t>(wave * S);
   const size_t o_sums = L.add<double>(wave * S);
@@ -972,41 +996,15 @@ Status k_medoids(const KMedoidsParams& p) {
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
   DeviceStatus* st = scratch.at<DeviceStatus>(o_status);
   TS_RETURN_IF_ERROR(clear_status(st, stream));
-  float* rows = scratch.at<float>(o_rows);
-  float* sq = l2 ? scratch.at<float>(o_sq) : nullptr;
-  TS_RETURN_IF_ERROR(launch_prep(p.x, nullptr, !l2, 0.0, rows, scratch.at<float>(o_norm), sq, st, stream));
-  UnitParams up;
-  up.N = N;
-  up.S = S;
-  up.segments = segments;
-  up.k = k;
-  up.exclude = nullptr;
-  up.ids = scratch.at<int32_t>(o_ids);
-  up.count = scratch.at<int32_t>(o_count);
-  up.nn_key = nullptr;
-  up.st = st;
-  TS_RETURN_IF_ERROR(check_grid_x(U, "kMedoids"));
-  active_kernel<<<static_cast<unsigned>(U), 256, 0, stream>>>(up);
-  TS_CUDA_CHECK_LAUNCH("active_kernel");
-  PairParams pp;
-  pp.rows = rows;
-  pp.sq = sq;
-  pp.ids = up.ids;
-  pp.count = up.count;
-  pp.N = N;
-  pp.C = C;
-  pp.S = S;
-  pp.segments = segments;
-  pp.tiles = blocks_for(S, kTile);
-  pp.metric = static_cast<int>(p.metric);
+  TS_RETURN_IF_ERROR(setup.launch(scratch, p.x, nullptr, segments, k, p.metric, /*nn=*/false, st, stream));
+  PairParams pp = setup.pairs;
   pp.matrix = scratch.at<float>(o_matrix);
-  pp.nn_key = nullptr;
   MedoidParams mp;
   mp.x = p.x.data;
   mp.stride_b = p.x.strides[0];
   mp.stride_n = p.x.strides[1];
   mp.matrix = pp.matrix;
-  mp.raw_norm = scratch.at<float>(o_norm);
+  mp.raw_norm = setup.raw_norm;
   mp.N = N;
   mp.C = C;
   mp.S = S;
