@@ -467,6 +467,28 @@ __device__ bool pick_seed(const SeedParams& p, int64_t u, int64_t n, int* seed, 
   return true;
 }
 
+// One farthest-point step over a unit's n tokens: folds `row` (the distances
+// from the last pick a; `first`: the seed's, copied) into the min distances
+// `mind` (picked tokens hold -inf, so they never win) and returns in every
+// thread the first maximum (v, i) — the CPU's argmax. Each thread touches only
+// its own columns j ≡ thread (mod kThreads), so no barrier is needed beyond
+// block_argmax's.
+template <int kThreads>
+__device__ __forceinline__ void farthest_step(const float* row, float* mind, int64_t n, int a, bool first, float& v,
+                                              int& i) {
+  v = -INFINITY;
+  i = INT_MAX;
+  for (int64_t j = threadIdx.x; j < n; j += kThreads) {
+    const float m = j == a ? -INFINITY : (first ? row[j] : fminf(mind[j], row[j]));
+    mind[j] = m;
+    if (better(m, static_cast<int>(j), v, i)) {
+      v = m;
+      i = static_cast<int>(j);
+    }
+  }
+  block_argmax<kThreads>(v, i);
+}
+
 struct LoopParams {
   SeedParams seed;
   const float* matrix;  // [units of the launch, S, S]
@@ -493,18 +515,9 @@ __global__ void __launch_bounds__(kLoopThreads) kcenter_loop_kernel(const LoopPa
       if (p.dist != nullptr) p.dist[u * k + t] = v;
     }
     if (t + 1 == k) break;
-    const float* row = D + static_cast<int64_t>(a) * S;
-    float bv = -INFINITY;
-    int bi = INT_MAX;
-    for (int64_t j = threadIdx.x; j < n; j += kLoopThreads) {
-      const float m = j == a ? -INFINITY : (t == 0 ? row[j] : fminf(mind[j], row[j]));
-      mind[j] = m;
-      if (better(m, static_cast<int>(j), bv, bi)) {
-        bv = m;
-        bi = static_cast<int>(j);
-      }
-    }
-    block_argmax<kLoopThreads>(bv, bi);
+    float bv;
+    int bi;
+    farthest_step<kLoopThreads>(D + static_cast<int64_t>(a) * S, mind, n, a, t == 0, bv, bi);
     if (bi == INT_MAX) return;  // only with NaN input, which is reported
     a = bi;
     v = bv;
@@ -872,18 +885,8 @@ __global__ void __launch_bounds__(kMedoidThreads) kmedoids_loop_kernel(const Med
       medof[a] = static_cast<int32_t>(m);
     }
     if (m + 1 == k) break;
-    const float* row = D + static_cast<int64_t>(a) * S;
-    v = -INFINITY;
-    int bi = INT_MAX;
-    for (int64_t j = threadIdx.x; j < S; j += kMedoidThreads) {
-      const float d = j == a ? -INFINITY : (m == 0 ? row[j] : fminf(mind[j], row[j]));
-      mind[j] = d;
-      if (better(d, static_cast<int>(j), v, bi)) {
-        v = d;
-        bi = static_cast<int>(j);
-      }
-    }
-    block_argmax<kMedoidThreads>(v, bi);
+    int bi;
+    farthest_step<kMedoidThreads>(D + static_cast<int64_t>(a) * S, mind, S, a, m == 0, v, bi);
     if (bi == INT_MAX) return;
     a = bi;
   }
