@@ -6,6 +6,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -192,13 +193,17 @@ constexpr int64_t kMaxMatrixFloats = int64_t{16} << 20;
 // Rows and columns of one GEMM task (a 16 KiB tile of results).
 constexpr int64_t kTile = 64;
 
+// Uninitialised f32 storage: pack_panels writes every element, padding
+// included, so no zero fill precedes it.
+using FloatBuffer = std::unique_ptr<float[]>;
+
 struct Segment {
   int64_t n = 0;              // active (non-excluded) tokens
   int64_t C = 0;
   int64_t ld = 0;             // n padded to a multiple of kColTile
   std::vector<int32_t> ids;   // active token -> position in the segment (ascending)
   std::vector<float> x;       // [ld, C] f32 (normalised for cosine), zero padding rows
-  std::vector<float> kt;      // [ld / 16][C][16]: the rows packed as panels of 16 columns
+  FloatBuffer kt;             // [ld / 16][C][16]: the rows packed as panels of 16 columns
   std::vector<float> sq;      // [ld] squared norms (l2): the chains' diagonal
   std::vector<float> raw_norm;// [n] L2 norm of the raw features (maxnorm seed)
 };
@@ -208,13 +213,17 @@ inline int64_t round_up16(int64_t n) { return (n + kColTile - 1) / kColTile * kC
 // Rows [n, C] into panels [round_up16(n) / 16][C][16] (padding columns zero):
 // each panel is one contiguous run, where a plain xᵀ would touch a new page
 // per channel when C is in the thousands.
-void pack_panels(const float* x, int64_t n, int64_t C, std::vector<float>& kt, bool parallel) {
+void pack_panels(const float* x, int64_t n, int64_t C, FloatBuffer& kt, bool parallel) {
   const int64_t panels = round_up16(n) / kColTile;
-  kt.assign(static_cast<size_t>(panels * kColTile * C), 0.0f);
+  kt.reset(new float[static_cast<size_t>(panels * kColTile * C)]);
   auto run = [&](int64_t p) {
-    float* dst = kt.data() + p * C * kColTile;
-    for (int64_t j = p * kColTile; j < std::min(n, (p + 1) * kColTile); ++j)
-      for (int64_t c = 0; c < C; ++c) dst[c * kColTile + j % kColTile] = x[j * C + c];
+    // Channel-major: the panel is written in order while its 16 rows are read
+    // as 16 sequential streams (row-major writes would scatter at 64-byte strides).
+    float* dst = kt.get() + p * C * kColTile;
+    const int64_t rows = std::min(n, (p + 1) * kColTile) - p * kColTile;
+    const float* src = x + p * kColTile * C;
+    for (int64_t c = 0; c < C; ++c)
+      for (int64_t j = 0; j < kColTile; ++j) dst[c * kColTile + j] = j < rows ? src[j * C + c] : 0.0f;
   };
   if (parallel && panels > 1)
     parallel_for(panels, run);
@@ -229,7 +238,7 @@ void prepare(Segment& s, DistanceMetric metric, bool parallel) {
   if (metric == DistanceMetric::kL2) {
     s.sq.assign(static_cast<size_t>(s.ld), 0.0f);
     for (int64_t p = 0; p < s.ld / kColTile; ++p)
-      isa().panel_self_dots(s.kt.data() + p * s.C * kColTile, s.C, s.sq.data() + p * kColTile);
+      isa().panel_self_dots(s.kt.get() + p * s.C * kColTile, s.C, s.sq.data() + p * kColTile);
   }
 }
 
@@ -248,7 +257,7 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
   auto run = [&](int64_t t) {
     const int64_t p0 = t * per_task, p1 = std::min(panels, p0 + per_task);
     std::vector<float> dots(static_cast<size_t>((p1 - p0) * kColTile));
-    isa().qk_row_panels(s.x.data() + i * s.C, s.C, s.kt.data() + p0 * s.C * kColTile, s.C * kColTile, p1 - p0,
+    isa().qk_row_panels(s.x.data() + i * s.C, s.C, s.kt.get() + p0 * s.C * kColTile, s.C * kColTile, p1 - p0,
                         dots.data());
     for (int64_t j = p0 * kColTile; j < std::min(s.n, p1 * kColTile); ++j)
       dist[j] = to_distance(metric, dots[j - p0 * kColTile], l2 ? s.sq[i] : 0.f, l2 ? s.sq[j] : 0.f);
@@ -292,9 +301,9 @@ void for_each_tile(const float* a, int64_t ma, const float* kt, int64_t nb, int6
 // `upper` (a == b), only j >= i is computed and mirrored.
 void gemm_nt(const float* a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
              bool parallel) {
-  std::vector<float> kt;
+  FloatBuffer kt;
   pack_panels(b, nb, C, kt, parallel);
-  for_each_tile(a, ma, kt.data(), nb, C, upper, parallel,
+  for_each_tile(a, ma, kt.get(), nb, C, upper, parallel,
                 [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
                   for (int64_t i = i0; i < i1; ++i)
                     for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
@@ -310,7 +319,7 @@ void gemm_nt(const float* a, int64_t ma, const float* b, int64_t nb, int64_t C, 
 void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {
   const int64_t n = s.n;
   const bool l2 = metric == DistanceMetric::kL2;
-  for_each_tile(s.x.data(), n, s.kt.data(), n, s.C, /*upper=*/true, parallel,
+  for_each_tile(s.x.data(), n, s.kt.get(), n, s.C, /*upper=*/true, parallel,
                 [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
                   for (int64_t i = i0; i < i1; ++i)
                     for (int64_t j = std::max(j0, i); j < j1; ++j) {
@@ -343,7 +352,7 @@ void nearest_neighbours(const Segment& s, DistanceMetric metric, float* nn, floa
   const bool l2 = metric == DistanceMetric::kL2;
   std::vector<std::atomic<float>> best(static_cast<size_t>(n));
   for (auto& b : best) b.store(kInf, std::memory_order_relaxed);
-  for_each_tile(s.x.data(), n, s.kt.data(), n, s.C, /*upper=*/true, parallel,
+  for_each_tile(s.x.data(), n, s.kt.get(), n, s.C, /*upper=*/true, parallel,
                 [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
                   float colmin[kTile];
                   std::fill(colmin, colmin + kTile, kInf);
@@ -416,6 +425,7 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
   const int64_t K = p.segments * k;
   int32_t* order = p.order.ptr<int32_t>() + b * K + seg * k;
   float* dist_out = p.distances.data ? p.distances.ptr<float>() + b * K + seg * k : nullptr;
+  std::vector<float> step_dist(matrix.empty() && k > 1 ? static_cast<size_t>(s.n) : 0);  // one step's distances
   auto pick = [&](int64_t t, int64_t a, float value) {
     picked[a] = 1;
     order[t] = static_cast<int32_t>(base + s.ids[a]);
@@ -429,9 +439,8 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
     } else if (t == 0) {
       distances_from(s, p.metric, a, mind.data(), parallel);
     } else {
-      std::vector<float> d(static_cast<size_t>(s.n));
-      distances_from(s, p.metric, a, d.data(), parallel);
-      for (int64_t j = 0; j < s.n; ++j) mind[j] = std::min(mind[j], d[j]);
+      distances_from(s, p.metric, a, step_dist.data(), parallel);
+      for (int64_t j = 0; j < s.n; ++j) mind[j] = std::min(mind[j], step_dist[j]);
     }
   };
   pick(0, seed, seed_value);
