@@ -241,6 +241,10 @@ Status launch_prep(const TensorView& x, const uint8_t* exclude, bool normalise, 
   pp.raw_norm = raw_norm;
   pp.sq = sq;
   pp.st = st;
+  // The status record names a bad token as an int below its 0x7f7f7f7f "none".
+  if (pp.B * pp.N >= 0x7f7f7f7f)
+    return Status(Code::kUnsupported, "the CUDA diversity kernels index at most 2139062142 tokens per call, got " +
+                                          std::to_string(pp.B * pp.N));
   const int64_t blocks = blocks_for(pp.B * pp.N, kPrepWarps);
   TS_RETURN_IF_ERROR(check_grid_x(blocks, "diversity prep"));
   return TS_DISPATCH_FLOAT(x.dtype, "diversity prep", [&] {

@@ -22,7 +22,7 @@ import {
   toDRESync,
   TokenSieveError,
 } from '../lib';
-import { describeCuda, expectClose, expectCode, makeTensor, randn } from './helpers';
+import { countDeviceBuffers, describeCuda, expectClose, expectCode, makeTensor, randn } from './helpers';
 
 const dev = 'cuda:0';
 const exactCpu = () => info().cpu.isa !== 'baseline';
@@ -150,5 +150,31 @@ describeCuda('CUDA diversity kernels', () => {
     expectCode(() => kCenterSync(ok, 2, { exclude: ex }), RangeError, 'ERR_RANGE', /not excluded/);
     expectCode(() => kCenterSync(ok, 2, { exclude: Tensor.from({ data: new Uint8Array(24), shape: [2, 12] }) }), TokenSieveError, 'ERR_DEVICE');
     for (const t of [xd, ex, ok]) t.dispose();
+  });
+
+  test('no device buffers outlive their calls, failed calls included', async () => {
+    const x = features(1, 96, 16, 'f32', 3).to(dev);
+    const v = Float32Array.from(randn(96 * 16, 4));
+    v[5] = NaN;
+    const bad = Tensor.from({ data: v, shape: [1, 96, 16] }).to(dev);
+    const counter = countDeviceBuffers();
+    try {
+      for (let i = 0; i < 50; i++) {
+        const r = i % 2 ? kCenterSync(x, 9, { segments: 2 }) : await kCenter(x, 9, { segments: 2 });
+        for (const t of [r.indices, r.order, r.distances]) t.dispose();
+        const m = kMedoidsSync(x, 7);
+        for (const t of [m.medoids, m.assignments, m.iterations]) t.dispose();
+        mmtokCoverageSync({ text: x, vision: x }).dispose();
+        // A failing call disposes the outputs it allocated.
+        expectCode(() => kCenterSync(bad, 3), RangeError, 'ERR_RANGE');
+        expectCode(() => kMedoidsSync(bad, 3), RangeError, 'ERR_RANGE');
+        await expect(kCenter(bad, 3)).rejects.toMatchObject({ code: 'ERR_RANGE' });
+        expect(counter.live()).toBe(0);
+      }
+    } finally {
+      counter.restore();
+      x.dispose();
+      bad.dispose();
+    }
   });
 });

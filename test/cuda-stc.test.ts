@@ -11,9 +11,7 @@
  * device.
  */
 import { FloatDType, StreamPruner, stc, stcScores, stcScoresSync, stcSync, Tensor, TokenSieveError } from '../lib';
-import { native } from '../lib/native';
-import type { NativeDeviceBuffer, NativeDeviceBufferCtor } from '../typings/native';
-import { describeCuda, expectCode, expectReject, makeTensor, randn } from './helpers';
+import { countDeviceBuffers, describeCuda, expectCode, expectReject, makeTensor, randn } from './helpers';
 
 const dev = 'cuda:0';
 
@@ -32,36 +30,6 @@ function expectUlps(actual: number[], expected: number[], max: number, what: str
       throw new Error(`${what}[${i}]: cuda ${actual[i]}, cpu ${expected[i]} (${ulps(actual[i], expected[i])} ulps, at most ${max})`);
     }
   }
-}
-
-/**
- * Counts live owned device buffers: wraps the addon's DeviceBuffer class
- * (which Tensor.empty looks up on every allocation) so that each allocation
- * and each explicit dispose() is seen. A buffer left to the finalizer stays
- * counted — exactly a leak across pushes.
- */
-function countDeviceBuffers(): { live: () => number; restore: () => void } {
-  const mod = native() as unknown as { DeviceBuffer: NativeDeviceBufferCtor };
-  const Original = mod.DeviceBuffer;
-  let live = 0;
-  const counted = new WeakSet<object>();
-  class Counted extends (Original as unknown as new (...args: unknown[]) => NativeDeviceBuffer) {
-    constructor(...args: unknown[]) {
-      super(...args);
-      if (args[3] === undefined) {
-        live++;
-        counted.add(this);
-      }
-    }
-    // A dispose() while an async call still holds the buffer is deferred by
-    // the addon, but it was asked for: the buffer is not leaked.
-    override dispose(): void {
-      super.dispose();
-      if (counted.delete(this)) live--;
-    }
-  }
-  mod.DeviceBuffer = Counted as unknown as NativeDeviceBufferCtor;
-  return { live: () => live, restore: () => { mod.DeviceBuffer = Original; } };
 }
 
 describeCuda('CUDA STC-Pruner', () => {

@@ -1,5 +1,7 @@
 /** Test utilities: seeded data, dtype rounding, poisoned outputs, comparisons. */
 import { cudaAvailable, cudaUnavailableReason, DType, FloatDType, Tensor, toHalfBits, fromHalfBits } from '../lib';
+import { native } from '../lib/native';
+import type { NativeDeviceBuffer, NativeDeviceBufferCtor } from '../typings/native';
 
 /** Deterministic PRNG (mulberry32). */
 export function rng(seed: number): () => number {
@@ -121,4 +123,34 @@ export function describeCuda(name: string, body: () => void): void {
     // eslint-disable-next-line no-console
     console.warn(`CUDA tests skipped (${name}): ${reason || 'CUDA unavailable'}`);
   }
+}
+
+/**
+ * Counts live owned device buffers: wraps the addon's DeviceBuffer class
+ * (which Tensor.empty looks up on every allocation) so that each allocation
+ * and each explicit dispose() is seen. A buffer left to the finalizer stays
+ * counted — exactly a leak across pushes.
+ */
+export function countDeviceBuffers(): { live: () => number; restore: () => void } {
+  const mod = native() as unknown as { DeviceBuffer: NativeDeviceBufferCtor };
+  const Original = mod.DeviceBuffer;
+  let live = 0;
+  const counted = new WeakSet<object>();
+  class Counted extends (Original as unknown as new (...args: unknown[]) => NativeDeviceBuffer) {
+    constructor(...args: unknown[]) {
+      super(...args);
+      if (args[3] === undefined) {
+        live++;
+        counted.add(this);
+      }
+    }
+    // A dispose() while an async call still holds the buffer is deferred by
+    // the addon, but it was asked for: the buffer is not leaked.
+    override dispose(): void {
+      super.dispose();
+      if (counted.delete(this)) live--;
+    }
+  }
+  mod.DeviceBuffer = Counted as unknown as NativeDeviceBufferCtor;
+  return { live: () => live, restore: () => { mod.DeviceBuffer = Original; } };
 }

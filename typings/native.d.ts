@@ -158,7 +158,7 @@ export interface NativeModule {
   /** params: [k, segments, metric (0 cosine, 1 l2), maxIters, tol, wait] */
   kMedoids(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, medoids: Float64Array, medoidsMem: NativeMemory,
-    assignments: Float64Array, assignmentsMem: NativeMemory, iterations: Float64Array, iterationsMem: NativeMemory,
+    assignments: Float64Array, assignmentsMem: NativeMemory, iterations: Float64Array | undefined, iterationsMem: NativeMemory | undefined,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
   /** params: [memoryCount, wait] */

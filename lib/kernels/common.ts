@@ -156,21 +156,32 @@ export function packParams(values: readonly number[]): Float64Array {
 }
 
 /** Runs a native call on this thread, converting its errors. */
-export function runSync(op: string, call: (async: false) => unknown): void {
+export function runSync(op: string, call: (async: false) => unknown, fresh: readonly Tensor[] = []): void {
   try {
     call(false);
   } catch (e) {
+    release(fresh);
     throw fromNative(e, op);
   }
 }
 
-/** Runs a native call on libuv's pool; rejections carry the caller's stack (`site`). */
-export async function runAsync(op: string, site: { stack?: string }, call: (async: true) => unknown): Promise<void> {
+/**
+ * Runs a native call on libuv's pool; rejections carry the caller's stack (`site`).
+ * `fresh`: outputs the wrapper allocated for this call (never the caller's own
+ * `out` tensors), disposed when the call fails so that device memory does not
+ * wait for the garbage collector.
+ */
+export async function runAsync(op: string, site: { stack?: string }, call: (async: true) => unknown, fresh: readonly Tensor[] = []): Promise<void> {
   try {
     await call(true);
   } catch (e) {
+    release(fresh);
     throw fromNative(e, op, site);
   }
+}
+
+function release(ts: readonly Tensor[]): void {
+  for (const t of ts) if (!t.disposed) t.dispose();
 }
 
 /** Captures the caller's stack for async errors (cheap: the stack is formatted lazily). */

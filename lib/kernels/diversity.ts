@@ -101,6 +101,8 @@ export interface MmtokCoverageOptions {
 interface Plan<R> {
   result: R;
   call: (async: boolean) => NativeResult;
+  /** The outputs allocated for this call: disposed if it fails. */
+  fresh: Tensor[];
 }
 
 function rank3(op: string, name: string, t: Tensor, dims: string): { t: Tensor; flat: boolean } {
@@ -163,6 +165,7 @@ function planKCenter(op: string, xIn: TensorLike, k: unknown, opts: KCenterOptio
   const out = (t: Tensor) => (flat ? t.view([K]) : t);
   return {
     result: { indices: out(sorted), order: out(order), distances: out(distances) },
+    fresh: [order, sorted, distances],
     call: (async) => native().kCenter(params, xd.meta, xd.mem, ed?.meta, ed?.mem, od.meta, od.mem, sd.meta, sd.mem, dd.meta, dd.mem, s, async),
   };
 }
@@ -176,14 +179,14 @@ function planKCenter(op: string, xIn: TensorLike, k: unknown, opts: KCenterOptio
 export async function kCenter(x: TensorLike, k: number, opts?: KCenterOptions): Promise<KCenterResult> {
   const site = callSite(kCenter);
   const plan = planKCenter('kCenter', x, k, opts);
-  await runAsync('kCenter', site, plan.call);
+  await runAsync('kCenter', site, plan.call, plan.fresh);
   return plan.result;
 }
 
 /** Synchronous twin of {@link kCenter}. */
 export function kCenterSync(x: TensorLike, k: number, opts?: KCenterOptions): KCenterResult {
   const plan = planKCenter('kCenterSync', x, k, opts);
-  runSync('kCenterSync', plan.call);
+  runSync('kCenterSync', plan.call, plan.fresh);
   return plan.result;
 }
 
@@ -214,6 +217,7 @@ function planKMedoids(op: string, xIn: TensorLike, k: unknown, opts: KMedoidsOpt
     result: flat
       ? { medoids: medoids.view([segments * kk]), assignments: assignments.view([N]), iterations: iterations.view([segments]) }
       : { medoids, assignments, iterations },
+    fresh: [medoids, assignments, iterations],
     call: (async) => native().kMedoids(params, xd.meta, xd.mem, md.meta, md.mem, ad.meta, ad.mem, id.meta, id.mem, s, async),
   };
 }
@@ -227,14 +231,14 @@ function planKMedoids(op: string, xIn: TensorLike, k: unknown, opts: KMedoidsOpt
 export async function kMedoids(x: TensorLike, k: number, opts?: KMedoidsOptions): Promise<KMedoidsResult> {
   const site = callSite(kMedoids);
   const plan = planKMedoids('kMedoids', x, k, opts);
-  await runAsync('kMedoids', site, plan.call);
+  await runAsync('kMedoids', site, plan.call, plan.fresh);
   return plan.result;
 }
 
 /** Synchronous twin of {@link kMedoids}. */
 export function kMedoidsSync(x: TensorLike, k: number, opts?: KMedoidsOptions): KMedoidsResult {
   const plan = planKMedoids('kMedoidsSync', x, k, opts);
-  runSync('kMedoidsSync', plan.call);
+  runSync('kMedoidsSync', plan.call, plan.fresh);
   return plan.result;
 }
 
@@ -259,6 +263,7 @@ function planMaxCoverage(op: string, cIn: TensorLike, k: unknown, opts: MaxCover
   const out = (t: Tensor) => (flat ? t.view([kk]) : t);
   return {
     result: { indices: out(sorted), order: out(order), gains: out(gains) },
+    fresh: [order, sorted, gains],
     call: (async) => native().maxCoverage(params, cd.meta, cd.mem, ed?.meta, ed?.mem, od.meta, od.mem, sd.meta, sd.mem, gd.meta, gd.mem, s, async),
   };
 }
@@ -272,14 +277,14 @@ function planMaxCoverage(op: string, cIn: TensorLike, k: unknown, opts: MaxCover
 export async function maxCoverage(coverage: TensorLike, k: number, opts?: MaxCoverageOptions): Promise<MaxCoverageResult> {
   const site = callSite(maxCoverage);
   const plan = planMaxCoverage('maxCoverage', coverage, k, opts);
-  await runAsync('maxCoverage', site, plan.call);
+  await runAsync('maxCoverage', site, plan.call, plan.fresh);
   return plan.result;
 }
 
 /** Synchronous twin of {@link maxCoverage}. */
 export function maxCoverageSync(coverage: TensorLike, k: number, opts?: MaxCoverageOptions): MaxCoverageResult {
   const plan = planMaxCoverage('maxCoverageSync', coverage, k, opts);
-  runSync('maxCoverageSync', plan.call);
+  runSync('maxCoverageSync', plan.call, plan.fresh);
   return plan.result;
 }
 
@@ -319,6 +324,7 @@ function planMmtok(op: string, inputs: MmtokInputs, opts: MmtokCoverageOptions |
   const od = out.descriptor('out');
   return {
     result: vision.flat ? out.view([m + n, n]) : out,
+    fresh: [out],
     call: (async) => native().mmtokCoverage(params, td.meta, td.mem, vd.meta, vd.mem, ad?.meta, ad?.mem, od.meta, od.mem, s, async),
   };
 }
@@ -333,14 +339,14 @@ function planMmtok(op: string, inputs: MmtokInputs, opts: MmtokCoverageOptions |
 export async function mmtokCoverage(inputs: MmtokInputs, opts?: MmtokCoverageOptions): Promise<Tensor> {
   const site = callSite(mmtokCoverage);
   const plan = planMmtok('mmtokCoverage', inputs, opts);
-  await runAsync('mmtokCoverage', site, plan.call);
+  await runAsync('mmtokCoverage', site, plan.call, plan.fresh);
   return plan.result;
 }
 
 /** Synchronous twin of {@link mmtokCoverage}. */
 export function mmtokCoverageSync(inputs: MmtokInputs, opts?: MmtokCoverageOptions): Tensor {
   const plan = planMmtok('mmtokCoverageSync', inputs, opts);
-  runSync('mmtokCoverageSync', plan.call);
+  runSync('mmtokCoverageSync', plan.call, plan.fresh);
   return plan.result;
 }
 
@@ -389,6 +395,7 @@ function planStc(op: string, xIn: TensorLike, opts: StcScoresOptions | undefined
   const cd = chunkMean.descriptor('chunkMean');
   return {
     result: { scores, chunkMean },
+    fresh: [scores, chunkMean],
     call: (async) => native().stcScores(params, xd.meta, xd.mem, md?.meta, md?.mem, sd.meta, sd.mem, cd.meta, cd.mem, s, async),
   };
 }
@@ -401,13 +408,13 @@ function planStc(op: string, xIn: TensorLike, opts: StcScoresOptions | undefined
 export async function stcScores(x: TensorLike, opts?: StcScoresOptions): Promise<StcScoresResult> {
   const site = callSite(stcScores);
   const plan = planStc('stcScores', x, opts);
-  await runAsync('stcScores', site, plan.call);
+  await runAsync('stcScores', site, plan.call, plan.fresh);
   return plan.result;
 }
 
 /** Synchronous twin of {@link stcScores}. */
 export function stcScoresSync(x: TensorLike, opts?: StcScoresOptions): StcScoresResult {
   const plan = planStc('stcScoresSync', x, opts);
-  runSync('stcScoresSync', plan.call);
+  runSync('stcScoresSync', plan.call, plan.fresh);
   return plan.result;
 }
