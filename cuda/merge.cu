@@ -208,12 +208,13 @@ constexpr int kTcLds = kTcK + 8;                        // shared row pitch, bf1
 constexpr int kTcEpiLd = kTcWarpN + 4;                  // epilogue staging pitch, floats
 constexpr int kTcGroupRows = 16;                        // row tiles per raster group
 constexpr int kTcStage = (kTcM + kTcN) * kTcLds;        // bf16 per stage: a rows, then b rows
-constexpr int kTcChunks = (kTcM + kTcN) * kTcK / 8 / kTcThreads;  // 16-byte chunks per thread per k-tile
+constexpr int kTcRowChunks = kTcK / 8;                  // 16-byte chunks per tile row per k-tile
+constexpr int kTcChunks = (kTcM + kTcN) * kTcRowChunks / kTcThreads;  // 16-byte chunks per thread per k-tile
 constexpr int kTcOperandBytes = 2 * kTcStage * 2;
 constexpr int kTcEpiBytes = kTcWarpsM * kTcWarpsN * 16 * kTcEpiLd * 4;
 constexpr int kTcSmemBytes = kTcOperandBytes > kTcEpiBytes ? kTcOperandBytes : kTcEpiBytes;
 constexpr int kNormRowsPerWarp = 8;                     // normalise_bf16_kernel: 4 lanes per row
-static_assert(kTcChunks * kTcThreads * 8 == (kTcM + kTcN) * kTcK, "k-tile chunks must split evenly");
+static_assert(kTcChunks * kTcThreads == (kTcM + kTcN) * kTcRowChunks, "k-tile chunks must split evenly");
 static_assert(kTcSmemBytes + (kTcM + kTcN) * 8 <= 48 * 1024, "static shared memory is limited to 48 KiB");
 static_assert(kTcK % 16 == 0 && kTcLds % 8 == 0 && kTcEpiLd % 4 == 0, "WMMA ldm rules");
 
@@ -252,8 +253,9 @@ __device__ __forceinline__ unsigned long long shfl_xor_u64(unsigned long long v,
 // b + a exactly). Phase 2: the whole warp divides each row by its f32 norm
 // (IEEE division) and rounds to bf16, 32 channels at a time (coalesced).
 template <typename T>
-__global__ void normalise_bf16_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t B, int64_t N, int64_t C,
-                          int64_t Cp, __nv_bfloat16* __restrict__ out, int* flag) {
+__global__ void normalise_bf16_kernel(const T* __restrict__ x /* [B, N, C] strided */, int64_t stride_b,
+                                      int64_t stride_n, int64_t B, int64_t N, int64_t C, int64_t Cp,
+                                      __nv_bfloat16* __restrict__ out /* [B, N, Cp] */, int* flag) {
   const int lane = threadIdx.x % 32;
   const int64_t row0 = (blockIdx.x * static_cast<int64_t>(kThreads / 32) + threadIdx.x / 32) * kNormRowsPerWarp;
   const int64_t rows = B * N;
@@ -284,14 +286,36 @@ __global__ void normalise_bf16_kernel(const T* __restrict__ x, int64_t stride_b,
   }
 }
 
+// One k-tile of the block's 256 tile rows (a rows 0..127, b rows 128..255)
+// into registers: chunk c is tile row c / kTcRowChunks, channels
+// (c % kTcRowChunks)·8 .. +8, so consecutive threads read one row's 64
+// contiguous bytes; rows past the end (offset -1) are zeros.
+__device__ __forceinline__ void fetch_tile(uint4 (&staged)[kTcChunks], const __nv_bfloat16* __restrict__ rows,
+                                           const int64_t* row_off, int64_t k0) {
+  for (int q = 0; q < kTcChunks; ++q) {
+    const int c = threadIdx.x + q * kTcThreads;
+    const int64_t off = row_off[c / kTcRowChunks];
+    staged[q] = off >= 0 ? load16(rows + off + k0 + (c % kTcRowChunks) * 8) : uint4{0u, 0u, 0u, 0u};
+  }
+}
+
+// ... and from registers into a shared-memory stage [kTcM + kTcN][kTcLds].
+__device__ __forceinline__ void put_tile(__nv_bfloat16* stage, const uint4 (&staged)[kTcChunks]) {
+  for (int q = 0; q < kTcChunks; ++q) {
+    const int c = threadIdx.x + q * kTcThreads;
+    store16(stage + (c / kTcRowChunks) * kTcLds + (c % kTcRowChunks) * 8, staged[q]);
+  }
+}
+
 // rows: bf16 normalised [B, N, Cp]; a-rows are tokens a_tok[i], columns
 // tokens b_tok[j]; keys [B, Na] zeroed, each row's best folded in with
 // atomicMax (match_key). grid: [B × row tiles × column tiles].
 __global__ void __launch_bounds__(kTcThreads, 2)
-    score_argmax_bf16_kernel(const __nv_bfloat16* __restrict__ rows, int64_t N, int64_t Cp,
-                             const int32_t* __restrict__ a_tok, int64_t Na, const int32_t* __restrict__ b_tok,
-                             int64_t Nb, bool skip_col0, int64_t row_tiles, int64_t col_tiles,
-                             unsigned long long* __restrict__ keys, int* flag, const int* __restrict__ bad_split) {
+    score_argmax_bf16_kernel(const __nv_bfloat16* __restrict__ rows /* [B, N, Cp] */, int64_t N, int64_t Cp,
+                             const int32_t* __restrict__ a_tok /* [Na] */, int64_t Na,
+                             const int32_t* __restrict__ b_tok /* [Nb] */, int64_t Nb, bool skip_col0,
+                             int64_t row_tiles, int64_t col_tiles, unsigned long long* __restrict__ keys /* [B, Na] */,
+                             int* flag, const int* __restrict__ bad_split) {
   if (*bad_split != kNoBadSplit) return;  // tokens out of range: nothing may be read through them
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
   // bf16 WMMA needs sm_80 (only reachable in a build for older archs).
@@ -318,34 +342,21 @@ __global__ void __launch_bounds__(kTcThreads, 2)
   __syncthreads();
   __nv_bfloat16* stage = reinterpret_cast<__nv_bfloat16*>(smem);
   uint4 staged[kTcChunks];  // the next k-tile, in flight during the MMAs
-  // Chunk c of a k-tile: tile row c / 4 (a rows 0..127, b rows 128..255), channels (c % 4)·8 .. +8.
-  auto fetch = [&](int64_t k0) {
-    for (int q = 0; q < kTcChunks; ++q) {
-      const int c = threadIdx.x + q * kTcThreads;
-      const int64_t off = row_off[c / 4];
-      staged[q] = off >= 0 ? load16(rows + off + k0 + (c % 4) * 8) : uint4{0u, 0u, 0u, 0u};
-    }
-  };
-  auto put = [&](int s) {
-    for (int q = 0; q < kTcChunks; ++q) {
-      const int c = threadIdx.x + q * kTcThreads;
-      store16(stage + s * kTcStage + (c / 4) * kTcLds + (c % 4) * 8, staged[q]);
-    }
-  };
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wm = warp % kTcWarpsM, wn = warp / kTcWarpsM;  // the warp's 32 × 64 block of the tile
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kTcFragsM][kTcFragsN];
   for (int g = 0; g < kTcFragsM; ++g)
     for (int f = 0; f < kTcFragsN; ++f) wmma::fill_fragment(acc[g][f], 0.0f);
   const int64_t nk = Cp / kTcK;
-  fetch(0);
-  put(0);
+  fetch_tile(staged, rows, row_off, 0);
+  put_tile(stage, staged);
   __syncthreads();
   for (int64_t kt = 0; kt < nk; ++kt) {
     const int s = static_cast<int>(kt & 1);
-    if (kt + 1 < nk) fetch((kt + 1) * kTcK);
+    if (kt + 1 < nk) fetch_tile(staged, rows, row_off, (kt + 1) * kTcK);
     const __nv_bfloat16* sa = stage + s * kTcStage + (wm * kTcWarpM) * kTcLds;         // [32][kTcLds] a rows
     const __nv_bfloat16* sb = stage + s * kTcStage + (kTcM + wn * kTcWarpN) * kTcLds;  // [64][kTcLds] b rows = bᵀ col-major
+#pragma unroll
     for (int kk = 0; kk < kTcK; kk += 16) {
       wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, wmma::col_major> bf[kTcFragsN];
       for (int f = 0; f < kTcFragsN; ++f) wmma::load_matrix_sync(bf[f], sb + f * 16 * kTcLds + kk, kTcLds);
@@ -355,7 +366,7 @@ __global__ void __launch_bounds__(kTcThreads, 2)
         for (int f = 0; f < kTcFragsN; ++f) wmma::mma_sync(acc[g][f], af, bf[f], acc[g][f]);
       }
     }
-    if (kt + 1 < nk) put(s ^ 1);  // the other stage was last read before the previous barrier
+    if (kt + 1 < nk) put_tile(stage + (s ^ 1) * kTcStage, staged);  // the other stage was last read before the previous barrier
     __syncthreads();
   }
   // Epilogue (the stages are dead after the last barrier): per 16-row group,
@@ -392,8 +403,9 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 // keys [B, Na] → best [B, Na], arg [B, Na] as score_argmax_kernel writes
 // them: no candidate (key 0: no column but a protected one) and the CLS row
 // give -inf and column 0.
-__global__ void key_decode_kernel(const unsigned long long* __restrict__ keys, int64_t total, int64_t Na,
-                                  bool cls_row0, float* __restrict__ best, int32_t* __restrict__ arg) {
+__global__ void key_decode_kernel(const unsigned long long* __restrict__ keys /* [B, Na] */, int64_t total, int64_t Na,
+                                  bool cls_row0, float* __restrict__ best /* [B, Na] */,
+                                  int32_t* __restrict__ arg /* [B, Na] */) {
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
   if (t >= total) return;
   const unsigned long long k = keys[t];
