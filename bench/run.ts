@@ -222,7 +222,7 @@ function describeShape(t: Trial): string {
     return `N${t.N} C${t.C} k${t.k}${t.segments > 1 ? ` × ${t.segments} segments` : ''} f32`;
   }
   if (t.family === 'topk') return `B${t.B} N${t.N} k${t.k}`;
-  if (t.family === 'merge') return t.kind === 'tome' ? `B${t.B} N${t.N} C${t.C} r${t.r}` : `B${t.B} N${t.N} C${t.C} c${t.r}`;
+  if (t.family === 'merge') return t.kind === 'tome' ? `B${t.B} N${t.N} C${t.C} r${t.r}${t.precision === 'bf16' ? ' bf16 scores' : ''}` : `B${t.B} N${t.N} C${t.C} c${t.r}`;
   if (t.family === 'quantize') return `${t.R}x${t.C} ${t.dtype} → ${t.bits === 8 ? 'i8' : 'u4'}${t.cold ? ' (cold)' : ''}`;
   return `B${t.B} H${t.H} N${t.N} D${t.D}${t.causal ? ' causal' : ''} ${t.dtype}`;
 }
@@ -284,7 +284,8 @@ function release(...ts: Array<Tensor | undefined>): void {
   for (const t of ts) if (t && t.device !== 'cpu') t.dispose();
 }
 
-// One ToMe step (match + merge_wavg, CLS protected), or VisionZip's contextual merge.
+// One ToMe step (match + merge_wavg, CLS protected; scores in the trial's
+// precision), or VisionZip's contextual merge.
 function runMerge(t: MergeTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
   if (t.kind === 'visionzip') {
     const x = values(t.N * t.C, 5);
@@ -302,7 +303,7 @@ function runMerge(t: MergeTrial, o: Options): { ours: Timing; ts?: Timing | { sk
   const x = values(t.B * t.N * t.C, 5);
   const xt = onDevice(Tensor.from({ data: x, shape: [t.B, t.N, t.C] }), o);
   const ours = time(() => {
-    const plan = bipartiteSoftMatchSync(xt, t.r, { protect: { cls: true } });
+    const plan = bipartiteSoftMatchSync(xt, t.r, { protect: { cls: true }, precision: t.precision ?? 'f32' });
     const merged = mergeSync(plan, xt, { mode: 'wavg' });
     release(merged.x, merged.sizes);
     plan.dispose();

@@ -9,10 +9,10 @@ namespace {
 
 // bipartiteMatch(params, metric, metricMem, splitA, splitAMem, splitB, splitBMem,
 //                assign, assignMem, unm, unmMem, src, srcMem, dst, dstMem, stream, async)
-// params: [r, protectCls, protectDistill, wait]
+// params: [r, protectCls, protectDistill, wait, precision (0 f32, 1 bf16)]
 Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 4);
+  const double* a = cx.params(0, 5);
   BipartiteMatchParams p;
   p.metric = cx.tensor(1, "metric");
   p.split_a = cx.tensor(3, "splitA");
@@ -25,6 +25,7 @@ Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
   p.r = to_int64(a[0]);
   p.protect_cls = a[1] != 0;
   p.protect_distill = a[2] != 0;
+  p.precision = static_cast<MatchPrecision>(to_enum(a[4]));  // validate() rejects anything but 0 and 1
   const bool wait = a[3] != 0;
   return cx.dispatch(
       [p, wait]() -> Status {

@@ -4,6 +4,9 @@
 // destinations are packed once as bᵀ [C, ldk] (the size of the metric), and
 // each task streams blocks of a-rows against column tiles with the
 // register-blocked qk_tile, keeping only each row's running max/argmax.
+// MatchPrecision::kBF16 rounds the normalised a-rows and b-panels to bf16
+// values (kept as f32) and runs the same score pass: products of bf16 values
+// are exact in f32, so only the f32 sums round.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -39,6 +42,9 @@ Status validate(const BipartiteMatchParams& p) {
   if (Na + Nb != N)
     return Status(Code::kShape, "expected the split to cover the N = " + std::to_string(N) +
                                     " tokens but it has " + std::to_string(Na) + " + " + std::to_string(Nb));
+  if (p.precision != MatchPrecision::kF32 && p.precision != MatchPrecision::kBF16)
+    return Status(Code::kArg, "expected precision 0 (f32) or 1 (bf16) but got " +
+                                  std::to_string(static_cast<int32_t>(p.precision)));
   const int64_t r_max = (p.protect_cls || p.protect_distill) ? Na - 1 : Na;
   if (p.r < 0 || p.r > r_max)
     return Status(Code::kRange, "expected r in [0, " + std::to_string(r_max) + "] but got " + std::to_string(p.r));
@@ -178,6 +184,13 @@ bool normalised_row(const TensorView& t, int64_t b, int64_t i, int64_t C, float*
   return true;
 }
 
+// MatchPrecision::kBF16: the normalised values rounded to bf16 (nearest
+// even) and kept as f32, so the score kernels below sum products that are
+// exact in f32 (8-bit × 8-bit significands) — the defined bf16 semantics.
+void round_to_bf16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
+}
+
 void store_row(const float* src, DType dt, int64_t n, void* dst) {
   if (dt == DType::kF32) {
     std::memcpy(dst, src, static_cast<size_t>(n) * 4);
@@ -276,6 +289,7 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   std::vector<int32_t> node_idx(static_cast<size_t>(Na));
   std::vector<int32_t> order(static_cast<size_t>(Na));
   const int64_t pack_tasks = (Nb + 63) / 64;
+  const bool bf16 = p.precision == MatchPrecision::kBF16;
   for (int64_t b = 0; b < B; ++b) {
     std::vector<char> bad(static_cast<size_t>(row_tasks + pack_tasks), 0);
     // Pack b in column groups of 64 (each task owns its four panels).
@@ -289,6 +303,7 @@ Status bipartite_match(const BipartiteMatchParams& p) {
           continue;
         }
         if (!normalised_row(p.metric, b, b_tok[j], C, row.data())) bad[static_cast<size_t>(row_tasks + t)] = 1;
+        if (bf16) round_to_bf16(row.data(), C);
         for (int64_t d = 0; d < C; ++d) col[d * 16] = row[static_cast<size_t>(d)];
       }
     });
@@ -296,8 +311,10 @@ Status bipartite_match(const BipartiteMatchParams& p) {
     parallel_for(row_tasks, [&](int64_t t) {
       const int64_t i0 = t * kRowsPerTask, i1 = std::min(Na, i0 + kRowsPerTask);
       float* rows = a_rows.data() + i0 * C;
-      for (int64_t i = i0; i < i1; ++i)
+      for (int64_t i = i0; i < i1; ++i) {
         if (!normalised_row(p.metric, b, a_tok[i], C, a_rows.data() + i * C)) bad[static_cast<size_t>(t)] = 1;
+        if (bf16) round_to_bf16(a_rows.data() + i * C, C);
+      }
       row_argmax(rows, i1 - i0, C, panels.data(), Nb, p.protect_distill, node_max.data() + i0,
                  node_idx.data() + i0);
     });

@@ -5,10 +5,97 @@
  * ties toward the lower index. Skipped, with the reason printed, without a
  * usable CUDA device.
  */
-import { bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, FloatDType, mergeSourceSync, mergeSync, Tensor, toMe, unmergeSync } from '../lib';
+import { bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, FloatDType, MergePlan, mergeSourceSync, mergeSync, Tensor, toMe, unmergeSync } from '../lib';
 import { describeCuda, expectClose, expectCode, makeTensor, randn } from './helpers';
+import { paritySplit } from './reference/merge';
 
 const dev = 'cuda:0';
+
+// ---- precision 'bf16': the float64 reference of its semantics ----------------
+// Rows normalised as the back ends do (f64 partial sums of d % 4, f32 norm, f32
+// division), rounded to bf16; scores = Σ products (exact in f64). The tensor
+// cores sum in their own order (and the CPU sequentially), so decisions are
+// compared only where the reference leaves no two candidates within 1e-5
+// (of max(|x|, |y|, 0.1)); bit-equal values (duplicated rows) must go to the
+// lower index. (test/merge.test.ts holds the same reference for the CPU.)
+const f32Buf = new Float32Array(1);
+const u32Buf = new Uint32Array(f32Buf.buffer);
+function toBf16(x: number): number {
+  f32Buf[0] = x;
+  const b = u32Buf[0];
+  u32Buf[0] = (((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16) >>> 0;
+  return f32Buf[0];
+}
+// 1e-5, widened for long sums (the tensor cores' f32 accumulation need not round to nearest at every step).
+const closeRel = (x: number, y: number, C: number): boolean =>
+  x === y || (Number.isFinite(x) && Number.isFinite(y) && Math.abs(x - y) <= 1e-5 * Math.max(1, C / 1024) * Math.max(Math.abs(x), Math.abs(y), 0.1));
+
+/** Plan decisions against the reference at every pinned position; returns [checked, seen]. */
+function checkBf16(plan: MergePlan, metric: ArrayLike<number>, N: number, C: number, cls: boolean, distill: boolean, label: string): [number, number] {
+  const { a, b } = paritySplit(N);
+  const norm = (t: number, bb: number): Float64Array => {
+    const off = (bb * N + t) * C;
+    const s = [0, 0, 0, 0];
+    for (let d = 0; d < C; d++) s[d & 3] += metric[off + d] * metric[off + d];
+    const n = Math.fround(Math.sqrt((s[0] + s[1]) + (s[2] + s[3])));
+    return Float64Array.from({ length: C }, (_, d) => (n > 0 ? toBf16(Math.fround(metric[off + d] / n)) : 0));
+  };
+  const r = plan.r;
+  const src = plan.sources!.toArray();
+  const dst = plan.destinations!.toArray();
+  const unm = plan.unmerged ? plan.unmerged.toArray() : [];
+  let checked = 0;
+  let seen = 0;
+  for (let bb = 0; bb < plan.batch; bb++) {
+    const an = a.map((t) => norm(t, bb));
+    const bn = b.map((t) => norm(t, bb));
+    const top: number[] = [];
+    const arg: number[] = [];
+    const decided: boolean[] = [];
+    an.forEach((ar, i) => {
+      let m = -Infinity;
+      let mi = 0;
+      let next = -Infinity;
+      for (let j = distill ? 1 : 0; j < bn.length && !(cls && i === 0); j++) {
+        let s = 0;
+        for (let d = 0; d < C; d++) s += ar[d] * bn[j][d];
+        if (s > m) [next, m, mi] = [m, s, j];
+        else if (s < m) next = Math.max(next, s);
+      }
+      top.push(m);
+      arg.push(m === -Infinity ? 0 : mi);
+      decided.push(m === -Infinity || !closeRel(m, next, C));
+    });
+    const order = top.map((_, i) => i).sort((x, y) => (top[y] > top[x] ? 1 : top[y] < top[x] ? -1 : x - y));
+    const group: number[] = [];
+    order.forEach((i, k) => group.push(k > 0 && closeRel(top[order[k - 1]], top[i], C) ? group[k - 1] : k));
+    const pinned = order.map((_, k) => {
+      let e = k;
+      while (e + 1 < order.length && group[e + 1] === group[k]) e++;
+      return top[order[group[k]]] === top[order[e]];
+    });
+    const aPos = new Map(a.map((t, i) => [t, i]));
+    for (let k = 0; k < r; k++) {
+      seen++;
+      if (!pinned[k]) continue;
+      checked++;
+      const i = aPos.get(src[bb * r + k])!;
+      expect(`${label} b${bb} edge ${k}: a${i}`).toBe(`${label} b${bb} edge ${k}: a${order[k]}`);
+      if (decided[i]) expect(`${label} b${bb} a${i} → ${dst[bb * r + k]}`).toBe(`${label} b${bb} a${i} → ${b[arg[i]]}`);
+    }
+    const nu = a.length - r;
+    const boundary = r === a.length || group[r] !== group[r - 1] || pinned[r];
+    const want = order.slice(r).map((i) => a[i]);
+    if (cls) want.sort((x, y) => x - y);
+    for (let k = 0; k < nu; k++) {
+      seen++;
+      if (!(cls ? boundary : pinned[r + k])) continue;
+      checked++;
+      expect(`${label} b${bb} unmerged[${k}] = ${unm[bb * nu + k]}`).toBe(`${label} b${bb} unmerged[${k}] = ${want[k]}`);
+    }
+  }
+  return [checked, seen];
+}
 
 describeCuda('CUDA token merging', () => {
   const shapes: Array<[number, number, number, FloatDType]> = [[1, 2, 1, 'f32'], [2, 17, 8, 'f16'], [3, 197, 64, 'bf16'], [2, 577, 1024, 'f32'], [1, 2880, 64, 'bf16']];
@@ -40,6 +127,80 @@ describeCuda('CUDA token merging', () => {
       xd.dispose();
     });
   }
+
+  // precision 'bf16': the WMMA score pass against the reference (and the CPU's bf16 plan).
+  const bf16Shapes: Array<[number, number, number, FloatDType]> = [[1, 2, 1, 'f32'], [2, 17, 8, 'f16'], [3, 197, 64, 'bf16'], [1, 263, 130, 'f32'], [2, 577, 1024, 'bf16'], [1, 301, 4096, 'f16']];
+  for (const [B, N, C, dt] of bf16Shapes) {
+    test(`precision 'bf16' vs the reference and the CPU B=${B} N=${N} C=${C} ${dt}`, async () => {
+      const vals = randn(B * N * C, 3 * N + C);
+      // duplicated rows (t ≡ 2, 3 mod 6 copy t − 2): exact ties in the row max and in the edge order
+      for (let bb = 0; bb < B; bb++) for (let t = 2; t < N; t++) if (t % 6 === 2 || t % 6 === 3) for (let d = 0; d < C; d++) vals[(bb * N + t) * C + d] = vals[(bb * N + t - 2) * C + d];
+      const m = makeTensor(vals, [B, N, C], dt);
+      const md = m.t.to(dev);
+      let checked = 0;
+      let seen = 0;
+      for (const [r, cls, distill] of [[Math.floor(N / 4) || 1, true, false], [N, true, N > 2], [Math.floor(N / 3) || 1, false, false]] as const) {
+        const protect = { cls, distill };
+        const pd = await bipartiteSoftMatch(md, r, { protect, precision: 'bf16' });
+        const pc = bipartiteSoftMatchSync(m.t, r, { protect, precision: 'bf16' });
+        expect(pd.r).toBe(pc.r);
+        for (const [plan, label] of [[pd, 'cuda'], [pc, 'cpu']] as const) {
+          const [c, n] = checkBf16(plan, m.exact, N, C, cls, distill, `${label} r=${r}`);
+          checked += c;
+          seen += n;
+        }
+        const merged = mergeSync(pd, md, { mode: 'wavg' });
+        expect(merged.x.shape).toEqual([B, N - pd.r, C]);
+        pd.dispose();
+      }
+      expect(checked).toBeGreaterThanOrEqual(0.9 * seen);
+      md.dispose();
+    });
+  }
+
+  test("precision 'bf16' at video size: CUDA and CPU plans agree almost everywhere", () => {
+    // No float64 reference at this size (12.5 G multiply-adds): the CPU's bf16
+    // plan stands in, and only near-ties may differ.
+    const [N, C] = [4096, 1024];
+    const m = makeTensor(randn(N * C, 77), [1, N, C], 'bf16').t;
+    const r = N / 4;
+    const pc = bipartiteSoftMatchSync(m, r, { protect: { cls: true }, precision: 'bf16' });
+    const pd = bipartiteSoftMatchSync(m.to(dev), r, { protect: { cls: true }, precision: 'bf16' });
+    const sc = pc.sources!.toArray();
+    const sd = pd.sources!.toArray();
+    const dc = pc.destinations!.toArray();
+    const dd = pd.destinations!.toArray();
+    let sameSrc = 0;
+    let sameDst = 0;
+    for (let k = 0; k < r; k++) {
+      if (sc[k] === sd[k]) {
+        sameSrc++;
+        if (dc[k] === dd[k]) sameDst++;
+      }
+    }
+    expect(sameSrc).toBeGreaterThanOrEqual(0.99 * r);
+    expect(sameDst).toBeGreaterThanOrEqual(0.999 * sameSrc);
+    expect(new Set(sd).size).toBe(r);
+    pd.dispose();
+  });
+
+  test("toMe with precision 'bf16' on the device", () => {
+    const [B, N, C] = [2, 197, 32];
+    const x = makeTensor(randn(B * N * C, 15), [B, N, C], 'bf16');
+    const xd = x.t.to(dev);
+    const tome = toMe({ layers: 1, r: 16, precision: 'bf16' });
+    const out = tome.stepSync(xd, xd);
+    expect(out.device).toBe(dev);
+    expect(out.shape).toEqual([B, N - 16, C]);
+    const plan = bipartiteSoftMatchSync(xd, 16, { protect: { cls: true }, precision: 'bf16' });
+    const [c, n] = checkBf16(plan, x.exact, N, C, true, false, 'toMe');
+    expect(c).toBeGreaterThanOrEqual(0.9 * n);
+    // deterministic: the per-row atomicMax keys do not depend on block order
+    expect(out.toArray()).toEqual(mergeSync(plan, xd, { mode: 'wavg' }).x.toArray());
+    plan.dispose();
+    out.dispose();
+    xd.dispose();
+  });
 
   test('random 2-D split parity', () => {
     const m = makeTensor(randn(2 * 48 * 16, 3), [2, 48, 16]).t;
@@ -78,6 +239,8 @@ describeCuda('CUDA token merging', () => {
     bad[5] = NaN;
     const md = Tensor.from({ data: bad, shape: [1, 8, 4] }).to(dev);
     expectCode(() => bipartiteSoftMatchSync(md, 2), RangeError, 'ERR_RANGE');
+    expectCode(() => bipartiteSoftMatchSync(md, 2, { precision: 'bf16' }), RangeError, 'ERR_RANGE');
+    expectCode(() => bipartiteSoftMatchSync(md, 2, { precision: 'int8' as never }), TypeError, 'ERR_ARG');
     const plan = bipartiteSoftMatchSync(Tensor.from({ data: Float32Array.from(randn(32, 2)), shape: [1, 8, 4] }).to(dev), 2);
     expectCode(() => mergeSync(plan, Tensor.from({ data: new Float32Array(8 * 3), shape: [1, 8, 3] })), Error, 'ERR_DEVICE');
   });

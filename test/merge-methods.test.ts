@@ -1,5 +1,5 @@
 /** ToMe, tomesd, VisionZip and VisionDrop against float64 re-statements of the reference code. */
-import { parseR, Tensor, toMe, tomesdSync, tomesd, unmergeSync, visionDrop, visionDropStages, visionDropSync, visionZip, visionZipSync } from '../lib';
+import { bipartiteSoftMatchSync, mergeSync, parseR, Tensor, toMe, tomesdSync, tomesd, unmergeSync, visionDrop, visionDropStages, visionDropSync, visionZip, visionZipSync } from '../lib';
 import { expectClose, expectCode, makeTensor, randn } from './helpers';
 import { refProbs } from './reference/attention';
 import { paritySplit, refAssign, refContextual, refMatch, refMerge, refParseR, refSplit2d } from './reference/merge';
@@ -97,6 +97,46 @@ describe('tomesd', () => {
     for (const d of plan.destinations!.toArray()) expect([0, 2, 4, 12, 14, 16]).toContain(d);
     expectCode(() => tomesdSync(x.t, { w: 5, h, ratio: 0.5 }), RangeError, 'ERR_SHAPE');
     expectCode(() => tomesdSync(x.t, { w, h, ratio: 1 }), RangeError, 'ERR_RANGE');
+  });
+});
+
+describe("precision 'bf16' through toMe and tomesd", () => {
+  // t_dst = (1, 0.003) and (1, 0.001) against t_src = (1, 0): in f32 the second
+  // is closer; rounded to bf16 both score exactly 1 and the lower index wins.
+  test('toMe passes precision to the matching (default f32)', async () => {
+    const metric = { data: Float32Array.of(1, 0, 1, 0.003, -1, 0.5, 1, 0.001), shape: [1, 4, 2] };
+    const x = { data: Float32Array.of(10, 20, 30, 40), shape: [1, 4, 1] };
+    const run = (precision?: 'f32' | 'bf16'): number[] => toMe({ layers: 1, r: 1, cls: false, precision }).stepSync(x, metric).toArray();
+    // [t2, t1, t3 + t0] (f32) or [t2, t1 + t0, t3] (bf16)
+    expect(run()).toEqual([30, 20, 25]);
+    expect(run('f32')).toEqual([30, 20, 25]);
+    expect(run('bf16')).toEqual([30, 15, 40]);
+    const tome = toMe({ layers: 1, r: 1, cls: false, precision: 'bf16' });
+    expect(tome.precision).toBe('bf16');
+    expect((await tome.step(x, metric)).toArray()).toEqual([30, 15, 40]);
+    // the same as the kernels called directly
+    const m = makeTensor(randn(2 * 50 * 8, 12), [2, 50, 8], 'bf16').t;
+    const h = makeTensor(randn(2 * 50 * 3, 13), [2, 50, 3]).t;
+    const viaTome = toMe({ layers: 1, r: 9, precision: 'bf16' }).stepSync(h, m).toArray();
+    const plan = bipartiteSoftMatchSync(m, 9, { protect: { cls: true, distill: false }, precision: 'bf16' });
+    expect(viaTome).toEqual(mergeSync(plan, h, { mode: 'wavg' }).x.toArray());
+  });
+
+  test('tomesd passes precision to the matching (default f32)', async () => {
+    // 4×1 grid, 2×1 windows, odd batch → destinations t0, t2; sources t1, t3.
+    const x = { data: Float32Array.of(1, 0.003, 1, 0, 1, 0.001, -1, 0.5), shape: [1, 4, 2] };
+    const opts = { w: 4, h: 1, sx: 2, sy: 1, ratio: 0.25 };
+    expect(tomesdSync(x, opts).plan.destinations!.toArray()).toEqual([2]);
+    expect(tomesdSync(x, { ...opts, precision: 'f32' }).plan.destinations!.toArray()).toEqual([2]);
+    expect(tomesdSync(x, { ...opts, precision: 'bf16' }).plan.destinations!.toArray()).toEqual([0]);
+    expect((await tomesd(x, { ...opts, precision: 'bf16' })).plan.destinations!.toArray()).toEqual([0]);
+  });
+
+  test('bad precision values', () => {
+    expectCode(() => toMe({ layers: 2, r: 1, precision: 'fp8' } as never), TypeError, 'ERR_ARG', /precision/);
+    expectCode(() => toMe({ layers: 2, r: 1, precision: 16 } as never), TypeError, 'ERR_ARG', /precision/);
+    const x = { data: new Float32Array(4 * 2), shape: [1, 4, 2] };
+    expectCode(() => tomesdSync(x, { w: 2, h: 2, precision: 'half' } as never), TypeError, 'ERR_ARG', /precision/);
   });
 });
 

@@ -342,3 +342,184 @@ describe('token merging: bad input', () => {
     expectCode(() => contextualMergeSync(x, { data: bad, shape: [2, 8, 3] }, none, 2), RangeError, 'ERR_RANGE');
   });
 });
+
+// ---- precision 'bf16' ---------------------------------------------------------
+// The defined semantics in float64: every row normalised as the back ends do
+// (four f64 partial sums of d % 4, f32 norm, f32 division), each value
+// rounded to bf16 (nearest even), scores = Σ of the products (exact in f64).
+// The back ends sum in f32, so a decision is checked only where the
+// reference leaves no two candidates within 1e-5 (of max(|x|, |y|, 0.1)) of
+// each other — bit-equal values (exact ties) are decided by the lower index.
+const f32Buf = new Float32Array(1);
+const u32Buf = new Uint32Array(f32Buf.buffer);
+function toBf16(x: number): number {
+  f32Buf[0] = x;
+  const b = u32Buf[0];
+  u32Buf[0] = (((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16) >>> 0;
+  return f32Buf[0];
+}
+
+function normBf16(x: ArrayLike<number>, off: number, C: number): number[] {
+  const s = [0, 0, 0, 0];
+  for (let d = 0; d < C; d++) s[d & 3] += x[off + d] * x[off + d];
+  const norm = Math.fround(Math.sqrt((s[0] + s[1]) + (s[2] + s[3])));
+  return Array.from({ length: C }, (_, d) => (norm > 0 ? toBf16(Math.fround(x[off + d] / norm)) : 0));
+}
+
+const closeRel = (x: number, y: number): boolean =>
+  x === y || (Number.isFinite(x) && Number.isFinite(y) && Math.abs(x - y) <= 1e-5 * Math.max(Math.abs(x), Math.abs(y), 0.1));
+
+interface Bf16Ref {
+  top: number[]; // per a position: best score (-inf: CLS or no candidate)
+  arg: number[]; // first argmax (b position)
+  decided: boolean[]; // the next distinct score is not close
+  order: number[]; // stable descending edge order (a positions)
+  pinned: boolean[]; // per edge position: its group of close values is one value or bit-equal values
+  group: number[];
+}
+
+function refBf16(metric: ArrayLike<number>, bb: number, N: number, C: number, a: number[], b: number[], cls: boolean, distill: boolean): Bf16Ref {
+  const an = a.map((t) => normBf16(metric, (bb * N + t) * C, C));
+  const bn = b.map((t) => normBf16(metric, (bb * N + t) * C, C));
+  const top: number[] = [];
+  const arg: number[] = [];
+  const decided: boolean[] = [];
+  an.forEach((ar, i) => {
+    let m = -Infinity;
+    let mi = 0;
+    let next = -Infinity;
+    if (!(cls && i === 0)) {
+      for (let j = distill ? 1 : 0; j < bn.length; j++) {
+        const s = ar.reduce((acc, v, d) => acc + v * bn[j][d], 0);
+        if (s > m) {
+          next = m;
+          m = s;
+          mi = j;
+        } else if (s < m) {
+          next = Math.max(next, s);
+        }
+      }
+    }
+    top.push(m);
+    arg.push(m === -Infinity ? 0 : mi);
+    decided.push(m === -Infinity || !closeRel(m, next));
+  });
+  const order = top.map((_, i) => i).sort((x, y) => (top[y] > top[x] ? 1 : top[y] < top[x] ? -1 : x - y));
+  const group: number[] = [];
+  order.forEach((i, k) => group.push(k > 0 && closeRel(top[order[k - 1]], top[i]) ? group[k - 1] : k));
+  const last: number[] = new Array<number>(order.length);
+  for (let k = order.length - 1; k >= 0; k--) last[k] = k + 1 < order.length && group[k + 1] === group[k] ? last[k + 1] : k;
+  const pinned = order.map((_, k) => top[order[group[k]]] === top[order[last[k]]]);
+  return { top, arg, decided, order, pinned, group };
+}
+
+/** Checks a plan against the reference at every pinned decision; returns what was checked. */
+function checkBf16(plan: MergePlan, metric: ArrayLike<number>, N: number, C: number, a: number[], b: number[], cls: boolean, distill: boolean, label: string): { positions: number; pinned: number; rows: number; rowsChecked: number } {
+  const p = planArrays(plan);
+  const r = plan.r;
+  const out = { positions: 0, pinned: 0, rows: 0, rowsChecked: 0 };
+  for (let bb = 0; bb < plan.batch; bb++) {
+    const ref = refBf16(metric, bb, N, C, a, b, cls, distill);
+    const aPos = new Map(a.map((t, i) => [t, i]));
+    const boundary = r === a.length || ref.group[r] !== ref.group[r - 1] || ref.pinned[r];
+    for (let k = 0; k < r; k++) {
+      out.positions++;
+      out.rows++;
+      const i = aPos.get(p.src[bb][k])!;
+      if (ref.pinned[k]) {
+        out.pinned++;
+        if (i !== ref.order[k]) throw new Error(`${label} b${bb}: edge ${k} is a${i}, reference a${ref.order[k]}`);
+        if (ref.decided[i]) {
+          out.rowsChecked++;
+          if (p.dst[bb][k] !== b[ref.arg[i]]) throw new Error(`${label} b${bb}: a${i} → token ${p.dst[bb][k]}, reference token ${b[ref.arg[i]]}`);
+        }
+      }
+    }
+    const want = ref.order.slice(r).map((i) => a[i]);
+    if (cls) want.sort((x, y) => x - y);
+    for (let k = r; k < a.length; k++) {
+      out.positions++;
+      if (!(cls ? boundary : ref.pinned[k])) continue;
+      out.pinned++;
+      if (p.unm[bb][k - r] !== want[k - r]) throw new Error(`${label} b${bb}: unmerged[${k - r}] = ${p.unm[bb][k - r]}, reference ${want[k - r]}`);
+    }
+  }
+  return out;
+}
+
+describe("bipartiteSoftMatch precision 'bf16' vs the float64 reference of its semantics", () => {
+  test('hand-checked: bf16 rounding makes a tie that goes to the lower destination; f32 stays exact', () => {
+    // a = {t0, t2}, b = {t1, t3}. t0 = (1, 0); t1 = (1, 0.003), t3 = (1, 0.001):
+    // in f32 t3 is closer to t0; rounded to bf16 both normalised b rows are
+    // (1, ·) against (1, 0), an exact tie at 1 → the lower destination t1.
+    const m = { data: Float32Array.of(1, 0, 1, 0.003, -1, 0.5, 1, 0.001), shape: [1, 4, 2] };
+    expect(planArrays(bipartiteSoftMatchSync(m, 1))).toEqual({ unm: [[2]], src: [[0]], dst: [[3]] });
+    expect(planArrays(bipartiteSoftMatchSync(m, 1, { precision: 'f32' }))).toEqual({ unm: [[2]], src: [[0]], dst: [[3]] });
+    expect(planArrays(bipartiteSoftMatchSync(m, 1, { precision: 'bf16' }))).toEqual({ unm: [[2]], src: [[0]], dst: [[1]] });
+  });
+
+  const shapes: Array<[number, number, number]> = [[1, 2, 1], [1, 3, 2], [2, 5, 3], [2, 17, 7], [2, 31, 1], [1, 64, 33], [2, 97, 16], [1, 197, 64], [2, 301, 130]];
+  const dtypes: FloatDType[] = ['f32', 'f16', 'bf16'];
+  const totals = { positions: 0, pinned: 0, rows: 0, rowsChecked: 0 };
+  let seed = 900;
+  for (const [B, N, C] of shapes) {
+    for (const dt of dtypes) {
+      const s = seed++;
+      const [cls, distill] = ([[false, false], [true, false], [true, true]] as const)[s % 3];
+      if (N < 3 && distill) continue;
+      test(`B=${B} N=${N} C=${C} ${dt} cls=${cls} distill=${distill}`, async () => {
+        const vals = randn(B * N * C, s);
+        // duplicated rows (t ≡ 2, 3 mod 6 copy t − 2): exact ties in both the row max and the edge order
+        for (let bb = 0; bb < B; bb++) for (let t = 2; t < N; t++) if (t % 6 === 2 || t % 6 === 3) for (let d = 0; d < C; d++) vals[(bb * N + t) * C + d] = vals[(bb * N + t - 2) * C + d];
+        const m = makeTensor(vals, [B, N, C], dt);
+        const { a, b } = paritySplit(N);
+        const cap = Math.floor((N - (cls ? 1 : 0) - (distill ? 1 : 0)) / 2);
+        for (const rReq of [1, Math.max(1, Math.floor(N / 4)), cap, cap + 3]) {
+          const plan = bipartiteSoftMatchSync(m.t, rReq, { protect: { cls, distill }, precision: 'bf16' });
+          expect(plan.r).toBe(Math.max(0, Math.min(rReq, cap)));
+          if (plan.r === 0) continue;
+          const got = checkBf16(plan, m.exact, N, C, a, b, cls, distill, `r=${rReq}`);
+          for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += got[k];
+          // the async API and merge() work on a bf16 plan as on any other
+          const again = await bipartiteSoftMatch(m.t, rReq, { protect: { cls, distill }, precision: 'bf16' });
+          expect(again.assign.toArray()).toEqual(plan.assign.toArray());
+          const x = makeTensor(randn(B * N * 3, s + 1), [B, N, 3], dt);
+          expect(mergeSync(plan, x.t, { mode: 'wavg' }).x.shape).toEqual([B, N - plan.r, 3]);
+        }
+      });
+    }
+  }
+
+  test('most decisions were checked (not vacuous)', () => {
+    expect(totals.positions).toBeGreaterThan(1000);
+    expect(totals.pinned).toBeGreaterThanOrEqual(0.9 * totals.positions);
+    expect(totals.rowsChecked).toBeGreaterThanOrEqual(0.9 * totals.rows);
+  });
+
+  test('every metric row equal: one exact tie everywhere, lower indices win', () => {
+    const same = { data: new Float32Array(9 * 4).fill(0.5), shape: [1, 9, 4] };
+    expect(planArrays(bipartiteSoftMatchSync(same, 3, { precision: 'bf16' }))).toEqual({ unm: [[6, 8]], src: [[0, 2, 4]], dst: [[1, 1, 1]] });
+  });
+
+  test('the 2-D split takes the precision too', () => {
+    const [w, h] = [8, 6];
+    const m = makeTensor(randn(2 * w * h * 12, 31), [2, w * h, 12], 'bf16');
+    const split = { grid2d: { w, h, sx: 2, sy: 2 } };
+    const plan = bipartiteSoftMatchSync(m.t, 20, { split, precision: 'bf16' });
+    const s2 = refSplit2d(w, h, 2, 2);
+    const got = checkBf16(plan, m.exact, w * h, 12, s2.a, s2.b, false, false, 'grid2d');
+    expect(got.pinned).toBeGreaterThanOrEqual(0.9 * got.positions);
+  });
+
+  test('bad precision values', () => {
+    const m = { data: new Float32Array(2 * 8 * 3).map((_, i) => Math.sin(i)), shape: [2, 8, 3] };
+    for (const bad of ['fp16', 'BF16', 'f16', 1, null, true]) {
+      expectCode(() => bipartiteSoftMatchSync(m, 1, { precision: bad as never }), TypeError, 'ERR_ARG', /precision/);
+    }
+    // validated even when the plan is the identity
+    expectCode(() => bipartiteSoftMatchSync(m, 0, { precision: 'tf32' as never }), TypeError, 'ERR_ARG', /precision/);
+    const bad = Float32Array.from(m.data);
+    bad[4] = NaN;
+    expectCode(() => bipartiteSoftMatchSync({ data: bad, shape: [2, 8, 3] }, 2, { precision: 'bf16' }), RangeError, 'ERR_RANGE', /finite/);
+  });
+});

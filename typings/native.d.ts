@@ -116,7 +116,7 @@ export interface NativeModule {
     out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
   // ---- token merging (binding/merge.cc) ----
-  /** params: [r, protectCls, protectDistill, wait]; unmerged/sources/destinations undefined when empty */
+  /** params: [r, protectCls, protectDistill, wait, precision (0 f32, 1 bf16)]; unmerged/sources/destinations undefined when empty */
   bipartiteMatch(
     params: Float64Array, metric: Float64Array, metricMem: NativeMemory, splitA: Float64Array, splitAMem: NativeMemory,
     splitB: Float64Array, splitBMem: NativeMemory, assign: Float64Array, assignMem: NativeMemory,

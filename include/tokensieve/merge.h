@@ -24,6 +24,21 @@ namespace tokensieve {
 //
 // Output slots, as ToMe's merge(): [unmerged a (edge order), b (split order)];
 // with protect_distill: [unm[0], b[0], unm[1:], b[1:]].
+//
+// Precision of the scores (the selections that follow are the same):
+enum class MatchPrecision : int32_t {
+  // Exact f32: every score is a sequential f32 fma chain over the channels,
+  // bit-identical on the CPU and CUDA back ends (the default).
+  kF32 = 0,
+  // The L2-normalised f32 rows (computed exactly as for kF32) are rounded to
+  // bf16 (nearest even); a score is the sum over channels of the products of
+  // those bf16 values (exact in f32), accumulated in f32. Back ends differ
+  // only in the order of the f32 additions (CUDA: tensor cores, sm_80+).
+  // ToMe in a bf16 model (normalise and matmul in the model dtype); valid for
+  // every metric dtype.
+  kBF16 = 1,
+};
+
 struct BipartiteMatchParams {
   TensorView metric;  // [B, N, C] f32/f16/bf16; stride(C) == 1; finite
   TensorView split_a;  // i32 [Na]: token indices, disjoint from split_b, Na >= 1
@@ -34,6 +49,7 @@ struct BipartiteMatchParams {
   bool protect_cls = false;
   // Distill token at b[0]: its column is -inf (nothing merges into it).
   bool protect_distill = false;
+  MatchPrecision precision = MatchPrecision::kF32;
   TensorView assign;   // i32 [B, N] out: output slot of every token, in [0, N - r)
   TensorView unm_idx;  // i32 [B, Na - r] out: unmerged a tokens, in output order
   TensorView src_idx;  // i32 [B, r] out: merged a tokens (edge order); may be empty when r == 0

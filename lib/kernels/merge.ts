@@ -47,10 +47,27 @@ export interface Split2d {
  */
 export type MergeSplit = 'parity' | { grid2d: Split2d } | { random2d: Split2d & { seed: number } };
 
+/**
+ * Precision of the similarity scores.
+ * - `'f32'` (default): exact f32 cosines; the CPU and CUDA back ends give
+ *   bit-identical scores (the same sequential f32 chain), hence identical plans.
+ * - `'bf16'`: the L2-normalised rows (computed exactly as for 'f32') are rounded
+ *   to bf16 (nearest even), and a score is the sum of the products of those
+ *   bf16 values (each exact in f32), accumulated in f32 — what ToMe computes in
+ *   a bf16 model. On CUDA it runs on the tensor cores (sm_80+); the back ends
+ *   differ only in the order of the f32 additions, so plans agree wherever no
+ *   two candidates are within float rounding of each other. Any metric dtype.
+ */
+export type MatchPrecision = 'f32' | 'bf16';
+
+const PRECISION_CODE: Record<MatchPrecision, number> = { f32: 0, bf16: 1 };
+
 export interface BipartiteOptions {
   /** ToMe's class_token / distill_token: CLS must be token 0, the distill token token 1. Parity split only. */
   protect?: { cls?: boolean; distill?: boolean };
   split?: MergeSplit;
+  /** Score precision, `'f32'` (default, exact) or `'bf16'` (tensor cores on CUDA); see {@link MatchPrecision}. */
+  precision?: MatchPrecision;
   stream?: bigint;
   wait?: boolean;
 }
@@ -242,7 +259,8 @@ interface Planned<R> {
 }
 
 function planMatch(op: string, metricIn: TensorLike, r: unknown, opts: BipartiteOptions | undefined): Planned<MergePlan> {
-  const o = checkOptions(op, opts, ['protect', 'split', 'stream', 'wait']);
+  const o = checkOptions(op, opts, ['protect', 'split', 'precision', 'stream', 'wait']);
+  const precision = oneOf(op, 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
   const metric = toTensor(metricIn, 'metric');
   if (metric.ndim !== 3 || metric.shape.some((d) => d < 1)) {
     throw makeError('ERR_SHAPE', `Expected metric of rank 3 [B, N, C] for ${op} but received shape [${metric.shape.join(', ')}]`);
@@ -293,7 +311,7 @@ function planMatch(op: string, metricIn: TensorLike, r: unknown, opts: Bipartite
   const sources = Tensor.empty([B, rr], 'i32', device as 'cpu', { stream: s });
   const destinations = Tensor.empty([B, rr], 'i32', device as 'cpu', { stream: s });
   const plan = new MergePlan({ batch: B, n: N, r: rr, device, assign, unmerged, sources, destinations });
-  const params = packParams([rr, cls ? 1 : 0, distill ? 1 : 0, wait ? 1 : 0]);
+  const params = packParams([rr, cls ? 1 : 0, distill ? 1 : 0, wait ? 1 : 0, PRECISION_CODE[precision]]);
   const md = metric.descriptor('metric');
   const ad = splitA.descriptor('splitA');
   const bd = splitB.descriptor('splitB');
@@ -343,11 +361,15 @@ function runPlannedSync<R>(op: string, p: Planned<R>, onError?: () => void): R {
  * of the L2-normalised metric against their best destination) are merged into
  * it. r is capped at (N − protected) // 2 (parity split) or the number of
  * sources (2-D split); r = 0 (or a cap of 0) gives an identity plan. Ties go
- * to the lower index on every device (stable).
+ * to the lower index on every device (stable). `precision: 'bf16'` rounds the
+ * normalised rows to bf16 and runs the CUDA score pass on the tensor cores
+ * (see {@link MatchPrecision}); the default `'f32'` is exact.
  * @example
  * const plan = await bipartiteSoftMatch(keysHeadMean, 16, { protect: { cls: true } }); // metric [B, 197, 64]
  * const { x, sizes } = await merge(plan, hidden, { mode: 'wavg', sizes: prevSizes });
+ * const fast = await bipartiteSoftMatch(videoKeys, 3136, { precision: 'bf16' });    // metric [1, 12544, 4096] on cuda:0
  * @throws {RangeError} ERR_RANGE for r < 0 or a non-finite metric; ERR_SHAPE for a grid that is not N tokens
+ * @throws {TypeError} ERR_ARG for an unknown precision
  */
 export async function bipartiteSoftMatch(metric: TensorLike, r: number, opts?: BipartiteOptions): Promise<MergePlan> {
   const site = callSite(bipartiteSoftMatch);

@@ -9,8 +9,8 @@
  * layer comes from parse_r (int, (r, inflection) ramp, or a list).
  */
 import { invalid, makeError } from '../errors';
-import { checkOptions } from '../kernels/common';
-import { bipartiteSoftMatch, bipartiteSoftMatchSync, merge, MergePlan, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
+import { checkOptions, oneOf } from '../kernels/common';
+import { bipartiteSoftMatch, bipartiteSoftMatchSync, MatchPrecision, merge, MergePlan, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 
 /** A per-layer reduction: constant r, ToMe's (r, inflection) ramp, or an explicit list (padded with 0). */
@@ -64,6 +64,12 @@ export interface ToMeOptions {
   propAttn?: boolean;
   /** Keep the compact source map (ToMe's trace_source). Default false. */
   traceSource?: boolean;
+  /**
+   * Precision of the matching scores: `'f32'` (default, exact) or `'bf16'`
+   * (the normalised metric rounded to bf16, f32 sums — ToMe in a bf16 model;
+   * tensor cores on CUDA). See {@link MatchPrecision}.
+   */
+  precision?: MatchPrecision;
 }
 
 /**
@@ -77,12 +83,13 @@ export class ToMe {
   readonly distill: boolean;
   readonly propAttn: boolean;
   readonly traceSource: boolean;
+  readonly precision: MatchPrecision;
   #layer = 0;
   #sizes: Tensor | undefined;
   #source: Tensor | undefined;
 
   constructor(opts: ToMeOptions) {
-    const o = checkOptions('toMe', opts, ['layers', 'r', 'cls', 'distill', 'propAttn', 'traceSource']);
+    const o = checkOptions('toMe', opts, ['layers', 'r', 'cls', 'distill', 'propAttn', 'traceSource', 'precision']);
     this.schedule = parseR(o.layers as number, o.r as ToMeSchedule);
     const flag = (name: string, v: unknown, d: boolean): boolean => {
       if (v === undefined) return d;
@@ -93,6 +100,7 @@ export class ToMe {
     this.distill = flag('distill', o.distill, false);
     this.propAttn = flag('propAttn', o.propAttn, true);
     this.traceSource = flag('traceSource', o.traceSource, false);
+    this.precision = oneOf('toMe', 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
   }
 
   /** The next block's index. */
@@ -164,7 +172,7 @@ export class ToMe {
       this.#layer++;
       return s.x;
     }
-    const plan = await bipartiteSoftMatch(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill } });
+    const plan = await bipartiteSoftMatch(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill }, precision: this.precision });
     try {
       const source = this.traceSource ? await mergeSource(plan, this.#source) : undefined;
       const out = await merge(plan, s.x, { mode: 'wavg', sizes: this.#sizes });
@@ -183,7 +191,7 @@ export class ToMe {
       this.#layer++;
       return s.x;
     }
-    const plan = bipartiteSoftMatchSync(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill } });
+    const plan = bipartiteSoftMatchSync(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill }, precision: this.precision });
     try {
       const source = this.traceSource ? mergeSourceSync(plan, this.#source) : undefined;
       const out = mergeSync(plan, s.x, { mode: 'wavg', sizes: this.#sizes });

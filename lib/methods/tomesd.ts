@@ -15,8 +15,8 @@
  * distribution, not the same draws.
  */
 import { invalid } from '../errors';
-import { checkOptions } from '../kernels/common';
-import { bipartiteSoftMatch, bipartiteSoftMatchSync, BipartiteOptions, merge, MergePlan, mergeSync } from '../kernels/merge';
+import { checkOptions, oneOf } from '../kernels/common';
+import { bipartiteSoftMatch, bipartiteSoftMatchSync, BipartiteOptions, MatchPrecision, merge, MergePlan, mergeSync } from '../kernels/merge';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 
 export interface ToMeSDOptions {
@@ -32,6 +32,12 @@ export interface ToMeSDOptions {
   useRand?: boolean;
   /** Seed of the window generator (default 0). */
   seed?: number;
+  /**
+   * Precision of the matching scores: `'f32'` (default, exact) or `'bf16'`
+   * (the normalised x rounded to bf16, f32 sums — tomesd in an fp16/bf16
+   * UNet; tensor cores on CUDA). See {@link MatchPrecision}.
+   */
+  precision?: MatchPrecision;
 }
 
 export interface ToMeSDResult {
@@ -42,7 +48,8 @@ export interface ToMeSDResult {
 }
 
 function prepare(x: TensorLike, opts: ToMeSDOptions): { x: Tensor; r: number; match: BipartiteOptions } {
-  const o = checkOptions('tomesd', opts, ['w', 'h', 'ratio', 'sx', 'sy', 'useRand', 'seed']);
+  const o = checkOptions('tomesd', opts, ['w', 'h', 'ratio', 'sx', 'sy', 'useRand', 'seed', 'precision']);
+  const precision = oneOf('tomesd', 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
   const t = toTensor(x, 'x');
   const ratio = o.ratio === undefined ? 0.5 : o.ratio;
   if (typeof ratio !== 'number' || !(ratio >= 0 && ratio < 1)) throw invalid('ERR_RANGE', 'tomesd ratio', 'a number in [0, 1)', ratio);
@@ -53,7 +60,7 @@ function prepare(x: TensorLike, opts: ToMeSDOptions): { x: Tensor; r: number; ma
   const grid = { w: o.w as number, h: o.h as number, sx: (o.sx ?? 2) as number, sy: (o.sy ?? 2) as number };
   const rand = useRand && B % 2 === 0;
   const split = rand ? { random2d: { ...grid, seed: (o.seed ?? 0) as number } } : { grid2d: grid };
-  return { x: t, r: Math.trunc(N * ratio), match: { split } };
+  return { x: t, r: Math.trunc(N * ratio), match: { split, precision } };
 }
 
 /**

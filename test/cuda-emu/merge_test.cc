@@ -2,13 +2,16 @@
 // against the CPU back end (cpu/merge.cc, itself tested against float64
 // references in test/merge.test.ts): plans must match exactly (the score
 // chains are the same sequential fmaf over channels), merged values to
-// rounding; NaN input → ERR_RANGE; no scratch leaks.
+// rounding; NaN input → ERR_RANGE; no scratch leaks. Precision bf16 (the
+// WMMA score pass, include/mma.h) against the CPU's bf16 plans and a float64
+// reference of the bf16 semantics: namespace bf16t below.
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -157,6 +160,313 @@ static void contextual_case(int64_t B, int64_t N, int64_t C, int64_t Cm, int64_t
   check_no_leak("contextual_merge");
 }
 
+// ---- precision bf16 (tensor-core scores) ------------------------------------
+// The CUDA back end (WMMA) against the CPU back end and a float64 reference
+// of the defined semantics: rows L2-normalised as the back ends do (f64
+// partial sums of d % 4, f32 norm, f32 division), rounded to bf16, scores =
+// Σ of the (exact) products. Both back ends sum in f32, in orders that may
+// differ (the hardware's tensor cores; this emulator happens to use the
+// CPU's order), so a selection is checked only where the reference does not
+// leave two candidates within 1e-5 (relative to max(|x|, |y|, 0.1)) of each
+// other — exact ties (duplicated rows) included: they must go to the lower
+// index on both devices. The counters make sure most positions are checked.
+namespace bf16t {
+
+struct Stats {
+  long positions = 0, pinned = 0;   // edge-order positions seen / checked (per device)
+  long rows = 0, rows_pinned = 0;   // merged rows seen / destination checked (per device)
+  long tie_rows = 0, tie_ranks = 0; // checked destinations / positions decided by an exact tie
+  long cases = 0, full_equal = 0;   // runs / runs where every decision is pinned and the plans are compared whole
+  double max_gap = 0;               // max over merged rows of (reference row max − reference score of the chosen b)
+};
+Stats st;
+
+bool close_rel(double x, double y) {
+  if (x == y) return true;  // also -inf == -inf
+  if (std::isinf(x) || std::isinf(y)) return false;
+  return std::fabs(x - y) <= 1e-5 * std::max({std::fabs(x), std::fabs(y), 0.1});
+}
+
+// Metric rows (f32 normal, rounded to dt); dup: rows t ≡ 2, 3 (mod 6) copy row
+// t − 2 (same parity: duplicated a-rows and duplicated b-columns, exact ties);
+// same: every row equal.
+std::vector<uint8_t> metric_rows(int64_t B, int64_t N, int64_t C, DType dt, std::mt19937& g, bool dup, bool same) {
+  std::normal_distribution<float> nd(0, 1);
+  std::vector<float> f(B * N * C);
+  for (auto& v : f) v = nd(g);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < N; ++t) {
+      const int64_t src = same ? 0 : (dup && t >= 2 && (t % 6 == 2 || t % 6 == 3)) ? t - 2 : t;
+      if (src != t) std::copy_n(&f[(b * N + src) * C], C, &f[(b * N + t) * C]);
+    }
+  std::vector<uint8_t> out(f.size() * dtype_size(dt));
+  for (size_t i = 0; i < f.size(); ++i) {
+    if (dt == DType::kF32) memcpy(&out[i * 4], &f[i], 4);
+    else { const uint16_t h = dt == DType::kF16 ? cpu::f32_to_f16(f[i]) : cpu::f32_to_bf16(f[i]); memcpy(&out[i * 2], &h, 2); }
+  }
+  return out;
+}
+
+// The normalised rows rounded to bf16 (as f32 values), [B, N, C].
+std::vector<float> bf16_rows(const std::vector<uint8_t>& m, DType dt, int64_t B, int64_t N, int64_t C) {
+  std::vector<float> y(B * N * C);
+  for (int64_t t = 0; t < B * N; ++t) {
+    double s4[4] = {0, 0, 0, 0};
+    for (int64_t d = 0; d < C; ++d) {
+      const double v = as_f32(&m[(t * C + d) * dtype_size(dt)], dt);
+      s4[d & 3] += v * v;
+    }
+    const float norm = static_cast<float>(std::sqrt((s4[0] + s4[1]) + (s4[2] + s4[3])));
+    for (int64_t d = 0; d < C; ++d) {
+      const float v = as_f32(&m[(t * C + d) * dtype_size(dt)], dt);
+      y[t * C + d] = norm > 0 ? cpu::bf16_to_f32(cpu::f32_to_bf16(v / norm)) : 0.0f;
+    }
+  }
+  return y;
+}
+
+struct Plan {
+  std::vector<int32_t> assign, unm, src, dst;
+};
+
+Plan run(int dev, const std::vector<uint8_t>& metric, DType dt, int64_t B, int64_t N, int64_t C,
+         const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64_t r, bool cls, bool distill, Status* s) {
+  const int64_t Na = a.size(), Nb = b.size();
+  Plan o;
+  o.assign.assign(B * N, -7); o.unm.assign(B * std::max<int64_t>(0, Na - r), -7); o.src.assign(B * r, -7); o.dst.assign(B * r, -7);
+  BipartiteMatchParams p;
+  p.metric = view(const_cast<uint8_t*>(metric.data()), dt, {B, N, C}, dev);
+  p.split_a = view(const_cast<int32_t*>(a.data()), DType::kI32, {Na}, dev);
+  p.split_b = view(const_cast<int32_t*>(b.data()), DType::kI32, {Nb}, dev);
+  p.r = r; p.protect_cls = cls; p.protect_distill = distill;
+  p.precision = MatchPrecision::kBF16;
+  p.assign = view(o.assign.data(), DType::kI32, {B, N}, dev);
+  p.unm_idx = view(o.unm.data(), DType::kI32, {B, Na - r}, dev);
+  p.src_idx = view(o.src.data(), DType::kI32, {B, r}, dev);
+  p.dst_idx = view(o.dst.data(), DType::kI32, {B, r}, dev);
+  *s = dev < 0 ? cpu::bipartite_match(p) : cuda::bipartite_match(p);
+  return o;
+}
+
+void match_case(int64_t B, int64_t N, int64_t C, DType dt, bool cls, bool distill, bool split2d, bool dup, bool same,
+                std::mt19937& g) {
+  const auto metric = metric_rows(B, N, C, dt, g, dup, same);
+  const auto y = bf16_rows(metric, dt, B, N, C);
+  std::vector<int32_t> a, b;
+  for (int64_t i = 0; i < N; ++i) {
+    const bool dst = split2d ? (i % 4) == (i / 4) % 4 : i % 2 == 1;
+    (dst ? b : a).push_back(static_cast<int32_t>(i));
+  }
+  const int64_t Na = a.size(), Nb = b.size();
+  const int64_t r_max = (cls || distill) ? Na - 1 : Na;
+  const int64_t cap = split2d ? Na : (N - (cls ? 1 : 0) - (distill ? 1 : 0)) / 2;  // ToMe's / tomesd's cap
+  char what[160];
+  snprintf(what, sizeof what, "bf16 B%ld N%ld C%ld %s cls%d distill%d split2d%d dup%d same%d", (long)B, (long)N,
+           (long)C, dtype_name(dt), cls, distill, split2d, dup, same);
+  // r beyond what the entry point takes: ERR_RANGE on both devices.
+  for (int dev = -1; dev <= 0; ++dev) {
+    Status s;
+    run(dev, metric, dt, B, N, C, a, b, r_max + 1, cls, distill, &s);
+    EXPECT(s.code == Code::kRange, "%s: r = %ld > %ld on dev %d: %s", what, (long)(r_max + 1), (long)r_max, dev,
+           s.message.c_str());
+  }
+  check_no_leak("bf16 r range");
+  std::vector<int64_t> rs = {1, std::max<int64_t>(1, Na / 4), cap, r_max};
+  std::sort(rs.begin(), rs.end());
+  rs.erase(std::unique(rs.begin(), rs.end()), rs.end());
+  const double tol = static_cast<double>(C + 1) * std::ldexp(1.0, -23);  // ≥ 2× the f32 summation error bound
+  std::vector<int32_t> a_pos(N, -1), b_pos(N, -1);
+  for (int64_t i = 0; i < Na; ++i) a_pos[a[i]] = static_cast<int32_t>(i);
+  for (int64_t j = 0; j < Nb; ++j) b_pos[b[j]] = static_cast<int32_t>(j);
+  // Reference per batch row and a-row: max, first argmax, whether it is
+  // decided (the next distinct value is not close) and by an exact tie; the
+  // reference edge order (stable: ties to the lower a position) and its
+  // groups of close values. A position is pinned when its group is one value
+  // or bit-equal values (then ordered by index).
+  struct Ref {
+    std::vector<double> top;
+    std::vector<int32_t> arg, E;
+    std::vector<char> decided, tie, pinned;
+    std::vector<int64_t> grp, gend;
+  };
+  std::vector<Ref> ref(B);
+  auto dot = [&](int64_t bb, int64_t i, int64_t j) {
+    const float* u = &y[(bb * N + a[i]) * C];
+    const float* v = &y[(bb * N + b[j]) * C];
+    double s = 0;
+    for (int64_t d = 0; d < C; ++d) s += static_cast<double>(u[d]) * v[d];
+    return s;
+  };
+  for (int64_t bb = 0; bb < B; ++bb) {
+    Ref& R = ref[bb];
+    R.top.assign(Na, -INFINITY); R.arg.assign(Na, 0); R.decided.assign(Na, 1); R.tie.assign(Na, 0);
+    for (int64_t i = 0; i < Na; ++i) {
+      if (cls && i == 0) continue;
+      double next = -INFINITY;
+      int count = 0;
+      for (int64_t j = (distill ? 1 : 0); j < Nb; ++j) {
+        const double s = dot(bb, i, j);
+        if (s > R.top[i]) { next = R.top[i]; R.top[i] = s; R.arg[i] = static_cast<int32_t>(j); count = 1; }
+        else if (s == R.top[i]) ++count;
+        else next = std::max(next, s);
+      }
+      if (std::isinf(R.top[i])) continue;  // no candidate: -inf, column 0 (as the back ends)
+      R.decided[i] = !close_rel(R.top[i], next);
+      R.tie[i] = count > 1;
+    }
+    R.E.resize(Na);
+    std::iota(R.E.begin(), R.E.end(), 0);
+    std::stable_sort(R.E.begin(), R.E.end(), [&](int32_t x, int32_t z) { return R.top[x] > R.top[z]; });
+    R.grp.resize(Na); R.gend.resize(Na); R.pinned.resize(Na);
+    for (int64_t k = 0; k < Na; ++k) R.grp[k] = (k > 0 && close_rel(R.top[R.E[k - 1]], R.top[R.E[k]])) ? R.grp[k - 1] : k;
+    for (int64_t k = Na - 1; k >= 0; --k) R.gend[k] = (k + 1 < Na && R.grp[k + 1] == R.grp[k]) ? R.gend[k + 1] : k;
+    for (int64_t k = 0; k < Na; ++k) R.pinned[k] = R.top[R.E[R.grp[k]]] == R.top[R.E[R.gend[k]]];
+  }
+  for (int64_t r : rs) {
+    Plan pl[2];
+    for (int dev = -1; dev <= 0; ++dev) {
+      Status s;
+      pl[dev + 1] = run(dev, metric, dt, B, N, C, a, b, r, cls, distill, &s);
+      EXPECT(s.ok(), "%s r%ld dev %d: %s", what, (long)r, dev, s.message.c_str());
+    }
+    check_no_leak("bf16 match");
+    ++st.cases;
+    bool all_pinned = true;
+    for (int64_t bb = 0; bb < B; ++bb) {
+      const Ref& R = ref[bb];
+      const bool boundary = r == Na || R.grp[r] != R.grp[r - 1] || R.pinned[r];
+      all_pinned = all_pinned && boundary;
+      for (int d = 0; d < 2; ++d) {
+        const Plan& P = pl[d];
+        const int32_t* src = P.src.data() + bb * r;
+        const int32_t* dst = P.dst.data() + bb * r;
+        const int32_t* unm = P.unm.data() + bb * (Na - r);
+        const char* dev = d ? "cuda" : "cpu";
+        for (int64_t k = 0; k < r; ++k) {
+          ++st.positions;
+          ++st.rows;
+          const int32_t ia = src[k] >= 0 && src[k] < N ? a_pos[src[k]] : -1;
+          const int32_t jb = dst[k] >= 0 && dst[k] < N ? b_pos[dst[k]] : -1;
+          EXPECT(ia >= 0 && jb >= 0, "%s r%ld %s b%ld: src[%ld] = %d, dst = %d not in the split", what, (long)r, dev,
+                 (long)bb, (long)k, src[k], dst[k]);
+          if (ia < 0 || jb < 0) continue;
+          if (R.pinned[k]) {
+            ++st.pinned;
+            if (R.grp[k] != R.gend[k]) ++st.tie_ranks;
+            EXPECT(ia == R.E[k], "%s r%ld %s b%ld: edge %ld is a%d, reference a%d (best %.9g vs %.9g)", what,
+                   (long)r, dev, (long)bb, (long)k, ia, R.E[k], R.top[ia], R.top[R.E[k]]);
+          } else {
+            all_pinned = false;
+          }
+          // The chosen destination's reference score is the row's reference
+          // maximum up to rounding, and the edge's best that of the reference rank.
+          if (!std::isinf(R.top[ia])) {
+            EXPECT(!(distill && jb == 0), "%s r%ld %s b%ld: a%d merged into the distill token", what, (long)r, dev,
+                   (long)bb, ia);
+            const double got = dot(bb, ia, jb);
+            st.max_gap = std::max(st.max_gap, R.top[ia] - got);
+            EXPECT(got >= R.top[ia] - 2 * tol, "%s r%ld %s b%ld: a%d → b%d scores %.9g, the row max is %.9g", what,
+                   (long)r, dev, (long)bb, ia, jb, got, R.top[ia]);
+          }
+          EXPECT(R.top[ia] == R.top[R.E[k]] || std::fabs(R.top[ia] - R.top[R.E[k]]) <= 2 * tol,
+                 "%s r%ld %s b%ld: edge %ld has best %.9g, reference rank %.9g", what, (long)r, dev, (long)bb,
+                 (long)k, R.top[ia], R.top[R.E[k]]);
+          EXPECT(!(cls && ia == 0), "%s r%ld %s b%ld: CLS merged", what, (long)r, dev, (long)bb);
+          if (ia == R.E[k] && R.pinned[k] && R.decided[ia]) {
+            ++st.rows_pinned;
+            if (R.tie[ia]) ++st.tie_rows;
+            EXPECT(jb == R.arg[ia], "%s r%ld %s b%ld: a%d → b%d, reference b%d (%s, %.9g vs %.9g)", what, (long)r,
+                   dev, (long)bb, ia, jb, R.arg[ia], R.tie[ia] ? "exact tie: the lower column" : "decided",
+                   dot(bb, ia, jb), R.top[ia]);
+          } else if (!R.decided[ia]) {
+            all_pinned = false;
+          }
+        }
+        // Unmerged: edge order, or ascending with CLS (then only the set
+        // matters, decided when the r-th / (r+1)-th edges are apart).
+        std::vector<int32_t> want;
+        for (int64_t k = r; k < Na; ++k) want.push_back(a[R.E[k]]);
+        if (cls) std::sort(want.begin(), want.end());
+        for (int64_t k = r; k < Na; ++k) {
+          ++st.positions;
+          if (!(cls ? boundary : static_cast<bool>(R.pinned[k]))) { all_pinned = false; continue; }
+          ++st.pinned;
+          EXPECT(unm[k - r] == want[k - r], "%s r%ld %s b%ld: unmerged[%ld] = %d, reference %d", what, (long)r, dev,
+                 (long)bb, (long)(k - r), unm[k - r], want[k - r]);
+        }
+      }
+    }
+    if (all_pinned) {
+      ++st.full_equal;
+      EXPECT(pl[0].assign == pl[1].assign && pl[0].unm == pl[1].unm && pl[0].src == pl[1].src && pl[0].dst == pl[1].dst,
+             "%s r%ld: every decision is pinned but the CPU and CUDA plans differ", what, (long)r);
+    }
+  }
+}
+
+void errors() {
+  // An unknown precision is ERR_ARG on both devices.
+  std::vector<float> metric(6 * 3, 0.5f);
+  std::vector<int32_t> a = {0, 2, 4}, b = {1, 3, 5}, assign(6), unm(2), src(1), dst(1);
+  for (int dev = -1; dev <= 0; ++dev) {
+    BipartiteMatchParams p;
+    p.metric = view(metric.data(), DType::kF32, {1, 6, 3}, dev);
+    p.split_a = view(a.data(), DType::kI32, {3}, dev);
+    p.split_b = view(b.data(), DType::kI32, {3}, dev);
+    p.r = 1;
+    p.precision = static_cast<MatchPrecision>(2);
+    p.assign = view(assign.data(), DType::kI32, {1, 6}, dev);
+    p.unm_idx = view(unm.data(), DType::kI32, {1, 2}, dev);
+    p.src_idx = view(src.data(), DType::kI32, {1, 1}, dev);
+    p.dst_idx = view(dst.data(), DType::kI32, {1, 1}, dev);
+    Status s = dev < 0 ? cpu::bipartite_match(p) : cuda::bipartite_match(p);
+    EXPECT(s.code == Code::kArg, "precision 2 on dev %d: got %s", dev, s.message.c_str());
+    // NaN: ERR_RANGE in bf16 mode too.
+    p.precision = MatchPrecision::kBF16;
+    metric[4] = NAN;
+    s = dev < 0 ? cpu::bipartite_match(p) : cuda::bipartite_match(p);
+    EXPECT(s.code == Code::kRange, "bf16 NaN on dev %d: got %s", dev, s.message.c_str());
+    metric[4] = 0.5f;
+    check_no_leak("bf16 errors");
+  }
+}
+
+void run_all(std::mt19937& g) {
+  const DType dts[] = {DType::kF32, DType::kF16, DType::kBF16};
+  for (DType dt : dts) {
+    match_case(1, 2, 1, dt, false, false, false, false, false, g);   // N = 2: one a, one b
+    match_case(2, 5, 3, dt, true, false, false, false, false, g);    // odd N, CLS
+    match_case(3, 17, 8, dt, true, true, false, true, false, g);     // prime N, CLS + distill, duplicated rows
+    match_case(2, 31, 1, dt, false, false, false, false, false, g);  // C = 1: every score is ±1 (all exact ties)
+    match_case(2, 64, 33, dt, false, true, false, true, false, g);   // C not a multiple of 16, distill only
+    match_case(1, 197, 64, dt, true, false, false, false, false, g);
+    match_case(2, 97, 24, dt, false, false, true, true, false, g);   // 2-D split, duplicates
+    match_case(1, 263, 130, dt, true, false, false, true, false, g); // Na, Nb > the 128 tile; C > 64, C % 16 != 0
+  }
+  match_case(1, 41, 24, DType::kBF16, true, false, false, false, true, g);  // every row equal
+  // Exact ties across every boundary of the column split (lane halves,
+  // warps, tiles): every score equal, or ±1 (C = 1), with Nb > 128.
+  match_case(1, 300, 24, DType::kBF16, true, false, false, false, true, g);
+  match_case(2, 301, 1, DType::kF32, false, true, false, false, false, g);
+  match_case(1, 3, 5, DType::kF32, false, true, false, false, false, g);    // Nb = 1 with distill: no candidate
+  match_case(1, 577, 72, DType::kF16, true, false, false, true, false, g);  // 3 × 3 tiles
+  match_case(1, 4419, 16, DType::kBF16, true, false, false, true, false, g);  // 18 × 18 tiles: a partial raster group
+  errors();
+  fprintf(stderr,
+          "bf16: %ld runs (%ld compared whole), edge positions %ld/%ld pinned (%ld by exact ties), "
+          "destinations %ld/%ld checked (%ld exact ties), max reference gap of a chosen destination %.3g\n",
+          st.cases, st.full_equal, st.pinned, st.positions, st.tie_ranks, st.rows_pinned, st.rows, st.tie_rows,
+          st.max_gap);
+  // Not vacuous: most decisions were checked, ties included.
+  EXPECT(st.pinned >= 0.9 * st.positions, "only %ld of %ld edge positions were checked", st.pinned, st.positions);
+  EXPECT(st.rows_pinned >= 0.9 * st.rows, "only %ld of %ld destinations were checked", st.rows_pinned, st.rows);
+  EXPECT(st.tie_rows > 100 && st.tie_ranks > 100, "too few exact ties checked: %ld destinations, %ld positions",
+         st.tie_rows, st.tie_ranks);
+  EXPECT(st.full_equal > 20, "only %ld runs compared whole", st.full_equal);
+}
+
+}  // namespace bf16t
+
 static void errors() {
   std::vector<float> metric(2 * 6 * 3, 0.5f);
   metric[7] = NAN;
@@ -217,6 +527,7 @@ int main() {
   }
   contextual_case(1, 577, 64, 64, 415, 30, DType::kF32, g);
   errors();
+  bf16t::run_all(g);
   fprintf(stderr, "%s: %d checks, %d failure(s)\n", failures ? "FAILED" : "PASSED", checks, failures);
   return failures != 0;
 }

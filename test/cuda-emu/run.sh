@@ -2,7 +2,8 @@
 # Runs the CUDA back end on the CPU. cuda/attention.cu, select.cu, quantize.cu and merge.cu are
 # compiled as host C++ against include/, a small emulation of the CUDA
 # subset they use: each block runs as blockDim OS threads with a real
-# barrier, warp shuffles exchange through per-warp barriers, device memory
+# barrier, warp shuffles exchange through per-warp barriers (and so do the
+# WMMA fragment operations of include/mma.h), device memory
 # is host memory (fresh scratch is filled with garbage), and only the kernel
 # launches are rewritten (transform.js). Four programs:
 #   reference_test  the CUDA entry points against float64 references, bad
@@ -11,7 +12,8 @@
 #                   on the shapes of test/cuda.test.ts (smaller where slow);
 #   quantize_test   quantize/dequantize byte-equal with the CPU back end, and
 #                   INT8 attention scores against the CPU's;
-#   merge_test      token merging (cuda/merge.cu) against the CPU back end;
+#   merge_test      token merging (cuda/merge.cu) against the CPU back end,
+#                   precision bf16 (WMMA) also against a float64 reference;
 #   diversity_test  k-center, k-medoids and MMTok coverage (cuda/diversity.cu)
 #                   against the CPU back end (bit-exact selections); run a
 #                   second time on a build whose k-center takes the

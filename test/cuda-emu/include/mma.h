@@ -1,0 +1,115 @@
+// Host emulation of the WMMA subset (nvcuda::wmma) that cuda/merge.cu uses:
+// 16×16×16 fragments of __nv_bfloat16 (matrix_a / matrix_b) with f32
+// accumulators; fill_fragment, load_matrix_sync, mma_sync, store_matrix_sync.
+//
+// Every lane keeps the whole 16×16 tile (the hardware spreads it over the
+// warp in an unspecified mapping; a kernel that touches only these four
+// operations cannot tell the difference). The *_sync operations are
+// warp-collective as on the GPU: each one passes the per-warp barrier of
+// cuda_runtime.h, so a call that not all 32 lanes of a warp reach deadlocks
+// (the launch watchdog aborts), and smem written by other lanes before a
+// load is seen by it. store_matrix_sync writes a lane's share of the tile
+// (element e by lane e % 32), so reading another lane's elements afterwards
+// needs a __syncwarp, as on the hardware. mma_sync accumulates in f32 in
+// ascending k: d = (((c + a0·b0) + a1·b1) + ...), each product exact (bf16 ×
+// bf16 fits an f32), each sum rounded to nearest.
+// The alignment rules of the real API are checked (pointer 256-bit aligned,
+// ldm a multiple of 16 bytes): a violation aborts.
+#pragma once
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <type_traits>
+
+#include "cuda_bf16.h"
+#include "cuda_runtime.h"
+
+namespace nvcuda {
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <class Use, int M, int N, int K, class T, class Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "emu: only 16x16x16 fragments");
+  // The tile in logical (row, column) order: matrix_a is M×K, matrix_b K×N,
+  // accumulator M×N (all 16×16 here). Values as f32 (bf16 values are exact).
+  float v[16][16];
+};
+
+namespace detail {
+inline float to_f(float x) { return x; }
+inline float to_f(__nv_bfloat16 x) { return __bfloat162float(x); }
+inline void warp_sync() {
+  emu::progress++;
+  emu::warp_bars[threadIdx.x / 32]->arrive_and_wait();
+}
+inline void check(const void* p, unsigned ldm, unsigned elem_bytes, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0 || (ldm * elem_bytes) % 16 != 0) {
+    fprintf(stderr, "emu: %s: pointer %p not 256-bit aligned or ldm %u not a multiple of 16 bytes\n", what, p, ldm);
+    abort();
+  }
+}
+template <class L> constexpr bool is_row() { return std::is_same<L, row_major>::value; }
+}  // namespace detail
+
+template <class Use, class T, class L>
+inline void fill_fragment(fragment<Use, 16, 16, 16, T, L>& f, float v) {
+  for (auto& row : f.v)
+    for (float& x : row) x = v;
+}
+
+// matrix_a / matrix_b: the layout is part of the fragment type.
+template <class Use, class T, class L>
+inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, L>& f, const T* p, unsigned ldm) {
+  static_assert(!std::is_same<Use, accumulator>::value, "emu: accumulator loads need a layout_t");
+  detail::check(p, ldm, sizeof(T), "load_matrix_sync");
+  detail::warp_sync();  // every lane's earlier writes are visible to the load
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) f.v[i][j] = detail::to_f(detail::is_row<L>() ? p[i * ldm + j] : p[j * ldm + i]);
+  detail::warp_sync();  // the load completes in every lane before any lane goes on
+}
+
+inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, float>& f, const float* p, unsigned ldm, layout_t l) {
+  detail::check(p, ldm, 4, "load_matrix_sync");
+  detail::warp_sync();
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) f.v[i][j] = l == mem_row_major ? p[i * ldm + j] : p[j * ldm + i];
+  detail::warp_sync();
+}
+
+inline void store_matrix_sync(float* p, const fragment<accumulator, 16, 16, 16, float>& f, unsigned ldm, layout_t l) {
+  detail::check(p, ldm, 4, "store_matrix_sync");
+  detail::warp_sync();
+  const int lane = threadIdx.x % 32;
+  for (int e = lane; e < 256; e += 32) {
+    const int i = e / 16, j = e % 16;
+    (l == mem_row_major ? p[i * ldm + j] : p[j * ldm + i]) = f.v[i][j];
+  }
+}
+
+// d = a·b + c, f32 accumulation in ascending k.
+template <class LA, class LB>
+inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
+                     const fragment<matrix_a, 16, 16, 16, __nv_bfloat16, LA>& a,
+                     const fragment<matrix_b, 16, 16, 16, __nv_bfloat16, LB>& b,
+                     const fragment<accumulator, 16, 16, 16, float>& c) {
+  detail::warp_sync();
+  float out[16][16];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float acc = c.v[i][j];
+      for (int k = 0; k < 16; ++k) acc += a.v[i][k] * b.v[k][j];  // the product is exact: one rounding per step
+      out[i][j] = acc;
+    }
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) d.v[i][j] = out[i][j];
+}
+
+}  // namespace wmma
+}  // namespace nvcuda
