@@ -7,7 +7,7 @@
  */
 import { bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, FloatDType, MergePlan, mergeSourceSync, mergeSync, Tensor, toMe, unmergeSync } from '../lib';
 import { describeCuda, expectClose, expectCode, makeTensor, randn } from './helpers';
-import { paritySplit } from './reference/merge';
+import { paritySplit, refBf16 } from './reference/merge';
 
 const dev = 'cuda:0';
 
@@ -18,28 +18,12 @@ const dev = 'cuda:0';
 // compared only where the reference leaves no two candidates within 1e-5
 // (of max(|x|, |y|, 0.1)); bit-equal values (duplicated rows) must go to the
 // lower index. (test/merge.test.ts holds the same reference for the CPU.)
-const f32Buf = new Float32Array(1);
-const u32Buf = new Uint32Array(f32Buf.buffer);
-function toBf16(x: number): number {
-  f32Buf[0] = x;
-  const b = u32Buf[0];
-  u32Buf[0] = (((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16) >>> 0;
-  return f32Buf[0];
-}
 // 1e-5, widened for long sums (the tensor cores' f32 accumulation need not round to nearest at every step).
-const closeRel = (x: number, y: number, C: number): boolean =>
-  x === y || (Number.isFinite(x) && Number.isFinite(y) && Math.abs(x - y) <= 1e-5 * Math.max(1, C / 1024) * Math.max(Math.abs(x), Math.abs(y), 0.1));
+const tolFor = (C: number): number => 1e-5 * Math.max(1, C / 1024);
 
 /** Plan decisions against the reference at every pinned position; returns [checked, seen]. */
 function checkBf16(plan: MergePlan, metric: ArrayLike<number>, N: number, C: number, cls: boolean, distill: boolean, label: string): [number, number] {
   const { a, b } = paritySplit(N);
-  const norm = (t: number, bb: number): Float64Array => {
-    const off = (bb * N + t) * C;
-    const s = [0, 0, 0, 0];
-    for (let d = 0; d < C; d++) s[d & 3] += metric[off + d] * metric[off + d];
-    const n = Math.fround(Math.sqrt((s[0] + s[1]) + (s[2] + s[3])));
-    return Float64Array.from({ length: C }, (_, d) => (n > 0 ? toBf16(Math.fround(metric[off + d] / n)) : 0));
-  };
   const r = plan.r;
   const src = plan.sources!.toArray();
   const dst = plan.destinations!.toArray();
@@ -47,33 +31,7 @@ function checkBf16(plan: MergePlan, metric: ArrayLike<number>, N: number, C: num
   let checked = 0;
   let seen = 0;
   for (let bb = 0; bb < plan.batch; bb++) {
-    const an = a.map((t) => norm(t, bb));
-    const bn = b.map((t) => norm(t, bb));
-    const top: number[] = [];
-    const arg: number[] = [];
-    const decided: boolean[] = [];
-    an.forEach((ar, i) => {
-      let m = -Infinity;
-      let mi = 0;
-      let next = -Infinity;
-      for (let j = distill ? 1 : 0; j < bn.length && !(cls && i === 0); j++) {
-        let s = 0;
-        for (let d = 0; d < C; d++) s += ar[d] * bn[j][d];
-        if (s > m) [next, m, mi] = [m, s, j];
-        else if (s < m) next = Math.max(next, s);
-      }
-      top.push(m);
-      arg.push(m === -Infinity ? 0 : mi);
-      decided.push(m === -Infinity || !closeRel(m, next, C));
-    });
-    const order = top.map((_, i) => i).sort((x, y) => (top[y] > top[x] ? 1 : top[y] < top[x] ? -1 : x - y));
-    const group: number[] = [];
-    order.forEach((i, k) => group.push(k > 0 && closeRel(top[order[k - 1]], top[i], C) ? group[k - 1] : k));
-    const pinned = order.map((_, k) => {
-      let e = k;
-      while (e + 1 < order.length && group[e + 1] === group[k]) e++;
-      return top[order[group[k]]] === top[order[e]];
-    });
+    const { arg, decided, order, pinned, group } = refBf16(metric, bb, N, C, a, b, cls, distill, tolFor(C));
     const aPos = new Map(a.map((t, i) => [t, i]));
     for (let k = 0; k < r; k++) {
       seen++;

@@ -228,3 +228,81 @@ export function refSplit2d(w: number, h: number, sx: number, sy: number, seed?: 
   const nd = buf.filter((v) => v === -1).length;
   return { b: order.slice(0, nd), a: order.slice(nd) };
 }
+
+// ---- bipartiteSoftMatch precision 'bf16' --------------------------------------
+// The defined semantics in float64: every row normalised as the back ends do
+// (four f64 partial sums of d % 4, f32 norm, f32 division), each value
+// rounded to bf16 (nearest even), scores = Σ of the products (exact in f64).
+// The back ends sum in f32 (the tensor cores in their own order), so a
+// decision can be checked only where the reference leaves no two candidates
+// within `tol` (relative to max(|x|, |y|, 0.1)) of each other; bit-equal
+// values (exact ties) are decided by the lower index.
+const f32Buf = new Float32Array(1);
+const u32Buf = new Uint32Array(f32Buf.buffer);
+
+/** x rounded to bf16 (round to nearest even), as a number. */
+export function toBf16(x: number): number {
+  f32Buf[0] = x;
+  const b = u32Buf[0];
+  u32Buf[0] = (((b + 0x7fff + ((b >>> 16) & 1)) >>> 16) << 16) >>> 0;
+  return f32Buf[0];
+}
+
+/** Row x[off .. off + C) normalised as the back ends do, then rounded to bf16. */
+export function normBf16(x: ArrayLike<number>, off: number, C: number): number[] {
+  const s = [0, 0, 0, 0];
+  for (let d = 0; d < C; d++) s[d & 3] += x[off + d] * x[off + d];
+  const norm = Math.fround(Math.sqrt((s[0] + s[1]) + (s[2] + s[3])));
+  return Array.from({ length: C }, (_, d) => (norm > 0 ? toBf16(Math.fround(x[off + d] / norm)) : 0));
+}
+
+/** x and y are equal, or within tol of each other (relative to max(|x|, |y|, 0.1)). */
+export function closeRel(x: number, y: number, tol = 1e-5): boolean {
+  return x === y || (Number.isFinite(x) && Number.isFinite(y) && Math.abs(x - y) <= tol * Math.max(Math.abs(x), Math.abs(y), 0.1));
+}
+
+export interface Bf16Ref {
+  top: number[]; // per a position: best score (-inf: CLS or no candidate)
+  arg: number[]; // first argmax (b position)
+  decided: boolean[]; // the next distinct score is not close
+  order: number[]; // stable descending edge order (a positions)
+  pinned: boolean[]; // per edge position: its group of close values is one value or bit-equal values
+  group: number[];
+}
+
+/** The bf16-semantics scores and edge order of batch row bb (a, b: token lists of the split). */
+export function refBf16(metric: ArrayLike<number>, bb: number, N: number, C: number, a: number[], b: number[], cls: boolean, distill: boolean, tol = 1e-5): Bf16Ref {
+  const an = a.map((t) => normBf16(metric, (bb * N + t) * C, C));
+  const bn = b.map((t) => normBf16(metric, (bb * N + t) * C, C));
+  const close = (x: number, y: number): boolean => closeRel(x, y, tol);
+  const top: number[] = [];
+  const arg: number[] = [];
+  const decided: boolean[] = [];
+  an.forEach((ar, i) => {
+    let m = -Infinity;
+    let mi = 0;
+    let next = -Infinity;
+    if (!(cls && i === 0)) {
+      for (let j = distill ? 1 : 0; j < bn.length; j++) {
+        const s = ar.reduce((acc, v, d) => acc + v * bn[j][d], 0);
+        if (s > m) {
+          next = m;
+          m = s;
+          mi = j;
+        } else if (s < m) {
+          next = Math.max(next, s);
+        }
+      }
+    }
+    top.push(m);
+    arg.push(m === -Infinity ? 0 : mi);
+    decided.push(m === -Infinity || !close(m, next));
+  });
+  const order = top.map((_, i) => i).sort((x, y) => (top[y] > top[x] ? 1 : top[y] < top[x] ? -1 : x - y));
+  const group: number[] = [];
+  order.forEach((i, k) => group.push(k > 0 && close(top[order[k - 1]], top[i]) ? group[k - 1] : k));
+  const last: number[] = new Array<number>(order.length);
+  for (let k = order.length - 1; k >= 0; k--) last[k] = k + 1 < order.length && group[k + 1] === group[k] ? last[k + 1] : k;
+  const pinned = order.map((_, k) => top[order[group[k]]] === top[order[last[k]]]);
+  return { top, arg, decided, order, pinned, group };
+}
