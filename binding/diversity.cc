@@ -64,25 +64,30 @@ Napi::Value KMedoids(const Napi::CallbackInfo& info) {
       cx.flag(10));
 }
 
-// stcScores(params, x, xMem, memorySum, memorySumMem, scores, scoresMem, chunkMean, chunkMeanMem, stream, async)
-// params: [memoryCount, wait]
+// stcScores(params, x, xMem, memorySum, memorySumMem, scores, scoresMem, chunkMean, chunkMeanMem,
+//           channels, channelsMem, stream, async)
+// params: [memoryCount, wait, memoryMode (0 authors, 1 aligned)]; channels may be undefined.
 Napi::Value StcScores(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 2);
+  const double* a = cx.params(0, 3);
   StcScoresParams p;
   p.x = cx.tensor(1, "x");
   p.memory_sum = cx.tensor(3, "memorySum", true);
   p.scores = cx.tensor(5, "scores");
   p.chunk_mean = cx.tensor(7, "chunkMean");
-  p.stream = cx.stream(9);
-  if (a != nullptr) p.memory_count = to_int64(a[0]);
+  p.channels = cx.tensor(9, "channels", true);
+  p.stream = cx.stream(11);
+  if (a != nullptr) {
+    p.memory_count = to_int64(a[0]);
+    p.memory_mode = static_cast<StcMemory>(static_cast<int>(a[2]));
+  }
   const bool wait = a != nullptr && a[1] != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::stc_scores(p);
         return finish_device(p.x.device, p.stream, wait, cuda::stc_scores(p));
       },
-      cx.flag(10));
+      cx.flag(12));
 }
 
 // maxCoverage(params, coverage, coverageMem, exclude, excludeMem, order, orderMem,

@@ -113,13 +113,18 @@ Status validate(const KMedoidsParams& p) {
 
 Status validate(const StcScoresParams& p) {
   TS_RETURN_IF_ERROR(check_input(p.x, "x", 3, "[F, T, C]"));
-  const int64_t F = p.x.shape[0], T = p.x.shape[1], C = p.x.shape[2];
-  TS_RETURN_IF_ERROR(check_exact(p.memory_sum, "memorySum", DType::kF32, {C}, p.x, true));
+  const int64_t F = p.x.shape[0], T = p.x.shape[1], C = p.x.shape[2], Cs = stc_scoring_channels(C);
+  if (p.memory_mode != StcMemory::kAuthors && p.memory_mode != StcMemory::kAligned)
+    return Status(Code::kArg, "expected memory mode 0 (authors) or 1 (aligned) but got " +
+                                  std::to_string(static_cast<int>(p.memory_mode)));
+  const int64_t Cm = p.memory_mode == StcMemory::kAuthors ? Cs : C;  // length of a chunk mean
+  TS_RETURN_IF_ERROR(check_exact(p.memory_sum, "memorySum", DType::kF32, {Cm}, p.x, true));
   if (p.memory_count < 0 || (p.memory_sum.data == nullptr && p.memory_count != 0))
     return Status(Code::kRange, "expected a memory count >= 0 (0 without a memory sum) but got " +
                                     std::to_string(p.memory_count));
   TS_RETURN_IF_ERROR(check_exact(p.scores, "scores", DType::kF32, {F, T}, p.x, false));
-  TS_RETURN_IF_ERROR(check_exact(p.chunk_mean, "chunkMean", DType::kF32, {C}, p.x, false));
+  TS_RETURN_IF_ERROR(check_exact(p.chunk_mean, "chunkMean", DType::kF32, {Cm}, p.x, false));
+  TS_RETURN_IF_ERROR(check_exact(p.channels, "channels", DType::kI32, {Cs}, p.x, true));
   return Status::Ok();
 }
 
@@ -613,7 +618,7 @@ Status k_medoids(const KMedoidsParams& p) {
 Status stc_scores(const StcScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   if (!p.x.on_host()) return Status(Code::kDevice, "cpu::stc_scores needs host tensors");
-  const int64_t F = p.x.shape[0], T = p.x.shape[1], C = p.x.shape[2], M = F * T;
+  const int64_t F = p.x.shape[0], T = p.x.shape[1], C = p.x.shape[2], M = F * T, Cs = stc_scoring_channels(C);
   std::vector<float> xs(static_cast<size_t>(M * C));  // [F·T, C]
   for (int64_t f = 0; f < F; ++f)
     for (int64_t t = 0; t < T; ++t) {
@@ -623,7 +628,7 @@ Status stc_scores(const StcScoresParams& p) {
         return Status(Code::kRange, "expected finite features but x[" + std::to_string(f) + ", " + std::to_string(t) +
                                         "] holds NaN or Inf");
     }
-  // Per-channel variance of the raw features (two-pass, float64).
+  // Per-channel mean and population variance of the raw features (two-pass, float64).
   std::vector<double> mean(static_cast<size_t>(C), 0.0), var(static_cast<size_t>(C), 0.0);
   for (int64_t i = 0; i < M; ++i)
     for (int64_t c = 0; c < C; ++c) mean[c] += xs[i * C + c];
@@ -633,36 +638,45 @@ Status stc_scores(const StcScoresParams& p) {
       const double d = xs[i * C + c] - mean[c];
       var[c] += d * d;
     }
-  std::vector<int32_t> ch(static_cast<size_t>(C));
+  // The scoring channels in ascending-variance order (topk(largest=False)
+  // returns them sorted); every later step uses this order.
+  std::vector<int32_t> ch(static_cast<size_t>(C));  // [Cs] after the resize
   for (int64_t c = 0; c < C; ++c) ch[c] = static_cast<int32_t>(c);
-  const int64_t Cs = std::max<int64_t>(1, C / 2);
   std::stable_sort(ch.begin(), ch.end(), [&](int32_t a, int32_t b) { return var[a] < var[b]; });
   ch.resize(static_cast<size_t>(Cs));
-  std::sort(ch.begin(), ch.end());
-  // x̂ over all channels; chunk mean of x̂.
-  std::vector<double> cmean(static_cast<size_t>(C), 0.0);
+  if (p.channels.data) std::copy(ch.begin(), ch.end(), p.channels.ptr<int32_t>());
+  // The chunk's raw mean, and the memory: by position (authors) or by channel.
+  const bool aligned = p.memory_mode == StcMemory::kAligned;
+  float* chunk_mean = p.chunk_mean.ptr<float>();
+  if (aligned)
+    for (int64_t c = 0; c < C; ++c) chunk_mean[c] = static_cast<float>(mean[c]);
+  else
+    for (int64_t j = 0; j < Cs; ++j) chunk_mean[j] = static_cast<float>(mean[ch[j]]);
+  const float* msum = p.memory_sum.data ? p.memory_sum.ptr<float>() : nullptr;
+  std::vector<double> memory(static_cast<size_t>(Cs));  // [Cs], normalised below
+  double mss = 0.0;
+  for (int64_t j = 0; j < Cs; ++j) {
+    const int64_t slot = aligned ? ch[j] : j;
+    memory[j] = ((msum ? msum[slot] : 0.0) + mean[ch[j]]) / static_cast<double>(p.memory_count + 1);
+    mss += memory[j] * memory[j];
+  }
+  const double minv = 1.0 / std::max(std::sqrt(mss), kStcNormEps);
+  for (double& m : memory) m *= minv;
+  // x̂ [F·T, Cs]: the scoring channels of each token, normalised over them.
+  std::vector<double> xn(static_cast<size_t>(M * Cs));
   parallel_for(F, [&](int64_t f) {
     for (int64_t t = 0; t < T; ++t) {
-      float* row = xs.data() + (f * T + t) * C;
-      double ss = 0;
-      for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
-      const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
-      for (int64_t c = 0; c < C; ++c) row[c] *= inv;
+      const float* row = xs.data() + (f * T + t) * C;
+      double* out = xn.data() + (f * T + t) * Cs;
+      double ss = 0.0;
+      for (int64_t j = 0; j < Cs; ++j) {
+        out[j] = row[ch[j]];
+        ss += out[j] * out[j];
+      }
+      const double inv = 1.0 / std::max(std::sqrt(ss), kStcNormEps);
+      for (int64_t j = 0; j < Cs; ++j) out[j] *= inv;
     }
   });
-  for (int64_t i = 0; i < M; ++i)
-    for (int64_t c = 0; c < C; ++c) cmean[c] += xs[i * C + c];
-  float* chunk_mean = p.chunk_mean.ptr<float>();
-  std::vector<double> memory(static_cast<size_t>(Cs));
-  for (int64_t c = 0; c < C; ++c) {
-    cmean[c] /= static_cast<double>(M);
-    chunk_mean[c] = static_cast<float>(cmean[c]);
-  }
-  const float* msum = p.memory_sum.data ? p.memory_sum.ptr<float>() : nullptr;
-  for (int64_t j = 0; j < Cs; ++j) {
-    const int32_t c = ch[j];
-    memory[j] = ((msum ? msum[c] : 0.0) + cmean[c]) / static_cast<double>(p.memory_count + 1);
-  }
   static const double kAlphas[5] = {0.125, 0.25, 0.5, 1.0, 2.0};
   auto G = [](double d2) {
     double g = 0;
@@ -671,17 +685,16 @@ Status stc_scores(const StcScoresParams& p) {
   };
   float* scores = p.scores.ptr<float>();
   parallel_for(F, [&](int64_t f) {
-    std::vector<double> fmean(static_cast<size_t>(Cs), 0.0);
+    std::vector<double> fmean(static_cast<size_t>(Cs), 0.0);  // [Cs] frame mean of x̂
     for (int64_t t = 0; t < T; ++t)
-      for (int64_t j = 0; j < Cs; ++j) fmean[j] += xs[(f * T + t) * C + ch[j]];
+      for (int64_t j = 0; j < Cs; ++j) fmean[j] += xn[(f * T + t) * Cs + j];
     for (int64_t j = 0; j < Cs; ++j) fmean[j] /= static_cast<double>(T);
     for (int64_t t = 0; t < T; ++t) {
-      const float* row = xs.data() + (f * T + t) * C;
+      const double* row = xn.data() + (f * T + t) * Cs;
       double df = 0, dm = 0;
       for (int64_t j = 0; j < Cs; ++j) {
-        const double v = row[ch[j]];
-        df += (v - fmean[j]) * (v - fmean[j]);
-        dm += (v - memory[j]) * (v - memory[j]);
+        df += (row[j] - fmean[j]) * (row[j] - fmean[j]);
+        dm += (row[j] - memory[j]) * (row[j] - memory[j]);
       }
       scores[f * T + t] = static_cast<float>(G(df) + G(dm));
     }

@@ -66,7 +66,7 @@ export { visionZip, visionZipSync, VISIONZIP_PRESETS } from './methods/visionzip
 export type { VisionZipOptions, MergeSelectionResult } from './methods/visionzip';
 export { visionDrop, visionDropSync, visionDropStages } from './methods/visiondrop';
 export type { VisionDropOptions, VisionDropStage } from './methods/visiondrop';
-export { kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, stcScores, stcScoresSync } from './kernels/diversity';
+export { kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, stcScores, stcScoresSync, stcScoringChannels } from './kernels/diversity';
 export type {
   DistanceMetric,
   KCenterOptions,
@@ -79,6 +79,7 @@ export type {
   MmtokCoverageOptions,
   StcScoresOptions,
   StcScoresResult,
+  StcMemory,
 } from './kernels/diversity';
 export { divPrune, divPruneSync } from './methods/divprune';
 export type { DivPruneOptions, DivPruneResult } from './methods/divprune';

@@ -298,7 +298,8 @@ describe('the native layer checks diversity parameters on its own', () => {
     ['mmtokCoverage tau 0', () => n().mmtokCoverage(Float64Array.of(0, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 7, 6]), new Float32Array(42), undefined, false), 'ERR_RANGE'],
     ['mmtokCoverage out of the wrong shape', () => n().mmtokCoverage(Float64Array.of(0.02, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6, 6]), new Float32Array(36), undefined, false), 'ERR_SHAPE'],
     ['kMedoids NaN tol', () => n().kMedoids(Float64Array.of(2, 1, 1, 10, NaN, 1), x(), xm(), meta(3, [1, 2]), new Int32Array(2), meta(3, [1, 6]), new Int32Array(6), undefined, undefined, undefined, false), 'ERR_RANGE'],
-    ['stcScores memory count without a sum', () => n().stcScores(Float64Array.of(1, 1), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, false), 'ERR_RANGE'],
+    ['stcScores memory count without a sum', () => n().stcScores(Float64Array.of(1, 1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_RANGE'],
+    ['stcScores unknown memory mode', () => n().stcScores(Float64Array.of(0, 1, 7), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_ARG'],
   ];
   for (const [name, fn, code] of cases) {
     test(name, () => {

@@ -154,3 +154,30 @@ export function countDeviceBuffers(): { live: () => number; restore: () => void 
   mod.DeviceBuffer = Counted as unknown as NativeDeviceBufferCtor;
   return { live: () => live, restore: () => { mod.DeviceBuffer = Original; } };
 }
+
+/**
+ * The cross-device tolerance rule (README, "CPU and GPU: tolerance and
+ * ties"), as FlashAttention states it: a fast path's result agrees when its
+ * error against the float64 reference is at most `factor` times the error of
+ * a same-precision baseline (the CPU back end) against that reference, plus
+ * `atol`, plus the rounding of the exact value to f32 (`ulps` float ulps),
+ * which any f32 output may carry. Returns the worst ratio of error to allowance.
+ */
+export function expectDerivedTolerance(
+  fast: ArrayLike<number>, baseline: ArrayLike<number>, exact: ArrayLike<number>, what: string,
+  { factor = 2, atol = 0, ulps = 1 }: { factor?: number; atol?: number; ulps?: number } = {},
+): number {
+  expect(fast.length).toBe(exact.length);
+  expect(baseline.length).toBe(exact.length);
+  let worst = 0;
+  for (let i = 0; i < exact.length; i++) {
+    const e = exact[i];
+    const allowed = factor * Math.abs(baseline[i] - e) + atol + ulps * Math.abs(e) * 2 ** -23 + Number.MIN_VALUE;
+    const err = Math.abs(fast[i] - e);
+    if (!(err <= allowed)) {
+      throw new Error(`${what}[${i}]: ${fast[i]} vs exact ${e} (error ${err.toExponential(3)}; baseline ${baseline[i]}, allowed ${allowed.toExponential(3)})`);
+    }
+    worst = Math.max(worst, err / allowed);
+  }
+  return worst;
+}

@@ -161,10 +161,11 @@ export interface NativeModule {
     assignments: Float64Array, assignmentsMem: NativeMemory, iterations: Float64Array | undefined, iterationsMem: NativeMemory | undefined,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [memoryCount, wait] */
+  /** params: [memoryCount, wait, memoryMode (0 authors, 1 aligned)] */
   stcScores(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, memorySum: Float64Array | undefined, memorySumMem: NativeMemory | undefined,
     scores: Float64Array, scoresMem: NativeMemory, chunkMean: Float64Array, chunkMeanMem: NativeMemory,
+    channels: Float64Array | undefined, channelsMem: NativeMemory | undefined,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
 }

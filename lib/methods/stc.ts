@@ -1,37 +1,52 @@
 /**
- * STC-Pruner (lern-to-write/STC, methods.md §12a) as a streaming pruner:
- * each chunk of frames is scored against its frame means and the memory (the
- * mean of all chunk means so far, this chunk included), and the
- * `tokensPerFrame` lowest-scoring (most distinctive) tokens of every frame are
- * kept, sorted. The memory is a running sum and a count: O(C) however long
- * the stream (the reference keeps an unbounded list of chunk means, whose
- * mean is the same number). llava_vid's always-kept newline tokens are a
- * model-layout detail left to the caller.
+ * STC-Pruner (lern-to-write/STC 9b13ce0, `STC_Pruner.compress`; methods.md
+ * §12a) as a streaming pruner, in the authors' sequence: each chunk keeps its
+ * ⌊C/2⌋ lowest-variance channels in ascending-variance order, its tokens are
+ * scored on those channels (L2-normalised over them) against their frame
+ * means and the memory (the mean of all raw chunk means so far, this chunk
+ * included, normalised), and the `tokensPerFrame` lowest-scoring (most
+ * distinctive) tokens of every frame are kept, sorted. With `memory:
+ * 'authors'` (the default) the chunk means are averaged by position, as the
+ * authors' history list does, although different chunks may order different
+ * channels there; `memory: 'aligned'` averages them by channel (a documented
+ * difference, README "Differences from the authors' code"). The memory is a
+ * running sum and a count: O(C) however long the stream (the reference keeps
+ * an unbounded list of chunk means, whose mean is the same number).
+ * llava_vid's always-kept newline tokens are a model-layout detail left to
+ * the caller.
  *
  * Device chunks. The scores run on the chunk's device (cuda::stc_scores);
- * the memory stays on the host as C floats, so chunks may come from any
+ * the memory stays on the host as C/2 or C floats, so chunks may come from any
  * device (or the host) in any mix without reset(). Each push of a device
  * chunk makes these blocking host round trips, all small next to the chunk:
- *   - up: the running memory sum, C floats, into a temporary device tensor
+ *   - up: the running memory sum (C/2 or C floats), into a temporary device tensor
  *     that is disposed as soon as the scores call returns;
- *   - down: the chunk mean (C floats; the device copy is then disposed) to
- *     fold into the memory, and the F×T scores for the lowest-k selection,
+ *   - down: the chunk mean (C/2 or C floats; the device copy, and that of
+ *     the scoring channels, are then disposed) to fold into the memory, and
+ *     the F×T scores for the lowest-k selection,
  *     which runs on the host with the same topk as host chunks;
  *   - up: the F×tokensPerFrame indices, returned on the chunk's device.
  * The returned `scores` are the kernel's output, on the chunk's device. CUDA
- * scores may differ from the CPU's by about one float ulp (f64 exp), so the
- * indices equal a host run's wherever no two scores of a frame are that
- * close at the cut.
+ * scores agree with the CPU's within the cross-device tolerance (f64 sums in
+ * other orders), so the indices equal a host run's wherever no two scores of
+ * a frame are that close at the cut.
  */
 import { invalid, makeError } from '../errors';
 import { checkOptions } from '../kernels/common';
-import { stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/diversity';
+import { oneOf } from '../kernels/common';
+import { StcMemory, stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/diversity';
 import { topk, topkSync } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 
 export interface StreamPrunerOptions {
   /** Tokens kept per frame (default 60, the reference's token_per_frame). */
   tokensPerFrame?: number;
+  /**
+   * How chunk means are averaged into the memory: `'authors'` (default) by
+   * position in each chunk's channel order, as the authors' code does;
+   * `'aligned'` by channel identity. See {@link StcMemory}.
+   */
+  memory?: StcMemory;
 }
 
 export interface StreamPruneResult {
@@ -43,15 +58,18 @@ export interface StreamPruneResult {
 
 export class StreamPruner {
   readonly tokensPerFrame: number;
+  readonly memory: StcMemory;
   #sum: Float32Array | undefined;
+  #channels: number | undefined; // C of the chunks in the memory
   #count = 0;
 
   constructor(opts?: StreamPrunerOptions) {
-    const o = checkOptions('StreamPruner', opts, ['tokensPerFrame']);
+    const o = checkOptions('StreamPruner', opts, ['tokensPerFrame', 'memory']);
     const k = o.tokensPerFrame === undefined ? 60 : o.tokensPerFrame;
     if (typeof k !== 'number' || !Number.isInteger(k)) throw invalid('ERR_ARG', 'StreamPruner tokensPerFrame', 'an integer', k);
     if (k < 1) throw makeError('ERR_RANGE', `Expected StreamPruner tokensPerFrame >= 1 but received ${k}`);
     this.tokensPerFrame = k;
+    this.memory = oneOf('StreamPruner', 'memory', o.memory, ['authors', 'aligned'] as const, 'authors');
   }
 
   /** Chunks folded into the memory so far. */
@@ -62,14 +80,15 @@ export class StreamPruner {
   /** Forgets the memory (a new video). */
   reset(): void {
     this.#sum = undefined;
+    this.#channels = undefined;
     this.#count = 0;
   }
 
   #plan(op: string, chunk: TensorLike): { x: Tensor; k: number } {
     const x = toTensor(chunk, 'chunk');
     if (x.ndim !== 3) throw makeError('ERR_SHAPE', `Expected a chunk of rank 3 [F, T, C] for ${op} but received shape [${x.shape.join(', ')}]`);
-    if (this.#sum && this.#sum.length !== x.shape[2]) {
-      throw makeError('ERR_SHAPE', `Expected chunks of ${this.#sum.length} channels for ${op} (the memory's) but received ${x.shape[2]}; reset() between videos`);
+    if (this.#channels !== undefined && this.#channels !== x.shape[2]) {
+      throw makeError('ERR_SHAPE', `Expected chunks of ${this.#channels} channels for ${op} (the memory's) but received ${x.shape[2]}; reset() between videos`);
     }
     if (this.tokensPerFrame > x.shape[1]) throw makeError('ERR_RANGE', `Expected tokensPerFrame ${this.tokensPerFrame} <= T = ${x.shape[1]} for ${op}`);
     return { x, k: this.tokensPerFrame };
@@ -79,23 +98,26 @@ export class StreamPruner {
   // chunk; for a device chunk a copy on its device, which `release` disposes
   // (call it once the scores call has returned, on every path).
   #memory(x: Tensor): { opts: StcScoresOptions; release: () => void } {
-    if (!this.#sum) return { opts: {}, release: () => {} };
+    const memory = this.memory;
+    if (!this.#sum) return { opts: { memory }, release: () => {} };
     const sum = { data: this.#sum, shape: [this.#sum.length] };
-    if (x.isHost) return { opts: { memorySum: sum, memoryCount: this.#count }, release: () => {} };
+    if (x.isHost) return { opts: { memorySum: sum, memoryCount: this.#count, memory }, release: () => {} };
     const onDevice = Tensor.from(sum).to(x.device);
-    return { opts: { memorySum: onDevice, memoryCount: this.#count }, release: () => onDevice.dispose() };
+    return { opts: { memorySum: onDevice, memoryCount: this.#count, memory }, release: () => onDevice.dispose() };
   }
 
   // Folds the chunk mean into the memory and returns the negated scores on the
   // host: the lowest scores are the top-k of the negation (ties to the lower
   // index). For a device chunk both come down here; its chunk-mean tensor is
   // not returned, so it is disposed.
-  #negated(r: StcScoresResult): Tensor {
+  #negated(r: StcScoresResult, C: number): Tensor {
     const s = r.scores.toArray();
     const chunkMean = Float32Array.from(r.chunkMean.toArray());
     if (!r.chunkMean.isHost) r.chunkMean.dispose();
+    if (!r.channels.isHost) r.channels.dispose();
     if (!this.#sum) this.#sum = chunkMean;
     else for (let c = 0; c < chunkMean.length; c++) this.#sum[c] += chunkMean[c];
+    this.#channels = C;
     this.#count++;
     return Tensor.from({ data: Float32Array.from(s, (v) => -v), shape: r.scores.shape });
   }
@@ -107,7 +129,7 @@ export class StreamPruner {
 
   // A failure after the scores call must not leave its device outputs to the finalizers.
   static #discard(r: StcScoresResult): void {
-    for (const t of [r.scores, r.chunkMean]) if (!t.isHost && !t.disposed) t.dispose();
+    for (const t of [r.scores, r.chunkMean, r.channels]) if (!t.isHost && !t.disposed) t.dispose();
   }
 
   /**
@@ -127,7 +149,7 @@ export class StreamPruner {
       memory.release();
     }
     try {
-      const { indices } = await topk(this.#negated(r), k, { order: 'index', values: false });
+      const { indices } = await topk(this.#negated(r, x.shape[2]), k, { order: 'index', values: false });
       return StreamPruner.#result(indices, r);
     } catch (e) {
       StreamPruner.#discard(r);
@@ -145,7 +167,7 @@ export class StreamPruner {
       memory.release();
     }
     try {
-      const { indices } = topkSync(this.#negated(r), k, { order: 'index', values: false });
+      const { indices } = topkSync(this.#negated(r, x.shape[2]), k, { order: 'index', values: false });
       return StreamPruner.#result(indices, r);
     } catch (e) {
       StreamPruner.#discard(r);

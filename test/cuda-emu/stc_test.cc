@@ -2,16 +2,15 @@
 // against the CPU back end (cpu::stc_scores, itself checked against the
 // float64 reference in test/stc.test.ts).
 //
-// What must match and why:
-//   chunk_mean — bit-equal: the same f64 sums in the same token order over the
-//     same f32 x̂ (inv = f32(1/√ss) with ss summed in channel order, then one
-//     f32 multiply), no transcendental function on the way.
-//   scores     — within 2 float ulps: everything up to the squared distances
-//     is the same f64 arithmetic in the same order (so the same bits), but
-//     G calls exp, and CUDA's f64 exp is allowed 1 ulp (f64) away from
-//     glibc's. A 1-ulp f64 difference in a term can move the f32 rounding of
-//     the sum by at most 1 ulp; 2 leaves a margin. (Under the emulator exp IS
-//     glibc's, so the scores come out bit-equal here; the count is printed.)
+// What must match and why (the cross-device rule, README "CPU and GPU:
+// tolerance and ties"; here the CPU is the same-precision baseline):
+//   channels   — equal: the same f64 variances ranked with the same rule.
+//   chunk_mean — within 1 float ulp: f64 sums in other orders, rounded once.
+//   scores     — within 4 float ulps: f64 sums in other orders (warp trees on
+//     the device), then exp; the f32 rounding of the result may move by an ulp
+//     or two. The number of bit-equal scores is printed.
+// Both memory modes run (authors: chunk means by position, [Cs]; aligned: by
+// channel, [C]).
 // Every output is filled with a NaN sentinel first, so an element the kernels
 // never write is caught. Every call is followed by the scratch-leak check.
 #include <cuda_runtime.h>
@@ -93,21 +92,31 @@ TensorView x_view(Input& in, int dev) {
 
 struct Out {
   std::vector<float> scores, chunk_mean;
+  std::vector<int32_t> channels;
   Status status;
 };
+
+StcMemory g_mode = StcMemory::kAuthors;  // the memory mode of every call
+
+// Length of a chunk mean (and of the memory sum) in the current mode.
+int64_t mean_len(int64_t C) { return g_mode == StcMemory::kAuthors ? stc_scoring_channels(C) : C; }
 
 // One call on dev (-1: cpu::stc_scores, 0: cuda::stc_scores under the emulator).
 Out run(Input& in, const std::vector<float>* msum, int64_t count, int dev) {
   Out o;
+  const int64_t Cm = mean_len(in.C), Cs = stc_scoring_channels(in.C);
   o.scores.assign(static_cast<size_t>(in.F * in.T), sentinel());
-  o.chunk_mean.assign(static_cast<size_t>(in.C), sentinel());
+  o.chunk_mean.assign(static_cast<size_t>(Cm), sentinel());
+  o.channels.assign(static_cast<size_t>(Cs), -7);
   std::vector<float> m = msum ? *msum : std::vector<float>();
   StcScoresParams p;
   p.x = x_view(in, dev);
-  if (msum) p.memory_sum = emu_test::view(m.data(), DType::kF32, {in.C}, dev);
+  p.memory_mode = g_mode;
+  if (msum) p.memory_sum = emu_test::view(m.data(), DType::kF32, {Cm}, dev);
   p.memory_count = count;
   p.scores = emu_test::view(o.scores.data(), DType::kF32, {in.F, in.T}, dev);
-  p.chunk_mean = emu_test::view(o.chunk_mean.data(), DType::kF32, {in.C}, dev);
+  p.chunk_mean = emu_test::view(o.chunk_mean.data(), DType::kF32, {Cm}, dev);
+  p.channels = emu_test::view(o.channels.data(), DType::kI32, {Cs}, dev);
   o.status = dev < 0 ? cpu::stc_scores(p) : cuda::stc_scores(p);
   if (dev >= 0) check_no_leak("stc_scores");
   return o;
@@ -119,18 +128,20 @@ void compare(Input& in, const std::vector<float>* msum, int64_t count, const std
   EXPECT(a.status.ok(), "%s: cpu: %s", what.c_str(), a.status.message.c_str());
   EXPECT(b.status.ok(), "%s: cuda: %s", what.c_str(), b.status.message.c_str());
   if (!a.status.ok() || !b.status.ok()) return;
+  EXPECT(a.channels == b.channels, "%s: scoring channels differ (first cpu %d cuda %d)", what.c_str(), a.channels[0],
+         b.channels[0]);
   int bad = 0;
-  for (int64_t c = 0; c < in.C; ++c) {
-    const bool same = bits(a.chunk_mean[c]) == bits(b.chunk_mean[c]);
+  for (size_t c = 0; c < a.chunk_mean.size(); ++c) {
+    const bool same = std::isfinite(b.chunk_mean[c]) && ulps(a.chunk_mean[c], b.chunk_mean[c]) <= 1;
     if (!same && bad++ < 3)
-      EXPECT(false, "%s: chunk_mean[%" PRId64 "] cpu %.9g cuda %.9g (%s)", what.c_str(), c, a.chunk_mean[c],
-             b.chunk_mean[c], bits(b.chunk_mean[c]) == kSentinel ? "never written" : "differs");
+      EXPECT(false, "%s: chunk_mean[%zu] cpu %.9g cuda %.9g (%s)", what.c_str(), c, a.chunk_mean[c],
+             b.chunk_mean[c], bits(b.chunk_mean[c]) == kSentinel ? "never written" : "more than 1 ulp apart");
   }
-  EXPECT(bad == 0, "%s: %d chunk_mean values not bit-equal", what.c_str(), bad);
+  EXPECT(bad == 0, "%s: %d chunk_mean values more than 1 ulp from the CPU", what.c_str(), bad);
   bad = 0;
   for (int64_t i = 0; i < in.F * in.T; ++i) {
     const float u = a.scores[i], v = b.scores[i];
-    const bool ok = std::isfinite(u) && std::isfinite(v) && ulps(u, v) <= 2;
+    const bool ok = std::isfinite(u) && std::isfinite(v) && ulps(u, v) <= 4;
     if (ok) {
       const uint32_t d = ulps(u, v);
       worst_ulps = d > worst_ulps ? d : worst_ulps;
@@ -139,9 +150,9 @@ void compare(Input& in, const std::vector<float>* msum, int64_t count, const std
     ++total_scores;
     if (!ok && bad++ < 3)
       EXPECT(false, "%s: scores[%" PRId64 ", %" PRId64 "] cpu %.9g cuda %.9g (%s)", what.c_str(), i / in.T, i % in.T, u,
-             v, bits(v) == kSentinel ? "never written" : "more than 2 ulps apart");
+             v, bits(v) == kSentinel ? "never written" : "more than 4 ulps apart");
   }
-  EXPECT(bad == 0, "%s: %d scores more than 2 ulps from the CPU", what.c_str(), bad);
+  EXPECT(bad == 0, "%s: %d scores more than 4 ulps from the CPU", what.c_str(), bad);
 }
 
 std::string name(const char* tag, int64_t F, int64_t T, int64_t C, DType dt, int64_t count) {
@@ -177,12 +188,12 @@ void random_cases(std::mt19937& g) {
       for (int64_t i = 0; i < F * T * C; ++i) vals[i] = vals[i] * (0.25f + static_cast<float>((i % C) % 7)) + 0.1f * (i % C % 3);
       Input in = contiguous(vals, F, T, C, dt);
       for (int64_t count : {0, 1, 5}) {
-        const auto m = memory_for(C, count, g);
+        const auto m = memory_for(mean_len(C), count, g);
         compare(in, count ? &m : nullptr, count, name("random", F, T, C, dt, count));
       }
       // Strided: padded rows and frames, and frames interleaved ([T, F, C] storage).
       Input padded = make_input(vals, F, T, C, dt, T * (C + 3) + 5, C + 3);
-      const auto m1 = memory_for(C, 1, g);
+      const auto m1 = memory_for(mean_len(C), 1, g);
       compare(padded, &m1, 1, name("padded", F, T, C, dt, 1));
       Input interleaved = make_input(vals, F, T, C, dt, C, F * C);
       compare(interleaved, nullptr, 0, name("interleaved", F, T, C, dt, 0));
@@ -196,14 +207,14 @@ void random_cases(std::mt19937& g) {
     auto vals = normal(F * T * C, g);
     for (auto& v : vals) v = std::ldexp(v, -e(g));
     Input in = contiguous(vals, F, T, C, dt);
-    const auto m = memory_for(C, 5, g);
+    const auto m = memory_for(mean_len(C), 5, g);
     compare(in, &m, 5, name("wide range", F, T, C, dt, 5));
   }
   // A real chunk size: 4 frames of 14×14 tokens, 96 channels.
   for (DType dt : {DType::kF32, DType::kBF16}) {
     auto vals = normal(4 * 196 * 96, g);
     Input in = contiguous(vals, 4, 196, 96, dt);
-    const auto m = memory_for(96, 5, g);
+    const auto m = memory_for(mean_len(96), 5, g);
     compare(in, &m, 5, name("large", 4, 196, 96, dt, 5));
     compare(in, nullptr, 0, name("large", 4, 196, 96, dt, 0));
   }
@@ -234,7 +245,7 @@ void tie_cases(std::mt19937& g) {
   }
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
     Input in = contiguous(vals, F, T, C, dt);
-    const auto m = memory_for(C, 5, g);
+    const auto m = memory_for(mean_len(C), 5, g);
     compare(in, &m, 5, name("ties", F, T, C, dt, 5));
     compare(in, nullptr, 0, name("ties", F, T, C, dt, 0));
   }
@@ -243,7 +254,7 @@ void tie_cases(std::mt19937& g) {
   std::vector<float> flat(static_cast<size_t>(3 * 5 * 9));
   for (size_t i = 0; i < flat.size(); ++i) flat[i] = 0.5f * static_cast<float>(i % 9) - 1.0f;
   Input in = contiguous(flat, 3, 5, 9, DType::kF32);
-  const auto m = memory_for(9, 1, g);
+  const auto m = memory_for(mean_len(9), 1, g);
   compare(in, &m, 1, "all variances zero");
   // Duplicated channels (ch c + 5 = ch c) with random data.
   const int64_t D = 5;
@@ -257,23 +268,14 @@ void tie_cases(std::mt19937& g) {
   }
 }
 
-// The summation order made visible. Real data rarely shows it: f64 sums of
-// f32 values are mostly exact, and a low-bit difference seldom survives the
-// rounding to an f32 output. Here channel 0 is 1 and channel 1 is at most
-// 2^-13, so ss < 1 + 2^-25 and inv = 1.0f: x̂ = x exactly. Channel 1 holds
-// [A, δ, −A, δ] (A = 2^-13, δ = 2^-70): in token order ((A + δ) − A) + δ = δ
-// (the first δ is absorbed by A), so the chunk mean is δ/4, where summing
-// frame by frame — (A + δ) + (−A + δ) — would give 0, and a pairwise or
-// reversed order other values again.
+// Values from 1 down to 2^-70 in one chunk: tiny variances, tiny channels
+// next to unit ones, sums whose order shows in the last bits.
 void order_cases() {
   const float A = std::ldexp(1.0f, -13), d = std::ldexp(1.0f, -70);
   const std::vector<float> vals = {1.0f, A, 1.0f, d, 1.0f, -A, 1.0f, d};
   for (DType dt : {DType::kF32, DType::kBF16}) {  // f16 cannot hold 2^-70
     Input in = contiguous(vals, 2, 2, 2, dt);
-    compare(in, nullptr, 0, std::string("token order ") + dtype_name(dt));
-    const Out o = run(in, nullptr, 0, 0);
-    EXPECT(o.status.ok() && o.chunk_mean[1] == d / 4, "token order %s: chunk_mean[1] = %g, want 2^-72",
-           dtype_name(dt), o.chunk_mean[1]);
+    compare(in, nullptr, 0, std::string("tiny values ") + dtype_name(dt));
   }
 }
 
@@ -288,7 +290,7 @@ void zero_cases(std::mt19937& g) {
   }
   for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
     Input in = contiguous(vals, F, T, C, dt);
-    const auto m = memory_for(C, 1, g);
+    const auto m = memory_for(mean_len(C), 1, g);
     compare(in, &m, 1, name("zero tokens", F, T, C, dt, 1));
   }
   std::vector<float> zeros(static_cast<size_t>(2 * 4 * 3), 0.0f);
@@ -343,7 +345,7 @@ void shape_cases() {
     StcScoresParams p;
     p.x = emu_test::view(x.data(), DType::kF32, {F, T, C}, 0);
     p.scores = emu_test::view(scores.data(), DType::kF32, {F, T}, 0);
-    p.chunk_mean = emu_test::view(cm.data(), DType::kF32, {C}, 0);
+    p.chunk_mean = emu_test::view(cm.data(), DType::kF32, {C / 2}, 0);
     return p;
   };
   auto expect = [&](StcScoresParams p, Code want, const char* what) {
@@ -383,7 +385,7 @@ void shape_cases() {
   expect(p, Code::kRange, "memory_count without memory_sum");
   p = base(); p.memory_sum = emu_test::view(ms.data(), DType::kF32, {C}, 0); p.memory_count = -1;
   expect(p, Code::kRange, "memory_count -1");
-  p = base(); p.memory_sum = emu_test::view(ms.data(), DType::kF32, {C}, -1); p.memory_count = 1;
+  p = base(); p.memory_sum = emu_test::view(ms.data(), DType::kF32, {C / 2}, -1); p.memory_count = 1;
   expect(p, Code::kDevice, "memory_sum on the host");
   p = base(); p.scores.device = -1;
   expect(p, Code::kDevice, "scores on the host");
@@ -397,10 +399,14 @@ void shape_cases() {
 
 int main() {
   std::mt19937 g(12);
-  random_cases(g);
-  tie_cases(g);
-  order_cases();
-  zero_cases(g);
+  for (StcMemory mode : {StcMemory::kAuthors, StcMemory::kAligned}) {
+    g_mode = mode;
+    random_cases(g);
+    tie_cases(g);
+    order_cases();
+    zero_cases(g);
+  }
+  g_mode = StcMemory::kAuthors;
   bad_value_cases(g);
   shape_cases();
   fprintf(stderr, "stc scores: %" PRId64 " of %" PRId64 " bit-equal to the CPU, worst %u ulp(s)\n", exact_scores,
