@@ -383,7 +383,7 @@ void shape_cases() {
   expect(p, Code::kDType, "memory_sum f16");
   p = base(); p.memory_count = 2;
   expect(p, Code::kRange, "memory_count without memory_sum");
-  p = base(); p.memory_sum = emu_test::view(ms.data(), DType::kF32, {C}, 0); p.memory_count = -1;
+  p = base(); p.memory_sum = emu_test::view(ms.data(), DType::kF32, {C / 2}, 0); p.memory_count = -1;
   expect(p, Code::kRange, "memory_count -1");
   p = base(); p.memory_sum = emu_test::view(ms.data(), DType::kF32, {C / 2}, -1); p.memory_count = 1;
   expect(p, Code::kDevice, "memory_sum on the host");
