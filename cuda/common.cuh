@@ -225,23 +225,28 @@ __device__ __forceinline__ float warp_sum(float v, int width = 32) {
   for (int o = width / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, width);
   return v;
 }
+__device__ __forceinline__ double warp_sum(double v, int width = 32) {
+  for (int o = width / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o, width);
+  return v;
+}
 __device__ __forceinline__ float warp_max(float v, int width = 32) {
   for (int o = width / 2; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o, width));
   return v;
 }
 
-// Deterministic block sum (warp butterflies, then the warps in order).
-// kBlock threads must all call it; the result is valid in every thread.
-template <int kBlock>
-__device__ __forceinline__ float block_sum(float v) {
+// Deterministic block sum (warp butterflies, then the warps in order), in
+// float or double. kBlock threads must all call it; the result is valid in
+// every thread.
+template <int kBlock, typename T>
+__device__ __forceinline__ T block_sum(T v) {
   static_assert(kBlock % 32 == 0 && kBlock <= 1024, "block size must be a multiple of 32");
-  __shared__ float partial[kBlock / 32];
-  __shared__ float total;
+  __shared__ T partial[kBlock / 32];
+  __shared__ T total;
   v = warp_sum(v);
   if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = v;
   __syncthreads();
   if (threadIdx.x == 0) {
-    float s = 0.0f;
+    T s = 0;
     for (int w = 0; w < kBlock / 32; ++w) s += partial[w];
     total = s;
   }

@@ -1605,11 +1605,6 @@ __device__ __forceinline__ double stc_g(double d2) {
   return exp(-d2 * 4.0) + exp(-d2 * 2.0) + exp(-d2) + exp(-d2 * 0.5) + exp(-d2 * 0.25);
 }
 
-__device__ __forceinline__ double stc_warp_sum(double v) {
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
-  return v;
-}
-
 // x [F, T, C] (element strides s0, s1, 1). mean, var [C] (var unscaled: only ranked).
 template <typename T>
 __global__ void __launch_bounds__(kStcThreads)
@@ -1672,8 +1667,6 @@ __global__ void __launch_bounds__(kStcRankThreads)
     stc_memory_kernel(const double* __restrict__ mean, const int* __restrict__ ch, int64_t C, int64_t Cs,
                       bool aligned, const float* __restrict__ msum, double count1, double* __restrict__ memory,
                       float* __restrict__ chunk_mean, int* __restrict__ channels) {
-  __shared__ double partial[kStcRankThreads / 32];
-  __shared__ double inv;
   double ss = 0.0;
   for (int64_t j = threadIdx.x; j < Cs; j += kStcRankThreads) {
     const int c = ch[j];
@@ -1686,15 +1679,7 @@ __global__ void __launch_bounds__(kStcRankThreads)
   }
   if (aligned)
     for (int64_t c = threadIdx.x; c < C; c += kStcRankThreads) chunk_mean[c] = static_cast<float>(mean[c]);
-  ss = stc_warp_sum(ss);
-  if (threadIdx.x % 32 == 0) partial[threadIdx.x / 32] = ss;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    double total = 0.0;
-    for (int w = 0; w < kStcRankThreads / 32; ++w) total += partial[w];
-    inv = 1.0 / fmax(sqrt(total), kStcNormEps);
-  }
-  __syncthreads();
+  const double inv = 1.0 / fmax(sqrt(block_sum<kStcRankThreads>(ss)), kStcNormEps);
   for (int64_t j = threadIdx.x; j < Cs; j += kStcRankThreads) memory[j] *= inv;
 }
 
@@ -1711,7 +1696,7 @@ __global__ void __launch_bounds__(kStcThreads)
     const double v = static_cast<double>(load_f32(row + ch[j]));
     ss += v * v;
   }
-  ss = stc_warp_sum(ss);
+  ss = warp_sum(ss);
   if (threadIdx.x % 32 == 0) inv[i] = 1.0 / fmax(sqrt(ss), kStcNormEps);
 }
 
@@ -1748,8 +1733,8 @@ __global__ void __launch_bounds__(kStcThreads)
     df += (v - fm[j]) * (v - fm[j]);
     dm += (v - memory[j]) * (v - memory[j]);
   }
-  df = stc_warp_sum(df);
-  dm = stc_warp_sum(dm);
+  df = warp_sum(df);
+  dm = warp_sum(dm);
   if (threadIdx.x % 32 == 0) scores[i] = static_cast<float>(stc_g(df) + stc_g(dm));
 }
 
