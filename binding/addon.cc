@@ -24,4 +24,20 @@ static Napi::Object InitTokensieve(Napi::Env env, Napi::Object exports) {
   return tokensieve::binding::Init(env, exports);
 }
 
-NODE_API_MODULE(tokensieve, InitTokensieve)
+// Registered by hand instead of NODE_API_MODULE so that the module reports
+// Node-API's experimental version while compiling against NAPI_VERSION 8:
+// for such modules Node runs GC finalizers synchronously, inside the
+// collection (Node 20.10+), instead of deferring them to a setImmediate that
+// a synchronous loop never reaches. Without this, undisposed device tensors
+// were freed only when the event loop turned: a loop allocating device
+// tensors without dispose() ran the GPU out of memory (H200, 2026-12-04).
+// The only finalizer that runs during GC is ~DeviceBuffer, which calls no JS
+// and only Node-API functions that take a basic env (references, external
+// memory). We use no experimental function, so older Node versions, which
+// defer finalizers regardless, load the same binary.
+extern "C" {
+NAPI_MODULE_EXPORT int32_t NODE_API_MODULE_GET_API_VERSION(void) { return NAPI_VERSION_EXPERIMENTAL; }
+NAPI_MODULE_EXPORT napi_value NAPI_MODULE_INITIALIZER(napi_env env, napi_value exports) {
+  return Napi::RegisterModule(env, exports, InitTokensieve);
+}
+}

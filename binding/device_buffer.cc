@@ -1,11 +1,17 @@
 #include "binding/device_buffer.h"
 
+#include <atomic>
+
 #include "binding/common.h"
 #include "tokensieve/runtime.h"
 
 namespace tokensieve {
 namespace binding {
 namespace {
+
+std::atomic<int64_t> g_owned_bytes{0};
+std::atomic<int64_t> g_owned_buffers{0};
+std::atomic<int64_t> g_objects{0};
 
 void* bigint_ptr(const Napi::Value& v, bool* ok) {
   *ok = false;
@@ -39,8 +45,23 @@ bool DeviceBuffer::Is(Napi::Env env, const Napi::Value& v) {
   return !data.device_buffer.IsEmpty() && v.As<Napi::Object>().InstanceOf(data.device_buffer.Value());
 }
 
+DeviceBuffer::Counts DeviceBuffer::counts() {
+  return Counts{g_owned_bytes.load(), g_owned_buffers.load(), g_objects.load()};
+}
+
+// Owned memory is counted from allocation to release, here and in V8's
+// external memory, which is what makes V8 collect (and so finalize) unused
+// DeviceBuffers under device-memory pressure.
+void DeviceBuffer::account(int64_t sign) {
+  const int64_t bytes = static_cast<int64_t>(bytes_);
+  g_owned_bytes += sign * bytes;
+  g_owned_buffers += sign;
+  Napi::MemoryManagement::AdjustExternalMemory(Env(), sign * bytes);
+}
+
 // new DeviceBuffer(bytes, device, stream?: bigint, foreignPtr?: bigint)
 DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<DeviceBuffer>(info) {
+  ++g_objects;
   Napi::Env env = info.Env();
   if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsNumber()) {
     make_error(env, Status(Code::kArg, "expected (bytes: number, device: number) for DeviceBuffer"))
@@ -80,13 +101,18 @@ DeviceBuffer::DeviceBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<De
     return;
   }
   owned_ = true;
-  Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes_));
+  account(+1);
 }
 
+// Runs as a GC finalizer, synchronously inside the collection (see
+// binding/addon.cc): no JS, and only Node-API calls that take a basic env.
+// An async job keeps its buffers strongly referenced, so a buffer a kernel
+// reads is never collected.
 DeviceBuffer::~DeviceBuffer() {
+  --g_objects;
   if (!disposed_ && owned_) {
-    cuda::device_free(device_, ptr_, stream_);  // nothing to report to from a finalizer
-    Napi::MemoryManagement::AdjustExternalMemory(Env(), -static_cast<int64_t>(bytes_));
+    (void)cuda::device_free(device_, ptr_, stream_);  // nothing to report an error to from a finalizer
+    account(-1);
   }
 }
 
@@ -95,7 +121,7 @@ void DeviceBuffer::release(Napi::Env env) {
   disposed_ = true;
   if (owned_) {
     Status s = cuda::device_free(device_, ptr_, stream_);
-    Napi::MemoryManagement::AdjustExternalMemory(env, -static_cast<int64_t>(bytes_));
+    account(-1);
     if (!s.ok()) make_error(env, s).ThrowAsJavaScriptException();
   }
   ptr_ = nullptr;

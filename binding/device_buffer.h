@@ -18,6 +18,17 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   static bool Is(Napi::Env env, const Napi::Value& v);
   static DeviceBuffer* Unwrap(const Napi::Object& o) { return Napi::ObjectWrap<DeviceBuffer>::Unwrap(o); }
 
+  // Process-wide counts (all Node environments): device memory tokensieve
+  // owns now, the number of owned buffers holding it, and the number of
+  // DeviceBuffer objects alive (owned or foreign, disposed or not) — the last
+  // shows whether the GC has finalized them.
+  struct Counts {
+    int64_t owned_bytes;
+    int64_t owned_buffers;
+    int64_t objects;
+  };
+  static Counts counts();
+
   explicit DeviceBuffer(const Napi::CallbackInfo& info);
   ~DeviceBuffer() override;
 
@@ -41,6 +52,7 @@ class DeviceBuffer : public Napi::ObjectWrap<DeviceBuffer> {
   Napi::Value GetOwned(const Napi::CallbackInfo& info);
   Napi::Value Dispose(const Napi::CallbackInfo& info);
   void release(Napi::Env env);
+  void account(int64_t sign);
 
   void* ptr_ = nullptr;
   void* stream_ = nullptr;

@@ -1,5 +1,6 @@
-// info(), thread-count control.
+// info(), thread-count control, device-memory counts.
 #include "binding/common.h"
+#include "binding/device_buffer.h"
 #include "tokensieve/runtime.h"
 
 namespace tokensieve {
@@ -73,6 +74,18 @@ Napi::Value MeasureRoof(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// deviceMemory(): what tokensieve holds on devices, process-wide, and V8's
+// count of external memory in this environment (which includes it).
+Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
+  const DeviceBuffer::Counts c = DeviceBuffer::counts();
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("bytes", static_cast<double>(c.owned_bytes));
+  o.Set("buffers", static_cast<double>(c.owned_buffers));
+  o.Set("objects", static_cast<double>(c.objects));
+  o.Set("v8External", static_cast<double>(Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0)));
+  return o;
+}
+
 }  // namespace
 
 void init_info(Napi::Env env, Napi::Object exports) {
@@ -81,6 +94,7 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("getThreads", Napi::Function::New<GetThreads>(env, "getThreads"));
   exports.Set("defaultThreads", Napi::Function::New<DefaultThreads>(env, "defaultThreads"));
   exports.Set("measureRoof", Napi::Function::New<MeasureRoof>(env, "measureRoof"));
+  exports.Set("deviceMemory", Napi::Function::New<DeviceMemory>(env, "deviceMemory"));
 }
 
 }  // namespace binding

@@ -128,16 +128,37 @@ export function requireCuda(ordinal: number, what: string): void {
 
 /**
  * Sets the size of the CPU thread pool shared by every kernel (the calling
- * thread counts as one). `n <= 0` restores the default: TOKENSIEVE_NUM_THREADS,
- * else the number of cores. Returns the new size.
+ * thread counts as one): an integer from 1 to 1024, or `'default'` for
+ * TOKENSIEVE_NUM_THREADS, else the number of cores. Returns the new size.
+ * @throws {TypeError} ERR_ARG for anything else (0 and negative numbers included)
  */
-export function setThreads(n: number): number {
-  if (typeof n !== 'number' || !Number.isInteger(n) || n > 1024) {
-    throw invalid('ERR_ARG', 'threads', 'an integer <= 1024', n);
+export function setThreads(n: number | 'default'): number {
+  if (n === 'default') return native().setThreads(0);
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024) {
+    throw invalid('ERR_ARG', 'setThreads: n', "an integer from 1 to 1024 or 'default'", n);
   }
   return native().setThreads(n);
 }
 
 export function getThreads(): number {
   return native().getThreads();
+}
+
+export interface DeviceMemory {
+  /** Bytes of device memory tokensieve owns now (all devices, the whole process). */
+  bytes: number;
+  /** How many device buffers hold them. */
+  buffers: number;
+}
+
+/**
+ * Device memory tokensieve owns now, from `Tensor.empty`, copies to a device
+ * and kernel outputs, until `dispose()` or the garbage collector frees it
+ * (memory viewed with `Tensor.fromDevicePointer` is not counted). The same
+ * bytes are reported to V8 as external memory, so that the GC runs under
+ * device-memory pressure. Zero in a process that never used CUDA.
+ */
+export function deviceMemory(): DeviceMemory {
+  const m = native().deviceMemory();
+  return { bytes: m.bytes, buffers: m.buffers };
 }

@@ -15,8 +15,8 @@ export {
   bf16BitsToF32,
 } from './dtype';
 export type { DType, FloatDType, HostData } from './dtype';
-export { info, cudaAvailable, cudaUnavailableReason, setThreads, getThreads } from './device';
-export type { Device, DeviceLike, Info, CudaDeviceInfo } from './device';
+export { info, cudaAvailable, cudaUnavailableReason, setThreads, getThreads, deviceMemory } from './device';
+export type { Device, DeviceLike, Info, CudaDeviceInfo, DeviceMemory } from './device';
 export { TokenSieveError } from './errors';
 export type { ErrorCode } from './errors';
 export {

@@ -9,8 +9,8 @@ import * as fs from 'fs';
 import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
-import { attentionScores, attentionScoresSync, getThreads, info, setThreads, Tensor, toHalfBits, fromHalfBits, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32 } from '../lib';
-import { expectClose, randn } from './helpers';
+import { attentionScores, attentionScoresSync, deviceMemory, getThreads, info, setThreads, Tensor, toHalfBits, fromHalfBits, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32 } from '../lib';
+import { expectClose, expectCode, randn } from './helpers';
 
 const root = path.resolve(__dirname, '..');
 const dist = path.join(root, 'dist', 'lib', 'index.js');
@@ -87,14 +87,45 @@ describe('loading', () => {
   });
 });
 
+describe('device buffers and the garbage collector', () => {
+  test('DeviceBuffer objects are finalized inside the collection, not on a later turn of the event loop', () => {
+    // Foreign-pointer buffers need no GPU, and their objects are counted like
+    // owned ones. Before the addon registered for synchronous finalizers,
+    // all 20,000 were still alive after gc() in the same synchronous task,
+    // so a loop of undisposed device tensors ran the GPU out of memory.
+    const nativeJs = path.resolve(__dirname, '..', 'dist', 'lib', 'native.js');
+    const r = spawnSync(process.execPath, ['--expose-gc', '-e', `
+      const n = require(${JSON.stringify(nativeJs)}).native();
+      const before = n.deviceMemory().objects;
+      for (let i = 0; i < 20000; i++) new n.DeviceBuffer(1024, 0, undefined, 4096n);
+      const made = n.deviceMemory().objects - before;
+      global.gc();
+      const left = n.deviceMemory().objects - before;
+      process.stdout.write(JSON.stringify({ made, left, bytes: n.deviceMemory().bytes }));`], { encoding: 'utf8', env: process.env });
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout) as { made: number; left: number; bytes: number };
+    expect(out.made).toBeGreaterThan(0);
+    expect(out.left).toBeLessThanOrEqual(0);
+    expect(out.bytes).toBe(0); // foreign memory is never counted as owned
+  });
+
+  test('deviceMemory() is zero where no device memory was allocated', () => {
+    expect(deviceMemory()).toEqual({ bytes: 0, buffers: 0 });
+  });
+});
+
 describe('threads', () => {
-  test('setThreads resizes the shared pool and <= 0 restores the default', () => {
+  test("setThreads resizes the shared pool, 'default' restores the default, 0 and negatives are refused", () => {
     const before = getThreads();
     try {
       expect(setThreads(3)).toBe(3);
       expect(getThreads()).toBe(3);
       expect(setThreads(1)).toBe(1);
-      expect(setThreads(0)).toBe(info().cpu.defaultThreads);
+      expect(setThreads('default')).toBe(info().cpu.defaultThreads);
+      expect(getThreads()).toBe(info().cpu.defaultThreads);
+      setThreads(2);
+      for (const bad of [0, -1, 1025, NaN]) expectCode(() => setThreads(bad), TypeError, 'ERR_ARG');
+      expect(getThreads()).toBe(2);
     } finally {
       setThreads(before);
     }

@@ -79,6 +79,12 @@ export interface NativeModule {
   /** This machine's CPU ceilings with the current thread count (takes about a second). */
   measureRoof(): { fmaGflops: number; expPerSecond: number; copyGBps: number; threads: number };
   /**
+   * Device memory tokensieve owns now (bytes, buffers; process-wide), the
+   * DeviceBuffer objects alive (owned or foreign, until the GC finalizes
+   * them), and V8's external-memory count for this environment.
+   */
+  deviceMemory(): { bytes: number; buffers: number; objects: number; v8External: number };
+  /**
    * params: [scale, causal, causalOffset, queryReduce (0 mean, 1 sum), headReduce (0 mean, 1 sum, 2 none),
    * keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows, precision (0 native, 1 int8), qBlock, kBlock, smoothK]
    */
