@@ -25,6 +25,15 @@ const tolFor = (C: number): number => 1e-5 * Math.max(1, C / 1024);
 function checkBf16(plan: MergePlan, metric: ArrayLike<number>, N: number, C: number, cls: boolean, distill: boolean, label: string): [number, number] {
   const { a, b } = paritySplit(N);
   const r = plan.r;
+  // Sources and destinations exist exactly when something is merged.
+  expect(`${label}: sources ${plan.sources === undefined ? 'absent' : 'present'}`).toBe(`${label}: sources ${r === 0 ? 'absent' : 'present'}`);
+  if (r === 0) {
+    // An identity plan (e.g. N = 2 with CLS protected caps r at 0): every token stays in place.
+    const ident = Array.from({ length: plan.batch * N }, (_, i) => i % N);
+    expect(plan.assign.toArray()).toEqual(ident);
+    expect(plan.unmerged!.toArray()).toEqual(ident);
+    return [ident.length, ident.length];
+  }
   const src = plan.sources!.toArray();
   const dst = plan.destinations!.toArray();
   const unm = plan.unmerged ? plan.unmerged.toArray() : [];

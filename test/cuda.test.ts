@@ -240,15 +240,18 @@ describeCuda('methods on device tensors give the CPU selections', () => {
 });
 
 describeCuda('quantization: CUDA is byte-identical to CPU', () => {
-  const grans = ['tensor', 'token', 'channel', { group: 32 }, { group: 64, pad: true }, { rows: 128, pad: true }] as const;
+  // C = 65: { group: 13 } divides it; 32 and 64 need pad (a short last group).
+  const grans = ['tensor', 'token', 'channel', { group: 13 }, { group: 32, pad: true }, { group: 64, pad: true }, { rows: 128, pad: true }] as const;
   for (const dtype of ['f32', 'f16', 'bf16'] as const) {
     for (const bits of [8, 4] as const) {
       test(`${dtype} ${bits}-bit, every granularity, with and without smoothing`, async () => {
         const shape = [2, 3, 577, 65];
         const x = makeTensor(randn(shape.reduce((a, b) => a * b), seed++, 2), shape, dtype).t;
         const xd = x.to(dev);
+        let compared = 0;
         for (const granularity of grans) {
           for (const smooth of [false, true]) {
+            compared++;
             const cpu = quantizeSync(x, { bits, granularity, smooth });
             const gpu = await quantize(xd, { bits, granularity, smooth });
             expect(gpu.data.device).toBe(dev);
@@ -260,8 +263,11 @@ describeCuda('quantization: CUDA is byte-identical to CPU', () => {
             }
           }
         }
+        expect(compared).toBe(grans.length * 2);
         const bad = Tensor.from({ data: Float32Array.of(1, NaN), shape: [2] }, { device: dev });
         expectCode(() => quantizeSync(bad), RangeError, 'ERR_RANGE');
+        xd.dispose();
+        bad.dispose();
       });
     }
   }

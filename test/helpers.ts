@@ -117,7 +117,13 @@ export function describeCuda(name: string, body: () => void): void {
     reason = (e as Error).message;
   }
   if (available) {
-    describe(name, body);
+    describe(name, () => {
+      // A GPU test that compares nothing passes for the wrong reason: every
+      // test here must reach at least one expect(). Tests whose comparisons
+      // are conditional also count them and assert the count.
+      beforeEach(() => expect.hasAssertions());
+      body();
+    });
   } else {
     describe.skip(`${name} [skipped: ${reason || 'CUDA unavailable'}]`, body);
     // eslint-disable-next-line no-console
