@@ -20,7 +20,7 @@ Napi::Value AttentionScores(const Napi::CallbackInfo& info) {
   p.k = cx.tensor(4, "k");
   p.key_bias = cx.tensor(6, "keyBias", /*optional=*/true);
   p.has_key_bias = p.key_bias.ndim > 0;
-  p.out = cx.tensor(8, "out");
+  p.out = cx.output(8, "out");
   p.stream = cx.stream(10);
   p.scale = static_cast<float>(a[0]);
   p.causal = a[1] != 0;
@@ -55,7 +55,7 @@ Napi::Value ReduceAttention(const Napi::CallbackInfo& info) {
   p.reduce.query_rows =
       cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(a[7]));
   p.probs = cx.tensor(2, "probs");
-  p.out = cx.tensor(4, "out");
+  p.out = cx.output(4, "out");
   p.stream = cx.stream(6);
   p.reduce.query_reduce = static_cast<QueryReduce>(to_enum(a[0]));
   p.reduce.head_reduce = static_cast<HeadReduce>(to_enum(a[1]));

@@ -1,6 +1,8 @@
 #include "binding/common.h"
 
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <new>
 #include <string>
@@ -81,10 +83,13 @@ Status run_guarded(const std::function<Status()>& job) {
 
 class Worker : public Napi::AsyncWorker {
  public:
-  Worker(Napi::Env env, std::function<Status()> job, const std::vector<Napi::Object>& kept)
+  Worker(Napi::Env env, std::function<Status()> job, const std::vector<Napi::Object>& kept,
+         std::vector<CallContext::Staged> staged)
       : Napi::AsyncWorker(env, "tokensieve"),
         deferred_(Napi::Promise::Deferred::New(env)),
         job_(std::move(job)) {
+    for (auto& st : staged) staged_.push_back(StagedRef{std::move(st.copy), st.bytes, Napi::Persistent(st.array),
+                                                        st.byte_offset, st.output, std::move(st.name)});
     for (const auto& o : kept) {
       refs_.push_back(Napi::Persistent(o));
       if (DeviceBuffer::Is(env, o)) {
@@ -101,6 +106,8 @@ class Worker : public Napi::AsyncWorker {
     Napi::Env env = Env();
     Napi::HandleScope scope(env);
     let_go(env);
+    if (status_.ok()) status_ = copy_back(env);
+    staged_.clear();
     if (status_.ok())
       deferred_.Resolve(env.Undefined());
     else
@@ -109,10 +116,31 @@ class Worker : public Napi::AsyncWorker {
   void OnError(const Napi::Error& e) override {
     Napi::HandleScope scope(Env());
     let_go(Env());
+    staged_.clear();
     deferred_.Reject(e.Value());
   }
 
  private:
+  struct StagedRef {
+    std::shared_ptr<char> copy;
+    size_t bytes;
+    Napi::ObjectReference array;
+    size_t byte_offset;
+    bool output;
+    std::string name;
+  };
+  // Staged outputs go back into their TypedArrays, which JS may have
+  // detached or shrunk while the job ran.
+  Status copy_back(Napi::Env env) {
+    for (StagedRef& st : staged_) {
+      if (!st.output) continue;
+      const TypedArrayInfo ta = typed_array(env, st.array.Value());
+      if (!ta.ok || ta.data == nullptr || ta.length * element_size(ta.type) < st.byte_offset + st.bytes)
+        return Status(Code::kRange, "the buffer of " + st.name + " was detached or shrunk while the call ran");
+      std::memcpy(static_cast<char*>(ta.data) + st.byte_offset, st.copy.get(), st.bytes);
+    }
+    return Status::Ok();
+  }
   void let_go(Napi::Env env) {
     for (DeviceBuffer* b : buffers_) b->let_go(env);
     buffers_.clear();
@@ -122,11 +150,37 @@ class Worker : public Napi::AsyncWorker {
   Status status_;
   std::vector<Napi::ObjectReference> refs_;
   std::vector<DeviceBuffer*> buffers_;
+  std::vector<StagedRef> staged_;
 };
 
 }  // namespace
 
-TensorView CallContext::tensor(size_t i, const char* name, bool optional) {
+TensorView CallContext::tensor(size_t i, const char* name, bool optional) { return view(i, name, optional, false); }
+TensorView CallContext::output(size_t i, const char* name, bool optional) { return view(i, name, optional, true); }
+
+void* CallContext::stage(const Napi::Value& array, napi_value arraybuffer, void* data, size_t byte_offset,
+                         size_t bytes, bool output, const char* name) {
+  if (!async_ || bytes == 0) return data;
+  bool plain = false;  // false for a SharedArrayBuffer, which cannot be detached or shrunk
+  if (napi_is_arraybuffer(env_, arraybuffer, &plain) != napi_ok || !plain) return data;
+  void* copy = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  if (copy == nullptr) {
+    fail(Code::kRange, std::string("out of host memory while staging ") + name + " for an async call");
+    return data;
+  }
+  std::memcpy(copy, data, bytes);
+  Staged st;
+  st.copy = std::shared_ptr<char>(static_cast<char*>(copy), std::free);
+  st.bytes = bytes;
+  st.array = array.As<Napi::Object>();
+  st.byte_offset = byte_offset;
+  st.output = output;
+  st.name = name;
+  staged_.push_back(std::move(st));
+  return copy;
+}
+
+TensorView CallContext::view(size_t i, const char* name, bool optional, bool output) {
   TensorView t;
   Napi::Value mv = arg(i);
   const napi_valuetype mt = type_of(env_, mv);
@@ -211,7 +265,11 @@ TensorView CallContext::tensor(size_t i, const char* name, bool optional) {
                                std::to_string(last) + " but the array has " + std::to_string(ta.length));
       return t;
     }
-    t.data = static_cast<char*>(ta.data) + offset * static_cast<int64_t>(esize);
+    const size_t first_byte = static_cast<size_t>(offset) * esize;
+    t.data = static_cast<char*>(ta.data) + first_byte;
+    if (!empty)
+      t.data = stage(mem, ta.arraybuffer, t.data, first_byte, static_cast<size_t>(last + 1 - offset) * esize, output,
+                     name);
     return t;
   }
 
@@ -278,7 +336,8 @@ const int32_t* CallContext::int32_array(size_t i, const char* name, int64_t* len
     return nullptr;
   }
   *length = count >= 0 ? count : static_cast<int64_t>(ta.length);
-  return static_cast<const int32_t*>(ta.data);
+  return static_cast<const int32_t*>(
+      stage(v, ta.arraybuffer, ta.data, 0, static_cast<size_t>(*length) * sizeof(int32_t), false, name));
 }
 
 void* CallContext::stream(size_t i) {
@@ -299,6 +358,7 @@ Status finish_device(int device, void* stream, bool wait, Status enqueued) {
 }
 
 Napi::Value CallContext::dispatch(std::function<Status()> job, bool async) {
+  if (async != async_) fail(Code::kInternal, "internal error: the async flag is not the call's last argument");
   if (!async) {
     if (!status_.ok()) throw make_error(env_, status_);
     Status s = run_guarded(job);
@@ -310,7 +370,7 @@ Napi::Value CallContext::dispatch(std::function<Status()> job, bool async) {
     d.Reject(make_error(env_, status_).Value());
     return d.Promise();
   }
-  auto* worker = new Worker(env_, std::move(job), kept_);
+  auto* worker = new Worker(env_, std::move(job), kept_, std::move(staged_));
   Napi::Promise p = worker->promise();
   worker->Queue();
   return p;

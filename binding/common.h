@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -44,7 +45,12 @@ Napi::Error make_error(Napi::Env env, const Status& s);
 // slower than small kernels. typings/native.d.ts documents each signature.
 class CallContext {
  public:
-  explicit CallContext(const Napi::CallbackInfo& info) : info_(info), env_(info.Env()) {}
+  // The async flag is always the last argument (see dispatch).
+  explicit CallContext(const Napi::CallbackInfo& info)
+      : info_(info),
+        env_(info.Env()),
+        async_(info.Length() > 0 && info[info.Length() - 1].IsBoolean() &&
+               info[info.Length() - 1].As<Napi::Boolean>().Value()) {}
 
   // A tensor as two arguments: info[i] = meta, a Float64Array
   // [dtype, device, offset, ndim, ...shape, ...strides] (elements; it may be
@@ -55,11 +61,22 @@ class CallContext {
   // memory owned by tokensieve) or a bigint address (foreign device memory).
   // Checks that every addressed element lies inside the TypedArray or the
   // owned buffer. With `optional`, an undefined/null meta gives an empty view.
+  //
+  // An async call must not read memory that JS can take away while the job
+  // runs (ArrayBuffer.prototype.transfer, structuredClone with transfer,
+  // resizable buffers shrunk): Node-API can neither pin nor watch an
+  // ArrayBuffer. So for async calls, host data in an ArrayBuffer is staged:
+  // the addressed span is copied into memory the job owns, on this thread
+  // (SharedArrayBuffers cannot be detached or shrunk, and are used in place).
   TensorView tensor(size_t i, const char* name, bool optional = false);
+  // An output tensor. For async calls, host output in an ArrayBuffer is staged
+  // too and copied back when the job completes; if its buffer was detached or
+  // shrunk meanwhile, the call rejects with ERR_RANGE.
+  TensorView output(size_t i, const char* name, bool optional = false);
   // info[i]: a Float64Array of at least n scalars.
   const double* params(size_t i, size_t n);
   // info[i]: an Int32Array, as a host pointer + length (its first `count`
-  // elements when count >= 0).
+  // elements when count >= 0); staged like a tensor for async calls.
   const int32_t* int32_array(size_t i, const char* name, int64_t* length, int64_t count = -1);
   // info[i]: an optional bigint cudaStream_t.
   void* stream(size_t i);
@@ -74,15 +91,33 @@ class CallContext {
 
   // Runs `job` on the calling thread (async == false: returns undefined or
   // throws) or on libuv's pool (returns a Promise). `job` must not touch JS.
+  // `async` must be the call's last argument (the constructor read it).
   Napi::Value dispatch(std::function<Status()> job, bool async);
+
+  // Host memory an async job works on instead of a JS ArrayBuffer's.
+  struct Staged {
+    std::shared_ptr<char> copy;  // 64-byte aligned
+    size_t bytes = 0;
+    Napi::Object array;  // the TypedArray (outputs are copied back into it)
+    size_t byte_offset = 0;  // of the span within the TypedArray's data
+    bool output = false;
+    std::string name;
+  };
 
  private:
   Napi::Value arg(size_t i) const { return info_.Length() > i ? info_[i] : env_.Undefined(); }
   void keep(const Napi::Value& v) { kept_.push_back(v.As<Napi::Object>()); }
+  TensorView view(size_t i, const char* name, bool optional, bool output);
+  // For async calls: returns where the job reads/writes `bytes` at `data`
+  // (byte `byte_offset` of TypedArray `array`): a staged copy, or `data`.
+  void* stage(const Napi::Value& array, napi_value arraybuffer, void* data, size_t byte_offset, size_t bytes,
+              bool output, const char* name);
   const Napi::CallbackInfo& info_;
   Napi::Env env_;
+  bool async_;
   Status status_;
   std::vector<Napi::Object> kept_;
+  std::vector<Staged> staged_;
 };
 
 // Device work is enqueued on the op's stream; with `wait` (the default) the

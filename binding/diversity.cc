@@ -16,9 +16,9 @@ Napi::Value KCenter(const Napi::CallbackInfo& info) {
   KCenterParams p;
   p.x = cx.tensor(1, "x");
   p.exclude = cx.tensor(3, "exclude", /*optional=*/true);
-  p.order = cx.tensor(5, "order");
-  p.sorted = cx.tensor(7, "sorted", true);
-  p.distances = cx.tensor(9, "distances", true);
+  p.order = cx.output(5, "order");
+  p.sorted = cx.output(7, "sorted", true);
+  p.distances = cx.output(9, "distances", true);
   p.stream = cx.stream(11);
   if (a != nullptr) {
     p.k = to_int64(a[0]);
@@ -44,9 +44,9 @@ Napi::Value KMedoids(const Napi::CallbackInfo& info) {
   const double* a = cx.params(0, 6);
   KMedoidsParams p;
   p.x = cx.tensor(1, "x");
-  p.medoids = cx.tensor(3, "medoids");
-  p.assignments = cx.tensor(5, "assignments");
-  p.iterations = cx.tensor(7, "iterations", true);
+  p.medoids = cx.output(3, "medoids");
+  p.assignments = cx.output(5, "assignments");
+  p.iterations = cx.output(7, "iterations", true);
   p.stream = cx.stream(9);
   if (a != nullptr) {
     p.k = to_int64(a[0]);
@@ -73,9 +73,9 @@ Napi::Value StcScores(const Napi::CallbackInfo& info) {
   StcScoresParams p;
   p.x = cx.tensor(1, "x");
   p.memory_sum = cx.tensor(3, "memorySum", true);
-  p.scores = cx.tensor(5, "scores");
-  p.chunk_mean = cx.tensor(7, "chunkMean");
-  p.channels = cx.tensor(9, "channels", true);
+  p.scores = cx.output(5, "scores");
+  p.chunk_mean = cx.output(7, "chunkMean");
+  p.channels = cx.output(9, "channels", true);
   p.stream = cx.stream(11);
   if (a != nullptr) {
     p.memory_count = to_int64(a[0]);
@@ -99,9 +99,9 @@ Napi::Value MaxCoverage(const Napi::CallbackInfo& info) {
   MaxCoverageParams p;
   p.coverage = cx.tensor(1, "coverage");
   p.exclude = cx.tensor(3, "exclude", true);
-  p.order = cx.tensor(5, "order");
-  p.sorted = cx.tensor(7, "sorted", true);
-  p.gains = cx.tensor(9, "gains", true);
+  p.order = cx.output(5, "order");
+  p.sorted = cx.output(7, "sorted", true);
+  p.gains = cx.output(9, "gains", true);
   p.stream = cx.stream(11);
   if (a != nullptr) p.k = to_int64(a[0]);
   const bool wait = a != nullptr && a[1] != 0;
@@ -122,7 +122,7 @@ Napi::Value MmtokCoverage(const Napi::CallbackInfo& info) {
   p.text = cx.tensor(1, "text");
   p.vision = cx.tensor(3, "vision");
   p.vision_aux = cx.tensor(5, "visionAux", true);
-  p.out = cx.tensor(7, "out");
+  p.out = cx.output(7, "out");
   p.stream = cx.stream(9);
   if (a != nullptr) {
     p.tau_tv = a[0];

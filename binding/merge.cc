@@ -17,10 +17,10 @@ Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
   p.metric = cx.tensor(1, "metric");
   p.split_a = cx.tensor(3, "splitA");
   p.split_b = cx.tensor(5, "splitB");
-  p.assign = cx.tensor(7, "assign");
-  p.unm_idx = cx.tensor(9, "unmerged", /*optional=*/true);
-  p.src_idx = cx.tensor(11, "sources", /*optional=*/true);
-  p.dst_idx = cx.tensor(13, "destinations", /*optional=*/true);
+  p.assign = cx.output(7, "assign");
+  p.unm_idx = cx.output(9, "unmerged", /*optional=*/true);
+  p.src_idx = cx.output(11, "sources", /*optional=*/true);
+  p.dst_idx = cx.output(13, "destinations", /*optional=*/true);
   p.stream = cx.stream(15);
   p.r = to_int64(a[0]);
   p.protect_cls = a[1] != 0;
@@ -45,8 +45,8 @@ Napi::Value Merge(const Napi::CallbackInfo& info) {
   p.x = cx.tensor(1, "x");
   p.assign = cx.tensor(3, "assign");
   p.sizes = cx.tensor(5, "sizes", /*optional=*/true);
-  p.out = cx.tensor(7, "out");
-  p.sizes_out = cx.tensor(9, "sizesOut", /*optional=*/true);
+  p.out = cx.output(7, "out");
+  p.sizes_out = cx.output(9, "sizesOut", /*optional=*/true);
   p.stream = cx.stream(11);
   p.n_out = to_int64(a[0]);
   p.mode = static_cast<MergeMode>(to_enum(a[1]));
@@ -69,7 +69,7 @@ Napi::Value ContextualMerge(const Napi::CallbackInfo& info) {
   p.x = cx.tensor(1, "x");
   p.metric = cx.tensor(3, "metric");
   p.remaining = cx.tensor(5, "remaining");
-  p.out = cx.tensor(7, "out");
+  p.out = cx.output(7, "out");
   p.stream = cx.stream(9);
   p.c = to_int64(a[0]);
   const bool wait = a[1] != 0;

@@ -24,9 +24,9 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
   QuantizeParams p;
   p.scheme = read_scheme(a);
   p.x = cx.tensor(1, "x");
-  p.data = cx.tensor(3, "data");
-  p.scales = cx.tensor(5, "scales");
-  p.mean = cx.tensor(7, "mean", /*optional=*/true);
+  p.data = cx.output(3, "data");
+  p.scales = cx.output(5, "scales");
+  p.mean = cx.output(7, "mean", /*optional=*/true);
   p.stream = cx.stream(9);
   p.smooth = a[4] != 0;
   const bool wait = a[6] != 0;
@@ -49,7 +49,7 @@ Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   p.data = cx.tensor(1, "data");
   p.scales = cx.tensor(3, "scales");
   p.mean = cx.tensor(5, "mean", /*optional=*/true);
-  p.out = cx.tensor(7, "out");
+  p.out = cx.output(7, "out");
   p.stream = cx.stream(9);
   p.add_mean = a[4] != 0;
   const bool wait = a[5] != 0;

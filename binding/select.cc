@@ -14,8 +14,8 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   const double* a = cx.params(0, 3);
   TopkParams p;
   p.scores = cx.tensor(1, "scores");
-  p.indices = cx.tensor(3, "indices");
-  p.values = cx.tensor(5, "values", /*optional=*/true);
+  p.indices = cx.output(3, "indices");
+  p.values = cx.output(5, "values", /*optional=*/true);
   p.stream = cx.stream(7);
   p.k = to_int64(a[0]);
   p.order_by_score = a[1] != 0;
@@ -36,7 +36,7 @@ Napi::Value Gather(const Napi::CallbackInfo& info) {
   GatherParams p;
   p.x = cx.tensor(1, "x");
   p.indices = cx.tensor(3, "indices");
-  p.out = cx.tensor(5, "out");
+  p.out = cx.output(5, "out");
   p.stream = cx.stream(7);
   const bool wait = a[1] != 0;
   p.check_indices = a[0] != 0 && (wait || p.x.on_host());

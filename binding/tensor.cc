@@ -14,7 +14,7 @@ namespace {
 // host→host.
 Napi::Value Copy(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  TensorView dst = cx.tensor(0, "dst");
+  TensorView dst = cx.output(0, "dst");
   TensorView src = cx.tensor(2, "src");
   void* stream = cx.stream(4);
   if (cx.ok()) {
