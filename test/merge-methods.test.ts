@@ -15,7 +15,8 @@ describe('parseR (ToMe parse_r)', () => {
   test('matches the float64 restatement for ramps', () => {
     for (const L of [2, 12, 24, 40]) {
       for (const [r, inf] of [[13, 0.5], [7, -1], [16, 0], [23, 0.25], [5, 1.5]]) {
-        expect(parseR(L, { r, inflection: inf })).toEqual(refParseR(L, { r, inflection: inf }));
+        // ToMe's negative ramp values act as 0 (do_nothing); the schedule holds the 0.
+        expect(parseR(L, { r, inflection: inf })).toEqual(refParseR(L, { r, inflection: inf }).map((v) => Math.max(0, v)));
       }
     }
   });
@@ -23,6 +24,16 @@ describe('parseR (ToMe parse_r)', () => {
     expectCode(() => parseR(0, 3), TypeError, 'ERR_ARG');
     expectCode(() => parseR(3, 1.5), TypeError, 'ERR_ARG');
     expectCode(() => parseR(2, [1, 2, 3]), RangeError, 'ERR_RANGE');
+    // Found by fuzzing: a hang then a V8 heap abort, a RangeError without a code, silent negatives.
+    expectCode(() => parseR(2 ** 31, 1), RangeError, 'ERR_RANGE');
+    expectCode(() => parseR(2 ** 53, 1), RangeError, 'ERR_RANGE');
+    expectCode(() => parseR(3, -5), RangeError, 'ERR_RANGE');
+    expectCode(() => parseR(3, [2, -1]), RangeError, 'ERR_RANGE');
+    expectCode(() => parseR(3, { r: -2, inflection: 0 }), RangeError, 'ERR_RANGE');
+    expectCode(() => parseR(3, { r: 2, inflection: NaN }), TypeError, 'ERR_ARG');
+    expectCode(() => parseR(3, 2 ** 60), RangeError, 'ERR_RANGE');
+    expect(parseR(3, { r: 4, inflection: 2 })).toEqual([0, 4, 12]); // ToMe: [-4, 4, 12]
+    expectCode(() => toMe({ layers: 2, r: -1 }), RangeError, 'ERR_RANGE');
     expectCode(() => toMe({ layers: 3, r: 2, cls: 'yes' } as never), TypeError, 'ERR_ARG');
   });
 });

@@ -8,7 +8,7 @@
  * proportional attention adds log(size) of each key to every logit; `r` per
  * layer comes from parse_r (int, (r, inflection) ramp, or a list).
  */
-import { invalid, makeError } from '../errors';
+import { describe, invalid, makeError } from '../errors';
 import { checkOptions, oneOf } from '../kernels/common';
 import { bipartiteSoftMatch, bipartiteSoftMatchSync, MatchPrecision, merge, MergePlan, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -21,35 +21,52 @@ export type ToMeSchedule = number | { r: number; inflection: number } | number[]
  * min = int(r·(1 − inflection)), max = 2r − min, a linear ramp from min to
  * max over the layers with each value int()-truncated ({ r, inflection: -1 }
  * is the paper's decreasing schedule); a list is used as is, padded with 0.
- * (ToMe divides by num_layers − 1; with one layer we return [min].)
+ * (ToMe divides by num_layers − 1; with one layer we return [min].) r and
+ * list values must be >= 0; ramp values below 0 (an inflection outside
+ * [-1, 1]) become 0, which is what ToMe's merge makes of them.
+ * @throws {RangeError} ERR_RANGE for r < 0, more than 65,536 layers, or a list longer than the layers
  * @example parseR(12, { r: 8, inflection: -1 }) // [16, 14, 13, 11, 10, 8, 7, 5, 4, 2, 1, 0]
  */
 export function parseR(numLayers: number, r: ToMeSchedule): number[] {
   if (typeof numLayers !== 'number' || !Number.isInteger(numLayers) || numLayers < 1) {
     throw invalid('ERR_ARG', 'parseR numLayers', 'an integer >= 1', numLayers);
   }
-  const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+  if (numLayers > MAX_LAYERS) {
+    throw makeError('ERR_RANGE', `Expected parseR numLayers <= ${MAX_LAYERS} but received ${describe(numLayers)}`);
+  }
+  // r is a token count: a non-negative safe integer (ToMe reads r < 0 as 0; we refuse it).
+  const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;
+  const isNumber = (v: unknown): v is number => typeof v === 'number';
   if (Array.isArray(r)) {
-    if (!r.every(isInt)) throw invalid('ERR_ARG', 'parseR r', 'a list of integers', r);
+    if (!r.every(isNumber) || !r.every((v) => Number.isInteger(v))) throw invalid('ERR_ARG', 'parseR r', 'a list of integers', r);
+    if (!r.every(isCount)) throw makeError('ERR_RANGE', `Expected parseR r to list integers >= 0 but received ${describe(r)}`);
     if (r.length > numLayers) throw makeError('ERR_RANGE', `parseR: ${r.length} values of r for ${numLayers} layers`);
     return [...r, ...new Array<number>(numLayers - r.length).fill(0)];
   }
   let rr: number;
   let inflect = 0;
-  if (isInt(r)) {
+  if (isNumber(r) && Number.isInteger(r)) {
     rr = r;
-  } else if (typeof r === 'object' && r !== null && isInt((r as { r: unknown }).r) && typeof (r as { inflection: unknown }).inflection === 'number' && Number.isFinite((r as { inflection: number }).inflection)) {
+  } else if (typeof r === 'object' && r !== null && isNumber((r as { r: unknown }).r) && Number.isInteger((r as { r: number }).r)
+    && isNumber((r as { inflection: unknown }).inflection)) {
     rr = (r as { r: number }).r;
     inflect = (r as { inflection: number }).inflection;
+    if (!Number.isFinite(inflect)) throw invalid('ERR_ARG', 'parseR inflection', 'a finite number', inflect);
   } else {
     throw invalid('ERR_ARG', 'parseR r', 'an integer, { r, inflection } or a list of integers', r);
   }
+  if (!isCount(rr)) throw makeError('ERR_RANGE', `Expected parseR r >= 0 (a safe integer) but received ${describe(rr)}`);
   const min = Math.trunc(rr * (1.0 - inflect));
   const max = 2 * rr - min;
-  if (numLayers === 1) return [min];
+  // An inflection outside [-1, 1] takes one end of the ramp below 0, which
+  // ToMe's merge treats as 0 (do_nothing); the schedule says so.
+  if (numLayers === 1) return [Math.max(0, min)];
   const step = (max - min) / (numLayers - 1);
-  return Array.from({ length: numLayers }, (_, i) => Math.trunc(min + step * i));
+  return Array.from({ length: numLayers }, (_, i) => Math.max(0, Math.trunc(min + step * i)));
 }
+
+/** More blocks than any transformer has; guards against allocating a schedule for 2^31 layers. */
+const MAX_LAYERS = 65536;
 
 export interface ToMeOptions {
   /** Number of transformer blocks. */
