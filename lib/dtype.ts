@@ -2,6 +2,8 @@
  * Element types and conversions. f16 and bf16 data live in a Uint16Array,
  * so a host tensor holding them must name its dtype explicitly.
  */
+import { invalid, makeError } from './errors';
+
 export type DType = 'f32' | 'f16' | 'bf16' | 'i32' | 'i64' | 'i8' | 'u8';
 export type FloatDType = 'f32' | 'f16' | 'bf16';
 
@@ -98,14 +100,25 @@ export function f16BitsToF32(h: number): number {
 
 /** Converts f32 values (any array-like of numbers) to f16 or bf16 bits. */
 export function toHalfBits(values: ArrayLike<number>, dtype: 'f16' | 'bf16'): Uint16Array {
+  checkHalfArgs('toHalfBits', values, dtype);
   const out = new Uint16Array(values.length);
   const conv = dtype === 'f16' ? f32ToF16Bits : f32ToBf16Bits;
   for (let i = 0; i < values.length; i++) out[i] = conv(values[i]);
   return out;
 }
 
+function checkHalfArgs(op: string, values: unknown, dtype: unknown): void {
+  const arrayLike = (typeof values === 'object' && values !== null && typeof (values as { length?: unknown }).length === 'number')
+    || typeof values === 'string';
+  if (!arrayLike || typeof values === 'string') throw invalid('ERR_ARG', `${op} values`, 'an array or TypedArray of numbers', values);
+  const n = (values as { length: number }).length;
+  if (!Number.isSafeInteger(n) || n < 0 || n > 2 ** 32 - 1) throw makeError('ERR_RANGE', `${op}: a length of ${n} is not a valid array length`);
+  if (dtype !== 'f16' && dtype !== 'bf16') throw invalid('ERR_DTYPE', `${op} dtype`, "'f16' or 'bf16'", dtype);
+}
+
 /** Converts f16 or bf16 bits to f32 values. */
 export function fromHalfBits(bits: ArrayLike<number>, dtype: 'f16' | 'bf16'): Float32Array {
+  checkHalfArgs('fromHalfBits', bits, dtype);
   const out = new Float32Array(bits.length);
   const conv = dtype === 'f16' ? f16BitsToF32 : bf16BitsToF32;
   for (let i = 0; i < bits.length; i++) out[i] = conv(bits[i]);

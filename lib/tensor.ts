@@ -6,6 +6,7 @@
  * the garbage collector) or, from `Tensor.fromDevicePointer`, names memory
  * owned by another runtime. Shapes and strides are in elements.
  */
+import * as os from 'os';
 import type { NativeDeviceBuffer, NativeTensor } from '../typings/native';
 import {
   DTYPE_ARRAY,
@@ -77,6 +78,9 @@ export function numelOf(shape: readonly number[]): number {
   return shape.reduce((a, b) => a * b, 1);
 }
 
+/** The largest dimension: token, row and channel indices are i32. */
+export const MAX_DIM = 2 ** 31 - 1;
+
 function checkShape(shape: unknown, arg: string): number[] {
   if (!Array.isArray(shape) || shape.length > 6) {
     throw invalid('ERR_ARG', `${arg}.shape`, 'an array of at most 6 non-negative integers', shape);
@@ -84,6 +88,9 @@ function checkShape(shape: unknown, arg: string): number[] {
   for (const d of shape) {
     if (typeof d !== 'number' || !Number.isSafeInteger(d) || d < 0) {
       throw invalid('ERR_ARG', `${arg}.shape`, 'an array of non-negative integers', shape);
+    }
+    if (d > MAX_DIM) {
+      throw makeError('ERR_RANGE', `Expected every dimension of ${arg}.shape to be at most 2^31 - 1 (indices are i32) but received [${shape.join(', ')}]`);
     }
   }
   return shape.slice() as number[];
@@ -112,8 +119,9 @@ function lastIndex(shape: readonly number[], strides: readonly number[]): number
 }
 
 function isDetached(data: ArrayBufferView): boolean {
-  const buf = data.buffer as ArrayBuffer & { detached?: boolean };
+  const buf = data.buffer as ArrayBuffer & { detached?: boolean; resizable?: boolean };
   if (typeof buf.detached === 'boolean') return buf.detached;
+  if (buf.resizable === true) return false; // shrunk, not detached
   return buf.byteLength === 0 && data.byteLength === 0;
 }
 
@@ -137,8 +145,10 @@ export class Tensor {
       throw new TokenSieveError('ERR_ARG', 'Tensor cannot be constructed directly: use Tensor.from, Tensor.empty or Tensor.fromDevicePointer');
     }
     this.dtype = init.dtype;
-    this.shape = init.shape.slice();
-    this.strides = init.strides.slice();
+    // Frozen copies: a shape mutated after the call (or during an async one)
+    // cannot change what the checks saw.
+    this.shape = Object.freeze(init.shape.slice());
+    this.strides = Object.freeze(init.strides.slice());
     this.offset = init.offset;
     this.device = deviceName(init.ordinal);
     this.stream = init.stream;
@@ -167,30 +177,7 @@ export class Tensor {
   static empty(
     shape: readonly number[], dtype: DType = 'f32', device: DeviceLike = 'cpu', opts: { stream?: bigint; uninitialized?: boolean } = {},
   ): Tensor {
-    const dims = checkShape(shape, 'shape');
-    if (!isDType(dtype)) throw invalid('ERR_DTYPE', 'dtype', `one of f32, f16, bf16, i32, i64, i8, u8`, dtype);
-    const ordinal = deviceOrdinal(device);
-    const n = numelOf(dims);
-    const strides = contiguousStrides(dims);
-    if (ordinal < 0) {
-      let data: HostData;
-      if (opts.uninitialized && n * DTYPE_SIZE[dtype] >= 1 << 16) {
-        // Skips zero-filling large outputs; allocUnsafeSlow memory is not pooled and starts at offset 0.
-        const buf = Buffer.allocUnsafeSlow(n * DTYPE_SIZE[dtype]);
-        data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(buf.buffer, buf.byteOffset, n);
-      } else {
-        data = new DTYPE_ARRAY[dtype](n);
-      }
-      return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, data });
-    }
-    requireCuda(ordinal, 'Tensor.empty');
-    let buffer: NativeDeviceBuffer;
-    try {
-      buffer = new (native().DeviceBuffer)(n * DTYPE_SIZE[dtype], ordinal, opts.stream);
-    } catch (e) {
-      throw fromNative(e, 'Tensor.empty');
-    }
-    return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, buffer, stream: opts.stream });
+    return allocate('Tensor.empty', shape, dtype, device, opts);
   }
 
   /**
@@ -291,7 +278,7 @@ export class Tensor {
 
   /** A contiguous tensor with the same values (this one when already contiguous). Host only. */
   contiguous(): Tensor {
-    this.assertAlive('contiguous');
+    this.assertReadable('Tensor.contiguous');
     if (this.isContiguous && this.offset === 0) return this;
     if (!this.isHost) {
       throw new TokenSieveError('ERR_UNSUPPORTED', 'Tensor.contiguous: strided device tensors cannot be compacted on the device yet; use toHost()');
@@ -317,6 +304,7 @@ export class Tensor {
 
   /** The values as numbers in row-major order (f16/bf16 decoded; i64 as numbers). Copies device data to the host. */
   toArray(): number[] {
+    this.assertReadable('Tensor.toArray');
     const host = this.toHost().contiguous();
     const data = host.data;
     if (this.dtype === 'f16' || this.dtype === 'bf16') return Array.from(fromHalfBits(data as Uint16Array, this.dtype));
@@ -327,7 +315,10 @@ export class Tensor {
   /** A view with new shape/strides over the same memory (no copy). */
   view(shape: readonly number[], strides?: readonly number[], offset: number = this.offset): Tensor {
     this.assertAlive('view');
-    const dims = checkShape(shape, 'shape');
+    const dims = checkShape(shape, 'Tensor.view');
+    if (typeof offset !== 'number' || !Number.isSafeInteger(offset) || offset < 0) {
+      throw invalid('ERR_ARG', 'Tensor.view offset', 'a non-negative integer', offset);
+    }
     let st: number[];
     if (strides !== undefined) {
       st = checkStrides(strides, dims.length, 'view');
@@ -341,6 +332,9 @@ export class Tensor {
     const last = lastIndex(dims, st);
     if (last >= 0 && this.isHost && offset + last >= this.data.length) {
       throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of ${this.data.length}`);
+    }
+    if (last >= 0 && this.#buffer && (offset + last + 1) * DTYPE_SIZE[this.dtype] > this.#buffer.bytes) {
+      throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of a device buffer of ${this.#buffer.bytes / DTYPE_SIZE[this.dtype]}`);
     }
     return new Tensor(INTERNAL, {
       dtype: this.dtype, shape: dims, strides: st, offset, ordinal: this.ordinal,
@@ -379,7 +373,7 @@ export class Tensor {
    * tensor's own (e.g. a [B, N, H, D] tensor read as [B, H, N, D]).
    */
   descriptor(name: string, shape: readonly number[] = this.shape, strides: readonly number[] = this.strides): NativeTensor {
-    this.assertAlive(name);
+    this.assertReadable(name);
     const rank = shape.length;
     // Always 16 doubles (128 bytes): past V8's 64-byte on-heap limit, so the
     // addon reads it in place instead of V8 copying it out of the heap.
@@ -399,6 +393,87 @@ export class Tensor {
   private assertAlive(what: string): void {
     if (this.disposed) throw new TokenSieveError('ERR_DISPOSED', `${what}: the tensor has been disposed`);
   }
+
+  /**
+   * @internal Throws unless the tensor can be read now: not disposed, and
+   * (host) its TypedArray still holds every element the view addresses —
+   * JS may have detached or shrunk the buffer since the tensor was made.
+   */
+  assertReadable(what: string): void {
+    this.assertAlive(what);
+    const data = this.#data;
+    if (data === undefined) return;
+    const last = lastIndex(this.shape, this.strides);
+    if (last < 0 || this.offset + last < data.length) return;
+    if (isDetached(data)) throw makeError('ERR_RANGE', `${what}: the tensor's ArrayBuffer has been detached`);
+    throw makeError('ERR_RANGE', `${what}: the tensor's buffer has shrunk to ${data.length} elements but the view reaches element ${this.offset + last}`);
+  }
+}
+
+/**
+ * The largest outputs tokensieve allocates; anything larger is an ERR_RANGE
+ * before anything is allocated:
+ * - host: 2^32 − 1 elements per tensor (V8's TypedArray limit), and half the
+ *   machine's memory (os.totalmem() / 2) for all the outputs of one call —
+ *   host memory is committed lazily, so a larger request would not fail
+ *   here but get the process killed when the kernel writes it;
+ * - device: 2^47 bytes per tensor (more than any device has); beyond the
+ *   device's free memory the allocation fails with ERR_CUDA.
+ */
+export const MAX_HOST_ELEMENTS = 2 ** 32 - 1;
+export const MAX_DEVICE_BYTES = 2 ** 47;
+export function maxHostOutputBytes(): number {
+  return Math.floor(os.totalmem() / 2);
+}
+
+/**
+ * @internal Tensor.empty for `op` (the user's function, named in errors):
+ * refuses sizes over the limits before allocating, and reports a failed host
+ * allocation as ERR_RANGE.
+ */
+export function allocate(
+  op: string, shape: readonly number[], dtype: DType, device: DeviceLike, opts: { stream?: bigint; uninitialized?: boolean } = {},
+  hostBytesBefore = 0,
+): Tensor {
+  const dims = checkShape(shape, op);
+  if (!isDType(dtype)) throw invalid('ERR_DTYPE', `${op} dtype`, `one of f32, f16, bf16, i32, i64, i8, u8`, dtype);
+  const ordinal = deviceOrdinal(device, `${op} device`);
+  let n = 1;
+  for (const d of dims) n *= d; // exact up to 2^53; every limit below is far smaller
+  const bytes = n * DTYPE_SIZE[dtype];
+  const strides = contiguousStrides(dims);
+  if (ordinal < 0) {
+    if (n > MAX_HOST_ELEMENTS) {
+      throw makeError('ERR_RANGE', `${op}: an output of shape [${dims.join(', ')}] (${n} elements) is over the host limit of ${MAX_HOST_ELEMENTS} elements`);
+    }
+    if (hostBytesBefore + bytes > maxHostOutputBytes()) {
+      throw makeError('ERR_RANGE', `${op}: outputs of ${hostBytesBefore + bytes} bytes are over the host limit of half this machine's memory (${maxHostOutputBytes()} bytes)`);
+    }
+    let data: HostData;
+    try {
+      if (opts.uninitialized && bytes >= 1 << 16) {
+        // Skips zero-filling large outputs; allocUnsafeSlow memory is not pooled and starts at offset 0.
+        const buf = Buffer.allocUnsafeSlow(bytes);
+        data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(buf.buffer, buf.byteOffset, n);
+      } else {
+        data = new DTYPE_ARRAY[dtype](n);
+      }
+    } catch {
+      throw makeError('ERR_RANGE', `${op}: could not allocate ${bytes} bytes of host memory for an output of shape [${dims.join(', ')}]`);
+    }
+    return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, data });
+  }
+  if (bytes > MAX_DEVICE_BYTES) {
+    throw makeError('ERR_RANGE', `${op}: an output of shape [${dims.join(', ')}] (${bytes} bytes) is over the device limit of 2^47 bytes`);
+  }
+  requireCuda(ordinal, op);
+  let buffer: NativeDeviceBuffer;
+  try {
+    buffer = new (native().DeviceBuffer)(bytes, ordinal, opts.stream);
+  } catch (e) {
+    throw fromNative(e, op);
+  }
+  return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, buffer, stream: opts.stream });
 }
 
 function copyNative(dst: Tensor, src: Tensor, op: string): void {
@@ -418,7 +493,7 @@ function copyNative(dst: Tensor, src: Tensor, op: string): void {
  */
 export function toTensor(src: unknown, name: string): Tensor {
   if (src instanceof Tensor) {
-    if (src.disposed) throw new TokenSieveError('ERR_DISPOSED', `${name}: the tensor has been disposed`);
+    src.assertReadable(name);
     return src;
   }
   if (typeof src !== 'object' || src === null || !('data' in src) || !('shape' in src)) {

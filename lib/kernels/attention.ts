@@ -6,7 +6,6 @@
  * multi-layer sum (VTC-CLS, with `accumulate`). The Nq×Nk probability matrix
  * is never materialised.
  */
-import type { NativeResult } from '../../typings/native';
 import { invalid, makeError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -23,8 +22,10 @@ import {
   oneOf,
   output,
   packParams,
-  runAsync,
-  runSync,
+  CallOutputs,
+  OpPlan,
+  runOp,
+  runOpAsync,
   stream,
 } from './common';
 
@@ -143,12 +144,6 @@ function offHeap(rows: Int32Array): Int32Array {
   return padded;
 }
 
-/** A checked call: the output, and the native call that fills it. */
-interface Plan {
-  out: Tensor;
-  call: (async: boolean) => NativeResult;
-}
-
 /** The reduction fields shared by both kernels, checked. */
 interface Reduction {
   queryRows: Int32Array;
@@ -159,8 +154,9 @@ interface Reduction {
 }
 
 function planReduction(
-  op: string, o: Record<string, unknown>, B: number, H: number, nq: number, nk: number, ordinal: number, defaultStream: bigint | undefined,
+  outs: CallOutputs, o: Record<string, unknown>, B: number, H: number, nq: number, nk: number, ordinal: number, defaultStream: bigint | undefined,
 ): Reduction {
+  const op = outs.op;
   const queryRows = resolveQueries(op, o.queries, nq);
   const [keyBegin, keyEnd] = resolveKeys(op, o.keys, nk);
   const reduce = oneOf(op, 'reduce', o.reduce, ['mean', 'sum'] as const, 'mean');
@@ -169,7 +165,7 @@ function planReduction(
   if (accumulate && o.out === undefined) throw makeError('ERR_ARG', `${op}: accumulate needs an out tensor to add into`);
   const s = stream(op, o.stream, defaultStream);
   const width = keyEnd - keyBegin;
-  const out = output(op, o.out, heads === 'none' ? [B, H, width] : [B, width], ordinal, s);
+  const out = output(outs, o.out, heads === 'none' ? [B, H, width] : [B, width], ordinal, s);
   const params = [
     reduce === 'mean' ? 0 : 1,
     heads === 'mean' ? 0 : heads === 'sum' ? 1 : 2,
@@ -190,7 +186,8 @@ function headsFirst(t: Tensor, layout: 'bhnd' | 'bnhd'): { shape: number[]; stri
   return { shape: [b, h, n, d], strides: [sb, sh, sn, sd] };
 }
 
-function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: AttentionScoresOptions | undefined): Plan {
+function planScores(outs: CallOutputs, qIn: TensorLike, kIn: TensorLike, opts: AttentionScoresOptions | undefined): OpPlan<Tensor> {
+  const op = outs.op;
   const o = checkOptions(op, opts, SCORE_KEYS);
   const layout = oneOf(op, 'layout', o.layout, ['bhnd', 'bnhd'] as const, 'bhnd');
   const dims = layout === 'bhnd' ? '[B, H, N, D]' : '[B, N, H, D]';
@@ -234,7 +231,7 @@ function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: Attentio
   if (precision === 'native' && (o.qRows !== undefined || o.kRows !== undefined || o.smoothK !== undefined)) {
     throw makeError('ERR_ARG', `${op}: qRows, kRows and smoothK apply to precision: 'int8' only`);
   }
-  const r = planReduction(op, o, B, H, Nq, Nk, ordinal, q.stream);
+  const r = planReduction(outs, o, B, H, Nq, Nk, ordinal, q.stream);
   if (o.out !== undefined) expectDisjoint(op, [['out', r.out], ['q', q], ['k', k], ['keyBias', keyBias]]);
   const [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] = r.params;
   const params = packParams([
@@ -246,13 +243,14 @@ function planScores(op: string, qIn: TensorLike, kIn: TensorLike, opts: Attentio
   const bd = keyBias?.descriptor('keyBias');
   const od = r.out.descriptor('out');
   return {
-    out: r.out,
+    result: r.out,
     call: (async) =>
       native().attentionScores(params, offHeap(r.queryRows), qd.meta, qd.mem, kd.meta, kd.mem, bd?.meta, bd?.mem, od.meta, od.mem, r.stream, async),
   };
 }
 
-function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefined): Plan {
+function planProbs(outs: CallOutputs, pIn: TensorLike, opts: ReductionOptions | undefined): OpPlan<Tensor> {
+  const op = outs.op;
   const o = checkOptions(op, opts, REDUCTION_KEYS);
   const probs = toTensor(pIn, 'probs');
   expectRank(op, 'probs', probs, 4, '[B, H, Nq, Nk]');
@@ -260,13 +258,13 @@ function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefin
   expectInnerContiguous(op, 'probs', probs);
   const [B, H, Nq, Nk] = probs.shape;
   const ordinal = commonDevice(op, [['probs', probs], ['out', o.out instanceof Tensor ? o.out : undefined]]);
-  const r = planReduction(op, o, B, H, Nq, Nk, ordinal, probs.stream);
+  const r = planReduction(outs, o, B, H, Nq, Nk, ordinal, probs.stream);
   if (o.out !== undefined) expectDisjoint(op, [['out', r.out], ['probs', probs]]);
   const params = packParams([...r.params, r.queryRows.length]);
   const pd = probs.descriptor('probs');
   const od = r.out.descriptor('out');
   return {
-    out: r.out,
+    result: r.out,
     call: (async) => native().reduceAttention(params, offHeap(r.queryRows), pd.meta, pd.mem, od.meta, od.mem, r.stream, async),
   };
 }
@@ -285,17 +283,12 @@ function planProbs(op: string, pIn: TensorLike, opts: ReductionOptions | undefin
  * @throws {RangeError} ERR_SHAPE / ERR_RANGE, {TypeError} ERR_DTYPE / ERR_ARG, {TokenSieveError} ERR_DEVICE / ERR_CUDA
  */
 export async function attentionScores(q: TensorLike, k: TensorLike, opts?: AttentionScoresOptions): Promise<Tensor> {
-  const site = callSite(attentionScores);
-  const plan = planScores('attentionScores', q, k, opts);
-  await runAsync('attentionScores', site, plan.call);
-  return plan.out;
+  return runOpAsync('attentionScores', callSite(attentionScores), (outs) => planScores(outs, q, k, opts));
 }
 
 /** Synchronous twin of {@link attentionScores} (blocks the calling thread). */
 export function attentionScoresSync(q: TensorLike, k: TensorLike, opts?: AttentionScoresOptions): Tensor {
-  const plan = planScores('attentionScoresSync', q, k, opts);
-  runSync('attentionScoresSync', plan.call);
-  return plan.out;
+  return runOp('attentionScoresSync', (outs) => planScores(outs, q, k, opts));
 }
 
 /**
@@ -304,15 +297,10 @@ export function attentionScoresSync(q: TensorLike, k: TensorLike, opts?: Attenti
  * @example const s = await reduceAttention(attn, { queries: 0, keys: { start: 1 } });
  */
 export async function reduceAttention(probs: TensorLike, opts?: ReductionOptions): Promise<Tensor> {
-  const site = callSite(reduceAttention);
-  const plan = planProbs('reduceAttention', probs, opts);
-  await runAsync('reduceAttention', site, plan.call);
-  return plan.out;
+  return runOpAsync('reduceAttention', callSite(reduceAttention), (outs) => planProbs(outs, probs, opts));
 }
 
 /** Synchronous twin of {@link reduceAttention}. */
 export function reduceAttentionSync(probs: TensorLike, opts?: ReductionOptions): Tensor {
-  const plan = planProbs('reduceAttentionSync', probs, opts);
-  runSync('reduceAttentionSync', plan.call);
-  return plan.out;
+  return runOp('reduceAttentionSync', (outs) => planProbs(outs, probs, opts));
 }

@@ -5,7 +5,8 @@
 import { DType, DTYPE_SIZE, isFloatDType } from '../dtype';
 import { requireCuda } from '../device';
 import { describe, fromNative, invalid, makeError, TokenSieveError } from '../errors';
-import { Tensor } from '../tensor';
+import { DeviceLike } from '../device';
+import { allocate, Tensor } from '../tensor';
 
 /** Rejects unknown option names (a typo must not silently fall back to a default). */
 export function checkOptions(op: string, opts: unknown, allowed: readonly string[]): Record<string, unknown> {
@@ -92,7 +93,7 @@ export function commonDevice(op: string, tensors: ReadonlyArray<[string, Tensor 
  * outputs in tests relies on kernels writing every element of `out`.
  */
 export function output(
-  op: string,
+  outs: CallOutputs,
   out: unknown,
   shape: readonly number[],
   ordinal: number,
@@ -101,7 +102,8 @@ export function output(
   dtype: DType = 'f32',
   uninitialized = false,
 ): Tensor {
-  if (out === undefined) return Tensor.empty(shape, dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: streamId, uninitialized });
+  const op = outs.op;
+  if (out === undefined) return outs.empty(shape, dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: streamId, uninitialized });
   const t = Tensor.from(out as Tensor, { name: `${op} ${name}` });
   if (t.dtype !== dtype) throw makeError('ERR_DTYPE', `Expected ${dtype} for ${op} ${name} but received ${t.dtype}`);
   if (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
@@ -155,33 +157,86 @@ export function packParams(values: readonly number[]): Float64Array {
   return p;
 }
 
-/** Runs a native call on this thread, converting its errors. */
-export function runSync(op: string, call: (async: false) => unknown, fresh: readonly Tensor[] = []): void {
-  try {
-    call(false);
-  } catch (e) {
-    release(fresh);
-    throw fromNative(e, op);
+/**
+ * The tensors one call allocates for its results. If the call fails (a check
+ * after an allocation, a refused allocation, the kernel), every one of them
+ * is disposed at once, so device memory does not wait for the garbage
+ * collector; allocations are named after the user's function and refused
+ * over the size limits (MAX_HOST_ELEMENTS, MAX_DEVICE_BYTES).
+ */
+export class CallOutputs {
+  readonly op: string;
+  readonly #made: Tensor[] = [];
+  #hostBytes = 0;
+  constructor(op: string) {
+    this.op = op;
+  }
+  empty(shape: readonly number[], dtype: DType, device: string, opts: { stream?: bigint; uninitialized?: boolean } = {}): Tensor {
+    const t = allocate(this.op, shape, dtype, device as DeviceLike, opts, this.#hostBytes);
+    if (t.isHost) this.#hostBytes += t.numel * DTYPE_SIZE[dtype];
+    this.#made.push(t);
+    return t;
+  }
+  /** Takes ownership of a tensor made another way (e.g. a copy to the device). */
+  adopt<T extends Tensor | undefined>(t: T): T {
+    if (t) this.#made.push(t);
+    return t;
+  }
+  release(): void {
+    for (const t of this.#made) if (!t.disposed) t.dispose();
+    this.#made.length = 0;
   }
 }
 
 /**
- * Runs a native call on libuv's pool; rejections carry the caller's stack (`site`).
- * `fresh`: outputs the wrapper allocated for this call (never the caller's own
- * `out` tensors), disposed when the call fails so that device memory does not
- * wait for the garbage collector.
+ * One op, as its Sync and async entry points share it: `plan` checks the
+ * arguments and allocates outputs through `outs`; `call` runs the kernel
+ * (absent when there is nothing to compute); `cleanup` frees temporaries
+ * (success or not). A failing call releases every output it allocated.
  */
-export async function runAsync(op: string, site: { stack?: string }, call: (async: true) => unknown, fresh: readonly Tensor[] = []): Promise<void> {
+export interface OpPlan<R> {
+  result: R;
+  call?: (async: boolean) => unknown;
+  cleanup?: () => void;
+}
+
+function planned<R>(op: string, plan: (outs: CallOutputs) => OpPlan<R>, outs: CallOutputs): OpPlan<R> {
   try {
-    await call(true);
+    return plan(outs);
   } catch (e) {
-    release(fresh);
-    throw fromNative(e, op, site);
+    outs.release();
+    throw e;
   }
 }
 
-function release(ts: readonly Tensor[]): void {
-  for (const t of ts) if (!t.disposed) t.dispose();
+/** Runs an op on this thread. */
+export function runOp<R>(op: string, plan: (outs: CallOutputs) => OpPlan<R>): R {
+  const outs = new CallOutputs(op);
+  const p = planned(op, plan, outs);
+  try {
+    p.call?.(false);
+  } catch (e) {
+    outs.release();
+    throw fromNative(e, op);
+  } finally {
+    p.cleanup?.();
+  }
+  return p.result;
+}
+
+/** Runs an op on libuv's pool; rejections carry the caller's stack (`site`, from callSite). */
+export async function runOpAsync<R>(op: string, site: { stack?: string }, plan: (outs: CallOutputs) => OpPlan<R>): Promise<R> {
+  const outs = new CallOutputs(op);
+  const p = planned(op, plan, outs);
+  try {
+    await p.call?.(true);
+  } catch (e) {
+    outs.release();
+    throw fromNative(e, op, site);
+  } finally {
+    p.cleanup?.();
+  }
+  return p.result;
 }
 
 /** Captures the caller's stack for async errors (cheap: the stack is formatted lazily). */

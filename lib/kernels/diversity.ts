@@ -6,7 +6,7 @@ import type { NativeResult } from '../../typings/native';
 import { invalid, makeError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, packParams, runAsync, runSync, stream } from './common';
+import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, packParams, CallOutputs, OpPlan, runOp, runOpAsync, stream } from './common';
 
 export type DistanceMetric = 'cosine' | 'l2';
 
@@ -98,13 +98,6 @@ export interface MmtokCoverageOptions {
   wait?: boolean;
 }
 
-interface Plan<R> {
-  result: R;
-  call: (async: boolean) => NativeResult;
-  /** The outputs allocated for this call: disposed if it fails. */
-  fresh: Tensor[];
-}
-
 function rank3(op: string, name: string, t: Tensor, dims: string): { t: Tensor; flat: boolean } {
   const flat = t.ndim === 2;
   if (flat) t = t.view([1, t.shape[0], t.shape[1]], [0, t.strides[0], t.strides[1]]);
@@ -130,7 +123,8 @@ function deviceName(ordinal: number): 'cpu' {
   return (ordinal < 0 ? 'cpu' : `cuda:${ordinal}`) as 'cpu';
 }
 
-function planKCenter(op: string, xIn: TensorLike, k: unknown, opts: KCenterOptions | undefined): Plan<KCenterResult> {
+function planKCenter(outs: CallOutputs, xIn: TensorLike, k: unknown, opts: KCenterOptions | undefined): OpPlan<KCenterResult> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['metric', 'seed', 'exclude', 'segments', 'stream', 'wait']);
   const { t: x, flat } = rank3(op, 'x', toTensor(xIn, 'x'), '[B, N, C]');
   const [B, N] = x.shape;
@@ -153,9 +147,9 @@ function planKCenter(op: string, xIn: TensorLike, k: unknown, opts: KCenterOptio
   const s = stream(op, o.stream, x.stream);
   const K = segments * kk;
   const dev = deviceName(ordinal);
-  const order = Tensor.empty([B, K], 'i32', dev, { stream: s });
-  const sorted = Tensor.empty([B, K], 'i32', dev, { stream: s });
-  const distances = Tensor.empty([B, K], 'f32', dev, { stream: s });
+  const order = outs.empty([B, K], 'i32', dev, { stream: s });
+  const sorted = outs.empty([B, K], 'i32', dev, { stream: s });
+  const distances = outs.empty([B, K], 'f32', dev, { stream: s });
   const params = packParams([kk, segments, metric === 'cosine' ? 0 : 1, seed, seedIndex, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const ed = exclude?.descriptor('exclude');
@@ -165,7 +159,6 @@ function planKCenter(op: string, xIn: TensorLike, k: unknown, opts: KCenterOptio
   const out = (t: Tensor) => (flat ? t.view([K]) : t);
   return {
     result: { indices: out(sorted), order: out(order), distances: out(distances) },
-    fresh: [order, sorted, distances],
     call: (async) => native().kCenter(params, xd.meta, xd.mem, ed?.meta, ed?.mem, od.meta, od.mem, sd.meta, sd.mem, dd.meta, dd.mem, s, async),
   };
 }
@@ -177,20 +170,16 @@ function planKCenter(op: string, xIn: TensorLike, k: unknown, opts: KCenterOptio
  * @throws {RangeError} ERR_RANGE for k outside [1, N/segments], segments not dividing N, NaN features
  */
 export async function kCenter(x: TensorLike, k: number, opts?: KCenterOptions): Promise<KCenterResult> {
-  const site = callSite(kCenter);
-  const plan = planKCenter('kCenter', x, k, opts);
-  await runAsync('kCenter', site, plan.call, plan.fresh);
-  return plan.result;
+  return runOpAsync('kCenter', callSite(kCenter), (outs) => planKCenter(outs, x, k, opts));
 }
 
 /** Synchronous twin of {@link kCenter}. */
 export function kCenterSync(x: TensorLike, k: number, opts?: KCenterOptions): KCenterResult {
-  const plan = planKCenter('kCenterSync', x, k, opts);
-  runSync('kCenterSync', plan.call, plan.fresh);
-  return plan.result;
+  return runOp('kCenterSync', (outs) => planKCenter(outs, x, k, opts));
 }
 
-function planKMedoids(op: string, xIn: TensorLike, k: unknown, opts: KMedoidsOptions | undefined): Plan<KMedoidsResult> {
+function planKMedoids(outs: CallOutputs, xIn: TensorLike, k: unknown, opts: KMedoidsOptions | undefined): OpPlan<KMedoidsResult> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['metric', 'segments', 'maxIters', 'tol', 'stream', 'wait']);
   const { t: x, flat } = rank3(op, 'x', toTensor(xIn, 'x'), '[B, N, C]');
   const [B, N] = x.shape;
@@ -205,9 +194,9 @@ function planKMedoids(op: string, xIn: TensorLike, k: unknown, opts: KMedoidsOpt
   const ordinal = commonDevice(op, [['x', x]]);
   const s = stream(op, o.stream, x.stream);
   const dev = deviceName(ordinal);
-  const medoids = Tensor.empty([B, segments * kk], 'i32', dev, { stream: s });
-  const assignments = Tensor.empty([B, N], 'i32', dev, { stream: s });
-  const iterations = Tensor.empty([B, segments], 'i32', dev, { stream: s });
+  const medoids = outs.empty([B, segments * kk], 'i32', dev, { stream: s });
+  const assignments = outs.empty([B, N], 'i32', dev, { stream: s });
+  const iterations = outs.empty([B, segments], 'i32', dev, { stream: s });
   const params = packParams([kk, segments, metric === 'cosine' ? 0 : 1, maxIters, tol, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const md = medoids.descriptor('medoids');
@@ -217,7 +206,6 @@ function planKMedoids(op: string, xIn: TensorLike, k: unknown, opts: KMedoidsOpt
     result: flat
       ? { medoids: medoids.view([segments * kk]), assignments: assignments.view([N]), iterations: iterations.view([segments]) }
       : { medoids, assignments, iterations },
-    fresh: [medoids, assignments, iterations],
     call: (async) => native().kMedoids(params, xd.meta, xd.mem, md.meta, md.mem, ad.meta, ad.mem, id.meta, id.mem, s, async),
   };
 }
@@ -229,20 +217,16 @@ function planKMedoids(op: string, xIn: TensorLike, k: unknown, opts: KMedoidsOpt
  * @throws {RangeError} ERR_RANGE for k outside [1, N/segments], segments not dividing N, NaN features
  */
 export async function kMedoids(x: TensorLike, k: number, opts?: KMedoidsOptions): Promise<KMedoidsResult> {
-  const site = callSite(kMedoids);
-  const plan = planKMedoids('kMedoids', x, k, opts);
-  await runAsync('kMedoids', site, plan.call, plan.fresh);
-  return plan.result;
+  return runOpAsync('kMedoids', callSite(kMedoids), (outs) => planKMedoids(outs, x, k, opts));
 }
 
 /** Synchronous twin of {@link kMedoids}. */
 export function kMedoidsSync(x: TensorLike, k: number, opts?: KMedoidsOptions): KMedoidsResult {
-  const plan = planKMedoids('kMedoidsSync', x, k, opts);
-  runSync('kMedoidsSync', plan.call, plan.fresh);
-  return plan.result;
+  return runOp('kMedoidsSync', (outs) => planKMedoids(outs, x, k, opts));
 }
 
-function planMaxCoverage(op: string, cIn: TensorLike, k: unknown, opts: MaxCoverageOptions | undefined): Plan<MaxCoverageResult> {
+function planMaxCoverage(outs: CallOutputs, cIn: TensorLike, k: unknown, opts: MaxCoverageOptions | undefined): OpPlan<MaxCoverageResult> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['exclude', 'stream', 'wait']);
   const { t: c, flat } = rank3(op, 'coverage', toTensor(cIn, 'coverage'), '[B, R, N]');
   const [B, , N] = c.shape;
@@ -251,9 +235,9 @@ function planMaxCoverage(op: string, cIn: TensorLike, k: unknown, opts: MaxCover
   const ordinal = commonDevice(op, [['coverage', c], ['exclude', exclude]]);
   const s = stream(op, o.stream, c.stream);
   const dev = deviceName(ordinal);
-  const order = Tensor.empty([B, kk], 'i32', dev, { stream: s });
-  const sorted = Tensor.empty([B, kk], 'i32', dev, { stream: s });
-  const gains = Tensor.empty([B, kk], 'f32', dev, { stream: s });
+  const order = outs.empty([B, kk], 'i32', dev, { stream: s });
+  const sorted = outs.empty([B, kk], 'i32', dev, { stream: s });
+  const gains = outs.empty([B, kk], 'f32', dev, { stream: s });
   const params = packParams([kk, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const cd = c.descriptor('coverage');
   const ed = exclude?.descriptor('exclude');
@@ -263,7 +247,6 @@ function planMaxCoverage(op: string, cIn: TensorLike, k: unknown, opts: MaxCover
   const out = (t: Tensor) => (flat ? t.view([kk]) : t);
   return {
     result: { indices: out(sorted), order: out(order), gains: out(gains) },
-    fresh: [order, sorted, gains],
     call: (async) => native().maxCoverage(params, cd.meta, cd.mem, ed?.meta, ed?.mem, od.meta, od.mem, sd.meta, sd.mem, gd.meta, gd.mem, s, async),
   };
 }
@@ -275,17 +258,12 @@ function planMaxCoverage(op: string, cIn: TensorLike, k: unknown, opts: MaxCover
  * @throws {RangeError} ERR_RANGE for k outside [1, N] or NaN coverage
  */
 export async function maxCoverage(coverage: TensorLike, k: number, opts?: MaxCoverageOptions): Promise<MaxCoverageResult> {
-  const site = callSite(maxCoverage);
-  const plan = planMaxCoverage('maxCoverage', coverage, k, opts);
-  await runAsync('maxCoverage', site, plan.call, plan.fresh);
-  return plan.result;
+  return runOpAsync('maxCoverage', callSite(maxCoverage), (outs) => planMaxCoverage(outs, coverage, k, opts));
 }
 
 /** Synchronous twin of {@link maxCoverage}. */
 export function maxCoverageSync(coverage: TensorLike, k: number, opts?: MaxCoverageOptions): MaxCoverageResult {
-  const plan = planMaxCoverage('maxCoverageSync', coverage, k, opts);
-  runSync('maxCoverageSync', plan.call, plan.fresh);
-  return plan.result;
+  return runOp('maxCoverageSync', (outs) => planMaxCoverage(outs, coverage, k, opts));
 }
 
 function positive(op: string, name: string, v: unknown, fallback: number, allowZero = false): number {
@@ -297,26 +275,37 @@ function positive(op: string, name: string, v: unknown, fallback: number, allowZ
   return v;
 }
 
-function planMmtok(op: string, inputs: MmtokInputs, opts: MmtokCoverageOptions | undefined): Plan<Tensor> {
-  const o = checkOptions(op, opts, ['tauTV', 'tauVV', 'alpha', 'stream', 'wait']);
+/**
+ * @internal The inputs of MMTok's coverage matrix, checked (also by mmTok
+ * when it keeps every token and runs no kernel).
+ */
+export function checkMmtokInputs(op: string, inputs: unknown): { text: { t: Tensor; flat: boolean }; vision: { t: Tensor; flat: boolean }; aux?: { t: Tensor; flat: boolean } } {
   if (typeof inputs !== 'object' || inputs === null) throw invalid('ERR_ARG', `${op} inputs`, '{ text, vision, visionAux? }', inputs);
-  const text = rank3(op, 'text', toTensor(inputs.text, 'text'), '[B, m, D]');
-  const vision = rank3(op, 'vision', toTensor(inputs.vision, 'vision'), '[B, n, D]');
-  const aux = inputs.visionAux === undefined ? undefined : rank3(op, 'visionAux', toTensor(inputs.visionAux, 'visionAux'), "[B, n, D']");
+  const text = rank3(op, 'text', toTensor((inputs as MmtokInputs).text, 'text'), '[B, m, D]');
+  const vision = rank3(op, 'vision', toTensor((inputs as MmtokInputs).vision, 'vision'), '[B, n, D]');
+  const aux = (inputs as MmtokInputs).visionAux === undefined ? undefined : rank3(op, 'visionAux', toTensor((inputs as MmtokInputs).visionAux, 'visionAux'), "[B, n, D']");
   const [B, n, D] = vision.t.shape;
-  const m = text.t.shape[1];
   if (text.t.shape[0] !== B || text.t.shape[2] !== D) {
     throw makeError('ERR_SHAPE', `Expected text [${B}, m, ${D}] to match vision for ${op} but received [${text.t.shape.join(', ')}]`);
   }
   if (aux && (aux.t.shape[0] !== B || aux.t.shape[1] !== n)) {
     throw makeError('ERR_SHAPE', `Expected visionAux [${B}, ${n}, D'] for ${op} but received [${aux.t.shape.join(', ')}]`);
   }
+  return { text, vision, aux };
+}
+
+function planMmtok(outs: CallOutputs, inputs: MmtokInputs, opts: MmtokCoverageOptions | undefined): OpPlan<Tensor> {
+  const op = outs.op;
+  const o = checkOptions(op, opts, ['tauTV', 'tauVV', 'alpha', 'stream', 'wait']);
+  const { text, vision, aux } = checkMmtokInputs(op, inputs);
+  const [B, n, D] = vision.t.shape;
+  const m = text.t.shape[1];
   const tauTV = positive(op, 'tauTV', o.tauTV, 0.02);
   const tauVV = positive(op, 'tauVV', o.tauVV, 0.2);
   const alpha = positive(op, 'alpha', o.alpha, 0.5, true);
   const ordinal = commonDevice(op, [['vision', vision.t], ['text', text.t], ['visionAux', aux?.t]]);
   const s = stream(op, o.stream, vision.t.stream);
-  const out = Tensor.empty([B, m + n, n], 'f32', deviceName(ordinal), { stream: s, uninitialized: true });
+  const out = outs.empty([B, m + n, n], 'f32', deviceName(ordinal), { stream: s, uninitialized: true });
   const params = packParams([tauTV, tauVV, alpha, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const td = text.t.descriptor('text');
   const vd = vision.t.descriptor('vision');
@@ -324,7 +313,6 @@ function planMmtok(op: string, inputs: MmtokInputs, opts: MmtokCoverageOptions |
   const od = out.descriptor('out');
   return {
     result: vision.flat ? out.view([m + n, n]) : out,
-    fresh: [out],
     call: (async) => native().mmtokCoverage(params, td.meta, td.mem, vd.meta, vd.mem, ad?.meta, ad?.mem, od.meta, od.mem, s, async),
   };
 }
@@ -337,17 +325,12 @@ function planMmtok(op: string, inputs: MmtokInputs, opts: MmtokCoverageOptions |
  * @throws {RangeError} ERR_RANGE for tau <= 0 or NaN inputs
  */
 export async function mmtokCoverage(inputs: MmtokInputs, opts?: MmtokCoverageOptions): Promise<Tensor> {
-  const site = callSite(mmtokCoverage);
-  const plan = planMmtok('mmtokCoverage', inputs, opts);
-  await runAsync('mmtokCoverage', site, plan.call, plan.fresh);
-  return plan.result;
+  return runOpAsync('mmtokCoverage', callSite(mmtokCoverage), (outs) => planMmtok(outs, inputs, opts));
 }
 
 /** Synchronous twin of {@link mmtokCoverage}. */
 export function mmtokCoverageSync(inputs: MmtokInputs, opts?: MmtokCoverageOptions): Tensor {
-  const plan = planMmtok('mmtokCoverageSync', inputs, opts);
-  runSync('mmtokCoverageSync', plan.call, plan.fresh);
-  return plan.result;
+  return runOp('mmtokCoverageSync', (outs) => planMmtok(outs, inputs, opts));
 }
 
 /**
@@ -389,7 +372,8 @@ export function stcScoringChannels(C: number): number {
   return Math.max(1, Math.floor(C / 2));
 }
 
-function planStc(op: string, xIn: TensorLike, opts: StcScoresOptions | undefined): Plan<StcScoresResult> {
+function planStc(outs: CallOutputs, xIn: TensorLike, opts: StcScoresOptions | undefined): OpPlan<StcScoresResult> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['memorySum', 'memoryCount', 'memory', 'stream', 'wait']);
   const x = toTensor(xIn, 'x');
   if (x.ndim !== 3) throw makeError('ERR_SHAPE', `Expected x of rank 3 [F, T, C] for ${op} but received shape [${x.shape.join(', ')}]`);
@@ -414,9 +398,9 @@ function planStc(op: string, xIn: TensorLike, opts: StcScoresOptions | undefined
   const ordinal = commonDevice(op, [['x', x], ['memorySum', mem]]);
   const s = stream(op, o.stream, x.stream);
   const dev = deviceName(ordinal);
-  const scores = Tensor.empty([F, T], 'f32', dev, { stream: s });
-  const chunkMean = Tensor.empty([Cm], 'f32', dev, { stream: s });
-  const channels = Tensor.empty([Cs], 'i32', dev, { stream: s });
+  const scores = outs.empty([F, T], 'f32', dev, { stream: s });
+  const chunkMean = outs.empty([Cm], 'f32', dev, { stream: s });
+  const channels = outs.empty([Cs], 'i32', dev, { stream: s });
   const params = packParams([count, bool(op, 'wait', o.wait, true) ? 1 : 0, mode === 'authors' ? 0 : 1]);
   const xd = x.descriptor('x');
   const md = mem?.descriptor('memorySum');
@@ -425,7 +409,6 @@ function planStc(op: string, xIn: TensorLike, opts: StcScoresOptions | undefined
   const hd = channels.descriptor('channels');
   return {
     result: { scores, chunkMean, channels },
-    fresh: [scores, chunkMean, channels],
     call: (async) =>
       native().stcScores(params, xd.meta, xd.mem, md?.meta, md?.mem, sd.meta, sd.mem, cd.meta, cd.mem, hd.meta, hd.mem, s, async),
   };
@@ -437,15 +420,10 @@ function planStc(op: string, xIn: TensorLike, opts: StcScoresOptions | undefined
  * @example const { scores } = await stcScores(chunk); // [F, T], lower = more distinctive
  */
 export async function stcScores(x: TensorLike, opts?: StcScoresOptions): Promise<StcScoresResult> {
-  const site = callSite(stcScores);
-  const plan = planStc('stcScores', x, opts);
-  await runAsync('stcScores', site, plan.call, plan.fresh);
-  return plan.result;
+  return runOpAsync('stcScores', callSite(stcScores), (outs) => planStc(outs, x, opts));
 }
 
 /** Synchronous twin of {@link stcScores}. */
 export function stcScoresSync(x: TensorLike, opts?: StcScoresOptions): StcScoresResult {
-  const plan = planStc('stcScoresSync', x, opts);
-  runSync('stcScoresSync', plan.call, plan.fresh);
-  return plan.result;
+  return runOp('stcScoresSync', (outs) => planStc(outs, x, opts));
 }

@@ -22,11 +22,13 @@ import {
   int,
   oneOf,
   packParams,
-  runAsync,
-  runSync,
+  CallOutputs,
+  OpPlan,
+  runOp,
+  runOpAsync,
   stream,
 } from './common';
-import { gather, gatherSync } from './select';
+import { planGather } from './select';
 
 /** tomesd's 2-D split of an h×w token grid into sy×sx windows, one destination per window. */
 export interface Split2d {
@@ -129,6 +131,8 @@ export class MergePlan {
     this.unmerged = init.unmerged;
     this.sources = init.sources;
     this.destinations = init.destinations;
+    // Its tensors and counts describe each other: none of them can be swapped.
+    Object.freeze(this);
   }
 
   /** Tokens after the merge. */
@@ -154,6 +158,26 @@ export class MergePlan {
   check(op: string): void {
     if (!(this instanceof MergePlan)) throw invalid('ERR_ARG', `${op} plan`, 'a MergePlan', this);
     if (this.#disposed) throw new TokenSieveError('ERR_DISPOSED', `${op}: the MergePlan was disposed`);
+    for (const [name, t] of [['assign', this.assign], ['unmerged', this.unmerged], ['sources', this.sources], ['destinations', this.destinations]] as const) {
+      if (t?.disposed) throw new TokenSieveError('ERR_DISPOSED', `${op}: the MergePlan's ${name} was disposed`);
+      t?.assertReadable(`${op} plan.${name}`);
+    }
+  }
+
+  /**
+   * @internal Throws ERR_RANGE unless every assign entry is an output slot in
+   * [0, N − r). The merge kernels check this themselves; mergeSource copies
+   * entries out without a kernel that looks at them, so it asks here (host
+   * plans: a scan; a device plan's memory cannot be written from JS without
+   * going around tokensieve).
+   */
+  checkAssign(op: string): void {
+    if (!this.assign.isHost) return;
+    const a = this.assign.data as Int32Array;
+    const M = this.nOut;
+    for (let i = 0; i < a.length; i++) {
+      if (!(a[i] >= 0 && a[i] < M)) throw makeError('ERR_RANGE', `${op}: the plan's assign[${i}] = ${a[i]} is not an output slot in [0, ${M})`);
+    }
   }
 }
 
@@ -252,13 +276,8 @@ function parseSplit(op: string, n: number, split: unknown): { a: Int32Array; b: 
   return { a, b, parity: false };
 }
 
-interface Planned<R> {
-  result: R;
-  call: ((async: boolean) => NativeResult) | undefined;
-  cleanup: () => void;
-}
-
-function planMatch(op: string, metricIn: TensorLike, r: unknown, opts: BipartiteOptions | undefined): Planned<MergePlan> {
+function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: BipartiteOptions | undefined): OpPlan<MergePlan> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['protect', 'split', 'precision', 'stream', 'wait']);
   const precision = oneOf(op, 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
   const metric = toTensor(metricIn, 'metric');
@@ -293,23 +312,24 @@ function planMatch(op: string, metricIn: TensorLike, r: unknown, opts: Bipartite
     const unmHost = Tensor.from({ data: ident.slice(), shape: [B, N] });
     const plan = new MergePlan({
       batch: B, n: N, r: 0, device,
-      assign: ordinal < 0 ? host : host.to(device as 'cpu'),
-      unmerged: ordinal < 0 ? unmHost : unmHost.to(device as 'cpu'),
+      assign: ordinal < 0 ? host : outs.adopt(host.to(device as 'cpu')),
+      unmerged: ordinal < 0 ? unmHost : outs.adopt(unmHost.to(device as 'cpu')),
     });
-    return { result: plan, call: undefined, cleanup: () => undefined };
+    return { result: plan };
   }
   if (split.a.length === 0 || split.b.length === 0) {
     throw makeError('ERR_RANGE', `${op}: the split leaves no ${split.a.length === 0 ? 'sources' : 'destinations'} for N = ${N}`);
   }
   const hostA = Tensor.from({ data: split.a, shape: [split.a.length] });
   const hostB = Tensor.from({ data: split.b, shape: [split.b.length] });
-  const splitA = ordinal < 0 ? hostA : hostA.to(device as 'cpu');
-  const splitB = ordinal < 0 ? hostB : hostB.to(device as 'cpu');
+  // Temporaries: adopted so a failure frees them, disposed by cleanup after a success.
+  const splitA = ordinal < 0 ? hostA : outs.adopt(hostA.to(device as 'cpu'));
+  const splitB = ordinal < 0 ? hostB : outs.adopt(hostB.to(device as 'cpu'));
   const nu = split.a.length - rr;
-  const assign = Tensor.empty([B, N], 'i32', device as 'cpu', { stream: s });
-  const unmerged = nu > 0 ? Tensor.empty([B, nu], 'i32', device as 'cpu', { stream: s }) : undefined;
-  const sources = Tensor.empty([B, rr], 'i32', device as 'cpu', { stream: s });
-  const destinations = Tensor.empty([B, rr], 'i32', device as 'cpu', { stream: s });
+  const assign = outs.empty([B, N], 'i32', device, { stream: s });
+  const unmerged = nu > 0 ? outs.empty([B, nu], 'i32', device, { stream: s }) : undefined;
+  const sources = outs.empty([B, rr], 'i32', device, { stream: s });
+  const destinations = outs.empty([B, rr], 'i32', device, { stream: s });
   const plan = new MergePlan({ batch: B, n: N, r: rr, device, assign, unmerged, sources, destinations });
   const params = packParams([rr, cls ? 1 : 0, distill ? 1 : 0, wait ? 1 : 0, PRECISION_CODE[precision]]);
   const md = metric.descriptor('metric');
@@ -332,30 +352,6 @@ function planMatch(op: string, metricIn: TensorLike, r: unknown, opts: Bipartite
   };
 }
 
-async function runPlannedAsync<R>(op: string, site: { stack?: string }, p: Planned<R>, onError?: () => void): Promise<R> {
-  try {
-    if (p.call) await runAsync(op, site, p.call);
-  } catch (e) {
-    onError?.();
-    throw e;
-  } finally {
-    p.cleanup();
-  }
-  return p.result;
-}
-
-function runPlannedSync<R>(op: string, p: Planned<R>, onError?: () => void): R {
-  try {
-    if (p.call) runSync(op, p.call);
-  } catch (e) {
-    onError?.();
-    throw e;
-  } finally {
-    p.cleanup();
-  }
-  return p.result;
-}
-
 /**
  * ToMe's bipartite soft matching: the r most similar candidate tokens (cosine
  * of the L2-normalised metric against their best destination) are merged into
@@ -372,18 +368,16 @@ function runPlannedSync<R>(op: string, p: Planned<R>, onError?: () => void): R {
  * @throws {TypeError} ERR_ARG for an unknown precision
  */
 export async function bipartiteSoftMatch(metric: TensorLike, r: number, opts?: BipartiteOptions): Promise<MergePlan> {
-  const site = callSite(bipartiteSoftMatch);
-  const p = planMatch('bipartiteSoftMatch', metric, r, opts);
-  return runPlannedAsync('bipartiteSoftMatch', site, p, () => p.result.dispose());
+  return runOpAsync('bipartiteSoftMatch', callSite(bipartiteSoftMatch), (outs) => planMatch(outs, metric, r, opts));
 }
 
 /** Synchronous twin of {@link bipartiteSoftMatch}. */
 export function bipartiteSoftMatchSync(metric: TensorLike, r: number, opts?: BipartiteOptions): MergePlan {
-  const p = planMatch('bipartiteSoftMatchSync', metric, r, opts);
-  return runPlannedSync('bipartiteSoftMatchSync', p, () => p.result.dispose());
+  return runOp('bipartiteSoftMatchSync', (outs) => planMatch(outs, metric, r, opts));
 }
 
-function planMerge(op: string, planIn: unknown, xIn: TensorLike, opts: MergeOptions | undefined): Planned<MergeResult> {
+function planMerge(outs: CallOutputs, planIn: unknown, xIn: TensorLike, opts: MergeOptions | undefined): OpPlan<MergeResult> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['mode', 'sizes', 'stream', 'wait']);
   const plan = checkPlan(op, planIn);
   const x = toTensor(xIn, 'x');
@@ -411,8 +405,8 @@ function planMerge(op: string, planIn: unknown, xIn: TensorLike, opts: MergeOpti
   const s = stream(op, o.stream, x.stream);
   const device = (ordinal < 0 ? 'cpu' : `cuda:${ordinal}`) as 'cpu';
   const M = plan.nOut;
-  const out = Tensor.empty([B, M, C], x.dtype, device, { stream: s, uninitialized: true });
-  const sizesOut = mode === 'wavg' ? Tensor.empty([B, M, 1], 'f32', device, { stream: s }) : undefined;
+  const out = outs.empty([B, M, C], x.dtype, device, { stream: s, uninitialized: true });
+  const sizesOut = mode === 'wavg' ? outs.empty([B, M, 1], 'f32', device, { stream: s }) : undefined;
   const params = packParams([M, MODE_CODE[mode], bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const ad = plan.assign.descriptor('assign');
@@ -422,7 +416,6 @@ function planMerge(op: string, planIn: unknown, xIn: TensorLike, opts: MergeOpti
   return {
     result: sizesOut ? { x: out, sizes: sizesOut } : { x: out },
     call: (async) => native().merge(params, xd.meta, xd.mem, ad.meta, ad.mem, szd?.meta, szd?.mem, od.meta, od.mem, sod?.meta, sod?.mem, s, async),
-    cleanup: () => undefined,
   };
 }
 
@@ -433,13 +426,12 @@ function planMerge(op: string, planIn: unknown, xIn: TensorLike, opts: MergeOpti
  * @throws {RangeError} ERR_SHAPE when x or sizes do not match the plan
  */
 export async function merge(plan: MergePlan, x: TensorLike, opts?: MergeOptions): Promise<MergeResult> {
-  const site = callSite(merge);
-  return runPlannedAsync('merge', site, planMerge('merge', plan, x, opts));
+  return runOpAsync('merge', callSite(merge), (outs) => planMerge(outs, plan, x, opts));
 }
 
 /** Synchronous twin of {@link merge}. */
 export function mergeSync(plan: MergePlan, x: TensorLike, opts?: MergeOptions): MergeResult {
-  return runPlannedSync('mergeSync', planMerge('mergeSync', plan, x, opts));
+  return runOp('mergeSync', (outs) => planMerge(outs, plan, x, opts));
 }
 
 function checkUnmerge(op: string, planIn: unknown, xIn: TensorLike): { plan: MergePlan; x: Tensor } {
@@ -458,14 +450,18 @@ function checkUnmerge(op: string, planIn: unknown, xIn: TensorLike): { plan: Mer
  * @example const full = await unmerge(plan, attnOut); // [B, N, C]
  */
 export async function unmerge(plan: MergePlan, x: TensorLike, opts?: { stream?: bigint; wait?: boolean }): Promise<Tensor> {
-  const c = checkUnmerge('unmerge', plan, x);
-  return gather(c.x, c.plan.assign, { ...checkOptions('unmerge', opts, ['stream', 'wait']), checkIndices: false });
+  return runOpAsync('unmerge', callSite(unmerge), (outs) => planUnmerge(outs, plan, x, opts));
 }
 
 /** Synchronous twin of {@link unmerge}. */
 export function unmergeSync(plan: MergePlan, x: TensorLike, opts?: { stream?: bigint; wait?: boolean }): Tensor {
-  const c = checkUnmerge('unmergeSync', plan, x);
-  return gatherSync(c.x, c.plan.assign, { ...checkOptions('unmergeSync', opts, ['stream', 'wait']), checkIndices: false });
+  return runOp('unmergeSync', (outs) => planUnmerge(outs, plan, x, opts));
+}
+
+function planUnmerge(outs: CallOutputs, plan: MergePlan, x: TensorLike, opts: { stream?: bigint; wait?: boolean } | undefined): OpPlan<Tensor> {
+  const o = checkOptions(outs.op, opts, ['stream', 'wait']);
+  const c = checkUnmerge(outs.op, plan, x);
+  return planGather(outs, c.x, c.plan.assign, { ...o, checkIndices: false });
 }
 
 function checkSource(op: string, planIn: unknown, sourceIn: TensorLike | undefined): { plan: MergePlan; assign3: Tensor; source: Tensor; owned: boolean } {
@@ -494,23 +490,26 @@ function checkSource(op: string, planIn: unknown, sourceIn: TensorLike | undefin
  * @throws {RangeError} ERR_RANGE when a source entry is not a token of the plan's input
  */
 export async function mergeSource(plan: MergePlan, source?: TensorLike): Promise<Tensor> {
-  const c = checkSource('mergeSource', plan, source);
-  try {
-    const out = await gather(c.assign3, c.source);
-    return out.view([c.plan.batch, c.source.shape[1]]);
-  } finally {
-    if (c.owned) c.source.dispose();
-  }
+  return runOpAsync('mergeSource', callSite(mergeSource), (outs) => planSource(outs, plan, source));
 }
 
 /** Synchronous twin of {@link mergeSource}. */
 export function mergeSourceSync(plan: MergePlan, source?: TensorLike): Tensor {
-  const c = checkSource('mergeSourceSync', plan, source);
-  try {
-    return gatherSync(c.assign3, c.source).view([c.plan.batch, c.source.shape[1]]);
-  } finally {
-    if (c.owned) c.source.dispose();
-  }
+  return runOp('mergeSourceSync', (outs) => planSource(outs, plan, source));
+}
+
+function planSource(outs: CallOutputs, plan: MergePlan, sourceIn: TensorLike | undefined): OpPlan<Tensor> {
+  const c = checkSource(outs.op, plan, sourceIn);
+  c.plan.checkAssign(outs.op);
+  if (c.owned) outs.adopt(c.source); // a temporary: freed on failure here, by cleanup after a success
+  const g = planGather(outs, c.assign3, c.source, {});
+  return {
+    result: g.result.view([c.plan.batch, c.source.shape[1]]),
+    call: g.call,
+    cleanup: () => {
+      if (c.owned) c.source.dispose();
+    },
+  };
 }
 
 /**
@@ -543,7 +542,8 @@ export interface ContextualMergeOptions {
   wait?: boolean;
 }
 
-function planContextual(op: string, xIn: TensorLike, metricIn: TensorLike, keep: unknown, c: unknown, opts: ContextualMergeOptions | undefined): Planned<Tensor> {
+function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike, keep: unknown, c: unknown, opts: ContextualMergeOptions | undefined): OpPlan<Tensor> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['stream', 'wait']);
   const x = toTensor(xIn, 'x');
   const metric = toTensor(metricIn, 'metric');
@@ -601,9 +601,9 @@ function planContextual(op: string, xIn: TensorLike, metricIn: TensorLike, keep:
   for (let b = 0, w = 0; b < B; b++) for (let i = 0; i < N; i++) if (!kept[b * N + i]) rem[w++] = i;
   const remHost = Tensor.from({ data: rem, shape: [B, nr] });
   const device = (ordinal < 0 ? 'cpu' : `cuda:${ordinal}`) as 'cpu';
-  const remaining = ordinal < 0 ? remHost : remHost.to(device);
+  const remaining = ordinal < 0 ? remHost : outs.adopt(remHost.to(device));
   const s = stream(op, o.stream, x.stream);
-  const out = Tensor.empty([B, cc, C], x.dtype, device, { stream: s, uninitialized: true });
+  const out = outs.empty([B, cc, C], x.dtype, device, { stream: s, uninitialized: true });
   const params = packParams([cc, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const md = metric.descriptor('metric');
@@ -629,11 +629,10 @@ export type KeepSpec = { keepMask: TensorLike } | { keptIndices: TensorLike };
  * @throws {RangeError} ERR_RANGE when c is not in [1, Nr]
  */
 export async function contextualMerge(x: TensorLike, metric: TensorLike, keep: KeepSpec, c: number, opts?: ContextualMergeOptions): Promise<Tensor> {
-  const site = callSite(contextualMerge);
-  return runPlannedAsync('contextualMerge', site, planContextual('contextualMerge', x, metric, keep, c, opts));
+  return runOpAsync('contextualMerge', callSite(contextualMerge), (outs) => planContextual(outs, x, metric, keep, c, opts));
 }
 
 /** Synchronous twin of {@link contextualMerge}. */
 export function contextualMergeSync(x: TensorLike, metric: TensorLike, keep: KeepSpec, c: number, opts?: ContextualMergeOptions): Tensor {
-  return runPlannedSync('contextualMergeSync', planContextual('contextualMergeSync', x, metric, keep, c, opts));
+  return runOp('contextualMergeSync', (outs) => planContextual(outs, x, metric, keep, c, opts));
 }

@@ -20,7 +20,7 @@ import { FloatDType, isFloatDType } from '../dtype';
 import { invalid, makeError, TokenSieveError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectDisjoint, expectFloat, output, packParams, runAsync, runSync, stream } from './common';
+import { bool, callSite, checkOptions, commonDevice, expectDisjoint, expectFloat, output, packParams, CallOutputs, OpPlan, runOp, runOpAsync, stream } from './common';
 
 /** One scale per tensor, row ('token'), last-dim channel, group along the last dim, or block of rows of [B, H, N, D]. */
 export type Granularity = 'tensor' | 'token' | 'channel' | { group: number; pad?: boolean } | { rows: number; pad?: boolean };
@@ -137,12 +137,8 @@ function deviceOf(ordinal: number): 'cpu' | `cuda:${number}` {
   return ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
 }
 
-interface QuantizePlan {
-  result: QuantizedTensor;
-  call: (async: boolean) => NativeResult;
-}
-
-function planQuantize(op: string, xIn: TensorLike, opts: QuantizeOptions | undefined): QuantizePlan {
+function planQuantize(outs: CallOutputs, xIn: TensorLike, opts: QuantizeOptions | undefined): OpPlan<QuantizedTensor> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['bits', 'granularity', 'smooth', 'checkFinite', 'out', 'stream', 'wait']);
   const x = toTensor(xIn, 'x');
   expectFloat(op, 'x', x);
@@ -160,9 +156,9 @@ function planQuantize(op: string, xIn: TensorLike, opts: QuantizeOptions | undef
     throw invalid('ERR_ARG', `${op} out`, '{ data, scales, mean? } tensors', out);
   }
   if (out?.mean !== undefined && !smooth) throw makeError('ERR_ARG', `${op}: out.mean is only written with smooth: true`);
-  const data = output(op, out?.data, shapes.data, ordinal, st, 'out.data', s.bits === 8 ? 'i8' : 'u8', true);
-  const scales = output(op, out?.scales, shapes.scales, ordinal, st, 'out.scales', 'f32', true);
-  const mean = smooth ? output(op, out?.mean, [x.shape[0], x.shape[1], 1, x.shape[3]], ordinal, st, 'out.mean') : undefined;
+  const data = output(outs, out?.data, shapes.data, ordinal, st, 'out.data', s.bits === 8 ? 'i8' : 'u8', true);
+  const scales = output(outs, out?.scales, shapes.scales, ordinal, st, 'out.scales', 'f32', true);
+  const mean = smooth ? output(outs, out?.mean, [x.shape[0], x.shape[1], 1, x.shape[3]], ordinal, st, 'out.mean') : undefined;
   if (out !== undefined) expectDisjoint(op, [['x', x], ['out.data', data], ['out.scales', scales], ['out.mean', mean]]);
   const params = packParams([s.bits, s.code, s.block, s.pad ? 1 : 0, smooth ? 1 : 0, bool(op, 'checkFinite', o.checkFinite, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
@@ -183,25 +179,16 @@ function planQuantize(op: string, xIn: TensorLike, opts: QuantizeOptions | undef
  * @throws {RangeError} ERR_RANGE for NaN/Inf input or bits other than 8/4; ERR_SHAPE when a group/row block does not divide and `pad` is not set
  */
 export async function quantize(x: TensorLike, opts?: QuantizeOptions): Promise<QuantizedTensor> {
-  const site = callSite(quantize);
-  const plan = planQuantize('quantize', x, opts);
-  await runAsync('quantize', site, plan.call);
-  return plan.result;
+  return runOpAsync('quantize', callSite(quantize), (outs) => planQuantize(outs, x, opts));
 }
 
 /** Synchronous twin of {@link quantize}. */
 export function quantizeSync(x: TensorLike, opts?: QuantizeOptions): QuantizedTensor {
-  const plan = planQuantize('quantizeSync', x, opts);
-  runSync('quantizeSync', plan.call);
-  return plan.result;
+  return runOp('quantizeSync', (outs) => planQuantize(outs, x, opts));
 }
 
-interface DequantizePlan {
-  out: Tensor;
-  call: (async: boolean) => NativeResult;
-}
-
-function planDequantize(op: string, q: QuantizedTensor, opts: DequantizeOptions | undefined): DequantizePlan {
+function planDequantize(outs: CallOutputs, q: QuantizedTensor, opts: DequantizeOptions | undefined): OpPlan<Tensor> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['dtype', 'addMean', 'out', 'stream', 'wait']);
   if (typeof q !== 'object' || q === null || !(q.data instanceof Tensor) || !(q.scales instanceof Tensor) || !Array.isArray(q.shape)) {
     throw invalid('ERR_ARG', `${op} q`, 'a QuantizedTensor from quantize()', q);
@@ -221,7 +208,7 @@ function planDequantize(op: string, q: QuantizedTensor, opts: DequantizeOptions 
   if (addMean && !(q.mean instanceof Tensor)) throw makeError('ERR_ARG', `${op}: addMean needs a tensor quantized with smooth: true`);
   const ordinal = commonDevice(op, [['data', q.data], ['scales', q.scales], ['mean', addMean ? q.mean : undefined]]);
   const st = stream(op, o.stream, q.data.stream);
-  const out = output(op, o.out, q.shape, ordinal, st, 'out', dtype, true);
+  const out = output(outs, o.out, q.shape, ordinal, st, 'out', dtype, true);
   if (o.out !== undefined) expectDisjoint(op, [['out', out], ['data', q.data], ['scales', q.scales], ['mean', addMean ? q.mean : undefined]]);
   const params = packParams([s.bits, s.code, s.block, s.pad ? 1 : 0, addMean ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const dd = q.data.descriptor('data');
@@ -229,7 +216,7 @@ function planDequantize(op: string, q: QuantizedTensor, opts: DequantizeOptions 
   const md = addMean ? q.mean?.descriptor('mean') : undefined;
   const od = out.descriptor('out');
   return {
-    out,
+    result: out,
     call: (async) => native().dequantize(params, dd.meta, dd.mem, sd.meta, sd.mem, md?.meta, md?.mem, od.meta, od.mem, st, async),
   };
 }
@@ -239,17 +226,12 @@ function planDequantize(op: string, q: QuantizedTensor, opts: DequantizeOptions 
  * @example const approx = await dequantize(q, { dtype: 'f32' });
  */
 export async function dequantize(q: QuantizedTensor, opts?: DequantizeOptions): Promise<Tensor> {
-  const site = callSite(dequantize);
-  const plan = planDequantize('dequantize', q, opts);
-  await runAsync('dequantize', site, plan.call);
-  return plan.out;
+  return runOpAsync('dequantize', callSite(dequantize), (outs) => planDequantize(outs, q, opts));
 }
 
 /** Synchronous twin of {@link dequantize}. */
 export function dequantizeSync(q: QuantizedTensor, opts?: DequantizeOptions): Tensor {
-  const plan = planDequantize('dequantizeSync', q, opts);
-  runSync('dequantizeSync', plan.call);
-  return plan.out;
+  return runOp('dequantizeSync', (outs) => planDequantize(outs, q, opts));
 }
 
 export interface ErrorReport {

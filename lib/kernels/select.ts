@@ -1,7 +1,6 @@
 /**
  * Selection: stable top-k over score rows, and gathering token rows.
  */
-import type { NativeResult } from '../../typings/native';
 import { makeError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -15,8 +14,10 @@ import {
   int,
   oneOf,
   packParams,
-  runAsync,
-  runSync,
+  CallOutputs,
+  OpPlan,
+  runOp,
+  runOpAsync,
   stream,
 } from './common';
 
@@ -47,12 +48,8 @@ export interface GatherOptions {
   checkIndices?: boolean;
 }
 
-interface TopkPlan {
-  result: TopkResult;
-  call: (async: boolean) => NativeResult;
-}
-
-function planTopk(op: string, scoresIn: TensorLike, k: unknown, opts: TopkOptions | undefined): TopkPlan {
+function planTopk(outs: CallOutputs, scoresIn: TensorLike, k: unknown, opts: TopkOptions | undefined): OpPlan<TopkResult> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['order', 'values', 'stream', 'wait']);
   let scores = toTensor(scoresIn, 'scores');
   const flat = scores.ndim === 1;
@@ -72,8 +69,8 @@ function planTopk(op: string, scoresIn: TensorLike, k: unknown, opts: TopkOption
   const ordinal = commonDevice(op, [['scores', scores]]);
   const s = stream(op, o.stream, scores.stream);
   const device = ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
-  const indices = Tensor.empty([B, kk], 'i32', device as 'cpu', { stream: s });
-  const values = withValues ? Tensor.empty([B, kk], 'f32', device as 'cpu', { stream: s }) : undefined;
+  const indices = outs.empty([B, kk], 'i32', device, { stream: s });
+  const values = withValues ? outs.empty([B, kk], 'f32', device, { stream: s }) : undefined;
   const shape = flat ? [kk] : [B, kk];
   const params = packParams([kk, order === 'score' ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const sd = scores.descriptor('scores');
@@ -92,25 +89,17 @@ function planTopk(op: string, scoresIn: TensorLike, k: unknown, opts: TopkOption
  * @throws {RangeError} ERR_RANGE when k is not in [1, N]
  */
 export async function topk(scores: TensorLike, k: number, opts?: TopkOptions): Promise<TopkResult> {
-  const site = callSite(topk);
-  const plan = planTopk('topk', scores, k, opts);
-  await runAsync('topk', site, plan.call);
-  return plan.result;
+  return runOpAsync('topk', callSite(topk), (outs) => planTopk(outs, scores, k, opts));
 }
 
 /** Synchronous twin of {@link topk}. */
 export function topkSync(scores: TensorLike, k: number, opts?: TopkOptions): TopkResult {
-  const plan = planTopk('topkSync', scores, k, opts);
-  runSync('topkSync', plan.call);
-  return plan.result;
+  return runOp('topkSync', (outs) => planTopk(outs, scores, k, opts));
 }
 
-interface GatherPlan {
-  out: Tensor;
-  call: (async: boolean) => NativeResult;
-}
-
-function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: GatherOptions | undefined): GatherPlan {
+/** @internal Also the plan of unmerge and mergeSource (errors name their op). */
+export function planGather(outs: CallOutputs, xIn: TensorLike, idxIn: TensorLike, opts: GatherOptions | undefined): OpPlan<Tensor> {
+  const op = outs.op;
   const o = checkOptions(op, opts, ['stream', 'wait', 'checkIndices']);
   let x = toTensor(xIn, 'x');
   let idx = toTensor(idxIn, 'indices');
@@ -132,13 +121,13 @@ function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: Gather
   const [B, , C] = x.shape;
   const K = idx.shape[1];
   const s = stream(op, o.stream, x.stream);
-  const out = Tensor.empty([B, K, C], x.dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: s, uninitialized: true });
+  const out = outs.empty([B, K, C], x.dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: s, uninitialized: true });
   const params = packParams([bool(op, 'checkIndices', o.checkIndices, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const id = idx.descriptor('indices');
   const od = out.descriptor('out');
   return {
-    out: flat ? out.view([K, C]) : out,
+    result: flat ? out.view([K, C]) : out,
     call: (async) => native().gather(params, xd.meta, xd.mem, id.meta, id.mem, od.meta, od.mem, s, async),
   };
 }
@@ -149,15 +138,10 @@ function planGather(op: string, xIn: TensorLike, idxIn: TensorLike, opts: Gather
  * @throws {RangeError} ERR_RANGE for an index outside [0, N)
  */
 export async function gather(x: TensorLike, indices: TensorLike, opts?: GatherOptions): Promise<Tensor> {
-  const site = callSite(gather);
-  const plan = planGather('gather', x, indices, opts);
-  await runAsync('gather', site, plan.call);
-  return plan.out;
+  return runOpAsync('gather', callSite(gather), (outs) => planGather(outs, x, indices, opts));
 }
 
 /** Synchronous twin of {@link gather}. */
 export function gatherSync(x: TensorLike, indices: TensorLike, opts?: GatherOptions): Tensor {
-  const plan = planGather('gatherSync', x, indices, opts);
-  runSync('gatherSync', plan.call);
-  return plan.out;
+  return runOp('gatherSync', (outs) => planGather(outs, x, indices, opts));
 }

@@ -6,8 +6,8 @@
  * (the reference is batch-size 1).
  */
 import { invalid, makeError } from '../errors';
-import { checkOptions } from '../kernels/common';
-import { maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/diversity';
+import { checkOptions, commonDevice } from '../kernels/common';
+import { checkMmtokInputs, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/diversity';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 import { indexTensor } from './common';
 
@@ -42,7 +42,9 @@ interface Plan {
 
 function plan(op: string, inputs: MmtokInputs, opts: MmTokOptions | undefined): Plan {
   const o = checkOptions(op, opts, ['keep', 'tauTV', 'tauVV', 'alpha', 'exclude']);
-  if (typeof inputs !== 'object' || inputs === null) throw invalid('ERR_ARG', `${op} inputs`, '{ text, vision, visionAux? }', inputs);
+  // Checked in full even when every token is kept and no kernel runs.
+  const checked = checkMmtokInputs(op, inputs);
+  commonDevice(op, [['vision', checked.vision.t], ['text', checked.text.t], ['visionAux', checked.aux?.t]]);
   const vision = toTensor(inputs.vision, 'vision');
   const keep = o.keep === undefined ? 64 : o.keep;
   if (typeof keep !== 'number' || !Number.isInteger(keep) || keep < 1) throw invalid('ERR_RANGE', `${op} keep`, 'an integer >= 1', keep);

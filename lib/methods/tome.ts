@@ -9,7 +9,7 @@
  * layer comes from parse_r (int, (r, inflection) ramp, or a list).
  */
 import { describe, invalid, makeError } from '../errors';
-import { checkOptions, oneOf } from '../kernels/common';
+import { checkOptions, commonDevice, expectFloat, expectInnerContiguous, oneOf } from '../kernels/common';
 import { bipartiteSoftMatch, bipartiteSoftMatchSync, MatchPrecision, merge, MergePlan, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 
@@ -162,7 +162,25 @@ export class ToMe {
       throw makeError('ERR_RANGE', `toMe: step ${this.#layer} but the schedule has ${this.schedule.length} layers (call reset() for a new forward pass)`);
     }
     const r = this.schedule[this.#layer];
-    return { r, x: toTensor(x, 'x'), metric: toTensor(metric, 'metric') };
+    const xt = toTensor(x, 'x');
+    const mt = toTensor(metric, 'metric');
+    // Checked here as well: a block with r = 0 runs no kernel that would.
+    for (const [name, t] of [['x', xt], ['metric', mt]] as const) {
+      if (t.ndim !== 3 || t.shape.some((d) => d < 1)) {
+        throw makeError('ERR_SHAPE', `Expected ${name} of rank 3 [B, N, C] for toMe step but received shape [${t.shape.join(', ')}]`);
+      }
+      expectFloat('toMe step', name, t);
+      expectInnerContiguous('toMe step', name, t);
+    }
+    if (mt.shape[0] !== xt.shape[0] || mt.shape[1] !== xt.shape[1]) {
+      throw makeError('ERR_SHAPE', `Expected metric [${xt.shape[0]}, ${xt.shape[1]}, C] (the tokens of x) for toMe step but received [${mt.shape.join(', ')}]`);
+    }
+    const sizes = this.#sizes;
+    if (sizes && (sizes.shape[0] !== xt.shape[0] || sizes.shape[1] !== xt.shape[1])) {
+      throw makeError('ERR_SHAPE', `toMe step: x has shape [${xt.shape.join(', ')}] but the carried sizes are for [${sizes.shape[0]}, ${sizes.shape[1]}] tokens (call reset() for a new forward pass)`);
+    }
+    commonDevice('toMe step', [['x', xt], ['metric', mt], ['sizes', sizes]]);
+    return { r, x: xt, metric: mt };
   }
 
   #advance(plan: MergePlan, sizes: Tensor | undefined, source: Tensor | undefined): void {

@@ -31,7 +31,14 @@ function* vtcClsSteps(layers: readonly AttentionSource[], opts: VtcClsOptions): 
   if (!Number.isInteger(start) || !Number.isInteger(end) || start < 0 || end > layers.length || start >= end) {
     throw makeError('ERR_RANGE', `Expected 0 <= startLayer < endLayer <= ${layers.length} for ${op} but received [${start}, ${end})`);
   }
-  const { N } = sourceDims(op, layers[start]);
+  // Every layer is checked, used or not (the default range leaves out the last, as the reference's [start:-1]).
+  const dims = layers.map((l) => sourceDims(op, l));
+  for (let l = 1; l < dims.length; l++) {
+    if (dims[l].B !== dims[0].B || dims[l].N !== dims[0].N || dims[l].device !== dims[0].device) {
+      throw makeError('ERR_SHAPE', `${op}: layer ${l} has B = ${dims[l].B}, N = ${dims[l].N} on ${dims[l].device} but layer 0 has B = ${dims[0].B}, N = ${dims[0].N} on ${dims[0].device}`);
+    }
+  }
+  const { N } = dims[start];
   const k = keepCount(op, o, N - 1);
   let scores: Tensor | undefined;
   for (let l = start; l < end; l++) {
