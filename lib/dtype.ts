@@ -52,6 +52,7 @@ const u32 = new Uint32Array(f32.buffer);
 
 /** f32 → bf16 bits, round to nearest even (NaN stays NaN). */
 export function f32ToBf16Bits(x: number): number {
+  if (typeof x !== 'number') throw invalid('ERR_ARG', 'f32ToBf16Bits', 'a number', x);
   f32[0] = x;
   const b = u32[0];
   if ((b & 0x7fffffff) > 0x7f800000) return ((b >>> 16) | 0x40) & 0xffff;
@@ -59,12 +60,14 @@ export function f32ToBf16Bits(x: number): number {
 }
 
 export function bf16BitsToF32(h: number): number {
+  if (typeof h !== 'number') throw invalid('ERR_ARG', 'bf16BitsToF32', 'a number', h);
   u32[0] = (h & 0xffff) << 16;
   return f32[0];
 }
 
 /** f32 → IEEE half bits, round to nearest even, overflow to ±Infinity. */
 export function f32ToF16Bits(x: number): number {
+  if (typeof x !== 'number') throw invalid('ERR_ARG', 'f32ToF16Bits', 'a number', x);
   f32[0] = x;
   const b = u32[0];
   const sign = (b >>> 16) & 0x8000;
@@ -90,6 +93,7 @@ export function f32ToF16Bits(x: number): number {
 }
 
 export function f16BitsToF32(h: number): number {
+  if (typeof h !== 'number') throw invalid('ERR_ARG', 'f16BitsToF32', 'a number', h);
   const sign = h & 0x8000 ? -1 : 1;
   const exp = (h >>> 10) & 0x1f;
   const mant = h & 0x3ff;

@@ -65,6 +65,7 @@ interface TensorInit {
 }
 
 export function contiguousStrides(shape: readonly number[]): number[] {
+  if (!Array.isArray(shape)) throw invalid('ERR_ARG', 'contiguousStrides shape', 'an array of integers', shape);
   const strides = new Array<number>(shape.length);
   let s = 1;
   for (let i = shape.length - 1; i >= 0; i--) {
@@ -106,6 +107,15 @@ function checkStrides(strides: unknown, rank: number, arg: string): number[] {
     }
   }
   return strides.slice() as number[];
+}
+
+/** Options of Tensor.from/empty: an object of known keys, each of its type (or undefined). */
+function checkTensorOptions(op: string, opts: unknown, types: Record<string, string>): void {
+  if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) throw invalid('ERR_ARG', `${op} options`, 'an object', opts);
+  for (const [key, v] of Object.entries(opts)) {
+    if (!(key in types)) throw makeError('ERR_ARG', `${op}: unknown option '${key}' (expected one of ${Object.keys(types).join(', ')})`);
+    if (v !== undefined && typeof v !== types[key]) throw invalid('ERR_ARG', `${op} ${key}`, `a ${types[key]}`, v);
+  }
 }
 
 /** Highest element index (relative to offset) a view addresses, or -1 when it is empty. */
@@ -166,6 +176,7 @@ export class Tensor {
    * @throws {RangeError} ERR_RANGE when the data is too short or detached
    */
   static from(src: TensorLike, opts: { device?: DeviceLike; name?: string } = {}): Tensor {
+    checkTensorOptions('Tensor.from', opts, { device: 'string', name: 'string' });
     const t = toTensor(src, opts.name ?? 'tensor');
     return opts.device === undefined ? t : t.to(opts.device);
   }
@@ -177,6 +188,7 @@ export class Tensor {
   static empty(
     shape: readonly number[], dtype: DType = 'f32', device: DeviceLike = 'cpu', opts: { stream?: bigint; uninitialized?: boolean } = {},
   ): Tensor {
+    checkTensorOptions('Tensor.empty', opts, { stream: 'bigint', uninitialized: 'boolean' });
     return allocate('Tensor.empty', shape, dtype, device, opts);
   }
 
@@ -305,6 +317,7 @@ export class Tensor {
   /** The values as numbers in row-major order (f16/bf16 decoded; i64 as numbers). Copies device data to the host. */
   toArray(): number[] {
     this.assertReadable('Tensor.toArray');
+    if (this.numel === 0) return []; // (its buffer may be detached: an empty view reads nothing)
     const host = this.toHost().contiguous();
     const data = host.data;
     if (this.dtype === 'f16' || this.dtype === 'bf16') return Array.from(fromHalfBits(data as Uint16Array, this.dtype));

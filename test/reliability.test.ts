@@ -4,7 +4,16 @@
  * caught by running such calls in a child process.
  */
 import { spawnSync } from 'child_process';
+import * as os from 'os';
 import * as path from 'path';
+import {
+  attentionScores, attentionScoresSync, bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, divPruneSync, errorReport, fromHalfBits,
+  gather, gatherSync, HostTensorLike, kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mergeSource, mergeSourceSync,
+  mergeSync, mmtokCoverage, mmtokCoverageSync, mmTokSync, patchMasks, quantize, quantizeSync, reduceAttention, reduceAttentionSync, stcScores,
+  stcScoresSync, Tensor, toHalfBits, TokenSieveError, toMe, topkSync, vtcClsSync,
+} from '../lib';
+import { CallOutputs } from '../lib/kernels/common';
+import { expectCode, randn } from './helpers';
 
 const dist = path.resolve(__dirname, '..', 'dist', 'lib');
 
@@ -28,6 +37,157 @@ describe('memory taken away while an async call runs', () => {
       expect(out['attentionScores out']).toBe('rejected ERR_RANGE');
       // A method that reads its input again in a later step finds it gone.
       expect(out.tomesd).toBe('rejected ERR_RANGE');
+    });
+  }
+});
+
+describe('huge outputs are refused before anything is allocated', () => {
+  const broadcast = { data: new Float32Array(8), shape: [1, 2 ** 31, 4], strides: [0, 0, 1] };
+  test('Tensor.empty over the limits', () => {
+    expectCode(() => Tensor.empty([2 ** 31, 4]), RangeError, 'ERR_RANGE'); // a dimension over 2^31 - 1 (was V8's uncoded "Invalid typed array length")
+    expectCode(() => Tensor.empty([2 ** 20, 2 ** 20]), RangeError, 'ERR_RANGE'); // 2^40 elements
+    // More than half of this machine's memory (or, on a machine of over 32 GiB, the per-tensor limit).
+    const n = Math.floor(os.totalmem() / 2 / 4) + 1;
+    expectCode(() => Tensor.empty(n <= 2 ** 31 - 1 ? [n] : [Math.ceil(n / 2 ** 30), 2 ** 30], 'f32'), RangeError, 'ERR_RANGE', /half this machine's memory|host limit/);
+  });
+  test('a broadcast view of 2^31 tokens is refused by every op, at once', () => {
+    // Before: the view passed the bounds check; kCenter/divPrune ran for over
+    // 10 s growing memory by 256 MB, the others tried to allocate outputs.
+    const t0 = Date.now();
+    expectCode(() => kCenterSync(broadcast, 2), RangeError, 'ERR_RANGE');
+    expectCode(() => divPruneSync(broadcast, { keep: 2 }), RangeError, 'ERR_RANGE');
+    expectCode(() => kMedoidsSync(broadcast, 2), RangeError, 'ERR_RANGE');
+    expectCode(() => topkSync({ data: new Float32Array(8), shape: [2 ** 31, 4], strides: [0, 1] }, 2), RangeError, 'ERR_RANGE');
+    expectCode(() => stcScoresSync(broadcast), RangeError, 'ERR_RANGE');
+    expectCode(() => reduceAttentionSync({ data: new Float32Array(8), shape: [1, 1, 2 ** 31, 4], strides: [0, 0, 0, 1] }), RangeError, 'ERR_RANGE');
+    expect(Date.now() - t0).toBeLessThan(5000);
+  });
+  test("outputs that fit the per-tensor limit but not the machine: half the memory, per call", () => {
+    // [2^31 - 1, 2] indices and values: 32 GiB, which would be committed lazily and get the process killed.
+    expectCode(() => topkSync({ data: new Float32Array(8), shape: [2 ** 31 - 1, 4], strides: [0, 1] }, 2), RangeError, 'ERR_RANGE', os.totalmem() < 2 ** 36 ? /half this machine's memory/ : undefined);
+    expectCode(() => patchMasks({ data: new Int32Array(4), shape: [1, 4] }, 2 ** 31 - 1), RangeError, 'ERR_RANGE');
+  });
+  test('a tensor snapshots its shape: mutating it later changes nothing', async () => {
+    const like = { data: Float32Array.from(randn(2 * 2 * 9 * 8, 3)), shape: [2, 2, 9, 8] };
+    const want = attentionScoresSync(like, like, { queries: 0, keys: { start: 1 } }).toArray();
+    const p = attentionScores(like, like, { queries: 0, keys: { start: 1 } });
+    like.shape[2] = 1;
+    expect((await p).toArray()).toEqual(want);
+    const t = Tensor.from({ data: new Float32Array(6), shape: [2, 3] });
+    expect(() => { (t.shape as number[])[0] = 6; }).toThrow(TypeError);
+    expect(t.shape).toEqual([2, 3]);
+  });
+});
+
+describe('reads from JS check the view too', () => {
+  test('Tensor.view refuses negative, NaN and fractional offsets', () => {
+    const t = Tensor.from({ data: new Float32Array(8), shape: [8] });
+    for (const off of [-2, NaN, 1.5, '1' as unknown as number]) expectCode(() => t.view([2], [1], off), TypeError, 'ERR_ARG');
+    expect(t.view([2], [1], 6).toArray()).toEqual([0, 0]);
+  });
+  test('a buffer detached or shrunk after the tensor was made is an ERR_RANGE, never zeros or a shorter answer', () => {
+    const detached = Tensor.from({ data: new Int32Array([0, 1, 1, 0]), shape: [1, 4] });
+    structuredClone(detached.data.buffer, { transfer: [detached.data.buffer as ArrayBuffer] });
+    expectCode(() => patchMasks(detached, 2), RangeError, 'ERR_RANGE'); // was all-zero masks
+    const ab = new ArrayBuffer(16, { maxByteLength: 16 });
+    const x = Tensor.from({ data: new Float32Array(ab, 0, 4), shape: [4] });
+    (x.data as Float32Array).set([1, 2, 3, 4]);
+    ab.resize(8);
+    expectCode(() => errorReport(x, { data: new Float32Array(4), shape: [4] }), RangeError, 'ERR_RANGE'); // was a report on 2 elements
+    expectCode(() => x.toArray(), RangeError, 'ERR_RANGE');
+    const gone = new Float32Array(4);
+    structuredClone(gone.buffer, { transfer: [gone.buffer] });
+    expectCode(() => errorReport({ data: gone, shape: [4] }, { data: new Float32Array(4), shape: [4] }), RangeError, 'ERR_RANGE'); // was a raw TypeError
+    const ki = new Int32Array([0, 1]);
+    structuredClone(ki.buffer, { transfer: [ki.buffer] });
+    const h = { data: Float32Array.from(randn(12, 4)), shape: [1, 4, 3] };
+    expectCode(() => contextualMergeSync(h, h, { keptIndices: { data: ki, shape: [1, 2] } }, 1), RangeError, 'ERR_RANGE');
+  });
+});
+
+describe('shortcut paths check their inputs', () => {
+  const x = (B: number, N: number, C: number, seed = 1) => ({ data: Float32Array.from(randn(B * N * C, seed)), shape: [B, N, C] });
+  test('mmTok with keep >= n (no kernel runs) still refuses bad text', () => {
+    const vision = x(1, 8, 4);
+    const disposed = Tensor.from(x(1, 3, 4));
+    disposed.dispose();
+    expectCode(() => mmTokSync({ text: disposed, vision }, { keep: 64 }), TokenSieveError, 'ERR_DISPOSED');
+    expectCode(() => mmTokSync({ text: { data: new Float64Array(12) as never, shape: [1, 3, 4] }, vision }, { keep: 64 }), TypeError, 'ERR_DTYPE');
+    expectCode(() => mmTokSync({ text: x(1, 3, 5), vision }, { keep: 64 }), RangeError, 'ERR_SHAPE');
+    expect(mmTokSync({ text: x(1, 3, 4), vision }, { keep: 64 }).indices.toArray()).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
+  });
+  test('bipartiteSoftMatch with r = 0 and ToMe blocks with r = 0 check their views', () => {
+    const ab = new ArrayBuffer(2 * 9 * 4 * 4, { maxByteLength: 2 * 9 * 4 * 4 });
+    const m = Tensor.from({ data: new Float32Array(ab), shape: [2, 9, 4] });
+    ab.resize(16);
+    expectCode(() => bipartiteSoftMatchSync(m, 0), RangeError, 'ERR_RANGE');
+    const tome = toMe({ layers: 2, r: [0, 0] });
+    expectCode(() => tome.stepSync(x(2, 9, 4), x(2, 9, 4).data as never), TypeError, 'ERR_ARG');
+    expectCode(() => tome.stepSync(x(2, 9, 4), x(2, 8, 4)), RangeError, 'ERR_SHAPE');
+    expectCode(() => tome.stepSync(x(2, 9, 4), { data: new Float32Array(72), shape: [2, 9, 2, 2] }), RangeError, 'ERR_SHAPE');
+    expect(tome.stepSync(x(2, 9, 4), x(2, 9, 4)).shape).toEqual([2, 9, 4]);
+  });
+  test("vtcCls checks the last layer, which the reference's [start:-1] never reads", () => {
+    const q = { data: Float32Array.from(randn(1 * 2 * 9 * 4, 5)), shape: [1, 2, 9, 4] };
+    const k = { data: Float32Array.from(randn(1 * 2 * 9 * 4, 6)), shape: [1, 2, 9, 4] };
+    const layers = Array.from({ length: 4 }, () => ({ q, k }));
+    expect(vtcClsSync(layers, { keep: 3, startLayer: 0 }).indices.shape).toEqual([1, 3]);
+    expectCode(() => vtcClsSync([...layers.slice(0, 3), null as never], { keep: 3, startLayer: 0 }), TypeError, 'ERR_ARG');
+    const short = { data: new Float32Array(1 * 2 * 5 * 4), shape: [1, 2, 5, 4] };
+    const short2 = { data: new Float32Array(1 * 2 * 5 * 4), shape: [1, 2, 5, 4] };
+    expectCode(() => vtcClsSync([...layers.slice(0, 3), { q: short, k: short2 }], { keep: 3, startLayer: 0 }), RangeError, 'ERR_SHAPE');
+  });
+  test("mergeSource refuses a host plan whose assign was tampered with, as merge does", () => {
+    const plan = bipartiteSoftMatchSync(x(1, 9, 4), 2);
+    expect(() => { (plan as { assign: unknown }).assign = undefined; }).toThrow(TypeError); // frozen
+    (plan.assign.data as Int32Array)[3] = 1000;
+    expectCode(() => mergeSync(plan, x(1, 9, 4)), RangeError, 'ERR_RANGE');
+    expectCode(() => mergeSourceSync(plan), RangeError, 'ERR_RANGE');
+  });
+  test('toHalfBits and fromHalfBits check their arguments', () => {
+    expectCode(() => (toHalfBits as () => unknown)(), TypeError, 'ERR_ARG');
+    expectCode(() => toHalfBits([1], 'f8' as never), TypeError, 'ERR_DTYPE');
+    expectCode(() => fromHalfBits(null as never, 'bf16'), TypeError, 'ERR_ARG');
+  });
+});
+
+describe('a failing call frees every output it allocated', () => {
+  // Each call below fails in the kernel, after its outputs were allocated: on
+  // a GPU those would hold device memory until the garbage collector ran.
+  const nan = (shape: number[]): HostTensorLike => {
+    const data = Float32Array.from(randn(shape.reduce((a, b) => a * b), 9));
+    data[3] = NaN;
+    return { data, shape };
+  };
+  // Made before the allocations are watched: the plan is an input here.
+  const plans = [0, 1].map(() => bipartiteSoftMatchSync({ data: Float32Array.from(randn(2 * 9 * 4, 2)), shape: [2, 9, 4] }, 2));
+  const cases: Array<[string, () => unknown, () => Promise<unknown>]> = [
+    ['attentionScores', () => attentionScoresSync(nan([2, 3, 7, 8]), nan([2, 3, 7, 8])), () => attentionScores(nan([2, 3, 7, 8]), nan([2, 3, 7, 8]))],
+    ['reduceAttention', () => reduceAttentionSync(nan([2, 3, 7, 7])), () => reduceAttention(nan([2, 3, 7, 7]))],
+    ['gather', () => gatherSync(nan([2, 5, 3]), { data: Int32Array.of(0, 9, 1, 2), shape: [2, 2] }), () => gather(nan([2, 5, 3]), { data: Int32Array.of(0, 9, 1, 2), shape: [2, 2] })],
+    ['quantize', () => quantizeSync(nan([2, 5, 4])), () => quantize(nan([2, 5, 4]))],
+    ['bipartiteSoftMatch', () => bipartiteSoftMatchSync(nan([2, 9, 4]), 2), () => bipartiteSoftMatch(nan([2, 9, 4]), 2)],
+    ['mergeSource', () => mergeSourceSync(plans[0], { data: Int32Array.of(0, 1, 2, 99, 0, 1, 2, 3), shape: [2, 4] }), () => mergeSource(plans[1], { data: Int32Array.of(0, 1, 2, 99, 0, 1, 2, 3), shape: [2, 4] })],
+    ['kCenter', () => kCenterSync(nan([2, 9, 4]), 2), () => kCenter(nan([2, 9, 4]), 2)],
+    ['kMedoids', () => kMedoidsSync(nan([2, 9, 4]), 2), () => kMedoids(nan([2, 9, 4]), 2)],
+    ['maxCoverage', () => maxCoverageSync(nan([2, 9, 4]), 2), () => maxCoverage(nan([2, 9, 4]), 2)],
+    ['mmtokCoverage', () => mmtokCoverageSync({ text: nan([2, 3, 4]), vision: nan([2, 9, 4]) }), () => mmtokCoverage({ text: nan([2, 3, 4]), vision: nan([2, 9, 4]) })],
+    ['stcScores', () => stcScoresSync(nan([2, 9, 4])), () => stcScores(nan([2, 9, 4]))],
+  ];
+  for (const [name, sync, async] of cases) {
+    test(`${name} (Sync and async)`, async () => {
+      for (const run of [sync, async]) {
+        // Every tensor an op allocates goes through CallOutputs.empty.
+        const spy = jest.spyOn(CallOutputs.prototype, 'empty');
+        try {
+          await expect(Promise.resolve().then(run)).rejects.toMatchObject({ code: 'ERR_RANGE' });
+          const allocated = spy.mock.results.map((r) => r.value as Tensor);
+          expect(allocated.length).toBeGreaterThan(0);
+          expect(allocated.filter((t) => !t.disposed).map((t) => `${name}: ${t}`)).toEqual([]); // none left allocated
+        } finally {
+          spy.mockRestore();
+        }
+      }
     });
   }
 });

@@ -369,6 +369,7 @@ export interface StcScoresResult {
 
 /** Scoring channels of STC for C channels: ⌊C/2⌋, at least 1. */
 export function stcScoringChannels(C: number): number {
+  if (typeof C !== 'number' || !Number.isInteger(C) || C < 1) throw invalid('ERR_ARG', 'stcScoringChannels C', 'an integer >= 1', C);
   return Math.max(1, Math.floor(C / 2));
 }
 

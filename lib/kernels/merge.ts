@@ -11,7 +11,7 @@
 import type { NativeResult } from '../../typings/native';
 import { describe, invalid, makeError, TokenSieveError } from '../errors';
 import { native } from '../native';
-import { Tensor, TensorLike, toTensor } from '../tensor';
+import { allocate, Tensor, TensorLike, toTensor } from '../tensor';
 import {
   bool,
   callSite,
@@ -525,8 +525,9 @@ export function patchMasks(sourceIn: TensorLike, nTokens: number): Tensor {
   if (source.ndim !== 2) throw makeError('ERR_SHAPE', `Expected a source map of rank 2 [B, N_orig] for ${op} but received [${source.shape.join(', ')}]`);
   const T = int(op, 'nTokens', nTokens, 1, 2 ** 31 - 1);
   const [B, P] = source.shape;
+  const masks = allocate(op, [B, T, P], 'u8', 'cpu'); // refused over the host limits before allocating
   const src = source.toHost().contiguous().data as Int32Array;
-  const out = new Uint8Array(B * T * P);
+  const out = masks.data as Uint8Array;
   for (let b = 0; b < B; b++) {
     for (let p = 0; p < P; p++) {
       const t = src[b * P + p];
@@ -534,7 +535,7 @@ export function patchMasks(sourceIn: TensorLike, nTokens: number): Tensor {
       out[(b * T + t) * P + p] = 1;
     }
   }
-  return Tensor.from({ data: out, shape: [B, T, P], dtype: 'u8' });
+  return masks;
 }
 
 export interface ContextualMergeOptions {

@@ -107,6 +107,7 @@ export function* topkOf(scores: Tensor, k: number, opts: TopkOptions): MethodGen
 
 /** Python 3's round(): half to even (what the references call). */
 export function pyRound(x: number): number {
+  if (typeof x !== 'number') throw invalid('ERR_ARG', 'pyRound', 'a number', x);
   const f = Math.floor(x);
   const diff = x - f;
   if (diff < 0.5) return f;

@@ -190,7 +190,9 @@ export async function stc(chunks: readonly TensorLike[], opts?: StreamPrunerOpti
 }
 
 export function stcSync(chunks: readonly TensorLike[], opts?: StreamPrunerOptions): StreamPruneResult[] {
-  if (!Array.isArray(chunks)) throw invalid('ERR_ARG', 'stc chunks', 'an array of [F, T, C] tensors', chunks);
+  if (!Array.isArray(chunks)) throw invalid('ERR_ARG', 'stcSync chunks', 'an array of [F, T, C] tensors', chunks);
   const p = new StreamPruner(opts);
-  return chunks.map((c) => p.pushSync(c));
+  const out: StreamPruneResult[] = [];
+  for (const c of chunks) out.push(p.pushSync(c)); // not map: it skips the holes of a sparse array
+  return out;
 }

@@ -13,7 +13,7 @@
  * Output [dominant, contextual]; position ids are rebuilt contiguously by the
  * caller. The encoder stage is VisionZip's (see visionZip).
  */
-import { makeError } from '../errors';
+import { invalid, makeError } from '../errors';
 import { checkOptions, int } from '../kernels/common';
 import { contextualMerge, contextualMergeSync } from '../kernels/merge';
 import { gather, gatherSync } from '../kernels/select';
@@ -56,6 +56,13 @@ export function visionDropStages(layerList: number[], imageTokenList: Array<[num
   if (!Array.isArray(layerList) || !Array.isArray(imageTokenList) || layerList.length !== imageTokenList.length) {
     throw makeError('ERR_ARG', 'visionDropStages: layerList and imageTokenList must be arrays of the same length');
   }
+  const count = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 1;
+  const pair = (v: unknown): v is [number, number] => Array.isArray(v) && v.length === 2 && count(v[0]) && count(v[1]);
+  if (!pair(encoder)) throw invalid('ERR_ARG', 'visionDropStages encoder', '[dominant, contextual] of integers >= 1', encoder);
+  layerList.forEach((layer, s) => {
+    if (!count(layer)) throw invalid('ERR_ARG', `visionDropStages layerList[${s}]`, 'an integer >= 1', layer);
+    if (!pair(imageTokenList[s])) throw invalid('ERR_ARG', `visionDropStages imageTokenList[${s}]`, '[dominant, contextual] of integers >= 1', imageTokenList[s]);
+  });
   const stages: VisionDropStage[] = [];
   let from = encoder[0] + encoder[1];
   layerList.forEach((layer, s) => {

@@ -108,6 +108,9 @@ export async function visionZip(src: AttentionSource, hidden: TensorLike, metric
   const { N } = sourceDims('visionZip', src);
   const { d, c } = counts('visionZip', opts, N);
   const h = toTensor(hidden, 'hidden');
+  if (h.ndim !== 3 || h.shape[1] !== N) {
+    throw makeError('ERR_SHAPE', `Expected hidden of shape [B, ${N}, C] (the attention's ${N} tokens) for visionZip but received [${h.shape.join(', ')}]`);
+  }
   const { indices, scores } = await driveAsync(dominantSteps(src, N, d));
   const ctx = await contextualMerge(h, metric, { keptIndices: indices }, c);
   const dom = await gather(h, indices);
@@ -118,6 +121,9 @@ export function visionZipSync(src: AttentionSource, hidden: TensorLike, metric: 
   const { N } = sourceDims('visionZipSync', src);
   const { d, c } = counts('visionZipSync', opts, N);
   const h = toTensor(hidden, 'hidden');
+  if (h.ndim !== 3 || h.shape[1] !== N) {
+    throw makeError('ERR_SHAPE', `Expected hidden of shape [B, ${N}, C] (the attention's ${N} tokens) for visionZipSync but received [${h.shape.join(', ')}]`);
+  }
   const { indices, scores } = drive(dominantSteps(src, N, d));
   const ctx = contextualMergeSync(h, metric, { keptIndices: indices }, c);
   const dom = gatherSync(h, indices);
