@@ -25,6 +25,12 @@ import {
   topkSync,
   vtcClsSync,
   deviceMemory,
+  bipartiteSoftMatchSync,
+  kCenterSync,
+  kMedoids,
+  maxCoverageSync,
+  mmtokCoverageSync,
+  stcScores,
 } from '../lib';
 import { native } from '../lib/native';
 import { describeCuda, expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
@@ -94,6 +100,36 @@ describeCuda('CUDA tensors', () => {
     const out = JSON.parse(r.stdout) as { n: number; total: number; peak: number };
     expect(out.n).toBeGreaterThanOrEqual(10);
     expect(out.peak).toBeLessThan(out.total);
+  });
+
+  test('a failing call frees the device memory it allocated (every family)', async () => {
+    const nan = (shape: number[]): Tensor => {
+      const data = Float32Array.from(randn(shape.reduce((a, b) => a * b), seed++));
+      data[3] = NaN;
+      return Tensor.from({ data, shape }, { device: dev });
+    };
+    const inputs = [nan([2, 3, 7, 8]), nan([2, 3, 7, 7]), nan([2, 5, 4]), nan([2, 9, 4]), nan([2, 3, 4])];
+    const [q, probs, x, m, text] = inputs;
+    const calls: Array<[string, () => unknown]> = [
+      ['attentionScores', () => attentionScores(q, q.view(q.shape))],
+      ['reduceAttention', () => reduceAttentionSync(probs)],
+      ['quantize', () => quantize(x)],
+      ['bipartiteSoftMatch', () => bipartiteSoftMatchSync(m, 2)],
+      ['kCenter', () => kCenterSync(m, 2)],
+      ['kMedoids', () => kMedoids(m, 2)],
+      ['maxCoverage', () => maxCoverageSync(m, 2)],
+      ['mmtokCoverage', () => mmtokCoverageSync({ text, vision: m })],
+      ['stcScores', () => stcScores(m)],
+    ];
+    const before = deviceMemory().bytes;
+    let failed = 0;
+    for (const [name, call] of calls) {
+      await expect(Promise.resolve().then(call)).rejects.toMatchObject({ code: 'ERR_RANGE' });
+      expect(`${name}: ${deviceMemory().bytes - before} bytes left`).toBe(`${name}: 0 bytes left`);
+      failed++;
+    }
+    expect(failed).toBe(calls.length);
+    for (const t of inputs) t.dispose();
   });
 
   test('fromDevicePointer views foreign memory without copying (strided views too)', () => {
