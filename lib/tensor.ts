@@ -261,8 +261,13 @@ export class Tensor {
     }
     if (ordinal >= 0) {
       const src = this.contiguous();
-      const dst = Tensor.empty(this.shape, this.dtype, deviceName(ordinal));
-      copyNative(dst, src, 'Tensor.to');
+      const dst = allocate('Tensor.to', this.shape, this.dtype, deviceName(ordinal));
+      try {
+        copyNative(dst, src, 'Tensor.to');
+      } catch (e) {
+        dst.dispose(); // a failed copy frees its device memory now
+        throw e;
+      }
       return dst;
     }
     // device → host
