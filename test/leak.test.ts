@@ -10,6 +10,7 @@
  */
 import { spawnSync } from 'child_process';
 import * as path from 'path';
+import { rssTest } from './helpers';
 
 type Slopes = Record<string, { rssPerCall: number; externalPerCall: number }>;
 
@@ -30,13 +31,13 @@ const leaks = (out: Slopes): string[] =>
     .filter(([, m]) => m.externalPerCall >= 64 || m.rssPerCall >= 512)
     .map(([f, m]) => `${f}: ${m.externalPerCall.toFixed(1)} external and ${m.rssPerCall.toFixed(1)} RSS bytes per call`);
 
-test('100,000 calls per family: memory levels off', () => {
+rssTest('100,000 calls per family: memory levels off', () => {
   const out = measure();
   expect(Object.keys(out).sort()).toEqual(['attention', 'coverage', 'diversity', 'merge', 'quantize', 'select', 'stc']);
   expect(leaks(out)).toEqual([]);
 }, 600000);
 
-test('the measure sees a leak as small as one 160-byte output per successful call', () => {
+rssTest('the measure sees a leak as small as one 160-byte output per successful call', () => {
   // The child keeps every result of the select family alive: 2 × 10 indices and values.
   expect(leaks(measure('select', true))).toEqual([expect.stringMatching(/^select: /)]);
 }, 600000);

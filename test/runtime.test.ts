@@ -10,7 +10,7 @@ import * as os from 'os';
 import * as path from 'path';
 import { Worker } from 'worker_threads';
 import { attentionScores, attentionScoresSync, deviceMemory, getThreads, info, setThreads, Tensor, toHalfBits, fromHalfBits, f32ToF16Bits, f16BitsToF32, f32ToBf16Bits, bf16BitsToF32 } from '../lib';
-import { expectClose, expectCode, randn } from './helpers';
+import { expectClose, expectCode, randn, rssTest } from './helpers';
 
 const root = path.resolve(__dirname, '..');
 const dist = path.join(root, 'dist', 'lib', 'index.js');
@@ -186,7 +186,7 @@ describe('the Promise API', () => {
 });
 
 describe('memory', () => {
-  test('no host memory growth across many sync and async calls', () => {
+  rssTest('no host memory growth across many sync and async calls', () => {
     const r = runNode(
       `const t = require(${JSON.stringify(dist)});
        const q = { data: Float32Array.from({ length: 2 * 4 * 64 * 32 }, (_, i) => Math.cos(i)), shape: [2, 4, 64, 32] };
