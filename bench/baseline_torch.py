@@ -282,7 +282,7 @@ def main():
                 if spec.get("int8"):
                     continue  # the f32 trial of the same shape carries the torch figure
                 attention(spec, torch)
-            elif spec["family"] == "diversity":
+            elif spec["family"] in ("diversity", "coverage"):
                 diversity(spec, torch)
             elif spec["family"] == "quantize":
                 if spec.get("cold"):

@@ -28,7 +28,7 @@ import {
 import { native } from '../lib/native';
 import { attentionScoresTs, contextualTs, kCenterTs, maxCoverageTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
 import { bipartiteSoftMatchSync, contextualMergeSync, mergeSync } from '../lib';
-import { AttentionTrial, DiversityTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, TopkTrial, work, Work } from './trials';
+import { AttentionTrial, DiversityTrial, isDiversityTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, SelectTrial, work, Work } from './trials';
 
 interface Options {
   filter?: string;
@@ -216,12 +216,12 @@ function runTorch(trials: Trial[], threads: number, quick: boolean): { header: s
 }
 
 function describeShape(t: Trial): string {
-  if (t.family === 'diversity') {
+  if (isDiversityTrial(t)) {
     if (t.kind === 'coverage') return `R${(t.m ?? 0) + t.N} n${t.N} k${t.k}`;
     if (t.kind === 'mmtok') return `m${t.m} n${t.N} D${t.C} k${t.k}`;
     return `N${t.N} C${t.C} k${t.k}${t.segments > 1 ? ` × ${t.segments} segments` : ''} f32`;
   }
-  if (t.family === 'topk') return `B${t.B} N${t.N} k${t.k}`;
+  if (t.family === 'select') return `B${t.B} N${t.N} k${t.k}`;
   if (t.family === 'merge') return t.kind === 'tome' ? `B${t.B} N${t.N} C${t.C} r${t.r}${t.precision === 'bf16' ? ' bf16 scores' : ''}` : `B${t.B} N${t.N} C${t.C} c${t.r}`;
   if (t.family === 'quantize') return `${t.R}x${t.C} ${t.dtype} → ${t.bits === 8 ? 'i8' : 'u4'}${t.cold ? ' (cold)' : ''}`;
   return `B${t.B} H${t.H} N${t.N} D${t.D}${t.causal ? ' causal' : ''} ${t.dtype}`;
@@ -264,7 +264,7 @@ async function runAttention(t: AttentionTrial, o: Options): Promise<{ ours: Timi
   return { ours, ts };
 }
 
-function runTopk(t: TopkTrial, o: Options): { ours: Timing; ts?: Timing } {
+function runTopk(t: SelectTrial, o: Options): { ours: Timing; ts?: Timing } {
   const s = values(t.B * t.N, 3);
   let scores = Tensor.from({ data: s, shape: [t.B, t.N] });
   if (o.device === 'cuda') scores = scores.to('cuda:0');
@@ -402,15 +402,15 @@ function table(rows: Row[], torchVariants: string[]): string[] {
   const head = ['trial', 'shape', 'median ms', 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
   const body = rows.map((r) => {
     const w = r.work;
-    const workCol = r.trial.family === 'merge' || r.trial.family === 'diversity'
+    const workCol = r.trial.family === 'merge' || isDiversityTrial(r.trial)
       ? `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.bytes / 1e6).toFixed(1)} MB`
-      : r.trial.family === 'topk'
+      : r.trial.family === 'select'
       ? `${(w.bytes / 1e6).toFixed(2)} MB, ${(w.compares! / 1e6).toFixed(2)} M cmp`
       : r.trial.family === 'quantize'
         ? `${(w.bytes / 1e6).toFixed(1)} MB`
         : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
     const s = r.ours.medianMs / 1e3;
-    const rate = r.trial.family === 'attention' || r.trial.family === 'merge' || r.trial.family === 'diversity' ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
+    const rate = r.trial.family === 'attention' || r.trial.family === 'merge' || isDiversityTrial(r.trial) ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
     return [
       r.trial.name, r.shape, fmtMs(r.ours.medianMs), workCol, rate, `${(100 * r.roofFraction).toFixed(0)}% (${r.bound})`,
       speedup(r.ts, r.ours), ...torchVariants.map((v) => speedup(r.torch[v], r.ours)),
@@ -480,8 +480,8 @@ async function runAll(o: Options): Promise<number> {
   const rows: Row[] = [];
   for (const t of trials) {
     const w = work(t);
-    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'topk' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : t.family === 'diversity' ? runDiversity(t, o) : runQuant(t, o);
-    const { fraction, bound } = t.family === 'attention' || t.family === 'merge' || t.family === 'diversity'
+    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'select' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : isDiversityTrial(t) ? runDiversity(t, o) : runQuant(t, o);
+    const { fraction, bound } = t.family === 'attention' || t.family === 'merge' || isDiversityTrial(t)
       ? roofFraction(w, ours.medianMs, roof)
       : { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' };
     rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });

@@ -31,8 +31,8 @@ export interface AttentionTrial {
   big?: boolean;
 }
 
-export interface TopkTrial {
-  family: 'topk';
+export interface SelectTrial {
+  family: 'select';
   name: string;
   B: number;
   N: number;
@@ -80,7 +80,8 @@ export interface MergeTrial {
  * 'mmtok' the builder + greedy; 'kmedoids' CenterCLIP's clustering.
  */
 export interface DiversityTrial {
-  family: 'diversity';
+  /** 'diversity' for kcenter and kmedoids, 'coverage' for coverage and mmtok (the kernel families). */
+  family: 'diversity' | 'coverage';
   kind: 'kcenter' | 'coverage' | 'mmtok' | 'kmedoids';
   name: string;
   /** Tokens (kcenter, kmedoids) or vision tokens n (coverage, mmtok). */
@@ -94,7 +95,12 @@ export interface DiversityTrial {
   big?: boolean;
 }
 
-export type Trial = AttentionTrial | TopkTrial | QuantTrial | MergeTrial | DiversityTrial;
+export type Trial = AttentionTrial | SelectTrial | QuantTrial | MergeTrial | DiversityTrial;
+
+/** A trial of the diversity or the coverage family (one trial shape serves both). */
+export function isDiversityTrial(t: Trial): t is DiversityTrial {
+  return t.family === 'diversity' || t.family === 'coverage';
+}
 
 const att = (name: string, B: number, H: number, N: number, D: number, rows: RowSet, extra: Partial<AttentionTrial> = {}): AttentionTrial => ({
   family: 'attention', name, B, H, N, D, rows, causal: false, dtype: 'f32', ...extra,
@@ -125,11 +131,11 @@ export const TRIALS: Trial[] = [
   att('cls CLIP-L b16 int8', 16, 16, 577, 64, 'cls', { int8: true }),
   att('all Qwen2.5-VL b1 int8', 1, 16, 4784, 80, 'all', { int8: true, big: true }),
   // top-k over one score row per image/frame
-  { family: 'topk', name: 'topk 576 k144 b1', B: 1, N: 576, k: 144 },
-  { family: 'topk', name: 'topk 576 k144 b16', B: 16, N: 576, k: 144 },
-  { family: 'topk', name: 'topk 4784 k1196 b1', B: 1, N: 4784, k: 1196 },
-  { family: 'topk', name: 'topk 12544 k1254 b1', B: 1, N: 12544, k: 1254 },
-  { family: 'topk', name: 'topk 196 k60 b64 (video frames)', B: 64, N: 196, k: 60 },
+  { family: 'select', name: 'topk 576 k144 b1', B: 1, N: 576, k: 144 },
+  { family: 'select', name: 'topk 576 k144 b16', B: 16, N: 576, k: 144 },
+  { family: 'select', name: 'topk 4784 k1196 b1', B: 1, N: 4784, k: 1196 },
+  { family: 'select', name: 'topk 12544 k1254 b1', B: 1, N: 12544, k: 1254 },
+  { family: 'select', name: 'topk 196 k60 b64 (video frames)', B: 64, N: 196, k: 60 },
   // quantization (specs/performance.md D5): INT8 per token, INT4 per group
   ...quantTrials(),
   // token merging (issue 3): one ToMe step = bipartite soft matching + merge_wavg
@@ -155,7 +161,7 @@ function mergeTrials(): MergeTrial[] {
 
 function diversityTrials(): DiversityTrial[] {
   const d = (kind: DiversityTrial['kind'], name: string, N: number, C: number, k: number, segments = 1, extra: Partial<DiversityTrial> = {}): DiversityTrial => ({
-    family: 'diversity', kind, name, N, C, k, segments, ...extra,
+    family: kind === 'coverage' || kind === 'mmtok' ? 'coverage' : 'diversity', kind, name, N, C, k, segments, ...extra,
   });
   return [
     d('kcenter', 'kcenter 576x1024 k58', 576, 1024, 58),
@@ -213,7 +219,7 @@ const DTYPE_BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
  * one exp per logit, q rows and k read once, the output written once.
  */
 export function work(t: Trial): Work {
-  if (t.family === 'diversity') {
+  if (isDiversityTrial(t)) {
     const S = t.N / t.segments;
     if (t.kind === 'kcenter') {
       // Nearest-neighbour pass: every pair once (S²/2 dots of 2C FLOPs).
@@ -240,7 +246,7 @@ export function work(t: Trial): Work {
     // similarity a·bᵀ over C, plus metric and x read once and the merged x written
     return { flops: 2 * t.B * na * nb * t.C, exps: 0, bytes: 4 * t.B * (2 * t.N * t.C + (t.N - t.r) * t.C) };
   }
-  if (t.family === 'topk') {
+  if (t.family === 'select') {
     return { flops: 0, exps: 0, bytes: 4 * t.B * t.N + 8 * t.B * t.k, compares: t.B * t.N * Math.log2(Math.max(2, t.k)) };
   }
   const { rows, keyStart } = selection(t);

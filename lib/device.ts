@@ -20,7 +20,7 @@ export function deviceOrdinal(device: unknown, arg = 'device'): number {
   throw invalid('ERR_ARG', arg, "'cpu', 'cuda' or 'cuda:N'", device);
 }
 
-export function deviceName(ordinal: number): Device {
+export function deviceOf(ordinal: number): Device {
   return ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
 }
 

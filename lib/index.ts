@@ -66,21 +66,12 @@ export { visionZip, visionZipSync, VISIONZIP_PRESETS } from './methods/visionzip
 export type { VisionZipOptions, MergeSelectionResult } from './methods/visionzip';
 export { visionDrop, visionDropSync, visionDropStages } from './methods/visiondrop';
 export type { VisionDropOptions, VisionDropStage } from './methods/visiondrop';
-export { kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, stcScores, stcScoresSync, stcScoringChannels } from './kernels/diversity';
-export type {
-  DistanceMetric,
-  KCenterOptions,
-  KCenterResult,
-  KMedoidsOptions,
-  KMedoidsResult,
-  MaxCoverageOptions,
-  MaxCoverageResult,
-  MmtokInputs,
-  MmtokCoverageOptions,
-  StcScoresOptions,
-  StcScoresResult,
-  StcMemory,
-} from './kernels/diversity';
+export { kCenter, kCenterSync, kMedoids, kMedoidsSync } from './kernels/diversity';
+export type { DistanceMetric, KCenterOptions, KCenterResult, KMedoidsOptions, KMedoidsResult } from './kernels/diversity';
+export { maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync } from './kernels/coverage';
+export type { MaxCoverageOptions, MaxCoverageResult, MmtokInputs, MmtokCoverageOptions } from './kernels/coverage';
+export { stcScores, stcScoresSync, stcScoringChannels } from './kernels/stc';
+export type { StcScoresOptions, StcScoresResult, StcMemory } from './kernels/stc';
 export { divPrune, divPruneSync } from './methods/divprune';
 export type { DivPruneOptions, DivPruneResult } from './methods/divprune';
 export { toDRE, toDRESync } from './methods/todre';

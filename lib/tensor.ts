@@ -18,7 +18,7 @@ import {
   HostData,
   isDType,
 } from './dtype';
-import { Device, DeviceLike, deviceName, deviceOrdinal, requireCuda } from './device';
+import { Device, DeviceLike, deviceOf, deviceOrdinal, requireCuda } from './device';
 import { describe, fromNative, invalid, makeError, TokenSieveError } from './errors';
 import { native } from './native';
 
@@ -160,7 +160,7 @@ export class Tensor {
     this.shape = Object.freeze(init.shape.slice());
     this.strides = Object.freeze(init.strides.slice());
     this.offset = init.offset;
-    this.device = deviceName(init.ordinal);
+    this.device = deviceOf(init.ordinal);
     this.stream = init.stream;
     this.#data = init.data;
     this.#buffer = init.buffer;
@@ -261,7 +261,7 @@ export class Tensor {
     }
     if (ordinal >= 0) {
       const src = this.contiguous();
-      const dst = allocate('Tensor.to', this.shape, this.dtype, deviceName(ordinal));
+      const dst = allocate('Tensor.to', this.shape, this.dtype, deviceOf(ordinal));
       try {
         copyNative(dst, src, 'Tensor.to');
       } catch (e) {

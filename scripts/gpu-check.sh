@@ -16,7 +16,7 @@ mkdir -p "$out"
 per_tool=${1:-90}
 [ -f .gpu-bundle/unpack.sh ] && source .gpu-bundle/unpack.sh
 jest="node node_modules/jest/bin/jest.js --runInBand"
-suites="test/cuda.test.ts test/cuda-merge.test.ts test/cuda-diversity.test.ts test/cuda-coverage.test.ts test/cuda-stc.test.ts"
+suites=$(ls test/cuda-*.test.ts)
 gc_test='garbage collector'
 summary="$out/summary.json"
 echo '{' > "$summary"
@@ -34,7 +34,7 @@ step() { # step <name> <seconds> <command...>: runs it with a limit, logs, recor
 
 # 1. The CUDA suites without the GC test, then the GC test alone.
 step suites 300 env TOKENSIEVE_TEST_SUMMARY="$out/suites.json" $jest $suites -t "^(?!.*$gc_test)"
-step gc 120 env TOKENSIEVE_TEST_SUMMARY="$out/gc.json" $jest test/cuda.test.ts -t "$gc_test"
+step gc 120 env TOKENSIEVE_TEST_SUMMARY="$out/gc.json" $jest test/cuda-tensor.test.ts -t "$gc_test"
 
 # 2. compute-sanitizer, one tool at a time over the suites (not the GC test,
 #    whose deliberate over-allocation would eat the time).

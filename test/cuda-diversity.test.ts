@@ -1,7 +1,7 @@
 /**
  * CUDA k-center, k-medoids and MMTok coverage, and the methods built on them
  * (DivPrune, ToDRE, CenterCLIP, MMTok) on device tensors: parity with the CPU
- * back end, which test/diversity.test.ts and test/kmedoids.test.ts check
+ * back end, which test/diversity.test.ts checks
  * against float64 references. Both back ends compute every distance as the
  * same sequential FMA chain, so k-center and k-medoids must agree exactly
  * (with the AVX2 CPU kernels; the baseline ones round differently), ties

@@ -9,7 +9,7 @@
  * reason printed, without a usable CUDA device.
  */
 import { FloatDType, StcMemory, StreamPruner, stc, stcScores, stcScoresSync, stcScoringChannels, stcSync, Tensor, TokenSieveError } from '../lib';
-import { refStcScores } from './reference/diversity';
+import { refStcScores } from './reference/stc';
 import { countDeviceBuffers, describeCuda, expectClose, expectCode, expectDerivedTolerance, expectReject, makeTensor, randn } from './helpers';
 
 const dev = 'cuda:0';

@@ -1,6 +1,7 @@
 /** DivPrune, ToDRE and MMTok: the reference conventions (methods.md §4, §6), batched. */
 import { centerClip, centerClipSync, divPrune, divPruneSync, mmTok, mmTokSync, toDRE, toDRESync } from '../lib';
-import { refKCenter, refKMedoids, refMaxCoverage, refMmtokCoverage } from './reference/diversity';
+import { refMaxCoverage, refMmtokCoverage } from './reference/coverage';
+import { refKCenter, refKMedoids } from './reference/diversity';
 import { expectCode, makeTensor, randn } from './helpers';
 
 /**

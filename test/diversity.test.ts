@@ -1,7 +1,7 @@
-/** kCenter, maxCoverage and mmtokCoverage against the float64 references, and their bad input. */
-import { FloatDType, kCenter, kCenterSync, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, Tensor, TokenSieveError } from '../lib';
+/** kCenter and kMedoids against the float64 references, and their bad input. */
+import { FloatDType, kCenter, kCenterSync, kMedoids, kMedoidsSync, Tensor, TokenSieveError } from '../lib';
 import { native } from '../lib/native';
-import { refKCenter, refMaxCoverage, refMmtokCoverage } from './reference/diversity';
+import { refKCenter, refKMedoids } from './reference/diversity';
 import { expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
 
 /** expectClose that also accepts matching infinities (the first pick's distance). */
@@ -162,123 +162,89 @@ describe('kCenter', () => {
   });
 });
 
-describe('maxCoverage', () => {
-  test('hand-checked: ties to the lower index, gains, best update', () => {
-    // Columns: 0 covers row 0, 1 covers row 1, 2 half of each.
-    const c = { data: Float32Array.of(1, 0, 0.5, 0, 1, 0.5), shape: [2, 3] };
-    const r = maxCoverageSync(c, 3);
-    expect(r.order.toArray()).toEqual([0, 1, 2]);
-    expect(r.gains.toArray()).toEqual([1, 1, 0]);
-    const ex = maxCoverageSync(c, 2, { exclude: { data: Uint8Array.of(1, 0, 0), shape: [3] } });
-    expect(ex.order.toArray()).toEqual([1, 2]);
-    expect(ex.gains.toArray()).toEqual([1, 0.5]);
-    // Negative coverage never adds gain.
-    const neg = maxCoverageSync({ data: Float32Array.of(-1, -2, 0.25), shape: [1, 3] }, 2);
-    expect(neg.order.toArray()).toEqual([2, 0]);
-    expect(neg.gains.toArray()).toEqual([0.25, 0]);
+
+describe('kMedoids', () => {
+  test('well-separated clusters: converges to each cluster\'s medoid', () => {
+    // Three 1-D-ish clusters around 0, 10 and 20 (the middle point of each
+    // has the least summed distance), interleaved in token order.
+    const pts = [0, 10, 20, 1, 11, 21, -1, 9, 19, 0.5, 10.5, 20.5];
+    const x = { data: Float32Array.from(pts.flatMap((p) => [p, 0])), shape: [12, 2] };
+    const r = kMedoidsSync(x, 3);
+    // Cluster {0, 1, -1, 0.5}: tokens 0 (value 0) and 9 (value 0.5) tie at a
+    // summed distance of 2.5 → the lower index, token 0; likewise 1 and 2.
+    expect(r.medoids.toArray()).toEqual([0, 1, 2]);
+    expect(r.assignments.toArray()).toEqual([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2]);
+    const it = r.iterations.toArray()[0];
+    expect(it).toBeGreaterThanOrEqual(1);
+    expect(it).toBeLessThan(100);
   });
 
-  const cases: Array<[number, number, number, number, FloatDType, boolean]> = [
-    [1, 1, 1, 1, 'f32', false],
-    [2, 3, 7, 7, 'f16', false],
-    [3, 17, 13, 5, 'bf16', true],
-    [1, 592, 576, 64, 'f32', false],
-    [2, 61, 257, 31, 'f32', true],
+  test('one degenerate cluster (all duplicates) and k = N', () => {
+    const x = { data: new Float32Array(10).fill(3), shape: [5, 2] };
+    const r = kMedoidsSync(x, 2);
+    // KKZ: equal norms → token 0; then every distance is 0 → token 1. All
+    // others tie at distance 0 → the earlier medoid (token 0).
+    expect(r.medoids.toArray()).toEqual([0, 1]);
+    expect(r.assignments.toArray()).toEqual([0, 1, 0, 0, 0]);
+    const all = kMedoidsSync(makeTensor(randn(14, 1), [7, 2]).t, 7);
+    expect(all.medoids.toArray()).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(all.assignments.toArray()).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(kMedoidsSync({ data: Float32Array.of(1, 2), shape: [1, 2] }, 1).medoids.toArray()).toEqual([0]);
+  });
+
+  const cases: Array<[number, number, number, number, number, FloatDType, 'l2' | 'cosine']> = [
+    [1, 1, 3, 1, 1, 'f32', 'l2'],
+    [2, 17, 5, 4, 1, 'f16', 'l2'],
+    [3, 30, 7, 5, 3, 'bf16', 'cosine'],
+    [2, 98, 24, 49, 1, 'f32', 'l2'],
+    [1, 294, 16, 49, 3, 'f32', 'cosine'],
   ];
-  for (const [B, R, N, k, dtype, withExclude] of cases) {
-    test(`B${B} R${R} N${N} k${k} ${dtype}${withExclude ? ' exclude' : ''}`, async () => {
-      const r = rng(B * R * N + k);
-      // Sparse-ish non-negative coverage like softmax rows, with some negatives.
-      const v = Array.from({ length: B * R * N }, () => (r() < 0.7 ? r() * r() : -r() * 0.1));
-      const t = makeTensor(v, [B, R, N], dtype);
-      let exclude: Uint8Array | undefined;
-      if (withExclude) {
-        exclude = mask(B, N, k, 0.3);
-        for (let b = 0; b < B; b++) for (let j = 0; j < k; j++) exclude[b * N + j] = 0;
+  for (const [B, N, C, k, segments, dtype, metric] of cases) {
+    test(`B${B} N${N} C${C} k${k} segments ${segments} ${dtype} ${metric}`, async () => {
+      // Clustered data: 6 centres plus noise, so the iterations do work.
+      const r = rng(N * C + k);
+      const centres = Array.from({ length: 6 }, (_, i) => Array.from(randn(C, i + 100, 3)));
+      const noise = randn(B * N * C, N + C);
+      const v = Array.from({ length: B * N * C }, (_, i) => centres[Math.floor(r() * 6)][i % C] * 0 + noise[i]);
+      for (let t = 0; t < B * N; t++) {
+        const c = centres[t % 6];
+        for (let d = 0; d < C; d++) v[t * C + d] += c[d];
       }
-      const want = refMaxCoverage(t.exact, B, R, N, k, exclude);
-      const opts = exclude ? { exclude: { data: exclude, shape: [B, N] } } : undefined;
-      const res = await maxCoverage(t.t, k, opts);
-      expect(res.order.toArray()).toEqual(want.order);
-      expect(res.indices.toArray()).toEqual(want.sorted);
-      expectClose(res.gains.toArray(), want.gains, 1e-6, 1e-4, 'gains');
-      expect(maxCoverageSync(t.t, k, opts).order.toArray()).toEqual(want.order);
+      const t = makeTensor(v, [B, N, C], dtype);
+      const want = refKMedoids(t.exact, B, N, C, k, { metric, segments });
+      const res = await kMedoids(t.t, k, { metric, segments });
+      expect(res.medoids.toArray()).toEqual(want.medoids);
+      expect(res.assignments.toArray()).toEqual(want.assignments);
+      expect(res.iterations.toArray()).toEqual(want.iterations);
+      expect(kMedoidsSync(t.t, k, { metric, segments }).medoids.toArray()).toEqual(want.medoids);
     });
   }
 
-  test('heavy exact ties (coarse values): lower index first at every step', () => {
-    // Multiples of 1/8 add exactly, so many columns tie on their gain.
-    for (const [R, N, k] of [[5, 40, 40], [30, 200, 60]]) {
-      const r = rng(R * N);
-      const v = Array.from({ length: 2 * R * N }, () => Math.floor(r() * 4) / 8);
-      const t = makeTensor(v, [2, R, N]);
-      const want = refMaxCoverage(t.exact, 2, R, N, k);
-      const res = maxCoverageSync(t.t, k);
-      expect(res.order.toArray()).toEqual(want.order);
-      expect(res.gains.toArray()).toEqual(want.gains);
-    }
+  test('maxIters 0 returns the KKZ medoids, sorted', () => {
+    const t = makeTensor(randn(40 * 3, 40), [40, 3]);
+    const want = refKMedoids(t.exact, 1, 40, 3, 5, { maxIters: 0 });
+    const r = kMedoidsSync(t.t, 5, { maxIters: 0 });
+    expect(r.medoids.toArray()).toEqual(want.medoids);
+    expect(r.iterations.toArray()).toEqual([0]);
   });
 
   test('bad input', async () => {
-    const c = makeTensor(randn(2 * 3 * 5, 2), [2, 3, 5]).t;
-    expectCode(() => maxCoverageSync(c, 6), RangeError, 'ERR_RANGE');
-    expectCode(() => maxCoverageSync(c, 0), RangeError, 'ERR_RANGE');
-    expectCode(() => maxCoverageSync({ data: new Float32Array(5), shape: [5] }, 1), RangeError, 'ERR_SHAPE', /rank 3/);
-    expectCode(() => maxCoverageSync({ data: new Float32Array(10), shape: [1, 1, 2, 5] }, 1), RangeError, 'ERR_SHAPE');
-    const nan = Float32Array.of(0.1, NaN, 0.3);
-    expectCode(() => maxCoverageSync({ data: nan, shape: [1, 3] }, 1), RangeError, 'ERR_RANGE', /finite/);
-    await expectReject(maxCoverage({ data: nan, shape: [1, 3] }, 1), RangeError, 'ERR_RANGE');
-    expectCode(() => maxCoverageSync(c, 4, { exclude: { data: Uint8Array.of(1, 1, 0, 0, 0, 0, 0, 0, 0, 0), shape: [2, 5] } }), RangeError, 'ERR_RANGE', /excluded/);
+    const x = makeTensor(randn(2 * 6 * 4, 1), [2, 6, 4]).t;
+    expectCode(() => kMedoidsSync(x, 7), RangeError, 'ERR_RANGE');
+    expectCode(() => kMedoidsSync(x, 0), RangeError, 'ERR_RANGE');
+    expectCode(() => kMedoidsSync(x, 2, { segments: 4 }), RangeError, 'ERR_RANGE');
+    expectCode(() => kMedoidsSync(x, 2, { tol: -1 }), RangeError, 'ERR_RANGE');
+    expectCode(() => kMedoidsSync(x, 2, { maxIters: -1 }), RangeError, 'ERR_RANGE');
+    expectCode(() => kMedoidsSync(x, 2, { metric: 'dot' as 'l2' }), TypeError, 'ERR_ARG');
+    const nan = new Float32Array(48).fill(0.25);
+    nan[3] = NaN;
+    expectCode(() => kMedoidsSync({ data: nan, shape: [2, 6, 4] }, 2), RangeError, 'ERR_RANGE', /finite/);
+    await expect(kMedoids({ data: nan, shape: [2, 6, 4] }, 2)).rejects.toMatchObject({ code: 'ERR_RANGE' });
+    expectCode(() => kMedoidsSync({ data: new Float32Array(4097), shape: [4097, 1] }, 2), Error, 'ERR_UNSUPPORTED');
   });
 });
 
-describe('mmtokCoverage', () => {
-  const cases: Array<[number, number, number, number, number | undefined, FloatDType]> = [
-    [1, 1, 1, 1, undefined, 'f32'],
-    [2, 5, 17, 9, undefined, 'f16'],
-    [1, 16, 57, 33, 19, 'f32'],
-    [2, 3, 31, 8, 5, 'bf16'],
-  ];
-  for (const [B, m, n, D, Da, dtype] of cases) {
-    test(`B${B} m${m} n${n} D${D}${Da ? ` aux D'${Da}` : ''} ${dtype}`, async () => {
-      const text = makeTensor(randn(B * m * D, m + 1), [B, m, D], dtype);
-      const vision = makeTensor(randn(B * n * D, n + 2), [B, n, D], dtype);
-      const aux = Da ? makeTensor(randn(B * n * Da, n + 3), [B, n, Da], dtype) : undefined;
-      const opts = { tauTV: 0.05, tauVV: 0.2, alpha: 0.7 };
-      const want = refMmtokCoverage(text.exact, vision.exact, aux?.exact, B, m, n, D, Da ?? D, opts.tauTV, opts.tauVV, opts.alpha);
-      const out = await mmtokCoverage({ text: text.t, vision: vision.t, visionAux: aux?.t }, opts);
-      expect(out.shape).toEqual([B, m + n, n]);
-      expectClose(out.toArray(), want, 1e-7, 2e-4, 'coverage');
-      const sync = mmtokCoverageSync({ text: text.t, vision: vision.t, visionAux: aux?.t }, opts);
-      expectClose(sync.toArray(), want, 1e-7, 2e-4, 'coverage (sync)');
-    });
-  }
-
-  test('defaults are τ_tv 0.02, τ_vv 0.2, α 0.5', () => {
-    const text = makeTensor(randn(3 * 4, 9), [3, 4]);
-    const vision = makeTensor(randn(6 * 4, 10), [6, 4]);
-    const want = refMmtokCoverage(text.exact, vision.exact, undefined, 1, 3, 6, 4, 4, 0.02, 0.2, 0.5);
-    const out = mmtokCoverageSync({ text: text.t, vision: vision.t });
-    expect(out.shape).toEqual([9, 6]);
-    expectClose(out.toArray(), want, 1e-7, 2e-4);
-  });
-
-  test('bad input', () => {
-    const text = makeTensor(randn(12, 1), [1, 3, 4]).t;
-    const vision = makeTensor(randn(20, 2), [1, 5, 4]).t;
-    expectCode(() => mmtokCoverageSync({ text, vision }, { tauTV: 0 }), RangeError, 'ERR_RANGE');
-    expectCode(() => mmtokCoverageSync({ text, vision }, { tauVV: -1 }), RangeError, 'ERR_RANGE');
-    expectCode(() => mmtokCoverageSync({ text, vision }, { alpha: Infinity }), RangeError, 'ERR_RANGE');
-    expectCode(() => mmtokCoverageSync({ text, vision }, { tauTV: NaN }), TypeError, 'ERR_ARG');
-    expectCode(() => mmtokCoverageSync({ text: makeTensor(randn(9, 1), [1, 3, 3]).t, vision }), RangeError, 'ERR_SHAPE');
-    expectCode(() => mmtokCoverageSync({ text, vision, visionAux: makeTensor(randn(8, 1), [1, 4, 2]).t }), RangeError, 'ERR_SHAPE');
-    const nan = new Float32Array(20).fill(0.5);
-    nan[7] = NaN;
-    expectCode(() => mmtokCoverageSync({ text, vision: { data: nan, shape: [1, 5, 4] } }), RangeError, 'ERR_RANGE', /finite/);
-  });
-});
-
-describe('the native layer checks diversity parameters on its own', () => {
+describe('the native layer checks k-center and k-medoids parameters on its own', () => {
   const n = () => native();
   const meta = (dtype: number, shape: number[]) =>
     Float64Array.of(dtype, -1, 0, shape.length, ...shape, ...shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1)));
@@ -294,12 +260,7 @@ describe('the native layer checks diversity parameters on its own', () => {
     ['kCenter unknown seed rule', () => kc([2, 1, 0, 9, 0, 1]), 'ERR_ARG'],
     ['kCenter seed index past the segment', () => kc([2, 1, 0, 2, 6, 1]), 'ERR_RANGE'],
     ['kCenter order of the wrong shape', () => kc([2, 1, 0, 0, 0, 1], meta(3, [1, 3]), new Int32Array(3)), 'ERR_SHAPE'],
-    ['maxCoverage k > N', () => n().maxCoverage(Float64Array.of(7, 1), x(), xm(), undefined, undefined, meta(3, [1, 7]), new Int32Array(7), meta(3, [1, 7]), new Int32Array(7), meta(0, [1, 7]), new Float32Array(7), undefined, false), 'ERR_RANGE'],
-    ['mmtokCoverage tau 0', () => n().mmtokCoverage(Float64Array.of(0, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 7, 6]), new Float32Array(42), undefined, false), 'ERR_RANGE'],
-    ['mmtokCoverage out of the wrong shape', () => n().mmtokCoverage(Float64Array.of(0.02, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6, 6]), new Float32Array(36), undefined, false), 'ERR_SHAPE'],
     ['kMedoids NaN tol', () => n().kMedoids(Float64Array.of(2, 1, 1, 10, NaN, 1), x(), xm(), meta(3, [1, 2]), new Int32Array(2), meta(3, [1, 6]), new Int32Array(6), undefined, undefined, undefined, false), 'ERR_RANGE'],
-    ['stcScores memory count without a sum', () => n().stcScores(Float64Array.of(1, 1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_RANGE'],
-    ['stcScores unknown memory mode', () => n().stcScores(Float64Array.of(0, 1, 7), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_ARG'],
   ];
   for (const [name, fn, code] of cases) {
     test(name, () => {

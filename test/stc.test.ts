@@ -6,8 +6,9 @@
  * readings, that the convention changes the kept set.
  */
 import { FloatDType, StcMemory, StreamPruner, stc, stcScores, stcScoresSync, stcScoringChannels, stcSync } from '../lib';
-import { RefStcConventions, refKeepLowest, refStcScores } from './reference/diversity';
+import { RefStcConventions, refKeepLowest, refStcScores } from './reference/stc';
 import { expectClose, expectCode, makeTensor, randn } from './helpers';
+import { native } from '../lib/native';
 
 const modes: StcMemory[] = ['authors', 'aligned'];
 
@@ -198,4 +199,27 @@ describe('StreamPruner', () => {
     q.pushSync(makeTensor(randn(8, 2), [1, 2, 4]).t);
     expectCode(() => q.pushSync(makeTensor(randn(10, 3), [1, 2, 5]).t), RangeError, 'ERR_SHAPE', /4 channels/);
   });
+});
+
+describe('the native layer checks STC parameters on its own', () => {
+  const n = () => native();
+  const meta = (dtype: number, shape: number[]) =>
+    Float64Array.of(dtype, -1, 0, shape.length, ...shape, ...shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1)));
+  const x = () => meta(0, [1, 6, 2]);
+  const xm = () => Float32Array.of(1, 0, 0, 1, 1, 1, -1, 0, 0.5, 0.2, 3, 1);
+  const cases: Array<[string, () => unknown, string]> = [
+    ['stcScores memory count without a sum', () => n().stcScores(Float64Array.of(1, 1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_RANGE'],
+    ['stcScores unknown memory mode', () => n().stcScores(Float64Array.of(0, 1, 7), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_ARG'],
+  ];
+  for (const [name, fn, code] of cases) {
+    test(name, () => {
+      let err: (Error & { code?: string }) | undefined;
+      try {
+        fn();
+      } catch (e) {
+        err = e as Error & { code?: string };
+      }
+      expect(err?.code).toBe(code);
+    });
+  }
 });

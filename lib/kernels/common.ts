@@ -3,10 +3,9 @@
  * The addon never sees an argument these helpers have not checked.
  */
 import { DType, DTYPE_SIZE, isFloatDType } from '../dtype';
-import { requireCuda } from '../device';
+import { Device, deviceOf, requireCuda } from '../device';
 import { describe, fromNative, invalid, makeError, TokenSieveError } from '../errors';
-import { DeviceLike } from '../device';
-import { allocate, Tensor } from '../tensor';
+import { allocate, Tensor, TensorLike, toTensor } from '../tensor';
 
 /** Rejects unknown option names (a typo must not silently fall back to a default). */
 export function checkOptions(op: string, opts: unknown, allowed: readonly string[]): Record<string, unknown> {
@@ -103,7 +102,7 @@ export function output(
   uninitialized = false,
 ): Tensor {
   const op = outs.op;
-  if (out === undefined) return outs.empty(shape, dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: streamId, uninitialized });
+  if (out === undefined) return outs.empty(shape, dtype, deviceOf(ordinal), { stream: streamId, uninitialized });
   const t = Tensor.from(out as Tensor, { name: `${op} ${name}` });
   if (t.dtype !== dtype) throw makeError('ERR_DTYPE', `Expected ${dtype} for ${op} ${name} but received ${t.dtype}`);
   if (t.ndim !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
@@ -111,7 +110,7 @@ export function output(
   }
   if (!t.isContiguous) throw new TokenSieveError('ERR_UNSUPPORTED', `${op}: ${name} must be contiguous`);
   if (t.ordinal !== ordinal) {
-    throw new TokenSieveError('ERR_DEVICE', `${op}: expected ${name} on ${ordinal < 0 ? 'cpu' : `cuda:${ordinal}`} but it is on ${t.device}`);
+    throw new TokenSieveError('ERR_DEVICE', `${op}: expected ${name} on ${deviceOf(ordinal)} but it is on ${t.device}`);
   }
   return t;
 }
@@ -171,8 +170,8 @@ export class CallOutputs {
   constructor(op: string) {
     this.op = op;
   }
-  empty(shape: readonly number[], dtype: DType, device: string, opts: { stream?: bigint; uninitialized?: boolean } = {}): Tensor {
-    const t = allocate(this.op, shape, dtype, device as DeviceLike, opts, this.#hostBytes);
+  empty(shape: readonly number[], dtype: DType, device: Device, opts: { stream?: bigint; uninitialized?: boolean } = {}): Tensor {
+    const t = allocate(this.op, shape, dtype, device, opts, this.#hostBytes);
     if (t.isHost) this.#hostBytes += t.numel * DTYPE_SIZE[dtype];
     this.#made.push(t);
     return t;
@@ -244,4 +243,26 @@ export function callSite(fn: Function): { stack?: string } {
   const site: { stack?: string } = {};
   Error.captureStackTrace(site, fn);
   return site;
+}
+
+/** A rank-3 [B, N, C] input (rank 2 is one batch row), non-empty, float, contiguous inner dimension. */
+export function rank3(op: string, name: string, t: Tensor, dims: string): { t: Tensor; flat: boolean } {
+  const flat = t.ndim === 2;
+  if (flat) t = t.view([1, t.shape[0], t.shape[1]], [0, t.strides[0], t.strides[1]]);
+  if (t.ndim !== 3) throw makeError('ERR_SHAPE', `Expected ${name} of rank 3 ${dims} (or 2 without the batch) for ${op} but received shape [${t.shape.join(', ')}]`);
+  if (t.shape.some((d) => d === 0)) throw makeError('ERR_SHAPE', `Expected every dimension of ${name} ${dims} to be >= 1 for ${op} but received shape [${t.shape.join(', ')}]`);
+  expectFloat(op, name, t);
+  expectInnerContiguous(op, name, t);
+  return { t, flat };
+}
+
+export function excludeMask(op: string, v: unknown, B: number, N: number): Tensor | undefined {
+  if (v === undefined) return undefined;
+  let m = toTensor(v as TensorLike, `${op} exclude`);
+  if (m.dtype !== 'u8') throw makeError('ERR_DTYPE', `Expected u8 for ${op} exclude but received ${m.dtype}`);
+  if (m.ndim === 1 && B === 1) m = m.view([1, m.shape[0]], [0, m.strides[0]]);
+  if (m.ndim !== 2 || m.shape[0] !== B || m.shape[1] !== N) {
+    throw makeError('ERR_SHAPE', `Expected ${op} exclude of shape [${B}, ${N}] but received [${m.shape.join(', ')}]`);
+  }
+  return m.isContiguous ? m : m.contiguous();
 }

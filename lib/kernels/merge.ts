@@ -8,6 +8,7 @@
  * gathers by `assign`, and composing a patch→token map with the plan gathers
  * `assign` by that map.
  */
+import { Device, deviceOf } from '../device';
 import type { NativeResult } from '../../typings/native';
 import { describe, invalid, makeError, TokenSieveError } from '../errors';
 import { native } from '../native';
@@ -110,7 +111,7 @@ export class MergePlan {
   /** Tokens merged away (after the cap; 0 for an identity plan). */
   readonly r: number;
   /** The device of every tensor of the plan. */
-  readonly device: string;
+  readonly device: Device;
   /** i32 [B, N]: output slot of every input token, in [0, N − r). */
   readonly assign: Tensor;
   /** i32 [B, Na − r]: unmerged candidate tokens, in output order (undefined when none). */
@@ -122,7 +123,7 @@ export class MergePlan {
   #disposed = false;
 
   /** @internal */
-  constructor(init: { batch: number; n: number; r: number; device: string; assign: Tensor; unmerged?: Tensor; sources?: Tensor; destinations?: Tensor }) {
+  constructor(init: { batch: number; n: number; r: number; device: Device; assign: Tensor; unmerged?: Tensor; sources?: Tensor; destinations?: Tensor }) {
     this.batch = init.batch;
     this.n = init.n;
     this.r = init.r;
@@ -298,7 +299,7 @@ function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: Bi
   }
   const ordinal = commonDevice(op, [['metric', metric]]);
   const s = stream(op, o.stream, metric.stream);
-  const device = ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
+  const device = deviceOf(ordinal);
   const wait = bool(op, 'wait', o.wait, true);
   // ToMe: r = min(r, (N − protected) // 2); tomesd: r = min(#src, r).
   const protectedCount = (cls ? 1 : 0) + (distill ? 1 : 0);
@@ -312,8 +313,8 @@ function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: Bi
     const unmHost = Tensor.from({ data: ident.slice(), shape: [B, N] });
     const plan = new MergePlan({
       batch: B, n: N, r: 0, device,
-      assign: ordinal < 0 ? host : outs.adopt(host.to(device as 'cpu')),
-      unmerged: ordinal < 0 ? unmHost : outs.adopt(unmHost.to(device as 'cpu')),
+      assign: ordinal < 0 ? host : outs.adopt(host.to(device)),
+      unmerged: ordinal < 0 ? unmHost : outs.adopt(unmHost.to(device)),
     });
     return { result: plan };
   }
@@ -323,8 +324,8 @@ function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: Bi
   const hostA = Tensor.from({ data: split.a, shape: [split.a.length] });
   const hostB = Tensor.from({ data: split.b, shape: [split.b.length] });
   // Temporaries: adopted so a failure frees them, disposed by cleanup after a success.
-  const splitA = ordinal < 0 ? hostA : outs.adopt(hostA.to(device as 'cpu'));
-  const splitB = ordinal < 0 ? hostB : outs.adopt(hostB.to(device as 'cpu'));
+  const splitA = ordinal < 0 ? hostA : outs.adopt(hostA.to(device));
+  const splitB = ordinal < 0 ? hostB : outs.adopt(hostB.to(device));
   const nu = split.a.length - rr;
   const assign = outs.empty([B, N], 'i32', device, { stream: s });
   const unmerged = nu > 0 ? outs.empty([B, nu], 'i32', device, { stream: s }) : undefined;
@@ -403,7 +404,7 @@ function planMerge(outs: CallOutputs, planIn: unknown, xIn: TensorLike, opts: Me
   }
   const ordinal = commonDevice(op, [['plan', plan.assign], ['x', x], ['sizes', sizes]]);
   const s = stream(op, o.stream, x.stream);
-  const device = (ordinal < 0 ? 'cpu' : `cuda:${ordinal}`) as 'cpu';
+  const device = deviceOf(ordinal);
   const M = plan.nOut;
   const out = outs.empty([B, M, C], x.dtype, device, { stream: s, uninitialized: true });
   const sizesOut = mode === 'wavg' ? outs.empty([B, M, 1], 'f32', device, { stream: s }) : undefined;
@@ -471,7 +472,7 @@ function checkSource(op: string, planIn: unknown, sourceIn: TensorLike | undefin
     const ident = new Int32Array(plan.batch * plan.n);
     for (let b = 0; b < plan.batch; b++) for (let i = 0; i < plan.n; i++) ident[b * plan.n + i] = i;
     const host = Tensor.from({ data: ident, shape: [plan.batch, plan.n] });
-    return { plan, assign3, source: plan.assign.isHost ? host : host.to(plan.device as 'cpu'), owned: !plan.assign.isHost };
+    return { plan, assign3, source: plan.assign.isHost ? host : host.to(plan.device), owned: !plan.assign.isHost };
   }
   const source = toTensor(sourceIn, 'source');
   if (source.dtype !== 'i32') throw makeError('ERR_DTYPE', `Expected an i32 source map for ${op} but received ${source.dtype}`);
@@ -601,7 +602,7 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
   const rem = new Int32Array(B * nr);
   for (let b = 0, w = 0; b < B; b++) for (let i = 0; i < N; i++) if (!kept[b * N + i]) rem[w++] = i;
   const remHost = Tensor.from({ data: rem, shape: [B, nr] });
-  const device = (ordinal < 0 ? 'cpu' : `cuda:${ordinal}`) as 'cpu';
+  const device = deviceOf(ordinal);
   const remaining = ordinal < 0 ? remHost : outs.adopt(remHost.to(device));
   const s = stream(op, o.stream, x.stream);
   const out = outs.empty([B, cc, C], x.dtype, device, { stream: s, uninitialized: true });

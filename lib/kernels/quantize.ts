@@ -15,6 +15,7 @@
  * - smooth (K smoothing, x [B, H, N, D]): the mean over the N tokens per
  *   (b, h, channel), f32 [B, H, 1, D], is subtracted first and returned.
  */
+import { deviceOf } from '../device';
 import type { NativeResult } from '../../typings/native';
 import { FloatDType, isFloatDType } from '../dtype';
 import { invalid, makeError, TokenSieveError } from '../errors';
@@ -131,10 +132,6 @@ function layout(op: string, shape: readonly number[], s: Scheme): { data: number
       return { data, scales: [shape[0], shape[1], Math.ceil(N / s.block), 1] };
     }
   }
-}
-
-function deviceOf(ordinal: number): 'cpu' | `cuda:${number}` {
-  return ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
 }
 
 function planQuantize(outs: CallOutputs, xIn: TensorLike, opts: QuantizeOptions | undefined): OpPlan<QuantizedTensor> {

@@ -1,6 +1,7 @@
 /**
  * Selection: stable top-k over score rows, and gathering token rows.
  */
+import { deviceOf } from '../device';
 import { makeError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -68,7 +69,7 @@ function planTopk(outs: CallOutputs, scoresIn: TensorLike, k: unknown, opts: Top
   const withValues = bool(op, 'values', o.values, true);
   const ordinal = commonDevice(op, [['scores', scores]]);
   const s = stream(op, o.stream, scores.stream);
-  const device = ordinal < 0 ? 'cpu' : `cuda:${ordinal}`;
+  const device = deviceOf(ordinal);
   const indices = outs.empty([B, kk], 'i32', device, { stream: s });
   const values = withValues ? outs.empty([B, kk], 'f32', device, { stream: s }) : undefined;
   const shape = flat ? [kk] : [B, kk];
@@ -121,7 +122,7 @@ export function planGather(outs: CallOutputs, xIn: TensorLike, idxIn: TensorLike
   const [B, , C] = x.shape;
   const K = idx.shape[1];
   const s = stream(op, o.stream, x.stream);
-  const out = outs.empty([B, K, C], x.dtype, ordinal < 0 ? 'cpu' : `cuda:${ordinal}`, { stream: s, uninitialized: true });
+  const out = outs.empty([B, K, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
   const params = packParams([bool(op, 'checkIndices', o.checkIndices, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
   const xd = x.descriptor('x');
   const id = idx.descriptor('indices');

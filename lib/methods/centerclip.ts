@@ -67,7 +67,7 @@ function* steps(xIn: TensorLike, opts: CenterClipOptions | undefined, op: string
       clsIdx[b * T + t] = t * L;
       for (let p = 0; p < P; p++) patchIdx[(b * T + t) * P + p] = t * L + 1 + p;
     }
-  const dev = x.device as 'cpu';
+  const dev = x.device;
   const patches = (yield { kind: 'gather', x: flat, idx: Tensor.from({ data: patchIdx, shape: [B, T * P] }).to(dev) }) as Tensor;
   const km = (yield {
     kind: 'kmedoids',

@@ -4,6 +4,7 @@
  * *Sync twin) and `driveAsync` off the event loop (the Promise API), so the
  * two can never drift apart.
  */
+import { Device } from '../device';
 import { invalid, makeError } from '../errors';
 import { attentionScores, attentionScoresSync, AttentionScoresOptions, reduceAttention, reduceAttentionSync, ReductionOptions } from '../kernels/attention';
 import { topk, topkSync, TopkOptions, TopkResult } from '../kernels/select';
@@ -67,7 +68,7 @@ export async function driveAsync<R>(gen: MethodGen<R>): Promise<R> {
 }
 
 /** Token count N of an attention source (keys), and its batch size. */
-export function sourceDims(op: string, src: unknown): { B: number; N: number; device: string } {
+export function sourceDims(op: string, src: unknown): { B: number; N: number; device: Device } {
   if (typeof src !== 'object' || src === null) throw invalid('ERR_ARG', `${op} attention`, '{ q, k } or { probs }', src);
   if ('probs' in src) {
     const p = toTensor((src as { probs: TensorLike }).probs, 'probs');
@@ -137,9 +138,9 @@ export function keepCount(op: string, opts: { keep?: unknown; reduction?: unknow
 }
 
 /** Host Int32Array → i32 tensor on `device` (uploads when it is a CUDA device). */
-export function indexTensor(data: Int32Array, shape: number[], device: string): Tensor {
+export function indexTensor(data: Int32Array, shape: number[], device: Device): Tensor {
   const t = Tensor.from({ data, shape, dtype: 'i32' });
-  return device === 'cpu' ? t : t.to(device as 'cpu');
+  return device === 'cpu' ? t : t.to(device);
 }
 
 /** Host copy of a tensor's values as a Float32Array (no copy for contiguous host f32). */
@@ -151,4 +152,49 @@ export function hostF32(t: Tensor): Float32Array {
 export function hostI32(t: Tensor): Int32Array {
   if (t.isHost && t.dtype === 'i32' && t.isContiguous && t.offset === 0) return t.data as Int32Array;
   return Int32Array.from(t.toArray());
+}
+
+// ---- shared by several methods (methods do not import each other) ----
+
+/** The kept count from ratio / keep / reduction (one at most; default ratio). */
+export function diversityKeep(op: string, o: Record<string, unknown>, N: number, defaultRatio: number): number {
+  const given = ['ratio', 'keep', 'reduction'].filter((k) => o[k] !== undefined);
+  if (given.length > 1) throw makeError('ERR_ARG', `${op}: pass at most one of ratio, keep or reduction`);
+  if (o.keep !== undefined || o.reduction !== undefined) return keepCount(op, o, N);
+  const r = o.ratio === undefined ? defaultRatio : o.ratio;
+  if (typeof r !== 'number' || !(r > 0 && r <= 1)) throw invalid('ERR_RANGE', `${op} ratio`, 'a number in (0, 1]', r);
+  const k = pyRound(r * N);
+  if (k < 1) throw makeError('ERR_RANGE', `Expected ${op} to keep at least 1 of ${N} tokens but ratio ${r} keeps ${k}`);
+  return k;
+}
+
+export interface MergeSelectionResult {
+  /** [B, dominant + contextual, C]: [dominant (original order), contextual (target order)]. */
+  tokens: Tensor;
+  /** i32 [B, dominant]: the dominant token indices, ascending. */
+  indices: Tensor;
+  /** f32 [B, N']: the scores ranked. */
+  scores: Tensor;
+}
+
+/**
+ * Concatenates [B, K1, C] and [B, K2, C] along tokens. Done on the host: device
+ * inputs are copied back, joined, and the result uploaded to their device.
+ */
+export function catTokens(a: Tensor, b: Tensor): Tensor {
+  if (!a.isHost || !b.isHost) {
+    const joined = catTokens(a.toHost(), b.toHost());
+    return joined.to(a.device);
+  }
+  const [B, K1, C] = a.shape;
+  const K2 = b.shape[1];
+  const out = Tensor.empty([B, K1 + K2, C], a.dtype, 'cpu');
+  const od = out.data as unknown as { set(src: ArrayLike<number>, off: number): void };
+  const ad = a.contiguous().data as unknown as { subarray(s: number, e: number): ArrayLike<number> };
+  const bd = b.contiguous().data as unknown as { subarray(s: number, e: number): ArrayLike<number> };
+  for (let i = 0; i < B; i++) {
+    od.set(ad.subarray(i * K1 * C, (i + 1) * K1 * C), i * (K1 + K2) * C);
+    od.set(bd.subarray(i * K2 * C, (i + 1) * K2 * C), (i * (K1 + K2) + K1) * C);
+  }
+  return out;
 }

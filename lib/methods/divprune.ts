@@ -14,7 +14,7 @@ import { invalid, makeError } from '../errors';
 import { checkOptions } from '../kernels/common';
 import { kCenter, kCenterSync, KCenterOptions, KCenterResult } from '../kernels/diversity';
 import { TensorLike, toTensor } from '../tensor';
-import { keepCount, pyRound } from './common';
+import { diversityKeep } from './common';
 
 export interface DivPruneOptions {
   /** Kept fraction, K = round(ratio·N) (default 0.098: 56 of 576, the reference's SUBSET_RATIO). */
@@ -29,18 +29,6 @@ export interface DivPruneOptions {
 
 /** Indices ascending (what the reference keeps), plus the pick order and max–min distances. */
 export type DivPruneResult = KCenterResult;
-
-/** The kept count from ratio / keep / reduction (one at most; default ratio). */
-export function diversityKeep(op: string, o: Record<string, unknown>, N: number, defaultRatio: number): number {
-  const given = ['ratio', 'keep', 'reduction'].filter((k) => o[k] !== undefined);
-  if (given.length > 1) throw makeError('ERR_ARG', `${op}: pass at most one of ratio, keep or reduction`);
-  if (o.keep !== undefined || o.reduction !== undefined) return keepCount(op, o, N);
-  const r = o.ratio === undefined ? defaultRatio : o.ratio;
-  if (typeof r !== 'number' || !(r > 0 && r <= 1)) throw invalid('ERR_RANGE', `${op} ratio`, 'a number in (0, 1]', r);
-  const k = pyRound(r * N);
-  if (k < 1) throw makeError('ERR_RANGE', `Expected ${op} to keep at least 1 of ${N} tokens but ratio ${r} keeps ${k}`);
-  return k;
-}
 
 function plan(op: string, x: TensorLike, opts: DivPruneOptions | undefined): { k: number; o: KCenterOptions } {
   const o = checkOptions(op, opts, ['ratio', 'keep', 'reduction', 'exclude']);

@@ -7,7 +7,7 @@
  */
 import { invalid, makeError } from '../errors';
 import { checkOptions, commonDevice } from '../kernels/common';
-import { checkMmtokInputs, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/diversity';
+import { checkMmtokInputs, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/coverage';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 import { indexTensor } from './common';
 

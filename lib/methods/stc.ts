@@ -34,7 +34,7 @@
 import { invalid, makeError } from '../errors';
 import { checkOptions } from '../kernels/common';
 import { oneOf } from '../kernels/common';
-import { StcMemory, stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/diversity';
+import { StcMemory, stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/stc';
 import { topk, topkSync } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 

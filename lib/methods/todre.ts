@@ -8,10 +8,10 @@
  * decoder) is a model-side decision and is not part of this function.
  */
 import { makeError } from '../errors';
+import { diversityKeep } from './common';
 import { checkOptions } from '../kernels/common';
 import { DistanceMetric, kCenter, kCenterSync, KCenterOptions, KCenterResult } from '../kernels/diversity';
 import { TensorLike, toTensor } from '../tensor';
-import { diversityKeep } from './divprune';
 
 export interface ToDREOptions {
   /** Kept fraction (default 0.1, the paper's ~10%). */

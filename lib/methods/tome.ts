@@ -145,7 +145,7 @@ export class ToMe {
     const s = this.#sizes.toHost().toArray();
     const [B, N] = this.#sizes.shape;
     const out = Tensor.from({ data: Float32Array.from(s, Math.log), shape: [B, N] });
-    return this.#sizes.isHost ? out : out.to(this.#sizes.device as 'cpu');
+    return this.#sizes.isHost ? out : out.to(this.#sizes.device);
   }
 
   /** Starts a new forward pass (ToMe resets size and source every forward). */

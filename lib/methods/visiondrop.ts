@@ -18,8 +18,8 @@ import { checkOptions, int } from '../kernels/common';
 import { contextualMerge, contextualMergeSync } from '../kernels/merge';
 import { gather, gatherSync } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { drive, driveAsync, MethodGen, scoresOf, topkOf } from './common';
-import { catTokens, MergeSelectionResult } from './visionzip';
+import { catTokens, drive, driveAsync, MergeSelectionResult, MethodGen, scoresOf, topkOf } from './common';
+
 
 export interface VisionDropOptions {
   /** Index of the first image token in the sequence. */

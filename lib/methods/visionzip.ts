@@ -14,7 +14,9 @@ import { checkOptions, int } from '../kernels/common';
 import { contextualMerge, contextualMergeSync } from '../kernels/merge';
 import { gather, gatherSync } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { AttentionSource, drive, driveAsync, MethodGen, scoresOf, sourceDims } from './common';
+import { AttentionSource, catTokens, drive, driveAsync, MergeSelectionResult, MethodGen, scoresOf, sourceDims } from './common';
+
+export type { MergeSelectionResult } from './common';
 
 /** README/config presets for 577 CLIP-L tokens (LLaVA-1.5): total 192, 128, 64. */
 export const VISIONZIP_PRESETS = {
@@ -29,37 +31,6 @@ export interface VisionZipOptions {
   contextual?: number;
   /** Or a preset: total tokens kept (192, 128 or 64). */
   preset?: 192 | 128 | 64;
-}
-
-export interface MergeSelectionResult {
-  /** [B, dominant + contextual, C]: [dominant (original order), contextual (target order)]. */
-  tokens: Tensor;
-  /** i32 [B, dominant]: the dominant token indices, ascending. */
-  indices: Tensor;
-  /** f32 [B, N']: the scores ranked. */
-  scores: Tensor;
-}
-
-/**
- * Concatenates [B, K1, C] and [B, K2, C] along tokens. Done on the host: device
- * inputs are copied back, joined, and the result uploaded to their device.
- */
-export function catTokens(a: Tensor, b: Tensor): Tensor {
-  if (!a.isHost || !b.isHost) {
-    const joined = catTokens(a.toHost(), b.toHost());
-    return joined.to(a.device as 'cpu');
-  }
-  const [B, K1, C] = a.shape;
-  const K2 = b.shape[1];
-  const out = Tensor.empty([B, K1 + K2, C], a.dtype, 'cpu');
-  const od = out.data as unknown as { set(src: ArrayLike<number>, off: number): void };
-  const ad = a.contiguous().data as unknown as { subarray(s: number, e: number): ArrayLike<number> };
-  const bd = b.contiguous().data as unknown as { subarray(s: number, e: number): ArrayLike<number> };
-  for (let i = 0; i < B; i++) {
-    od.set(ad.subarray(i * K1 * C, (i + 1) * K1 * C), i * (K1 + K2) * C);
-    od.set(bd.subarray(i * K2 * C, (i + 1) * K2 * C), (i * (K1 + K2) + K1) * C);
-  }
-  return out;
 }
 
 function counts(op: string, opts: VisionZipOptions, N: number): { d: number; c: number } {
@@ -96,7 +67,7 @@ function* dominantSteps(src: AttentionSource, N: number, d: number): MethodGen<{
   }
   void N;
   const host = Tensor.from({ data: idx, shape: [B, d] });
-  return { indices: scores.isHost ? host : host.to(scores.device as 'cpu'), scores };
+  return { indices: scores.isHost ? host : host.to(scores.device), scores };
 }
 
 /**

@@ -1,12 +1,13 @@
 /**
- * Float64 references for k-center, maximum coverage and MMTok's coverage
- * matrix, written as the authors' loops (methods.md §4, §6) with the
- * documented differences: picked tokens are masked, excluded tokens removed.
+ * Float64 references for k-center and k-medoids, written as the authors'
+ * loops (methods.md §4, §7) with the documented differences: picked tokens
+ * are masked, excluded tokens removed.
  */
 
 export type Metric = 'cosine' | 'l2';
 
-function row(x: ArrayLike<number>, off: number, C: number): number[] {
+/** Elements [off, off + C) of x as an array (a token's row). */
+export function row(x: ArrayLike<number>, off: number, C: number): number[] {
   return Array.prototype.slice.call(x, off, off + C) as number[];
 }
 
@@ -93,65 +94,6 @@ export function refKCenter(
   return { order, sorted, distances };
 }
 
-/** MMTok's greedy loop (mm_coverage_selection), per batch element. */
-export function refMaxCoverage(cov: ArrayLike<number>, B: number, R: number, N: number, k: number, exclude?: ArrayLike<number>): { order: number[]; sorted: number[]; gains: number[] } {
-  const order: number[] = [], sorted: number[] = [], gains: number[] = [];
-  for (let b = 0; b < B; b++) {
-    const best = new Array(R).fill(0);
-    const masked = Array.from({ length: N }, (_, j) => (exclude ? exclude[b * N + j] !== 0 : false));
-    const o: number[] = [];
-    for (let t = 0; t < k; t++) {
-      let arg = -1;
-      let argGain = -Infinity;
-      for (let j = 0; j < N; j++) {
-        if (masked[j]) continue;
-        let g = 0;
-        for (let r = 0; r < R; r++) g += Math.max(0, cov[(b * R + r) * N + j] - best[r]);
-        if (arg < 0 || g > argGain) {
-          arg = j;
-          argGain = g;
-        }
-      }
-      masked[arg] = true;
-      o.push(arg);
-      gains.push(argGain);
-      for (let r = 0; r < R; r++) best[r] = Math.max(best[r], cov[(b * R + r) * N + arg]);
-    }
-    order.push(...o);
-    sorted.push(...o.slice().sort((p, q) => p - q));
-  }
-  return { order, sorted, gains };
-}
-
-function normalise(v: number[]): number[] {
-  const n = Math.max(Math.hypot(...v), 1e-8);
-  return v.map((x) => x / n);
-}
-
-function softmaxRow(s: number[]): number[] {
-  const m = Math.max(...s);
-  const e = s.map((x) => Math.exp(x - m));
-  const z = e.reduce((a, b) => a + b, 0);
-  return e.map((x) => x / z);
-}
-
-/** [P; α·Q] for every batch element, flattened [B, m + n, n]. */
-export function refMmtokCoverage(
-  text: ArrayLike<number>, vision: ArrayLike<number>, aux: ArrayLike<number> | undefined,
-  B: number, m: number, n: number, D: number, Da: number, tauTV: number, tauVV: number, alpha: number,
-): number[] {
-  const out: number[] = [];
-  for (let b = 0; b < B; b++) {
-    const z = Array.from({ length: m }, (_, i) => normalise(row(text, (b * m + i) * D, D)));
-    const v = Array.from({ length: n }, (_, i) => normalise(row(vision, (b * n + i) * D, D)));
-    const a = aux ? Array.from({ length: n }, (_, i) => normalise(row(aux, (b * n + i) * Da, Da))) : v;
-    const dot = (p: number[], q: number[]) => p.reduce((s, x, c) => s + x * q[c], 0);
-    for (let i = 0; i < m; i++) out.push(...softmaxRow(v.map((vj) => dot(z[i], vj) / tauTV)).map((x) => x / m));
-    for (let i = 0; i < n; i++) out.push(...softmaxRow(a.map((aj) => dot(a[i], aj) / tauVV)).map((x) => (alpha * x) / n));
-  }
-  return out;
-}
-
 /**
  * CenterCLIP's batch_fast_kmedoids for one segment, float64: KKZ init,
  * assign (argmin over medoids in list order, a medoid is its own), update
@@ -223,75 +165,4 @@ export function refKMedoids(
       iterations.push(r.iters);
     }
   return { medoids, assignments, iterations };
-}
-
-/**
- * Which step of STC's pruner a reference run follows. The defaults are the
- * authors' code (lern-to-write/STC 9b13ce0, STC_Pruner.compress); `memory:
- * 'aligned'` is tokensieve's documented option. `normalize: 'all'` and
- * `memoryOf: 'normalised'` are the package's former readings, kept here only
- * so the tests can show that each convention changes the kept set.
- */
-export interface RefStcConventions {
-  memory?: 'authors' | 'aligned';
-  normalize?: 'selected' | 'all';
-  memoryOf?: 'raw' | 'normalised';
-}
-
-/**
- * STC scores of one chunk [F, T, C] (float64), with the earlier chunk means
- * (each as this function returned it: [Cs] in its chunk's channel order for
- * memory 'authors', [C] for 'aligned'). Follows the authors' code step by step:
- * select_feature_channel (population variance over the chunk's tokens, the
- * ⌊C/2⌋ lowest in ascending order), _update_memory (the raw mean of the
- * selected features, appended; the memory is the mean of the list),
- * compute_scores (F.normalize over the selected channels, eps 1e-12; frame
- * mean of the normalised features; G against it and against the normalised
- * memory).
- */
-export function refStcScores(
-  x: ArrayLike<number>, F: number, T: number, C: number, pastMeans: number[][], conv: RefStcConventions = {},
-): { scores: number[]; chunkMean: number[]; channels: number[] } {
-  const { memory: mode = 'authors', normalize = 'selected', memoryOf = 'raw' } = conv;
-  const M = F * T;
-  const rows = Array.from({ length: M }, (_, i) => row(x, i * C, C));
-  const mean = Array.from({ length: C }, (_, c) => rows.reduce((s, r) => s + r[c], 0) / M);
-  const variance = Array.from({ length: C }, (_, c) => rows.reduce((s, r) => s + (r[c] - mean[c]) ** 2, 0) / M);
-  const Cs = Math.max(1, Math.floor(C / 2));
-  const ch = Array.from({ length: C }, (_, c) => c).sort((a, b) => variance[a] - variance[b] || a - b).slice(0, Cs);
-  const unit = (v: number[]): number[] => {
-    const n = Math.max(Math.hypot(...v), 1e-12);
-    return v.map((e) => e / n);
-  };
-  // [M, Cs]: the selected channels, in ascending-variance order, normalised.
-  const xn = normalize === 'selected' ? rows.map((r) => unit(ch.map((c) => r[c]))) : rows.map((r) => { const u = unit(r); return ch.map((c) => u[c]); });
-  const meanOf = (vs: number[][]): number[] => vs[0].map((_, j) => vs.reduce((s, v) => s + v[j], 0) / vs.length);
-  // The chunk mean that goes into the memory list.
-  const source = memoryOf === 'raw' ? rows : rows.map(unit); // [M, C]
-  const chunkMean = mode === 'authors' ? meanOf(source.map((r) => ch.map((c) => r[c]))) : meanOf(source);
-  const history = [...pastMeans, chunkMean];
-  const memoryVec = mode === 'authors' ? meanOf(history) : ch.map((c) => history.reduce((s, m) => s + m[c], 0) / history.length);
-  const memory = unit(memoryVec);
-  const G = (d2: number) => [0.125, 0.25, 0.5, 1, 2].reduce((s, a) => s + Math.exp(-d2 / (2 * a)), 0);
-  const scores: number[] = [];
-  for (let f = 0; f < F; f++) {
-    const fm = meanOf(xn.slice(f * T, (f + 1) * T));
-    for (let t = 0; t < T; t++) {
-      const r = xn[f * T + t];
-      const df = r.reduce((s, v, j) => s + (v - fm[j]) ** 2, 0);
-      const dm = r.reduce((s, v, j) => s + (v - memory[j]) ** 2, 0);
-      scores.push(G(df) + G(dm));
-    }
-  }
-  return { scores, chunkMean, channels: ch };
-}
-
-/** Kept positions per frame: the k lowest scores, ties to the lower index, ascending. */
-export function refKeepLowest(scores: number[], F: number, T: number, k: number): number[] {
-  const out: number[] = [];
-  for (let f = 0; f < F; f++) {
-    const idx = Array.from({ length: T }, (_, t) => t).sort((a, b) => scores[f * T + a] - scores[f * T + b] || a - b);
-    out.push(...idx.slice(0, k).sort((a, b) => a - b));
-  }
-  return out;
 }

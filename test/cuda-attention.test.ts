@@ -1,0 +1,106 @@
+/**
+ * CUDA attention kernels against the CPU ones (which test/attention.test.ts
+ * checks against the float64 references). Skipped, with the
+ * reason printed, when no usable CUDA device is present.
+ */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import {
+  attentionScores,
+  attentionScoresSync,
+  fasterVLMSync,
+  fastVSync,
+  FloatDType,
+  foPruSync,
+  gather,
+  gatherSync,
+  hiPruneSync,
+  dequantizeSync,
+  quantize,
+  quantizeSync,
+  reduceAttentionSync,
+  Tensor,
+  TokenSieveError,
+  topk,
+  topkSync,
+  vtcClsSync,
+  deviceMemory,
+  bipartiteSoftMatchSync,
+  kCenterSync,
+  kMedoids,
+  maxCoverageSync,
+  mmtokCoverageSync,
+  stcScores,
+} from '../lib';
+import { native } from '../lib/native';
+import { describeCuda, expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
+const dev = 'cuda:0';
+let seed = 7100;
+
+interface Case {
+  B: number; H: number; Nq: number; Nk: number; D: number; dtype: FloatDType; layout: 'bhnd' | 'bnhd';
+  opts: Record<string, unknown>;
+}
+
+const CASES: Case[] = [
+  { B: 2, H: 3, Nq: 1, Nk: 1, D: 15, dtype: 'f32', layout: 'bhnd', opts: {} },
+  { B: 3, H: 2, Nq: 2, Nk: 2, D: 64, dtype: 'f16', layout: 'bnhd', opts: {} },
+  { B: 2, H: 4, Nq: 7, Nk: 7, D: 80, dtype: 'bf16', layout: 'bhnd', opts: { causal: true } },
+  { B: 5, H: 16, Nq: 577, Nk: 577, D: 64, dtype: 'f16', layout: 'bhnd', opts: { queries: 0, keys: { start: 1 } } },
+  { B: 2, H: 16, Nq: 577, Nk: 577, D: 64, dtype: 'bf16', layout: 'bnhd', opts: {} },
+  { B: 1, H: 2, Nq: 1031, Nk: 1031, D: 128, dtype: 'f16', layout: 'bhnd', opts: { causal: true, queries: { start: 100, end: 1031 } } },
+  { B: 2, H: 3, Nq: 7, Nk: 577, D: 80, dtype: 'f32', layout: 'bnhd', opts: { causal: true, heads: 'none' } },
+  { B: 2, H: 2, Nq: 31, Nk: 1031, D: 15, dtype: 'bf16', layout: 'bhnd', opts: { heads: 'sum', reduce: 'sum', queries: [3, 3, 30] } },
+  { B: 1, H: 1, Nq: 1031, Nk: 2, D: 128, dtype: 'f32', layout: 'bhnd', opts: { causal: true, causalOffset: -5 } },
+  { B: 2, H: 2, Nq: 300, Nk: 300, D: 256, dtype: 'f16', layout: 'bhnd', opts: { queries: -1 } },
+  { B: 1, H: 16, Nq: 729, Nk: 729, D: 72, dtype: 'bf16', layout: 'bnhd', opts: { keys: { start: 7, end: 700 } } },
+];
+
+describeCuda('attention kernels: CUDA matches CPU', () => {
+  for (const c of CASES) {
+    test(`B${c.B} H${c.H} Nq${c.Nq} Nk${c.Nk} D${c.D} ${c.dtype} ${c.layout} ${JSON.stringify(c.opts)}`, async () => {
+      const qShape = c.layout === 'bhnd' ? [c.B, c.H, c.Nq, c.D] : [c.B, c.Nq, c.H, c.D];
+      const kShape = c.layout === 'bhnd' ? [c.B, c.H, c.Nk, c.D] : [c.B, c.Nk, c.H, c.D];
+      const q = makeTensor(randn(qShape.reduce((a, b) => a * b), seed++, 1.5), qShape, c.dtype).t;
+      const k = makeTensor(randn(kShape.reduce((a, b) => a * b), seed++, 1.5), kShape, c.dtype).t;
+      const bias = Tensor.from({ data: Float32Array.from(randn(c.B * c.Nk, seed++), (v, i) => (i % 7 === 2 ? -Infinity : v)), shape: [c.B, c.Nk] });
+      const opts = { ...c.opts, layout: c.layout, keyBias: bias };
+      const cpu = attentionScoresSync(q, k, opts);
+      const qd = q.to(dev), kd = k.to(dev), bd = bias.to(dev);
+      const gpu = attentionScoresSync(qd, kd, { ...opts, keyBias: bd });
+      expect(gpu.device).toBe(dev);
+      expectClose(gpu.toArray(), cpu.toArray(), 1e-7, 2e-4, 'sync');
+      // async, into a poisoned device output, then accumulate onto it
+      const poison = Tensor.from({ data: new Float32Array(cpu.numel).fill(NaN), shape: cpu.shape as number[] }, { device: dev });
+      await attentionScores(qd, kd, { ...opts, keyBias: bd, out: poison });
+      expectClose(poison.toArray(), cpu.toArray(), 1e-7, 2e-4, 'async');
+      attentionScoresSync(qd, kd, { ...opts, keyBias: bd, out: poison, accumulate: true });
+      expectClose(poison.toArray(), cpu.toArray().map((v) => 2 * v), 1e-7, 2e-4, 'accumulate');
+      for (const t of [qd, kd, bd, gpu, poison]) t.dispose();
+    });
+  }
+
+  test('NaN in a device input is an ERR_RANGE; checkFinite: false skips the check', async () => {
+    const data = Float32Array.from(randn(2 * 2 * 9 * 8, 3));
+    data[100] = NaN;
+    const q = Tensor.from({ data, shape: [2, 2, 9, 8] }, { device: dev });
+    expectCode(() => attentionScoresSync(q, q), RangeError, 'ERR_RANGE');
+    await expectReject(attentionScores(q, q), RangeError, 'ERR_RANGE');
+    expect(attentionScoresSync(q, q, { checkFinite: false }).shape).toEqual([2, 9]);
+    q.dispose();
+  });
+
+  test('reduceAttention: CUDA matches CPU for every dtype', () => {
+    for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+      const p = makeTensor(Float64Array.from(randn(2 * 3 * 77 * 577, seed++), Math.abs), [2, 3, 77, 577], dtype).t;
+      for (const opts of [{}, { queries: 0, keys: { start: 1 } }, { heads: 'none' as const, reduce: 'sum' as const, queries: [5, 5, 76] }]) {
+        const cpu = reduceAttentionSync(p, opts);
+        const pd = p.to(dev);
+        const gpu = reduceAttentionSync(pd, opts);
+        expectClose(gpu.toArray(), cpu.toArray(), 1e-7, 1e-5, `${dtype} ${JSON.stringify(opts)}`);
+        pd.dispose();
+        gpu.dispose();
+      }
+    }
+  });
+});
