@@ -16,6 +16,7 @@ import { DistanceMetric, kMedoids, kMedoidsSync, KMedoidsOptions, KMedoidsResult
 import { gather, gatherSync } from '../kernels/select';
 import { toHalfBits } from '../dtype';
 import { Tensor, TensorLike, toTensor } from '../tensor';
+import { call, drive, driveAsync, MethodGen } from './common';
 
 export interface CenterClipOptions {
   /** Frames per segment (default 2: CenterCLIP's 12 → 6 setting). */
@@ -39,11 +40,7 @@ export interface CenterClipResult {
   assignments: Tensor;
 }
 
-type Step =
-  | { kind: 'gather'; x: Tensor; idx: Tensor }
-  | { kind: 'kmedoids'; x: Tensor; k: number; opts: KMedoidsOptions };
-
-function* steps(xIn: TensorLike, opts: CenterClipOptions | undefined, op: string): Generator<Step, CenterClipResult, unknown> {
+function* steps(xIn: TensorLike, opts: CenterClipOptions | undefined, op: string): MethodGen<CenterClipResult> {
   const o = checkOptions(op, opts, ['frameDuration', 'clusters', 'metric', 'maxIters', 'tol']);
   const x = toTensor(xIn, 'x');
   if (x.ndim !== 4) throw makeError('ERR_SHAPE', `Expected x of rank 4 [B, T, 1 + P, C] (CLS first in each frame) for ${op} but received shape [${x.shape.join(', ')}]`);
@@ -68,15 +65,11 @@ function* steps(xIn: TensorLike, opts: CenterClipOptions | undefined, op: string
       for (let p = 0; p < P; p++) patchIdx[(b * T + t) * P + p] = t * L + 1 + p;
     }
   const dev = x.device;
-  const patches = (yield { kind: 'gather', x: flat, idx: Tensor.from({ data: patchIdx, shape: [B, T * P] }).to(dev) }) as Tensor;
-  const km = (yield {
-    kind: 'kmedoids',
-    x: patches,
-    k: K,
-    opts: { segments: S, metric: o.metric as DistanceMetric | undefined, maxIters: o.maxIters as number | undefined, tol: o.tol as number | undefined },
-  }) as KMedoidsResult;
-  const med = (yield { kind: 'gather', x: patches, idx: km.medoids }) as Tensor; // [B, S·K, C]
-  const cls = (yield { kind: 'gather', x: flat, idx: Tensor.from({ data: clsIdx, shape: [B, T] }).to(dev) }) as Tensor; // [B, T, C]
+  const patches = (yield call(gatherSync, gather, flat, Tensor.from({ data: patchIdx, shape: [B, T * P] }).to(dev))) as Tensor;
+  const kmOpts: KMedoidsOptions = { segments: S, metric: o.metric as DistanceMetric | undefined, maxIters: o.maxIters as number | undefined, tol: o.tol as number | undefined };
+  const km = (yield call(kMedoidsSync, kMedoids, patches, K, kmOpts)) as KMedoidsResult;
+  const med = (yield call(gatherSync, gather, patches, km.medoids)) as Tensor; // [B, S·K, C]
+  const cls = (yield call(gatherSync, gather, flat, Tensor.from({ data: clsIdx, shape: [B, T] }).to(dev))) as Tensor; // [B, T, C]
   patches.dispose();
   const clsv = cls.toArray();
   cls.dispose();
@@ -106,21 +99,9 @@ function* steps(xIn: TensorLike, opts: CenterClipOptions | undefined, op: string
  * const { tokens } = await centerClip(x, { frameDuration: 2, clusters: 49 });
  */
 export async function centerClip(x: TensorLike, opts?: CenterClipOptions): Promise<CenterClipResult> {
-  const gen = steps(x, opts, 'centerClip');
-  let r = gen.next();
-  while (!r.done) {
-    const s = r.value;
-    r = gen.next(s.kind === 'gather' ? await gather(s.x, s.idx) : await kMedoids(s.x, s.k, s.opts));
-  }
-  return r.value;
+  return driveAsync(steps(x, opts, 'centerClip'));
 }
 
 export function centerClipSync(x: TensorLike, opts?: CenterClipOptions): CenterClipResult {
-  const gen = steps(x, opts, 'centerClipSync');
-  let r = gen.next();
-  while (!r.done) {
-    const s = r.value;
-    r = gen.next(s.kind === 'gather' ? gatherSync(s.x, s.idx) : kMedoidsSync(s.x, s.k, s.opts));
-  }
-  return r.value;
+  return drive(steps(x, opts, 'centerClipSync'));
 }

@@ -34,21 +34,34 @@ export interface SelectionResult {
   scores: Tensor;
 }
 
-type Step =
-  | { kind: 'attention'; q: TensorLike; k: TensorLike; opts: AttentionScoresOptions }
-  | { kind: 'reduce'; probs: TensorLike; opts: ReductionOptions }
-  | { kind: 'topk'; scores: TensorLike; k: number; opts: TopkOptions };
+/**
+ * One kernel call of a method, runnable either way: every method is written
+ * once, as a generator that yields its steps, and {@link drive} (Sync) or
+ * {@link driveAsync} (Promise API) runs them. A step that throws is thrown
+ * back into the generator, so its try/finally blocks free what it holds.
+ */
+export interface Step {
+  sync(): unknown;
+  async(): Promise<unknown>;
+}
+
+/** A step calling `syncOp(...args)` or `asyncOp(...args)`, the twins of one op. */
+export function call<A extends unknown[], T>(syncOp: (...a: A) => T, asyncOp: (...a: A) => Promise<T>, ...args: A): Step {
+  return { sync: () => syncOp(...args), async: () => asyncOp(...args) };
+}
 
 export type MethodGen<R> = Generator<Step, R, unknown>;
 
 export function drive<R>(gen: MethodGen<R>): R {
   let r = gen.next();
   while (!r.done) {
-    const s = r.value;
     let v: unknown;
-    if (s.kind === 'attention') v = attentionScoresSync(s.q, s.k, s.opts);
-    else if (s.kind === 'reduce') v = reduceAttentionSync(s.probs, s.opts);
-    else v = topkSync(s.scores, s.k, s.opts);
+    try {
+      v = r.value.sync();
+    } catch (e) {
+      r = gen.throw(e);
+      continue;
+    }
     r = gen.next(v);
   }
   return r.value;
@@ -57,11 +70,13 @@ export function drive<R>(gen: MethodGen<R>): R {
 export async function driveAsync<R>(gen: MethodGen<R>): Promise<R> {
   let r = gen.next();
   while (!r.done) {
-    const s = r.value;
     let v: unknown;
-    if (s.kind === 'attention') v = await attentionScores(s.q, s.k, s.opts);
-    else if (s.kind === 'reduce') v = await reduceAttention(s.probs, s.opts);
-    else v = await topk(s.scores, s.k, s.opts);
+    try {
+      v = await r.value.async();
+    } catch (e) {
+      r = gen.throw(e);
+      continue;
+    }
     r = gen.next(v);
   }
   return r.value;
@@ -92,18 +107,18 @@ export function* scoresOf(
 ): MethodGen<Tensor> {
   if ('probs' in src) {
     const { causal: _causal, ...rest } = opts;
-    return (yield { kind: 'reduce', probs: src.probs, opts: rest }) as Tensor;
+    return (yield call(reduceAttentionSync, reduceAttention, src.probs, rest)) as Tensor;
   }
   if (!('q' in src) || !('k' in src)) throw invalid('ERR_ARG', `${op} attention`, '{ q, k } or { probs }', src);
   const o: AttentionScoresOptions = { ...opts };
   if (src.layout !== undefined) o.layout = src.layout;
   if (src.scale !== undefined) o.scale = src.scale;
   if (src.keyBias !== undefined) o.keyBias = src.keyBias;
-  return (yield { kind: 'attention', q: src.q, k: src.k, opts: o }) as Tensor;
+  return (yield call(attentionScoresSync, attentionScores, src.q, src.k, o)) as Tensor;
 }
 
 export function* topkOf(scores: Tensor, k: number, opts: TopkOptions): MethodGen<TopkResult> {
-  return (yield { kind: 'topk', scores, k, opts }) as TopkResult;
+  return (yield call(topkSync, topk, scores, k, opts)) as TopkResult;
 }
 
 /** Python 3's round(): half to even (what the references call). */

@@ -14,7 +14,7 @@ import { invalid, makeError } from '../errors';
 import { checkOptions } from '../kernels/common';
 import { kCenter, kCenterSync, KCenterOptions, KCenterResult } from '../kernels/diversity';
 import { TensorLike, toTensor } from '../tensor';
-import { diversityKeep } from './common';
+import { call, diversityKeep, drive, driveAsync, MethodGen } from './common';
 
 export interface DivPruneOptions {
   /** Kept fraction, K = round(ratio·N) (default 0.098: 56 of 576, the reference's SUBSET_RATIO). */
@@ -46,11 +46,14 @@ function plan(op: string, x: TensorLike, opts: DivPruneOptions | undefined): { k
  * const kept = await gather(imageEmbeds, indices);
  */
 export async function divPrune(x: TensorLike, opts?: DivPruneOptions): Promise<DivPruneResult> {
-  const { k, o } = plan('divPrune', x, opts);
-  return kCenter(x, k, o);
+  return driveAsync(steps('divPrune', x, opts));
 }
 
 export function divPruneSync(x: TensorLike, opts?: DivPruneOptions): DivPruneResult {
-  const { k, o } = plan('divPruneSync', x, opts);
-  return kCenterSync(x, k, o);
+  return drive(steps('divPruneSync', x, opts));
+}
+
+function* steps(op: string, x: TensorLike, opts: DivPruneOptions | undefined): MethodGen<DivPruneResult> {
+  const { k, o } = plan(op, x, opts);
+  return (yield call(kCenterSync, kCenter, x, k, o)) as DivPruneResult;
 }

@@ -7,9 +7,9 @@
  */
 import { invalid, makeError } from '../errors';
 import { checkOptions, commonDevice } from '../kernels/common';
-import { checkMmtokInputs, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/coverage';
+import { checkMmtokInputs, maxCoverage, maxCoverageSync, MaxCoverageResult, mmtokCoverage, mmtokCoverageSync, MmtokCoverageOptions, MmtokInputs } from '../kernels/coverage';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { indexTensor } from './common';
+import { call, drive, driveAsync, indexTensor, MethodGen } from './common';
 
 export interface MmTokOptions {
   /** Target number of vision tokens (default 64, the reference's target_vision_tokens). */
@@ -73,23 +73,19 @@ function plan(op: string, inputs: MmtokInputs, opts: MmTokOptions | undefined): 
  * const kept = await gather(projected, indices);
  */
 export async function mmTok(inputs: MmtokInputs, opts?: MmTokOptions): Promise<MmTokResult> {
-  const p = plan('mmTok', inputs, opts);
-  if (p.all) return p.all;
-  const coverage = await mmtokCoverage(inputs, p.cov);
-  try {
-    const r = await maxCoverage(coverage, p.k, { exclude: p.exclude });
-    return { indices: r.indices, order: r.order, gains: r.gains };
-  } finally {
-    coverage.dispose();
-  }
+  return driveAsync(steps('mmTok', inputs, opts));
 }
 
 export function mmTokSync(inputs: MmtokInputs, opts?: MmTokOptions): MmTokResult {
-  const p = plan('mmTokSync', inputs, opts);
+  return drive(steps('mmTokSync', inputs, opts));
+}
+
+function* steps(op: string, inputs: MmtokInputs, opts: MmTokOptions | undefined): MethodGen<MmTokResult> {
+  const p = plan(op, inputs, opts);
   if (p.all) return p.all;
-  const coverage = mmtokCoverageSync(inputs, p.cov);
+  const coverage = (yield call(mmtokCoverageSync, mmtokCoverage, inputs, p.cov)) as Tensor;
   try {
-    const r = maxCoverageSync(coverage, p.k, { exclude: p.exclude });
+    const r = (yield call(maxCoverageSync, maxCoverage, coverage, p.k, { exclude: p.exclude })) as MaxCoverageResult;
     return { indices: r.indices, order: r.order, gains: r.gains };
   } finally {
     coverage.dispose();

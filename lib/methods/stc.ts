@@ -32,11 +32,11 @@
  * a frame are that close at the cut.
  */
 import { invalid, makeError } from '../errors';
-import { checkOptions } from '../kernels/common';
-import { oneOf } from '../kernels/common';
+import { checkOptions, oneOf } from '../kernels/common';
 import { StcMemory, stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/stc';
-import { topk, topkSync } from '../kernels/select';
+import { topk, topkSync, TopkResult } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
+import { call, drive, driveAsync, MethodGen } from './common';
 
 export interface StreamPrunerOptions {
   /** Tokens kept per frame (default 60, the reference's token_per_frame). */
@@ -139,17 +139,25 @@ export class StreamPruner {
    * const pruner = new StreamPruner({ tokensPerFrame: 60 });
    * for (const chunk of chunks) { const { indices } = await pruner.push(chunk); ... }
    */
-  async push(chunk: TensorLike): Promise<StreamPruneResult> {
-    const { x, k } = this.#plan('StreamPruner.push', chunk);
+  push(chunk: TensorLike): Promise<StreamPruneResult> {
+    return driveAsync(this.#steps('StreamPruner.push', chunk));
+  }
+
+  pushSync(chunk: TensorLike): StreamPruneResult {
+    return drive(this.#steps('StreamPruner.pushSync', chunk));
+  }
+
+  *#steps(op: string, chunk: TensorLike): MethodGen<StreamPruneResult> {
+    const { x, k } = this.#plan(op, chunk);
     const memory = this.#memory(x);
     let r: StcScoresResult;
     try {
-      r = await stcScores(x, memory.opts);
+      r = (yield call(stcScoresSync, stcScores, x, memory.opts)) as StcScoresResult;
     } finally {
       memory.release();
     }
     try {
-      const { indices } = await topk(this.#negated(r, x.shape[2]), k, { order: 'index', values: false });
+      const { indices } = (yield call(topkSync, topk, this.#negated(r, x.shape[2]), k, { order: 'index', values: false })) as TopkResult;
       return StreamPruner.#result(indices, r);
     } catch (e) {
       StreamPruner.#discard(r);
@@ -157,23 +165,6 @@ export class StreamPruner {
     }
   }
 
-  pushSync(chunk: TensorLike): StreamPruneResult {
-    const { x, k } = this.#plan('StreamPruner.pushSync', chunk);
-    const memory = this.#memory(x);
-    let r: StcScoresResult;
-    try {
-      r = stcScoresSync(x, memory.opts);
-    } finally {
-      memory.release();
-    }
-    try {
-      const { indices } = topkSync(this.#negated(r, x.shape[2]), k, { order: 'index', values: false });
-      return StreamPruner.#result(indices, r);
-    } catch (e) {
-      StreamPruner.#discard(r);
-      throw e;
-    }
-  }
 }
 
 /**

@@ -8,7 +8,7 @@
  * decoder) is a model-side decision and is not part of this function.
  */
 import { makeError } from '../errors';
-import { diversityKeep } from './common';
+import { call, diversityKeep, drive, driveAsync, MethodGen } from './common';
 import { checkOptions } from '../kernels/common';
 import { DistanceMetric, kCenter, kCenterSync, KCenterOptions, KCenterResult } from '../kernels/diversity';
 import { TensorLike, toTensor } from '../tensor';
@@ -50,11 +50,14 @@ function plan(op: string, x: TensorLike, opts: ToDREOptions | undefined): { k: n
  * @example const { indices } = await toDRE(visionFeatures); // ~10% of the tokens, ascending
  */
 export async function toDRE(x: TensorLike, opts?: ToDREOptions): Promise<KCenterResult> {
-  const { k, o } = plan('toDRE', x, opts);
-  return kCenter(x, k, o);
+  return driveAsync(steps('toDRE', x, opts));
 }
 
 export function toDRESync(x: TensorLike, opts?: ToDREOptions): KCenterResult {
-  const { k, o } = plan('toDRESync', x, opts);
-  return kCenterSync(x, k, o);
+  return drive(steps('toDRESync', x, opts));
+}
+
+function* steps(op: string, x: TensorLike, opts: ToDREOptions | undefined): MethodGen<KCenterResult> {
+  const { k, o } = plan(op, x, opts);
+  return (yield call(kCenterSync, kCenter, x, k, o)) as KCenterResult;
 }

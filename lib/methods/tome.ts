@@ -10,7 +10,8 @@
  */
 import { describe, invalid, makeError } from '../errors';
 import { checkOptions, commonDevice, expectFloat, expectInnerContiguous, oneOf } from '../kernels/common';
-import { bipartiteSoftMatch, bipartiteSoftMatchSync, MatchPrecision, merge, MergePlan, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
+import { bipartiteSoftMatch, bipartiteSoftMatchSync, MatchPrecision, merge, MergePlan, MergeResult, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
+import { call, drive, driveAsync, MethodGen } from './common';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 
 /** A per-layer reduction: constant r, ToMe's (r, inflection) ramp, or an explicit list (padded with 0). */
@@ -201,16 +202,25 @@ export class ToMe {
    * metric (the block's keys averaged over heads, [B, N, C/H]), size-weighted.
    * @returns x with N − r tokens, [unmerged (CLS first), destinations]
    */
-  async step(x: TensorLike, metric: TensorLike): Promise<Tensor> {
+  step(x: TensorLike, metric: TensorLike): Promise<Tensor> {
+    return driveAsync(this.#steps(x, metric));
+  }
+
+  /** Synchronous twin of {@link ToMe.step}. */
+  stepSync(x: TensorLike, metric: TensorLike): Tensor {
+    return drive(this.#steps(x, metric));
+  }
+
+  *#steps(x: TensorLike, metric: TensorLike): MethodGen<Tensor> {
     const s = this.#next(x, metric);
     if (s.r <= 0) {
       this.#layer++;
       return s.x;
     }
-    const plan = await bipartiteSoftMatch(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill }, precision: this.precision });
+    const plan = (yield call(bipartiteSoftMatchSync, bipartiteSoftMatch, s.metric, s.r, { protect: { cls: this.cls, distill: this.distill }, precision: this.precision })) as MergePlan;
     try {
-      const source = this.traceSource ? await mergeSource(plan, this.#source) : undefined;
-      const out = await merge(plan, s.x, { mode: 'wavg', sizes: this.#sizes });
+      const source = this.traceSource ? ((yield call(mergeSourceSync, mergeSource, plan, this.#source)) as Tensor) : undefined;
+      const out = (yield call(mergeSync, merge, plan, s.x, { mode: 'wavg', sizes: this.#sizes })) as MergeResult;
       this.#advance(plan, out.sizes, source);
       return out.x;
     } catch (e) {
@@ -219,24 +229,6 @@ export class ToMe {
     }
   }
 
-  /** Synchronous twin of {@link ToMe.step}. */
-  stepSync(x: TensorLike, metric: TensorLike): Tensor {
-    const s = this.#next(x, metric);
-    if (s.r <= 0) {
-      this.#layer++;
-      return s.x;
-    }
-    const plan = bipartiteSoftMatchSync(s.metric, s.r, { protect: { cls: this.cls, distill: this.distill }, precision: this.precision });
-    try {
-      const source = this.traceSource ? mergeSourceSync(plan, this.#source) : undefined;
-      const out = mergeSync(plan, s.x, { mode: 'wavg', sizes: this.#sizes });
-      this.#advance(plan, out.sizes, source);
-      return out.x;
-    } catch (e) {
-      plan.dispose();
-      throw e;
-    }
-  }
 }
 
 /**

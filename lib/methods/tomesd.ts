@@ -16,8 +16,9 @@
  */
 import { invalid } from '../errors';
 import { checkOptions, oneOf } from '../kernels/common';
-import { bipartiteSoftMatch, bipartiteSoftMatchSync, BipartiteOptions, MatchPrecision, merge, MergePlan, mergeSync } from '../kernels/merge';
+import { bipartiteSoftMatch, bipartiteSoftMatchSync, BipartiteOptions, MatchPrecision, merge, MergePlan, MergeResult, mergeSync } from '../kernels/merge';
 import { Tensor, TensorLike, toTensor } from '../tensor';
+import { call, drive, driveAsync, MethodGen } from './common';
 
 export interface ToMeSDOptions {
   /** Token grid width and height (w·h = N). */
@@ -70,21 +71,18 @@ function prepare(x: TensorLike, opts: ToMeSDOptions): { x: Tensor; r: number; ma
  * const y = await unmerge(plan, attn(merged)); plan.dispose();
  */
 export async function tomesd(x: TensorLike, opts: ToMeSDOptions): Promise<ToMeSDResult> {
-  const p = prepare(x, opts);
-  const plan = await bipartiteSoftMatch(p.x, p.r, p.match);
-  try {
-    return { plan, merged: (await merge(plan, p.x, { mode: 'mean' })).x };
-  } catch (e) {
-    plan.dispose();
-    throw e;
-  }
+  return driveAsync(steps(x, opts));
 }
 
 export function tomesdSync(x: TensorLike, opts: ToMeSDOptions): ToMeSDResult {
+  return drive(steps(x, opts));
+}
+
+function* steps(x: TensorLike, opts: ToMeSDOptions): MethodGen<ToMeSDResult> {
   const p = prepare(x, opts);
-  const plan = bipartiteSoftMatchSync(p.x, p.r, p.match);
+  const plan = (yield call(bipartiteSoftMatchSync, bipartiteSoftMatch, p.x, p.r, p.match)) as MergePlan;
   try {
-    return { plan, merged: mergeSync(plan, p.x, { mode: 'mean' }).x };
+    return { plan, merged: ((yield call(mergeSync, merge, plan, p.x, { mode: 'mean' })) as MergeResult).x };
   } catch (e) {
     plan.dispose();
     throw e;

@@ -18,7 +18,7 @@ import { checkOptions, int } from '../kernels/common';
 import { contextualMerge, contextualMergeSync } from '../kernels/merge';
 import { gather, gatherSync } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { catTokens, drive, driveAsync, MergeSelectionResult, MethodGen, scoresOf, topkOf } from './common';
+import { call, catTokens, drive, driveAsync, MergeSelectionResult, MethodGen, scoresOf, topkOf } from './common';
 
 
 export interface VisionDropOptions {
@@ -103,15 +103,16 @@ function prepare(op: string, hidden: TensorLike, opts: VisionDropOptions): { h: 
  * @example const { tokens } = await visionDrop(q, k, imgHidden, imgKeyMean, { imageStart: 35, imageCount: 48, dominant: 30, contextual: 5 });
  */
 export async function visionDrop(q: TensorLike, k: TensorLike, hidden: TensorLike, metric: TensorLike, opts: VisionDropOptions): Promise<MergeSelectionResult> {
-  const { h, start, n } = prepare('visionDrop', hidden, opts);
-  const { indices, scores } = await driveAsync(scoreSteps(q, k, opts, start, n));
-  const ctx = await contextualMerge(h, metric, { keptIndices: indices }, opts.contextual);
-  return { tokens: catTokens(await gather(h, indices), ctx), indices, scores };
+  return driveAsync(steps('visionDrop', q, k, hidden, metric, opts));
 }
 
 export function visionDropSync(q: TensorLike, k: TensorLike, hidden: TensorLike, metric: TensorLike, opts: VisionDropOptions): MergeSelectionResult {
-  const { h, start, n } = prepare('visionDropSync', hidden, opts);
-  const { indices, scores } = drive(scoreSteps(q, k, opts, start, n));
-  const ctx = contextualMergeSync(h, metric, { keptIndices: indices }, opts.contextual);
-  return { tokens: catTokens(gatherSync(h, indices), ctx), indices, scores };
+  return drive(steps('visionDropSync', q, k, hidden, metric, opts));
+}
+
+function* steps(op: string, q: TensorLike, k: TensorLike, hidden: TensorLike, metric: TensorLike, opts: VisionDropOptions): MethodGen<MergeSelectionResult> {
+  const { h, start, n } = prepare(op, hidden, opts);
+  const { indices, scores } = yield* scoreSteps(q, k, opts, start, n);
+  const ctx = (yield call(contextualMergeSync, contextualMerge, h, metric, { keptIndices: indices }, opts.contextual)) as Tensor;
+  return { tokens: catTokens((yield call(gatherSync, gather, h, indices)) as Tensor, ctx), indices, scores };
 }

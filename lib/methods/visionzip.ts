@@ -14,7 +14,7 @@ import { checkOptions, int } from '../kernels/common';
 import { contextualMerge, contextualMergeSync } from '../kernels/merge';
 import { gather, gatherSync } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { AttentionSource, catTokens, drive, driveAsync, MergeSelectionResult, MethodGen, scoresOf, sourceDims } from './common';
+import { AttentionSource, call, catTokens, drive, driveAsync, MergeSelectionResult, MethodGen, scoresOf, sourceDims, topkOf } from './common';
 
 export type { MergeSelectionResult } from './common';
 
@@ -54,7 +54,7 @@ function* dominantSteps(src: AttentionSource, N: number, d: number): MethodGen<{
   const scores = yield* scoresOf('visionZip', src, { queries: 0, reduce: 'sum', heads: 'sum', keys: { start: 1 } });
   let patches: Tensor | undefined;
   if (d > 1) {
-    const r = (yield { kind: 'topk', scores, k: d - 1, opts: { order: 'index', values: false } }) as { indices: Tensor };
+    const r = yield* topkOf(scores, d - 1, { order: 'index', values: false });
     patches = r.indices;
   }
   // CLS (0) + patches + 1, ascending
@@ -76,28 +76,23 @@ function* dominantSteps(src: AttentionSource, N: number, d: number): MethodGen<{
  * const { tokens } = await visionZip({ q, k }, hidden, keyMean, { preset: 192 }); // [B, 192, 1024]
  */
 export async function visionZip(src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): Promise<MergeSelectionResult> {
-  const { N } = sourceDims('visionZip', src);
-  const { d, c } = counts('visionZip', opts, N);
-  const h = toTensor(hidden, 'hidden');
-  if (h.ndim !== 3 || h.shape[1] !== N) {
-    throw makeError('ERR_SHAPE', `Expected hidden of shape [B, ${N}, C] (the attention's ${N} tokens) for visionZip but received [${h.shape.join(', ')}]`);
-  }
-  const { indices, scores } = await driveAsync(dominantSteps(src, N, d));
-  const ctx = await contextualMerge(h, metric, { keptIndices: indices }, c);
-  const dom = await gather(h, indices);
-  return { tokens: catTokens(dom, ctx), indices, scores };
+  return driveAsync(steps('visionZip', src, hidden, metric, opts));
 }
 
 export function visionZipSync(src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): MergeSelectionResult {
-  const { N } = sourceDims('visionZipSync', src);
-  const { d, c } = counts('visionZipSync', opts, N);
+  return drive(steps('visionZipSync', src, hidden, metric, opts));
+}
+
+function* steps(op: string, src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): MethodGen<MergeSelectionResult> {
+  const { N } = sourceDims(op, src);
+  const { d, c } = counts(op, opts, N);
   const h = toTensor(hidden, 'hidden');
   if (h.ndim !== 3 || h.shape[1] !== N) {
-    throw makeError('ERR_SHAPE', `Expected hidden of shape [B, ${N}, C] (the attention's ${N} tokens) for visionZipSync but received [${h.shape.join(', ')}]`);
+    throw makeError('ERR_SHAPE', `Expected hidden of shape [B, ${N}, C] (the attention's ${N} tokens) for ${op} but received [${h.shape.join(', ')}]`);
   }
-  const { indices, scores } = drive(dominantSteps(src, N, d));
-  const ctx = contextualMergeSync(h, metric, { keptIndices: indices }, c);
-  const dom = gatherSync(h, indices);
+  const { indices, scores } = yield* dominantSteps(src, N, d);
+  const ctx = (yield call(contextualMergeSync, contextualMerge, h, metric, { keptIndices: indices }, c)) as Tensor;
+  const dom = (yield call(gatherSync, gather, h, indices)) as Tensor;
   return { tokens: catTokens(dom, ctx), indices, scores };
 }
 
