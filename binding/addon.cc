@@ -14,6 +14,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_quantize(env, exports);
   init_merge(env, exports);
   init_diversity(env, exports);
+  init_coverage(env, exports);
+  init_stc(env, exports);
   return exports;
 }
 

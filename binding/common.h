@@ -134,6 +134,8 @@ void init_select(Napi::Env env, Napi::Object exports);
 void init_quantize(Napi::Env env, Napi::Object exports);
 void init_merge(Napi::Env env, Napi::Object exports);
 void init_diversity(Napi::Env env, Napi::Object exports);
+void init_coverage(Napi::Env env, Napi::Object exports);
+void init_stc(Napi::Env env, Napi::Object exports);
 
 }  // namespace binding
 }  // namespace tokensieve

@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/dtype.h"
+#include "core/dtype.h"
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/quantize.h"

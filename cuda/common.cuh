@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <climits>
 #include <cstddef>
 #include <cstdint>
 #include <string>
@@ -291,6 +292,85 @@ __device__ __forceinline__ bool last_block_arrives(unsigned int* counter, unsign
   __syncthreads();
   return ticket == expected - 1u;
 }
+
+// ---- keys, argmax, device status ----------------------------------------------
+
+constexpr unsigned kFullMask = 0xffffffffu;
+
+// The order-preserving key of a float, the one of the CUDA back end (top-k,
+// token matching, k-center's atomics): for non-NaN a, b, a < b <=> key(a) <
+// key(b) and a == b <=> key(a) == key(b) (-0 and +0 share one key), so
+// atomicMin/atomicMax on keys are float min/max. Positives get the sign bit
+// set, negatives all bits flipped. NaN is not ordered: a caller that may see
+// one decides where it goes (top-k puts it below every number).
+__device__ __forceinline__ uint32_t float_key(float x) {
+  if (x == 0.0f) x = 0.0f;
+  const uint32_t u = __float_as_uint(x);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+// The inverse of float_key.
+__device__ __forceinline__ float key_float(uint32_t k) {
+  return __uint_as_float((k & 0x80000000u) ? (k & 0x7fffffffu) : ~k);
+}
+
+// (value, index) is better than (ov, oi): larger value, then lower index —
+// the CPU loops' "first maximum".
+__device__ __forceinline__ bool better(float v, int i, float ov, int oi) { return v > ov || (v == ov && i < oi); }
+
+// Block-wide argmax of (v, i) with better(); kThreads threads call it, all of
+// them get the winner. Threads with nothing to offer pass (-inf, INT_MAX).
+template <int kThreads>
+__device__ __forceinline__ void block_argmax(float& v, int& i) {
+  static_assert(kThreads % 32 == 0 && kThreads <= 1024, "block size must be a multiple of 32");
+  __shared__ float part_v[kThreads / 32];
+  __shared__ int part_i[kThreads / 32];
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(kFullMask, v, o);
+    const int oi = __shfl_xor_sync(kFullMask, i, o);
+    if (better(ov, oi, v, i)) {
+      v = ov;
+      i = oi;
+    }
+  }
+  if (threadIdx.x % 32 == 0) {
+    part_v[threadIdx.x / 32] = v;
+    part_i[threadIdx.x / 32] = i;
+  }
+  __syncthreads();
+  v = part_v[0];
+  i = part_i[0];
+  for (int w = 1; w < kThreads / 32; ++w)
+    if (better(part_v[w], part_i[w], v, i)) {
+      v = part_v[w];
+      i = part_i[w];
+    }
+  __syncthreads();  // the partials may be reused by the next call
+}
+
+// Data errors found on the device, read back once per entry point (the
+// diversity, coverage and stc families).
+struct DeviceStatus {
+  int flags;        // kBadValue | kTooFew | kSeedExcluded
+  int bad_token;    // lowest b·N + n holding NaN/Inf (INT_MAX: none)
+  int short_unit;   // lowest unit (b·segments + s) with fewer than k tokens left (INT_MAX: none)
+  int short_count;  // its token count
+};
+constexpr int kBadValue = 1, kTooFew = 2, kSeedExcluded = 4;
+
+// Zeroes flags, sets the "lowest" fields to INT_MAX-ish (0x7f7f7f7f).
+inline Status clear_status(DeviceStatus* st, cudaStream_t stream) {
+  TS_CUDA_TRY(cudaMemsetAsync(st, 0x7f, sizeof(DeviceStatus), stream));
+  TS_CUDA_TRY(cudaMemsetAsync(&st->flags, 0, sizeof(int), stream));
+  return Status::Ok();
+}
+
+inline Status read_status(const DeviceStatus* st, cudaStream_t stream, DeviceStatus* host) {
+  TS_CUDA_TRY(cudaMemcpyAsync(host, st, sizeof(DeviceStatus), cudaMemcpyDeviceToHost, stream));
+  TS_CUDA_TRY(cudaStreamSynchronize(stream));
+  return Status::Ok();
+}
+
+inline int64_t blocks_for(int64_t n, int threads) { return (n + threads - 1) / threads; }
 
 }  // namespace cuda
 }  // namespace tokensieve

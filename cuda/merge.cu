@@ -47,39 +47,23 @@
 #include <cmath>
 #include <cstdint>
 #include <string>
-#ifndef __CUDACC__
-#include <cstring>
-#endif
 
 #include "cuda/common.cuh"
 #include "tokensieve/merge.h"
-#ifndef __CUDACC__
-#include "cpu/dtype.h"  // f32 → f16/bf16 rounding for the emulator build
-#endif
 
 namespace tokensieve {
 namespace cuda {
 namespace {
 
 // Explicitly rounded arithmetic: nvcc would otherwise contract a + b·c into
-// an fma where the CPU (baseline x86-64, no contraction) rounds twice. The
-// emulator (test/cuda-emu) compiles this file as host C++, where plain
-// operators already round each step.
-#ifdef __CUDACC__
+// an fma where the CPU (baseline x86-64, no contraction) rounds twice. (The
+// emulator, test/cuda-emu, supplies these intrinsics too.)
 __device__ __forceinline__ float add_rn(float a, float b) { return __fadd_rn(a, b); }
 __device__ __forceinline__ float mul_rn(float a, float b) { return __fmul_rn(a, b); }
 __device__ __forceinline__ float div_rn(float a, float b) { return __fdiv_rn(a, b); }
 __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
-#else
-inline float add_rn(float a, float b) { return a + b; }
-inline float mul_rn(float a, float b) { return a * b; }
-inline float div_rn(float a, float b) { return a / b; }
-inline void store(float* p, float v) { *p = v; }
-inline void store(__half* p, float v) { p->bits = cpu::f32_to_f16(v); }
-inline void store(__nv_bfloat16* p, float v) { p->bits = cpu::f32_to_bf16(v); }
-#endif
 
 constexpr int kRows = 16;   // a-rows per score block
 constexpr int kLanes = 16;  // column lanes per score block
@@ -218,26 +202,18 @@ static_assert(kTcChunks * kTcThreads == (kTcM + kTcN) * kTcRowChunks, "k-tile ch
 static_assert(kTcSmemBytes + (kTcM + kTcN) * 8 <= 48 * 1024, "static shared memory is limited to 48 KiB");
 static_assert(kTcK % 16 == 0 && kTcLds % 8 == 0 && kTcEpiLd % 4 == 0, "WMMA ldm rules");
 
-#ifdef __CUDACC__
 __device__ __forceinline__ uint4 load16(const __nv_bfloat16* p) { return __ldg(reinterpret_cast<const uint4*>(p)); }
 __device__ __forceinline__ void store16(__nv_bfloat16* p, uint4 v) { *reinterpret_cast<uint4*>(p) = v; }
 __device__ __forceinline__ __nv_bfloat16 to_bf16(float v) { return __float2bfloat16_rn(v); }
-#else
-inline uint4 load16(const __nv_bfloat16* p) { uint4 v; std::memcpy(&v, p, 16); return v; }
-inline void store16(__nv_bfloat16* p, uint4 v) { std::memcpy(p, &v, 16); }
-inline __nv_bfloat16 to_bf16(float v) { return __nv_bfloat16{cpu::f32_to_bf16(v)}; }
-#endif
 
 // A row's candidate (score v, column j) as one 64-bit key whose unsigned
-// order is the selection order: the float's order-preserving bits (sign bit
-// flipped for positives, all bits for negatives; -0 counted as +0 because
-// they compare equal) above 0xFFFFFFFF − j, so a larger score wins and an
+// order is the selection order: the float's order-preserving key (float_key,
+// cuda/common.cuh; -0 counted as +0 because they compare equal) above
+// 0xFFFFFFFF − j, so a larger score wins and an
 // equal score goes to the lower column (the CPU's first maximum). Every
 // finite score gives a key > 0; 0 means "no candidate".
 __device__ __forceinline__ unsigned long long match_key(float v, int64_t j) {
-  const uint32_t u = __float_as_uint(v == 0.0f ? 0.0f : v);
-  const uint32_t ord = (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-  return (static_cast<unsigned long long>(ord) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(j));
+  return (static_cast<unsigned long long>(float_key(v)) << 32) | (0xFFFFFFFFu - static_cast<uint32_t>(j));
 }
 
 __device__ __forceinline__ unsigned long long shfl_xor_u64(unsigned long long v, int o) {
@@ -581,8 +557,6 @@ __global__ void contextual_kernel(const T* __restrict__ x, int64_t stride_b, int
     store(out + (b * c + k) * C + ch, add_rn(t, mul_rn(acc, inv)));
   }
 }
-
-int64_t blocks_for(int64_t n, int threads) { return (n + threads - 1) / threads; }
 
 Status normalise(const TensorView& t, float* out, int* flag, cudaStream_t stream) {
   const int64_t B = t.shape[0], N = t.shape[1], C = t.shape[2];

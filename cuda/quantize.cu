@@ -38,7 +38,6 @@ constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int64_t kMaxBlocks = 1 << 16;  // grid-stride kernels cap their grid here
 constexpr int64_t kChannelRowsPerBlock = 64;
-constexpr int kBadValue = 1;
 
 // ---- arithmetic (quantize.h) ----------------------------------------------------
 

@@ -43,14 +43,9 @@ constexpr int kSmallThreads = 256;  // offsets / values kernels
 static_assert(kTopkThreads % 32 == 0, "");
 static_assert((kSortCap & (kSortCap - 1)) == 0, "bitonic sort needs a power of two");
 
-// Order-preserving key of a float: a > b  <=>  key(a) > key(b) for non-NaN
-// a, b; a == b (incl. -0 == +0) <=> same key; NaN -> 0, below every number.
-__device__ __forceinline__ uint32_t order_key(float x) {
-  if (isnan(x)) return 0u;
-  if (x == 0.0f) x = 0.0f;  // -0 -> +0
-  const uint32_t u = __float_as_uint(x);
-  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
-}
+// float_key (cuda/common.cuh), with NaN -> 0: below every number (-inf's
+// key is 0x007fffff).
+__device__ __forceinline__ uint32_t order_key(float x) { return isnan(x) ? 0u : float_key(x); }
 
 struct TopkKernelParams {
   const void* scores;  // row b: scores + b·stride_b, N contiguous elements

@@ -2,11 +2,13 @@
 // every CUDA entry point says why, and runtime_info() reports a build without
 // CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
-#include "tokensieve/merge.h"
+#include "tokensieve/coverage.h"
 #include "tokensieve/diversity.h"
+#include "tokensieve/merge.h"
 #include "tokensieve/quantize.h"
 #include "tokensieve/runtime.h"
 #include "tokensieve/select.h"
+#include "tokensieve/stc.h"
 
 namespace tokensieve {
 namespace cuda {
@@ -46,16 +48,18 @@ Status gather(const GatherParams&) { return unavailable(); }
 Status quantize(const QuantizeParams&) { return unavailable(); }
 Status dequantize(const DequantizeParams&) { return unavailable(); }
 
-// Token merging (tokensieve/merge.h)
+// merge (tokensieve/merge.h)
 Status bipartite_match(const BipartiteMatchParams&) { return unavailable(); }
 Status merge(const MergeParams&) { return unavailable(); }
 Status contextual_merge(const ContextualMergeParams&) { return unavailable(); }
-// Diversity (issue 4).
+// diversity (tokensieve/diversity.h)
 Status k_center(const KCenterParams&) { return unavailable(); }
 Status k_medoids(const KMedoidsParams&) { return unavailable(); }
-Status stc_scores(const StcScoresParams&) { return unavailable(); }
+// coverage (tokensieve/coverage.h)
 Status max_coverage(const MaxCoverageParams&) { return unavailable(); }
 Status mmtok_coverage(const MmtokCoverageParams&) { return unavailable(); }
+// stc (tokensieve/stc.h)
+Status stc_scores(const StcScoresParams&) { return unavailable(); }
 
 }  // namespace cuda
 }  // namespace tokensieve

@@ -106,7 +106,7 @@ function parseScheme(op: string, bitsIn: unknown, g: unknown): Scheme {
   throw invalid('ERR_ARG', `${op} granularity`, "'tensor', 'token', 'channel', { group: n } or { rows: n }", gran);
 }
 
-/** The shapes of data and scales for x's shape under a scheme (mirrors cpu/validate.cc). */
+/** The shapes of data and scales for x's shape under a scheme (mirrors core/quantize.cc). */
 function layout(op: string, shape: readonly number[], s: Scheme): { data: number[]; scales: number[] } {
   const C = shape[shape.length - 1];
   const lead = shape.slice(0, -1);

@@ -91,7 +91,7 @@ function planStc(outs: CallOutputs, xIn: TensorLike, opts: StcScoresOptions | un
 }
 
 /**
- * STC-Pruner scores of one chunk of frames [F, T, C] (see include/tokensieve/diversity.h
+ * STC-Pruner scores of one chunk of frames [F, T, C] (see include/tokensieve/stc.h
  * for the exact definition); {@link StreamPruner} keeps the memory across chunks.
  * @example const { scores } = await stcScores(chunk); // [F, T], lower = more distinctive
  */

@@ -1,7 +1,7 @@
-// Shared pieces of the emulator test programs for the diversity family
-// (diversity_test, coverage_test, stc_test): a counting EXPECT, tensor views
-// over host vectors (device 0 = the emulated GPU, -1 = the CPU), seeded data
-// in every float dtype, and the scratch-leak check.
+// Shared pieces of the emulator test programs (one per family, see run.sh): a
+// counting EXPECT, tensor views over host memory (device 0 = the emulated GPU,
+// -1 = the CPU), seeded data in every float dtype, the scratch-leak check and
+// the closing summary line.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -12,7 +12,7 @@
 #include <string>
 #include <vector>
 
-#include "cpu/dtype.h"
+#include "core/dtype.h"
 #include "tokensieve/tensor.h"
 
 namespace emu_test {
@@ -46,6 +46,21 @@ inline tokensieve::TensorView view(void* d, tokensieve::DType dt, std::vector<in
   return t;
 }
 
+// A view of `sh` with strides `st` (elements) over d on `dev`.
+inline tokensieve::TensorView strided_view(void* d, tokensieve::DType dt, std::vector<int64_t> sh,
+                                           std::vector<int64_t> st, int dev = 0) {
+  tokensieve::TensorView t;
+  t.data = d;
+  t.dtype = dt;
+  t.ndim = static_cast<int>(sh.size());
+  t.device = dev;
+  for (int i = 0; i < t.ndim; ++i) {
+    t.shape[i] = sh[i];
+    t.strides[i] = st[i];
+  }
+  return t;
+}
+
 // Raw bytes of f32 values rounded to dt.
 inline std::vector<uint8_t> encode(const std::vector<float>& f, tokensieve::DType dt) {
   std::vector<uint8_t> b(f.size() * tokensieve::dtype_size(dt));
@@ -53,7 +68,7 @@ inline std::vector<uint8_t> encode(const std::vector<float>& f, tokensieve::DTyp
     if (dt == tokensieve::DType::kF32) {
       std::memcpy(&b[i * 4], &f[i], 4);
     } else {
-      const uint16_t h = dt == tokensieve::DType::kF16 ? tokensieve::cpu::f32_to_f16(f[i]) : tokensieve::cpu::f32_to_bf16(f[i]);
+      const uint16_t h = dt == tokensieve::DType::kF16 ? tokensieve::f32_to_f16(f[i]) : tokensieve::f32_to_bf16(f[i]);
       std::memcpy(&b[i * 2], &h, 2);
     }
   }
@@ -75,7 +90,7 @@ inline float as_f32(const uint8_t* p, tokensieve::DType dt) {
   }
   uint16_t h;
   std::memcpy(&h, p, 2);
-  return dt == tokensieve::DType::kF16 ? tokensieve::cpu::f16_to_f32(h) : tokensieve::cpu::bf16_to_f32(h);
+  return dt == tokensieve::DType::kF16 ? tokensieve::f16_to_f32(h) : tokensieve::bf16_to_f32(h);
 }
 
 // Scratch memory of the emulated device must all be freed by the entry point.

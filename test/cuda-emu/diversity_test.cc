@@ -1,14 +1,12 @@
-// The CUDA k-center, k-medoids and MMTok-coverage entry points
-// (cuda/diversity.cu) under the emulator against the CPU back end
-// (cpu/diversity.cc, itself tested against float64 references in
-// test/diversity.test.ts and test/kmedoids.test.ts).
+// The CUDA k-center and k-medoids entry points (cuda/diversity.cu) under the
+// emulator against the CPU back end (cpu/diversity.cc, itself tested against
+// float64 references in test/diversity.test.ts).
 //
 // Both back ends compute every distance as the same sequential FMA chain, so
 // k-center and k-medoids must agree bit for bit — picks, pick order, max–min
 // distances, medoids, assignments, iteration counts — ties included; the
 // inputs below are full of exact ties (duplicated, identical and zero rows).
-// The MMTok coverage uses CUDA's expf against the CPU's vector exp: a few
-// ulps. Outputs are poisoned first so unwritten elements show.
+// Outputs are poisoned first so unwritten elements show.
 #include <algorithm>
 #include <cstring>
 
@@ -225,58 +223,6 @@ void kmedoids_errors(std::mt19937& g) {
   check_no_leak("kMedoids validation");
 }
 
-void mmtok_case(int64_t B, int64_t m, int64_t n, int64_t D, int64_t Da, DType dt, std::mt19937& g, bool zero_row) {
-  std::vector<float> tf = normal(B * m * D, g), vf = normal(B * n * D, g), af = normal(B * n * std::max<int64_t>(Da, 1), g);
-  if (zero_row) std::fill(vf.begin(), vf.begin() + D, 0.0f);  // clamped norm: a zero row stays zero
-  const auto t = encode(tf, dt), v = encode(vf, dt), a = encode(af, dt);
-  std::vector<float> out[2];
-  for (int dev = -1; dev <= 0; ++dev) {
-    out[dev + 1].assign(B * (m + n) * n, NAN);
-    MmtokCoverageParams p;
-    p.text = view(const_cast<uint8_t*>(t.data()), dt, {B, m, D}, dev);
-    p.vision = view(const_cast<uint8_t*>(v.data()), dt, {B, n, D}, dev);
-    if (Da > 0) p.vision_aux = view(const_cast<uint8_t*>(a.data()), dt, {B, n, Da}, dev);
-    p.tau_tv = 0.02;
-    p.tau_vv = 0.2;
-    p.alpha = 0.5;
-    p.out = view(out[dev + 1].data(), DType::kF32, {B, m + n, n}, dev);
-    const Status s = dev < 0 ? cpu::mmtok_coverage(p) : cuda::mmtok_coverage(p);
-    EXPECT(s.ok(), "mmtok dev %d: %s", dev, s.message.c_str());
-  }
-  double worst = 0;
-  for (size_t i = 0; i < out[0].size(); ++i) {
-    const double e = out[0][i], c = out[1][i];
-    const double r = std::fabs(c - e) / (1e-9 + 2e-5 * std::fabs(e));
-    if (!(r <= worst)) worst = std::isnan(r) ? INFINITY : r;
-  }
-  EXPECT(worst <= 1, "mmtok B%ld m%ld n%ld D%ld Da%ld %s: worst ratio %g", (long)B, (long)m, (long)n, (long)D, (long)Da,
-         dtype_name(dt), worst);
-  check_no_leak("mmtok");
-}
-
-void mmtok_errors(std::mt19937& g) {
-  auto tf = normal(2 * 3 * 4, g), vf = normal(2 * 5 * 4, g);
-  tf[(1 * 3 + 2) * 4 + 1] = -INFINITY;
-  const auto t = encode(tf, DType::kF32), v = encode(vf, DType::kF32);
-  std::vector<float> out(2 * 8 * 5);
-  MmtokCoverageParams p;
-  p.text = view(const_cast<uint8_t*>(t.data()), DType::kF32, {2, 3, 4}, 0);
-  p.vision = view(const_cast<uint8_t*>(v.data()), DType::kF32, {2, 5, 4}, 0);
-  p.out = view(out.data(), DType::kF32, {2, 8, 5}, 0);
-  Status s = cuda::mmtok_coverage(p);
-  EXPECT(s.code == Code::kRange && s.message.find("text but row 2 of batch 1") != std::string::npos, "Inf text: %s",
-         s.message.c_str());
-  check_no_leak("mmtok Inf");
-  p.tau_tv = 0;
-  s = cuda::mmtok_coverage(p);
-  EXPECT(s.code == Code::kRange, "tau 0: %s", s.message.c_str());
-  p.tau_tv = 0.02;
-  p.out = view(out.data(), DType::kF32, {2, 7, 5}, 0);
-  s = cuda::mmtok_coverage(p);
-  EXPECT(s.code == Code::kShape, "out shape: %s", s.message.c_str());
-  check_no_leak("mmtok validation");
-}
-
 }  // namespace
 
 // With --kcenter: only the k-center cases (the second build of
@@ -311,12 +257,5 @@ int main(int argc, char** argv) {
   kmedoids_case(1, 70, 6, 7, 1, DType::kF32, g, 2, 100, 1e9, false);    // stops after one step
   kmedoids_case(1, 130, 12, 20, 1, DType::kF32, g, 0, 100, 1e-6, true);
   kmedoids_errors(g);
-  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
-    mmtok_case(1, 1, 1, 1, 0, dt, g, false);
-    mmtok_case(2, 3, 17, 8, 5, dt, g, true);
-    mmtok_case(1, 16, 130, 33, 0, dt, g, false);
-  }
-  mmtok_case(1, 16, 70, 65, 24, DType::kF32, g, false);
-  mmtok_errors(g);
   return emu_test::finish();
 }

@@ -16,29 +16,15 @@
 #include <string>
 #include <vector>
 
-#include "cpu/dtype.h"
+#include "check.h"
+#include "core/dtype.h"
 #include "tokensieve/merge.h"
 
 using namespace tokensieve;
-static int failures = 0, checks = 0;
-#define EXPECT(cond, ...)                        \
-  do {                                           \
-    ++checks;                                    \
-    if (!(cond)) {                               \
-      ++failures;                                \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__); \
-      fprintf(stderr, __VA_ARGS__);              \
-      fprintf(stderr, "\n");                     \
-    }                                            \
-  } while (0)
-
-static TensorView view(void* d, DType dt, std::vector<int64_t> sh, int dev) {
-  TensorView t;
-  t.data = d; t.dtype = dt; t.ndim = static_cast<int>(sh.size()); t.device = dev;
-  int64_t e = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) { t.shape[i] = sh[i]; t.strides[i] = e; e *= sh[i]; }
-  return t;
-}
+using emu_test::check_no_leak;
+using emu_test::view;
+static int& failures = emu_test::failures;
+static int& checks = emu_test::checks;
 
 static std::vector<uint8_t> values(int64_t n, DType dt, std::mt19937& g, int dup_every) {
   std::normal_distribution<float> nd(0, 1);
@@ -49,7 +35,7 @@ static std::vector<uint8_t> values(int64_t n, DType dt, std::mt19937& g, int dup
     float v = f[i];
     if (dup_every > 0 && (i / 8) % dup_every == 1) v = f[i % 8];  // duplicated rows (C = 8 there): exact ties
     if (dt == DType::kF32) memcpy(&b[i * 4], &v, 4);
-    else { uint16_t h = dt == DType::kF16 ? cpu::f32_to_f16(v) : cpu::f32_to_bf16(v); memcpy(&b[i * 2], &h, 2); }
+    else { uint16_t h = dt == DType::kF16 ? f32_to_f16(v) : f32_to_bf16(v); memcpy(&b[i * 2], &h, 2); }
   }
   return b;
 }
@@ -57,12 +43,7 @@ static std::vector<uint8_t> values(int64_t n, DType dt, std::mt19937& g, int dup
 static float as_f32(const uint8_t* p, DType dt) {
   if (dt == DType::kF32) { float f; memcpy(&f, p, 4); return f; }
   uint16_t h; memcpy(&h, p, 2);
-  return dt == DType::kF16 ? cpu::f16_to_f32(h) : cpu::bf16_to_f32(h);
-}
-
-static void check_no_leak(const char* what) {
-  EXPECT(emu::live_allocs == 0, "%s: %ld scratch allocations leaked", what, emu::live_allocs);
-  emu::live_allocs = 0;
+  return dt == DType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
 static void match_case(int64_t B, int64_t N, int64_t C, DType dt, bool cls, bool distill, int64_t r, bool split2d,
@@ -202,7 +183,7 @@ std::vector<uint8_t> metric_rows(int64_t B, int64_t N, int64_t C, DType dt, std:
   std::vector<uint8_t> out(f.size() * dtype_size(dt));
   for (size_t i = 0; i < f.size(); ++i) {
     if (dt == DType::kF32) memcpy(&out[i * 4], &f[i], 4);
-    else { const uint16_t h = dt == DType::kF16 ? cpu::f32_to_f16(f[i]) : cpu::f32_to_bf16(f[i]); memcpy(&out[i * 2], &h, 2); }
+    else { const uint16_t h = dt == DType::kF16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]); memcpy(&out[i * 2], &h, 2); }
   }
   return out;
 }
@@ -219,7 +200,7 @@ std::vector<float> bf16_rows(const std::vector<uint8_t>& m, DType dt, int64_t B,
     const float norm = static_cast<float>(std::sqrt((s4[0] + s4[1]) + (s4[2] + s4[3])));
     for (int64_t d = 0; d < C; ++d) {
       const float v = as_f32(&m[(t * C + d) * dtype_size(dt)], dt);
-      y[t * C + d] = norm > 0 ? cpu::bf16_to_f32(cpu::f32_to_bf16(v / norm)) : 0.0f;
+      y[t * C + d] = norm > 0 ? bf16_to_f32(f32_to_bf16(v / norm)) : 0.0f;
     }
   }
   return y;

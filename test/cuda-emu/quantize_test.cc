@@ -16,28 +16,15 @@
 #include <string>
 #include <vector>
 
-#include "cpu/dtype.h"
+#include "check.h"
+#include "core/dtype.h"
 #include "tokensieve/attention.h"
 #include "tokensieve/quantize.h"
 
 using namespace tokensieve;
-static int failures = 0;
-static int checks = 0;
-
-static TensorView view(void* d, DType dt, std::vector<int64_t> sh, int dev) {
-  TensorView t;
-  t.data = d;
-  t.dtype = dt;
-  t.ndim = static_cast<int>(sh.size());
-  t.device = dev;
-  int64_t e = 1;
-  for (int i = t.ndim - 1; i >= 0; --i) {
-    t.shape[i] = sh[i];
-    t.strides[i] = e;
-    e *= sh[i];
-  }
-  return t;
-}
+using emu_test::view;
+static int& failures = emu_test::failures;
+static int& checks = emu_test::checks;
 
 static int64_t numel(const std::vector<int64_t>& s) {
   return std::accumulate(s.begin(), s.end(), int64_t{1}, std::multiplies<int64_t>());
@@ -64,7 +51,7 @@ static std::vector<uint8_t> make_input(const std::vector<int64_t>& shape, DType 
     if (dt == DType::kF32) {
       std::memcpy(&b[i * 4], &f[i], 4);
     } else {
-      const uint16_t h = dt == DType::kF16 ? cpu::f32_to_f16(f[i]) : cpu::f32_to_bf16(f[i]);
+      const uint16_t h = dt == DType::kF16 ? f32_to_f16(f[i]) : f32_to_bf16(f[i]);
       std::memcpy(&b[i * 2], &h, 2);
     }
   }

@@ -1,25 +1,28 @@
 #!/usr/bin/env bash
-# Runs the CUDA back end on the CPU. cuda/attention.cu, select.cu, quantize.cu and merge.cu are
+# Runs the CUDA back end on the CPU. cuda/*.cu (all but runtime.cu) are
 # compiled as host C++ against include/, a small emulation of the CUDA
 # subset they use: each block runs as blockDim OS threads with a real
 # barrier, warp shuffles exchange through per-warp barriers (and so do the
 # WMMA fragment operations of include/mma.h), device memory
 # is host memory (fresh scratch is filled with garbage), and only the kernel
-# launches are rewritten (transform.js). Four programs:
-#   reference_test  the CUDA entry points against float64 references, bad
-#                   input, no-leak checks of scratch memory;
-#   parity_test     the CUDA entry points against the CPU back end (cpu/*.cc)
-#                   on the shapes of test/cuda.test.ts (smaller where slow);
+# launches are rewritten (transform.js). One program per family, sharing
+# check.h (EXPECT, tensor views, the scratch-leak check):
+#   attention_test  attention scores and reductions (cuda/attention.cu)
+#                   against float64 references (bad input, no-leak checks of
+#                   scratch memory) and against the CPU back end;
+#   select_test     top-k and gather (cuda/select.cu) likewise;
 #   quantize_test   quantize/dequantize byte-equal with the CPU back end, and
 #                   INT8 attention scores against the CPU's;
 #   merge_test      token merging (cuda/merge.cu) against the CPU back end,
 #                   precision bf16 (WMMA) also against a float64 reference;
-#   diversity_test  k-center, k-medoids and MMTok coverage (cuda/diversity.cu)
-#                   against the CPU back end (bit-exact selections); run a
-#                   second time on a build whose k-center takes the
-#                   launch-per-step path from 9 tokens per segment up;
-#   coverage_test   greedy maximum coverage (cuda/diversity.cu) against the CPU;
-#   stc_test        STC-Pruner scores (cuda/diversity.cu) against the CPU.
+#   diversity_test  k-center and k-medoids (cuda/diversity.cu) against the
+#                   CPU back end (bit-exact selections); run a second time
+#                   (diversity_steps_test) on a build whose k-center takes
+#                   the launch-per-step path from 9 tokens per segment up;
+#   coverage_test   greedy maximum coverage and MMTok's coverage matrix
+#                   (cuda/coverage.cu) against the CPU;
+#   stc_test        STC-Pruner scores (cuda/stc.cu) against the CPU.
+# Some programs only: run.sh merge_test stc_test ...
 # What it cannot check: blocks run one after another, so races between
 # blocks (the last-block tickets) and real warp divergence need a GPU and
 # compute-sanitizer; timing means nothing here.
@@ -30,52 +33,59 @@ out="$root/build-emu"
 mkdir -p "$out/src" "$out/obj"
 cd "$root"
 
-node "$here/transform.js" cuda/attention.cu "$out/src/attention.cc"
-node "$here/transform.js" cuda/select.cu "$out/src/select.cc"
-node "$here/transform.js" cuda/quantize.cu "$out/src/quantize.cc"
-node "$here/transform.js" cuda/merge.cu "$out/src/merge.cc"
-node "$here/transform.js" cuda/diversity.cu "$out/src/diversity.cc"
+all=(attention_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test)
+if [ $# -gt 0 ]; then names=("$@"); else names=("${all[@]}"); fi
+want() { local n; for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done; return 1; }
+
+# The CUDA sources (emulated) each program links, and the CPU back end.
+declare -A cuda_of=(
+  [attention_test]="attention select quantize" [select_test]="attention select quantize"
+  [quantize_test]="attention select quantize" [merge_test]="merge"
+  [diversity_test]="features diversity" [coverage_test]="features coverage" [stc_test]="stc"
+  [diversity_steps_test]="features diversity_steps")
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
   -I$here/include -I$root/include -I$root"
 CPU="-std=c++17 -O2 -I$root/include -I$root"
 pids=()
 compile() { "$@" & pids+=($!); }
-compile g++ $EMU -c "$out/src/attention.cc" -o "$out/obj/attention.o"
-compile g++ $EMU -c "$out/src/select.cc" -o "$out/obj/select.o"
-compile g++ $EMU -c "$out/src/quantize.cc" -o "$out/obj/quantize.o"
-compile g++ $EMU -c "$here/reference_test.cc" -o "$out/obj/reference_test.o"
-compile g++ $EMU -c "$here/parity_test.cc" -o "$out/obj/parity_test.o"
-compile g++ $EMU -c "$here/quantize_test.cc" -o "$out/obj/quantize_test.o"
-compile g++ $EMU -c "$out/src/merge.cc" -o "$out/obj/merge.o"
-compile g++ $EMU -c "$here/merge_test.cc" -o "$out/obj/merge_test.o"
-compile g++ $EMU -c "$out/src/diversity.cc" -o "$out/obj/diversity.o"
-compile g++ $EMU -DTS_KCENTER_LOOP_MAX=8 -c "$out/src/diversity.cc" -o "$out/obj/diversity_steps.o"
-for t in diversity coverage stc; do
-  compile g++ $EMU -c "$here/${t}_test.cc" -o "$out/obj/${t}_test.o"
+need=()
+for t in "${names[@]}"; do need+=(${cuda_of[$t]}); done
+for s in $(printf '%s\n' "${need[@]}" | sort -u); do
+  if [ "$s" = diversity_steps ]; then
+    node "$here/transform.js" cuda/diversity.cu "$out/src/diversity_steps.cc"
+    compile g++ $EMU -DTS_KCENTER_LOOP_MAX=8 -c "$out/src/diversity_steps.cc" -o "$out/obj/diversity_steps.o"
+  else
+    node "$here/transform.js" "cuda/$s.cu" "$out/src/$s.cc"
+    compile g++ $EMU -c "$out/src/$s.cc" -o "$out/obj/$s.o"
+  fi
 done
-for f in validate attention select quantize merge diversity thread_pool isa_dispatch isa_baseline; do
+for t in "${names[@]}"; do
+  src="$here/$t.cc"
+  [ "$t" = diversity_steps_test ] && src="$here/diversity_test.cc"
+  compile g++ $EMU -c "$src" -o "$out/obj/$t.o"
+done
+# The CPU back end (core/ and cpu/) as one archive: each program takes what it uses.
+rm -f "$out"/obj/cpu_*.o "$out"/obj/core_*.o "$out/libcpu.a"
+for f in core/*.cc; do
+  compile g++ $CPU -c "$f" -o "$out/obj/core_$(basename "$f" .cc).o"
+done
+for f in thread_pool isa_dispatch isa_baseline attention select quantize merge rows diversity coverage stc; do
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
 compile g++ $CPU -mavx2 -mfma -c cpu/merge_avx2.cc -o "$out/obj/cpu_merge_avx2.o"
 for p in "${pids[@]}"; do wait "$p"; done
+ar rcs "$out/libcpu.a" "$out"/obj/core_*.o "$out"/obj/cpu_*.o
 
-cuda_objs="$out/obj/attention.o $out/obj/select.o $out/obj/quantize.o"
-g++ -o "$out/reference_test" "$out/obj/reference_test.o" $cuda_objs "$out/obj/cpu_validate.o" -lpthread
-g++ -o "$out/parity_test" "$out/obj/parity_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
-g++ -o "$out/quantize_test" "$out/obj/quantize_test.o" $cuda_objs "$out"/obj/cpu_*.o -lpthread
-# token merging (cuda/merge.cu) against the CPU back end
-g++ -o "$out/merge_test" "$out/obj/merge_test.o" "$out/obj/merge.o" "$out"/obj/cpu_*.o -lpthread
-# the diversity family (cuda/diversity.cu) against the CPU back end
-for t in diversity coverage stc; do
-  g++ -o "$out/${t}_test" "$out/obj/${t}_test.o" "$out/obj/diversity.o" "$out"/obj/cpu_*.o -lpthread
+for t in "${names[@]}"; do
+  objs=()
+  for s in ${cuda_of[$t]}; do objs+=("$out/obj/$s.o"); done
+  g++ -o "$out/$t" "$out/obj/$t.o" "${objs[@]}" "$out/libcpu.a" -lpthread
 done
-g++ -o "$out/diversity_steps_test" "$out/obj/diversity_test.o" "$out/obj/diversity_steps.o" "$out"/obj/cpu_*.o -lpthread
 
 # The programs run side by side (most of their time is the emulator's thread
 # hand-offs, not arithmetic), then report in a fixed order.
-names=(reference_test parity_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test)
 declare -A run_pid
 for t in "${names[@]}"; do
   args=()

@@ -1,4 +1,4 @@
-// STC-Pruner scores (cuda/diversity.cu, cuda::stc_scores) under the emulator
+// STC-Pruner scores (cuda/stc.cu, cuda::stc_scores) under the emulator
 // against the CPU back end (cpu::stc_scores, itself checked against the
 // float64 reference in test/stc.test.ts).
 //
@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "check.h"
-#include "tokensieve/diversity.h"
+#include "tokensieve/stc.h"
 
 using namespace tokensieve;
 using emu_test::check_no_leak;

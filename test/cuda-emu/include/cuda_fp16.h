@@ -15,5 +15,5 @@ inline float __half2float(__half h) {
 }
 // f32 → half, round to nearest even: the hardware's rounding, which the CPU
 // back end's converter implements.
-#include "cpu/dtype.h"
-inline __half __float2half_rn(float f) { return __half{tokensieve::cpu::f32_to_f16(f)}; }
+#include "core/dtype.h"
+inline __half __float2half_rn(float f) { return __half{tokensieve::f32_to_f16(f)}; }

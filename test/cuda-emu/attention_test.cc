@@ -1,5 +1,5 @@
-// The CUDA entry points (cuda/*.cu) run on the CPU under the emulator in
-// include/, against float64 references (see run.sh).
+// The attention family's CUDA entry points (cuda/attention.cu) under the emulator (see
+// run.sh): attention scores and their reductions, against float64 references (with bad input and scratch-leak checks) and against the CPU back end.
 #include <cuda_runtime.h>
 #include <cuda_fp16.h>
 
@@ -14,52 +14,17 @@
 #include <string>
 #include <vector>
 
+#include "check.h"
 #include "tokensieve/attention.h"
 #include "tokensieve/select.h"
 
 using namespace tokensieve;
+using emu_test::check_no_leak;
 
-static int failures = 0;
-#define EXPECT(c, ...)                                       \
-  do {                                                       \
-    if (!(c)) {                                              \
-      ++failures;                                            \
-      fprintf(stderr, "FAIL %s:%d: ", __FILE__, __LINE__);   \
-      fprintf(stderr, __VA_ARGS__);                          \
-      fprintf(stderr, "\n");                                 \
-    }                                                        \
-  } while (0)
+// ---- against float64 references, bad input, no-leak checks of scratch memory
+namespace reference {
 
-static float bits_to_f32(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
-static uint32_t f32_bits(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
-static uint16_t f32_to_bf16(float f) {
-  uint32_t b = f32_bits(f);
-  if ((b & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((b >> 16) | 0x40u);
-  b += 0x7fffu + ((b >> 16) & 1u);
-  return static_cast<uint16_t>(b >> 16);
-}
-static uint16_t f32_to_f16(float f) {  // round to nearest even, via double tricks for simplicity
-  const uint32_t x = f32_bits(f);
-  const uint32_t sign = (x >> 16) & 0x8000u;
-  const uint32_t ax = x & 0x7fffffffu;
-  if (ax > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);
-  if (ax == 0x7f800000u) return static_cast<uint16_t>(sign | 0x7c00u);
-  const float af = bits_to_f32(ax);
-  if (af >= 65520.0f) return static_cast<uint16_t>(sign | 0x7c00u);
-  if (af < 6.103515625e-05f) {  // subnormal
-    const int m = static_cast<int>(std::nearbyint(af / 5.9604644775390625e-08f));
-    return static_cast<uint16_t>(sign | m);
-  }
-  int e;
-  const float fr = std::frexp(af, &e);  // af = fr * 2^e, fr in [0.5, 1)
-  int mant = static_cast<int>(std::nearbyint((fr * 2.0f - 1.0f) * 1024.0f));
-  int ee = e - 1 + 15;
-  if (mant == 1024) { mant = 0; ++ee; }
-  if (ee >= 31) return static_cast<uint16_t>(sign | 0x7c00u);
-  return static_cast<uint16_t>(sign | (ee << 10) | mant);
-}
-static float f16_to_f32(uint16_t h) { __half x{h}; return __half2float(x); }
-static float bf16_to_f32(uint16_t h) { return bits_to_f32(static_cast<uint32_t>(h) << 16); }
+static int& failures = emu_test::failures;
 
 // A float tensor in host memory posing as device memory (the emulator's
 // device is the host), stored in `dtype`, with values readable as f32.
@@ -79,22 +44,11 @@ struct Buf {
 
 static Buf make_buf(int64_t n, DType dt) { Buf b; b.dtype = dt; b.bytes.assign(n * dtype_size(dt), 0); return b; }
 
-static TensorView view(void* data, DType dt, std::vector<int64_t> shape, std::vector<int64_t> strides, int device = 0) {
-  TensorView t;
-  t.data = data; t.dtype = dt; t.ndim = static_cast<int>(shape.size()); t.device = device;
-  for (size_t i = 0; i < shape.size(); ++i) { t.shape[i] = shape[i]; t.strides[i] = strides[i]; }
-  return t;
-}
 static std::vector<int64_t> contiguous(const std::vector<int64_t>& shape) {
   std::vector<int64_t> s(shape.size());
   int64_t e = 1;
   for (int i = static_cast<int>(shape.size()) - 1; i >= 0; --i) { s[i] = e; e *= shape[i]; }
   return s;
-}
-
-static void check_no_leak(const char* what) {
-  EXPECT(emu::live_allocs == 0, "%s: %ld scratch allocations leaked", what, emu::live_allocs);
-  emu::live_allocs = 0;
 }
 
 // ---------------------------------------------------------------- attention
@@ -168,9 +122,9 @@ static void run_att(const AttCase& c, std::mt19937& g) {
   }
 
   AttentionScoresParams p;
-  p.q = view(q.bytes.data(), c.dt, {B, H, Nq, D}, qs);
-  p.k = view(k.bytes.data(), c.dt, {B, H, Nk, D}, ks);
-  p.key_bias = view(bias.data(), DType::kF32, {B, Nk}, {Nk, 1});
+  p.q = emu_test::strided_view(q.bytes.data(), c.dt, {B, H, Nq, D}, qs);
+  p.k = emu_test::strided_view(k.bytes.data(), c.dt, {B, H, Nk, D}, ks);
+  p.key_bias = emu_test::strided_view(bias.data(), DType::kF32, {B, Nk}, {Nk, 1});
   p.has_key_bias = c.bias;
   p.scale = scale;
   p.causal = c.causal;
@@ -182,8 +136,8 @@ static void run_att(const AttCase& c, std::mt19937& g) {
   p.reduce.key_begin = kb;
   p.reduce.key_end = ke;
   std::vector<float> out(ref.size(), NAN);  // poisoned
-  p.out = c.hr == HeadReduce::kNone ? view(out.data(), DType::kF32, {B, H, W}, contiguous({B, H, W}))
-                                    : view(out.data(), DType::kF32, {B, W}, contiguous({B, W}));
+  p.out = c.hr == HeadReduce::kNone ? emu_test::strided_view(out.data(), DType::kF32, {B, H, W}, contiguous({B, H, W}))
+                                    : emu_test::strided_view(out.data(), DType::kF32, {B, W}, contiguous({B, W}));
   Status st = cuda::attention_scores(p);
   EXPECT(st.ok(), "attention_scores failed: %s", st.message.c_str());
   double worst = 0;
@@ -211,13 +165,13 @@ static void att_errors() {
   std::vector<float> q(B * H * N * D, 0.5f), bias(B * N, 0.0f), out(B * N);
   std::vector<int32_t> rows = {0, 3, 3, 8};
   AttentionScoresParams p;
-  p.q = view(q.data(), DType::kF32, {B, H, N, D}, contiguous({B, H, N, D}));
+  p.q = emu_test::strided_view(q.data(), DType::kF32, {B, H, N, D}, contiguous({B, H, N, D}));
   p.k = p.q;
-  p.key_bias = view(bias.data(), DType::kF32, {B, N}, {N, 1});
+  p.key_bias = emu_test::strided_view(bias.data(), DType::kF32, {B, N}, {N, 1});
   p.reduce.query_rows = rows.data();
   p.reduce.num_query_rows = rows.size();
   p.reduce.key_end = N;
-  p.out = view(out.data(), DType::kF32, {B, N}, {N, 1});
+  p.out = emu_test::strided_view(out.data(), DType::kF32, {B, N}, {N, 1});
   auto run = [&]() { Status s = cuda::attention_scores(p); check_no_leak("att_errors"); return s; };
   EXPECT(run().ok(), "clean input");
   q[(1 * H + 1) * N * D + 5 * D + 3] = NAN;  // row 5: not selected in q, but k holds every row
@@ -252,15 +206,16 @@ static void att_errors() {
   // D > 256
   std::vector<float> big(1 * 1 * 2 * 300, 0.1f), out2(2);
   AttentionScoresParams pb = p;
-  pb.q = view(big.data(), DType::kF32, {1, 1, 2, 300}, contiguous({1, 1, 2, 300}));
+  pb.q = emu_test::strided_view(big.data(), DType::kF32, {1, 1, 2, 300}, contiguous({1, 1, 2, 300}));
   pb.k = pb.q;
   pb.has_key_bias = false;
   std::vector<int32_t> r0 = {0};
   pb.reduce.query_rows = r0.data(); pb.reduce.num_query_rows = 1; pb.reduce.key_end = 2;
-  pb.out = view(out2.data(), DType::kF32, {1, 2}, {2, 1});
+  pb.out = emu_test::strided_view(out2.data(), DType::kF32, {1, 2}, {2, 1});
   EXPECT(cuda::attention_scores(pb).code == Code::kUnsupported, "D=300 -> kUnsupported");
   check_no_leak("att_errors end");
 }
+
 
 // ---------------------------------------------------------------- reduce
 
@@ -287,7 +242,7 @@ static void run_reduce(int64_t B, int64_t H, int64_t Nq, int64_t Nk, DType dt, s
     for (auto& v : ref) v *= w * (hr == HeadReduce::kMean ? 1.0 / H : 1.0);
   }
   ReduceAttentionParams p;
-  p.probs = view(P.bytes.data(), dt, shape, st);
+  p.probs = emu_test::strided_view(P.bytes.data(), dt, shape, st);
   p.reduce.query_rows = rows.data();
   p.reduce.num_query_rows = nsel;
   p.reduce.query_reduce = qr;
@@ -295,8 +250,8 @@ static void run_reduce(int64_t B, int64_t H, int64_t Nq, int64_t Nk, DType dt, s
   p.reduce.key_begin = kb;
   p.reduce.key_end = ke;
   std::vector<float> out(ref.size(), NAN);
-  p.out = hr == HeadReduce::kNone ? view(out.data(), DType::kF32, {B, H, W}, contiguous({B, H, W}))
-                                  : view(out.data(), DType::kF32, {B, W}, contiguous({B, W}));
+  p.out = hr == HeadReduce::kNone ? emu_test::strided_view(out.data(), DType::kF32, {B, H, W}, contiguous({B, H, W}))
+                                  : emu_test::strided_view(out.data(), DType::kF32, {B, W}, contiguous({B, W}));
   Status s = cuda::reduce_attention(p);
   EXPECT(s.ok(), "reduce failed: %s", s.message.c_str());
   for (size_t i = 0; i < ref.size(); ++i) {
@@ -321,102 +276,8 @@ static void run_reduce(int64_t B, int64_t H, int64_t Nq, int64_t Nk, DType dt, s
   check_no_leak("reduce");
 }
 
-// ---------------------------------------------------------------- topk
 
-static bool ranks_before(const std::vector<float>& v, int32_t a, int32_t b) {
-  const float x = v[a], y = v[b];
-  const bool xn = std::isnan(x), yn = std::isnan(y);
-  if (xn != yn) return yn;
-  if (!xn && x != y) return x > y;
-  return a < b;
-}
-
-static void run_topk(int64_t B, int64_t N, int64_t k, DType dt, bool by_score, int pattern, bool values, int64_t row_pad,
-                     std::mt19937& g) {
-  const int64_t ld = N + row_pad;
-  Buf S = make_buf(B * ld, dt);
-  std::uniform_real_distribution<float> ud(0, 1);
-  for (int64_t i = 0; i < B * ld; ++i) {
-    const float u = ud(g);
-    float v;
-    if (pattern == 0) v = u < 0.02f ? NAN : u < 0.03f ? INFINITY : u < 0.04f ? -INFINITY : u < 0.06f ? -0.0f : u < 0.08f ? 0.0f : std::floor(ud(g) * 64) / 8 - 4;
-    else if (pattern == 1) v = 1.0f;               // all equal
-    else if (pattern == 2) v = NAN;                // all NaN
-    else v = std::ldexp(ud(g) - 0.5f, static_cast<int>(ud(g) * 60) - 30);  // wide range
-    S.set(i, v);
-  }
-  std::vector<int32_t> idx(B * k, -7);
-  std::vector<float> val(B * k, 12345.0f);
-  TopkParams p;
-  p.scores = view(S.bytes.data(), dt, {B, N}, {ld, 1});
-  p.k = k;
-  p.order_by_score = by_score;
-  p.indices = view(idx.data(), DType::kI32, {B, k}, {k, 1});
-  if (values) p.values = view(val.data(), DType::kF32, {B, k}, {k, 1});
-  Status s = cuda::topk(p);
-  EXPECT(s.ok(), "topk failed: %s", s.message.c_str());
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<float> v(N);
-    for (int64_t i = 0; i < N; ++i) v[i] = S.get(b * ld + i);
-    std::vector<int32_t> r(N);
-    std::iota(r.begin(), r.end(), 0);
-    std::stable_sort(r.begin(), r.end(), [&](int32_t a, int32_t c) { return ranks_before(v, a, c); });
-    r.resize(k);
-    if (!by_score) std::sort(r.begin(), r.end());
-    bool ok = true;
-    for (int64_t i = 0; i < k && ok; ++i) {
-      if (idx[b * k + i] != r[i]) {
-        ok = false;
-        EXPECT(false, "topk B%" PRId64 " N%" PRId64 " k%" PRId64 " dt%d score%d pat%d: row %" PRId64 " pos %" PRId64 " got %d want %d", B, N, k, (int)dt, by_score, pattern, b, i, idx[b * k + i], r[i]);
-      }
-      if (values && ok) {
-        const float want = v[r[i]];
-        const bool same = f32_bits(want) == f32_bits(val[b * k + i]) || (std::isnan(want) && std::isnan(val[b * k + i]));
-        if (!same) { ok = false; EXPECT(false, "topk value mismatch row %" PRId64 " pos %" PRId64 ": %g vs %g", b, i, val[b * k + i], want); }
-      }
-    }
-    if (!ok) break;
-  }
-  check_no_leak("topk");
-}
-
-// ---------------------------------------------------------------- gather
-
-static void run_gather(int64_t B, int64_t N, int64_t C, int64_t K, DType dt, int64_t row_pad, int64_t base_off, bool bad,
-                       bool check, std::mt19937& g) {
-  const int64_t es = dtype_size(dt);
-  const int64_t sn = C + row_pad, sb = N * sn + 3;
-  std::vector<uint8_t> storage((B * sb + base_off + 16) * es + 64);
-  for (auto& x : storage) x = static_cast<uint8_t>(g());
-  uint8_t* base = storage.data() + base_off * es;
-  std::vector<int32_t> idx(B * K);
-  for (auto& i : idx) i = static_cast<int32_t>(g() % N);
-  if (bad) idx[K / 2] = static_cast<int32_t>(N);
-  std::vector<uint8_t> out(B * K * C * es + 16, 0xEE);
-  uint8_t* out_p = out.data() + (base_off % 2) * es;  // vary alignment of out as well
-  GatherParams p;
-  p.x = view(base, dt, {B, N, C}, {sb, sn, 1});
-  p.indices = view(idx.data(), DType::kI32, {B, K}, {K, 1});
-  p.out = view(out_p, dt, {B, K, C}, {K * C, C, 1});
-  p.check_indices = check;
-  Status s = cuda::gather(p);
-  if (bad && check) EXPECT(s.code == Code::kRange, "gather OOB -> kRange, got %d %s", (int)s.code, s.message.c_str());
-  else EXPECT(s.ok(), "gather failed: %s", s.message.c_str());
-  for (int64_t b = 0; b < B; ++b)
-    for (int64_t i = 0; i < K; ++i) {
-      const int32_t n = idx[b * K + i];
-      const uint8_t* dst = out_p + (b * K + i) * C * es;
-      bool ok;
-      if (n < 0 || n >= N) { ok = true; for (int64_t j = 0; j < C * es; ++j) ok = ok && dst[j] == 0; }
-      else ok = memcmp(dst, base + (b * sb + n * sn) * es, C * es) == 0;
-      EXPECT(ok, "gather B%" PRId64 " N%" PRId64 " C%" PRId64 " K%" PRId64 " es%" PRId64 " row (%" PRId64 ",%" PRId64 ") wrong", B, N, C, K, es, b, i);
-      if (!ok) return;
-    }
-  check_no_leak("gather");
-}
-
-int main(int argc, char** argv) {
-  std::mt19937 g(1234);
+static void run(int argc, char** argv, std::mt19937& g) {
   const std::string only = argc > 1 ? argv[1] : "";
   if (only.empty() || only == "att") {
     std::vector<AttCase> cases;
@@ -455,33 +316,137 @@ int main(int argc, char** argv) {
       run_reduce(1, 4, 20, 64, dt, {3, 9}, 0, 64, QueryReduce::kMean, HeadReduce::kSum, false, g);
     }
   }
-  if (only.empty() || only == "topk") {
-    struct T { int64_t B, N, k; };
-    for (T t : std::vector<T>{{1, 1, 1}, {3, 7, 3}, {4, 577, 144}, {2, 1031, 1031}, {2, 1031, 1}, {3, 129, 64}, {2, 2500, 2048}, {1, 5000, 3000}, {2, 700, 513}}) {
-      for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
-        for (int pat : {0, 3}) {
-          fprintf(stderr, "topk B%" PRId64 " N%" PRId64 " k%" PRId64 " dt%d pat%d\n", t.B, t.N, t.k, (int)dt, pat);
-          run_topk(t.B, t.N, t.k, dt, false, pat, true, 0, g);
-          run_topk(t.B, t.N, t.k, dt, true, pat, true, 3, g);
-        }
-      }
-    }
-    run_topk(2, 1000, 300, DType::kF32, true, 1, true, 0, g);
-    run_topk(2, 1000, 300, DType::kF32, false, 2, true, 0, g);
-    run_topk(2, 3000, 2900, DType::kF16, true, 2, false, 1, g);
-    run_topk(2, 3000, 2900, DType::kBF16, true, 1, true, 1, g);
+}
+
+}  // namespace reference
+
+// ---- against the CPU back end (cpu/*.cc), on the shapes of test/cuda-attention.test.ts
+namespace parity {
+
+static int& failures = emu_test::failures;
+
+static uint16_t to_bf16(float f) { uint32_t b; memcpy(&b, &f, 4); if ((b & 0x7fffffffu) > 0x7f800000u) return (b >> 16) | 0x40; b += 0x7fffu + ((b >> 16) & 1u); return b >> 16; }
+static uint16_t to_f16(float f) {  // truncating is fine here: any bits are valid inputs
+  uint32_t x; memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  int e = ((x >> 23) & 0xff) - 127 + 15;
+  if (((x >> 23) & 0xff) == 0xff) return sign | 0x7c00u | ((x & 0x7fffff) ? 0x200 : 0);
+  if (e >= 31) return sign | 0x7c00u;
+  if (e <= 0) return sign;
+  return sign | (e << 10) | ((x >> 13) & 0x3ff);
+}
+
+static std::vector<int64_t> cont(std::vector<int64_t> sh) { std::vector<int64_t> s(sh.size()); int64_t e = 1; for (int i = (int)sh.size() - 1; i >= 0; --i) { s[i] = e; e *= sh[i]; } return s; }
+
+static std::vector<uint8_t> fill(int64_t n, DType dt, std::mt19937& g, float sd, int special = 0) {
+  std::normal_distribution<float> nd(0, sd);
+  std::uniform_real_distribution<float> ud(0, 1);
+  std::vector<uint8_t> b(n * dtype_size(dt));
+  for (int64_t i = 0; i < n; ++i) {
+    float v = nd(g);
+    if (special) { const float u = ud(g); v = u < 0.02f ? NAN : u < 0.03f ? INFINITY : u < 0.04f ? -INFINITY : std::floor(ud(g) * 64) / 8; }
+    if (dt == DType::kF32) memcpy(&b[i * 4], &v, 4);
+    else { uint16_t h = dt == DType::kF16 ? to_f16(v) : to_bf16(v); memcpy(&b[i * 2], &h, 2); }
   }
-  if (only.empty() || only == "gather") {
-    for (DType dt : {DType::kF32, DType::kF16, DType::kI64, DType::kU8, DType::kBF16, DType::kI8}) {
-      run_gather(3, 50, 33, 20, dt, 0, 0, false, true, g);
-      run_gather(3, 50, 32, 20, dt, 0, 0, false, true, g);
-      run_gather(2, 40, 64, 7, dt, 4, 0, false, true, g);
-      run_gather(2, 40, 64, 7, dt, 4, 1, false, true, g);
-      run_gather(2, 40, 1, 9, dt, 0, 0, false, true, g);
-      run_gather(3, 50, 200, 20, dt, 8, 0, true, true, g);
-      run_gather(3, 50, 16, 20, dt, 0, 0, true, false, g);
-    }
+  return b;
+}
+
+
+struct Case { int64_t B, H, Nq, Nk, D; DType dt; bool bnhd; bool causal; int64_t offset; std::vector<int32_t> rows; int64_t kb, ke; QueryReduce qr; HeadReduce hr; };
+
+static void att(const Case& c, std::mt19937& g) {
+  const int64_t B = c.B, H = c.H, Nq = c.Nq, Nk = c.Nk, D = c.D;
+  auto q = fill(B * H * Nq * D, c.dt, g, 1.5f), k = fill(B * H * Nk * D, c.dt, g, 1.5f);
+  std::vector<float> bias(B * Nk);
+  std::normal_distribution<float> nd(0, 1);
+  for (int64_t i = 0; i < B * Nk; ++i) bias[i] = i % 7 == 2 ? -INFINITY : nd(g);
+  auto qs = c.bnhd ? std::vector<int64_t>{Nq * H * D, D, H * D, 1} : cont({B, H, Nq, D});
+  auto ks = c.bnhd ? std::vector<int64_t>{Nk * H * D, D, H * D, 1} : cont({B, H, Nk, D});
+  std::vector<int32_t> rows = c.rows;
+  if (rows.empty()) { rows.resize(Nq); std::iota(rows.begin(), rows.end(), 0); }
+  const int64_t ke = c.ke < 0 ? Nk : c.ke, W = ke - c.kb;
+  std::vector<int64_t> osh = c.hr == HeadReduce::kNone ? std::vector<int64_t>{B, H, W} : std::vector<int64_t>{B, W};
+  std::vector<float> o_cpu(B * H * W, 3.0f), o_gpu(B * H * W, NAN);
+  for (int dev : {-1, 0}) {
+    AttentionScoresParams p;
+    p.q = emu_test::strided_view(q.data(), c.dt, {B, H, Nq, D}, qs, dev);
+    p.k = emu_test::strided_view(k.data(), c.dt, {B, H, Nk, D}, ks, dev);
+    p.key_bias = emu_test::strided_view(bias.data(), DType::kF32, {B, Nk}, {Nk, 1}, dev);
+    p.has_key_bias = true;
+    p.scale = 1.0f / std::sqrt((float)D);
+    p.causal = c.causal; p.causal_offset = c.offset;
+    p.reduce.query_rows = rows.data(); p.reduce.num_query_rows = rows.size();
+    p.reduce.query_reduce = c.qr; p.reduce.head_reduce = c.hr; p.reduce.key_begin = c.kb; p.reduce.key_end = ke;
+    p.out = emu_test::strided_view(dev < 0 ? o_cpu.data() : o_gpu.data(), DType::kF32, osh, cont(osh), dev);
+    Status s = dev < 0 ? cpu::attention_scores(p) : cuda::attention_scores(p);
+    if (!s.ok()) { ++failures; fprintf(stderr, "FAIL att dev %d: %s\n", dev, s.message.c_str()); return; }
   }
-  fprintf(stderr, "%s: %d failure(s), %ld launches\n", failures ? "FAILED" : "PASSED", failures, emu::launches);
-  return failures ? 1 : 0;
+  const int64_t n = c.hr == HeadReduce::kNone ? B * H * W : B * W;
+  double worst = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double err = std::fabs((double)o_gpu[i] - o_cpu[i]), tol = 1e-7 + 2e-4 * std::fabs(o_cpu[i]);
+    worst = std::max(worst, err / (std::fabs(o_cpu[i]) + 1e-12));
+    if (!(err <= tol)) { ++failures; fprintf(stderr, "FAIL att B%" PRId64 " Nq%" PRId64 " Nk%" PRId64 " D%" PRId64 ": [%" PRId64 "] gpu %g cpu %g\n", B, Nq, Nk, D, i, o_gpu[i], o_cpu[i]); return; }
+  }
+  fprintf(stderr, "att ok B%" PRId64 " H%" PRId64 " Nq%" PRId64 " Nk%" PRId64 " D%" PRId64 " dt%d, worst rel %.2g\n", B, H, Nq, Nk, D, (int)c.dt, worst);
+}
+
+
+static void reduce(DType dt, std::vector<int32_t> rows, int64_t kb, HeadReduce hr, QueryReduce qr, std::mt19937& g) {
+  const int64_t B = 2, H = 3, Nq = 77, Nk = 300;
+  auto pr = fill(B * H * Nq * Nk, dt, g, 1);
+  if (rows.empty()) { rows.resize(Nq); std::iota(rows.begin(), rows.end(), 0); }
+  const int64_t W = Nk - kb;
+  std::vector<int64_t> osh = hr == HeadReduce::kNone ? std::vector<int64_t>{B, H, W} : std::vector<int64_t>{B, W};
+  std::vector<float> oc(B * H * W), og(B * H * W);
+  for (int dev : {-1, 0}) {
+    ReduceAttentionParams p;
+    p.probs = emu_test::strided_view(pr.data(), dt, {B, H, Nq, Nk}, cont({B, H, Nq, Nk}), dev);
+    p.reduce.query_rows = rows.data(); p.reduce.num_query_rows = rows.size();
+    p.reduce.key_begin = kb; p.reduce.key_end = Nk; p.reduce.head_reduce = hr; p.reduce.query_reduce = qr;
+    p.out = emu_test::strided_view(dev < 0 ? oc.data() : og.data(), DType::kF32, osh, cont(osh), dev);
+    Status st = dev < 0 ? cpu::reduce_attention(p) : cuda::reduce_attention(p);
+    if (!st.ok()) { ++failures; fprintf(stderr, "FAIL reduce: %s\n", st.message.c_str()); return; }
+  }
+  const int64_t n = hr == HeadReduce::kNone ? B * H * W : B * W;
+  for (int64_t i = 0; i < n; ++i)
+    if (!(std::fabs(og[i] - oc[i]) <= 1e-7 + 1e-5 * std::fabs(oc[i]))) { ++failures; fprintf(stderr, "FAIL reduce [%" PRId64 "] %g vs %g\n", i, og[i], oc[i]); return; }
+  fprintf(stderr, "reduce ok dt%d\n", (int)dt);
+}
+
+
+static void run() {
+  std::mt19937 g(99);
+  const auto M = QueryReduce::kMean, S = QueryReduce::kSum;
+  const auto HM = HeadReduce::kMean, HS = HeadReduce::kSum, HN = HeadReduce::kNone;
+  std::vector<Case> cases = {
+      {2, 3, 1, 1, 15, DType::kF32, false, false, 0, {}, 0, -1, M, HM},
+      {3, 2, 2, 2, 64, DType::kF16, true, false, 0, {}, 0, -1, M, HM},
+      {2, 4, 7, 7, 80, DType::kBF16, false, true, 0, {}, 0, -1, M, HM},
+      {2, 4, 129, 129, 64, DType::kF16, false, false, 0, {0}, 1, -1, M, HM},
+      {1, 3, 129, 129, 64, DType::kBF16, true, false, 0, {}, 0, -1, M, HM},
+      {1, 2, 160, 160, 128, DType::kF16, false, true, 0, {}, 0, -1, M, HM},
+      {2, 3, 7, 200, 80, DType::kF32, true, true, 193, {}, 0, -1, M, HN},
+      {2, 2, 31, 300, 15, DType::kBF16, false, false, 0, {3, 3, 30}, 0, -1, S, HS},
+      {1, 1, 200, 2, 128, DType::kF32, false, true, -5, {}, 0, -1, M, HM},
+      {2, 2, 70, 70, 256, DType::kF16, false, false, 0, {69}, 0, -1, M, HM},
+      {1, 4, 150, 150, 72, DType::kBF16, true, false, 0, {}, 7, 140, M, HM},
+  };
+  for (auto& c : cases) att(c, g);
+  for (DType dt : {DType::kF32, DType::kF16, DType::kBF16}) {
+    reduce(dt, {}, 0, HM, M, g);
+    reduce(dt, {0}, 1, HM, M, g);
+    reduce(dt, {5, 5, 76}, 0, HN, S, g);
+  }
+}
+
+}  // namespace parity
+
+// Optional argument: one section of the reference checks ("att", "reduce").
+int main(int argc, char** argv) {
+  std::mt19937 g(1234);
+  reference::run(argc, argv, g);
+  if (argc < 2) parity::run();
+  fprintf(stderr, "%ld launches\n", emu::launches);
+  return emu_test::finish();
 }

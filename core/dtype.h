@@ -1,12 +1,12 @@
 // Scalar conversions between f32 and the 16-bit float formats, bit-exact
-// with IEEE half and with bfloat16 round-to-nearest-even.
+// with IEEE half and with bfloat16 round-to-nearest-even. Host code of both
+// back ends (and the CUDA emulator's shims) uses them.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 
 namespace tokensieve {
-namespace cpu {
 
 inline float bits_to_f32(uint32_t b) {
   float f;
@@ -69,5 +69,4 @@ inline uint16_t f32_to_f16(float f) {
   return static_cast<uint16_t>(sign | half);
 }
 
-}  // namespace cpu
 }  // namespace tokensieve

@@ -1,0 +1,154 @@
+// CPU greedy maximum coverage and MMTok's coverage matrix; the parameter
+// checks are core/coverage.cc's, the blocked GEMM cpu/rows.cc's.
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "cpu/isa.h"
+#include "cpu/rows.h"
+#include "cpu/thread_pool.h"
+#include "tokensieve/coverage.h"
+
+namespace tokensieve {
+namespace cpu {
+
+Status max_coverage(const MaxCoverageParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.coverage.on_host()) return Status(Code::kDevice, "cpu::max_coverage needs host tensors");
+  const int64_t B = p.coverage.shape[0], R = p.coverage.shape[1], N = p.coverage.shape[2], k = p.k;
+  const int64_t es = static_cast<int64_t>(dtype_size(p.coverage.dtype));
+  return for_units(B, R * N * k, [&](int64_t b, bool parallel) -> Status {
+    std::vector<float> cov(static_cast<size_t>(R * N));  // [R, N]
+    for (int64_t r = 0; r < R; ++r) {
+      const char* src = static_cast<const char*>(p.coverage.data) + (b * p.coverage.strides[0] + r * p.coverage.strides[1]) * es;
+      float* row = cov.data() + r * N;
+      isa().to_f32(src, p.coverage.dtype, N, row);
+      if (!isa().all_finite(row, N))
+        return Status(Code::kRange, "expected finite coverage but row " + std::to_string(r) + " of batch " +
+                                        std::to_string(b) + " holds NaN or Inf");
+    }
+    std::vector<uint8_t> blocked(static_cast<size_t>(N), 0);
+    int64_t available = N;
+    if (p.exclude.data) {
+      const uint8_t* e = p.exclude.ptr<uint8_t>() + b * N;
+      for (int64_t j = 0; j < N; ++j)
+        if (e[j]) {
+          blocked[j] = 1;
+          --available;
+        }
+    }
+    if (available < k)
+      return Status(Code::kRange, "expected at least k = " + std::to_string(k) + " columns that are not excluded in batch " +
+                                      std::to_string(b) + " but it has " + std::to_string(available));
+    // Lazy greedy, exact: a column's gain Σ_r max(0, C[r, j] − best[r]) never
+    // grows as `best` grows, and with the same order of additions neither does
+    // its float value (rounding is monotone), so a stale gain is an upper
+    // bound. A max-heap on (gain, then lower index) whose top is fresh is the
+    // argmax with the reference's tie rule; only stale tops are recomputed.
+    std::vector<float> covt(static_cast<size_t>(R * N));  // [N, R]: one column per row, contiguous
+    for (int64_t r = 0; r < R; ++r)
+      for (int64_t j = 0; j < N; ++j) covt[j * R + r] = cov[r * N + j];
+    std::vector<float> best(static_cast<size_t>(R), 0.0f);
+    auto column_gain = [&](int64_t j) {
+      const float* c = covt.data() + j * R;
+      float g = 0.0f;
+      for (int64_t r = 0; r < R; ++r) g += std::max(0.0f, c[r] - best[r]);
+      return g;
+    };
+    struct Entry {
+      float gain;
+      int32_t j;
+      int32_t step;  // the step whose `best` the gain was computed against
+    };
+    auto below = [](const Entry& a, const Entry& b) { return a.gain < b.gain || (a.gain == b.gain && a.j > b.j); };
+    std::vector<float> first(static_cast<size_t>(N));
+    const int64_t chunk = 64, chunks = (N + chunk - 1) / chunk;
+    auto initial = [&](int64_t c) {
+      for (int64_t j = c * chunk; j < std::min(N, (c + 1) * chunk); ++j) first[j] = column_gain(j);
+    };
+    if (parallel && chunks > 1)
+      parallel_for(chunks, initial);
+    else
+      for (int64_t c = 0; c < chunks; ++c) initial(c);
+    std::vector<Entry> heap;
+    heap.reserve(static_cast<size_t>(N));
+    for (int64_t j = 0; j < N; ++j)
+      if (!blocked[j]) heap.push_back({first[j], static_cast<int32_t>(j), 0});
+    std::make_heap(heap.begin(), heap.end(), below);
+    int32_t* order = p.order.ptr<int32_t>() + b * k;
+    float* gains = p.gains.data ? p.gains.ptr<float>() + b * k : nullptr;
+    for (int64_t t = 0; t < k; ++t) {
+      for (;;) {
+        std::pop_heap(heap.begin(), heap.end(), below);
+        Entry& top = heap.back();
+        if (top.step == t) break;
+        top.gain = column_gain(top.j);
+        top.step = static_cast<int32_t>(t);
+        std::push_heap(heap.begin(), heap.end(), below);
+      }
+      const Entry pick = heap.back();
+      heap.pop_back();
+      order[t] = pick.j;
+      if (gains) gains[t] = pick.gain;
+      const float* c = covt.data() + static_cast<int64_t>(pick.j) * R;
+      for (int64_t r = 0; r < R; ++r) best[r] = std::max(best[r], c[r]);
+    }
+    if (p.sorted.data) {
+      int32_t* sorted = p.sorted.ptr<int32_t>() + b * k;
+      std::copy(order, order + k, sorted);
+      std::sort(sorted, sorted + k);
+    }
+    return Status::Ok();
+  });
+}
+
+Status mmtok_coverage(const MmtokCoverageParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.vision.on_host()) return Status(Code::kDevice, "cpu::mmtok_coverage needs host tensors");
+  const int64_t B = p.vision.shape[0], n = p.vision.shape[1], m = p.text.shape[1], D = p.vision.shape[2];
+  const TensorView& aux = p.vision_aux.data ? p.vision_aux : p.vision;
+  const int64_t Da = aux.shape[2];
+  float* out = p.out.ptr<float>();
+  for (int64_t b = 0; b < B; ++b) {
+    // L2-normalised rows, max(norm, 1e-8) as the reference's F.normalize.
+    auto normalised = [&](const TensorView& t, int64_t rows, int64_t width, std::vector<float>& dst, const char* name) -> Status {
+      dst.resize(static_cast<size_t>(rows * width));
+      for (int64_t r = 0; r < rows; ++r) {
+        float* row = dst.data() + r * width;
+        load_row(t, b, r, row);
+        if (!isa().all_finite(row, width))
+          return Status(Code::kRange, std::string("expected finite ") + name + " but row " + std::to_string(r) +
+                                          " of batch " + std::to_string(b) + " holds NaN or Inf");
+        double ss = 0;
+        for (int64_t c = 0; c < width; ++c) ss += static_cast<double>(row[c]) * row[c];
+        const float inv = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-8));
+        for (int64_t c = 0; c < width; ++c) row[c] *= inv;
+      }
+      return Status::Ok();
+    };
+    std::vector<float> z, v, a;
+    TS_RETURN_IF_ERROR(normalised(p.text, m, D, z, "text"));
+    TS_RETURN_IF_ERROR(normalised(p.vision, n, D, v, "vision"));
+    if (p.vision_aux.data) TS_RETURN_IF_ERROR(normalised(aux, n, Da, a, "visionAux"));
+    const std::vector<float>& av = p.vision_aux.data ? a : v;
+    float* ob = out + b * (m + n) * n;  // [m + n, n]
+    // Logits by blocked GEMM straight into the output rows (the vision–vision
+    // block symmetric), then an in-place softmax per row.
+    gemm_nt(z.data(), m, v.data(), n, D, ob, n, /*upper=*/false, true);
+    gemm_nt(av.data(), n, av.data(), n, Da, ob + m * n, n, /*upper=*/true, true);
+    parallel_for(m + n, [&](int64_t r) {
+      float* row = ob + r * n;
+      const bool text = r < m;
+      const float inv_tau = static_cast<float>(1.0 / (text ? p.tau_tv : p.tau_vv));
+      for (int64_t j = 0; j < n; ++j) row[j] *= inv_tau;
+      const float sum = isa().exp_shift_sum(row, n, isa().max(row, n));
+      const float scale = static_cast<float>((text ? 1.0 / static_cast<double>(m) : p.alpha / static_cast<double>(n)) / sum);
+      for (int64_t j = 0; j < n; ++j) row[j] *= scale;
+    });
+  }
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace tokensieve
