@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
 #include "cpu/validate.h"
@@ -184,9 +185,9 @@ void atomic_min(std::atomic<float>& m, float v) {
 }
 
 // Every distance of this family comes from one dot product, and every dot
-// product is one sequential FMA chain over the channels: qk_tile's
-// micro-kernel over rows packed as panels of 16 columns, whether it runs as
-// the matrix pass, the nearest-neighbour pass, one row per step
+// product is one sequential FMA chain over the channels: gemm_tile's
+// register tile over rows packed as panels of 16 (cpu/gemm.h), whether it
+// runs as the matrix pass, the nearest-neighbour pass, one row per step
 // (qk_row_panels) or the squared norms (panel_self_dots). The same pair thus
 // gets the same bits wherever it is computed: exact duplicates tie exactly
 // (and the lower index wins), the matrix is exactly symmetric (fma(a, b, c) ==
@@ -195,56 +196,104 @@ void atomic_min(std::atomic<float>& m, float v) {
 // Keep the whole distance matrix of a segment (steps then read one row each)
 // when it needs at most this many floats; otherwise recompute per step.
 constexpr int64_t kMaxMatrixFloats = int64_t{16} << 20;
-// Rows and columns of one GEMM task (a 16 KiB tile of results).
-constexpr int64_t kTile = 64;
 
-// Uninitialised f32 storage: pack_panels writes every element, padding
-// included, so no zero fill precedes it.
-using FloatBuffer = std::unique_ptr<float[]>;
+// Per-thread scratch for the packed rows and the distance matrix: both are
+// megabytes, and fresh pages per call cost more than filling them.
+thread_local Scratch tl_panels;
+thread_local Scratch tl_matrix;
+thread_local Scratch tl_aux_panels;
+// Hands scratch above Scratch::kKeepBytes back when the call ends.
+struct TrimScratch {
+  ~TrimScratch() {
+    tl_panels.trim();
+    tl_matrix.trim();
+    tl_aux_panels.trim();
+  }
+};
 
 struct Segment {
   int64_t n = 0;              // active (non-excluded) tokens
   int64_t C = 0;
   int64_t ld = 0;             // n padded to a multiple of kColTile
   std::vector<int32_t> ids;   // active token -> position in the segment (ascending)
-  std::vector<float> x;       // [ld, C] f32 (normalised for cosine), zero padding rows
-  FloatBuffer kt;             // [ld / 16][C][16]: the rows packed as panels of 16 columns
+  float* kt = nullptr;        // [ld / 16][C][16]: the rows (normalised for cosine) as panels, zero padding
   std::vector<float> sq;      // [ld] squared norms (l2): the chains' diagonal
   std::vector<float> raw_norm;// [n] L2 norm of the raw features (maxnorm seed)
 };
 
-inline int64_t round_up16(int64_t n) { return (n + kColTile - 1) / kColTile * kColTile; }
+// Row a of the segment, contiguous (C floats), from its panel.
+void segment_row(const Segment& s, int64_t a, float* dst) {
+  const float* src = s.kt + (a / kColTile) * s.C * kColTile + a % kColTile;
+  for (int64_t c = 0; c < s.C; ++c) dst[c] = src[c * kColTile];
+}
 
-// Rows [n, C] into panels [round_up16(n) / 16][C][16] (padding columns zero):
-// each panel is one contiguous run, where a plain xᵀ would touch a new page
-// per channel when C is in the thousands.
-void pack_panels(const float* x, int64_t n, int64_t C, FloatBuffer& kt, bool parallel) {
+// Packs rows row_of(0..n) of x[b] as f32 panels [round_up16(n)/16][C][16]
+// into `kt`, 16 rows per task: each row is converted and checked, the panel
+// transposed through registers, the f64 squared norms taken per row in
+// channel order (one chain per row, 16 in flight), and the panel scaled by
+// scale_of(ss) per row when scale_of is given (row[c] * scale, as a scalar
+// loop over the row would). norm[a] = float(sqrt(ss)) when norm is given;
+// raw (when given) receives the unscaled rows [n, C]. Returns the first row
+// (in order) that holds NaN or Inf, or -1.
+template <class RowOf, class ScaleOf>
+int64_t pack_rows(const TensorView& x, int64_t b, int64_t n, RowOf row_of, ScaleOf scale_of, bool scale, float* kt,
+                  float* norm, float* raw, bool parallel) {
+  const int64_t C = x.shape[2];
   const int64_t panels = round_up16(n) / kColTile;
-  kt.reset(new float[static_cast<size_t>(panels * kColTile * C)]);
+  std::vector<int64_t> bad(static_cast<size_t>(panels), -1);
   auto run = [&](int64_t p) {
-    // Channel-major: the panel is written in order while its 16 rows are read
-    // as 16 sequential streams (row-major writes would scatter at 64-byte strides).
-    float* dst = kt.get() + p * C * kColTile;
-    const int64_t rows = std::min(n, (p + 1) * kColTile) - p * kColTile;
-    const float* src = x + p * kColTile * C;
-    for (int64_t c = 0; c < C; ++c)
-      for (int64_t j = 0; j < kColTile; ++j) dst[c * kColTile + j] = j < rows ? src[j * C + c] : 0.0f;
+    thread_local std::vector<float> stage;
+    if (stage.size() < static_cast<size_t>(kColTile * C)) stage.resize(static_cast<size_t>(kColTile * C));
+    const int64_t a0 = p * kColTile;
+    const int rows = static_cast<int>(std::min<int64_t>(kColTile, n - a0));
+    for (int j = 0; j < rows; ++j) {
+      float* row = stage.data() + j * C;
+      load_row(x, b, row_of(a0 + j), row);
+      if (!isa().all_finite(row, C)) {
+        bad[static_cast<size_t>(p)] = a0 + j;
+        return;
+      }
+      if (raw != nullptr) std::memcpy(raw + (a0 + j) * C, row, static_cast<size_t>(C) * sizeof(float));
+    }
+    float* panel = kt + p * C * kColTile;
+    isa().pack_panel(stage.data(), C, rows, C, panel);
+    if (norm == nullptr && !scale) return;
+    double ss[kColTile];
+    isa().panel_sq_norms(panel, C, ss);
+    float factor[kColTile] = {};
+    for (int j = 0; j < rows; ++j) {
+      if (norm != nullptr) norm[a0 + j] = static_cast<float>(std::sqrt(ss[j]));
+      if (scale) factor[j] = scale_of(ss[j]);
+    }
+    if (scale) isa().panel_scale(panel, C, factor);
   };
   if (parallel && panels > 1)
     parallel_for(panels, run);
   else
     for (int64_t p = 0; p < panels; ++p) run(p);
+  for (int64_t v : bad)
+    if (v >= 0) return v;
+  return -1;
 }
 
-// Packs the segment's rows and, for l2, their squared norms.
-void prepare(Segment& s, DistanceMetric metric, bool parallel) {
+// Loads the segment's active rows into panels (normalised for cosine) and,
+// for l2, their squared norms. Returns the first bad active row or -1.
+int64_t load_segment(Segment& s, const TensorView& x, int64_t b, int64_t base, DistanceMetric metric, float* raw,
+                     bool parallel) {
   s.ld = round_up16(s.n);
-  pack_panels(s.x.data(), s.n, s.C, s.kt, parallel);
+  s.kt = tl_panels.get(s.ld * s.C);
+  s.raw_norm.resize(static_cast<size_t>(s.n));
+  const int64_t bad = pack_rows(
+      x, b, s.n, [&](int64_t a) { return base + s.ids[static_cast<size_t>(a)]; },
+      [](double ss) { return ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f; },
+      metric == DistanceMetric::kCosine, s.kt, s.raw_norm.data(), raw, parallel);
+  if (bad >= 0) return bad;
   if (metric == DistanceMetric::kL2) {
     s.sq.assign(static_cast<size_t>(s.ld), 0.0f);
     for (int64_t p = 0; p < s.ld / kColTile; ++p)
-      isa().panel_self_dots(s.kt.get() + p * s.C * kColTile, s.C, s.sq.data() + p * kColTile);
+      isa().panel_self_dots(s.kt + p * s.C * kColTile, s.C, s.sq.data() + p * kColTile);
   }
+  return -1;
 }
 
 // Distance from the dot product (cosine: rows are unit or zero).
@@ -259,11 +308,12 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
   const int64_t per_task = std::max<int64_t>(4, (int64_t{1} << 16) / std::max<int64_t>(1, s.C * kColTile) / 4 * 4);
   const int64_t tasks = (panels + per_task - 1) / per_task;
   const bool l2 = metric == DistanceMetric::kL2;
+  std::vector<float> row(static_cast<size_t>(s.C));
+  segment_row(s, i, row.data());
   auto run = [&](int64_t t) {
     const int64_t p0 = t * per_task, p1 = std::min(panels, p0 + per_task);
     std::vector<float> dots(static_cast<size_t>((p1 - p0) * kColTile));
-    isa().qk_row_panels(s.x.data() + i * s.C, s.C, s.kt.get() + p0 * s.C * kColTile, s.C * kColTile, p1 - p0,
-                        dots.data());
+    isa().qk_row_panels(row.data(), s.C, s.kt + p0 * s.C * kColTile, s.C * kColTile, p1 - p0, dots.data());
     for (int64_t j = p0 * kColTile; j < std::min(s.n, p1 * kColTile); ++j)
       dist[j] = to_distance(metric, dots[j - p0 * kColTile], l2 ? s.sq[i] : 0.f, l2 ? s.sq[j] : 0.f);
   };
@@ -273,50 +323,20 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
     for (int64_t t = 0; t < tasks; ++t) run(t);
 }
 
-// Tiles of a·bᵀ for rows a [ma, C] and b packed as panels `kt` (nb columns):
-// fn(i0, i1, j0, j1, buf) receives buf[(i − i0)·kTile + (j − j0)] = a_i · b_j
-// for one kTile × kTile block, 4 rows × 16 columns per qk_tile call. With
-// `upper` (a == b) only blocks on or above the diagonal are computed.
-template <class Fn>
-void for_each_tile(const float* a, int64_t ma, const float* kt, int64_t nb, int64_t C, bool upper, bool parallel,
-                   Fn&& fn) {
-  const int64_t rb = (ma + kTile - 1) / kTile, cb = (nb + kTile - 1) / kTile;
-  std::vector<std::pair<int32_t, int32_t>> pairs;
-  for (int64_t I = 0; I < rb; ++I)
-    for (int64_t J = upper ? I : 0; J < cb; ++J) pairs.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
-  auto run = [&](int64_t t) {
-    const int64_t i0 = pairs[t].first * kTile, j0 = pairs[t].second * kTile;
-    const int64_t i1 = std::min(ma, i0 + kTile), j1 = std::min(nb, j0 + kTile);
-    float buf[kTile * kTile];
-    for (int64_t c0 = j0; c0 < j1; c0 += kColTile)
-      for (int64_t r0 = i0; r0 < i1; r0 += kRowTile)
-        isa().qk_tile(a + r0 * C, static_cast<int>(std::min<int64_t>(kRowTile, i1 - r0)), C,
-                      kt + (c0 / kColTile) * C * kColTile, kColTile, kColTile, buf + (r0 - i0) * kTile + (c0 - j0),
-                      kTile);
-    fn(i0, i1, j0, j1, static_cast<const float*>(buf));
-  };
-  const int64_t tasks = static_cast<int64_t>(pairs.size());
-  if (parallel)
-    parallel_for(tasks, run);
-  else
-    for (int64_t t = 0; t < tasks; ++t) run(t);
-}
-
-// out[i * ldo + j] = a_i · b_j for i < ma, j < nb (rows of C floats). With
-// `upper` (a == b), only j >= i is computed and mirrored.
-void gemm_nt(const float* a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
+// out[i * ldo + j] = a_i · b_j for rows a (row-major [ma, C] or panels) and
+// columns b packed as panels (nb columns). With `upper` (a == b), only j >= i
+// is computed and mirrored.
+void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
              bool parallel) {
-  FloatBuffer kt;
-  pack_panels(b, nb, C, kt, parallel);
-  for_each_tile(a, ma, kt.get(), nb, C, upper, parallel,
-                [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
-                  for (int64_t i = i0; i < i1; ++i)
-                    for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
-                      const float v = buf[(i - i0) * kTile + (j - j0)];
-                      out[i * ldo + j] = v;
-                      if (upper) out[j * ldo + i] = v;
-                    }
-                });
+  gemm_tiles(a, ma, b, nb, C, upper, parallel,
+             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               for (int64_t i = i0; i < i1; ++i)
+                 for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
+                   const float v = tile[(i - i0) * kGemmTile + (j - j0)];
+                   out[i * ldo + j] = v;
+                   if (upper) out[j * ldo + i] = v;
+                 }
+             });
 }
 
 // The full distance matrix (diagonal 0) over the upper triangle, mirrored,
@@ -324,17 +344,17 @@ void gemm_nt(const float* a, int64_t ma, const float* b, int64_t nb, int64_t C, 
 void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {
   const int64_t n = s.n;
   const bool l2 = metric == DistanceMetric::kL2;
-  for_each_tile(s.x.data(), n, s.kt.get(), n, s.C, /*upper=*/true, parallel,
-                [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
-                  for (int64_t i = i0; i < i1; ++i)
-                    for (int64_t j = std::max(j0, i); j < j1; ++j) {
-                      const float d = j == i ? 0.0f
-                                             : to_distance(metric, buf[(i - i0) * kTile + (j - j0)],
-                                                           l2 ? s.sq[i] : 0.f, l2 ? s.sq[j] : 0.f);
-                      matrix[i * n + j] = d;
-                      matrix[j * n + i] = d;
-                    }
-                });
+  gemm_tiles(GemmA{s.kt, 0, true}, n, s.kt, n, s.C, /*upper=*/true, parallel,
+             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               for (int64_t i = i0; i < i1; ++i)
+                 for (int64_t j = std::max(j0, i); j < j1; ++j) {
+                   const float d = j == i ? 0.0f
+                                          : to_distance(metric, tile[(i - i0) * kGemmTile + (j - j0)],
+                                                        l2 ? s.sq[i] : 0.f, l2 ? s.sq[j] : 0.f);
+                   matrix[i * n + j] = d;
+                   matrix[j * n + i] = d;
+                 }
+             });
   auto finish = [&](int64_t i) {
     const float* row = matrix + i * n;
     float m = kInf;
@@ -357,27 +377,28 @@ void nearest_neighbours(const Segment& s, DistanceMetric metric, float* nn, floa
   const bool l2 = metric == DistanceMetric::kL2;
   std::vector<std::atomic<float>> best(static_cast<size_t>(n));
   for (auto& b : best) b.store(kInf, std::memory_order_relaxed);
-  for_each_tile(s.x.data(), n, s.kt.get(), n, s.C, /*upper=*/true, parallel,
-                [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* buf) {
-                  float colmin[kTile];
-                  std::fill(colmin, colmin + kTile, kInf);
-                  for (int64_t i = i0; i < i1; ++i) {
-                    float rowmin = kInf;
-                    for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
-                      const float d = to_distance(metric, buf[(i - i0) * kTile + (j - j0)], l2 ? s.sq[i] : 0.f,
-                                                  l2 ? s.sq[j] : 0.f);
-                      rowmin = std::min(rowmin, d);
-                      colmin[j - j0] = std::min(colmin[j - j0], d);
-                    }
-                    atomic_min(best[i], rowmin);
-                  }
-                  for (int64_t j = j0; j < j1; ++j) atomic_min(best[j], colmin[j - j0]);
-                });
+  gemm_tiles(GemmA{s.kt, 0, true}, n, s.kt, n, s.C, /*upper=*/true, parallel,
+             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               float colmin[kGemmTile];
+               std::fill(colmin, colmin + kGemmTile, kInf);
+               for (int64_t i = i0; i < i1; ++i) {
+                 float rowmin = kInf;
+                 for (int64_t j = std::max(j0, i + 1); j < j1; ++j) {
+                   const float d = to_distance(metric, tile[(i - i0) * kGemmTile + (j - j0)], l2 ? s.sq[i] : 0.f,
+                                               l2 ? s.sq[j] : 0.f);
+                   rowmin = std::min(rowmin, d);
+                   colmin[j - j0] = std::min(colmin[j - j0], d);
+                 }
+                 atomic_min(best[i], rowmin);
+               }
+               for (int64_t j = j0; j < j1; ++j) atomic_min(best[j], colmin[j - j0]);
+             });
   for (int64_t i = 0; i < n; ++i) nn[i] = best[i].load(std::memory_order_relaxed);
 }
 
 // One segment: returns a Status only for data errors (NaN, too few tokens).
 Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool parallel) {
+  TrimScratch trim;
   const int64_t N = p.x.shape[1], C = p.x.shape[2], S = N / p.segments, base = seg * S, k = p.k;
   const uint8_t* excl = p.exclude.data ? p.exclude.ptr<uint8_t>() + b * N + base : nullptr;
   Segment s;
@@ -389,32 +410,19 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
     return Status(Code::kRange, "expected at least k = " + std::to_string(k) + " tokens that are not excluded in segment " +
                                     std::to_string(seg) + " of batch " + std::to_string(b) + " but it has " +
                                     std::to_string(s.n));
-  s.x.assign(static_cast<size_t>(round_up16(s.n) * C), 0.0f);
-  s.raw_norm.resize(static_cast<size_t>(s.n));
-  for (int64_t a = 0; a < s.n; ++a) {
-    float* row = s.x.data() + a * C;
-    load_row(p.x, b, base + s.ids[a], row);
-    if (!isa().all_finite(row, C))
-      return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
-                                      std::to_string(base + s.ids[a]) + "] holds NaN or Inf");
-    double ss = 0;
-    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
-    s.raw_norm[a] = static_cast<float>(std::sqrt(ss));
-    if (p.metric == DistanceMetric::kCosine) {
-      const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
-      for (int64_t c = 0; c < C; ++c) row[c] *= inv;
-    }
-  }
-  prepare(s, p.metric, parallel);
+  const int64_t bad = load_segment(s, p.x, b, base, p.metric, nullptr, parallel);
+  if (bad >= 0)
+    return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
+                                    std::to_string(base + s.ids[static_cast<size_t>(bad)]) + "] holds NaN or Inf");
   std::vector<float> mind(static_cast<size_t>(s.n));  // [n] distance to the nearest pick
-  std::vector<float> matrix;                          // [n, n] when kept
+  float* matrix = nullptr;                            // [n, n] when kept (thread scratch)
   std::vector<uint8_t> picked(static_cast<size_t>(s.n), 0);
   int64_t seed = 0;
   float seed_value = kInf;
   if (p.seed == CenterSeed::kIsolated) {
     std::vector<float> nn(static_cast<size_t>(s.n));
-    if (s.n * s.n <= kMaxMatrixFloats) matrix.resize(static_cast<size_t>(s.n * s.n));
-    nearest_neighbours(s, p.metric, nn.data(), matrix.empty() ? nullptr : matrix.data(), parallel);
+    if (s.n * s.n <= kMaxMatrixFloats) matrix = tl_matrix.get(s.n * s.n);
+    nearest_neighbours(s, p.metric, nn.data(), matrix, parallel);
     for (int64_t a = 1; a < s.n; ++a)
       if (nn[a] > nn[seed]) seed = a;
     seed_value = nn[seed];
@@ -430,14 +438,14 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
   const int64_t K = p.segments * k;
   int32_t* order = p.order.ptr<int32_t>() + b * K + seg * k;
   float* dist_out = p.distances.data ? p.distances.ptr<float>() + b * K + seg * k : nullptr;
-  std::vector<float> step_dist(matrix.empty() && k > 1 ? static_cast<size_t>(s.n) : 0);  // one step's distances
+  std::vector<float> step_dist(matrix == nullptr && k > 1 ? static_cast<size_t>(s.n) : 0);  // one step's distances
   auto pick = [&](int64_t t, int64_t a, float value) {
     picked[a] = 1;
     order[t] = static_cast<int32_t>(base + s.ids[a]);
     if (dist_out) dist_out[t] = value;
     if (t + 1 == k) return;
-    if (!matrix.empty()) {
-      const float* row = matrix.data() + a * s.n;
+    if (matrix != nullptr) {
+      const float* row = matrix + a * s.n;
       if (t == 0) std::copy(row, row + s.n, mind.begin());
       else
         for (int64_t j = 0; j < s.n; ++j) mind[j] = std::min(mind[j], row[j]);
@@ -494,31 +502,18 @@ Status k_center(const KCenterParams& p) {
 namespace {
 
 Status k_medoids_segment(const KMedoidsParams& p, int64_t b, int64_t seg, bool parallel) {
+  TrimScratch trim;
   const int64_t N = p.x.shape[1], C = p.x.shape[2], S = N / p.segments, base = seg * S, k = p.k;
   Segment s;
   s.C = C;
   s.n = S;
   s.ids.resize(static_cast<size_t>(S));
-  s.x.assign(static_cast<size_t>(round_up16(S) * C), 0.0f);
-  s.raw_norm.resize(static_cast<size_t>(S));
   std::vector<float> raw(static_cast<size_t>(S * C));  // [S, C] for the movement measure
-  for (int64_t a = 0; a < S; ++a) {
-    s.ids[a] = static_cast<int32_t>(a);
-    float* row = s.x.data() + a * C;
-    load_row(p.x, b, base + a, row);
-    if (!isa().all_finite(row, C))
-      return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
-                                      std::to_string(base + a) + "] holds NaN or Inf");
-    std::copy(row, row + C, raw.begin() + a * C);
-    double ss = 0;
-    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
-    s.raw_norm[a] = static_cast<float>(std::sqrt(ss));
-    if (p.metric == DistanceMetric::kCosine) {
-      const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
-      for (int64_t c = 0; c < C; ++c) row[c] *= inv;
-    }
-  }
-  prepare(s, p.metric, parallel);
+  for (int64_t a = 0; a < S; ++a) s.ids[a] = static_cast<int32_t>(a);
+  const int64_t bad = load_segment(s, p.x, b, base, p.metric, raw.data(), parallel);
+  if (bad >= 0)
+    return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
+                                    std::to_string(base + bad) + "] holds NaN or Inf");
   std::vector<float> D(static_cast<size_t>(S * S));  // [S, S]
   std::vector<float> nn(static_cast<size_t>(S));
   nearest_neighbours(s, p.metric, nn.data(), D.data(), parallel);
@@ -799,33 +794,30 @@ Status mmtok_coverage(const MmtokCoverageParams& p) {
   const TensorView& aux = p.vision_aux.data ? p.vision_aux : p.vision;
   const int64_t Da = aux.shape[2];
   float* out = p.out.ptr<float>();
+  TrimScratch trim;
   for (int64_t b = 0; b < B; ++b) {
-    // L2-normalised rows, max(norm, 1e-8) as the reference's F.normalize.
-    auto normalised = [&](const TensorView& t, int64_t rows, int64_t width, std::vector<float>& dst, const char* name) -> Status {
-      dst.resize(static_cast<size_t>(rows * width));
-      for (int64_t r = 0; r < rows; ++r) {
-        float* row = dst.data() + r * width;
-        load_row(t, b, r, row);
-        if (!isa().all_finite(row, width))
-          return Status(Code::kRange, std::string("expected finite ") + name + " but row " + std::to_string(r) +
-                                          " of batch " + std::to_string(b) + " holds NaN or Inf");
-        double ss = 0;
-        for (int64_t c = 0; c < width; ++c) ss += static_cast<double>(row[c]) * row[c];
-        const float inv = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-8));
-        for (int64_t c = 0; c < width; ++c) row[c] *= inv;
-      }
-      return Status::Ok();
+    // L2-normalised rows, max(norm, 1e-8) as the reference's F.normalize,
+    // packed as panels for the tiles.
+    auto normalised = [&](const TensorView& t, int64_t rows, float* dst, const char* name) -> Status {
+      const int64_t bad = pack_rows(
+          t, b, rows, [](int64_t r) { return r; },
+          [](double ss) { return static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-8)); }, true, dst, nullptr,
+          nullptr, true);
+      if (bad < 0) return Status::Ok();
+      return Status(Code::kRange, std::string("expected finite ") + name + " but row " + std::to_string(bad) +
+                                      " of batch " + std::to_string(b) + " holds NaN or Inf");
     };
-    std::vector<float> z, v, a;
-    TS_RETURN_IF_ERROR(normalised(p.text, m, D, z, "text"));
-    TS_RETURN_IF_ERROR(normalised(p.vision, n, D, v, "vision"));
-    if (p.vision_aux.data) TS_RETURN_IF_ERROR(normalised(aux, n, Da, a, "visionAux"));
-    const std::vector<float>& av = p.vision_aux.data ? a : v;
+    std::vector<float> z(static_cast<size_t>(round_up16(m) * D));
+    float* v = tl_panels.get(round_up16(n) * D);
+    float* a = p.vision_aux.data ? tl_aux_panels.get(round_up16(n) * Da) : v;
+    TS_RETURN_IF_ERROR(normalised(p.text, m, z.data(), "text"));
+    TS_RETURN_IF_ERROR(normalised(p.vision, n, v, "vision"));
+    if (p.vision_aux.data) TS_RETURN_IF_ERROR(normalised(aux, n, a, "visionAux"));
     float* ob = out + b * (m + n) * n;  // [m + n, n]
     // Logits by blocked GEMM straight into the output rows (the vision–vision
     // block symmetric), then an in-place softmax per row.
-    gemm_nt(z.data(), m, v.data(), n, D, ob, n, /*upper=*/false, true);
-    gemm_nt(av.data(), n, av.data(), n, Da, ob + m * n, n, /*upper=*/true, true);
+    gemm_nt(GemmA{z.data(), 0, true}, m, v, n, D, ob, n, /*upper=*/false, true);
+    gemm_nt(GemmA{a, 0, true}, n, a, n, Da, ob + m * n, n, /*upper=*/true, true);
     parallel_for(m + n, [&](int64_t r) {
       float* row = ob + r * n;
       const bool text = r < m;

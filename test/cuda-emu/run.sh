@@ -58,7 +58,6 @@ for f in validate attention select quantize merge diversity thread_pool isa_disp
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
-compile g++ $CPU -mavx2 -mfma -c cpu/merge_avx2.cc -o "$out/obj/cpu_merge_avx2.o"
 for p in "${pids[@]}"; do wait "$p"; done
 
 cuda_objs="$out/obj/attention.o $out/obj/select.o $out/obj/quantize.o"
