@@ -114,7 +114,7 @@ export function renamed(e: unknown, caller: string): unknown {
   if (!isTokenSieveError(e)) return e;
   const old = e.message;
   if (old.startsWith(`${caller}: `) || old.startsWith(`${caller} `)) return e;
-  let msg = old.replace(new RegExp(`(?: for| of) ${caller.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?![\\w.])`), '');
+  let msg = old.replace(new RegExp(`(?: for| of) ${caller.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?= but|[,.:;)]|$)`), '');
   msg = `${caller}: ${msg}`;
   e.message = msg;
   if (typeof e.stack === 'string' && e.stack.includes(old)) e.stack = e.stack.replace(old, () => msg);

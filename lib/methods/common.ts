@@ -5,7 +5,7 @@
  * two can never drift apart.
  */
 import { Device } from '../device';
-import { asCaller, invalid, makeError, renamed } from '../errors';
+import { asCaller, callerName, invalid, makeError, renamed } from '../errors';
 import { attentionScores, attentionScoresSync, AttentionScoresOptions, reduceAttention, reduceAttentionSync, ReductionOptions } from '../kernels/attention';
 import { topk, topkSync, TopkOptions, TopkResult } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -57,7 +57,8 @@ export type MethodGen<R> = Generator<Step, R, unknown>;
  * user called: the kernels it runs name it in their errors, and every coded
  * error it throws reads `caller: ...`.
  */
-export function drive<R>(gen: MethodGen<R>, caller: string): R {
+export function drive<R>(gen: MethodGen<R>, name: string): R {
+  const caller = callerName(name); // a method run by another public function (stc) reports that one
   try {
     let r = asCaller(caller, () => gen.next());
     while (!r.done) {
@@ -78,7 +79,8 @@ export function drive<R>(gen: MethodGen<R>, caller: string): R {
 }
 
 /** Runs a method's steps off the event loop (the Promise API); errors as {@link drive}. */
-export async function driveAsync<R>(gen: MethodGen<R>, caller: string): Promise<R> {
+export async function driveAsync<R>(gen: MethodGen<R>, name: string): Promise<R> {
+  const caller = callerName(name);
   try {
     let r = asCaller(caller, () => gen.next());
     while (!r.done) {

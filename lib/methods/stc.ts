@@ -31,7 +31,7 @@
  * other orders), so the indices equal a host run's wherever no two scores of
  * a frame are that close at the cut.
  */
-import { invalid, makeError } from '../errors';
+import { asCaller, invalid, makeError, renamed } from '../errors';
 import { checkOptions, oneOf } from '../kernels/common';
 import { StcMemory, stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/stc';
 import { topk, topkSync, TopkResult } from '../kernels/select';
@@ -174,16 +174,22 @@ export class StreamPruner {
  */
 export async function stc(chunks: readonly TensorLike[], opts?: StreamPrunerOptions): Promise<StreamPruneResult[]> {
   if (!Array.isArray(chunks)) throw invalid('ERR_ARG', 'stc chunks', 'an array of [F, T, C] tensors', chunks);
-  const p = new StreamPruner(opts);
+  const p = asCaller('stc', () => new StreamPruner(opts));
   const out: StreamPruneResult[] = [];
-  for (const c of chunks) out.push(await p.push(c));
+  try {
+    for (const c of chunks) out.push(await asCaller('stc', () => p.push(c)));
+  } catch (e) {
+    throw renamed(e, 'stc');
+  }
   return out;
 }
 
 export function stcSync(chunks: readonly TensorLike[], opts?: StreamPrunerOptions): StreamPruneResult[] {
   if (!Array.isArray(chunks)) throw invalid('ERR_ARG', 'stcSync chunks', 'an array of [F, T, C] tensors', chunks);
-  const p = new StreamPruner(opts);
-  const out: StreamPruneResult[] = [];
-  for (const c of chunks) out.push(p.pushSync(c)); // not map: it skips the holes of a sparse array
-  return out;
+  return asCaller('stcSync', () => {
+    const p = new StreamPruner(opts);
+    const out: StreamPruneResult[] = [];
+    for (const c of chunks) out.push(p.pushSync(c)); // not map: it skips the holes of a sparse array
+    return out;
+  });
 }
