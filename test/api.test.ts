@@ -111,6 +111,7 @@ describe('a method names itself in its errors, not the kernels it runs', () => {
     expect(r!.code).toBe(e.code);
     expect(r!.message.startsWith(`${name}: `)).toBe(true);
     expect(r!.message).not.toMatch(INTERNAL);
+    expect(r!.stack).toContain('api.test'); // the rejection's stack runs through the caller's code
   });
 
   test('the same input through the kernel names the kernel', () => {

@@ -5,7 +5,7 @@
  * two can never drift apart.
  */
 import { Device } from '../device';
-import { asCaller, callerName, invalid, makeError, renamed } from '../errors';
+import { asCaller, callerName, invalid, isTokenSieveError, makeError, renamed } from '../errors';
 import { attentionScores, attentionScoresSync, AttentionScoresOptions, reduceAttention, reduceAttentionSync, ReductionOptions } from '../kernels/attention';
 import { topk, topkSync, TopkOptions, TopkResult } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -81,6 +81,8 @@ export function drive<R>(gen: MethodGen<R>, name: string): R {
 /** Runs a method's steps off the event loop (the Promise API); errors as {@link drive}. */
 export async function driveAsync<R>(gen: MethodGen<R>, name: string): Promise<R> {
   const caller = callerName(name);
+  const site: { stack?: string } = {};
+  Error.captureStackTrace(site, driveAsync); // the method's caller: rejections point there, not at a step inside
   try {
     let r = asCaller(caller, () => gen.next());
     while (!r.done) {
@@ -96,7 +98,11 @@ export async function driveAsync<R>(gen: MethodGen<R>, name: string): Promise<R>
     }
     return r.value;
   } catch (e) {
-    throw renamed(e, caller);
+    const err = renamed(e, caller);
+    if (isTokenSieveError(err) && site.stack) {
+      err.stack = `${err.name} [${err.code}]: ${err.message}\n${site.stack.split('\n').slice(1).join('\n')}`;
+    }
+    throw err;
   }
 }
 
