@@ -165,6 +165,7 @@ export class Tensor {
     this._data = init.data;
     this._buffer = init.buffer;
     this._ptr = init.ptr;
+    hideFields(this, ['_data', '_buffer', '_ptr', '_disposed']);
   }
 
   /**
@@ -443,6 +444,15 @@ export const MAX_HOST_ELEMENTS = 2 ** 32 - 1;
 export const MAX_DEVICE_BYTES = 2 ** 47;
 export function maxHostOutputBytes(): number {
   return Math.floor(os.totalmem() / 2);
+}
+
+/**
+ * @internal Makes private fields non-enumerable, so they stay out of
+ * console.log, Object.keys and JSON.stringify (as `#private` fields did; those
+ * cannot be used: they break consumers' typings below ES2015 targets).
+ */
+export function hideFields(obj: object, names: readonly string[]): void {
+  for (const n of names) Object.defineProperty(obj, n, { enumerable: false });
 }
 
 /**

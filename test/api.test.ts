@@ -275,3 +275,31 @@ describe('the NaN check covers exactly the rows a kernel reads', () => {
     expect(Number.isNaN(gatherSync(host([1, 6, 4], [4]), { data: Int32Array.of(1), shape: [1, 1] }).toArray()[0])).toBe(true);
   });
 });
+
+describe('no #private, yet private state stays out of sight', () => {
+  test('Tensor, ToMe and StreamPruner enumerate only their public fields', () => {
+    const t = Tensor.from({ data: new Float32Array(3), shape: [3] });
+    expect(Object.keys(t)).toEqual(['dtype', 'shape', 'strides', 'offset', 'device', 'stream']);
+    expect(JSON.parse(JSON.stringify(t))).toEqual({ dtype: 'f32', shape: [3], strides: [1], offset: 0, device: 'cpu' });
+    t.dispose();
+    expect(t.disposed).toBe(true);
+    expect(Object.keys(toMe({ layers: 2, r: 1 })).some((k) => k.startsWith('_'))).toBe(false);
+    expect(Object.keys(new StreamPruner()).some((k) => k.startsWith('_'))).toBe(false);
+  });
+});
+
+describe('info without a GPU', () => {
+  test('says plainly that the CPU kernels are used and nothing needs doing', () => {
+    const i = info();
+    if (i.cuda.available) {
+      expect(i.summary).toMatch(/CUDA/);
+      return;
+    }
+    expect(i.summary).toMatch(/^Using the CPU kernels \(\w+, \d+ threads\)\. CUDA is not available \(.+\); nothing needs doing/);
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    const { execFileSync } = require('child_process') as typeof import('child_process');
+    const out = execFileSync(process.execPath, [require.resolve('../bin/tokensieve.js'), 'info'], { encoding: 'utf8' });
+    expect(out).toMatch(/^Nothing needs doing: tokensieve runs every kernel and method on its CPU kernels/m);
+    expect(out).toMatch(/CUDA: +not available: /);
+  });
+});

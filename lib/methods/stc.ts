@@ -35,7 +35,7 @@ import { asCaller, invalid, makeError, renamed } from '../errors';
 import { checkOptions, oneOf } from '../kernels/common';
 import { StcMemory, stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/stc';
 import { topk, topkSync, TopkResult } from '../kernels/select';
-import { Tensor, TensorLike, toTensor } from '../tensor';
+import { hideFields, Tensor, TensorLike, toTensor } from '../tensor';
 import { call, drive, driveAsync, MethodGen } from './common';
 
 export interface StreamPrunerOptions {
@@ -70,6 +70,7 @@ export class StreamPruner {
     if (k < 1) throw makeError('ERR_RANGE', `Expected StreamPruner tokensPerFrame >= 1 but received ${k}`);
     this.tokensPerFrame = k;
     this.memory = oneOf('StreamPruner', 'memory', o.memory, ['authors', 'aligned'] as const, 'authors');
+    hideFields(this, ['_sum', '_channels', '_count']);
   }
 
   /** Chunks folded into the memory so far. */

@@ -12,7 +12,7 @@ import { describe, invalid, makeError } from '../errors';
 import { checkOptions, commonDevice, expectFloat, expectInnerContiguous, oneOf } from '../kernels/common';
 import { bipartiteSoftMatch, bipartiteSoftMatchSync, MatchPrecision, merge, MergePlan, MergeResult, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
 import { call, drive, driveAsync, MethodGen } from './common';
-import { Tensor, TensorLike, toTensor } from '../tensor';
+import { hideFields, Tensor, TensorLike, toTensor } from '../tensor';
 
 /** A per-layer reduction: constant r, ToMe's (r, inflection) ramp, or an explicit list (padded with 0). */
 export type ToMeSchedule = number | { r: number; inflection: number } | number[];
@@ -119,6 +119,7 @@ export class ToMe {
     this.propAttn = flag('propAttn', o.propAttn, true);
     this.traceSource = flag('traceSource', o.traceSource, false);
     this.precision = oneOf('toMe', 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
+    hideFields(this, ['_layer', '_sizes', '_source']);
   }
 
   /** The next block's index. */
