@@ -48,6 +48,8 @@ export class TokenSieveError extends Error {
   }
   /** True for every coded tokensieve error (TypeError and RangeError ones included). */
   static override [Symbol.hasInstance](v: unknown): boolean {
+    // A subclass (class MyError extends TokenSieveError) keeps the ordinary test.
+    if (this !== TokenSieveError) return Function.prototype[Symbol.hasInstance].call(this, v);
     return typeof v === 'object' && v !== null && (v as { [BRAND]?: unknown })[BRAND] === true;
   }
 }

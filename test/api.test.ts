@@ -182,11 +182,16 @@ describe('every coded error is a TokenSieveError', () => {
     expect(isTokenSieveError({ code: 'ERR_RANGE', message: 'forged' })).toBe(false);
     expect(isTokenSieveError(null)).toBe(false);
   });
-  test('TokenSieveError instances still are', () => {
+  test('TokenSieveError instances still are; a subclass keeps the ordinary test', () => {
     const e = new TokenSieveError('ERR_CUDA', 'x');
     expect(e).toBeInstanceOf(TokenSieveError);
     expect(e).toBeInstanceOf(Error);
     expect(isTokenSieveError(e)).toBe(true);
+    class Mine extends TokenSieveError {}
+    expect(new Mine('ERR_CUDA', 'y')).toBeInstanceOf(Mine);
+    expect(new Mine('ERR_CUDA', 'y')).toBeInstanceOf(TokenSieveError);
+    expect(e).not.toBeInstanceOf(Mine);
+    expect(caught(() => topkSync(host([1, 6]), 7))).not.toBeInstanceOf(Mine);
   });
 });
 
