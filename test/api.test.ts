@@ -115,8 +115,10 @@ describe('a method names itself in its errors, not the kernels it runs', () => {
   });
 
   test('the same input through the kernel names the kernel', () => {
-    expect(caught(() => attentionScoresSync(qBad, kBad)).message).toMatch(/attentionScoresSync/);
+    expect(caught(() => attentionScoresSync(qBad, kBad)).message).toMatch(/^attentionScoresSync: /);
     expect(caught(() => kCenterSync(nanFeatures, 2)).message).toMatch(/^kCenterSync: /);
+    expect(caught(() => topkSync(host([1, 6]), 7)).message).toMatch(/^topkSync: /);
+    expect(caught(() => gatherSync(host([1, 6, 4]), host([1, 2]))).message).toMatch(/^gatherSync: /);
   });
 
   test('a device transfer names Tensor.to', () => {

@@ -4,7 +4,7 @@
  */
 import { DType, DTYPE_SIZE, isFloatDType } from '../dtype';
 import { Device, deviceOf, requireCuda } from '../device';
-import { callerName, describe, fromNative, invalid, makeError, TokenSieveError } from '../errors';
+import { callerName, describe, fromNative, invalid, makeError, renamed, TokenSieveError } from '../errors';
 export { asCaller, callerName } from '../errors';
 import { allocate, Tensor, TensorLike, toTensor } from '../tensor';
 
@@ -208,7 +208,7 @@ function planned<R>(op: string, plan: (outs: CallOutputs) => OpPlan<R>, outs: Ca
     return plan(outs);
   } catch (e) {
     outs.release();
-    throw e;
+    throw renamed(e, op); // every message starts with the function called: "topkSync: Expected ..."
   }
 }
 
