@@ -116,7 +116,11 @@ export function loadFailureMessage(attempts: Attempt[], root: string): string {
   const installed = root.split(path.sep).includes('node_modules');
   const fixes: string[] = [];
   if (prebuilt.length === 0) {
-    fixes.push(`this package has no prebuilt binary for ${platform} (it ships prebuilds/ for linux-x64 only), so it must be built from source;`);
+    fixes.push(
+      platform === 'linux-x64'
+        ? 'this copy of the package has no prebuilt binary for linux-x64 (prebuilds/linux-x64/ is missing: it was packed without its prepack step), so it must be built from source;'
+        : `there is no prebuilt binary for ${platform} (tokensieve ships one for linux-x64 only), so it must be built from source;`,
+    );
   } else {
     fixes.push(`the prebuilt binary for ${platform} did not load (see above; it needs glibc >= 2.34 and libstdc++), so it must be built from source;`);
   }

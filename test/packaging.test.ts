@@ -91,7 +91,7 @@ describe('ERR_LOAD advice when the package has no loadable binary', () => {
     fs.mkdirSync(dir, { recursive: true });
     const m = loadFailureMessage(tried, dir);
     expect(m).toContain(tried[0].error);
-    expect(m).toMatch(new RegExp(`no prebuilt binary for ${process.platform}-${process.arch}`));
+    expect(m).toMatch(/no prebuilt binary for/);
     expect(m).toMatch(/npm rebuild tokensieve/);
     expect(m).toMatch(/--ignore-scripts/);
     expect(m).toMatch(/TOKENSIEVE_NATIVE/);
