@@ -248,3 +248,24 @@ describe('CLI', () => {
     expect(JSON.parse(info.stdout).version).toBeDefined();
   });
 });
+
+describe('CI: the README quick start, as pasted', () => {
+  test('.ci/readme-quickstart.js writes the first ts/js block under "## Quick start" unchanged', () => {
+    const dir = tmpDir('quickstart');
+    const block = "import { topk } from 'tokensieve';\nconst r = await topk({ data: Float32Array.of(1, 3, 2), shape: [3] }, 1);\nconsole.log(r.indices.toArray());\n";
+    fs.writeFileSync(
+      path.join(dir, 'README.md'),
+      `# x\n\n\`\`\`ts\nnot this\n\`\`\`\n\n## Quick start\n\n\`\`\`sh\nnpm install tokensieve\n\`\`\`\n\n\`\`\`ts\n${block}\`\`\`\n\n## Next\n\n\`\`\`ts\nnor this\n\`\`\`\n`,
+    );
+    const r = spawnSync(process.execPath, [path.join(root, '.ci', 'readme-quickstart.js'), path.join(dir, 'README.md'), dir], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+    expect(r.stdout.trim()).toBe('quickstart.mts');
+    expect(fs.readFileSync(path.join(dir, 'quickstart.mts'), 'utf8')).toBe(block);
+  });
+
+  test('the README has a quick start that CI can extract', () => {
+    const dir = tmpDir('quickstart');
+    const r = spawnSync(process.execPath, [path.join(root, '.ci', 'readme-quickstart.js'), path.join(root, 'README.md'), dir], { encoding: 'utf8' });
+    expect(r.status).toBe(0);
+  });
+});
