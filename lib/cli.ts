@@ -1,5 +1,7 @@
 /**
- * `npx tokensieve info` and `npx tokensieve bench`.
+ * `npx tokensieve info` (and help). `npx tokensieve bench` is dispatched by
+ * bin/tokensieve.js to dist/bench/run.js: the library does not import its
+ * benchmarks.
  */
 import { info, splitReason } from './device';
 
@@ -54,11 +56,9 @@ export async function main(argv: string[]): Promise<number> {
     case 'info':
       printInfo(rest.includes('--json'));
       return 0;
-    case 'bench': {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const bench = require('../bench/run') as { main(args: string[]): Promise<number> };
-      return bench.main(rest);
-    }
+    case 'bench':
+      process.stderr.write('tokensieve: bench is run by the tokensieve command (bin/tokensieve.js), not by the library\n');
+      return 1;
     case undefined:
     case 'help':
     case '--help':
