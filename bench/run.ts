@@ -28,6 +28,7 @@ import {
 import { native } from '../lib/native';
 import { attentionScoresTs, contextualTs, kCenterTs, maxCoverageTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
 import { bipartiteSoftMatchSync, contextualMergeSync, mergeSync } from '../lib';
+import { markdownReport, ReportData, ReportRow, roofText, svgPlot } from './report';
 import { AttentionTrial, DiversityTrial, isDiversityTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, SelectTrial, work, Work } from './trials';
 
 interface Options {
@@ -40,6 +41,7 @@ interface Options {
   ts: boolean;
   json?: string;
   markdown?: string;
+  plot?: string;
   threads?: number;
 }
 
@@ -68,8 +70,8 @@ interface Row {
   torch: Record<string, Timing | { skipped: string }>;
 }
 
-const HELP = `Usage: tokensieve bench [options]
-  --filter <text>    only trials whose name contains <text>
+const HELP_OPTIONS = `Usage: tokensieve bench [options]
+  --filter <text>    only trials whose name contains <text>, or a whole family (e.g. attention)
   --quick            fewer repetitions; skip the largest trials
   --cold             evict CPU caches (64 MiB written) before every timed run
   --device cpu|cuda  where the kernels run (default cpu)
@@ -77,8 +79,28 @@ const HELP = `Usage: tokensieve bench [options]
   --no-ts            skip the plain TypeScript baseline
   --threads <n>      CPU pool size (default: all cores)
   --json <file>      write every measurement as JSON
-  --markdown <file>  write a report (bench/RESULTS.md format)
+  --markdown <file>  write a report: machine, how to read it, a table per family
+  --plot <file.svg>  draw tokensieve vs the baselines, a panel per family (SVG)
 `;
+
+/** The trials, by family, as --help lists them. */
+export function trialList(trials: readonly Trial[] = TRIALS): string {
+  const fams: string[] = [];
+  for (const t of trials) if (!fams.includes(t.family)) fams.push(t.family);
+  const lines = ['', 'Trials (--filter matches a name or a family; * = skipped by --quick):'];
+  for (const f of fams) {
+    lines.push(`  ${f}:`);
+    for (const t of trials.filter((x) => x.family === f)) lines.push(`    ${t.name}${t.big ? ' *' : ''}`);
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+const HELP = (): string => HELP_OPTIONS + trialList();
+
+/** The trials --filter selects (a name substring, or a family's exact name). */
+export function selectTrials(filter: string | undefined, quick: boolean, trials: readonly Trial[] = TRIALS): Trial[] {
+  return trials.filter((t) => (!filter || t.name.includes(filter) || t.family === filter) && !(quick && t.big));
+}
 
 function parse(argv: string[]): Options | undefined {
   const o: Options = { quick: false, cold: false, device: 'cpu', torch: true, ts: true };
@@ -101,6 +123,7 @@ function parse(argv: string[]): Options | undefined {
     else if (a === '--no-ts') o.ts = false;
     else if (a === '--json') o.json = next();
     else if (a === '--markdown') o.markdown = next();
+    else if (a === '--plot') o.plot = next();
     else if (a === '--threads') o.threads = Number(next());
     else throw new Error(`unknown option ${a}`);
   }
@@ -398,9 +421,7 @@ const speedup = (base: Timing | { skipped: string } | undefined, ours: Timing): 
   return `${fmtMs(base.medianMs)} (${(base.medianMs / ours.medianMs).toFixed(1)}×)`;
 };
 
-function table(rows: Row[], torchVariants: string[]): string[] {
-  const head = ['trial', 'shape', 'median ms', 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
-  const body = rows.map((r) => {
+function workText(r: Row): { workCol: string; rate: string } {
     const w = r.work;
     const workCol = r.trial.family === 'merge' || isDiversityTrial(r.trial)
       ? `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.bytes / 1e6).toFixed(1)} MB`
@@ -411,12 +432,26 @@ function table(rows: Row[], torchVariants: string[]): string[] {
         : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
     const s = r.ours.medianMs / 1e3;
     const rate = r.trial.family === 'attention' || r.trial.family === 'merge' || isDiversityTrial(r.trial) ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
+    return { workCol, rate };
+}
+
+function table(rows: Row[], torchVariants: string[]): string[] {
+  const head = ['trial', 'shape', 'median ms', 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
+  const body = rows.map((r) => {
+    const { workCol, rate } = workText(r);
     return [
-      r.trial.name, r.shape, fmtMs(r.ours.medianMs), workCol, rate, `${(100 * r.roofFraction).toFixed(0)}% (${r.bound})`,
+      r.trial.name, r.shape, fmtMs(r.ours.medianMs), workCol, rate, roofText(r.roofFraction, r.bound),
       speedup(r.ts, r.ours), ...torchVariants.map((v) => speedup(r.torch[v], r.ours)),
     ];
   });
   return [head, ...body].map((cols) => cols.join(' | '));
+}
+
+function reportRow(r: Row, torchVariants: string[]): ReportRow {
+  const { workCol, rate } = workText(r);
+  const baselines: ReportRow['baselines'] = { 'plain TS': r.ts };
+  for (const v of torchVariants) baselines[v] = r.torch[v];
+  return { name: r.trial.name, family: r.trial.family, shape: r.shape, oursMs: r.ours.medianMs, work: workCol, rate, roofFraction: r.roofFraction, bound: r.bound, baselines };
 }
 
 function machine(): string[] {
@@ -433,25 +468,30 @@ export async function main(argv: string[]): Promise<number> {
   try {
     o = parse(argv);
   } catch (e) {
-    process.stderr.write(`${(e as Error).message}\n\n${HELP}`);
+    process.stderr.write(`${(e as Error).message}\n\n${HELP()}`);
     return 1;
   }
   if (!o) {
-    process.stdout.write(HELP);
+    process.stdout.write(HELP());
     return 0;
   }
   const before = getThreads();
   if (o.threads !== undefined) setThreads(o.threads);
   evictBeforeRuns = o.cold;
   try {
-    return await runAll(o);
+    return await runAll(o, argv);
   } finally {
     setThreads(before);
   }
 }
 
-async function runAll(o: Options): Promise<number> {
-  const trials = TRIALS.filter((t) => (!o.filter || t.name.includes(o.filter)) && !(o.quick && t.big));
+async function runAll(o: Options, argv: string[]): Promise<number> {
+  const trials = selectTrials(o.filter, o.quick);
+  if (trials.length === 0) {
+    const why = o.filter !== undefined && selectTrials(o.filter, false).length > 0 ? ' (its trials are all skipped by --quick)' : '';
+    process.stderr.write(`tokensieve bench: no trial matches --filter ${JSON.stringify(o.filter ?? '')}${why}\n${trialList()}`);
+    return 1;
+  }
   if (o.device === 'cuda' && !info().cuda.available) {
     process.stderr.write(`--device cuda: CUDA is unavailable: ${info().cuda.reason}\n`);
     return 1;
@@ -478,19 +518,22 @@ async function runAll(o: Options): Promise<number> {
   say(`roof: ${roof.label}`);
   say(`caches: ${o.cold ? 'cold (64 MiB evicted before every timed run)' : 'warm (inputs stay cached between runs when they fit)'}`);
   const rows: Row[] = [];
-  for (const t of trials) {
+  const started = performance.now();
+  process.stderr.write(`running ${trials.length} trial${trials.length === 1 ? '' : 's'} (progress on stderr, the table on stdout at the end)\n`);
+  for (const [i, t] of trials.entries()) {
+    process.stderr.write(`  [${i + 1}/${trials.length}] ${t.name} ...`);
     const w = work(t);
     const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'select' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : isDiversityTrial(t) ? runDiversity(t, o) : runQuant(t, o);
     const { fraction, bound } = t.family === 'attention' || t.family === 'merge' || isDiversityTrial(t)
       ? roofFraction(w, ours.medianMs, roof)
       : { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' };
     rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });
-    process.stderr.write(`  ${t.name}: ${fmtMs(ours.medianMs)} ms\n`);
+    process.stderr.write(` ${fmtMs(ours.medianMs)} ms (${((performance.now() - started) / 1e3).toFixed(0)} s elapsed)\n`);
   }
   let torchHeader = 'torch: skipped (--no-torch)';
   const torchVariants = new Set<string>();
   if (o.torch && o.device === 'cpu') {
-    process.stderr.write('  running the PyTorch baseline...\n');
+    process.stderr.write('  running the PyTorch baseline (one process for all trials; this can take minutes)...\n');
     const t = runTorch(trials.filter((x) => !x.name.includes('Promise')), getThreads(), o.quick);
     torchHeader = t.header;
     for (const res of t.results) {
@@ -511,28 +554,20 @@ async function runAll(o: Options): Promise<number> {
   if (o.json) {
     fs.writeFileSync(o.json, JSON.stringify({ machine: header, roof, torch: torchHeader, rows }, null, 2));
   }
+  const caches = o.cold ? 'cold (64 MiB evicted before every timed run)' : 'warm (inputs stay cached between runs when they fit)';
+  const report: ReportData = {
+    machine: header, roof: roof.label, torch: torchHeader, caches,
+    rows: rows.map((r) => reportRow(r, [...torchVariants])),
+    command: ['npx tokensieve bench', ...argv].join(' '),
+    date: new Date().toISOString().slice(0, 10),
+  };
   if (o.markdown) {
-    const md = [
-      '# Benchmark results',
-      '',
-      `Generated by \`npm run bench -- --markdown ${o.markdown}\`${o.quick ? ' --quick' : ''} on ${new Date().toISOString().slice(0, 10)}.`,
-      '',
-      '## Machine',
-      '',
-      ...header.map((h) => `- ${h}`),
-      `- roof: ${roof.label}`,
-      `- ${torchHeader}`,
-      '',
-      '## Results',
-      '',
-      'Times are medians. "roof" is the time the binding ceiling allows (the largest of FLOPs / FMA rate, exps / exp rate, bytes / copy rate, all measured in this run) divided by the time taken; the bound named is that ceiling. The baselines compute the same thing on the same input in the same run; × is their time over ours.',
-      '',
-      `| ${tbl[0].split(' | ').join(' | ')} |`,
-      `|${tbl[0].split(' | ').map(() => '---').join('|')}|`,
-      ...tbl.slice(1).map((l) => `| ${l} |`),
-      '',
-    ];
-    fs.writeFileSync(o.markdown, md.join('\n'));
+    fs.writeFileSync(o.markdown, markdownReport(report));
+    process.stderr.write(`wrote ${o.markdown}\n`);
+  }
+  if (o.plot) {
+    fs.writeFileSync(o.plot, svgPlot(report));
+    process.stderr.write(`wrote ${o.plot}\n`);
   }
   return 0;
 }

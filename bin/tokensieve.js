@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 'use strict';
-// The CLI: `npx tokensieve info`, `npx tokensieve bench`.
-let cli;
+// The CLI: `npx tokensieve info`, `npx tokensieve bench`. The benchmarks are
+// their own entry (dist/bench/run.js): the library (dist/lib) never imports them.
+const [cmd, ...rest] = process.argv.slice(2);
+const entry = cmd === 'bench' ? '../dist/bench/run.js' : '../dist/lib/cli.js';
+let mod;
 try {
-  cli = require('../dist/lib/cli.js');
+  mod = require(entry);
 } catch (e) {
-  process.stderr.write(`tokensieve: the compiled library is missing (${e.message.split('\n')[0]}); run \`npm run build:ts\`\n`);
+  process.stderr.write(`tokensieve: the compiled package is missing (${e.message.split('\n')[0]}); run \`npm run build:ts\`\n`);
   process.exit(1);
 }
-cli.main(process.argv.slice(2)).then(
+(cmd === 'bench' ? mod.main(rest) : mod.main(process.argv.slice(2))).then(
   (code) => process.exit(code),
   (err) => {
     process.stderr.write(`tokensieve: ${err && err.code ? `[${err.code}] ` : ''}${err && err.message ? err.message : err}\n`);

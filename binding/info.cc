@@ -1,4 +1,7 @@
 // info(), thread-count control, device-memory counts.
+#include <algorithm>
+#include <limits>
+
 #include "binding/common.h"
 #include "binding/device_buffer.h"
 #include "tokensieve/runtime.h"
@@ -74,6 +77,40 @@ Napi::Value MeasureRoof(const Napi::CallbackInfo& info) {
   return o;
 }
 
+// gemmNtCheck(a, m, b, n, K, upper, aPanels): the CPU a·bᵀ driver on plain
+// rows, for the micro-kernel tests (test/gemm.test.ts); returns a fresh
+// Float32Array [m, n] (entries below the diagonal mirrored when upper).
+Napi::Value GemmNtCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto dim = [&](size_t i) -> int64_t {
+    if (!info[i].IsNumber()) return -1;
+    const double v = info[i].As<Napi::Number>().DoubleValue();
+    return v >= 1 && v <= (1 << 20) && v == static_cast<double>(static_cast<int64_t>(v)) ? static_cast<int64_t>(v) : -1;
+  };
+  const int64_t m = dim(1), n = dim(3), K = dim(4);
+  if (info.Length() < 7 || !info[0].IsTypedArray() || !info[2].IsTypedArray() || m < 0 || n < 0 || K < 0 ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+      info[2].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    Napi::TypeError::New(env, "gemmNtCheck(a: Float32Array, m, b: Float32Array, n, K, upper, aPanels)")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto a = info[0].As<Napi::Float32Array>();
+  auto b = info[2].As<Napi::Float32Array>();
+  const bool upper = info[5].ToBoolean(), a_panels = info[6].ToBoolean();
+  if (static_cast<int64_t>(a.ElementLength()) < m * K || static_cast<int64_t>(b.ElementLength()) < n * K ||
+      m * n > (int64_t{1} << 26) || (upper && m != n)) {
+    Napi::RangeError::New(env, "gemmNtCheck: a or b too short, output too large, or upper with m != n")
+        .ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto out = Napi::Float32Array::New(env, static_cast<size_t>(m * n));
+  // Poisoned, so an entry the driver never wrote shows as NaN.
+  std::fill(out.Data(), out.Data() + m * n, std::numeric_limits<float>::quiet_NaN());
+  cpu::gemm_nt_check(a.Data(), m, b.Data(), n, K, upper, a_panels, out.Data());
+  return out;
+}
+
 // deviceMemory(): what tokensieve holds on devices, process-wide, and V8's
 // count of external memory in this environment (which includes it).
 Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
@@ -95,6 +132,7 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("defaultThreads", Napi::Function::New<DefaultThreads>(env, "defaultThreads"));
   exports.Set("measureRoof", Napi::Function::New<MeasureRoof>(env, "measureRoof"));
   exports.Set("deviceMemory", Napi::Function::New<DeviceMemory>(env, "deviceMemory"));
+  exports.Set("gemmNtCheck", Napi::Function::New<GemmNtCheck>(env, "gemmNtCheck"));
 }
 
 }  // namespace binding

@@ -1,9 +1,10 @@
 // CPU attention-score extraction.
 //
 // Work is split into tasks (b, h, chunk of selected query rows). A task packs
-// its (b, h) keys once as f32 kᵀ [D, Nk] (or reads them directly for a few
+// its (b, h) keys once as f32 kᵀ panels (or reads them directly for a few
 // rows), then walks its rows in tiles of kRowsPerTile: the tile's logits
-// [kRowsPerTile, Nk] are computed with the register-blocked qk_tile, and each
+// [kRowsPerTile, Nk] are computed with the 6 × 16 register tile gemm_tile
+// over kᵀ packed as 16-column panels [Nk/16][D][16], and each
 // row is turned into probabilities in place (max, exp, sum — the row's
 // log-sum-exp) and added into the task's column sums. So QKᵀ is computed once,
 // never more than kRowsPerTile × Nk logits are alive per thread, and extra
@@ -27,8 +28,8 @@ namespace tokensieve {
 namespace cpu {
 namespace {
 
-constexpr int64_t kRowsPerTile = 16;        // query rows whose logits are live at once
-constexpr int64_t kColChunk = 256;          // kᵀ columns kept hot across a row tile
+constexpr int64_t kRowsPerTile = 24;        // query rows whose logits are live at once (4 groups of 6)
+constexpr int64_t kColChunk = 256;          // kᵀ columns (16 panels) kept hot across a row tile
 constexpr int64_t kDirectMaxRows = 4;       // up to this many rows: no kᵀ packing
 constexpr int64_t kTargetTasks = 64;        // enough tasks to feed any pool size
 constexpr int64_t kMinRowsPerChunk = 16;    // below this, splitting rows costs more than it gives
@@ -44,7 +45,7 @@ struct Arena {
     return buf.data();
   }
 };
-thread_local Arena tl_keys, tl_logits, tl_queries;
+thread_local Arena tl_keys, tl_key_block, tl_logits, tl_queries;
 
 // Number of row chunks per (b, h): a function of the problem shape only, so
 // the summation order (and thus every bit of the result) is independent of
@@ -264,7 +265,7 @@ Status attention_scores(const AttentionScoresParams& p) {
       to_codes(dst, dn, q8.k_scale[static_cast<size_t>(bh * q8.nkb + j / q8.k_block)], codes);
     };
 
-    // Keys as f32: rows [nk_used, D] for the direct path, kᵀ [D, ldk] packed.
+    // Keys as f32: rows [nk_used, D] for the direct path, kᵀ panels [ldk/16][D][16].
     const float* keys;
     int64_t keys_ld;
     if (direct) {
@@ -279,24 +280,12 @@ Status attention_scores(const AttentionScoresParams& p) {
       }
     } else {
       float* kt = tl_keys.get(D * ldk);
-      float block[8 * 256];
-      const int64_t dblock = std::min<int64_t>(D, 256);
-      for (int64_t j0 = 0; j0 < ldk; j0 += 8) {
-        const int64_t m = std::min<int64_t>(8, std::max<int64_t>(0, nk_used - j0));
-        for (int64_t d0 = 0; d0 < D; d0 += dblock) {
-          const int64_t dn = std::min(dblock, D - d0);
-          for (int64_t jj = 0; jj < 8; ++jj) {
-            if (jj < m) {
-              load_key(j0 + jj, d0, dn, block + jj * dblock);
-            } else {
-              std::fill(block + jj * dblock, block + jj * dblock + dn, 0.0f);
-            }
-          }
-          for (int64_t d = 0; d < dn; ++d) {
-            float* dst = kt + (d0 + d) * ldk + j0;
-            for (int64_t jj = 0; jj < 8; ++jj) dst[jj] = block[jj * dblock + d];
-          }
-        }
+      // 16 keys at a time as rows, then transposed into their panel.
+      float* block = tl_key_block.get(kColTile * D);
+      for (int64_t j0 = 0; j0 < ldk; j0 += kColTile) {
+        const int m = static_cast<int>(std::min<int64_t>(kColTile, std::max<int64_t>(0, nk_used - j0)));
+        for (int jj = 0; jj < m; ++jj) load_key(j0 + jj, 0, D, block + jj * D);
+        K.pack_panel(block, D, m, D, kt + (j0 / kColTile) * D * kColTile);
       }
       keys = kt;
       keys_ld = ldk;
@@ -338,9 +327,12 @@ Status attention_scores(const AttentionScoresParams& p) {
         const int64_t ncols = round_up(tile_cols, kColTile);
         for (int64_t c0 = 0; c0 < ncols; c0 += kColChunk) {
           const int64_t cn = std::min(kColChunk, ncols - c0);
-          for (int64_t g = 0; g < tile; g += kRowTile) {
-            const int rows_in_group = static_cast<int>(std::min<int64_t>(kRowTile, tile - g));
-            K.qk_tile(qs + g * D, rows_in_group, D, keys + c0, ldk, cn, logits + g * lds + c0, lds);
+          for (int64_t c = c0; c < c0 + cn; c += kColTile) {
+            const float* panel = keys + (c / kColTile) * D * kColTile;
+            for (int64_t g = 0; g < tile; g += kGemmRows) {
+              const int rows_in_group = static_cast<int>(std::min<int64_t>(kGemmRows, tile - g));
+              K.gemm_tile(qs + g * D, D, 1, rows_in_group, panel, D, logits + g * lds + c, lds, false);
+            }
           }
         }
       }

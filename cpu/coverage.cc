@@ -110,33 +110,30 @@ Status mmtok_coverage(const MmtokCoverageParams& p) {
   const TensorView& aux = p.vision_aux.data ? p.vision_aux : p.vision;
   const int64_t Da = aux.shape[2];
   float* out = p.out.ptr<float>();
+  TrimScratch trim;
   for (int64_t b = 0; b < B; ++b) {
-    // L2-normalised rows, max(norm, 1e-8) as the reference's F.normalize.
-    auto normalised = [&](const TensorView& t, int64_t rows, int64_t width, std::vector<float>& dst, const char* name) -> Status {
-      dst.resize(static_cast<size_t>(rows * width));
-      for (int64_t r = 0; r < rows; ++r) {
-        float* row = dst.data() + r * width;
-        load_row(t, b, r, row);
-        if (!isa().all_finite(row, width))
-          return Status(Code::kRange, std::string("expected finite ") + name + " but row " + std::to_string(r) +
-                                          " of batch " + std::to_string(b) + " holds NaN or Inf");
-        double ss = 0;
-        for (int64_t c = 0; c < width; ++c) ss += static_cast<double>(row[c]) * row[c];
-        const float inv = static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-8));
-        for (int64_t c = 0; c < width; ++c) row[c] *= inv;
-      }
-      return Status::Ok();
+    // L2-normalised rows, max(norm, 1e-8) as the reference's F.normalize,
+    // packed as panels for the tiles.
+    auto normalised = [&](const TensorView& t, int64_t rows, float* dst, const char* name) -> Status {
+      const int64_t bad = pack_rows(
+          t, b, rows, [](int64_t r) { return r; },
+          [](double ss) { return static_cast<float>(1.0 / std::max(std::sqrt(ss), 1e-8)); }, true, dst, nullptr,
+          nullptr, true);
+      if (bad < 0) return Status::Ok();
+      return Status(Code::kRange, std::string("expected finite ") + name + " but row " + std::to_string(bad) +
+                                      " of batch " + std::to_string(b) + " holds NaN or Inf");
     };
-    std::vector<float> z, v, a;
-    TS_RETURN_IF_ERROR(normalised(p.text, m, D, z, "text"));
-    TS_RETURN_IF_ERROR(normalised(p.vision, n, D, v, "vision"));
-    if (p.vision_aux.data) TS_RETURN_IF_ERROR(normalised(aux, n, Da, a, "visionAux"));
-    const std::vector<float>& av = p.vision_aux.data ? a : v;
+    std::vector<float> z(static_cast<size_t>(round_up16(m) * D));
+    float* v = tl_panels.get(round_up16(n) * D);
+    float* a = p.vision_aux.data ? tl_aux_panels.get(round_up16(n) * Da) : v;
+    TS_RETURN_IF_ERROR(normalised(p.text, m, z.data(), "text"));
+    TS_RETURN_IF_ERROR(normalised(p.vision, n, v, "vision"));
+    if (p.vision_aux.data) TS_RETURN_IF_ERROR(normalised(aux, n, a, "visionAux"));
     float* ob = out + b * (m + n) * n;  // [m + n, n]
     // Logits by blocked GEMM straight into the output rows (the vision–vision
     // block symmetric), then an in-place softmax per row.
-    gemm_nt(z.data(), m, v.data(), n, D, ob, n, /*upper=*/false, true);
-    gemm_nt(av.data(), n, av.data(), n, Da, ob + m * n, n, /*upper=*/true, true);
+    gemm_nt(GemmA{z.data(), 0, true}, m, v, n, D, ob, n, /*upper=*/false, true);
+    gemm_nt(GemmA{a, 0, true}, n, a, n, Da, ob + m * n, n, /*upper=*/true, true);
     parallel_for(m + n, [&](int64_t r) {
       float* row = ob + r * n;
       const bool text = r < m;

@@ -17,6 +17,7 @@ namespace {
 
 // One segment: returns a Status only for data errors (NaN, too few tokens).
 Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool parallel) {
+  TrimScratch trim;
   const int64_t N = p.x.shape[1], C = p.x.shape[2], S = N / p.segments, base = seg * S, k = p.k;
   const uint8_t* excl = p.exclude.data ? p.exclude.ptr<uint8_t>() + b * N + base : nullptr;
   Segment s;
@@ -28,32 +29,19 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
     return Status(Code::kRange, "expected at least k = " + std::to_string(k) + " tokens that are not excluded in segment " +
                                     std::to_string(seg) + " of batch " + std::to_string(b) + " but it has " +
                                     std::to_string(s.n));
-  s.x.assign(static_cast<size_t>(round_up16(s.n) * C), 0.0f);
-  s.raw_norm.resize(static_cast<size_t>(s.n));
-  for (int64_t a = 0; a < s.n; ++a) {
-    float* row = s.x.data() + a * C;
-    load_row(p.x, b, base + s.ids[a], row);
-    if (!isa().all_finite(row, C))
-      return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
-                                      std::to_string(base + s.ids[a]) + "] holds NaN or Inf");
-    double ss = 0;
-    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
-    s.raw_norm[a] = static_cast<float>(std::sqrt(ss));
-    if (p.metric == DistanceMetric::kCosine) {
-      const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
-      for (int64_t c = 0; c < C; ++c) row[c] *= inv;
-    }
-  }
-  prepare(s, p.metric, parallel);
+  const int64_t bad = load_segment(s, p.x, b, base, p.metric, nullptr, parallel);
+  if (bad >= 0)
+    return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
+                                    std::to_string(base + s.ids[static_cast<size_t>(bad)]) + "] holds NaN or Inf");
   std::vector<float> mind(static_cast<size_t>(s.n));  // [n] distance to the nearest pick
-  std::vector<float> matrix;                          // [n, n] when kept
+  float* matrix = nullptr;                            // [n, n] when kept (thread scratch)
   std::vector<uint8_t> picked(static_cast<size_t>(s.n), 0);
   int64_t seed = 0;
   float seed_value = kInf;
   if (p.seed == CenterSeed::kIsolated) {
     std::vector<float> nn(static_cast<size_t>(s.n));
-    if (s.n * s.n <= kMaxMatrixFloats) matrix.resize(static_cast<size_t>(s.n * s.n));
-    nearest_neighbours(s, p.metric, nn.data(), matrix.empty() ? nullptr : matrix.data(), parallel);
+    if (s.n * s.n <= kMaxMatrixFloats) matrix = tl_matrix.get(s.n * s.n);
+    nearest_neighbours(s, p.metric, nn.data(), matrix, parallel);
     for (int64_t a = 1; a < s.n; ++a)
       if (nn[a] > nn[seed]) seed = a;
     seed_value = nn[seed];
@@ -69,14 +57,14 @@ Status k_center_segment(const KCenterParams& p, int64_t b, int64_t seg, bool par
   const int64_t K = p.segments * k;
   int32_t* order = p.order.ptr<int32_t>() + b * K + seg * k;
   float* dist_out = p.distances.data ? p.distances.ptr<float>() + b * K + seg * k : nullptr;
-  std::vector<float> step_dist(matrix.empty() && k > 1 ? static_cast<size_t>(s.n) : 0);  // one step's distances
+  std::vector<float> step_dist(matrix == nullptr && k > 1 ? static_cast<size_t>(s.n) : 0);  // one step's distances
   auto pick = [&](int64_t t, int64_t a, float value) {
     picked[a] = 1;
     order[t] = static_cast<int32_t>(base + s.ids[a]);
     if (dist_out) dist_out[t] = value;
     if (t + 1 == k) return;
-    if (!matrix.empty()) {
-      const float* row = matrix.data() + a * s.n;
+    if (matrix != nullptr) {
+      const float* row = matrix + a * s.n;
       if (t == 0) std::copy(row, row + s.n, mind.begin());
       else
         for (int64_t j = 0; j < s.n; ++j) mind[j] = std::min(mind[j], row[j]);
@@ -119,31 +107,18 @@ Status k_center(const KCenterParams& p) {
 namespace {
 
 Status k_medoids_segment(const KMedoidsParams& p, int64_t b, int64_t seg, bool parallel) {
+  TrimScratch trim;
   const int64_t N = p.x.shape[1], C = p.x.shape[2], S = N / p.segments, base = seg * S, k = p.k;
   Segment s;
   s.C = C;
   s.n = S;
   s.ids.resize(static_cast<size_t>(S));
-  s.x.assign(static_cast<size_t>(round_up16(S) * C), 0.0f);
-  s.raw_norm.resize(static_cast<size_t>(S));
   std::vector<float> raw(static_cast<size_t>(S * C));  // [S, C] for the movement measure
-  for (int64_t a = 0; a < S; ++a) {
-    s.ids[a] = static_cast<int32_t>(a);
-    float* row = s.x.data() + a * C;
-    load_row(p.x, b, base + a, row);
-    if (!isa().all_finite(row, C))
-      return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
-                                      std::to_string(base + a) + "] holds NaN or Inf");
-    std::copy(row, row + C, raw.begin() + a * C);
-    double ss = 0;
-    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(row[c]) * row[c];
-    s.raw_norm[a] = static_cast<float>(std::sqrt(ss));
-    if (p.metric == DistanceMetric::kCosine) {
-      const float inv = ss > 0 ? static_cast<float>(1.0 / std::sqrt(ss)) : 0.0f;
-      for (int64_t c = 0; c < C; ++c) row[c] *= inv;
-    }
-  }
-  prepare(s, p.metric, parallel);
+  for (int64_t a = 0; a < S; ++a) s.ids[a] = static_cast<int32_t>(a);
+  const int64_t bad = load_segment(s, p.x, b, base, p.metric, raw.data(), parallel);
+  if (bad >= 0)
+    return Status(Code::kRange, "expected finite features but x[" + std::to_string(b) + ", " +
+                                    std::to_string(base + bad) + "] holds NaN or Inf");
   std::vector<float> D(static_cast<size_t>(S * S));  // [S, S]
   std::vector<float> nn(static_cast<size_t>(S));
   nearest_neighbours(s, p.metric, nn.data(), D.data(), parallel);

@@ -10,10 +10,13 @@
 namespace tokensieve {
 namespace cpu {
 
-// Key columns per micro-tile of qk_tile; packed kᵀ is padded to a multiple.
+// Columns per packed panel and per register tile; packed operands are
+// padded to a multiple.
 constexpr int64_t kColTile = 16;
-// Query rows per micro-tile of qk_tile.
-constexpr int kRowTile = 4;
+// Rows per register tile of gemm_tile: 6 rows x 16 columns are 12 of the 16
+// ymm registers, enough independent FMA chains to cover the FMA latency at
+// two FMAs per cycle, with 2 loads and 6 broadcasts per 12 FMAs.
+constexpr int kGemmRows = 6;
 
 struct IsaKernels {
   const char* name;
@@ -21,17 +24,35 @@ struct IsaKernels {
   void (*to_f32)(const void* src, DType dt, int64_t n, float* dst);
   // True when every x[i] is finite.
   bool (*all_finite)(const float* x, int64_t n);
-  // s[r*lds + j] = Σ_d q[r*D + d] * kt[d*ldk + j] for r < rows (<= kRowTile)
-  // and j < ncols (a multiple of kColTile).
-  void (*qk_tile)(const float* q, int rows, int64_t D, const float* kt, int64_t ldk,
-                  int64_t ncols, float* s, int64_t lds);
   // out[p*kColTile + c] = Σ_d q[d] * kt[p*panel_stride + d*kColTile + c] for
   // p < npanels, c < kColTile (panels of packed kᵀ): per element the same
-  // sequential FMA chain over d as qk_tile, hence the same bits.
+  // sequential FMA chain over d as gemm_tile, hence the same bits.
   void (*qk_row_panels)(const float* q, int64_t D, const float* kt, int64_t panel_stride, int64_t npanels,
                         float* out);
-  // out[c] = Σ_d panel[d*kColTile + c]² for c < kColTile (qk_tile's chain).
+  // out[c] = Σ_d panel[d*kColTile + c]² for c < kColTile (gemm_tile's chain).
   void (*panel_self_dots)(const float* panel, int64_t D, float* out);
+  // The register-blocked micro-kernel of every a·bᵀ on the CPU:
+  // part[r*ldp + c] (+)= Σ_{d < depth} a[r*a_row + d*a_depth] * panel[d*kColTile + c]
+  // for r < rows (1..kGemmRows), c < kColTile. Each element is one
+  // sequential FMA chain over d, continued from `part` when `resume` (an f32
+  // partial sum stores and reloads exactly), so blocking over depth changes
+  // no bit: a tile equals qk_row_panels' chains for the same pair. a is rows (a_row = lda, a_depth = 1) or a panel (a_row = 1,
+  // a_depth = kColTile, the rows inside one 16-row panel).
+  void (*gemm_tile)(const float* a, int64_t a_row, int64_t a_depth, int rows, const float* panel, int64_t depth,
+                    float* part, int64_t ldp, bool resume);
+  // panel[c*kColTile + j] = rows[j*ld + c] for j < nrows (<= kColTile), c < C;
+  // zero for j >= nrows: up to 16 rows transposed into one packed panel.
+  void (*pack_panel)(const float* rows, int64_t ld, int nrows, int64_t C, float* panel);
+  // out[j] = Σ_c (double)panel[c*kColTile + j]², c in order (one f64 chain
+  // per row, the order of a scalar loop over the row) for j < kColTile.
+  void (*panel_sq_norms)(const float* panel, int64_t C, double* out);
+  // panel[c*kColTile + j] *= scale[j] for c < C, j < kColTile.
+  void (*panel_scale)(float* panel, int64_t C, const float* scale);
+  // ‖x‖ as float: f64 sum of squares with element d in partial sum d % 4,
+  // combined as (s0 + s1) + (s2 + s3) (cuda/merge.cu's order).
+  float (*norm_f64x4)(const float* x, int64_t n);
+  // x[i] /= d (an IEEE division, not a multiply by 1/d).
+  void (*divide)(float* x, int64_t n, float d);
   // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
   void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,
                    float* out);

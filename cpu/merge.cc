@@ -1,9 +1,9 @@
 // CPU token merging: bipartite soft matching, scatter merge, contextual merge.
 //
 // bipartite_match never stores the [Na, Nb] similarity matrix: the normalised
-// destinations are packed once as bᵀ [C, ldk] (the size of the metric), and
-// each task streams blocks of a-rows against column tiles with the
-// register-blocked qk_tile, keeping only each row's running max/argmax.
+// destinations are packed once as 16-column panels (the size of the metric),
+// and cpu/gemm.h's blocked a·bᵀ reduces each finished tile to its rows' best
+// column in the epilogue.
 // MatchPrecision::kBF16 rounds the normalised a-rows and b-panels to bf16
 // values (kept as f32) and runs the same score pass: products of bf16 values
 // are exact in f32, so only the f32 sums round.
@@ -18,7 +18,7 @@
 
 #include "core/dtype.h"
 #include "cpu/isa.h"
-#include "cpu/merge_kernels.h"
+#include "cpu/gemm.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/merge.h"
 
@@ -37,11 +37,6 @@ const char* row_ptr(const TensorView& t, int64_t b, int64_t i) {
          (b * t.strides[0] + i * t.strides[1]) * static_cast<int64_t>(dtype_size(t.dtype));
 }
 
-bool have_avx2_fma() {
-  static const bool ok = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return ok;
-}
-
 // Row of `t` (f32/f16/bf16) as f32, L2-normalised (a zero row stays zero).
 // Returns false when the row holds NaN or Inf.
 bool normalised_row(const TensorView& t, int64_t b, int64_t i, int64_t C, float* dst) {
@@ -50,23 +45,12 @@ bool normalised_row(const TensorView& t, int64_t b, int64_t i, int64_t C, float*
   // Four interleaved f64 partial sums (element d into sum d % 4), combined
   // as (s0 + s1) + (s2 + s3): four independent add chains instead of one,
   // and the exact order cuda/merge.cu uses, so both back ends get the same
-  // norm bits.
-  if (have_avx2_fma()) {
-    const float norm = l2norm_avx2(dst, C);
-    if (norm > 0)
-      divide_avx2(dst, C, norm);
-    else
-      std::fill(dst, dst + C, 0.0f);
-    return true;
-  }
-  double s4[4] = {0, 0, 0, 0};
-  for (int64_t d = 0; d < C; ++d) s4[d & 3] += static_cast<double>(dst[d]) * dst[d];
-  const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
-  // Divide by the norm as ToMe does (metric / metric.norm()): a multiply by
-  // 1/norm can turn exact ±1 entries into 0.99999994 and break exact ties.
-  const float norm = static_cast<float>(std::sqrt(ss));
+  // norm bits. Divide by the norm as ToMe does (metric / metric.norm()): a
+  // multiply by 1/norm can turn exact ±1 entries into 0.99999994 and break
+  // exact ties.
+  const float norm = isa().norm_f64x4(dst, C);
   if (norm > 0)
-    for (int64_t d = 0; d < C; ++d) dst[d] /= norm;
+    isa().divide(dst, C, norm);
   else
     std::fill(dst, dst + C, 0.0f);
   return true;
@@ -96,18 +80,15 @@ Status non_finite(const char* name, int64_t b) {
                                   " holds NaN or Inf");
 }
 
-// 32-byte aligned f32 scratch (the AVX2 kernel uses aligned panel loads).
-class AlignedBuffer {
- public:
-  explicit AlignedBuffer(int64_t n) : raw_(static_cast<size_t>(n + 8)) {
-    auto addr = reinterpret_cast<uintptr_t>(raw_.data());
-    data_ = raw_.data() + ((32 - addr % 32) % 32) / sizeof(float);
+// Per-thread scratch for the normalised rows and panels (megabytes at
+// 12,544 tokens): fresh pages every call cost more than the packing.
+thread_local Scratch tl_rows;
+thread_local Scratch tl_panels;
+struct ScratchTrim {
+  ~ScratchTrim() {
+    tl_rows.trim();
+    tl_panels.trim();
   }
-  float* data() { return data_; }
-
- private:
-  std::vector<float> raw_;
-  float* data_;
 };
 
 // Column j of the destinations in the panel layout [P][C][16].
@@ -115,36 +96,42 @@ inline float* panel_col(float* panels, int64_t C, int64_t j) { return panels + (
 
 // Per row of `rows` (normalised f32, [n, C]): max and first argmax of the
 // cosine against the normalised columns packed as 16-column panels
-// [ceil(ncols/16)][C][16] (zero padded). skip_col0: column 0 never wins
-// (ToMe's distill protection). Panels outside, rows inside: one panel
-// (64 KiB at C = 1024) stays in L2 for all rows of the task.
+// [ceil(ncols/16)][C][16] (zero padded), fused into the GEMM's tile
+// epilogue: each tile keeps only its rows' best column, and the tiles of a
+// row are combined left to right with a strict '>', so the first maximum
+// wins as in one pass over the columns. skip_col0: column 0 never wins
+// (ToMe's distill protection).
 void row_argmax(const float* rows, int64_t n, int64_t C, const float* panels, int64_t ncols, bool skip_col0,
                 float* best, int32_t* arg) {
+  const int64_t col_blocks = (ncols + kGemmTile - 1) / kGemmTile;
+  std::vector<float> tile_best(static_cast<size_t>(n * col_blocks));
+  std::vector<int32_t> tile_arg(static_cast<size_t>(n * col_blocks));
+  gemm_tiles(GemmA{rows, C, false}, n, panels, ncols, C, /*upper=*/false, /*parallel=*/true,
+             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               const int64_t J = j0 / kGemmTile;
+               for (int64_t i = i0; i < i1; ++i) {
+                 const float* s = tile + (i - i0) * kGemmTile;
+                 float bv = -std::numeric_limits<float>::infinity();
+                 int32_t bi = 0;
+                 for (int64_t j = (skip_col0 && j0 == 0) ? 1 : j0; j < j1; ++j)
+                   if (s[j - j0] > bv) {
+                     bv = s[j - j0];
+                     bi = static_cast<int32_t>(j);
+                   }
+                 tile_best[static_cast<size_t>(i * col_blocks + J)] = bv;
+                 tile_arg[static_cast<size_t>(i * col_blocks + J)] = bi;
+               }
+             });
   for (int64_t i = 0; i < n; ++i) {
-    best[i] = -std::numeric_limits<float>::infinity();
-    arg[i] = 0;
-  }
-  if (have_avx2_fma()) {
-    score_argmax_avx2(rows, n, C, panels, ncols, skip_col0, best, arg);
-    return;
-  }
-  const IsaKernels& K = isa();
-  float tile[kRowTile * 16];
-  for (int64_t p = 0; p * 16 < ncols; ++p) {
-    const int64_t cn = std::min<int64_t>(16, ncols - p * 16);
-    for (int64_t i0 = 0; i0 < n; i0 += kRowTile) {
-      const int rows_here = static_cast<int>(std::min<int64_t>(kRowTile, n - i0));
-      K.qk_tile(rows + i0 * C, rows_here, C, panels + p * C * 16, 16, 16, tile, 16);
-      for (int r = 0; r < rows_here; ++r) {
-        // Columns in increasing order with a strict '>': the first maximum wins.
-        for (int64_t j = (skip_col0 && p == 0) ? 1 : 0; j < cn; ++j) {
-          if (tile[r * 16 + j] > best[i0 + r]) {
-            best[i0 + r] = tile[r * 16 + j];
-            arg[i0 + r] = static_cast<int32_t>(p * 16 + j);
-          }
-        }
+    float bv = -std::numeric_limits<float>::infinity();
+    int32_t bi = 0;
+    for (int64_t J = 0; J < col_blocks; ++J)
+      if (tile_best[static_cast<size_t>(i * col_blocks + J)] > bv) {
+        bv = tile_best[static_cast<size_t>(i * col_blocks + J)];
+        bi = tile_arg[static_cast<size_t>(i * col_blocks + J)];
       }
-    }
+    best[i] = bv;
+    arg[i] = bi;
   }
 }
 
@@ -171,42 +158,38 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   }
   const int64_t ldk = round_up(Nb, 16);
   const int64_t row_tasks = (Na + kRowsPerTask - 1) / kRowsPerTask;
-  std::vector<float> a_rows(static_cast<size_t>(Na * C));  // [Na, C] normalised
-  AlignedBuffer panels(C * ldk);                           // [Nb/16][C][16] normalised b, zero padded
+  ScratchTrim trim;
+  float* a_rows = tl_rows.get(Na * C);    // [Na, C] normalised
+  float* panels = tl_panels.get(C * ldk);  // [Nb/16][C][16] normalised b, zero padded
   std::vector<float> node_max(static_cast<size_t>(Na));
   std::vector<int32_t> node_idx(static_cast<size_t>(Na));
   std::vector<int32_t> order(static_cast<size_t>(Na));
-  const int64_t pack_tasks = (Nb + 63) / 64;
+  const int64_t pack_tasks = ldk / 16;
   const bool bf16 = p.precision == MatchPrecision::kBF16;
   for (int64_t b = 0; b < B; ++b) {
     std::vector<char> bad(static_cast<size_t>(row_tasks + pack_tasks), 0);
-    // Pack b in column groups of 64 (each task owns its four panels).
+    // Pack b one panel per task: 16 normalised rows, then transposed.
     parallel_for(pack_tasks, [&](int64_t t) {
-      std::vector<float> row(static_cast<size_t>(C));
-      const int64_t j1 = std::min<int64_t>(ldk, (t + 1) * 64);
-      for (int64_t j = t * 64; j < j1; ++j) {
-        float* col = panel_col(panels.data(), C, j);
-        if (j >= Nb) {
-          for (int64_t d = 0; d < C; ++d) col[d * 16] = 0.0f;
-          continue;
-        }
-        if (!normalised_row(p.metric, b, b_tok[j], C, row.data())) bad[static_cast<size_t>(row_tasks + t)] = 1;
-        if (bf16) round_to_bf16(row.data(), C);
-        for (int64_t d = 0; d < C; ++d) col[d * 16] = row[static_cast<size_t>(d)];
+      thread_local std::vector<float> stage;
+      if (stage.size() < static_cast<size_t>(16 * C)) stage.resize(static_cast<size_t>(16 * C));
+      const int rows = static_cast<int>(std::min<int64_t>(16, Nb - t * 16));
+      for (int jj = 0; jj < rows; ++jj) {
+        float* row = stage.data() + jj * C;
+        if (!normalised_row(p.metric, b, b_tok[t * 16 + jj], C, row)) bad[static_cast<size_t>(row_tasks + t)] = 1;
+        if (bf16) round_to_bf16(row, C);
       }
+      isa().pack_panel(stage.data(), C, rows, C, panels + t * C * 16);
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
     parallel_for(row_tasks, [&](int64_t t) {
       const int64_t i0 = t * kRowsPerTask, i1 = std::min(Na, i0 + kRowsPerTask);
-      float* rows = a_rows.data() + i0 * C;
       for (int64_t i = i0; i < i1; ++i) {
-        if (!normalised_row(p.metric, b, a_tok[i], C, a_rows.data() + i * C)) bad[static_cast<size_t>(t)] = 1;
-        if (bf16) round_to_bf16(a_rows.data() + i * C, C);
+        if (!normalised_row(p.metric, b, a_tok[i], C, a_rows + i * C)) bad[static_cast<size_t>(t)] = 1;
+        if (bf16) round_to_bf16(a_rows + i * C, C);
       }
-      row_argmax(rows, i1 - i0, C, panels.data(), Nb, p.protect_distill, node_max.data() + i0,
-                 node_idx.data() + i0);
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
+    row_argmax(a_rows, Na, C, panels, Nb, p.protect_distill, node_max.data(), node_idx.data());
     if (p.protect_cls) {
       node_max[0] = -std::numeric_limits<float>::infinity();
       node_idx[0] = 0;
@@ -324,14 +307,14 @@ Status contextual_merge(const ContextualMergeParams& p) {
   std::vector<int64_t> members;  // positions in `remaining` that are not targets
   for (int64_t i = 0; i < Nr; ++i)
     if (!is_target[static_cast<size_t>(i)]) members.push_back(i);
-  AlignedBuffer panels(Cm * ldk);  // [c/16][Cm][16] normalised targets, zero padded
+  std::vector<float> panels(static_cast<size_t>(Cm * ldk));  // [c/16][Cm][16] normalised targets, zero padded
   std::vector<float> m_rows(static_cast<size_t>(std::max<int64_t>(1, Nm) * Cm));
   std::vector<float> best(static_cast<size_t>(std::max<int64_t>(1, Nm)));
   std::vector<int32_t> owner(static_cast<size_t>(std::max<int64_t>(1, Nm)));
   for (int64_t b = 0; b < B; ++b) {
     const int32_t* rem = rem_all + b * Nr;
     std::vector<float> row(static_cast<size_t>(Cm));
-    std::fill(panels.data(), panels.data() + Cm * ldk, 0.0f);
+    std::fill(panels.begin(), panels.end(), 0.0f);
     for (int64_t k = 0; k < c; ++k) {
       if (!normalised_row(p.metric, b, rem[k * step], Cm, row.data())) return non_finite("metric", b);
       float* col = panel_col(panels.data(), Cm, k);
@@ -344,10 +327,9 @@ Status contextual_merge(const ContextualMergeParams& p) {
       for (int64_t i = i0; i < i1; ++i)
         if (!normalised_row(p.metric, b, rem[members[static_cast<size_t>(i)]], Cm, m_rows.data() + i * Cm))
           bad[static_cast<size_t>(t)] = 1;
-      row_argmax(m_rows.data() + i0 * Cm, i1 - i0, Cm, panels.data(), c, false, best.data() + i0,
-                 owner.data() + i0);
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
+    if (Nm > 0) row_argmax(m_rows.data(), Nm, Cm, panels.data(), c, false, best.data(), owner.data());
     std::vector<float> count(static_cast<size_t>(c), 0.0f);
     for (int64_t i = 0; i < Nm; ++i) count[static_cast<size_t>(owner[static_cast<size_t>(i)])] += 1.0f;
     const int64_t col_tasks = (C + kMergeCols - 1) / kMergeCols;

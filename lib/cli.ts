@@ -1,7 +1,9 @@
 /**
- * `npx tokensieve info` and `npx tokensieve bench`.
+ * `npx tokensieve info` (and help). `npx tokensieve bench` is dispatched by
+ * bin/tokensieve.js to dist/bench/run.js: the library does not import its
+ * benchmarks.
  */
-import { info } from './device';
+import { info, splitReason } from './device';
 
 const HELP = `Usage: tokensieve <command> [options]
 
@@ -28,13 +30,22 @@ export function printInfo(json: boolean): void {
     `  CUDA build:    ${i.build.cudaCompiled ? `CUDA ${i.build.cudaCompiledVersion}, archs ${i.build.cudaArchitectures.join(' ')}` : 'no (CPU-only build)'}`,
     `  CPU:           ${i.cpu.isa} kernels, ${i.cpu.threads} threads (default ${i.cpu.defaultThreads})`,
     `  CUDA runtime:  ${i.cuda.runtimeVersion || '-'}   driver: ${i.cuda.driverVersion || 'none'}`,
-    `  CUDA:          ${i.cuda.available ? 'available' : `unavailable: ${i.cuda.reason}`}`,
+    `  CUDA:          ${i.cuda.available ? 'available' : `not available: ${splitReason(i.cuda.reason).why}`}`,
   ];
   for (const d of i.cuda.devices) {
     lines.push(
       `    cuda:${d.ordinal}  ${d.name}, sm_${d.capability.replace('.', '')}, ${formatBytes(d.totalMemory)}, ${d.multiprocessors} SMs` +
         (d.kernelsAvailable ? '' : `  (cannot run this build: ${d.kernelsReason})`),
     );
+  }
+  if (!i.cuda.available) {
+    lines.push(
+      '',
+      `Nothing needs doing: tokensieve runs every kernel and method on its CPU kernels (${i.cpu.isa}, ${i.cpu.threads} threads).`,
+      `CUDA matters only for tensors on a GPU (Tensor.to('cuda:0'))${splitReason(i.cuda.reason).fix ? `; to use one: ${splitReason(i.cuda.reason).fix}` : ''}.`,
+    );
+  } else {
+    lines.push('', i.summary);
   }
   process.stdout.write(`${lines.join('\n')}\n`);
 }
@@ -45,11 +56,9 @@ export async function main(argv: string[]): Promise<number> {
     case 'info':
       printInfo(rest.includes('--json'));
       return 0;
-    case 'bench': {
-      // eslint-disable-next-line @typescript-eslint/no-require-imports
-      const bench = require('../bench/run') as { main(args: string[]): Promise<number> };
-      return bench.main(rest);
-    }
+    case 'bench':
+      process.stderr.write('tokensieve: bench is run by the tokensieve command (bin/tokensieve.js), not by the library\n');
+      return 1;
     case undefined:
     case 'help':
     case '--help':

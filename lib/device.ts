@@ -51,6 +51,12 @@ export interface Info {
     cpuIsas: string[];
   };
   cpu: { isa: string; threads: number; defaultThreads: number };
+  /**
+   * One plain sentence on what runs where, e.g. "Using the CPU kernels (avx2,
+   * 16 threads). CUDA is not available (...); nothing needs doing: every
+   * kernel and method runs on the CPU."
+   */
+  summary: string;
   cuda: {
     available: boolean;
     /** Why CUDA cannot be used ("" when available). */
@@ -88,6 +94,7 @@ export function info(): Info {
       cpuIsas: n.cpuIsas,
     },
     cpu: { isa: n.cpuIsa, threads: n.threads, defaultThreads: native().defaultThreads() },
+    summary: summaryOf(n.cpuIsa, n.threads, n.cuda.available, n.cuda.reason, n.cuda.devices.length),
     cuda: {
       available: n.cuda.available,
       reason: n.cuda.reason,
@@ -96,6 +103,20 @@ export function info(): Info {
       devices: n.cuda.devices.map((d) => ({ ...d })),
     },
   };
+}
+
+/** The reason split into what happened and what would fix it ("...(cudaErrorX): install ..."). */
+export function splitReason(reason: string): { why: string; fix: string } {
+  const m = /^(.*?\))(?::\s*(.*))?$/s.exec(reason);
+  return m ? { why: m[1], fix: m[2] ?? '' } : { why: reason, fix: '' };
+}
+
+function summaryOf(isa: string, threads: number, available: boolean, reason: string, devices: number): string {
+  const cpu = `Using the CPU kernels (${isa}, ${threads} threads)`;
+  if (available) return `${cpu} for host tensors and CUDA (${devices} device${devices === 1 ? '' : 's'}) for device tensors.`;
+  const { why, fix } = splitReason(reason);
+  return `${cpu}. CUDA is not available (${why}); nothing needs doing: every kernel and method runs on the CPU.` +
+    (fix ? ` Only to use a GPU: ${fix}.` : '');
 }
 
 /** True when a CUDA device can be used. */

@@ -26,7 +26,19 @@ export type ErrorCode =
   | 'ERR_LOAD'
   | 'ERR_INTERNAL';
 
-/** Errors that are not about the type or range of an argument. */
+/**
+ * Every coded error carries this brand (on its prototype), so
+ * `e instanceof TokenSieveError` holds for all of them, whichever built-in
+ * class (TypeError, RangeError) they also are, and across copies of the package.
+ */
+const BRAND = Symbol.for('tokensieve.error');
+
+/**
+ * The class of every error tokensieve throws with a `code`. Errors about an
+ * argument's type or range are also `TypeError` / `RangeError` (see the table
+ * above); `e instanceof TokenSieveError` (or {@link isTokenSieveError}) is
+ * true for all of them, including those raised by the native kernels.
+ */
 export class TokenSieveError extends Error {
   readonly code: ErrorCode;
   constructor(code: ErrorCode, message: string) {
@@ -34,32 +46,80 @@ export class TokenSieveError extends Error {
     this.name = 'TokenSieveError';
     this.code = code;
   }
+  /** True for every coded tokensieve error (TypeError and RangeError ones included). */
+  static override [Symbol.hasInstance](v: unknown): boolean {
+    // A subclass (class MyError extends TokenSieveError) keeps the ordinary test.
+    if (this !== TokenSieveError) return Function.prototype[Symbol.hasInstance].call(this, v);
+    return typeof v === 'object' && v !== null && (v as { [BRAND]?: unknown })[BRAND] === true;
+  }
 }
 
-export interface CodedTypeError extends TypeError {
-  code: ErrorCode;
+/** An `ERR_ARG` / `ERR_DTYPE` error: a `TypeError` that is also `instanceof TokenSieveError`. */
+export class TokenSieveTypeError extends TypeError {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'TypeError';
+    this.code = code;
+  }
 }
-export interface CodedRangeError extends RangeError {
-  code: ErrorCode;
+
+/** An `ERR_SHAPE` / `ERR_RANGE` error: a `RangeError` that is also `instanceof TokenSieveError`. */
+export class TokenSieveRangeError extends RangeError {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.name = 'RangeError';
+    this.code = code;
+  }
 }
-export type TokenSieveAnyError = TokenSieveError | CodedTypeError | CodedRangeError;
+
+for (const cls of [TokenSieveError, TokenSieveTypeError, TokenSieveRangeError]) {
+  Object.defineProperty(cls.prototype, BRAND, { value: true });
+}
+
+export type CodedTypeError = TokenSieveTypeError;
+export type CodedRangeError = TokenSieveRangeError;
+export type TokenSieveAnyError = TokenSieveError | TokenSieveTypeError | TokenSieveRangeError;
+
+/**
+ * Whether `e` is an error tokensieve threw with a stable `code` (the same
+ * test as `e instanceof TokenSieveError`), narrowing it for TypeScript.
+ * @example
+ * try { fasterVLMSync(src, { keep }); } catch (e) { if (isTokenSieveError(e) && e.code === 'ERR_RANGE') ... }
+ */
+export function isTokenSieveError(e: unknown): e is TokenSieveAnyError {
+  return e instanceof TokenSieveError;
+}
 
 /** The error class each code maps to. */
 export function makeError(code: ErrorCode, message: string): TokenSieveAnyError {
-  let e: TokenSieveAnyError;
   switch (code) {
     case 'ERR_ARG':
     case 'ERR_DTYPE':
-      e = new TypeError(message) as CodedTypeError;
-      break;
+      return new TokenSieveTypeError(code, message);
     case 'ERR_SHAPE':
     case 'ERR_RANGE':
-      e = new RangeError(message) as CodedRangeError;
-      break;
+      return new TokenSieveRangeError(code, message);
     default:
       return new TokenSieveError(code, message);
   }
-  Object.defineProperty(e, 'code', { value: code, enumerable: true, writable: false });
+}
+
+/**
+ * The message of `e` as the public function `caller` reports it: prefixed
+ * with `caller: ` (an internal step's name replaced by the caller's), the
+ * stack's first line updated. For errors raised inside a method by a kernel
+ * it runs. Errors without a tokensieve code are returned untouched.
+ */
+export function renamed(e: unknown, caller: string): unknown {
+  if (!isTokenSieveError(e)) return e;
+  const old = e.message;
+  if (old.startsWith(`${caller}: `) || old.startsWith(`${caller} `)) return e;
+  let msg = old.replace(new RegExp(`(?: for| of) ${caller.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?= but|[,.:;)]|$)`), '');
+  msg = `${caller}: ${msg}`;
+  e.message = msg;
+  if (typeof e.stack === 'string' && e.stack.includes(old)) e.stack = e.stack.replace(old, () => msg);
   return e;
 }
 
@@ -102,4 +162,36 @@ export function fromNative(e: unknown, op: string, site?: { stack?: string }): E
     err.stack = `${err.name} [${raw.code}]: ${err.message}\n${frames}`;
   }
   return err;
+}
+
+/**
+ * The public function the user called, while it runs steps of its own (a
+ * method running kernels, Tensor.to allocating): kernels run inside
+ * {@link asCaller} name it in their errors instead of their own name.
+ * Only the synchronous part of a call sees it (each op captures it when it
+ * starts), so concurrent async calls never see each other's name.
+ */
+let currentCaller: string | undefined;
+
+/** The name errors of an op called as `op` should carry: the outermost public caller's. */
+export function callerName(op: string): string {
+  return currentCaller ?? op;
+}
+
+/**
+ * Runs `fn` (synchronously) as part of the public function `caller`: the ops
+ * it starts name `caller` in their errors, and an error it throws is
+ * reported as `caller: ...`. The outermost caller wins.
+ */
+export function asCaller<T>(caller: string, fn: () => T): T {
+  const outer = currentCaller;
+  if (outer !== undefined) return fn();
+  currentCaller = caller;
+  try {
+    return fn();
+  } catch (e) {
+    throw renamed(e, caller);
+  } finally {
+    currentCaller = outer;
+  }
 }

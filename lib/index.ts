@@ -1,3 +1,5 @@
+/// <reference lib="es2022" preserve="true" />
+/// <reference lib="esnext.disposable" preserve="true" />
 /**
  * tokensieve: fast, batched CPU and CUDA kernels for visual-token
  * compression, and the pruning methods built on them.
@@ -17,8 +19,8 @@ export {
 export type { DType, FloatDType, HostData } from './dtype';
 export { info, cudaAvailable, cudaUnavailableReason, setThreads, getThreads, deviceMemory } from './device';
 export type { Device, DeviceLike, Info, CudaDeviceInfo, DeviceMemory } from './device';
-export { TokenSieveError } from './errors';
-export type { ErrorCode } from './errors';
+export { TokenSieveError, TokenSieveTypeError, TokenSieveRangeError, isTokenSieveError } from './errors';
+export type { ErrorCode, TokenSieveAnyError } from './errors';
 export {
   attentionScores,
   attentionScoresSync,

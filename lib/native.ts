@@ -4,7 +4,10 @@
  * ERR_LOAD error lists every candidate tried, why it failed, and how to fix it.
  *
  * Search order:
- *  1. `TOKENSIEVE_NATIVE` — an explicit path to a tokensieve.node file;
+ *  1. `TOKENSIEVE_NATIVE` — an explicit path to a tokensieve.node file
+ *     (relative paths from the working directory). When it is set, nothing
+ *     else is tried: a missing file or one that does not load is ERR_LOAD
+ *     naming that path, never a silent fallback to another binary;
  *  2. node-gyp-build's search from the package root (honours
  *     `TOKENSIEVE_PREBUILD` and `PREBUILDS_ONLY`): build/Release,
  *     build/Debug, then prebuilds/<platform>-<arch>/;
@@ -26,7 +29,7 @@ export const packageRoot: string = (() => {
   return path.resolve(__dirname, '..', '..');
 })();
 
-interface Attempt {
+export interface Attempt {
   candidate: string;
   error: string;
 }
@@ -69,8 +72,24 @@ function load(): NativeModule {
   const attempts: Attempt[] = [];
   const explicit = process.env.TOKENSIEVE_NATIVE;
   if (explicit) {
-    const mod = tryLoad(path.resolve(explicit), attempts);
+    const file = path.resolve(explicit);
+    if (!fs.existsSync(file)) {
+      throw new TokenSieveError(
+        'ERR_LOAD',
+        `TOKENSIEVE_NATIVE is set to ${explicit}, but ${file} does not exist. ` +
+          'When TOKENSIEVE_NATIVE is set, tokensieve loads that file and nothing else: ' +
+          'point it at an existing tokensieve.node, or unset it to use the package\'s own binary.',
+      );
+    }
+    const mod = tryLoad(file, attempts);
     if (mod) return mod;
+    const a = attempts[attempts.length - 1];
+    throw new TokenSieveError(
+      'ERR_LOAD',
+      `TOKENSIEVE_NATIVE is set to ${explicit}, but ${file} does not load: ${a ? a.error : 'unknown error'}. ` +
+        'When TOKENSIEVE_NATIVE is set, tokensieve loads that file and nothing else: ' +
+        'point it at a tokensieve.node built for this platform, or unset it to use the package\'s own binary.',
+    );
   } else {
     try {
       // eslint-disable-next-line @typescript-eslint/no-require-imports
@@ -86,16 +105,43 @@ function load(): NativeModule {
       if (mod) return mod;
     }
   }
+  throw new TokenSieveError('ERR_LOAD', loadFailureMessage(attempts, packageRoot));
+}
+
+/** The ERR_LOAD message when the package's own binaries do not load: what was tried, why, and what fixes it. */
+export function loadFailureMessage(attempts: Attempt[], root: string): string {
+  const platform = `${process.platform}-${process.arch}`;
   const lines = attempts.map((a) => `  - ${a.candidate}: ${a.error}`).join('\n');
-  throw new TokenSieveError(
-    'ERR_LOAD',
-    `tokensieve could not load its native addon for ${process.platform}-${process.arch} (Node ${process.version}).\n` +
-      `Tried:\n${lines || '  (no candidates found)'}\n` +
-      'How to fix:\n' +
-      '  - reinstall the package so prebuilds/ is present (npm install tokensieve), or\n' +
-      '  - build from source: npm run build:native (needs CMake >= 3.18, a C++17 compiler; nvcc optional), or\n' +
-      '  - point TOKENSIEVE_NATIVE at a tokensieve.node built for this platform.\n' +
-      'A missing GPU, driver or CUDA library never prevents loading; only a missing or incompatible binary does.',
+  const prebuilt = prebuildCandidates(root);
+  const installed = root.split(path.sep).includes('node_modules');
+  const fixes: string[] = [];
+  if (prebuilt.length === 0) {
+    fixes.push(
+      platform === 'linux-x64'
+        ? 'this copy of the package has no prebuilt binary for linux-x64 (prebuilds/linux-x64/ is missing: it was packed without its prepack step), so it must be built from source;'
+        : `there is no prebuilt binary for ${platform} (tokensieve ships one for linux-x64 only), so it must be built from source;`,
+    );
+  } else {
+    fixes.push(`the prebuilt binary for ${platform} did not load (see above; it needs glibc >= 2.34 and libstdc++), so it must be built from source;`);
+  }
+  if (installed) {
+    fixes.push(
+      'build it: `npm rebuild tokensieve` in your project (runs the install script, which builds when no binary loads;',
+      '    add --foreground-scripts to see the build; set TOKENSIEVE_BUILD_FROM_SOURCE=1 to force it).',
+      '    A project installed with --ignore-scripts (or ignore-scripts=true in .npmrc) never ran it.',
+    );
+  } else {
+    fixes.push('build it: `npm run build:native` in this clone (`npm install` does it too when no binary loads);');
+  }
+  fixes.push(
+    'building needs CMake >= 3.18 and a C++17 compiler (nvcc optional, for the CUDA kernels);',
+    'or set TOKENSIEVE_NATIVE to the path of a tokensieve.node built for this platform.',
+  );
+  return (
+    `tokensieve could not load its native addon for ${platform} (Node ${process.version}).\n` +
+    `Tried:\n${lines || '  (no candidates found)'}\n` +
+    `How to fix:\n${fixes.map((f) => (f.startsWith('    ') ? f : `  - ${f}`)).join('\n')}\n` +
+    'A missing GPU, driver or CUDA library never prevents loading; only a missing or incompatible binary does.'
   );
 }
 

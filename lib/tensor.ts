@@ -19,7 +19,7 @@ import {
   isDType,
 } from './dtype';
 import { Device, DeviceLike, deviceOf, deviceOrdinal, requireCuda } from './device';
-import { describe, fromNative, invalid, makeError, TokenSieveError } from './errors';
+import { callerName, describe, fromNative, invalid, makeError, TokenSieveError } from './errors';
 import { native } from './native';
 
 /** A plain host tensor: `{ data, shape, dtype? }`; f16/bf16 data is a Uint16Array with an explicit dtype. */
@@ -144,10 +144,10 @@ export class Tensor {
   readonly device: Device;
   /** The stream this tensor's memory is ordered on (device tensors; undefined = default stream). */
   readonly stream: bigint | undefined;
-  #data: HostData | undefined;
-  #buffer: NativeDeviceBuffer | undefined;
-  #ptr: bigint | undefined;
-  #disposed = false;
+  private _data: HostData | undefined;
+  private _buffer: NativeDeviceBuffer | undefined;
+  private _ptr: bigint | undefined;
+  private _disposed = false;
 
   /** @internal Use Tensor.from, Tensor.empty or Tensor.fromDevicePointer. */
   constructor(token: symbol, init: TensorInit) {
@@ -162,9 +162,10 @@ export class Tensor {
     this.offset = init.offset;
     this.device = deviceOf(init.ordinal);
     this.stream = init.stream;
-    this.#data = init.data;
-    this.#buffer = init.buffer;
-    this.#ptr = init.ptr;
+    this._data = init.data;
+    this._buffer = init.buffer;
+    this._ptr = init.ptr;
+    hideFields(this, ['_data', '_buffer', '_ptr', '_disposed']);
   }
 
   /**
@@ -224,7 +225,7 @@ export class Tensor {
     return deviceOrdinal(this.device);
   }
   get disposed(): boolean {
-    return this.#disposed || (this.#buffer !== undefined && this.#buffer.disposed);
+    return this._disposed || (this._buffer !== undefined && this._buffer.disposed);
   }
   get isContiguous(): boolean {
     const c = contiguousStrides(this.shape);
@@ -234,17 +235,17 @@ export class Tensor {
   /** The host TypedArray this tensor views (host tensors only). */
   get data(): HostData {
     this.assertAlive('data');
-    if (this.#data === undefined) {
+    if (this._data === undefined) {
       throw new TokenSieveError('ERR_DEVICE', `Tensor.data: the tensor is on ${this.device}; call toHost() first`);
     }
-    return this.#data;
+    return this._data;
   }
 
   /** Device address of the first element (device tensors only). */
   get ptr(): bigint {
     this.assertAlive('ptr');
     if (this.isHost) throw new TokenSieveError('ERR_DEVICE', 'Tensor.ptr: the tensor is on the host');
-    const base = this.#buffer ? this.#buffer.ptr : (this.#ptr as bigint);
+    const base = this._buffer ? this._buffer.ptr : (this._ptr as bigint);
     return base + BigInt(this.offset * DTYPE_SIZE[this.dtype]);
   }
 
@@ -259,11 +260,12 @@ export class Tensor {
     if (ordinal >= 0 && !this.isHost) {
       throw new TokenSieveError('ERR_UNSUPPORTED', `Tensor.to: copies between CUDA devices are not supported (${this.device} → cuda:${ordinal}); go through the host`);
     }
+    const op = callerName('Tensor.to');
     if (ordinal >= 0) {
       const src = this.contiguous();
-      const dst = allocate('Tensor.to', this.shape, this.dtype, deviceOf(ordinal));
+      const dst = allocate(op, this.shape, this.dtype, deviceOf(ordinal));
       try {
-        copyNative(dst, src, 'Tensor.to');
+        copyNative(dst, src, op);
       } catch (e) {
         dst.dispose(); // a failed copy frees its device memory now
         throw e;
@@ -271,19 +273,19 @@ export class Tensor {
       return dst;
     }
     // device → host
-    const host = Tensor.empty(this.shape, this.dtype, 'cpu');
+    const host = allocate(op, this.shape, this.dtype, 'cpu');
     if (this.isContiguous) {
-      copyNative(host, this, 'Tensor.toHost');
+      copyNative(host, this, op);
       return host;
     }
     // A strided device view: bring back the span it covers, then compact.
     const span = lastIndex(this.shape, this.strides) + 1;
-    const staging = Tensor.empty([span], this.dtype, 'cpu');
+    const staging = allocate(op, [span], this.dtype, 'cpu');
     const flat = new Tensor(INTERNAL, {
       dtype: this.dtype, shape: [span], strides: [1], offset: this.offset, ordinal: this.ordinal,
-      buffer: this.#buffer, ptr: this.#ptr, stream: this.stream,
+      buffer: this._buffer, ptr: this._ptr, stream: this.stream,
     });
-    copyNative(staging, flat, 'Tensor.toHost');
+    copyNative(staging, flat, op);
     return new Tensor(INTERNAL, {
       dtype: this.dtype, shape: this.shape, strides: this.strides, offset: 0, ordinal: -1, data: staging.data,
     }).contiguous();
@@ -351,12 +353,12 @@ export class Tensor {
     if (last >= 0 && this.isHost && offset + last >= this.data.length) {
       throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of ${this.data.length}`);
     }
-    if (last >= 0 && this.#buffer && (offset + last + 1) * DTYPE_SIZE[this.dtype] > this.#buffer.bytes) {
-      throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of a device buffer of ${this.#buffer.bytes / DTYPE_SIZE[this.dtype]}`);
+    if (last >= 0 && this._buffer && (offset + last + 1) * DTYPE_SIZE[this.dtype] > this._buffer.bytes) {
+      throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of a device buffer of ${this._buffer.bytes / DTYPE_SIZE[this.dtype]}`);
     }
     return new Tensor(INTERNAL, {
       dtype: this.dtype, shape: dims, strides: st, offset, ordinal: this.ordinal,
-      data: this.#data, buffer: this.#buffer, ptr: this.#ptr, stream: this.stream,
+      data: this._data, buffer: this._buffer, ptr: this._ptr, stream: this.stream,
     });
   }
 
@@ -366,16 +368,16 @@ export class Tensor {
    * on the memory keeps it until it finishes.
    */
   dispose(): void {
-    if (this.#disposed) return;
-    this.#disposed = true;
-    if (this.#buffer) {
+    if (this._disposed) return;
+    this._disposed = true;
+    if (this._buffer) {
       try {
-        this.#buffer.dispose();
+        this._buffer.dispose();
       } catch (e) {
         throw fromNative(e, 'Tensor.dispose');
       }
     }
-    this.#data = undefined;
+    this._data = undefined;
   }
 
   [Symbol.dispose](): void {
@@ -404,7 +406,7 @@ export class Tensor {
       meta[4 + i] = shape[i];
       meta[4 + rank + i] = strides[i];
     }
-    const mem = this.#data ?? this.#buffer ?? (this.#ptr as bigint);
+    const mem = this._data ?? this._buffer ?? (this._ptr as bigint);
     return { meta, mem };
   }
 
@@ -419,7 +421,7 @@ export class Tensor {
    */
   assertReadable(what: string): void {
     this.assertAlive(what);
-    const data = this.#data;
+    const data = this._data;
     if (data === undefined) return;
     const last = lastIndex(this.shape, this.strides);
     if (last < 0 || this.offset + last < data.length) return;
@@ -442,6 +444,15 @@ export const MAX_HOST_ELEMENTS = 2 ** 32 - 1;
 export const MAX_DEVICE_BYTES = 2 ** 47;
 export function maxHostOutputBytes(): number {
   return Math.floor(os.totalmem() / 2);
+}
+
+/**
+ * @internal Makes private fields non-enumerable, so they stay out of
+ * console.log, Object.keys and JSON.stringify (as `#private` fields did; those
+ * cannot be used: they break consumers' typings below ES2015 targets).
+ */
+export function hideFields(obj: object, names: readonly string[]): void {
+  for (const n of names) Object.defineProperty(obj, n, { enumerable: false });
 }
 
 /**
@@ -515,6 +526,10 @@ export function toTensor(src: unknown, name: string): Tensor {
     return src;
   }
   if (typeof src !== 'object' || src === null || !('data' in src) || !('shape' in src)) {
+    if (typeof src === 'object' && src !== null && 'indices' in src && (src as { indices?: unknown }).indices instanceof Tensor) {
+      // A topk / method result where its tensor belongs: gather(x, await topk(s, k)).
+      throw makeError('ERR_ARG', `Expected a Tensor or { data, shape, dtype? } for ${name} but received a result object { ${Object.keys(src).join(', ')} }; pass its .indices`);
+    }
     throw invalid('ERR_ARG', name, 'a Tensor or { data, shape, dtype? }', src);
   }
   const like = src as HostTensorLike;

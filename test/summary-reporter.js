@@ -23,7 +23,9 @@ class SummaryReporter {
     if (process.env.TOKENSIEVE_TEST_SUMMARY) {
       fs.writeFileSync(process.env.TOKENSIEVE_TEST_SUMMARY, JSON.stringify({ passed, failed, skipped }));
     }
+    const cudaSkip = process.env.TOKENSIEVE_CUDA_SKIP_REASON;
     process.once('exit', () => {
+      if (cudaSkip && skipped > 0) process.stdout.write(`(skipped: the CUDA suites, because ${cudaSkip})\n`);
       process.stdout.write(`${line}\n`);
     });
   }

@@ -85,6 +85,12 @@ export interface NativeModule {
    */
   deviceMemory(): { bytes: number; buffers: number; objects: number; v8External: number };
   /**
+   * Test hook (not public API): the CPU a·bᵀ driver of cpu/gemm.h on row-major
+   * a [m, K] and b [n, K]; returns a fresh [m, n]. `upper` (a == b) computes
+   * j >= i and mirrors it; `aPanels` packs a as panels instead of reading rows.
+   */
+  gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean): Float32Array;
+  /**
    * params: [scale, causal, causalOffset, queryReduce (0 mean, 1 sum), headReduce (0 mean, 1 sum, 2 none),
    * keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows, precision (0 native, 1 int8), qBlock, kBlock, smoothK]
    */

@@ -42,6 +42,13 @@ struct Roof {
   int threads = 0;
 };
 Roof measure_roof();
+
+// Test hook for the a·bᵀ driver and register tile of cpu/gemm.h (not public
+// API): out[i * n + j] = a_i · b_j for row-major a [m, K] and b [n, K], b
+// packed as panels and a read as rows or (a_panels) packed too. With upper
+// (a == b, m == n) only j >= i is computed, then mirrored.
+void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t K, bool upper, bool a_panels,
+                   float* out);
 }  // namespace cpu
 
 namespace cuda {

@@ -4,7 +4,8 @@
  */
 import { DType, DTYPE_SIZE, isFloatDType } from '../dtype';
 import { Device, deviceOf, requireCuda } from '../device';
-import { describe, fromNative, invalid, makeError, TokenSieveError } from '../errors';
+import { callerName, describe, fromNative, invalid, makeError, renamed, TokenSieveError } from '../errors';
+export { asCaller, callerName } from '../errors';
 import { allocate, Tensor, TensorLike, toTensor } from '../tensor';
 
 /** Rejects unknown option names (a typo must not silently fall back to a default). */
@@ -12,6 +13,9 @@ export function checkOptions(op: string, opts: unknown, allowed: readonly string
   if (opts === undefined) return {};
   if (typeof opts !== 'object' || opts === null || Array.isArray(opts)) {
     throw invalid('ERR_ARG', `${op} options`, 'an object', opts);
+  }
+  if (opts instanceof Tensor || ('data' in opts && 'shape' in opts)) {
+    throw makeError('ERR_ARG', `${op}: expected an options object ({ ${allowed.join(', ')} }) but received a ${opts instanceof Tensor ? 'Tensor' : 'tensor { data, shape }'}; a tensor was passed where the options belong (check the argument order)`);
   }
   for (const key of Object.keys(opts)) {
     if (!allowed.includes(key)) {
@@ -165,25 +169,25 @@ export function packParams(values: readonly number[]): Float64Array {
  */
 export class CallOutputs {
   readonly op: string;
-  readonly #made: Tensor[] = [];
-  #hostBytes = 0;
+  private readonly _made: Tensor[] = [];
+  private _hostBytes = 0;
   constructor(op: string) {
     this.op = op;
   }
   empty(shape: readonly number[], dtype: DType, device: Device, opts: { stream?: bigint; uninitialized?: boolean } = {}): Tensor {
-    const t = allocate(this.op, shape, dtype, device, opts, this.#hostBytes);
-    if (t.isHost) this.#hostBytes += t.numel * DTYPE_SIZE[dtype];
-    this.#made.push(t);
+    const t = allocate(this.op, shape, dtype, device, opts, this._hostBytes);
+    if (t.isHost) this._hostBytes += t.numel * DTYPE_SIZE[dtype];
+    this._made.push(t);
     return t;
   }
   /** Takes ownership of a tensor made another way (e.g. a copy to the device). */
   adopt<T extends Tensor | undefined>(t: T): T {
-    if (t) this.#made.push(t);
+    if (t) this._made.push(t);
     return t;
   }
   release(): void {
-    for (const t of this.#made) if (!t.disposed) t.dispose();
-    this.#made.length = 0;
+    for (const t of this._made) if (!t.disposed) t.dispose();
+    this._made.length = 0;
   }
 }
 
@@ -204,12 +208,13 @@ function planned<R>(op: string, plan: (outs: CallOutputs) => OpPlan<R>, outs: Ca
     return plan(outs);
   } catch (e) {
     outs.release();
-    throw e;
+    throw renamed(e, op); // every message starts with the function called: "topkSync: Expected ..."
   }
 }
 
-/** Runs an op on this thread. */
-export function runOp<R>(op: string, plan: (outs: CallOutputs) => OpPlan<R>): R {
+/** Runs an op on this thread. `op` is the function called (or, inside a method, the method). */
+export function runOp<R>(opName: string, plan: (outs: CallOutputs) => OpPlan<R>): R {
+  const op = callerName(opName);
   const outs = new CallOutputs(op);
   const p = planned(op, plan, outs);
   try {
@@ -224,7 +229,8 @@ export function runOp<R>(op: string, plan: (outs: CallOutputs) => OpPlan<R>): R 
 }
 
 /** Runs an op on libuv's pool; rejections carry the caller's stack (`site`, from callSite). */
-export async function runOpAsync<R>(op: string, site: { stack?: string }, plan: (outs: CallOutputs) => OpPlan<R>): Promise<R> {
+export async function runOpAsync<R>(opName: string, site: { stack?: string }, plan: (outs: CallOutputs) => OpPlan<R>): Promise<R> {
+  const op = callerName(opName);
   const outs = new CallOutputs(op);
   const p = planned(op, plan, outs);
   try {

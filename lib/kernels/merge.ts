@@ -99,6 +99,9 @@ export interface MergeResult {
 
 const MODE_CODE: Record<MergeMode, number> = { sum: 0, mean: 1, amax: 2, wavg: 3 };
 
+/** Plans that were disposed (a plan is frozen, so this lives outside it). */
+const disposedPlans = new WeakSet<object>();
+
 /**
  * The result of a bipartite soft matching. Its tensors live on the metric's
  * device; dispose() frees them (device memory) — a disposed plan is rejected.
@@ -120,8 +123,6 @@ export class MergePlan {
   readonly sources: Tensor | undefined;
   /** i32 [B, r]: the token each of `sources` merged into. */
   readonly destinations: Tensor | undefined;
-  #disposed = false;
-
   /** @internal */
   constructor(init: { batch: number; n: number; r: number; device: Device; assign: Tensor; unmerged?: Tensor; sources?: Tensor; destinations?: Tensor }) {
     this.batch = init.batch;
@@ -142,12 +143,12 @@ export class MergePlan {
   }
 
   get disposed(): boolean {
-    return this.#disposed;
+    return disposedPlans.has(this);
   }
 
   dispose(): void {
-    if (this.#disposed) return;
-    this.#disposed = true;
+    if (disposedPlans.has(this)) return;
+    disposedPlans.add(this);
     for (const t of [this.assign, this.unmerged, this.sources, this.destinations]) t?.dispose();
   }
 
@@ -158,7 +159,7 @@ export class MergePlan {
   /** @internal */
   check(op: string): void {
     if (!(this instanceof MergePlan)) throw invalid('ERR_ARG', `${op} plan`, 'a MergePlan', this);
-    if (this.#disposed) throw new TokenSieveError('ERR_DISPOSED', `${op}: the MergePlan was disposed`);
+    if (disposedPlans.has(this)) throw new TokenSieveError('ERR_DISPOSED', `${op}: the MergePlan was disposed`);
     for (const [name, t] of [['assign', this.assign], ['unmerged', this.unmerged], ['sources', this.sources], ['destinations', this.destinations]] as const) {
       if (t?.disposed) throw new TokenSieveError('ERR_DISPOSED', `${op}: the MergePlan's ${name} was disposed`);
       t?.assertReadable(`${op} plan.${name}`);

@@ -21,7 +21,7 @@ import { FloatDType, isFloatDType } from '../dtype';
 import { invalid, makeError, TokenSieveError } from '../errors';
 import { native } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectDisjoint, expectFloat, output, packParams, CallOutputs, OpPlan, runOp, runOpAsync, stream } from './common';
+import { asCaller, bool, callSite, checkOptions, commonDevice, expectDisjoint, expectFloat, output, packParams, CallOutputs, OpPlan, runOp, runOpAsync, stream } from './common';
 
 /** One scale per tensor, row ('token'), last-dim channel, group along the last dim, or block of rows of [B, H, N, D]. */
 export type Granularity = 'tensor' | 'token' | 'channel' | { group: number; pad?: boolean } | { rows: number; pad?: boolean };
@@ -247,6 +247,10 @@ export interface ErrorReport {
  * @example const { relFrobenius } = errorReport(k, await quantize(k, { bits: 4, granularity: { group: 64 } }));
  */
 export function errorReport(x: TensorLike, approx: TensorLike | QuantizedTensor): ErrorReport {
+  return asCaller('errorReport', () => errorReportOf(x, approx)); // its dequantize step reports as errorReport
+}
+
+function errorReportOf(x: TensorLike, approx: TensorLike | QuantizedTensor): ErrorReport {
   const a = toTensor(x, 'x');
   let b: Tensor;
   if (typeof approx === 'object' && approx !== null && 'scales' in approx && 'bits' in approx) {

@@ -99,9 +99,9 @@ function* steps(xIn: TensorLike, opts: CenterClipOptions | undefined, op: string
  * const { tokens } = await centerClip(x, { frameDuration: 2, clusters: 49 });
  */
 export async function centerClip(x: TensorLike, opts?: CenterClipOptions): Promise<CenterClipResult> {
-  return driveAsync(steps(x, opts, 'centerClip'));
+  return driveAsync(steps(x, opts, 'centerClip'), 'centerClip');
 }
 
 export function centerClipSync(x: TensorLike, opts?: CenterClipOptions): CenterClipResult {
-  return drive(steps(x, opts, 'centerClipSync'));
+  return drive(steps(x, opts, 'centerClipSync'), 'centerClipSync');
 }

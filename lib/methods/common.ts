@@ -5,7 +5,7 @@
  * two can never drift apart.
  */
 import { Device } from '../device';
-import { invalid, makeError } from '../errors';
+import { asCaller, callerName, invalid, isTokenSieveError, makeError, renamed } from '../errors';
 import { attentionScores, attentionScoresSync, AttentionScoresOptions, reduceAttention, reduceAttentionSync, ReductionOptions } from '../kernels/attention';
 import { topk, topkSync, TopkOptions, TopkResult } from '../kernels/select';
 import { Tensor, TensorLike, toTensor } from '../tensor';
@@ -52,39 +52,66 @@ export function call<A extends unknown[], T>(syncOp: (...a: A) => T, asyncOp: (.
 
 export type MethodGen<R> = Generator<Step, R, unknown>;
 
-export function drive<R>(gen: MethodGen<R>): R {
-  let r = gen.next();
-  while (!r.done) {
-    let v: unknown;
-    try {
-      v = r.value.sync();
-    } catch (e) {
-      r = gen.throw(e);
-      continue;
+/**
+ * Runs a method's steps on this thread. `caller` is the public function the
+ * user called: the kernels it runs name it in their errors, and every coded
+ * error it throws reads `caller: ...`.
+ */
+export function drive<R>(gen: MethodGen<R>, name: string): R {
+  const caller = callerName(name); // a method run by another public function (stc) reports that one
+  try {
+    let r = asCaller(caller, () => gen.next());
+    while (!r.done) {
+      let v: unknown;
+      const step = r.value;
+      try {
+        v = asCaller(caller, () => step.sync());
+      } catch (e) {
+        r = asCaller(caller, () => gen.throw(e));
+        continue;
+      }
+      r = asCaller(caller, () => gen.next(v));
     }
-    r = gen.next(v);
+    return r.value;
+  } catch (e) {
+    throw renamed(e, caller);
   }
-  return r.value;
 }
 
-export async function driveAsync<R>(gen: MethodGen<R>): Promise<R> {
-  let r = gen.next();
-  while (!r.done) {
-    let v: unknown;
-    try {
-      v = await r.value.async();
-    } catch (e) {
-      r = gen.throw(e);
-      continue;
+/** Runs a method's steps off the event loop (the Promise API); errors as {@link drive}. */
+export async function driveAsync<R>(gen: MethodGen<R>, name: string): Promise<R> {
+  const caller = callerName(name);
+  const site: { stack?: string } = {};
+  Error.captureStackTrace(site, driveAsync); // the method's caller: rejections point there, not at a step inside
+  try {
+    let r = asCaller(caller, () => gen.next());
+    while (!r.done) {
+      let v: unknown;
+      const step = r.value;
+      try {
+        v = await asCaller(caller, () => step.async());
+      } catch (e) {
+        r = asCaller(caller, () => gen.throw(renamed(e, caller)));
+        continue;
+      }
+      r = asCaller(caller, () => gen.next(v));
     }
-    r = gen.next(v);
+    return r.value;
+  } catch (e) {
+    const err = renamed(e, caller);
+    if (isTokenSieveError(err) && site.stack) {
+      err.stack = `${err.name} [${err.code}]: ${err.message}\n${site.stack.split('\n').slice(1).join('\n')}`;
+    }
+    throw err;
   }
-  return r.value;
 }
 
 /** Token count N of an attention source (keys), and its batch size. */
 export function sourceDims(op: string, src: unknown): { B: number; N: number; device: Device } {
   if (typeof src !== 'object' || src === null) throw invalid('ERR_ARG', `${op} attention`, '{ q, k } or { probs }', src);
+  if (src instanceof Tensor || ('data' in src && 'shape' in src)) {
+    throw makeError('ERR_ARG', `${op}: expected the attention as { q, k } or { probs } but received a ${src instanceof Tensor ? 'Tensor' : 'tensor { data, shape }'}; wrap it: ${op}({ q, k }, opts) or ${op}({ probs }, opts)`);
+  }
   if ('probs' in src) {
     const p = toTensor((src as { probs: TensorLike }).probs, 'probs');
     if (p.ndim !== 4) throw makeError('ERR_SHAPE', `Expected probs of rank 4 [B, H, Nq, Nk] for ${op} but received shape [${p.shape.join(', ')}]`);
@@ -156,6 +183,24 @@ export function keepCount(op: string, opts: { keep?: unknown; reduction?: unknow
 export function indexTensor(data: Int32Array, shape: number[], device: Device): Tensor {
   const t = Tensor.from({ data, shape, dtype: 'i32' });
   return device === 'cpu' ? t : t.to(device);
+}
+
+/**
+ * Patch indices → token positions in a sequence that starts with CLS
+ * (each index + 1), on the same device (`tokenIndices: true`).
+ */
+export function patchToTokenIndices(indices: Tensor): Tensor {
+  const shifted = Int32Array.from(hostI32(indices.isHost ? indices : indices.toHost()), (i) => i + 1);
+  const out = indexTensor(shifted, indices.shape.slice(), indices.device);
+  if (!indices.isHost) indices.dispose();
+  return out;
+}
+
+/** `tokenIndices` option: a boolean, default false. */
+export function tokenIndicesOption(op: string, v: unknown): boolean {
+  if (v === undefined) return false;
+  if (typeof v !== 'boolean') throw invalid('ERR_ARG', `${op} tokenIndices`, 'a boolean', v);
+  return v;
 }
 
 /** Host copy of a tensor's values as a Float32Array (no copy for contiguous host f32). */

@@ -46,11 +46,11 @@ function plan(op: string, x: TensorLike, opts: DivPruneOptions | undefined): { k
  * const kept = await gather(imageEmbeds, indices);
  */
 export async function divPrune(x: TensorLike, opts?: DivPruneOptions): Promise<DivPruneResult> {
-  return driveAsync(steps('divPrune', x, opts));
+  return driveAsync(steps('divPrune', x, opts), 'divPrune');
 }
 
 export function divPruneSync(x: TensorLike, opts?: DivPruneOptions): DivPruneResult {
-  return drive(steps('divPruneSync', x, opts));
+  return drive(steps('divPruneSync', x, opts), 'divPruneSync');
 }
 
 function* steps(op: string, x: TensorLike, opts: DivPruneOptions | undefined): MethodGen<DivPruneResult> {

@@ -54,8 +54,7 @@ export interface FastVResult extends SelectionResult {
   scores: Tensor;
 }
 
-function* fastVSteps(src: AttentionSource, opts: FastVOptions): MethodGen<FastVResult> {
-  const op = 'fastV';
+function* fastVSteps(src: AttentionSource, opts: FastVOptions, op: string): MethodGen<FastVResult> {
   const o = checkOptions(op, opts, ['imageStart', 'imageLength', 'keep', 'reduction', 'queryRow', 'causal']);
   const { B, N: L, device } = sourceDims(op, src);
   const start = int(op, 'imageStart', o.imageStart, 0, L - 1);
@@ -98,9 +97,9 @@ function* fastVSteps(src: AttentionSource, opts: FastVOptions): MethodGen<FastVR
  * const { sequence } = await fastV({ q, k }, { imageStart: 35, imageLength: 576, reduction: 0.5 });
  */
 export function fastV(src: AttentionSource, opts: FastVOptions): Promise<FastVResult> {
-  return driveAsync(fastVSteps(src, opts));
+  return driveAsync(fastVSteps(src, opts, 'fastV'), 'fastV');
 }
 
 export function fastVSync(src: AttentionSource, opts: FastVOptions): FastVResult {
-  return drive(fastVSteps(src, opts));
+  return drive(fastVSteps(src, opts, 'fastVSync'), 'fastVSync');
 }

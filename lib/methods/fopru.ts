@@ -48,8 +48,7 @@ export interface FoPruResult extends SelectionResult {
   rows?: Tensor;
 }
 
-function* foPruSteps(src: AttentionSource, opts: FoPruOptions): MethodGen<FoPruResult> {
-  const op = 'foPru';
+function* foPruSteps(src: AttentionSource, opts: FoPruOptions, op: string): MethodGen<FoPruResult> {
   const o = checkOptions(op, opts, ['strategy', 'keep', 'ratio', 'rows', 'cls']);
   const strategy = o.strategy === undefined ? 'rank' : o.strategy;
   if (strategy !== 'rank' && strategy !== 'row') throw invalid('ERR_ARG', `${op} strategy`, "'rank' or 'row'", strategy);
@@ -119,9 +118,9 @@ function* foPruSteps(src: AttentionSource, opts: FoPruOptions): MethodGen<FoPruR
  * const { indices } = await foPru({ probs }, { strategy: 'rank', keep: 144, cls: true });
  */
 export function foPru(src: AttentionSource, opts: FoPruOptions): Promise<FoPruResult> {
-  return driveAsync(foPruSteps(src, opts));
+  return driveAsync(foPruSteps(src, opts, 'foPru'), 'foPru');
 }
 
 export function foPruSync(src: AttentionSource, opts: FoPruOptions): FoPruResult {
-  return drive(foPruSteps(src, opts));
+  return drive(foPruSteps(src, opts, 'foPruSync'), 'foPruSync');
 }

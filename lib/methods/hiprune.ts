@@ -33,12 +33,21 @@ import {
   scoresOf,
   SelectionResult,
   sourceDims,
+  tokenIndicesOption,
   topkOf,
 } from './common';
 
 export interface HiPruneOptions {
-  /** Retention T: tokens kept per image (LLaVA-1.5: 192, 128, 64; NeXT: 640, 320, 160). */
-  retention: number;
+  /**
+   * Tokens kept per image, T (LLaVA-1.5: 192, 128, 64; NeXT: 640, 320, 160);
+   * each crop keeps int(T / crops). Pass exactly one of `keep`, `ratio` or
+   * `retention`.
+   */
+  keep?: number;
+  /** Or the fraction of each crop's patches kept: round(ratio·N) per crop (Python rounding). */
+  ratio?: number;
+  /** The authors' name for `keep` (HiPrune's "retention" T); an alias. */
+  retention?: number;
   /** Anchor fraction α (default 0.1). */
   alpha?: number;
   /** Patch-grid width (default 24 for CLIP-L/336). */
@@ -49,10 +58,17 @@ export interface HiPruneOptions {
   cls?: boolean;
   /** `'reference'` (default): ±1 without a row-wrap check; `'grid'`: true 2-D 4-neighbours. */
   neighbors?: 'reference' | 'grid';
+  /**
+   * `false` (default): `indices` are patch indices (0 = the first patch after
+   * CLS), as the authors' code returns them. `true`: positions in the token
+   * sequence that includes CLS (patch index + 1), to gather rows of features
+   * that include CLS. Needs `cls: true`; `anchors` stay patch indices.
+   */
+  tokenIndices?: boolean;
 }
 
 export interface HiPruneResult extends SelectionResult {
-  /** Kept patch indices, ascending, i32 [B, int(T / crops)]. */
+  /** Kept patch indices (token positions with `tokenIndices`), ascending, i32 [B, int(T / crops)]. */
   indices: Tensor;
   /** Deep-layer score, f32 [B, N]. */
   scores: Tensor;
@@ -62,9 +78,8 @@ export interface HiPruneResult extends SelectionResult {
   anchors: Tensor;
 }
 
-function* hiPruneSteps(shallow: AttentionSource, deep: AttentionSource, opts: HiPruneOptions): MethodGen<HiPruneResult> {
-  const op = 'hiPrune';
-  const o = checkOptions(op, opts, ['retention', 'alpha', 'gridWidth', 'crops', 'cls', 'neighbors']);
+function* hiPruneSteps(shallow: AttentionSource, deep: AttentionSource, opts: HiPruneOptions, op: string): MethodGen<HiPruneResult> {
+  const o = checkOptions(op, opts, ['keep', 'ratio', 'retention', 'alpha', 'gridWidth', 'crops', 'cls', 'neighbors', 'tokenIndices']);
   const { B, N: Ntok, device } = sourceDims(op, deep);
   const shallowDims = sourceDims(op, shallow);
   if (shallowDims.B !== B || shallowDims.N !== Ntok) {
@@ -75,10 +90,25 @@ function* hiPruneSteps(shallow: AttentionSource, deep: AttentionSource, opts: Hi
   const N = cls ? Ntok - 1 : Ntok;
   if (N < 1) throw makeError('ERR_SHAPE', `${op}: no patch tokens left after dropping CLS`);
   const crops = o.crops === undefined ? 1 : int(op, 'crops', o.crops, 1, 1 << 20);
-  const T = int(op, 'retention', o.retention, 1, N * crops);
-  const perCrop = Math.floor(T / crops);
-  if (perCrop < 1) throw makeError('ERR_RANGE', `Expected ${op} retention >= crops (${crops}) but received ${T}`);
-  if (perCrop > N) throw makeError('ERR_RANGE', `Expected ${op} retention per crop <= ${N} but received ${perCrop}`);
+  const given = (['keep', 'ratio', 'retention'] as const).filter((key) => o[key] !== undefined);
+  if (given.length !== 1) {
+    throw makeError('ERR_ARG', `${op}: pass exactly one of keep (tokens kept per image), ratio (the fraction kept) or retention (an alias of keep)${given.length ? ` but received ${given.join(' and ')}` : ''}`);
+  }
+  let perCrop: number;
+  if (o.ratio !== undefined) {
+    const r = o.ratio;
+    if (typeof r !== 'number' || !(r > 0 && r <= 1)) throw invalid('ERR_RANGE', `${op} ratio (the fraction of patches kept)`, 'a number in (0, 1]', r);
+    perCrop = pyRound(r * N);
+    if (perCrop < 1) throw makeError('ERR_RANGE', `Expected ${op} to keep at least 1 of ${N} patches but ratio ${r} keeps ${perCrop}`);
+  } else {
+    const name = given[0];
+    const T = int(op, name, o[name], 1, N * crops);
+    perCrop = Math.floor(T / crops);
+    if (perCrop < 1) throw makeError('ERR_RANGE', `Expected ${op} ${name} >= crops (${crops}) but received ${T}`);
+    if (perCrop > N) throw makeError('ERR_RANGE', `Expected ${op} ${name} per crop <= ${N} but received ${perCrop}`);
+  }
+  const tokenIndices = tokenIndicesOption(op, o.tokenIndices);
+  if (tokenIndices && !cls) throw makeError('ERR_ARG', `${op}: tokenIndices needs cls: true (without a CLS token, patch and token indices are the same)`);
   const alpha = o.alpha === undefined ? 0.1 : o.alpha;
   if (typeof alpha !== 'number' || !(alpha >= 0 && alpha <= 1)) throw invalid('ERR_RANGE', `${op} alpha`, 'a number in [0, 1]', alpha);
   const W = o.gridWidth === undefined ? 24 : int(op, 'gridWidth', o.gridWidth, 1, N);
@@ -139,7 +169,7 @@ function* hiPruneSteps(shallow: AttentionSource, deep: AttentionSource, opts: Hi
     // When anchors and buffers alone exceed the budget (only possible for
     // alpha near 1), the reference would fail in topk; keep the first perCrop.
     let w = b * perCrop;
-    for (let i = 0; i < N && w < (b + 1) * perCrop; i++) if (chosen[i]) out[w++] = i;
+    for (let i = 0; i < N && w < (b + 1) * perCrop; i++) if (chosen[i]) out[w++] = tokenIndices ? i + 1 : i;
   }
   return {
     indices: indexTensor(out, [B, perCrop], device),
@@ -152,12 +182,12 @@ function* hiPruneSteps(shallow: AttentionSource, deep: AttentionSource, opts: Hi
 /**
  * @example
  * // LLaVA-1.5: shallow = layer 8 (l = 9, 1-based), deep = layer 22 (-2)
- * const { indices } = await hiPrune({ q: q8, k: k8 }, { q: q22, k: k22 }, { retention: 128 });
+ * const { indices } = await hiPrune({ q: q8, k: k8 }, { q: q22, k: k22 }, { keep: 128 }); // patch indices
  */
 export function hiPrune(shallow: AttentionSource, deep: AttentionSource, opts: HiPruneOptions): Promise<HiPruneResult> {
-  return driveAsync(hiPruneSteps(shallow, deep, opts));
+  return driveAsync(hiPruneSteps(shallow, deep, opts, 'hiPrune'), 'hiPrune');
 }
 
 export function hiPruneSync(shallow: AttentionSource, deep: AttentionSource, opts: HiPruneOptions): HiPruneResult {
-  return drive(hiPruneSteps(shallow, deep, opts));
+  return drive(hiPruneSteps(shallow, deep, opts, 'hiPruneSync'), 'hiPruneSync');
 }

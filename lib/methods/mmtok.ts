@@ -73,11 +73,11 @@ function plan(op: string, inputs: MmtokInputs, opts: MmTokOptions | undefined): 
  * const kept = await gather(projected, indices);
  */
 export async function mmTok(inputs: MmtokInputs, opts?: MmTokOptions): Promise<MmTokResult> {
-  return driveAsync(steps('mmTok', inputs, opts));
+  return driveAsync(steps('mmTok', inputs, opts), 'mmTok');
 }
 
 export function mmTokSync(inputs: MmtokInputs, opts?: MmTokOptions): MmTokResult {
-  return drive(steps('mmTokSync', inputs, opts));
+  return drive(steps('mmTokSync', inputs, opts), 'mmTokSync');
 }
 
 function* steps(op: string, inputs: MmtokInputs, opts: MmTokOptions | undefined): MethodGen<MmTokResult> {

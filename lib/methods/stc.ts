@@ -31,11 +31,11 @@
  * other orders), so the indices equal a host run's wherever no two scores of
  * a frame are that close at the cut.
  */
-import { invalid, makeError } from '../errors';
+import { asCaller, invalid, makeError, renamed } from '../errors';
 import { checkOptions, oneOf } from '../kernels/common';
 import { StcMemory, stcScores, StcScoresOptions, stcScoresSync, StcScoresResult } from '../kernels/stc';
 import { topk, topkSync, TopkResult } from '../kernels/select';
-import { Tensor, TensorLike, toTensor } from '../tensor';
+import { hideFields, Tensor, TensorLike, toTensor } from '../tensor';
 import { call, drive, driveAsync, MethodGen } from './common';
 
 export interface StreamPrunerOptions {
@@ -59,9 +59,9 @@ export interface StreamPruneResult {
 export class StreamPruner {
   readonly tokensPerFrame: number;
   readonly memory: StcMemory;
-  #sum: Float32Array | undefined;
-  #channels: number | undefined; // C of the chunks in the memory
-  #count = 0;
+  private _sum: Float32Array | undefined;
+  private _channels: number | undefined; // C of the chunks in the memory
+  private _count = 0;
 
   constructor(opts?: StreamPrunerOptions) {
     const o = checkOptions('StreamPruner', opts, ['tokensPerFrame', 'memory']);
@@ -70,25 +70,26 @@ export class StreamPruner {
     if (k < 1) throw makeError('ERR_RANGE', `Expected StreamPruner tokensPerFrame >= 1 but received ${k}`);
     this.tokensPerFrame = k;
     this.memory = oneOf('StreamPruner', 'memory', o.memory, ['authors', 'aligned'] as const, 'authors');
+    hideFields(this, ['_sum', '_channels', '_count']);
   }
 
   /** Chunks folded into the memory so far. */
   get chunks(): number {
-    return this.#count;
+    return this._count;
   }
 
   /** Forgets the memory (a new video). */
   reset(): void {
-    this.#sum = undefined;
-    this.#channels = undefined;
-    this.#count = 0;
+    this._sum = undefined;
+    this._channels = undefined;
+    this._count = 0;
   }
 
-  #plan(op: string, chunk: TensorLike): { x: Tensor; k: number } {
+  private _plan(op: string, chunk: TensorLike): { x: Tensor; k: number } {
     const x = toTensor(chunk, 'chunk');
     if (x.ndim !== 3) throw makeError('ERR_SHAPE', `Expected a chunk of rank 3 [F, T, C] for ${op} but received shape [${x.shape.join(', ')}]`);
-    if (this.#channels !== undefined && this.#channels !== x.shape[2]) {
-      throw makeError('ERR_SHAPE', `Expected chunks of ${this.#channels} channels for ${op} (the memory's) but received ${x.shape[2]}; reset() between videos`);
+    if (this._channels !== undefined && this._channels !== x.shape[2]) {
+      throw makeError('ERR_SHAPE', `Expected chunks of ${this._channels} channels for ${op} (the memory's) but received ${x.shape[2]}; reset() between videos`);
     }
     if (this.tokensPerFrame > x.shape[1]) throw makeError('ERR_RANGE', `Expected tokensPerFrame ${this.tokensPerFrame} <= T = ${x.shape[1]} for ${op}`);
     return { x, k: this.tokensPerFrame };
@@ -97,38 +98,38 @@ export class StreamPruner {
   // The memory options of the scores call: the host sum as a view for a host
   // chunk; for a device chunk a copy on its device, which `release` disposes
   // (call it once the scores call has returned, on every path).
-  #memory(x: Tensor): { opts: StcScoresOptions; release: () => void } {
+  private _memory(x: Tensor): { opts: StcScoresOptions; release: () => void } {
     const memory = this.memory;
-    if (!this.#sum) return { opts: { memory }, release: () => {} };
-    const sum = { data: this.#sum, shape: [this.#sum.length] };
-    if (x.isHost) return { opts: { memorySum: sum, memoryCount: this.#count, memory }, release: () => {} };
+    if (!this._sum) return { opts: { memory }, release: () => {} };
+    const sum = { data: this._sum, shape: [this._sum.length] };
+    if (x.isHost) return { opts: { memorySum: sum, memoryCount: this._count, memory }, release: () => {} };
     const onDevice = Tensor.from(sum).to(x.device);
-    return { opts: { memorySum: onDevice, memoryCount: this.#count, memory }, release: () => onDevice.dispose() };
+    return { opts: { memorySum: onDevice, memoryCount: this._count, memory }, release: () => onDevice.dispose() };
   }
 
   // Folds the chunk mean into the memory and returns the negated scores on the
   // host: the lowest scores are the top-k of the negation (ties to the lower
   // index). For a device chunk both come down here; its chunk-mean tensor is
   // not returned, so it is disposed.
-  #negated(r: StcScoresResult, C: number): Tensor {
+  private _negated(r: StcScoresResult, C: number): Tensor {
     const s = r.scores.toArray();
     const chunkMean = Float32Array.from(r.chunkMean.toArray());
     if (!r.chunkMean.isHost) r.chunkMean.dispose();
     if (!r.channels.isHost) r.channels.dispose();
-    if (!this.#sum) this.#sum = chunkMean;
-    else for (let c = 0; c < chunkMean.length; c++) this.#sum[c] += chunkMean[c];
-    this.#channels = C;
-    this.#count++;
+    if (!this._sum) this._sum = chunkMean;
+    else for (let c = 0; c < chunkMean.length; c++) this._sum[c] += chunkMean[c];
+    this._channels = C;
+    this._count++;
     return Tensor.from({ data: Float32Array.from(s, (v) => -v), shape: r.scores.shape });
   }
 
   // The host indices, on the device of the scores (the chunk's).
-  static #result(indices: Tensor, r: StcScoresResult): StreamPruneResult {
+  private static _result(indices: Tensor, r: StcScoresResult): StreamPruneResult {
     return { indices: r.scores.isHost ? indices : indices.to(r.scores.device), scores: r.scores };
   }
 
   // A failure after the scores call must not leave its device outputs to the finalizers.
-  static #discard(r: StcScoresResult): void {
+  private static _discard(r: StcScoresResult): void {
     for (const t of [r.scores, r.chunkMean, r.channels]) if (!t.isHost && !t.disposed) t.dispose();
   }
 
@@ -140,16 +141,16 @@ export class StreamPruner {
    * for (const chunk of chunks) { const { indices } = await pruner.push(chunk); ... }
    */
   push(chunk: TensorLike): Promise<StreamPruneResult> {
-    return driveAsync(this.#steps('StreamPruner.push', chunk));
+    return driveAsync(this._steps('StreamPruner.push', chunk), 'StreamPruner.push');
   }
 
   pushSync(chunk: TensorLike): StreamPruneResult {
-    return drive(this.#steps('StreamPruner.pushSync', chunk));
+    return drive(this._steps('StreamPruner.pushSync', chunk), 'StreamPruner.pushSync');
   }
 
-  *#steps(op: string, chunk: TensorLike): MethodGen<StreamPruneResult> {
-    const { x, k } = this.#plan(op, chunk);
-    const memory = this.#memory(x);
+  private *_steps(op: string, chunk: TensorLike): MethodGen<StreamPruneResult> {
+    const { x, k } = this._plan(op, chunk);
+    const memory = this._memory(x);
     let r: StcScoresResult;
     try {
       r = (yield call(stcScoresSync, stcScores, x, memory.opts)) as StcScoresResult;
@@ -157,10 +158,10 @@ export class StreamPruner {
       memory.release();
     }
     try {
-      const { indices } = (yield call(topkSync, topk, this.#negated(r, x.shape[2]), k, { order: 'index', values: false })) as TopkResult;
-      return StreamPruner.#result(indices, r);
+      const { indices } = (yield call(topkSync, topk, this._negated(r, x.shape[2]), k, { order: 'index', values: false })) as TopkResult;
+      return StreamPruner._result(indices, r);
     } catch (e) {
-      StreamPruner.#discard(r);
+      StreamPruner._discard(r);
       throw e;
     }
   }
@@ -174,16 +175,22 @@ export class StreamPruner {
  */
 export async function stc(chunks: readonly TensorLike[], opts?: StreamPrunerOptions): Promise<StreamPruneResult[]> {
   if (!Array.isArray(chunks)) throw invalid('ERR_ARG', 'stc chunks', 'an array of [F, T, C] tensors', chunks);
-  const p = new StreamPruner(opts);
+  const p = asCaller('stc', () => new StreamPruner(opts));
   const out: StreamPruneResult[] = [];
-  for (const c of chunks) out.push(await p.push(c));
+  try {
+    for (const c of chunks) out.push(await asCaller('stc', () => p.push(c)));
+  } catch (e) {
+    throw renamed(e, 'stc');
+  }
   return out;
 }
 
 export function stcSync(chunks: readonly TensorLike[], opts?: StreamPrunerOptions): StreamPruneResult[] {
   if (!Array.isArray(chunks)) throw invalid('ERR_ARG', 'stcSync chunks', 'an array of [F, T, C] tensors', chunks);
-  const p = new StreamPruner(opts);
-  const out: StreamPruneResult[] = [];
-  for (const c of chunks) out.push(p.pushSync(c)); // not map: it skips the holes of a sparse array
-  return out;
+  return asCaller('stcSync', () => {
+    const p = new StreamPruner(opts);
+    const out: StreamPruneResult[] = [];
+    for (const c of chunks) out.push(p.pushSync(c)); // not map: it skips the holes of a sparse array
+    return out;
+  });
 }

@@ -15,8 +15,11 @@ import { TensorLike, toTensor } from '../tensor';
 
 export interface ToDREOptions {
   /** Kept fraction (default 0.1, the paper's ~10%). */
+  /** Fraction kept, K = round(ratio·N) (default 0.1). */
   ratio?: number;
+  /** Kept count instead of a ratio. */
   keep?: number;
+  /** Pruned fraction instead of a ratio (K = round(N·(1 − reduction))). */
   reduction?: number;
   /** Default 'cosine'. */
   metric?: DistanceMetric;
@@ -50,11 +53,11 @@ function plan(op: string, x: TensorLike, opts: ToDREOptions | undefined): { k: n
  * @example const { indices } = await toDRE(visionFeatures); // ~10% of the tokens, ascending
  */
 export async function toDRE(x: TensorLike, opts?: ToDREOptions): Promise<KCenterResult> {
-  return driveAsync(steps('toDRE', x, opts));
+  return driveAsync(steps('toDRE', x, opts), 'toDRE');
 }
 
 export function toDRESync(x: TensorLike, opts?: ToDREOptions): KCenterResult {
-  return drive(steps('toDRESync', x, opts));
+  return drive(steps('toDRESync', x, opts), 'toDRESync');
 }
 
 function* steps(op: string, x: TensorLike, opts: ToDREOptions | undefined): MethodGen<KCenterResult> {

@@ -12,7 +12,7 @@ import { describe, invalid, makeError } from '../errors';
 import { checkOptions, commonDevice, expectFloat, expectInnerContiguous, oneOf } from '../kernels/common';
 import { bipartiteSoftMatch, bipartiteSoftMatchSync, MatchPrecision, merge, MergePlan, MergeResult, mergeSource, mergeSourceSync, mergeSync } from '../kernels/merge';
 import { call, drive, driveAsync, MethodGen } from './common';
-import { Tensor, TensorLike, toTensor } from '../tensor';
+import { hideFields, Tensor, TensorLike, toTensor } from '../tensor';
 
 /** A per-layer reduction: constant r, ToMe's (r, inflection) ramp, or an explicit list (padded with 0). */
 export type ToMeSchedule = number | { r: number; inflection: number } | number[];
@@ -102,9 +102,9 @@ export class ToMe {
   readonly propAttn: boolean;
   readonly traceSource: boolean;
   readonly precision: MatchPrecision;
-  #layer = 0;
-  #sizes: Tensor | undefined;
-  #source: Tensor | undefined;
+  private _layer = 0;
+  private _sizes: Tensor | undefined;
+  private _source: Tensor | undefined;
 
   constructor(opts: ToMeOptions) {
     const o = checkOptions('toMe', opts, ['layers', 'r', 'cls', 'distill', 'propAttn', 'traceSource', 'precision']);
@@ -119,21 +119,22 @@ export class ToMe {
     this.propAttn = flag('propAttn', o.propAttn, true);
     this.traceSource = flag('traceSource', o.traceSource, false);
     this.precision = oneOf('toMe', 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
+    hideFields(this, ['_layer', '_sizes', '_source']);
   }
 
   /** The next block's index. */
   get layer(): number {
-    return this.#layer;
+    return this._layer;
   }
 
   /** f32 [B, N, 1]: original patches per token (undefined before the first merge: all ones). */
   get sizes(): Tensor | undefined {
-    return this.#sizes;
+    return this._sizes;
   }
 
   /** i32 [B, N_orig]: the current token of every original patch (traceSource). */
   get source(): Tensor | undefined {
-    return this.#source;
+    return this._source;
   }
 
   /**
@@ -142,59 +143,59 @@ export class ToMe {
    * add (propAttn off, or no merge yet: ToMe adds nothing while size is None).
    */
   keyBias(): Tensor | undefined {
-    if (!this.propAttn || !this.#sizes) return undefined;
-    const s = this.#sizes.toHost().toArray();
-    const [B, N] = this.#sizes.shape;
+    if (!this.propAttn || !this._sizes) return undefined;
+    const s = this._sizes.toHost().toArray();
+    const [B, N] = this._sizes.shape;
     const out = Tensor.from({ data: Float32Array.from(s, Math.log), shape: [B, N] });
-    return this.#sizes.isHost ? out : out.to(this.#sizes.device);
+    return this._sizes.isHost ? out : out.to(this._sizes.device);
   }
 
   /** Starts a new forward pass (ToMe resets size and source every forward). */
   reset(): void {
-    this.#sizes?.dispose();
-    this.#source?.dispose();
-    this.#sizes = undefined;
-    this.#source = undefined;
-    this.#layer = 0;
+    this._sizes?.dispose();
+    this._source?.dispose();
+    this._sizes = undefined;
+    this._source = undefined;
+    this._layer = 0;
   }
 
-  #next(x: TensorLike, metric: TensorLike): { r: number; x: Tensor; metric: Tensor } {
-    if (this.#layer >= this.schedule.length) {
-      throw makeError('ERR_RANGE', `toMe: step ${this.#layer} but the schedule has ${this.schedule.length} layers (call reset() for a new forward pass)`);
+  private _next(x: TensorLike, metric: TensorLike, op: string): { r: number; x: Tensor; metric: Tensor } {
+    if (this._layer >= this.schedule.length) {
+      throw makeError('ERR_RANGE', `${op}: step ${this._layer} but the schedule has ${this.schedule.length} layers (call reset() for a new forward pass)`);
     }
-    const r = this.schedule[this.#layer];
+    const r = this.schedule[this._layer];
     const xt = toTensor(x, 'x');
     const mt = toTensor(metric, 'metric');
     // Checked here as well: a block with r = 0 runs no kernel that would.
     for (const [name, t] of [['x', xt], ['metric', mt]] as const) {
       if (t.ndim !== 3 || t.shape.some((d) => d < 1)) {
-        throw makeError('ERR_SHAPE', `Expected ${name} of rank 3 [B, N, C] for toMe step but received shape [${t.shape.join(', ')}]`);
+        throw makeError('ERR_SHAPE', `Expected ${name} of rank 3 [B, N, C] for ${op} but received shape [${t.shape.join(', ')}]`);
       }
-      expectFloat('toMe step', name, t);
-      expectInnerContiguous('toMe step', name, t);
+      expectFloat(op, name, t);
+      expectInnerContiguous(op, name, t);
     }
     if (mt.shape[0] !== xt.shape[0] || mt.shape[1] !== xt.shape[1]) {
-      throw makeError('ERR_SHAPE', `Expected metric [${xt.shape[0]}, ${xt.shape[1]}, C] (the tokens of x) for toMe step but received [${mt.shape.join(', ')}]`);
+      throw makeError('ERR_SHAPE', `Expected metric [${xt.shape[0]}, ${xt.shape[1]}, C] (the tokens of x) for ${op} but received [${mt.shape.join(', ')}]`);
     }
-    const sizes = this.#sizes;
+    const sizes = this._sizes;
     if (sizes && (sizes.shape[0] !== xt.shape[0] || sizes.shape[1] !== xt.shape[1])) {
-      throw makeError('ERR_SHAPE', `toMe step: x has shape [${xt.shape.join(', ')}] but the carried sizes are for [${sizes.shape[0]}, ${sizes.shape[1]}] tokens (call reset() for a new forward pass)`);
+      throw makeError('ERR_SHAPE', `${op}: x has shape [${xt.shape.join(', ')}] but the carried sizes are for [${sizes.shape[0]}, ${sizes.shape[1]}] tokens (call reset() for a new forward pass)`);
     }
-    commonDevice('toMe step', [['x', xt], ['metric', mt], ['sizes', sizes]]);
+    commonDevice(op, [['x', xt], ['metric', mt], ['sizes', sizes]]);
     return { r, x: xt, metric: mt };
   }
 
-  #advance(plan: MergePlan, sizes: Tensor | undefined, source: Tensor | undefined): void {
+  private _advance(plan: MergePlan, sizes: Tensor | undefined, source: Tensor | undefined): void {
     if (sizes) {
-      this.#sizes?.dispose();
-      this.#sizes = sizes;
+      this._sizes?.dispose();
+      this._sizes = sizes;
     }
     if (source) {
-      this.#source?.dispose();
-      this.#source = source;
+      this._source?.dispose();
+      this._source = source;
     }
     plan.dispose();
-    this.#layer++;
+    this._layer++;
   }
 
   /**
@@ -203,25 +204,25 @@ export class ToMe {
    * @returns x with N − r tokens, [unmerged (CLS first), destinations]
    */
   step(x: TensorLike, metric: TensorLike): Promise<Tensor> {
-    return driveAsync(this.#steps(x, metric));
+    return driveAsync(this._steps(x, metric, 'ToMe.step'), 'ToMe.step');
   }
 
   /** Synchronous twin of {@link ToMe.step}. */
   stepSync(x: TensorLike, metric: TensorLike): Tensor {
-    return drive(this.#steps(x, metric));
+    return drive(this._steps(x, metric, 'ToMe.stepSync'), 'ToMe.stepSync');
   }
 
-  *#steps(x: TensorLike, metric: TensorLike): MethodGen<Tensor> {
-    const s = this.#next(x, metric);
+  private *_steps(x: TensorLike, metric: TensorLike, op: string): MethodGen<Tensor> {
+    const s = this._next(x, metric, op);
     if (s.r <= 0) {
-      this.#layer++;
+      this._layer++;
       return s.x;
     }
     const plan = (yield call(bipartiteSoftMatchSync, bipartiteSoftMatch, s.metric, s.r, { protect: { cls: this.cls, distill: this.distill }, precision: this.precision })) as MergePlan;
     try {
-      const source = this.traceSource ? ((yield call(mergeSourceSync, mergeSource, plan, this.#source)) as Tensor) : undefined;
-      const out = (yield call(mergeSync, merge, plan, s.x, { mode: 'wavg', sizes: this.#sizes })) as MergeResult;
-      this.#advance(plan, out.sizes, source);
+      const source = this.traceSource ? ((yield call(mergeSourceSync, mergeSource, plan, this._source)) as Tensor) : undefined;
+      const out = (yield call(mergeSync, merge, plan, s.x, { mode: 'wavg', sizes: this._sizes })) as MergeResult;
+      this._advance(plan, out.sizes, source);
       return out.x;
     } catch (e) {
       plan.dispose();

@@ -24,7 +24,11 @@ export interface ToMeSDOptions {
   /** Token grid width and height (w·h = N). */
   w: number;
   h: number;
-  /** Fraction of tokens to merge (default 0.5, tomesd's default; at most 1 − 1/(sx·sy) takes effect). */
+  /**
+   * Fraction of tokens **merged** (default 0.5, tomesd's default; at most
+   * 1 − 1/(sx·sy) takes effect). This is tomesd's own `ratio`, kept with its
+   * upstream meaning: elsewhere in tokensieve `ratio` is the fraction kept.
+   */
   ratio?: number;
   /** Window size (default 2×2). */
   sx?: number;
@@ -48,14 +52,14 @@ export interface ToMeSDResult {
   merged: Tensor;
 }
 
-function prepare(x: TensorLike, opts: ToMeSDOptions): { x: Tensor; r: number; match: BipartiteOptions } {
-  const o = checkOptions('tomesd', opts, ['w', 'h', 'ratio', 'sx', 'sy', 'useRand', 'seed', 'precision']);
-  const precision = oneOf('tomesd', 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
+function prepare(x: TensorLike, opts: ToMeSDOptions, op: string): { x: Tensor; r: number; match: BipartiteOptions } {
+  const o = checkOptions(op, opts, ['w', 'h', 'ratio', 'sx', 'sy', 'useRand', 'seed', 'precision']);
+  const precision = oneOf(op, 'precision', o.precision, ['f32', 'bf16'] as const, 'f32');
   const t = toTensor(x, 'x');
   const ratio = o.ratio === undefined ? 0.5 : o.ratio;
-  if (typeof ratio !== 'number' || !(ratio >= 0 && ratio < 1)) throw invalid('ERR_RANGE', 'tomesd ratio', 'a number in [0, 1)', ratio);
+  if (typeof ratio !== 'number' || !(ratio >= 0 && ratio < 1)) throw invalid('ERR_RANGE', `${op} ratio (the fraction of tokens merged, as in tomesd)`, 'a number in [0, 1)', ratio);
   const useRand = o.useRand === undefined ? true : o.useRand;
-  if (typeof useRand !== 'boolean') throw invalid('ERR_ARG', 'tomesd useRand', 'a boolean', useRand);
+  if (typeof useRand !== 'boolean') throw invalid('ERR_ARG', `${op} useRand`, 'a boolean', useRand);
   const N = t.ndim === 3 ? t.shape[1] : 0;
   const B = t.ndim === 3 ? t.shape[0] : 0;
   const grid = { w: o.w as number, h: o.h as number, sx: (o.sx ?? 2) as number, sy: (o.sy ?? 2) as number };
@@ -71,15 +75,15 @@ function prepare(x: TensorLike, opts: ToMeSDOptions): { x: Tensor; r: number; ma
  * const y = await unmerge(plan, attn(merged)); plan.dispose();
  */
 export async function tomesd(x: TensorLike, opts: ToMeSDOptions): Promise<ToMeSDResult> {
-  return driveAsync(steps(x, opts));
+  return driveAsync(steps(x, opts, 'tomesd'), 'tomesd');
 }
 
 export function tomesdSync(x: TensorLike, opts: ToMeSDOptions): ToMeSDResult {
-  return drive(steps(x, opts));
+  return drive(steps(x, opts, 'tomesdSync'), 'tomesdSync');
 }
 
-function* steps(x: TensorLike, opts: ToMeSDOptions): MethodGen<ToMeSDResult> {
-  const p = prepare(x, opts);
+function* steps(x: TensorLike, opts: ToMeSDOptions, op: string): MethodGen<ToMeSDResult> {
+  const p = prepare(x, opts, op);
   const plan = (yield call(bipartiteSoftMatchSync, bipartiteSoftMatch, p.x, p.r, p.match)) as MergePlan;
   try {
     return { plan, merged: ((yield call(mergeSync, merge, plan, p.x, { mode: 'mean' })) as MergeResult).x };

@@ -103,11 +103,11 @@ function prepare(op: string, hidden: TensorLike, opts: VisionDropOptions): { h: 
  * @example const { tokens } = await visionDrop(q, k, imgHidden, imgKeyMean, { imageStart: 35, imageCount: 48, dominant: 30, contextual: 5 });
  */
 export async function visionDrop(q: TensorLike, k: TensorLike, hidden: TensorLike, metric: TensorLike, opts: VisionDropOptions): Promise<MergeSelectionResult> {
-  return driveAsync(steps('visionDrop', q, k, hidden, metric, opts));
+  return driveAsync(steps('visionDrop', q, k, hidden, metric, opts), 'visionDrop');
 }
 
 export function visionDropSync(q: TensorLike, k: TensorLike, hidden: TensorLike, metric: TensorLike, opts: VisionDropOptions): MergeSelectionResult {
-  return drive(steps('visionDropSync', q, k, hidden, metric, opts));
+  return drive(steps('visionDropSync', q, k, hidden, metric, opts), 'visionDropSync');
 }
 
 function* steps(op: string, q: TensorLike, k: TensorLike, hidden: TensorLike, metric: TensorLike, opts: VisionDropOptions): MethodGen<MergeSelectionResult> {

@@ -76,11 +76,11 @@ function* dominantSteps(src: AttentionSource, N: number, d: number): MethodGen<{
  * const { tokens } = await visionZip({ q, k }, hidden, keyMean, { preset: 192 }); // [B, 192, 1024]
  */
 export async function visionZip(src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): Promise<MergeSelectionResult> {
-  return driveAsync(steps('visionZip', src, hidden, metric, opts));
+  return driveAsync(steps('visionZip', src, hidden, metric, opts), 'visionZip');
 }
 
 export function visionZipSync(src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): MergeSelectionResult {
-  return drive(steps('visionZipSync', src, hidden, metric, opts));
+  return drive(steps('visionZipSync', src, hidden, metric, opts), 'visionZipSync');
 }
 
 function* steps(op: string, src: AttentionSource, hidden: TensorLike, metric: TensorLike, opts: VisionZipOptions): MethodGen<MergeSelectionResult> {

@@ -11,20 +11,24 @@
 import { invalid, makeError } from '../errors';
 import { checkOptions } from '../kernels/common';
 import { Tensor } from '../tensor';
-import { AttentionSource, drive, driveAsync, keepCount, MethodGen, scoresOf, SelectionResult, sourceDims, topkOf } from './common';
+import { AttentionSource, drive, driveAsync, keepCount, MethodGen, patchToTokenIndices, scoresOf, SelectionResult, sourceDims, tokenIndicesOption, topkOf } from './common';
 
 export interface VtcClsOptions {
+  /** Tokens to keep per image. */
   keep?: number;
+  /** Or the pruned fraction r: keep round(N·(1 − r)). */
   reduction?: number;
+  /** `true`: indices are token positions counting CLS (patch index + 1) instead of patch indices (default false). */
+  tokenIndices?: boolean;
   /** First layer of the sum (default 16, the reference's --layer). */
   startLayer?: number;
   /** One past the last layer (default layers.length - 1: the reference's `[start:-1]`). */
   endLayer?: number;
 }
 
-function* vtcClsSteps(layers: readonly AttentionSource[], opts: VtcClsOptions): MethodGen<SelectionResult> {
-  const op = 'vtcCls';
-  const o = checkOptions(op, opts, ['keep', 'reduction', 'startLayer', 'endLayer']);
+function* vtcClsSteps(layers: readonly AttentionSource[], opts: VtcClsOptions, op: string): MethodGen<SelectionResult> {
+  const o = checkOptions(op, opts, ['keep', 'reduction', 'startLayer', 'endLayer', 'tokenIndices']);
+  const tokenIndices = tokenIndicesOption(op, o.tokenIndices);
   if (!Array.isArray(layers) || layers.length === 0) throw invalid('ERR_ARG', `${op} layers`, 'a non-empty array of attention sources', layers);
   const start = o.startLayer === undefined ? 16 : (o.startLayer as number);
   const end = o.endLayer === undefined ? layers.length - 1 : (o.endLayer as number);
@@ -48,7 +52,7 @@ function* vtcClsSteps(layers: readonly AttentionSource[], opts: VtcClsOptions): 
       : yield* scoresOf(op, layers[l], { ...base, out: scores, accumulate: true });
   }
   const { indices } = yield* topkOf(scores as Tensor, k, { order: 'index', values: false });
-  return { indices, scores: scores as Tensor };
+  return { indices: tokenIndices ? patchToTokenIndices(indices) : indices, scores: scores as Tensor };
 }
 
 /**
@@ -57,9 +61,9 @@ function* vtcClsSteps(layers: readonly AttentionSource[], opts: VtcClsOptions): 
  * const { indices } = await vtcCls(layers, { keep: 64 });
  */
 export function vtcCls(layers: readonly AttentionSource[], opts: VtcClsOptions): Promise<SelectionResult> {
-  return driveAsync(vtcClsSteps(layers, opts));
+  return driveAsync(vtcClsSteps(layers, opts, 'vtcCls'), 'vtcCls');
 }
 
 export function vtcClsSync(layers: readonly AttentionSource[], opts: VtcClsOptions): SelectionResult {
-  return drive(vtcClsSteps(layers, opts));
+  return drive(vtcClsSteps(layers, opts, 'vtcClsSync'), 'vtcClsSync');
 }

@@ -1,0 +1,41 @@
+// The test hook of cpu/gemm.h: the driver and the register tile on plain
+// row-major inputs, with both layouts of operand a (see runtime.h).
+#include "cpu/gemm.h"
+
+#include <vector>
+
+#include "tokensieve/runtime.h"
+
+namespace tokensieve {
+namespace cpu {
+namespace {
+
+// Rows [n, K] as panels [round_up16(n)/16][K][16], zero padded.
+std::vector<float> packed(const float* x, int64_t n, int64_t K) {
+  std::vector<float> p(static_cast<size_t>(round_up16(n) * K));
+  for (int64_t r0 = 0; r0 < n; r0 += kColTile)
+    isa().pack_panel(x + r0 * K, K, static_cast<int>(std::min<int64_t>(kColTile, n - r0)), K,
+                     p.data() + (r0 / kColTile) * K * kColTile);
+  return p;
+}
+
+}  // namespace
+
+void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t K, bool upper, bool a_panels,
+                   float* out) {
+  const std::vector<float> bp = packed(b, n, K);
+  const std::vector<float> ap = a_panels ? packed(a, m, K) : std::vector<float>();
+  const GemmA ga = a_panels ? GemmA{ap.data(), 0, true} : GemmA{a, K, false};
+  gemm_tiles(ga, m, bp.data(), n, K, upper, /*parallel=*/true,
+             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               for (int64_t i = i0; i < i1; ++i)
+                 for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
+                   const float v = tile[(i - i0) * kGemmTile + (j - j0)];
+                   out[i * n + j] = v;
+                   if (upper) out[j * n + i] = v;
+                 }
+             });
+}
+
+}  // namespace cpu
+}  // namespace tokensieve

@@ -1,0 +1,121 @@
+// The CPU back end's a·bᵀ driver: every pair score, similarity and distance
+// of the merge, diversity and coverage families goes through it.
+//
+// Blocked as a GEMM (BLIS's loop order): the output is cut into tasks of
+// kGemmTile × kGemmTile results; inside a task the depth runs in blocks of
+// kGemmDepth channels, and for each block every 16-column slice of b (16 KiB,
+// L1-resident) meets every 6-row group of a (the task's a block, 96 KiB, in
+// L2), through isa().gemm_tile's 6 × 16 register tile. The partial sums live
+// in the task's tile buffer and each element continues one sequential FMA
+// chain over the channels, so the result is bit-identical to an unblocked
+// chain: to qk_row_panels and to the CUDA kernels that run the same chains.
+//
+// The caller gets each finished tile (fn(i0, i1, j0, j1, tile), tile[(i -
+// i0) * kGemmTile + (j - j0)] = a_i · b_j) to reduce or store, so a fused
+// epilogue (row max/argmax, nearest neighbour, distances) never writes the
+// full product to memory.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "cpu/isa.h"
+#include "cpu/thread_pool.h"
+
+namespace tokensieve {
+namespace cpu {
+
+// Results per task side: 6 panels of 16 columns, 16 groups of 6 rows.
+constexpr int64_t kGemmTile = 96;
+// Channels per depth block: one 16-column slice of b is 16 KiB (L1).
+constexpr int64_t kGemmDepth = 256;
+
+inline int64_t round_up16(int64_t n) { return (n + kColTile - 1) / kColTile * kColTile; }
+
+// Operand a of gemm_tiles: m rows of K floats, either row-major (row i at
+// data + i * ld) or packed like b as 16-row panels [ceil(m/16)][K][16].
+struct GemmA {
+  const float* data;
+  int64_t ld;  // row stride when !panels
+  bool panels;
+};
+
+// Calls fn(i0, i1, j0, j1, tile) for every kGemmTile × kGemmTile block of
+// a·bᵀ (a: ma rows; b: nb columns packed as panels [ceil(nb/16)][K][16], zero
+// padded). With `upper` (a == b, square) only blocks on or above the diagonal
+// are computed, and in a diagonal block only the entries j >= i are valid.
+template <class Fn>
+void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool upper, bool parallel, Fn&& fn) {
+  const int64_t rb = (ma + kGemmTile - 1) / kGemmTile, cb = (nb + kGemmTile - 1) / kGemmTile;
+  std::vector<std::pair<int32_t, int32_t>> blocks;
+  for (int64_t I = 0; I < rb; ++I)
+    for (int64_t J = upper ? I : 0; J < cb; ++J) blocks.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
+  const IsaKernels& isa_k = isa();
+  auto run = [&](int64_t t) {
+    const int64_t i0 = blocks[static_cast<size_t>(t)].first * kGemmTile;
+    const int64_t j0 = blocks[static_cast<size_t>(t)].second * kGemmTile;
+    const int64_t i1 = std::min(ma, i0 + kGemmTile), j1 = std::min(nb, j0 + kGemmTile);
+    // Heap, not stack: 36 KiB per task, reused by the thread across calls.
+    thread_local std::unique_ptr<float[]> tile_buf(new float[kGemmTile * kGemmTile]);
+    float* tile = tile_buf.get();
+    for (int64_t d0 = 0; d0 < K; d0 += kGemmDepth) {
+      const int64_t depth = std::min(kGemmDepth, K - d0);
+      for (int64_t c0 = j0; c0 < j1; c0 += kColTile) {
+        const float* panel = b + (c0 / kColTile) * K * kColTile + d0 * kColTile;
+        // Row groups of kGemmRows; with packed a a group stays inside its
+        // 16-row panel (6 + 6 + 4).
+        for (int64_t r0 = i0; r0 < i1;) {
+          const int64_t limit = a.panels ? std::min(i1, (r0 / kColTile + 1) * kColTile) : i1;
+          const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, limit - r0));
+          if (!(upper && r0 > c0 + kColTile - 1)) {  // wholly below the diagonal: never read
+            const float* ap = a.panels ? a.data + (r0 / kColTile) * K * kColTile + d0 * kColTile + r0 % kColTile
+                                       : a.data + r0 * a.ld + d0;
+            isa_k.gemm_tile(ap, a.panels ? 1 : a.ld, a.panels ? kColTile : 1, rows, panel, depth,
+                            tile + (r0 - i0) * kGemmTile + (c0 - j0), kGemmTile, d0 > 0);
+          }
+          r0 += rows;
+        }
+      }
+    }
+    fn(i0, i1, j0, j1, static_cast<const float*>(tile));
+  };
+  const int64_t tasks = static_cast<int64_t>(blocks.size());
+  if (parallel && tasks > 1)
+    parallel_for(tasks, run);
+  else
+    for (int64_t t = 0; t < tasks; ++t) run(t);
+}
+
+// Grow-only f32 scratch owned by one thread: large inputs are packed into it
+// call after call without fresh pages (a new 10 MB allocation costs more in
+// page faults than the packing itself). Memory above kKeepBytes is returned
+// at the end of the call that needed it.
+class Scratch {
+ public:
+  static constexpr size_t kKeepBytes = size_t{64} << 20;
+  float* get(int64_t n) {
+    const size_t want = static_cast<size_t>(n);
+    if (want > size_) {
+      data_.reset(new float[want]);
+      size_ = want;
+    }
+    return data_.get();
+  }
+  // Frees the buffer when it grew past kKeepBytes.
+  void trim() {
+    if (size_ * sizeof(float) > kKeepBytes) {
+      data_.reset();
+      size_ = 0;
+    }
+  }
+
+ private:
+  std::unique_ptr<float[]> data_;
+  size_t size_ = 0;
+};
+
+}  // namespace cpu
+}  // namespace tokensieve

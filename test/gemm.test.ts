@@ -1,0 +1,128 @@
+/**
+ * The CPU a·bᵀ driver (cpu/gemm.h) and its 6 × 16 register tile
+ * (isa().gemm_tile), through the native test hook gemmNtCheck: every entry
+ * against the float64 reference within the error bound of an f32 sum, on
+ * sizes that are 1, primes and non-multiples of the register tile (6 × 16),
+ * of the task tile (96) and of the depth block (256), with both layouts of
+ * operand a, the upper-triangle mode, and the baseline x86-64 kernels.
+ * Outputs start as NaN, so an entry the driver never wrote fails.
+ */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
+import { getThreads, setThreads } from '../lib';
+import { native } from '../lib/native';
+import { randn } from './helpers';
+import { gemmErrorBound, refGemmNt } from './reference/gemm';
+
+const root = path.resolve(__dirname, '..');
+
+function f32(n: number, seed: number): Float32Array {
+  // Mixed magnitudes and signs, some exact zeros: not only unit-scale noise.
+  const v = randn(n, seed);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = i % 11 === 3 ? 0 : v[i] * (i % 7 === 0 ? 30 : 1);
+  return out;
+}
+
+type Ref = { exact: Float64Array; abs: Float64Array };
+
+function expectWithinBound(out: Float32Array, ref: Ref, K: number, what: string): void {
+  const { exact, abs } = ref;
+  const n = out.length;
+  let worst = 0;
+  for (let i = 0; i < n; i++) {
+    const bound = gemmErrorBound(abs[i], exact[i], K);
+    const err = Math.abs(out[i] - exact[i]);
+    if (!(err <= bound)) throw new Error(`${what}: entry ${i} = ${out[i]}, exact ${exact[i]}, error ${err} > bound ${bound}`);
+    worst = Math.max(worst, err / bound);
+  }
+  expect(worst).toBeLessThanOrEqual(1);
+}
+
+// [m, n, K]: 1; primes; one short of, at and one past 6, 16, 96 and 256; large.
+const SHAPES: Array<[number, number, number]> = [
+  [1, 1, 1], [1, 17, 3], [5, 1, 7], [6, 16, 256], [7, 15, 255], [13, 29, 257], [95, 97, 64],
+  [96, 96, 1], [97, 191, 31], [101, 103, 513], [193, 37, 1000], [211, 197, 300],
+];
+
+describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
+  test.each(SHAPES)('m=%i n=%i K=%i, a as rows and as panels, against float64', (m, n, K) => {
+    const a = f32(m * K, m * 7919 + K);
+    const b = f32(n * K, n * 104729 + K);
+    const rows = native().gemmNtCheck(a, m, b, n, K, false, false);
+    const panels = native().gemmNtCheck(a, m, b, n, K, false, true);
+    expectWithinBound(rows, refGemmNt(a, m, b, n, K), K, 'a as rows');
+    // Each element is one sequential FMA chain over K whatever the layout
+    // or blocking, so both layouts give the same bits.
+    expect(Buffer.from(panels.buffer).equals(Buffer.from(rows.buffer))).toBe(true);
+  });
+
+  test.each([[1, 5], [17, 255], [97, 257], [197, 300]])('upper triangle, n=%i K=%i: mirrored, and the same bits as the full product', (n, K) => {
+    const a = f32(n * K, n + 31 * K);
+    const ref = refGemmNt(a, n, a, n, K);
+    for (const aPanels of [false, true]) {
+      const upper = native().gemmNtCheck(a, n, a, n, K, true, aPanels);
+      const full = native().gemmNtCheck(a, n, a, n, K, false, aPanels);
+      expectWithinBound(upper, ref, K, `upper, aPanels ${aPanels}`);
+      expect(Buffer.from(upper.buffer).equals(Buffer.from(full.buffer))).toBe(true);
+      for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) expect(upper[i * n + j]).toBe(upper[j * n + i]);
+    }
+  });
+
+  test('results do not depend on the thread count', () => {
+    const [m, n, K] = [150, 211, 300];
+    const a = f32(m * K, 1);
+    const b = f32(n * K, 2);
+    const before = getThreads();
+    try {
+      setThreads(1);
+      const one = native().gemmNtCheck(a, m, b, n, K, false, true);
+      setThreads(3);
+      const three = native().gemmNtCheck(a, m, b, n, K, false, true);
+      expect(Buffer.from(three.buffer).equals(Buffer.from(one.buffer))).toBe(true);
+    } finally {
+      setThreads(before);
+    }
+  });
+
+  test('the baseline x86-64 kernels (TOKENSIEVE_CPU_ISA=baseline) are within the same bound', () => {
+    const shapes = [[7, 15, 255], [97, 191, 31], [101, 103, 513]];
+    // One pool of values for every shape (a and b are prefixes of it).
+    const a = f32(103 * 513, 77);
+    const code = `const { native } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'native.js'))});
+      const pool = new Float32Array(JSON.parse(require('fs').readFileSync(0, 'utf8')));
+      const out = [];
+      for (const [m, n, K] of ${JSON.stringify(shapes)}) {
+        const a = pool.slice(0, m * K), b = pool.slice(0, n * K);
+        out.push(Array.from(native().gemmNtCheck(a, m, b, n, K, false, true)));
+      }
+      process.stdout.write(JSON.stringify({ isa: require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))}).info().cpu.isa, out }));`;
+    const r = spawnSync(process.execPath, ['-e', code], {
+      env: { ...process.env, TOKENSIEVE_CPU_ISA: 'baseline' }, encoding: 'utf8', timeout: 120000, maxBuffer: 64 << 20, input: JSON.stringify(Array.from(a)),
+    });
+    expect(r.stderr).toBe('');
+    const res = JSON.parse(r.stdout);
+    expect(res.isa).toBe('baseline');
+    expect(res.out).toHaveLength(shapes.length);
+    shapes.forEach(([m, n, K], s) => {
+      expectWithinBound(Float32Array.from(res.out[s]), refGemmNt(a.subarray(0, m * K), m, a.subarray(0, n * K), n, K), K, `baseline m=${m} n=${n} K=${K}`);
+    });
+  });
+
+  test('the hook refuses bad arguments with a TypeError or RangeError', () => {
+    const a = new Float32Array(12);
+    // Native errors come from the addon's realm, not jest's: compare names.
+    const nameOf = (fn: () => unknown): string => {
+      try {
+        fn();
+      } catch (e) {
+        return `${(e as Error).name}: ${(e as Error).message}`;
+      }
+      return 'no error';
+    };
+    expect(nameOf(() => native().gemmNtCheck(a, 3, a, 3, 0, false, false))).toMatch(/^TypeError: gemmNtCheck/);
+    expect(nameOf(() => native().gemmNtCheck(new Float64Array(12) as unknown as Float32Array, 3, a, 3, 4, false, false))).toMatch(/^TypeError: gemmNtCheck/);
+    expect(nameOf(() => native().gemmNtCheck(a, 4, a, 3, 4, false, false))).toMatch(/^RangeError: gemmNtCheck/);
+    expect(nameOf(() => native().gemmNtCheck(a, 3, a, 2, 4, true, false))).toMatch(/^RangeError: gemmNtCheck/);
+  });
+});
