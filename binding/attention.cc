@@ -1,5 +1,6 @@
 // N-API adapters for attentionScores and reduceAttention.
 #include "binding/common.h"
+#include "binding/params.h"
 #include "tokensieve/attention.h"
 #include "tokensieve/runtime.h"
 
@@ -8,35 +9,34 @@ namespace binding {
 namespace {
 
 // attentionScores(params, queryRows, q, qMem, k, kMem, bias, biasMem, out, outMem, stream, async)
-// params: [scale, causal, causalOffset, queryReduce, headReduce, keyBegin, keyEnd,
-//          accumulate, checkFinite, wait, numQueryRows, precision, qBlock, kBlock, smoothK]
+// params: AttentionScoresSlots (binding/params.h)
 Napi::Value AttentionScores(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 15);
+  const double* a = cx.params(0, AttentionScoresSlots::kCount);
   AttentionScoresParams p;
   p.reduce.query_rows =
-      cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(a[10]));
+      cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(arg(a, AttentionScoresSlots::numQueryRows)));
   p.q = cx.tensor(2, "q");
   p.k = cx.tensor(4, "k");
   p.key_bias = cx.tensor(6, "keyBias", /*optional=*/true);
   p.has_key_bias = p.key_bias.ndim > 0;
   p.out = cx.output(8, "out");
   p.stream = cx.stream(10);
-  p.scale = static_cast<float>(a[0]);
-  p.causal = a[1] != 0;
-  p.causal_offset = to_int64(a[2]);
-  p.reduce.query_reduce = static_cast<QueryReduce>(to_enum(a[3]));
-  p.reduce.head_reduce = static_cast<HeadReduce>(to_enum(a[4]));
-  p.reduce.key_begin = to_int64(a[5]);
-  p.reduce.key_end = to_int64(a[6]);
-  p.reduce.accumulate = a[7] != 0;
-  p.precision = static_cast<ScorePrecision>(to_enum(a[11]));
-  p.q_block = to_int64(a[12]);
-  p.k_block = to_int64(a[13]);
-  p.smooth_k = a[14] != 0;
-  const bool wait = a[9] != 0;
+  p.scale = static_cast<float>(arg(a, AttentionScoresSlots::scale));
+  p.causal = arg(a, AttentionScoresSlots::causal) != 0;
+  p.causal_offset = to_int64(arg(a, AttentionScoresSlots::causalOffset));
+  p.reduce.query_reduce = static_cast<QueryReduce>(to_enum(arg(a, AttentionScoresSlots::queryReduce)));
+  p.reduce.head_reduce = static_cast<HeadReduce>(to_enum(arg(a, AttentionScoresSlots::headReduce)));
+  p.reduce.key_begin = to_int64(arg(a, AttentionScoresSlots::keyBegin));
+  p.reduce.key_end = to_int64(arg(a, AttentionScoresSlots::keyEnd));
+  p.reduce.accumulate = arg(a, AttentionScoresSlots::accumulate) != 0;
+  p.precision = static_cast<ScorePrecision>(to_enum(arg(a, AttentionScoresSlots::precision)));
+  p.q_block = to_int64(arg(a, AttentionScoresSlots::qBlock));
+  p.k_block = to_int64(arg(a, AttentionScoresSlots::kBlock));
+  p.smooth_k = arg(a, AttentionScoresSlots::smoothK) != 0;
+  const bool wait = arg(a, AttentionScoresSlots::wait) != 0;
   // Reading the NaN flag back needs the stream to drain: only when waiting.
-  p.check_finite = a[8] != 0 && (wait || p.q.on_host());
+  p.check_finite = arg(a, AttentionScoresSlots::checkFinite) != 0 && (wait || p.q.on_host());
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.q.on_host()) return cpu::attention_scores(p);
@@ -46,24 +46,23 @@ Napi::Value AttentionScores(const Napi::CallbackInfo& info) {
 }
 
 // reduceAttention(params, queryRows, probs, probsMem, out, outMem, stream, async)
-// params: [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait,
-//          numQueryRows]
+// params: ReduceAttentionSlots (binding/params.h)
 Napi::Value ReduceAttention(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 8);
+  const double* a = cx.params(0, ReduceAttentionSlots::kCount);
   ReduceAttentionParams p;
   p.reduce.query_rows =
-      cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(a[7]));
+      cx.int32_array(1, "queryRows", &p.reduce.num_query_rows, to_int64(arg(a, ReduceAttentionSlots::numQueryRows)));
   p.probs = cx.tensor(2, "probs");
   p.out = cx.output(4, "out");
   p.stream = cx.stream(6);
-  p.reduce.query_reduce = static_cast<QueryReduce>(to_enum(a[0]));
-  p.reduce.head_reduce = static_cast<HeadReduce>(to_enum(a[1]));
-  p.reduce.key_begin = to_int64(a[2]);
-  p.reduce.key_end = to_int64(a[3]);
-  p.reduce.accumulate = a[4] != 0;
-  const bool wait = a[6] != 0;
-  p.check_finite = a[5] != 0 && (wait || p.probs.on_host());
+  p.reduce.query_reduce = static_cast<QueryReduce>(to_enum(arg(a, ReduceAttentionSlots::queryReduce)));
+  p.reduce.head_reduce = static_cast<HeadReduce>(to_enum(arg(a, ReduceAttentionSlots::headReduce)));
+  p.reduce.key_begin = to_int64(arg(a, ReduceAttentionSlots::keyBegin));
+  p.reduce.key_end = to_int64(arg(a, ReduceAttentionSlots::keyEnd));
+  p.reduce.accumulate = arg(a, ReduceAttentionSlots::accumulate) != 0;
+  const bool wait = arg(a, ReduceAttentionSlots::wait) != 0;
+  p.check_finite = arg(a, ReduceAttentionSlots::checkFinite) != 0 && (wait || p.probs.on_host());
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.probs.on_host()) return cpu::reduce_attention(p);

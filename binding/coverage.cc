@@ -1,5 +1,6 @@
 // N-API adapters for maxCoverage and mmtokCoverage.
 #include "binding/common.h"
+#include "binding/params.h"
 #include "tokensieve/coverage.h"
 #include "tokensieve/runtime.h"
 
@@ -9,10 +10,10 @@ namespace {
 
 // maxCoverage(params, coverage, coverageMem, exclude, excludeMem, order, orderMem,
 //             sorted, sortedMem, gains, gainsMem, stream, async)
-// params: [k, wait]
+// params: MaxCoverageSlots (binding/params.h)
 Napi::Value MaxCoverage(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 2);
+  const double* a = cx.params(0, MaxCoverageSlots::kCount);
   MaxCoverageParams p;
   p.coverage = cx.tensor(1, "coverage");
   p.exclude = cx.tensor(3, "exclude", true);
@@ -20,8 +21,8 @@ Napi::Value MaxCoverage(const Napi::CallbackInfo& info) {
   p.sorted = cx.output(7, "sorted", true);
   p.gains = cx.output(9, "gains", true);
   p.stream = cx.stream(11);
-  if (a != nullptr) p.k = to_int64(a[0]);
-  const bool wait = a != nullptr && a[1] != 0;
+  if (a != nullptr) p.k = to_int64(arg(a, MaxCoverageSlots::k));
+  const bool wait = a != nullptr && arg(a, MaxCoverageSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.coverage.on_host()) return cpu::max_coverage(p);
@@ -31,10 +32,10 @@ Napi::Value MaxCoverage(const Napi::CallbackInfo& info) {
 }
 
 // mmtokCoverage(params, text, textMem, vision, visionMem, aux, auxMem, out, outMem, stream, async)
-// params: [tauTV, tauVV, alpha, wait]
+// params: MmtokCoverageSlots (binding/params.h)
 Napi::Value MmtokCoverage(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 4);
+  const double* a = cx.params(0, MmtokCoverageSlots::kCount);
   MmtokCoverageParams p;
   p.text = cx.tensor(1, "text");
   p.vision = cx.tensor(3, "vision");
@@ -42,11 +43,11 @@ Napi::Value MmtokCoverage(const Napi::CallbackInfo& info) {
   p.out = cx.output(7, "out");
   p.stream = cx.stream(9);
   if (a != nullptr) {
-    p.tau_tv = a[0];
-    p.tau_vv = a[1];
-    p.alpha = a[2];
+    p.tau_tv = arg(a, MmtokCoverageSlots::tauTV);
+    p.tau_vv = arg(a, MmtokCoverageSlots::tauVV);
+    p.alpha = arg(a, MmtokCoverageSlots::alpha);
   }
-  const bool wait = a != nullptr && a[3] != 0;
+  const bool wait = a != nullptr && arg(a, MmtokCoverageSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.vision.on_host()) return cpu::mmtok_coverage(p);

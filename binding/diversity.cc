@@ -1,5 +1,6 @@
 // N-API adapters for kCenter and kMedoids.
 #include "binding/common.h"
+#include "binding/params.h"
 #include "tokensieve/diversity.h"
 #include "tokensieve/runtime.h"
 
@@ -9,10 +10,10 @@ namespace {
 
 // kCenter(params, x, xMem, exclude, excludeMem, order, orderMem, sorted, sortedMem,
 //         distances, distancesMem, stream, async)
-// params: [k, segments, metric, seed, seedIndex, wait]
+// params: KCenterSlots (binding/params.h)
 Napi::Value KCenter(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 6);
+  const double* a = cx.params(0, KCenterSlots::kCount);
   KCenterParams p;
   p.x = cx.tensor(1, "x");
   p.exclude = cx.tensor(3, "exclude", /*optional=*/true);
@@ -21,13 +22,13 @@ Napi::Value KCenter(const Napi::CallbackInfo& info) {
   p.distances = cx.output(9, "distances", true);
   p.stream = cx.stream(11);
   if (a != nullptr) {
-    p.k = to_int64(a[0]);
-    p.segments = to_int64(a[1]);
-    p.metric = static_cast<DistanceMetric>(to_enum(a[2]));
-    p.seed = static_cast<CenterSeed>(to_enum(a[3]));
-    p.seed_index = to_int64(a[4]);
+    p.k = to_int64(arg(a, KCenterSlots::k));
+    p.segments = to_int64(arg(a, KCenterSlots::segments));
+    p.metric = static_cast<DistanceMetric>(to_enum(arg(a, KCenterSlots::metric)));
+    p.seed = static_cast<CenterSeed>(to_enum(arg(a, KCenterSlots::seed)));
+    p.seed_index = to_int64(arg(a, KCenterSlots::seedIndex));
   }
-  const bool wait = a != nullptr && a[5] != 0;
+  const bool wait = a != nullptr && arg(a, KCenterSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::k_center(p);
@@ -38,10 +39,10 @@ Napi::Value KCenter(const Napi::CallbackInfo& info) {
 
 // kMedoids(params, x, xMem, medoids, medoidsMem, assignments, assignmentsMem,
 //          iterations, iterationsMem, stream, async)
-// params: [k, segments, metric, maxIters, tol, wait]
+// params: KMedoidsSlots (binding/params.h)
 Napi::Value KMedoids(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 6);
+  const double* a = cx.params(0, KMedoidsSlots::kCount);
   KMedoidsParams p;
   p.x = cx.tensor(1, "x");
   p.medoids = cx.output(3, "medoids");
@@ -49,13 +50,13 @@ Napi::Value KMedoids(const Napi::CallbackInfo& info) {
   p.iterations = cx.output(7, "iterations", true);
   p.stream = cx.stream(9);
   if (a != nullptr) {
-    p.k = to_int64(a[0]);
-    p.segments = to_int64(a[1]);
-    p.metric = static_cast<DistanceMetric>(to_enum(a[2]));
-    p.max_iters = to_int64(a[3]);
-    p.tol = a[4];
+    p.k = to_int64(arg(a, KMedoidsSlots::k));
+    p.segments = to_int64(arg(a, KMedoidsSlots::segments));
+    p.metric = static_cast<DistanceMetric>(to_enum(arg(a, KMedoidsSlots::metric)));
+    p.max_iters = to_int64(arg(a, KMedoidsSlots::maxIters));
+    p.tol = arg(a, KMedoidsSlots::tol);
   }
-  const bool wait = a != nullptr && a[5] != 0;
+  const bool wait = a != nullptr && arg(a, KMedoidsSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::k_medoids(p);

@@ -1,5 +1,6 @@
 // N-API adapters for token merging (tokensieve/merge.h).
 #include "binding/common.h"
+#include "binding/params.h"
 #include "tokensieve/merge.h"
 #include "tokensieve/runtime.h"
 
@@ -9,10 +10,10 @@ namespace {
 
 // bipartiteMatch(params, metric, metricMem, splitA, splitAMem, splitB, splitBMem,
 //                assign, assignMem, unm, unmMem, src, srcMem, dst, dstMem, stream, async)
-// params: [r, protectCls, protectDistill, wait, precision (0 f32, 1 bf16)]
+// params: BipartiteMatchSlots (binding/params.h)
 Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 5);
+  const double* a = cx.params(0, BipartiteMatchSlots::kCount);
   BipartiteMatchParams p;
   p.metric = cx.tensor(1, "metric");
   p.split_a = cx.tensor(3, "splitA");
@@ -22,11 +23,11 @@ Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
   p.src_idx = cx.output(11, "sources", /*optional=*/true);
   p.dst_idx = cx.output(13, "destinations", /*optional=*/true);
   p.stream = cx.stream(15);
-  p.r = to_int64(a[0]);
-  p.protect_cls = a[1] != 0;
-  p.protect_distill = a[2] != 0;
-  p.precision = static_cast<MatchPrecision>(to_enum(a[4]));  // validate() rejects anything but 0 and 1
-  const bool wait = a[3] != 0;
+  p.r = to_int64(arg(a, BipartiteMatchSlots::r));
+  p.protect_cls = arg(a, BipartiteMatchSlots::protectCls) != 0;
+  p.protect_distill = arg(a, BipartiteMatchSlots::protectDistill) != 0;
+  p.precision = static_cast<MatchPrecision>(to_enum(arg(a, BipartiteMatchSlots::precision)));  // validate() rejects anything but 0 and 1
+  const bool wait = arg(a, BipartiteMatchSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.metric.on_host()) return cpu::bipartite_match(p);
@@ -37,10 +38,10 @@ Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
 
 // merge(params, x, xMem, assign, assignMem, sizes, sizesMem, out, outMem,
 //       sizesOut, sizesOutMem, stream, async)
-// params: [nOut, mode, wait]; sizes and sizesOut may be undefined.
+// params: MergeSlots (binding/params.h); sizes and sizesOut may be undefined.
 Napi::Value Merge(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 3);
+  const double* a = cx.params(0, MergeSlots::kCount);
   MergeParams p;
   p.x = cx.tensor(1, "x");
   p.assign = cx.tensor(3, "assign");
@@ -48,9 +49,9 @@ Napi::Value Merge(const Napi::CallbackInfo& info) {
   p.out = cx.output(7, "out");
   p.sizes_out = cx.output(9, "sizesOut", /*optional=*/true);
   p.stream = cx.stream(11);
-  p.n_out = to_int64(a[0]);
-  p.mode = static_cast<MergeMode>(to_enum(a[1]));
-  const bool wait = a[2] != 0;
+  p.n_out = to_int64(arg(a, MergeSlots::nOut));
+  p.mode = static_cast<MergeMode>(to_enum(arg(a, MergeSlots::mode)));
+  const bool wait = arg(a, MergeSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::merge(p);
@@ -61,18 +62,18 @@ Napi::Value Merge(const Napi::CallbackInfo& info) {
 
 // contextualMerge(params, x, xMem, metric, metricMem, remaining, remainingMem,
 //                 out, outMem, stream, async)
-// params: [c, wait]
+// params: ContextualMergeSlots (binding/params.h)
 Napi::Value ContextualMerge(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 2);
+  const double* a = cx.params(0, ContextualMergeSlots::kCount);
   ContextualMergeParams p;
   p.x = cx.tensor(1, "x");
   p.metric = cx.tensor(3, "metric");
   p.remaining = cx.tensor(5, "remaining");
   p.out = cx.output(7, "out");
   p.stream = cx.stream(9);
-  p.c = to_int64(a[0]);
-  const bool wait = a[1] != 0;
+  p.c = to_int64(arg(a, ContextualMergeSlots::c));
+  const bool wait = arg(a, ContextualMergeSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::contextual_merge(p);

@@ -1,5 +1,6 @@
 // N-API adapters for quantize and dequantize.
 #include "binding/common.h"
+#include "binding/params.h"
 #include "tokensieve/quantize.h"
 #include "tokensieve/runtime.h"
 
@@ -7,30 +8,32 @@ namespace tokensieve {
 namespace binding {
 namespace {
 
+// The scheme slots of quantize and dequantize (QuantizeSlots, DequantizeSlots).
+template <class Slots>
 QuantScheme read_scheme(const double* a) {
   QuantScheme s;
-  s.bits = static_cast<int>(to_enum(a[0]));
-  s.granularity = static_cast<Granularity>(to_enum(a[1]));
-  s.block = to_int64(a[2]);
-  s.pad = a[3] != 0;
+  s.bits = static_cast<int>(to_enum(arg(a, Slots::bits)));
+  s.granularity = static_cast<Granularity>(to_enum(arg(a, Slots::granularity)));
+  s.block = to_int64(arg(a, Slots::block));
+  s.pad = arg(a, Slots::pad) != 0;
   return s;
 }
 
 // quantize(params, x, xMem, data, dataMem, scales, scalesMem, mean, meanMem, stream, async)
-// params: [bits, granularity, block, pad, smooth, checkFinite, wait]; mean may be undefined.
+// params: QuantizeSlots (binding/params.h); mean may be undefined.
 Napi::Value Quantize(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 7);
+  const double* a = cx.params(0, QuantizeSlots::kCount);
   QuantizeParams p;
-  p.scheme = read_scheme(a);
+  p.scheme = read_scheme<QuantizeSlots>(a);
   p.x = cx.tensor(1, "x");
   p.data = cx.output(3, "data");
   p.scales = cx.output(5, "scales");
   p.mean = cx.output(7, "mean", /*optional=*/true);
   p.stream = cx.stream(9);
-  p.smooth = a[4] != 0;
-  const bool wait = a[6] != 0;
-  p.check_finite = a[5] != 0 && (wait || p.x.on_host());
+  p.smooth = arg(a, QuantizeSlots::smooth) != 0;
+  const bool wait = arg(a, QuantizeSlots::wait) != 0;
+  p.check_finite = arg(a, QuantizeSlots::checkFinite) != 0 && (wait || p.x.on_host());
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::quantize(p);
@@ -40,19 +43,19 @@ Napi::Value Quantize(const Napi::CallbackInfo& info) {
 }
 
 // dequantize(params, data, dataMem, scales, scalesMem, mean, meanMem, out, outMem, stream, async)
-// params: [bits, granularity, block, pad, addMean, wait]; mean may be undefined.
+// params: DequantizeSlots (binding/params.h); mean may be undefined.
 Napi::Value Dequantize(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 6);
+  const double* a = cx.params(0, DequantizeSlots::kCount);
   DequantizeParams p;
-  p.scheme = read_scheme(a);
+  p.scheme = read_scheme<DequantizeSlots>(a);
   p.data = cx.tensor(1, "data");
   p.scales = cx.tensor(3, "scales");
   p.mean = cx.tensor(5, "mean", /*optional=*/true);
   p.out = cx.output(7, "out");
   p.stream = cx.stream(9);
-  p.add_mean = a[4] != 0;
-  const bool wait = a[5] != 0;
+  p.add_mean = arg(a, DequantizeSlots::addMean) != 0;
+  const bool wait = arg(a, DequantizeSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.out.on_host()) return cpu::dequantize(p);

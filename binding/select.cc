@@ -1,5 +1,6 @@
 // N-API adapters for topk and gather.
 #include "binding/common.h"
+#include "binding/params.h"
 #include "tokensieve/runtime.h"
 #include "tokensieve/select.h"
 
@@ -8,18 +9,18 @@ namespace binding {
 namespace {
 
 // topk(params, scores, scoresMem, indices, indicesMem, values, valuesMem, stream, async)
-// params: [k, orderByScore, wait]; values may be undefined.
+// params: TopkSlots (binding/params.h); values may be undefined.
 Napi::Value Topk(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 3);
+  const double* a = cx.params(0, TopkSlots::kCount);
   TopkParams p;
   p.scores = cx.tensor(1, "scores");
   p.indices = cx.output(3, "indices");
   p.values = cx.output(5, "values", /*optional=*/true);
   p.stream = cx.stream(7);
-  p.k = to_int64(a[0]);
-  p.order_by_score = a[1] != 0;
-  const bool wait = a[2] != 0;
+  p.k = to_int64(arg(a, TopkSlots::k));
+  p.order_by_score = arg(a, TopkSlots::orderByScore) != 0;
+  const bool wait = arg(a, TopkSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.scores.on_host()) return cpu::topk(p);
@@ -29,17 +30,17 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
 }
 
 // gather(params, x, xMem, indices, indicesMem, out, outMem, stream, async)
-// params: [checkIndices, wait]
+// params: GatherSlots (binding/params.h)
 Napi::Value Gather(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 2);
+  const double* a = cx.params(0, GatherSlots::kCount);
   GatherParams p;
   p.x = cx.tensor(1, "x");
   p.indices = cx.tensor(3, "indices");
   p.out = cx.output(5, "out");
   p.stream = cx.stream(7);
-  const bool wait = a[1] != 0;
-  p.check_indices = a[0] != 0 && (wait || p.x.on_host());
+  const bool wait = arg(a, GatherSlots::wait) != 0;
+  p.check_indices = arg(a, GatherSlots::checkIndices) != 0 && (wait || p.x.on_host());
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::gather(p);

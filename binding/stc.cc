@@ -1,5 +1,6 @@
 // N-API adapters for stcScores.
 #include "binding/common.h"
+#include "binding/params.h"
 #include "tokensieve/stc.h"
 #include "tokensieve/runtime.h"
 
@@ -9,10 +10,10 @@ namespace {
 
 // stcScores(params, x, xMem, memorySum, memorySumMem, scores, scoresMem, chunkMean, chunkMeanMem,
 //           channels, channelsMem, stream, async)
-// params: [memoryCount, wait, memoryMode (0 authors, 1 aligned)]; channels may be undefined.
+// params: StcScoresSlots (binding/params.h); channels may be undefined.
 Napi::Value StcScores(const Napi::CallbackInfo& info) {
   CallContext cx(info);
-  const double* a = cx.params(0, 3);
+  const double* a = cx.params(0, StcScoresSlots::kCount);
   StcScoresParams p;
   p.x = cx.tensor(1, "x");
   p.memory_sum = cx.tensor(3, "memorySum", true);
@@ -21,10 +22,10 @@ Napi::Value StcScores(const Napi::CallbackInfo& info) {
   p.channels = cx.output(9, "channels", true);
   p.stream = cx.stream(11);
   if (a != nullptr) {
-    p.memory_count = to_int64(a[0]);
-    p.memory_mode = static_cast<StcMemory>(static_cast<int>(a[2]));
+    p.memory_count = to_int64(arg(a, StcScoresSlots::memoryCount));
+    p.memory_mode = static_cast<StcMemory>(static_cast<int>(arg(a, StcScoresSlots::memoryMode)));
   }
-  const bool wait = a != nullptr && a[1] != 0;
+  const bool wait = a != nullptr && arg(a, StcScoresSlots::wait) != 0;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::stc_scores(p);

@@ -5,7 +5,7 @@
 //
 // Exactness. Every distance is computed from one dot product, and every dot
 // product as one sequential fmaf chain over the channels — the chain of the
-// CPU back end's qk_tile (cpu/rows.cc). Norms are float64 sums in channel
+// CPU back end's gemm_tile (cpu/gemm.h). Norms are float64 sums in channel
 // order, as on the CPU. So with the AVX2 CPU back end the distances are
 // bit-identical and the selections (ties included: the lower index wins) are
 // the same tokens; test/cuda-emu/diversity_test.cc checks this.

@@ -5,7 +5,7 @@
 // products both build their pair distances and logits from (tile_dots).
 //
 // Exactness. Every dot product is one sequential fmaf chain over the
-// channels — the chain of the CPU back end's qk_tile (cpu/rows.cc). Norms are
+// channels — the chain of the CPU back end's gemm_tile (cpu/gemm.h). Norms are
 // float64 sums in channel order, as on the CPU.
 #pragma once
 
@@ -35,7 +35,7 @@ namespace {
 
 // acc[r][c] = Σ_d a_rows[ty + 16r][d] · b_rows[tx + 16c][d] over one 64 × 64
 // tile (tx, ty = thread % 16, thread / 16): every element one sequential
-// fmaf chain over d = 0..C−1, the CPU's qk_tile chain. Row pointers live in
+// fmaf chain over d = 0..C−1, the CPU's gemm_tile chain. Row pointers live in
 // shared memory; a null pointer is a zero row. 256 threads call it.
 __device__ inline void tile_dots(const float* const* a_rows, const float* const* b_rows, int64_t C, float (&acc)[4][4]) {
   __shared__ float As[kTileK][kTile + 1];  // [channel, row]; +1: conflict-free transposed stores

@@ -29,6 +29,46 @@ export const packageRoot: string = (() => {
   return path.resolve(__dirname, '..', '..');
 })();
 
+/**
+ * Every op's scalar parameters, by name, in the order of its params array:
+ * binding/params.h lists the same slots (the addon's paramNames() returns
+ * them; test/native-params.test.ts compares). `wait` is slot 0 of every op.
+ */
+export const PARAM_NAMES = {
+  attentionScores: ['wait', 'scale', 'causal', 'causalOffset', 'queryReduce', 'headReduce', 'keyBegin', 'keyEnd', 'accumulate',
+    'checkFinite', 'numQueryRows', 'precision', 'qBlock', 'kBlock', 'smoothK'],
+  reduceAttention: ['wait', 'queryReduce', 'headReduce', 'keyBegin', 'keyEnd', 'accumulate', 'checkFinite', 'numQueryRows'],
+  topk: ['wait', 'k', 'orderByScore'],
+  gather: ['wait', 'checkIndices'],
+  quantize: ['wait', 'bits', 'granularity', 'block', 'pad', 'smooth', 'checkFinite'],
+  dequantize: ['wait', 'bits', 'granularity', 'block', 'pad', 'addMean'],
+  bipartiteMatch: ['wait', 'r', 'protectCls', 'protectDistill', 'precision'],
+  merge: ['wait', 'nOut', 'mode'],
+  contextualMerge: ['wait', 'c'],
+  kCenter: ['wait', 'k', 'segments', 'metric', 'seed', 'seedIndex'],
+  kMedoids: ['wait', 'k', 'segments', 'metric', 'maxIters', 'tol'],
+  maxCoverage: ['wait', 'k'],
+  mmtokCoverage: ['wait', 'tauTV', 'tauVV', 'alpha'],
+  stcScores: ['wait', 'memoryCount', 'memoryMode'],
+} as const;
+
+export type ParamOp = keyof typeof PARAM_NAMES;
+export type OpParams<Op extends ParamOp> = { readonly [K in (typeof PARAM_NAMES)[Op][number]]: number };
+
+/**
+ * An op's scalar parameters for the addon, each in its slot of PARAM_NAMES[op],
+ * in a Float64Array of at least 16 (128 bytes: off V8's heap, so the addon
+ * reads it without a copy).
+ */
+export function opParams<Op extends ParamOp>(op: Op, values: OpParams<Op>): Float64Array {
+  const names: readonly string[] = PARAM_NAMES[op];
+  const p = new Float64Array(Math.max(16, names.length));
+  names.forEach((name, i) => {
+    p[i] = (values as Record<string, number>)[name];
+  });
+  return p;
+}
+
 export interface Attempt {
   candidate: string;
   error: string;

@@ -132,9 +132,9 @@ describe('the native layer checks coverage parameters on its own', () => {
   const x = () => meta(0, [1, 6, 2]);
   const xm = () => Float32Array.of(1, 0, 0, 1, 1, 1, -1, 0, 0.5, 0.2, 3, 1);
   const cases: Array<[string, () => unknown, string]> = [
-    ['maxCoverage k > N', () => n().maxCoverage(Float64Array.of(7, 1), x(), xm(), undefined, undefined, meta(3, [1, 7]), new Int32Array(7), meta(3, [1, 7]), new Int32Array(7), meta(0, [1, 7]), new Float32Array(7), undefined, false), 'ERR_RANGE'],
-    ['mmtokCoverage tau 0', () => n().mmtokCoverage(Float64Array.of(0, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 7, 6]), new Float32Array(42), undefined, false), 'ERR_RANGE'],
-    ['mmtokCoverage out of the wrong shape', () => n().mmtokCoverage(Float64Array.of(0.02, 0.2, 0.5, 1), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6, 6]), new Float32Array(36), undefined, false), 'ERR_SHAPE'],
+    ['maxCoverage k > N', () => n().maxCoverage(Float64Array.of(1, 7), x(), xm(), undefined, undefined, meta(3, [1, 7]), new Int32Array(7), meta(3, [1, 7]), new Int32Array(7), meta(0, [1, 7]), new Float32Array(7), undefined, false), 'ERR_RANGE'],
+    ['mmtokCoverage tau 0', () => n().mmtokCoverage(Float64Array.of(1, 0, 0.2, 0.5), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 7, 6]), new Float32Array(42), undefined, false), 'ERR_RANGE'],
+    ['mmtokCoverage out of the wrong shape', () => n().mmtokCoverage(Float64Array.of(1, 0.02, 0.2, 0.5), meta(0, [1, 1, 2]), Float32Array.of(1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6, 6]), new Float32Array(36), undefined, false), 'ERR_SHAPE'],
   ];
   for (const [name, fn, code] of cases) {
     test(name, () => {

@@ -190,7 +190,7 @@ describe('the native layer validates on its own (no crash on malformed calls)', 
   const n = () => native();
   const meta = (dtype: number, device: number, shape: number[], strides = shape.map((_, i) => shape.slice(i + 1).reduce((a, b) => a * b, 1))) =>
     Float64Array.of(dtype, device, 0, shape.length, ...shape, ...strides);
-  const P = () => Float64Array.of(1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 1, 0, 32, 64, 1); // scale 1, keys [0, 4), checkFinite, wait, 1 query row, native precision
+  const P = () => Float64Array.of(1, 1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 0, 32, 64, 1); // wait, scale 1, keys [0, 4), checkFinite, 1 query row, native precision (PARAM_NAMES.attentionScores)
   const q = () => meta(0, -1, [1, 1, 4, 4]);
   type Slot = 'params' | 'rows' | 'q' | 'qMem' | 'out' | 'outMem';
   const att = (over: Partial<Record<Slot, unknown>> = {}) => {
@@ -205,12 +205,12 @@ describe('the native layer validates on its own (no crash on malformed calls)', 
   const cases: Array<[string, () => unknown, string]> = [
     ['no arguments', () => (n().attentionScores as unknown as () => unknown)(), 'ERR_ARG'],
     ['params of the wrong length', () => att({ params: Float64Array.of(1, 0) }), 'ERR_ARG'],
-    ['params not a Float64Array', () => att({ params: [1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 1, 0, 32, 64, 1] }), 'ERR_ARG'],
-    ['an unknown precision', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 1, 5, 32, 64, 1) }), 'ERR_ARG'],
-    ['an INT8 block of 0 rows', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 1, 1, 0, 64, 1) }), 'ERR_RANGE'],
-    ['a query-row count past the array', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 2, 0, 32, 64, 1) }), 'ERR_RANGE'],
-    ['a NaN key bound', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, NaN, 4, 0, 1, 1, 1, 0, 32, 64, 1) }), 'ERR_RANGE'],
-    ['an unknown head reduction', () => att({ params: Float64Array.of(1, 0, 0, 0, 7, 0, 4, 0, 1, 1, 1, 0, 32, 64, 1) }), 'ERR_ARG'],
+    ['params not a Float64Array', () => att({ params: [1, 1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 0, 32, 64, 1] }), 'ERR_ARG'],
+    ['an unknown precision', () => att({ params: Float64Array.of(1, 1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 5, 32, 64, 1) }), 'ERR_ARG'],
+    ['an INT8 block of 0 rows', () => att({ params: Float64Array.of(1, 1, 0, 0, 0, 0, 0, 4, 0, 1, 1, 1, 0, 64, 1) }), 'ERR_RANGE'],
+    ['a query-row count past the array', () => att({ params: Float64Array.of(1, 1, 0, 0, 0, 0, 0, 4, 0, 1, 2, 0, 32, 64, 1) }), 'ERR_RANGE'],
+    ['a NaN key bound', () => att({ params: Float64Array.of(1, 1, 0, 0, 0, 0, NaN, 4, 0, 1, 1, 0, 32, 64, 1) }), 'ERR_RANGE'],
+    ['an unknown head reduction', () => att({ params: Float64Array.of(1, 1, 0, 0, 0, 7, 0, 4, 0, 1, 1, 0, 32, 64, 1) }), 'ERR_ARG'],
     ['missing q', () => att({ q: null }), 'ERR_ARG'],
     ['a descriptor that overstates its data', () => att({ qMem: new Float32Array(15) }), 'ERR_RANGE'],
     ['element size mismatch', () => att({ qMem: new Uint8Array(16) }), 'ERR_DTYPE'],
@@ -222,16 +222,16 @@ describe('the native layer validates on its own (no crash on malformed calls)', 
     ['negative strides', () => att({ q: meta(0, -1, [1, 1, 4, 4], [16, 16, -4, 1]) }), 'ERR_SHAPE'],
     ['fractional shape', () => att({ q: meta(0, -1, [1, 1, 4.5, 4]) }), 'ERR_SHAPE'],
     ['a view that overflows int64', () => att({ q: meta(0, -1, [1, 1, 2 ** 40, 4], [16, 16, 2 ** 40, 1]) }), 'ERR_RANGE'],
-    ['a key range past Nk', () => att({ params: Float64Array.of(1, 0, 0, 0, 0, 0, 5, 0, 1, 1, 1, 0, 32, 64, 1) }), 'ERR_RANGE'],
-    ['a causal offset beyond 2^40', () => att({ params: Float64Array.of(1, 1, 2 ** 50, 0, 0, 0, 4, 0, 1, 1, 1, 0, 32, 64, 1) }), 'ERR_RANGE'],
+    ['a key range past Nk', () => att({ params: Float64Array.of(1, 1, 0, 0, 0, 0, 0, 5, 0, 1, 1, 0, 32, 64, 1) }), 'ERR_RANGE'],
+    ['a causal offset beyond 2^40', () => att({ params: Float64Array.of(1, 1, 1, 2 ** 50, 0, 0, 0, 4, 0, 1, 1, 0, 32, 64, 1) }), 'ERR_RANGE'],
     ['an output of the wrong size', () => att({ out: meta(0, -1, [1, 3]), outMem: new Float32Array(3) }), 'ERR_SHAPE'],
-    ['a device tensor with host memory', () => n().topk(Float64Array.of(1, 0, 1), meta(0, 0, [1, 2]), new Float32Array(2), meta(3, -1, [1, 1]), new Int32Array(1), undefined, undefined, undefined, false), 'ERR_ARG'],
+    ['a device tensor with host memory', () => n().topk(Float64Array.of(1, 1, 0), meta(0, 0, [1, 2]), new Float32Array(2), meta(3, -1, [1, 1]), new Int32Array(1), undefined, undefined, undefined, false), 'ERR_ARG'],
     ['gather with an index past N', () => n().gather(Float64Array.of(1, 1), meta(0, -1, [1, 3, 2]), new Float32Array(6), meta(3, -1, [1, 1]), Int32Array.of(3), meta(0, -1, [1, 1, 2]), new Float32Array(2), undefined, false), 'ERR_RANGE'],
-    ['quantize with 5 bits', () => n().quantize(Float64Array.of(5, 1, 0, 0, 0, 1, 1), meta(0, -1, [2, 4]), new Float32Array(8), meta(5, -1, [2, 4]), new Int8Array(8), meta(0, -1, [2, 1]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_RANGE'],
-    ['quantize with scales of the wrong shape', () => n().quantize(Float64Array.of(8, 1, 0, 0, 0, 1, 1), meta(0, -1, [2, 4]), new Float32Array(8), meta(5, -1, [2, 4]), new Int8Array(8), meta(0, -1, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_SHAPE'],
-    ['quantize into u8 data at 8 bits', () => n().quantize(Float64Array.of(8, 1, 0, 0, 0, 1, 1), meta(0, -1, [2, 4]), new Float32Array(8), meta(6, -1, [2, 4]), new Uint8Array(8), meta(0, -1, [2, 1]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_DTYPE'],
-    ['quantize smooth without a mean', () => n().quantize(Float64Array.of(8, 1, 0, 0, 1, 1, 1), meta(0, -1, [1, 1, 2, 4]), new Float32Array(8), meta(5, -1, [1, 1, 2, 4]), new Int8Array(8), meta(0, -1, [1, 1, 2, 1]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_SHAPE'],
-    ['dequantize with an unknown granularity', () => n().dequantize(Float64Array.of(8, 9, 0, 0, 0, 1), meta(5, -1, [2, 4]), new Int8Array(8), meta(0, -1, [2, 1]), new Float32Array(2), undefined, undefined, meta(0, -1, [2, 4]), new Float32Array(8), undefined, false), 'ERR_ARG'],
+    ['quantize with 5 bits', () => n().quantize(Float64Array.of(1, 5, 1, 0, 0, 0, 1), meta(0, -1, [2, 4]), new Float32Array(8), meta(5, -1, [2, 4]), new Int8Array(8), meta(0, -1, [2, 1]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_RANGE'],
+    ['quantize with scales of the wrong shape', () => n().quantize(Float64Array.of(1, 8, 1, 0, 0, 0, 1), meta(0, -1, [2, 4]), new Float32Array(8), meta(5, -1, [2, 4]), new Int8Array(8), meta(0, -1, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_SHAPE'],
+    ['quantize into u8 data at 8 bits', () => n().quantize(Float64Array.of(1, 8, 1, 0, 0, 0, 1), meta(0, -1, [2, 4]), new Float32Array(8), meta(6, -1, [2, 4]), new Uint8Array(8), meta(0, -1, [2, 1]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_DTYPE'],
+    ['quantize smooth without a mean', () => n().quantize(Float64Array.of(1, 8, 1, 0, 0, 1, 1), meta(0, -1, [1, 1, 2, 4]), new Float32Array(8), meta(5, -1, [1, 1, 2, 4]), new Int8Array(8), meta(0, -1, [1, 1, 2, 1]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_SHAPE'],
+    ['dequantize with an unknown granularity', () => n().dequantize(Float64Array.of(1, 8, 9, 0, 0, 0), meta(5, -1, [2, 4]), new Int8Array(8), meta(0, -1, [2, 1]), new Float32Array(2), undefined, undefined, meta(0, -1, [2, 4]), new Float32Array(8), undefined, false), 'ERR_ARG'],
     ['copy of different sizes', () => n().copy(meta(0, -1, [2]), new Float32Array(2), meta(0, -1, [3]), new Float32Array(3), undefined, false), 'ERR_SHAPE'],
   ];
   for (const [name, fn, code] of cases) {
@@ -247,7 +247,7 @@ describe('the native layer validates on its own (no crash on malformed calls)', 
   }
 
   test('async calls with bad arguments reject instead of throwing', async () => {
-    const p = n().topk(Float64Array.of(5, 0, 1), meta(0, -1, [1, 2]), new Float32Array(2), meta(3, -1, [1, 5]), new Int32Array(5), undefined, undefined, undefined, true);
+    const p = n().topk(Float64Array.of(1, 5, 0), meta(0, -1, [1, 2]), new Float32Array(2), meta(3, -1, [1, 5]), new Int32Array(5), undefined, undefined, undefined, true);
     await expect(p).rejects.toMatchObject({ code: 'ERR_RANGE' });
   });
 });

@@ -209,7 +209,7 @@ describe('the native layer checks STC parameters on its own', () => {
   const xm = () => Float32Array.of(1, 0, 0, 1, 1, 1, -1, 0, 0.5, 0.2, 3, 1);
   const cases: Array<[string, () => unknown, string]> = [
     ['stcScores memory count without a sum', () => n().stcScores(Float64Array.of(1, 1, 0), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_RANGE'],
-    ['stcScores unknown memory mode', () => n().stcScores(Float64Array.of(0, 1, 7), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_ARG'],
+    ['stcScores unknown memory mode', () => n().stcScores(Float64Array.of(1, 0, 7), x(), xm(), undefined, undefined, meta(0, [1, 6]), new Float32Array(6), meta(0, [2]), new Float32Array(2), undefined, undefined, undefined, false), 'ERR_ARG'],
   ];
   for (const [name, fn, code] of cases) {
     test(name, () => {

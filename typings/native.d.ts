@@ -84,6 +84,8 @@ export interface NativeModule {
    * them), and V8's external-memory count for this environment.
    */
   deviceMemory(): { bytes: number; buffers: number; objects: number; v8External: number };
+  /** Every op's params slots by name (binding/params.h), as lib/native.ts's PARAM_NAMES declares them. */
+  paramNames(): Record<string, string[]>;
   /**
    * Test hook (not public API): the CPU a·bᵀ driver of cpu/gemm.h on row-major
    * a [m, K] and b [n, K]; returns a fresh [m, n]. `upper` (a == b) computes
@@ -91,8 +93,9 @@ export interface NativeModule {
    */
   gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean): Float32Array;
   /**
-   * params: [scale, causal, causalOffset, queryReduce (0 mean, 1 sum), headReduce (0 mean, 1 sum, 2 none),
-   * keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows, precision (0 native, 1 int8), qBlock, kBlock, smoothK]
+   * params (PARAM_NAMES, lib/native.ts): [wait, scale, causal, causalOffset, queryReduce (0 mean, 1 sum),
+   * headReduce (0 mean, 1 sum, 2 none), keyBegin, keyEnd, accumulate, checkFinite, numQueryRows,
+   * precision (0 native, 1 int8), qBlock, kBlock, smoothK]
    */
   attentionScores(
     params: Float64Array, queryRows: Int32Array,
@@ -100,35 +103,35 @@ export interface NativeModule {
     keyBias: Float64Array | undefined, keyBiasMem: NativeMemory | undefined,
     out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait, numQueryRows] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, numQueryRows] */
   reduceAttention(
     params: Float64Array, queryRows: Int32Array, probs: Float64Array, probsMem: NativeMemory,
     out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [k, orderByScore, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, k, orderByScore] */
   topk(
     params: Float64Array, scores: Float64Array, scoresMem: NativeMemory, indices: Float64Array, indicesMem: NativeMemory,
     values: Float64Array | undefined, valuesMem: NativeMemory | undefined, stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [bits, granularity (0 tensor, 1 token, 2 channel, 3 group, 4 rows), block, pad, smooth, checkFinite, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, bits, granularity (0 tensor, 1 token, 2 channel, 3 group, 4 rows), block, pad, smooth, checkFinite] */
   quantize(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, data: Float64Array, dataMem: NativeMemory,
     scales: Float64Array, scalesMem: NativeMemory, mean: Float64Array | undefined, meanMem: NativeMemory | undefined,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [bits, granularity, block, pad, addMean, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, bits, granularity, block, pad, addMean] */
   dequantize(
     params: Float64Array, data: Float64Array, dataMem: NativeMemory, scales: Float64Array, scalesMem: NativeMemory,
     mean: Float64Array | undefined, meanMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [checkIndices, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, checkIndices] */
   gather(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, indices: Float64Array, indicesMem: NativeMemory,
     out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
   // ---- token merging (binding/merge.cc) ----
-  /** params: [r, protectCls, protectDistill, wait, precision (0 f32, 1 bf16)]; unmerged/sources/destinations undefined when empty */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, r, protectCls, protectDistill, precision (0 f32, 1 bf16)]; unmerged/sources/destinations undefined when empty */
   bipartiteMatch(
     params: Float64Array, metric: Float64Array, metricMem: NativeMemory, splitA: Float64Array, splitAMem: NativeMemory,
     splitB: Float64Array, splitBMem: NativeMemory, assign: Float64Array, assignMem: NativeMemory,
@@ -137,43 +140,43 @@ export interface NativeModule {
     destinations: Float64Array | undefined, destinationsMem: NativeMemory | undefined,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [nOut, mode (0 sum, 1 mean, 2 amax, 3 wavg), wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, nOut, mode (0 sum, 1 mean, 2 amax, 3 wavg)] */
   merge(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, assign: Float64Array, assignMem: NativeMemory,
     sizes: Float64Array | undefined, sizesMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
     sizesOut: Float64Array | undefined, sizesOutMem: NativeMemory | undefined, stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [c, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, c] */
   contextualMerge(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, metric: Float64Array, metricMem: NativeMemory,
     remaining: Float64Array, remainingMem: NativeMemory, out: Float64Array, outMem: NativeMemory,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [k, segments, metric (0 cosine, 1 l2), seed (0 isolated, 1 maxnorm, 2 index), seedIndex, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, k, segments, metric (0 cosine, 1 l2), seed (0 isolated, 1 maxnorm, 2 index), seedIndex] */
   kCenter(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, exclude: Float64Array | undefined, excludeMem: NativeMemory | undefined,
     order: Float64Array, orderMem: NativeMemory, sorted: Float64Array, sortedMem: NativeMemory,
     distances: Float64Array, distancesMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [k, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, k] */
   maxCoverage(
     params: Float64Array, coverage: Float64Array, coverageMem: NativeMemory, exclude: Float64Array | undefined, excludeMem: NativeMemory | undefined,
     order: Float64Array, orderMem: NativeMemory, sorted: Float64Array, sortedMem: NativeMemory,
     gains: Float64Array, gainsMem: NativeMemory, stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [tauTV, tauVV, alpha, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, tauTV, tauVV, alpha] */
   mmtokCoverage(
     params: Float64Array, text: Float64Array, textMem: NativeMemory, vision: Float64Array, visionMem: NativeMemory,
     visionAux: Float64Array | undefined, visionAuxMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [k, segments, metric (0 cosine, 1 l2), maxIters, tol, wait] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, k, segments, metric (0 cosine, 1 l2), maxIters, tol] */
   kMedoids(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, medoids: Float64Array, medoidsMem: NativeMemory,
     assignments: Float64Array, assignmentsMem: NativeMemory, iterations: Float64Array | undefined, iterationsMem: NativeMemory | undefined,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params: [memoryCount, wait, memoryMode (0 authors, 1 aligned)] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, memoryCount, memoryMode (0 authors, 1 aligned)] */
   stcScores(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, memorySum: Float64Array | undefined, memorySumMem: NativeMemory | undefined,
     scores: Float64Array, scoresMem: NativeMemory, chunkMean: Float64Array, chunkMeanMem: NativeMemory,

@@ -7,7 +7,7 @@
  * is never materialised.
  */
 import { invalid, makeError } from '../errors';
-import { native } from '../native';
+import { native, opParams } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 import {
   bool,
@@ -21,7 +21,6 @@ import {
   int,
   oneOf,
   output,
-  packParams,
   CallOutputs,
   OpPlan,
   runOp,
@@ -147,7 +146,7 @@ function offHeap(rows: Int32Array): Int32Array {
 /** The reduction fields shared by both kernels, checked. */
 interface Reduction {
   queryRows: Int32Array;
-  /** [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] as the addon reads them. */
+  /** [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait]: the shared PARAM_NAMES slots of both kernels. */
   params: number[];
   out: Tensor;
   stream: bigint | undefined;
@@ -234,10 +233,10 @@ function planScores(outs: CallOutputs, qIn: TensorLike, kIn: TensorLike, opts: A
   const r = planReduction(outs, o, B, H, Nq, Nk, ordinal, q.stream);
   if (o.out !== undefined) expectDisjoint(op, [['out', r.out], ['q', q], ['k', k], ['keyBias', keyBias]]);
   const [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] = r.params;
-  const params = packParams([
-    scale, causal ? 1 : 0, causalOffset, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait,
-    r.queryRows.length, precision === 'int8' ? 1 : 0, qRows, kRows, smoothK ? 1 : 0,
-  ]);
+  const params = opParams('attentionScores', {
+    wait, scale, causal: causal ? 1 : 0, causalOffset, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite,
+    numQueryRows: r.queryRows.length, precision: precision === 'int8' ? 1 : 0, qBlock: qRows, kBlock: kRows, smoothK: smoothK ? 1 : 0,
+  });
   const qd = q.descriptor('q', qv.shape, qv.strides);
   const kd = k.descriptor('k', kv.shape, kv.strides);
   const bd = keyBias?.descriptor('keyBias');
@@ -260,7 +259,8 @@ function planProbs(outs: CallOutputs, pIn: TensorLike, opts: ReductionOptions | 
   const ordinal = commonDevice(op, [['probs', probs], ['out', o.out instanceof Tensor ? o.out : undefined]]);
   const r = planReduction(outs, o, B, H, Nq, Nk, ordinal, probs.stream);
   if (o.out !== undefined) expectDisjoint(op, [['out', r.out], ['probs', probs]]);
-  const params = packParams([...r.params, r.queryRows.length]);
+  const [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] = r.params;
+  const params = opParams('reduceAttention', { wait, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, numQueryRows: r.queryRows.length });
   const pd = probs.descriptor('probs');
   const od = r.out.descriptor('out');
   return {

@@ -151,16 +151,6 @@ export function expectDisjoint(op: string, tensors: ReadonlyArray<readonly [stri
 }
 
 /**
- * Scalar parameters for the addon, in a Float64Array of at least 16 (128
- * bytes: off V8's heap, so the addon reads it without a copy).
- */
-export function packParams(values: readonly number[]): Float64Array {
-  const p = new Float64Array(Math.max(16, values.length));
-  p.set(values);
-  return p;
-}
-
-/**
  * The tensors one call allocates for its results. If the call fails (a check
  * after an allocation, a refused allocation, the kernel), every one of them
  * is disposed at once, so device memory does not wait for the garbage

@@ -3,9 +3,9 @@
  */
 import { deviceOf } from '../device';
 import { invalid, makeError } from '../errors';
-import { native } from '../native';
+import { native, opParams } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, packParams, CallOutputs, OpPlan, rank3, excludeMask, runOp, runOpAsync, stream } from './common';
+import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, CallOutputs, OpPlan, rank3, excludeMask, runOp, runOpAsync, stream } from './common';
 
 export interface MaxCoverageOptions {
   /** u8 [B, N] (or [N] with a 2-D coverage): nonzero columns are never picked. */
@@ -56,7 +56,7 @@ function planMaxCoverage(outs: CallOutputs, cIn: TensorLike, k: unknown, opts: M
   const order = outs.empty([B, kk], 'i32', dev, { stream: s });
   const sorted = outs.empty([B, kk], 'i32', dev, { stream: s });
   const gains = outs.empty([B, kk], 'f32', dev, { stream: s });
-  const params = packParams([kk, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('maxCoverage', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, k: kk });
   const cd = c.descriptor('coverage');
   const ed = exclude?.descriptor('exclude');
   const od = order.descriptor('order');
@@ -124,7 +124,7 @@ function planMmtok(outs: CallOutputs, inputs: MmtokInputs, opts: MmtokCoverageOp
   const ordinal = commonDevice(op, [['vision', vision.t], ['text', text.t], ['visionAux', aux?.t]]);
   const s = stream(op, o.stream, vision.t.stream);
   const out = outs.empty([B, m + n, n], 'f32', deviceOf(ordinal), { stream: s, uninitialized: true });
-  const params = packParams([tauTV, tauVV, alpha, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('mmtokCoverage', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, tauTV, tauVV, alpha });
   const td = text.t.descriptor('text');
   const vd = vision.t.descriptor('vision');
   const ad = aux?.t.descriptor('visionAux');

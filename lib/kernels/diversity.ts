@@ -4,9 +4,9 @@
  */
 import { deviceOf } from '../device';
 import { invalid, makeError } from '../errors';
-import { native } from '../native';
+import { native, opParams } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, packParams, CallOutputs, OpPlan, rank3, excludeMask, runOp, runOpAsync, stream } from './common';
+import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, CallOutputs, OpPlan, rank3, excludeMask, runOp, runOpAsync, stream } from './common';
 
 export type DistanceMetric = 'cosine' | 'l2';
 
@@ -89,7 +89,7 @@ function planKCenter(outs: CallOutputs, xIn: TensorLike, k: unknown, opts: KCent
   const order = outs.empty([B, K], 'i32', dev, { stream: s });
   const sorted = outs.empty([B, K], 'i32', dev, { stream: s });
   const distances = outs.empty([B, K], 'f32', dev, { stream: s });
-  const params = packParams([kk, segments, metric === 'cosine' ? 0 : 1, seed, seedIndex, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('kCenter', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, k: kk, segments, metric: metric === 'cosine' ? 0 : 1, seed, seedIndex });
   const xd = x.descriptor('x');
   const ed = exclude?.descriptor('exclude');
   const od = order.descriptor('order');
@@ -136,7 +136,7 @@ function planKMedoids(outs: CallOutputs, xIn: TensorLike, k: unknown, opts: KMed
   const medoids = outs.empty([B, segments * kk], 'i32', dev, { stream: s });
   const assignments = outs.empty([B, N], 'i32', dev, { stream: s });
   const iterations = outs.empty([B, segments], 'i32', dev, { stream: s });
-  const params = packParams([kk, segments, metric === 'cosine' ? 0 : 1, maxIters, tol, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('kMedoids', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, k: kk, segments, metric: metric === 'cosine' ? 0 : 1, maxIters, tol });
   const xd = x.descriptor('x');
   const md = medoids.descriptor('medoids');
   const ad = assignments.descriptor('assignments');

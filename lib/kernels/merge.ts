@@ -11,7 +11,7 @@
 import { Device, deviceOf } from '../device';
 import type { NativeResult } from '../../typings/native';
 import { describe, invalid, makeError, TokenSieveError } from '../errors';
-import { native } from '../native';
+import { native, opParams } from '../native';
 import { allocate, Tensor, TensorLike, toTensor } from '../tensor';
 import {
   bool,
@@ -22,7 +22,6 @@ import {
   expectInnerContiguous,
   int,
   oneOf,
-  packParams,
   CallOutputs,
   OpPlan,
   runOp,
@@ -333,7 +332,7 @@ function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: Bi
   const sources = outs.empty([B, rr], 'i32', device, { stream: s });
   const destinations = outs.empty([B, rr], 'i32', device, { stream: s });
   const plan = new MergePlan({ batch: B, n: N, r: rr, device, assign, unmerged, sources, destinations });
-  const params = packParams([rr, cls ? 1 : 0, distill ? 1 : 0, wait ? 1 : 0, PRECISION_CODE[precision]]);
+  const params = opParams('bipartiteMatch', { wait: wait ? 1 : 0, r: rr, protectCls: cls ? 1 : 0, protectDistill: distill ? 1 : 0, precision: PRECISION_CODE[precision] });
   const md = metric.descriptor('metric');
   const ad = splitA.descriptor('splitA');
   const bd = splitB.descriptor('splitB');
@@ -409,7 +408,7 @@ function planMerge(outs: CallOutputs, planIn: unknown, xIn: TensorLike, opts: Me
   const M = plan.nOut;
   const out = outs.empty([B, M, C], x.dtype, device, { stream: s, uninitialized: true });
   const sizesOut = mode === 'wavg' ? outs.empty([B, M, 1], 'f32', device, { stream: s }) : undefined;
-  const params = packParams([M, MODE_CODE[mode], bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('merge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, nOut: M, mode: MODE_CODE[mode] });
   const xd = x.descriptor('x');
   const ad = plan.assign.descriptor('assign');
   const szd = sizes?.descriptor('sizes');
@@ -607,7 +606,7 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
   const remaining = ordinal < 0 ? remHost : outs.adopt(remHost.to(device));
   const s = stream(op, o.stream, x.stream);
   const out = outs.empty([B, cc, C], x.dtype, device, { stream: s, uninitialized: true });
-  const params = packParams([cc, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: cc });
   const xd = x.descriptor('x');
   const md = metric.descriptor('metric');
   const rd = remaining.descriptor('remaining');

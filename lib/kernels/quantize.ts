@@ -19,9 +19,9 @@ import { deviceOf } from '../device';
 import type { NativeResult } from '../../typings/native';
 import { FloatDType, isFloatDType } from '../dtype';
 import { invalid, makeError, TokenSieveError } from '../errors';
-import { native } from '../native';
+import { native, opParams } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { asCaller, bool, callSite, checkOptions, commonDevice, expectDisjoint, expectFloat, output, packParams, CallOutputs, OpPlan, runOp, runOpAsync, stream } from './common';
+import { asCaller, bool, callSite, checkOptions, commonDevice, expectDisjoint, expectFloat, output, CallOutputs, OpPlan, runOp, runOpAsync, stream } from './common';
 
 /** One scale per tensor, row ('token'), last-dim channel, group along the last dim, or block of rows of [B, H, N, D]. */
 export type Granularity = 'tensor' | 'token' | 'channel' | { group: number; pad?: boolean } | { rows: number; pad?: boolean };
@@ -157,7 +157,7 @@ function planQuantize(outs: CallOutputs, xIn: TensorLike, opts: QuantizeOptions 
   const scales = output(outs, out?.scales, shapes.scales, ordinal, st, 'out.scales', 'f32', true);
   const mean = smooth ? output(outs, out?.mean, [x.shape[0], x.shape[1], 1, x.shape[3]], ordinal, st, 'out.mean') : undefined;
   if (out !== undefined) expectDisjoint(op, [['x', x], ['out.data', data], ['out.scales', scales], ['out.mean', mean]]);
-  const params = packParams([s.bits, s.code, s.block, s.pad ? 1 : 0, smooth ? 1 : 0, bool(op, 'checkFinite', o.checkFinite, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('quantize', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, bits: s.bits, granularity: s.code, block: s.block, pad: s.pad ? 1 : 0, smooth: smooth ? 1 : 0, checkFinite: bool(op, 'checkFinite', o.checkFinite, true) ? 1 : 0 });
   const xd = x.descriptor('x');
   const dd = data.descriptor('data');
   const sd = scales.descriptor('scales');
@@ -207,7 +207,7 @@ function planDequantize(outs: CallOutputs, q: QuantizedTensor, opts: DequantizeO
   const st = stream(op, o.stream, q.data.stream);
   const out = output(outs, o.out, q.shape, ordinal, st, 'out', dtype, true);
   if (o.out !== undefined) expectDisjoint(op, [['out', out], ['data', q.data], ['scales', q.scales], ['mean', addMean ? q.mean : undefined]]);
-  const params = packParams([s.bits, s.code, s.block, s.pad ? 1 : 0, addMean ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('dequantize', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, bits: s.bits, granularity: s.code, block: s.block, pad: s.pad ? 1 : 0, addMean: addMean ? 1 : 0 });
   const dd = q.data.descriptor('data');
   const sd = q.scales.descriptor('scales');
   const md = addMean ? q.mean?.descriptor('mean') : undefined;

@@ -3,7 +3,7 @@
  */
 import { deviceOf } from '../device';
 import { makeError } from '../errors';
-import { native } from '../native';
+import { native, opParams } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
 import {
   bool,
@@ -14,7 +14,6 @@ import {
   expectInnerContiguous,
   int,
   oneOf,
-  packParams,
   CallOutputs,
   OpPlan,
   runOp,
@@ -73,7 +72,7 @@ function planTopk(outs: CallOutputs, scoresIn: TensorLike, k: unknown, opts: Top
   const indices = outs.empty([B, kk], 'i32', device, { stream: s });
   const values = withValues ? outs.empty([B, kk], 'f32', device, { stream: s }) : undefined;
   const shape = flat ? [kk] : [B, kk];
-  const params = packParams([kk, order === 'score' ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('topk', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, k: kk, orderByScore: order === 'score' ? 1 : 0 });
   const sd = scores.descriptor('scores');
   const id = indices.descriptor('indices');
   const vd = values?.descriptor('values');
@@ -123,7 +122,7 @@ export function planGather(outs: CallOutputs, xIn: TensorLike, idxIn: TensorLike
   const K = idx.shape[1];
   const s = stream(op, o.stream, x.stream);
   const out = outs.empty([B, K, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
-  const params = packParams([bool(op, 'checkIndices', o.checkIndices, true) ? 1 : 0, bool(op, 'wait', o.wait, true) ? 1 : 0]);
+  const params = opParams('gather', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, checkIndices: bool(op, 'checkIndices', o.checkIndices, true) ? 1 : 0 });
   const xd = x.descriptor('x');
   const id = idx.descriptor('indices');
   const od = out.descriptor('out');

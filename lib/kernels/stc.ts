@@ -4,9 +4,9 @@
  */
 import { deviceOf } from '../device';
 import { invalid, makeError } from '../errors';
-import { native } from '../native';
+import { native, opParams } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, packParams, CallOutputs, OpPlan, rank3, excludeMask, runOp, runOpAsync, stream } from './common';
+import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, CallOutputs, OpPlan, rank3, excludeMask, runOp, runOpAsync, stream } from './common';
 
 /**
  * How STC's memory averages chunk means (see {@link StcScoresOptions.memory}).
@@ -77,7 +77,7 @@ function planStc(outs: CallOutputs, xIn: TensorLike, opts: StcScoresOptions | un
   const scores = outs.empty([F, T], 'f32', dev, { stream: s });
   const chunkMean = outs.empty([Cm], 'f32', dev, { stream: s });
   const channels = outs.empty([Cs], 'i32', dev, { stream: s });
-  const params = packParams([count, bool(op, 'wait', o.wait, true) ? 1 : 0, mode === 'authors' ? 0 : 1]);
+  const params = opParams('stcScores', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, memoryCount: count, memoryMode: mode === 'authors' ? 0 : 1 });
   const xd = x.descriptor('x');
   const md = mem?.descriptor('memorySum');
   const sd = scores.descriptor('scores');
