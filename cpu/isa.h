@@ -53,6 +53,10 @@ struct IsaKernels {
   float (*norm_f64x4)(const float* x, int64_t n);
   // x[i] /= d (an IEEE division, not a multiply by 1/d).
   void (*divide)(float* x, int64_t n, float d);
+  // gain[j] = Σ_{r < R} max(0, cov[r*ldc + j] − best[r]) for j < n: per
+  // column one f32 sum in row order (a scalar loop's value), 64 columns at a
+  // time across the vector lanes.
+  void (*coverage_gains)(const float* cov, int64_t R, int64_t ldc, int64_t n, const float* best, float* gain);
   // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
   void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,
                    float* out);
