@@ -91,11 +91,13 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
 
 // Grow-only f32 scratch owned by one thread: large inputs are packed into it
 // call after call without fresh pages (a new 10 MB allocation costs more in
-// page faults than the packing itself). Memory above kKeepBytes is returned
-// at the end of the call that needed it.
+// page faults than the packing itself). A buffer above kKeepBytes is freed
+// at the end of the call that needed it, so a thread keeps at most a few
+// such buffers of 16 MiB (enough for 1,024 tokens x 4,096 channels) between
+// calls; larger problems pay the page faults, small against their products.
 class Scratch {
  public:
-  static constexpr size_t kKeepBytes = size_t{64} << 20;
+  static constexpr size_t kKeepBytes = size_t{16} << 20;
   float* get(int64_t n) {
     const size_t want = static_cast<size_t>(n);
     if (want > size_) {
