@@ -264,15 +264,20 @@ Status merge(const MergeParams& p) {
       float weight = 0.0f;  // Σ size (wavg) or member count
       for (int32_t m = off[s]; m < off[s + 1]; ++m) {
         const int64_t i = mem[m];
-        isa().to_f32(row_ptr(p.x, b, i), p.x.dtype, C, row.data());
+        // f32 rows are read in place (a row's C values are contiguous); others are converted.
+        const float* x = reinterpret_cast<const float*>(row_ptr(p.x, b, i));
+        if (p.x.dtype != DType::kF32) {
+          isa().to_f32(row_ptr(p.x, b, i), p.x.dtype, C, row.data());
+          x = row.data();
+        }
         if (p.mode == MergeMode::kAmax) {
-          for (int64_t d = 0; d < C; ++d) acc[static_cast<size_t>(d)] = std::max(acc[static_cast<size_t>(d)], row[static_cast<size_t>(d)]);
+          for (int64_t d = 0; d < C; ++d) acc[static_cast<size_t>(d)] = std::max(acc[static_cast<size_t>(d)], x[d]);
         } else if (p.mode == MergeMode::kWavg) {
           const float w = sizes ? sizes[b * N + i] : 1.0f;
-          isa().axpy(w, row.data(), acc.data(), C);
+          isa().axpy(w, x, acc.data(), C);
           weight += w;
         } else {
-          isa().add(row.data(), acc.data(), C);
+          isa().add(x, acc.data(), C);
           weight += 1.0f;
         }
       }
