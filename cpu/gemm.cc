@@ -1,5 +1,5 @@
-// The test hook of cpu/gemm.h: the driver and the register tile on plain
-// row-major inputs, with both layouts of operand a (see runtime.h).
+// gemm_nt (the stored product of cpu/gemm.h's driver) and its test hook
+// on plain row-major inputs, with both layouts of operand a (runtime.h).
 #include "cpu/gemm.h"
 
 #include <vector>
@@ -21,20 +21,28 @@ std::vector<float> packed(const float* x, int64_t n, int64_t K) {
 
 }  // namespace
 
+// out[i * ldo + j] = a_i · b_j for rows a (row-major [ma, C] or panels) and
+// columns b packed as panels (nb columns). With `upper` (a == b), only j >= i
+// is computed and mirrored.
+void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
+             bool parallel) {
+  gemm_tiles(a, ma, b, nb, C, upper, parallel,
+             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               for (int64_t i = i0; i < i1; ++i)
+                 for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
+                   const float v = tile[(i - i0) * kGemmTile + (j - j0)];
+                   out[i * ldo + j] = v;
+                   if (upper) out[j * ldo + i] = v;
+                 }
+             });
+}
+
 void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t K, bool upper, bool a_panels,
                    float* out) {
   const std::vector<float> bp = packed(b, n, K);
   const std::vector<float> ap = a_panels ? packed(a, m, K) : std::vector<float>();
   const GemmA ga = a_panels ? GemmA{ap.data(), 0, true} : GemmA{a, K, false};
-  gemm_tiles(ga, m, bp.data(), n, K, upper, /*parallel=*/true,
-             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
-               for (int64_t i = i0; i < i1; ++i)
-                 for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
-                   const float v = tile[(i - i0) * kGemmTile + (j - j0)];
-                   out[i * n + j] = v;
-                   if (upper) out[j * n + i] = v;
-                 }
-             });
+  gemm_nt(ga, m, bp.data(), n, K, out, n, upper, /*parallel=*/true);
 }
 
 }  // namespace cpu

@@ -89,6 +89,12 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
     for (int64_t t = 0; t < tasks; ++t) run(t);
 }
 
+// out[i * ldo + j] = a_i · b_j for rows a (row-major [ma, C] or panels) and
+// columns b packed as panels (nb columns). With `upper` (a == b), only j >= i
+// is computed and mirrored.
+void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
+             bool parallel);
+
 // Grow-only f32 scratch owned by one thread: large inputs are packed into it
 // call after call without fresh pages (a new 10 MB allocation costs more in
 // page faults than the packing itself). A buffer above kKeepBytes is freed

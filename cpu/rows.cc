@@ -81,22 +81,6 @@ void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* d
     for (int64_t t = 0; t < tasks; ++t) run(t);
 }
 
-// out[i * ldo + j] = a_i · b_j for rows a (row-major [ma, C] or panels) and
-// columns b packed as panels (nb columns). With `upper` (a == b), only j >= i
-// is computed and mirrored.
-void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
-             bool parallel) {
-  gemm_tiles(a, ma, b, nb, C, upper, parallel,
-             [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
-               for (int64_t i = i0; i < i1; ++i)
-                 for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
-                   const float v = tile[(i - i0) * kGemmTile + (j - j0)];
-                   out[i * ldo + j] = v;
-                   if (upper) out[j * ldo + i] = v;
-                 }
-             });
-}
-
 // The full distance matrix (diagonal 0) over the upper triangle, mirrored,
 // and every row's nearest-neighbour distance (itself excluded).
 void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel) {

@@ -130,12 +130,6 @@ inline float to_distance(DistanceMetric m, float dot, float sqi, float sqj) {
 // dist[j] = d(row i, row j) for all active j; `parallel` splits the panels.
 void distances_from(const Segment& s, DistanceMetric metric, int64_t i, float* dist, bool parallel);
 
-// out[i * ldo + j] = a_i · b_j for rows a (row-major [ma, C] or panels) and
-// columns b packed as panels (nb columns). With `upper` (a == b), only j >= i
-// is computed and mirrored.
-void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* out, int64_t ldo, bool upper,
-             bool parallel);
-
 // The full distance matrix (diagonal 0) over the upper triangle, mirrored,
 // and every row's nearest-neighbour distance (itself excluded).
 void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel);

@@ -26,23 +26,8 @@ namespace reference {
 
 static int& failures = emu_test::failures;
 
-// A float tensor in host memory posing as device memory (the emulator's
-// device is the host), stored in `dtype`, with values readable as f32.
-struct Buf {
-  std::vector<uint8_t> bytes;
-  DType dtype;
-  void set(int64_t i, float v) {
-    if (dtype == DType::kF32) memcpy(&bytes[i * 4], &v, 4);
-    else { uint16_t h = dtype == DType::kF16 ? f32_to_f16(v) : f32_to_bf16(v); memcpy(&bytes[i * 2], &h, 2); }
-  }
-  float get(int64_t i) const {
-    if (dtype == DType::kF32) { float v; memcpy(&v, &bytes[i * 4], 4); return v; }
-    uint16_t h; memcpy(&h, &bytes[i * 2], 2);
-    return dtype == DType::kF16 ? f16_to_f32(h) : bf16_to_f32(h);
-  }
-};
-
-static Buf make_buf(int64_t n, DType dt) { Buf b; b.dtype = dt; b.bytes.assign(n * dtype_size(dt), 0); return b; }
+using emu_test::Buf;
+using emu_test::make_buf;
 
 static std::vector<int64_t> contiguous(const std::vector<int64_t>& shape) {
   std::vector<int64_t> s(shape.size());

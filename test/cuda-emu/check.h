@@ -17,6 +17,24 @@
 
 namespace emu_test {
 
+// A float tensor in host memory posing as device memory (the emulator's
+// device is the host), stored in `dtype`, with values readable as f32.
+struct Buf {
+  std::vector<uint8_t> bytes;
+  tokensieve::DType dtype;
+  void set(int64_t i, float v) {
+    if (dtype == tokensieve::DType::kF32) memcpy(&bytes[i * 4], &v, 4);
+    else { uint16_t h = dtype == tokensieve::DType::kF16 ? tokensieve::f32_to_f16(v) : tokensieve::f32_to_bf16(v); memcpy(&bytes[i * 2], &h, 2); }
+  }
+  float get(int64_t i) const {
+    if (dtype == tokensieve::DType::kF32) { float v; memcpy(&v, &bytes[i * 4], 4); return v; }
+    uint16_t h; memcpy(&h, &bytes[i * 2], 2);
+    return dtype == tokensieve::DType::kF16 ? tokensieve::f16_to_f32(h) : tokensieve::bf16_to_f32(h);
+  }
+};
+
+inline Buf make_buf(int64_t n, tokensieve::DType dt) { Buf b; b.dtype = dt; b.bytes.assign(n * tokensieve::dtype_size(dt), 0); return b; }
+
 inline int failures = 0, checks = 0;
 
 #define EXPECT(cond, ...)                                    \
