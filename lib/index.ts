@@ -84,3 +84,32 @@ export { centerClip, centerClipSync } from './methods/centerclip';
 export type { CenterClipOptions, CenterClipResult } from './methods/centerclip';
 export { StreamPruner, stc, stcSync } from './methods/stc';
 export type { StreamPrunerOptions, StreamPruneResult } from './methods/stc';
+// ---- block-sparse reordered attention (issue 15) ----
+export { BlockMask } from './blockmask';
+export type { BlockMaskFields, IndexInput, FromKvBlocksSpec, FromDenseOptions, FromCSRSpec } from './blockmask';
+export {
+  AXIS_ORDER_NAMES,
+  reorderIndex,
+  calibrateBlockMask,
+  predictBlockMask,
+  predictBlockMaskSync,
+  predictBlockMaskFromPools,
+  searchReorderPlan,
+  searchReorderPlanSync,
+  paroAttention,
+  paroAttentionSync,
+} from './methods/paro';
+export type {
+  AxisOrder,
+  TokenGrid,
+  ReorderIndex,
+  CalibrationRule,
+  CalibrateOptions,
+  PerHead,
+  PredictBlockMaskOptions,
+  PooledBlocks,
+  ReorderPlan,
+  SearchReorderOptions,
+  ParoAttentionOptions,
+  ParoAttentionResult,
+} from './methods/paro';
