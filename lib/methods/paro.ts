@@ -401,7 +401,8 @@ function pooledOf(op: string, name: string, p: unknown): { mean: Float64Array; s
  * after pooling; {@link predictBlockMask} pools and calls this). The rules,
  * as in thu-ml/SpargeAttn spas_sage_attn/utils.py (HEAD bfd980b):
  * 1. a block is "similar" when its self-similarity is > simThreshold
- *    (strict; NaN is not similar);
+ *    (strict, against the threshold rounded to float32 as SpargeAttn's
+ *    tensor holds it; NaN is not similar);
  * 2. a q block that is not similar computes its whole row; a k block that is
  *    not similar is computed in every row and left out of the softmax
  *    (its pooled score is −inf);
@@ -453,7 +454,8 @@ function spargeMask(
     throw makeError('ERR_SHAPE', `${op}: seqLens [${seqLens.join(', ')}] with blocks ${blockQ}x${blockK} give ${Math.ceil(seqLens[0] / blockQ)}x${Math.ceil(seqLens[1] / blockK)} blocks but the pooled blocks are ${nQ}x${nK}`);
   }
   if (o.cdf !== undefined && o.topk !== undefined) throw makeError('ERR_ARG', `${op}: pass cdf or topk, not both`);
-  const simThr = perHead(op, 'simThreshold', o.simThreshold ?? 0.6, H, -Infinity, Infinity);
+  // SpargeAttn holds the threshold as a float32 tensor and compares float32 similarities with it.
+  const simThr = perHead(op, 'simThreshold', o.simThreshold ?? 0.6, H, -Infinity, Infinity).map(Math.fround);
   const useTopk = o.topk !== undefined;
   const thr = useTopk ? perHead(op, 'topk', o.topk, H, 0, 1) : perHead(op, 'cdf', o.cdf ?? 0.98, H, 0, 1);
   const sink = boolOpt(op, 'attentionSink', o.attentionSink, false);

@@ -159,8 +159,9 @@ export function refSparge(
   const nK = pk.length;
   return pq.map((qv, i) => {
     const row = new Array<number>(nK).fill(0);
-    const simk = simK.map((s) => s > o.simThreshold);
-    if (!(simQ[i] > o.simThreshold)) return row.fill(1);
+    const thr = Math.fround(o.simThreshold); // SpargeAttn's float32 hyper-parameter tensor
+    const simk = simK.map((s) => s > thr);
+    if (!(simQ[i] > thr)) return row.fill(1);
     simk.forEach((s, j) => { if (!s) row[j] = 1; });
     const logits = pk.map((kv, j) => (simk[j] ? qv.reduce((a, x, d) => a + x * kv[d], 0) * o.scale : -Infinity));
     const max = Math.max(...logits);
