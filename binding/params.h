@@ -36,6 +36,10 @@
 #define TS_PARAMS_MAX_COVERAGE(P) P(wait) P(k)
 #define TS_PARAMS_MMTOK_COVERAGE(P) P(wait) P(tauTV) P(tauVV) P(alpha)
 #define TS_PARAMS_STC_SCORES(P) P(wait) P(memoryCount) P(memoryMode)
+#define TS_PARAMS_BLOCK_SPARSE_ATTENTION(P) P(wait) P(scale) P(precision) P(dense) P(blockQ) P(blockK) P(checkFinite)
+#define TS_PARAMS_BLOCK_ATTENTION_MASS(P) P(wait) P(scale) P(blockQ) P(blockK) P(numQueryRows) P(checkFinite)
+#define TS_PARAMS_BLOCK_POOL(P) P(wait) P(block)
+#define TS_PARAMS_APPLY_REORDER(P) P(wait) P(inverse)
 
 // Every op: X(jsName, Slots struct, list).
 #define TS_FOR_EACH_OP(X)                                                   \
@@ -52,7 +56,11 @@
   X("kMedoids", KMedoids, TS_PARAMS_K_MEDOIDS)                              \
   X("maxCoverage", MaxCoverage, TS_PARAMS_MAX_COVERAGE)                     \
   X("mmtokCoverage", MmtokCoverage, TS_PARAMS_MMTOK_COVERAGE)               \
-  X("stcScores", StcScores, TS_PARAMS_STC_SCORES)
+  X("stcScores", StcScores, TS_PARAMS_STC_SCORES)                           \
+  X("blockSparseAttention", BlockSparseAttention, TS_PARAMS_BLOCK_SPARSE_ATTENTION) \
+  X("blockAttentionMass", BlockAttentionMass, TS_PARAMS_BLOCK_ATTENTION_MASS) \
+  X("blockPool", BlockPool, TS_PARAMS_BLOCK_POOL)                           \
+  X("applyReorder", ApplyReorder, TS_PARAMS_APPLY_REORDER)
 
 namespace tokensieve {
 namespace binding {

@@ -2,6 +2,7 @@
 // every CUDA entry point says why, and runtime_info() reports a build without
 // CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
+#include "tokensieve/blocksparse.h"
 #include "tokensieve/coverage.h"
 #include "tokensieve/diversity.h"
 #include "tokensieve/merge.h"
@@ -60,6 +61,11 @@ Status max_coverage(const MaxCoverageParams&) { return unavailable(); }
 Status mmtok_coverage(const MmtokCoverageParams&) { return unavailable(); }
 // stc (tokensieve/stc.h)
 Status stc_scores(const StcScoresParams&) { return unavailable(); }
+// blocksparse (tokensieve/blocksparse.h)
+Status block_sparse_attention(const BlockSparseAttentionParams&) { return unavailable(); }
+Status block_attention_mass(const BlockAttentionMassParams&) { return unavailable(); }
+Status block_pool(const BlockPoolParams&) { return unavailable(); }
+Status apply_reorder(const ApplyReorderParams&) { return unavailable(); }
 
 }  // namespace cuda
 }  // namespace tokensieve

@@ -74,6 +74,27 @@ export { maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync } from '
 export type { MaxCoverageOptions, MaxCoverageResult, MmtokInputs, MmtokCoverageOptions } from './kernels/coverage';
 export { stcScores, stcScoresSync, stcScoringChannels } from './kernels/stc';
 export type { StcScoresOptions, StcScoresResult, StcMemory } from './kernels/stc';
+export {
+  blockSparseAttention,
+  blockSparseAttentionSync,
+  blockAttentionMass,
+  blockAttentionMassSync,
+  blockPool,
+  blockPoolSync,
+  applyReorder,
+  applyReorderSync,
+} from './kernels/blocksparse';
+export type {
+  AttentionLayout,
+  BlockMaskLike,
+  BlockSparsePrecision,
+  BlockSparseAttentionOptions,
+  BlockSparseAttentionResult,
+  BlockAttentionMassOptions,
+  BlockPoolOptions,
+  BlockPoolResult,
+  ApplyReorderOptions,
+} from './kernels/blocksparse';
 export { divPrune, divPruneSync } from './methods/divprune';
 export type { DivPruneOptions, DivPruneResult } from './methods/divprune';
 export { toDRE, toDRESync } from './methods/todre';

@@ -50,6 +50,10 @@ export const PARAM_NAMES = {
   maxCoverage: ['wait', 'k'],
   mmtokCoverage: ['wait', 'tauTV', 'tauVV', 'alpha'],
   stcScores: ['wait', 'memoryCount', 'memoryMode'],
+  blockSparseAttention: ['wait', 'scale', 'precision', 'dense', 'blockQ', 'blockK', 'checkFinite'],
+  blockAttentionMass: ['wait', 'scale', 'blockQ', 'blockK', 'numQueryRows', 'checkFinite'],
+  blockPool: ['wait', 'block'],
+  applyReorder: ['wait', 'inverse'],
 } as const;
 
 export type ParamOp = keyof typeof PARAM_NAMES;

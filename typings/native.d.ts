@@ -183,4 +183,30 @@ export interface NativeModule {
     channels: Float64Array | undefined, channelsMem: NativeMemory | undefined,
     stream: bigint | undefined, async: boolean,
   ): NativeResult;
+  /** params: [wait, scale, precision (0 native, 1 f16, 2 bf16, 3 int8), dense, blockQ, blockK, checkFinite] */
+  blockSparseAttention(
+    params: Float64Array, q: Float64Array, qMem: NativeMemory, k: Float64Array, kMem: NativeMemory, v: Float64Array, vMem: NativeMemory,
+    kvNumBlocks: Float64Array | undefined, kvNumBlocksMem: NativeMemory | undefined,
+    kvIndices: Float64Array | undefined, kvIndicesMem: NativeMemory | undefined,
+    fullKvNumBlocks: Float64Array | undefined, fullKvNumBlocksMem: NativeMemory | undefined,
+    fullKvIndices: Float64Array | undefined, fullKvIndicesMem: NativeMemory | undefined,
+    perm: Float64Array | undefined, permMem: NativeMemory | undefined,
+    out: Float64Array, outMem: NativeMemory, lse: Float64Array | undefined, lseMem: NativeMemory | undefined,
+    stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [wait, scale, blockQ, blockK, numQueryRows, checkFinite] */
+  blockAttentionMass(
+    params: Float64Array, rows: Int32Array | undefined, q: Float64Array, qMem: NativeMemory, k: Float64Array, kMem: NativeMemory,
+    out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [wait, block] */
+  blockPool(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, mean: Float64Array, meanMem: NativeMemory,
+    selfSim: Float64Array, selfSimMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
+  /** params: [wait, inverse] */
+  applyReorder(
+    params: Float64Array, x: Float64Array, xMem: NativeMemory, perm: Float64Array, permMem: NativeMemory,
+    out: Float64Array, outMem: NativeMemory, stream: bigint | undefined, async: boolean,
+  ): NativeResult;
 }

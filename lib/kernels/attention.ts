@@ -18,6 +18,8 @@ import {
   expectFloat,
   expectInnerContiguous,
   expectRank,
+  headsFirst,
+  offHeap,
   int,
   oneOf,
   output,
@@ -135,14 +137,6 @@ function resolveKeys(op: string, keys: unknown, nk: number): [number, number] {
   return [s, e];
 }
 
-/** The rows in an Int32Array of at least 17 elements (off V8's heap; the addon reads the first `length`). */
-function offHeap(rows: Int32Array): Int32Array {
-  if (rows.length > 16) return rows;
-  const padded = new Int32Array(17);
-  padded.set(rows);
-  return padded;
-}
-
 /** The reduction fields shared by both kernels, checked. */
 interface Reduction {
   queryRows: Int32Array;
@@ -175,14 +169,6 @@ function planReduction(
     bool(op, 'wait', o.wait, true) ? 1 : 0,
   ];
   return { queryRows, params, out, stream: s };
-}
-
-/** Logical [B, H, N, D] view of an attention input in either layout. */
-function headsFirst(t: Tensor, layout: 'bhnd' | 'bnhd'): { shape: number[]; strides: number[] } {
-  if (layout === 'bhnd') return { shape: t.shape.slice(), strides: t.strides.slice() };
-  const [b, n, h, d] = t.shape;
-  const [sb, sn, sh, sd] = t.strides;
-  return { shape: [b, h, n, d], strides: [sb, sh, sn, sd] };
 }
 
 function planScores(outs: CallOutputs, qIn: TensorLike, kIn: TensorLike, opts: AttentionScoresOptions | undefined): OpPlan<Tensor> {

@@ -262,3 +262,19 @@ export function excludeMask(op: string, v: unknown, B: number, N: number): Tenso
   }
   return m.isContiguous ? m : m.contiguous();
 }
+
+/** The rows in an Int32Array of at least 17 elements (off V8's heap; the addon reads the first `length`). */
+export function offHeap(rows: Int32Array): Int32Array {
+  if (rows.length > 16) return rows;
+  const padded = new Int32Array(17);
+  padded.set(rows);
+  return padded;
+}
+
+/** Logical [B, H, N, D] view of an attention input in either layout. */
+export function headsFirst(t: Tensor, layout: 'bhnd' | 'bnhd'): { shape: number[]; strides: number[] } {
+  if (layout === 'bhnd') return { shape: t.shape.slice(), strides: t.strides.slice() };
+  const [b, n, h, d] = t.shape;
+  const [sb, sn, sh, sd] = t.strides;
+  return { shape: [b, h, n, d], strides: [sb, sh, sn, sd] };
+}

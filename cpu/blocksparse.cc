@@ -1,0 +1,397 @@
+// CPU block-sparse attention, block attention mass, block pooling and the
+// per-head token reordering; the parameter checks are core/blocksparse.cc's.
+//
+// The CPU path exists for correctness and small inputs: per (batch, head) the
+// keys are packed once, in attended (permuted) order, into 16-column panels,
+// and every kept (q-chunk, kv-block) tile is one register-tiled QKᵀ
+// (isa().gemm_tile) followed by an online softmax and P·V by rows, as the
+// flash kernels do on the GPU, so skipped blocks cost nothing.
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "core/dtype.h"
+#include "cpu/gemm.h"
+#include "cpu/isa.h"
+#include "cpu/thread_pool.h"
+#include "tokensieve/blocksparse.h"
+
+namespace tokensieve {
+namespace cpu {
+
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Query rows per task: 4 groups of gemm_tile's 6 rows.
+constexpr int64_t kRowsPerTask = 24;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+const char* row_ptr(const TensorView& t, int64_t b, int64_t h, int64_t n) {
+  return static_cast<const char*>(t.data) +
+         (b * t.strides[0] + h * t.strides[1] + n * t.strides[2]) * static_cast<int64_t>(dtype_size(t.dtype));
+}
+
+void load_row(const TensorView& t, int64_t b, int64_t h, int64_t n, float* dst) {
+  isa().to_f32(row_ptr(t, b, h, n), t.dtype, t.shape[3], dst);
+}
+
+void store_row(const TensorView& t, int64_t b, int64_t h, int64_t n, const float* src) {
+  char* dst = const_cast<char*>(row_ptr(t, b, h, n));
+  const int64_t D = t.shape[3];
+  if (t.dtype == DType::kF32) {
+    std::memcpy(dst, src, static_cast<size_t>(D) * 4);
+  } else {
+    uint16_t* d16 = reinterpret_cast<uint16_t*>(dst);
+    for (int64_t d = 0; d < D; ++d) d16[d] = t.dtype == DType::kF16 ? f32_to_f16(src[d]) : f32_to_bf16(src[d]);
+  }
+}
+
+// The type a product operand is rounded to before the product.
+enum class Round { kNone, kF16, kBF16 };
+
+float round_to(float x, Round r) {
+  switch (r) {
+    case Round::kNone: return x;
+    case Round::kF16: return f16_to_f32(f32_to_f16(x));
+    case Round::kBF16: return bf16_to_f32(f32_to_bf16(x));
+  }
+  return x;
+}
+
+void round_row(float* x, int64_t n, Round r) {
+  if (r == Round::kNone) return;
+  for (int64_t i = 0; i < n; ++i) x[i] = round_to(x[i], r);
+}
+
+Round native_round(DType t) {
+  return t == DType::kF16 ? Round::kF16 : t == DType::kBF16 ? Round::kBF16 : Round::kNone;
+}
+
+// Symmetric INT8 codes of n values with scale amax / 127 (0 when all are 0).
+float quantize_block(const float* x, int64_t n, int8_t* codes) {
+  float amax = 0.f;
+  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
+  const float scale = amax / 127.f;
+  for (int64_t i = 0; i < n; ++i) {
+    float c = scale > 0.f ? std::round(x[i] / scale) : 0.f;  // round half away from zero
+    codes[i] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, c)));
+  }
+  return scale;
+}
+
+// The kv blocks of one mask row in ascending order: the union of the
+// partial and full lists (each sorted; validated disjoint).
+void row_blocks(const BlockMaskView& m, int64_t b, int64_t h, int64_t qb, int64_t nK, std::vector<int32_t>& out) {
+  out.clear();
+  if (m.dense) {
+    for (int64_t j = 0; j < nK; ++j) out.push_back(static_cast<int32_t>(j));
+    return;
+  }
+  auto list = [&](const TensorView& counts, const TensorView& idx) {
+    if (counts.data == nullptr) return;
+    const int64_t bm = counts.shape[0] == 1 ? 0 : b, hm = counts.shape[1] == 1 ? 0 : h;
+    const int64_t row = (bm * counts.shape[1] + hm) * counts.shape[2] + qb;
+    const int32_t n = counts.ptr<int32_t>()[row];
+    const int32_t* ix = idx.ptr<int32_t>() + row * idx.shape[3];
+    for (int32_t t = 0; t < n; ++t) out.push_back(ix[t]);
+  };
+  list(m.num_blocks, m.indices);
+  list(m.full_num_blocks, m.full_indices);
+  std::sort(out.begin(), out.end());
+}
+
+// S[r][c] = q_r · k_(col0 + c) for r < R and c < ncols (a multiple of 16),
+// col0 a multiple of 16; kt holds the keys as zero-padded 16-column panels.
+void qk_tile(const float* q, int64_t R, int64_t D, const float* kt, int64_t col0, int64_t ncols, float* S,
+             int64_t lds) {
+  const IsaKernels& k = isa();
+  for (int64_t c = col0; c < col0 + ncols; c += kColTile)
+    for (int64_t r = 0; r < R; r += kGemmRows) {
+      const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, R - r));
+      for (int64_t d0 = 0; d0 < D; d0 += kGemmDepth)
+        k.gemm_tile(q + r * D + d0, D, 1, rows, kt + (c / kColTile) * D * kColTile + d0 * kColTile,
+                    std::min(kGemmDepth, D - d0), S + r * lds + (c - col0), lds, d0 > 0);
+    }
+}
+
+// Keys (and values) of one (b, q head) in attended order.
+struct HeadKeys {
+  std::vector<float> kt;      // f32 keys as panels [ceil(Nk/16)][D][16]
+  std::vector<float> v;       // [Nk, D], rounded to the P·V type
+  std::vector<int8_t> k8;     // kInt8: [Nk, D] codes of the smoothed keys
+  std::vector<float> kscale;  // kInt8: [ceil(Nk/64)]
+};
+
+}  // namespace
+
+Status block_sparse_attention(const BlockSparseAttentionParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.q.on_host()) return Status(Code::kDevice, "cpu::block_sparse_attention needs host tensors");
+  const int64_t B = p.q.shape[0], Hq = p.q.shape[1], N = p.q.shape[2], D = p.q.shape[3];
+  const int64_t Hkv = p.k.shape[1], Nk = p.k.shape[2], group = Hq / Hkv;
+  const int64_t bq = p.mask.block_q, bk = p.mask.block_k, nQ = ceil_div(N, bq), nK = ceil_div(Nk, bk);
+  const bool int8 = p.precision == BlockSparsePrecision::kInt8;
+  // Operand rounding: inputs (q, k) and the P·V operands (P, v).
+  Round in_round = native_round(p.q.dtype);
+  if (p.precision == BlockSparsePrecision::kF16) in_round = Round::kF16;
+  if (p.precision == BlockSparsePrecision::kBF16) in_round = Round::kBF16;
+  const Round pv_round = int8 ? Round::kF16 : in_round;
+  const int32_t* perm = p.perm.data ? p.perm.ptr<int32_t>() : nullptr;
+  const int64_t npanels = ceil_div(Nk, kColTile);
+  std::atomic<bool> nonfinite{false};
+  HeadKeys hk;
+
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < Hq; ++h) {
+      const int64_t kvh = h / group;
+      const int32_t* ph = perm ? perm + h * N : nullptr;
+      auto src = [&](int64_t pos) { return ph ? static_cast<int64_t>(ph[pos]) : pos; };
+      // Keys and values in attended order.
+      std::vector<float> krows(static_cast<size_t>(Nk * D));  // [Nk, D]
+      hk.v.resize(static_cast<size_t>(Nk * D));
+      for (int64_t j = 0; j < Nk; ++j) {
+        load_row(p.k, b, kvh, src(j), krows.data() + j * D);
+        load_row(p.v, b, kvh, src(j), hk.v.data() + j * D);
+        if (p.check_finite && (!isa().all_finite(krows.data() + j * D, D) || !isa().all_finite(hk.v.data() + j * D, D)))
+          return Status(Code::kRange, "expected finite k and v but k[" + std::to_string(b) + ", " +
+                                          std::to_string(kvh) + ", " + std::to_string(src(j)) +
+                                          "] or v there holds NaN or Inf");
+        round_row(hk.v.data() + j * D, D, pv_round);
+      }
+      if (int8) {
+        // K smoothing: the mean over all Nk keys, per channel (double).
+        std::vector<double> mean(static_cast<size_t>(D), 0.0);
+        for (int64_t j = 0; j < Nk; ++j)
+          for (int64_t d = 0; d < D; ++d) mean[d] += krows[j * D + d];
+        for (int64_t d = 0; d < D; ++d) mean[d] /= static_cast<double>(Nk);
+        for (int64_t j = 0; j < Nk; ++j)
+          for (int64_t d = 0; d < D; ++d) krows[j * D + d] = static_cast<float>(krows[j * D + d] - mean[d]);
+        hk.k8.resize(static_cast<size_t>(Nk * D));
+        hk.kscale.resize(static_cast<size_t>(ceil_div(Nk, kBlockSparseQuantBlock)));
+        for (int64_t j0 = 0; j0 < Nk; j0 += kBlockSparseQuantBlock) {
+          const int64_t n = std::min(kBlockSparseQuantBlock, Nk - j0);
+          hk.kscale[j0 / kBlockSparseQuantBlock] = quantize_block(krows.data() + j0 * D, n * D, hk.k8.data() + j0 * D);
+        }
+      } else {
+        round_row(krows.data(), Nk * D, in_round);
+        hk.kt.resize(static_cast<size_t>(npanels * D * kColTile));
+        for (int64_t c = 0; c < npanels; ++c)
+          isa().pack_panel(krows.data() + c * kColTile * D, D, static_cast<int>(std::min(kColTile, Nk - c * kColTile)),
+                           D, hk.kt.data() + c * D * kColTile);
+      }
+      // Tasks: chunks of up to kRowsPerTask rows inside one q-block.
+      const int64_t chunks_per_block = ceil_div(std::min(bq, N), kRowsPerTask);
+      const int64_t tasks = nQ * chunks_per_block;
+      parallel_for(tasks, [&](int64_t t) {
+        const int64_t qb = t / chunks_per_block;
+        const int64_t r0 = qb * bq + (t % chunks_per_block) * kRowsPerTask;
+        const int64_t r1 = std::min({r0 + kRowsPerTask, (qb + 1) * bq, N});
+        if (r0 >= r1) return;
+        const int64_t R = r1 - r0;
+        thread_local std::vector<float> qrows, S, acc, m, l;
+        thread_local std::vector<int8_t> q8;
+        thread_local std::vector<int32_t> blocks;
+        qrows.resize(static_cast<size_t>(R * D));
+        for (int64_t r = 0; r < R; ++r) {
+          load_row(p.q, b, h, src(r0 + r), qrows.data() + r * D);
+          if (p.check_finite && !isa().all_finite(qrows.data() + r * D, D)) nonfinite = true;
+        }
+        std::vector<float> qscale;  // kInt8: one scale per 64-row quantization block in the chunk
+        if (int8) {
+          q8.resize(static_cast<size_t>(R * D));
+          // Quantization blocks are 64 attended rows; a chunk may span two.
+          for (int64_t r = 0; r < R;) {
+            const int64_t qblk = (r0 + r) / kBlockSparseQuantBlock;
+            const int64_t b0 = qblk * kBlockSparseQuantBlock, b1 = std::min(N, b0 + kBlockSparseQuantBlock);
+            // The scale covers the whole quantization block, not just this chunk's rows.
+            float amax = 0.f;
+            std::vector<float> tmp(static_cast<size_t>(D));
+            for (int64_t i = b0; i < b1; ++i) {
+              load_row(p.q, b, h, src(i), tmp.data());
+              for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(tmp[d]));
+            }
+            const float sc = amax / 127.f;
+            const int64_t e = std::min(R, b1 - r0);
+            for (; r < e; ++r) {
+              for (int64_t d = 0; d < D; ++d) {
+                const float c = sc > 0.f ? std::round(qrows[r * D + d] / sc) : 0.f;
+                q8[r * D + d] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, c)));
+              }
+              qscale.push_back(sc);
+            }
+          }
+        } else {
+          round_row(qrows.data(), R * D, in_round);
+        }
+        acc.assign(static_cast<size_t>(R * D), 0.f);
+        m.assign(static_cast<size_t>(R), kNegInf);
+        l.assign(static_cast<size_t>(R), 0.f);
+        row_blocks(p.mask, b, h, qb, nK, blocks);
+        for (int32_t kb : blocks) {
+          if (kb < 0 || kb >= nK) continue;
+          const int64_t j0 = kb * bk, j1 = std::min(Nk, j0 + bk);
+          const int64_t col0 = int8 ? j0 : j0 / kColTile * kColTile;
+          const int64_t ncols = int8 ? j1 - j0 : round_up16(j1) - col0;
+          S.resize(static_cast<size_t>(R * ncols));
+          if (int8) {
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t j = j0; j < j1; ++j) {
+                int32_t dot = 0;
+                const int8_t *a = q8.data() + r * D, *c = hk.k8.data() + j * D;
+                for (int64_t d = 0; d < D; ++d) dot += static_cast<int32_t>(a[d]) * static_cast<int32_t>(c[d]);
+                S[r * ncols + (j - col0)] =
+                    static_cast<float>(dot) * qscale[r] * hk.kscale[j / kBlockSparseQuantBlock] * p.scale;
+              }
+          } else {
+            qk_tile(qrows.data(), R, D, hk.kt.data(), col0, ncols, S.data(), ncols);
+            for (int64_t r = 0; r < R; ++r)
+              for (int64_t j = j0; j < j1; ++j) S[r * ncols + (j - col0)] *= p.scale;
+          }
+          // Online softmax over this block's keys, then acc += P·V.
+          for (int64_t r = 0; r < R; ++r) {
+            float* s = S.data() + r * ncols + (j0 - col0);
+            const int64_t n = j1 - j0;
+            const float mx = std::max(m[r], isa().max(s, n));
+            const float corr = std::exp(m[r] - mx);  // 0 on the first block (m = -inf)
+            float* a = acc.data() + r * D;
+            if (corr != 1.f)
+              for (int64_t d = 0; d < D; ++d) a[d] *= corr;
+            l[r] = l[r] * corr + isa().exp_shift_sum(s, n, mx);
+            m[r] = mx;
+            for (int64_t j = 0; j < n; ++j) {
+              const float pj = round_to(s[j], pv_round);
+              if (pj != 0.f) isa().axpy(pj, hk.v.data() + (j0 + j) * D, a, D);
+            }
+          }
+        }
+        for (int64_t r = 0; r < R; ++r) {
+          const int64_t orig = src(r0 + r);
+          float* a = acc.data() + r * D;
+          if (l[r] > 0.f) {
+            const float inv = 1.f / l[r];
+            for (int64_t d = 0; d < D; ++d) a[d] *= inv;
+          }  // no kept key: acc is 0
+          store_row(p.out, b, h, orig, a);
+          if (p.lse.data)
+            p.lse.ptr<float>()[(b * Hq + h) * N + orig] = l[r] > 0.f ? m[r] + std::log(l[r]) : kNegInf;
+        }
+      });
+      if (nonfinite) return Status(Code::kRange, "expected finite q but q[" + std::to_string(b) + ", " +
+                                                     std::to_string(h) + "] holds NaN or Inf");
+    }
+  return Status::Ok();
+}
+
+Status block_attention_mass(const BlockAttentionMassParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.q.on_host()) return Status(Code::kDevice, "cpu::block_attention_mass needs host tensors");
+  const int64_t B = p.q.shape[0], H = p.q.shape[1], N = p.q.shape[2], D = p.q.shape[3];
+  const int64_t Hkv = p.k.shape[1], Nk = p.k.shape[2], group = H / Hkv;
+  const int64_t bq = p.block_q, bk = p.block_k, nQ = ceil_div(N, bq), nK = ceil_div(Nk, bk);
+  const int64_t npanels = ceil_div(Nk, kColTile);
+  // The rows to sum, grouped by q-block: one task per q-block writes its own output row.
+  std::vector<int32_t> rows;
+  if (p.query_rows) rows.assign(p.query_rows, p.query_rows + p.num_query_rows);
+  else for (int64_t i = 0; i < N; ++i) rows.push_back(static_cast<int32_t>(i));
+  std::vector<int64_t> first(static_cast<size_t>(nQ + 1), 0);  // rows of q-block I: [first[I], first[I+1])
+  for (int32_t r : rows) first[r / bq + 1]++;
+  for (int64_t I = 0; I < nQ; ++I) first[I + 1] += first[I];
+  std::vector<float> kt(static_cast<size_t>(npanels * D * kColTile)), krows(static_cast<size_t>(Nk * D));
+  std::atomic<bool> nonfinite{false};
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t h = 0; h < H; ++h) {
+      const int64_t kvh = h / group;
+      if (h % group == 0) {  // the query heads of one kv head share its packed keys
+        for (int64_t j = 0; j < Nk; ++j) {
+          load_row(p.k, b, kvh, j, krows.data() + j * D);
+          if (p.check_finite && !isa().all_finite(krows.data() + j * D, D))
+            return Status(Code::kRange, "expected finite k but k[" + std::to_string(b) + ", " + std::to_string(kvh) +
+                                            ", " + std::to_string(j) + "] holds NaN or Inf");
+        }
+        for (int64_t c = 0; c < npanels; ++c)
+          isa().pack_panel(krows.data() + c * kColTile * D, D, static_cast<int>(std::min(kColTile, Nk - c * kColTile)),
+                           D, kt.data() + c * D * kColTile);
+      }
+      float* out = p.out.ptr<float>() + (b * H + h) * nQ * nK;
+      parallel_for(nQ, [&](int64_t I) {
+        thread_local std::vector<float> q, s;
+        thread_local std::vector<double> sums;
+        q.resize(static_cast<size_t>(D));
+        s.resize(static_cast<size_t>(npanels * kColTile));
+        sums.assign(static_cast<size_t>(nK), 0.0);
+        for (int64_t t = first[I]; t < first[I + 1]; ++t) {
+          load_row(p.q, b, h, rows[t], q.data());
+          if (p.check_finite && !isa().all_finite(q.data(), D)) { nonfinite = true; return; }
+          isa().qk_row_panels(q.data(), D, kt.data(), D * kColTile, npanels, s.data());
+          for (int64_t j = 0; j < Nk; ++j) s[j] *= p.scale;
+          const float mx = isa().max(s.data(), Nk);
+          const float total = isa().exp_shift_sum(s.data(), Nk, mx);
+          for (int64_t J = 0; J < nK; ++J) {
+            double acc = 0.0;
+            for (int64_t j = J * bk; j < std::min(Nk, (J + 1) * bk); ++j) acc += s[j];
+            sums[J] += acc / total;
+          }
+        }
+        for (int64_t J = 0; J < nK; ++J) out[I * nK + J] = static_cast<float>(sums[J]);
+      });
+      if (nonfinite) return Status(Code::kRange, "expected finite q but q[" + std::to_string(b) + ", " +
+                                                     std::to_string(h) + "] holds NaN or Inf");
+    }
+  return Status::Ok();
+}
+
+Status block_pool(const BlockPoolParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.x.on_host()) return Status(Code::kDevice, "cpu::block_pool needs host tensors");
+  const int64_t B = p.x.shape[0], H = p.x.shape[1], N = p.x.shape[2], D = p.x.shape[3], nB = ceil_div(N, p.block);
+  parallel_for(B * H * nB, [&](int64_t t) {
+    const int64_t blk = t % nB, bh = t / nB, b = bh / H, h = bh % H;
+    const int64_t r0 = blk * p.block, r1 = std::min(N, r0 + p.block);
+    std::vector<float> row(static_cast<size_t>(D));
+    std::vector<double> sum(static_cast<size_t>(D), 0.0), unit(static_cast<size_t>(D), 0.0);
+    for (int64_t r = r0; r < r1; ++r) {
+      load_row(p.x, b, h, r, row.data());
+      double nn = 0.0;
+      for (int64_t d = 0; d < D; ++d) {
+        sum[d] += row[d];
+        nn += static_cast<double>(row[d]) * row[d];
+      }
+      const double inv = nn > 0.0 ? 1.0 / std::sqrt(nn) : 0.0;
+      for (int64_t d = 0; d < D; ++d) unit[d] += row[d] * inv;
+    }
+    const double n = static_cast<double>(r1 - r0);
+    float* mean = p.mean.ptr<float>() + t * D;
+    double ss = 0.0;
+    for (int64_t d = 0; d < D; ++d) {
+      mean[d] = static_cast<float>(sum[d] / n);
+      ss += unit[d] * unit[d];
+    }
+    p.self_sim.ptr<float>()[t] = static_cast<float>(ss / (n * n));
+  });
+  return Status::Ok();
+}
+
+Status apply_reorder(const ApplyReorderParams& p) {
+  TS_RETURN_IF_ERROR(validate(p));
+  if (!p.x.on_host()) return Status(Code::kDevice, "cpu::apply_reorder needs host tensors");
+  const int64_t B = p.x.shape[0], H = p.x.shape[1], N = p.x.shape[2];
+  const size_t bytes = static_cast<size_t>(p.x.shape[3]) * dtype_size(p.x.dtype);
+  const int32_t* perm = p.perm.ptr<int32_t>();
+  parallel_for(B * H, [&](int64_t bh) {
+    const int64_t b = bh / H, h = bh % H;
+    for (int64_t i = 0; i < N; ++i) {
+      const int64_t t = perm[h * N + i];
+      const int64_t from = p.inverse ? i : t, to = p.inverse ? t : i;
+      std::memcpy(const_cast<char*>(row_ptr(p.out, b, h, to)), row_ptr(p.x, b, h, from), bytes);
+    }
+  });
+  return Status::Ok();
+}
+
+}  // namespace cpu
+}  // namespace tokensieve
