@@ -18,10 +18,11 @@
 import { Device, deviceOf, deviceOrdinal } from './device';
 import { asCaller, callerName, invalid, makeError, TokenSieveError } from './errors';
 import { checkOptions, int } from './kernels/common';
+import type { BlockMaskLike } from './kernels/blocksparse';
 import { hideFields, MAX_DIM, Tensor, TensorLike, toTensor } from './tensor';
 
-/** What a block-sparse kernel reads (a {@link BlockMask} is one). */
-export interface BlockMaskFields {
+/** What a block-sparse kernel reads, as a BlockMask holds it (Tensors; a BlockMaskLike). */
+interface BlockMaskFields {
   readonly blockQ: number;
   readonly blockK: number;
   /** [query tokens, key tokens]. */
@@ -504,8 +505,11 @@ function fromCSRImpl(op: string, spec: FromCSRSpec): BlockMask {
  * @internal Throws unless `mask` fits an attention call of batch B, H query
  * heads, Nq query and Nk key tokens: Bm ∈ {1, B}, Hm ∈ {1, H}, seqLens = [Nq, Nk].
  */
-export function checkMaskFits(op: string, mask: BlockMaskFields, B: number, H: number, Nq: number, Nk: number): void {
-  const [Bm, Hm] = mask.kvNumBlocks.shape;
+export function checkMaskFits(op: string, mask: BlockMaskLike, B: number, H: number, Nq: number, Nk: number): void {
+  if (typeof mask !== 'object' || mask === null) throw invalid('ERR_ARG', `${op} mask`, "a BlockMask or 'dense'", mask);
+  const counts = toTensor(mask.kvNumBlocks, 'mask.kvNumBlocks');
+  if (counts.ndim !== 3) throw makeError('ERR_SHAPE', `Expected mask.kvNumBlocks of rank 3 [Bm, Hm, nQ] for ${op} but received shape [${counts.shape.join(', ')}]`);
+  const [Bm, Hm] = counts.shape;
   if (Bm !== 1 && Bm !== B) throw makeError('ERR_SHAPE', `${op}: the mask's batch dimension is ${Bm}; expected 1 (broadcast) or ${B} (the batch)`);
   if (Hm !== 1 && Hm !== H) throw makeError('ERR_SHAPE', `${op}: the mask's head dimension is ${Hm}; expected 1 (broadcast) or ${H} (the query heads)`);
   if (mask.seqLens[0] !== Nq || mask.seqLens[1] !== Nk) {

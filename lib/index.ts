@@ -107,7 +107,7 @@ export { StreamPruner, stc, stcSync } from './methods/stc';
 export type { StreamPrunerOptions, StreamPruneResult } from './methods/stc';
 // ---- block-sparse reordered attention (issue 15) ----
 export { BlockMask } from './blockmask';
-export type { BlockMaskFields, IndexInput, FromKvBlocksSpec, FromDenseOptions, FromCSRSpec } from './blockmask';
+export type { IndexInput, FromKvBlocksSpec, FromDenseOptions, FromCSRSpec } from './blockmask';
 export {
   AXIS_ORDER_NAMES,
   reorderIndex,

@@ -18,10 +18,25 @@
  * blockSparseAttention) come from lib/kernels/blocksparse.
  */
 import { Device } from '../device';
-import { describe, invalid, makeError, TokenSieveError } from '../errors';
+import { describe, invalid, makeError } from '../errors';
 import { checkOptions, int, oneOf } from '../kernels/common';
 import { Tensor, TensorLike, toTensor, MAX_DIM } from '../tensor';
-import { BlockMask, BlockMaskFields, checkMaskFits, maskFromDenseRows } from '../blockmask';
+import { BlockMask, checkMaskFits, maskFromDenseRows } from '../blockmask';
+import {
+  applyReorder,
+  applyReorderSync,
+  blockAttentionMass,
+  blockAttentionMassSync,
+  BlockAttentionMassOptions,
+  BlockMaskLike,
+  blockPool,
+  blockPoolSync,
+  blockSparseAttention,
+  blockSparseAttentionSync,
+  BlockSparseAttentionOptions,
+  BlockSparseAttentionResult,
+  BlockSparsePrecision,
+} from '../kernels/blocksparse';
 import { call, drive, driveAsync, hostF32, indexTensor, MethodGen } from './common';
 
 // ---------------------------------------------------------------------------
@@ -521,44 +536,14 @@ function spargeMask(
 // ---------------------------------------------------------------------------
 // Steps that need the block-sparse kernels (lib/kernels/blocksparse)
 
-/** The kernel entry points this file uses, with the signatures of lib/kernels/blocksparse. */
-interface BlockSparseKernels {
-  blockPoolSync(x: TensorLike, opts: { block: number; layout?: 'bhnd' | 'bnhd' }): { mean: Tensor; selfSim: Tensor };
-  blockPool(x: TensorLike, opts: { block: number; layout?: 'bhnd' | 'bnhd' }): Promise<{ mean: Tensor; selfSim: Tensor }>;
-  blockAttentionMassSync(q: TensorLike, k: TensorLike, opts: MassOptions): Tensor;
-  blockAttentionMass(q: TensorLike, k: TensorLike, opts: MassOptions): Promise<Tensor>;
-  applyReorderSync(x: TensorLike, perm: Int32Array | Tensor, opts: { layout?: 'bhnd' | 'bnhd'; inverse?: boolean }): Tensor;
-  applyReorder(x: TensorLike, perm: Int32Array | Tensor, opts: { layout?: 'bhnd' | 'bnhd'; inverse?: boolean }): Promise<Tensor>;
-  blockSparseAttentionSync(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskFields | 'dense', opts?: AttentionOpts): AttentionOut;
-  blockSparseAttention(q: TensorLike, k: TensorLike, v: TensorLike, mask: BlockMaskFields | 'dense', opts?: AttentionOpts): Promise<AttentionOut>;
-}
-interface MassOptions { blockQ: number; blockK: number; layout?: 'bhnd' | 'bnhd'; scale?: number; rows?: Int32Array }
-interface AttentionOpts {
-  layout?: 'bhnd' | 'bnhd';
-  scale?: number;
-  returnLse?: boolean;
-  precision?: 'f32' | 'f16' | 'bf16' | 'int8';
-  reorder?: { perm: Int32Array | Tensor };
-}
-interface AttentionOut { out: Tensor; lse?: Tensor }
+type AttentionOpts = BlockSparseAttentionOptions;
+type AttentionOut = BlockSparseAttentionResult;
+type MassOptions = BlockAttentionMassOptions;
 
-/**
- * The block-sparse kernels, loaded when first needed: this file is written
- * against lib/kernels/blocksparse's signatures and builds without it.
- */
-function kernels(op: string): BlockSparseKernels {
-  let mod: Partial<BlockSparseKernels> | undefined;
-  try {
-    // eslint-disable-next-line @typescript-eslint/no-require-imports
-    mod = require('../kernels/blocksparse') as Partial<BlockSparseKernels>;
-  } catch {
-    mod = undefined;
-  }
-  if (!mod || typeof mod.blockSparseAttentionSync !== 'function') {
-    throw new TokenSieveError('ERR_UNSUPPORTED', `${op}: this build has no block-sparse kernels (lib/kernels/blocksparse)`);
-  }
-  return mod as BlockSparseKernels;
-}
+/** The block-sparse kernels, as one object (the steps below call K.xSync / K.x). */
+const K = {
+  applyReorder, applyReorderSync, blockAttentionMass, blockAttentionMassSync, blockPool, blockPoolSync, blockSparseAttention, blockSparseAttentionSync,
+};
 
 /** Disposes a tensor a step made (never one the caller passed). */
 function free(t: Tensor | undefined, keep: readonly unknown[] = []): void {
@@ -601,7 +586,6 @@ function* predictSteps(q: TensorLike, k: TensorLike, opts: PredictBlockMaskOptio
   const blockK = int(op, 'blockK', o.blockK ?? 64, 1, MAX_DIM);
   const qd = attnDims(op, 'q', q, layout);
   const kd = attnDims(op, 'k', k, layout);
-  const K = kernels(op);
   const pq = (yield call(K.blockPoolSync, K.blockPool, q, { block: blockQ, layout })) as { mean: Tensor; selfSim: Tensor };
   let pk: { mean: Tensor; selfSim: Tensor } | undefined;
   try {
@@ -736,7 +720,6 @@ function* searchSteps(q: TensorLike, k: TensorLike, gridIn: TokenGrid, opts: Sea
   const rowList: number[] = [];
   for (const i of blocks) for (let t = i * blockSize; t < Math.min((i + 1) * blockSize, n); t++) rowList.push(t);
   const rows = blocks.length === nQ ? undefined : Int32Array.from(rowList);
-  const K = kernels(op);
   const scores = new Float32Array(H * 6).fill(NaN);
   for (const order of candidates) {
     const { perm } = reorderIndex(grid, order);
@@ -784,7 +767,7 @@ export interface ParoAttentionOptions {
   /** The per-head orders; searched with {@link searchReorderPlan} (options `search`) when absent. */
   plan?: { order: ArrayLike<number> };
   /** A mask in permuted space; calibrated from the exact block mass with `coverage` when absent. */
-  mask?: BlockMaskFields | 'dense';
+  mask?: BlockMaskLike | 'dense';
   /** Coverage of the calibrated mask (default 0.95). */
   coverage?: number;
   /** Block sizes of the calibrated mask (default 64×64, PARO's CTA). */
@@ -797,7 +780,7 @@ export interface ParoAttentionOptions {
   search?: Omit<SearchReorderOptions, 'layout' | 'scale'>;
   layout?: 'bhnd' | 'bnhd';
   scale?: number;
-  precision?: 'f32' | 'f16' | 'bf16' | 'int8';
+  precision?: BlockSparsePrecision;
   returnLse?: boolean;
 }
 
@@ -809,7 +792,7 @@ export interface ParoAttentionResult {
   /** The orders used. */
   plan: ReorderPlan | { order: ArrayLike<number> };
   /** The mask used (in permuted space); owned by the caller when it was calibrated here. */
-  mask: BlockMaskFields | 'dense';
+  mask: BlockMaskLike | 'dense';
   /** i32 [H·N]: the permutation of each head (reorderIndex). */
   perm: Int32Array;
 }
@@ -847,7 +830,6 @@ function* paroSteps(q: TensorLike, k: TensorLike, v: TensorLike, opts: ParoAtten
     throw makeError('ERR_SHAPE', `${op}: the grid has ${n} tokens (prefix ${grid.prefix} + ${grid.F}·${grid.H}·${grid.W} + suffix ${grid.suffix}) but q has ${qd.N} and k ${kd.N}`);
   }
   if (o.mask !== undefined && o.coverage !== undefined) throw makeError('ERR_ARG', `${op}: pass mask or coverage, not both`);
-  const K = kernels(op);
   const H = qd.H;
   // 1. the plan
   let plan: ReorderPlan | { order: ArrayLike<number> };
@@ -864,12 +846,12 @@ function* paroSteps(q: TensorLike, k: TensorLike, v: TensorLike, opts: ParoAtten
   const one = reorderIndex(grid, orders as AxisOrder[]);
   const perm = one.heads === H ? one.perm : new Int32Array(H * n).map((_, i) => one.perm[i % n]);
   const permT = indexTensor(perm, [H, n], qd.device);
-  let mask: BlockMaskFields | 'dense';
+  let mask: BlockMaskLike | 'dense';
   let madeMask: BlockMask | undefined;
   try {
     // 2. the mask, in permuted space
     if (o.mask !== undefined) {
-      mask = o.mask as BlockMaskFields | 'dense';
+      mask = o.mask as BlockMaskLike | 'dense';
       if (mask !== 'dense') checkMaskFits(op, mask, qd.B, H, qd.N, kd.N);
     } else {
       const coverage = o.coverage ?? 0.95;
