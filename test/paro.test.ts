@@ -2,21 +2,31 @@
  * PAROAttention's pieces: the six reorderings against two independent
  * float64 references (PARO's torch.permute table, and the order names read as
  * axis nesting), mask calibration and SpargeAttn's predictor on
- * hand-checkable cases and random data, and (with lib/kernels/blocksparse)
- * the plan search and paroAttention against dense and masked references.
+ * hand-checkable cases and random data, and, on the block-sparse kernels,
+ * the predictor, the plan search and paroAttention against dense and masked
+ * float64 references.
  */
-import * as fs from 'fs';
-import * as path from 'path';
 import {
+  applyReorderSync,
   AXIS_ORDER_NAMES,
+  blockAttentionMassSync,
   BlockMask,
+  blockSparseAttentionSync,
   calibrateBlockMask,
+  paroAttention,
+  paroAttentionSync,
+  predictBlockMask,
   predictBlockMaskFromPools,
+  predictBlockMaskSync,
   reorderIndex,
-  TokenSieveError,
+  searchReorderPlan,
+  searchReorderPlanSync,
 } from '../lib';
-import { expectCode, randn, rng } from './helpers';
-import { ORDER_NAMES, PARO_TABLE, refCalibrate, refPermByName, refSparge, refTorchPermute, RefRule } from './reference/blockmask';
+import { sampleBlocks } from '../lib/methods/paro';
+import { expectClose, expectCode, randn, rng } from './helpers';
+import {
+  ORDER_NAMES, PARO_TABLE, refBlockMass, refCalibrate, refMaskedAttention, refPermByName, refPool, refSparge, refTorchPermute, RefRule,
+} from './reference/blockmask';
 
 describe('reorderIndex', () => {
   const grids: Array<[number, number, number, number, number]> = [
@@ -302,15 +312,266 @@ describe('SpargeAttn predictor rules (predictBlockMaskFromPools)', () => {
 // ---------------------------------------------------------------------------
 // With the block-sparse kernels
 
-const haveKernels = fs.existsSync(path.join(__dirname, '..', 'lib', 'kernels', 'blocksparse.ts'));
-const describeKernels = haveKernels ? describe : describe.skip;
-if (!haveKernels) {
-  // eslint-disable-next-line no-console
-  console.warn('paro: lib/kernels/blocksparse is not in this tree; the plan search and paroAttention tests are skipped');
+/** Host f32 tensor [B, H, N, D] of random values, and its exact values. */
+function qkv(B: number, H: number, N: number, D: number, seed: number, scale = 1) {
+  const data = Float32Array.from(randn(B * H * N * D, seed, scale));
+  return { t: { data, shape: [B, H, N, D] }, v: Array.from(data) };
+}
+/** Rows [N, D] of head (b, h) of a [B, H, N, D] array. */
+const head = (x: number[], b: number, h: number, H: number, N: number, D: number) => x.slice((b * H + h) * N * D, (b * H + h + 1) * N * D);
+
+describe('predictBlockMask (blockPool + the Sparge rules)', () => {
+  const cases: Array<[number, number, number, number, number, number, number]> = [
+    // B, Hq, Hk, N, D, blockQ, blockK
+    [1, 1, 1, 1, 3, 128, 64],
+    [2, 2, 2, 300, 8, 128, 64], // tails: 300 = 2·128 + 44 = 4·64 + 44
+    [1, 4, 2, 97, 5, 16, 8], // GQA, prime N
+  ];
+  for (const [B, Hq, Hk, N, D, bq, bk] of cases) {
+    test(`B${B} Hq${Hq} Hk${Hk} N${N} D${D} blocks ${bq}x${bk} against float64 pooling and rules`, async () => {
+      // low-rank-ish data so that some blocks are self-similar and some are not
+      const q = qkv(B, Hq, N, D, N + 1);
+      const k = qkv(B, Hk, N, D, N + 2);
+      for (let i = 0; i < q.t.data.length; i++) q.t.data[i] += i % D === 0 ? 2 : 0;
+      for (let i = 0; i < k.t.data.length; i++) k.t.data[i] += i % D === 1 ? 1.5 : 0;
+      const qv = Array.from(q.t.data), kv = Array.from(k.t.data);
+      for (const o of [{ cdf: 0.9 }, { topk: 0.4, sink: true }, { cdf: 1 }] as Array<{ cdf?: number; topk?: number; sink?: boolean }>) {
+        const opts = { blockQ: bq, blockK: bk, simThreshold: 0.5, ...(o.cdf !== undefined ? { cdf: o.cdf } : { topk: o.topk }), attentionSink: o.sink ?? false };
+        const got = predictBlockMaskSync(q.t, k.t, opts);
+        const viaAsync = await predictBlockMask(q.t, k.t, opts);
+        expect(viaAsync.toDense().toArray()).toEqual(got.toDense().toArray());
+        expect(got.seqLens).toEqual([N, N]);
+        expect(got.blockShape).toEqual([B, Hq, Math.ceil(N / bq), Math.ceil(N / bk)]);
+        const want: number[] = [];
+        for (let b = 0; b < B; b++) {
+          for (let h = 0; h < Hq; h++) {
+            const hk = Math.floor(h / (Hq / Hk));
+            const pq = refPool(head(qv, b, h, Hq, N, D), N, D, bq);
+            const pk = refPool(head(kv, b, hk, Hk, N, D), N, D, bk);
+            want.push(...refSparge(pq.mean, pq.sim, pk.mean, pk.sim, { scale: 1 / Math.sqrt(D), simThreshold: 0.5, ...o }).flat());
+          }
+        }
+        expect(got.toDense().toArray()).toEqual(want);
+        if (o.cdf === 1) expect(got.density()).toBe(1);
+      }
+    });
+  }
+
+  test('bnhd layout gives the mask of the bhnd transpose', () => {
+    const [B, H, N, D] = [1, 3, 40, 4];
+    const q = qkv(B, H, N, D, 5);
+    const k = qkv(B, H, N, D, 6);
+    const t = (x: Float32Array) => {
+      const out = new Float32Array(x.length);
+      for (let h = 0; h < H; h++) for (let n = 0; n < N; n++) for (let d = 0; d < D; d++) out[(n * H + h) * D + d] = x[(h * N + n) * D + d];
+      return { data: out, shape: [B, N, H, D] };
+    };
+    const a = predictBlockMaskSync(q.t, k.t, { blockQ: 16, blockK: 8, topk: 0.3, simThreshold: 0 });
+    const b = predictBlockMaskSync(t(q.t.data), t(k.t.data), { blockQ: 16, blockK: 8, topk: 0.3, simThreshold: 0, layout: 'bnhd' });
+    expect(b.toDense().toArray()).toEqual(a.toDense().toArray());
+  });
+
+  test('errors name predictBlockMask', async () => {
+    const q = qkv(1, 2, 20, 4, 1).t;
+    expectCode(() => predictBlockMaskSync(q, q, { cdf: 0.5, topk: 0.5 }), TypeError, 'ERR_ARG', /^predictBlockMaskSync: /);
+    expectCode(() => predictBlockMaskSync({ data: new Float32Array(8), shape: [2, 4] }, q), RangeError, 'ERR_SHAPE', /^predictBlockMaskSync: /);
+    expectCode(() => predictBlockMaskSync(q, q, { blockQ: 0 }), RangeError, 'ERR_RANGE', /blockQ/);
+    await expect(predictBlockMask(q, q, { topk: 2 })).rejects.toMatchObject({ code: 'ERR_RANGE', message: expect.stringMatching(/^predictBlockMask: /) });
+    const nan = qkv(1, 2, 20, 4, 1).t;
+    nan.data[5] = NaN;
+    expectCode(() => predictBlockMaskSync(nan, q), RangeError, 'ERR_RANGE', /^predictBlockMaskSync: /);
+  });
+});
+
+/**
+ * q, k of a grid where token i attends (almost only) to the tokens sharing
+ * the coordinates named by `group` (e.g. 'FW': same frame and column):
+ * one-hot group embeddings, q scaled up.
+ */
+function groupedQK(F: number, Hh: number, W: number, prefix: number, groups: string[], D: number, seed: number) {
+  const H = groups.length;
+  const N = prefix + F * Hh * W;
+  const r = rng(seed);
+  const q = new Float32Array(H * N * D);
+  const k = new Float32Array(H * N * D);
+  for (let h = 0; h < H; h++) {
+    for (let t = 0; t < N; t++) {
+      let g: number;
+      if (t < prefix) g = D - 1; // text: its own group
+      else {
+        const i = t - prefix;
+        const c: Record<string, number> = { F: Math.floor(i / (Hh * W)), H: Math.floor(i / W) % Hh, W: i % W };
+        const size: Record<string, number> = { F, H: Hh, W };
+        g = 0;
+        for (const a of groups[h]) g = g * size[a] + c[a];
+      }
+      for (let d = 0; d < D; d++) {
+        const noise = (r() - 0.5) * 0.02;
+        q[(h * N + t) * D + d] = (d === g ? 40 : 0) + noise; // logit 10 with D = 16: the group holds ~all the mass
+        k[(h * N + t) * D + d] = (d === g ? 1 : 0) + noise;
+      }
+    }
+  }
+  return { q: { data: q, shape: [1, H, N, D] }, k: { data: k, shape: [1, H, N, D] }, N };
 }
 
-describeKernels('with lib/kernels/blocksparse', () => {
-  test('placeholder until the kernels land', () => {
-    expect(TokenSieveError).toBeDefined();
+describe('searchReorderPlan', () => {
+  test('picks the order that makes each head\'s attention block-local (ties to the lower index)', async () => {
+    // F=2, H=4, W=3; blocks of 4 = H. Head 0 attends within (f, w): H innermost → FWH (1) and WFH (5) tie → 1.
+    // Head 1 within (f, h): W innermost, blocks of 4 ≠ W=3 ... use (f, h) with W=3 → FHW (0) / HFW (3) → 0.
+    // Head 2 within (h, w): F innermost → HWF (2) / WHF (4) → 2.
+    const { q, k } = groupedQK(2, 4, 3, 0, ['FW', 'FH', 'HW'], 16, 1);
+    const grid = { F: 2, H: 4, W: 3 };
+    const plan = searchReorderPlanSync(q, k, grid, { blockSize: 4, coverage: 0.9 });
+    expect(Array.from(plan.order)).toEqual([1, 0, 2]);
+    const sc = (h: number, o: number) => plan.scores[h * 6 + o];
+    expect(sc(0, 1)).toBe(sc(0, 5));
+    for (const o of [0, 2, 3, 4]) expect(sc(0, o)).toBeGreaterThan(sc(0, 1));
+    expect(sc(0, 1)).toBeCloseTo(1 / 6, 6); // one kv block of six covers the row
+    expect(sc(2, 2)).toBe(sc(2, 4));
+    for (const o of [0, 1, 3, 5]) expect(sc(2, o)).toBeGreaterThan(sc(2, 2));
+    const viaAsync = await searchReorderPlan(q, k, grid, { blockSize: 4, coverage: 0.9 });
+    expect(Array.from(viaAsync.order)).toEqual([1, 0, 2]);
+    expect(Array.from(viaAsync.scores)).toEqual(Array.from(plan.scores));
+    // candidates: the others score NaN
+    const only = searchReorderPlanSync(q, k, grid, { blockSize: 4, candidates: [5, 2] });
+    expect(Array.from(only.order)).toEqual([5, 2, 2]);
+    for (let h = 0; h < 3; h++) for (const o of [0, 1, 3, 4]) expect(only.scores[h * 6 + o]).toBeNaN();
+  });
+
+  test('scores equal the float64 block-mass reference on sampled q-blocks (prefix, suffix, tail block)', () => {
+    const grid = { F: 3, H: 2, W: 5, prefix: 3, suffix: 2 }; // N = 35, blocks of 8: 5 q-blocks, the last short
+    const [B, H, D, bs] = [2, 2, 6, 8];
+    const N = 35;
+    const q = qkv(B, H, N, D, 21);
+    const k = qkv(B, H, N, D, 22);
+    for (const [sampleRows, seed] of [[16, 7], [1000, 0]] as const) {
+      const plan = searchReorderPlanSync(q.t, k.t, grid, { blockSize: bs, sampleRows, coverage: 0.8, seed });
+      const blocks = Array.from(sampleBlocks(5, Math.ceil(sampleRows / bs), seed));
+      expect(blocks.length).toBe(Math.min(5, Math.ceil(sampleRows / bs)));
+      const rows = blocks.flatMap((i) => Array.from({ length: Math.min(bs, N - i * bs) }, (_, t) => i * bs + t));
+      for (let o = 0; o < 6; o++) {
+        const perm = refPermByName(grid.F, grid.H, grid.W, grid.prefix, grid.suffix, ORDER_NAMES[o]);
+        for (let h = 0; h < H; h++) {
+          let s = 0;
+          for (let b = 0; b < B; b++) {
+            const permuted = (x: number[]) => perm.flatMap((src) => head(x, b, h, H, N, D).slice(src * D, (src + 1) * D));
+            const mass = refBlockMass(permuted(q.v), permuted(k.v), N, D, bs, 1 / Math.sqrt(D), rows);
+            for (const i of blocks) {
+              const row = mass.slice(i * 5, (i + 1) * 5);
+              const sorted = [...row].sort((x, y) => y - x);
+              const total = sorted.reduce((x, y) => x + y, 0);
+              let c = 0, acc = 0;
+              while (acc < 0.8 * total) acc += sorted[c++];
+              s += c / 5;
+            }
+          }
+          expect(plan.scores[h * 6 + o]).toBeCloseTo(s / (B * blocks.length), 6);
+        }
+      }
+      for (let h = 0; h < H; h++) {
+        const sc = Array.from(plan.scores.subarray(h * 6, h * 6 + 6));
+        expect(plan.order[h]).toBe(sc.indexOf(Math.min(...sc)));
+      }
+    }
+  });
+
+  test('errors name searchReorderPlan', async () => {
+    const q = qkv(1, 2, 12, 4, 1).t;
+    const grid = { F: 2, H: 2, W: 3 };
+    expectCode(() => searchReorderPlanSync(q, q, { F: 2, H: 2, W: 2 }), RangeError, 'ERR_SHAPE', /^searchReorderPlanSync: the grid has 8 tokens/);
+    expectCode(() => searchReorderPlanSync(q, qkv(1, 1, 12, 4, 2).t, grid), RangeError, 'ERR_SHAPE', /as many k heads/);
+    expectCode(() => searchReorderPlanSync(q, q, grid, { coverage: 0 }), RangeError, 'ERR_RANGE', /coverage/);
+    expectCode(() => searchReorderPlanSync(q, q, grid, { candidates: [7] as never }), RangeError, 'ERR_RANGE', /order\[0\]/);
+    expectCode(() => searchReorderPlanSync(q, q, grid, { blockSize: 0 }), RangeError, 'ERR_RANGE', /blockSize/);
+    expectCode(() => searchReorderPlanSync(q, q, grid, { sampleRows: 2.5 }), TypeError, 'ERR_ARG', /sampleRows/);
+    const nan = qkv(1, 2, 12, 4, 1).t;
+    nan.data[3] = NaN;
+    expectCode(() => searchReorderPlanSync(nan, q, grid), RangeError, 'ERR_RANGE', /^searchReorderPlanSync: /);
+    await expect(searchReorderPlan(nan, q, grid)).rejects.toMatchObject({ code: 'ERR_RANGE', message: expect.stringMatching(/^searchReorderPlan: /) });
+  });
+});
+
+describe('paroAttention', () => {
+  const grid = { F: 2, H: 3, W: 5, prefix: 3, suffix: 2 }; // N = 35
+  const [B, H, N, D] = [2, 3, 35, 5];
+  const q = qkv(B, H, N, D, 31);
+  const k = qkv(B, H, N, D, 32);
+  const v = qkv(B, H, N, D, 33);
+  const scale = 1 / Math.sqrt(D);
+  const plan = { order: Int8Array.of(1, 4, 5) };
+
+  test('a full mask, or dense, equals dense attention (and the float64 reference)', async () => {
+    const dense = blockSparseAttentionSync(q.t, k.t, v.t, 'dense').out.toArray();
+    const want: number[] = [];
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      want.push(...refMaskedAttention(head(q.v, b, h, H, N, D), head(k.v, b, h, H, N, D), head(v.v, b, h, H, N, D), N, N, D, scale, () => true));
+    }
+    expectClose(dense, want, 1e-6, 1e-4, 'dense');
+    const full = BlockMask.fromDense({ data: new Uint8Array(5 * 5).fill(1), shape: [5, 5] }, { blockQ: 8, seqLens: [N, N] });
+    const r1 = paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask: full });
+    const r2 = paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask: 'dense' });
+    const r3 = await paroAttention(q.t, k.t, v.t, { grid, plan, mask: full, returnLse: true });
+    for (const r of [r1, r2, r3]) expectClose(r.out.toArray(), dense, 1e-6, 1e-4, 'paro full');
+    expect(r3.lse!.shape).toEqual([B, H, N]);
+    expect(r1.perm.length).toBe(H * N);
+    expect(Array.from(r1.perm.subarray(N, 2 * N))).toEqual(refPermByName(2, 3, 5, 3, 2, 'WHF'));
+  });
+
+  test('a mask in permuted space equals the float64 reference with the permuted token mask', () => {
+    const bq = 8, bk = 4;
+    const nQ = Math.ceil(N / bq), nK = Math.ceil(N / bk);
+    const dense = new Uint8Array(B * H * nQ * nK);
+    const r = rng(9);
+    for (let i = 0; i < dense.length; i++) dense[i] = r() < 0.35 ? 1 : 0;
+    for (let i = 0; i < nK; i++) dense[2 * nK + i] = 0; // an empty row: out 0, lse −inf
+    const mask = BlockMask.fromDense({ data: dense, shape: [B, H, nQ, nK] }, { blockQ: bq, blockK: bk, seqLens: [N, N] });
+    const res = paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask, returnLse: true });
+    const { inv } = reorderIndex(grid, [1, 4, 5]);
+    const want: number[] = [];
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      // original tokens i, j meet where their permuted positions' blocks are kept
+      const allowed = (i: number, j: number) => dense[(((b * H + h) * nQ + Math.floor(inv[h * N + i] / bq)) * nK) + Math.floor(inv[h * N + j] / bk)] === 1;
+      want.push(...refMaskedAttention(head(q.v, b, h, H, N, D), head(k.v, b, h, H, N, D), head(v.v, b, h, H, N, D), N, N, D, scale, allowed));
+    }
+    expectClose(res.out.toArray(), want, 1e-6, 1e-4, 'paro masked');
+    const lse = res.lse!.toArray();
+    // the rows of permuted q-block 2 of (b 0, h 0) keep nothing
+    for (let p = 16; p < 24; p++) expect(lse[inv.indexOf(p)]).toBe(-Infinity); // (h 0: inv[i] = p)
+    expect(res.mask).toBe(mask);
+  });
+
+  test('calibrated mask: the mask of blockAttentionMass in permuted space, and the output it gives', async () => {
+    const res = paroAttentionSync(q.t, k.t, v.t, { grid, plan, coverage: 0.7, blockQ: 8, blockK: 8 });
+    const mask = res.mask as BlockMask;
+    expect(mask).toBeInstanceOf(BlockMask);
+    expect(mask.seqLens).toEqual([N, N]);
+    const { perm } = reorderIndex(grid, [1, 4, 5]);
+    const qp = applyReorderSync(q.t, perm), kp = applyReorderSync(k.t, perm);
+    const want = calibrateBlockMask(blockAttentionMassSync(qp, kp, { blockQ: 8, blockK: 8 }), { coverage: 0.7 }, { blockQ: 8, seqLens: [N, N], keepPrefixBlocks: 1 });
+    expect(mask.toDense().toArray()).toEqual(want.toDense().toArray());
+    expect(mask.density()).toBeLessThan(1);
+    // the output is block-sparse attention with that mask
+    const again = paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask });
+    expect(again.out.toArray()).toEqual(res.out.toArray());
+    // searched plan: the same as searchReorderPlan's
+    const searched = await paroAttention(q.t, k.t, v.t, { grid, coverage: 0.7, search: { sampleRows: 16, seed: 3 } });
+    const p = searchReorderPlanSync(q.t, k.t, grid, { blockSize: 64, sampleRows: 16, seed: 3 });
+    expect(Array.from((searched.plan as { order: Int8Array }).order)).toEqual(Array.from(p.order));
+  });
+
+  test('errors name paroAttention', async () => {
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid: { F: 2, H: 3, W: 4 }, plan }), RangeError, 'ERR_SHAPE', /^paroAttentionSync: the grid has 24 tokens/);
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan: { order: [0, 1] } }), RangeError, 'ERR_SHAPE', /2 orders but q has 3 heads/);
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan: { order: [0, 1, 9] } }), RangeError, 'ERR_RANGE', /order\[2\]/);
+    const wrong = BlockMask.fromDense({ data: new Uint8Array(4).fill(1), shape: [2, 2] }, { blockQ: 32, seqLens: [40, 40] });
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask: wrong }), RangeError, 'ERR_SHAPE', /seqLens \[40, 40\]/);
+    const heads2 = BlockMask.fromDense({ data: new Uint8Array(2 * 25).fill(1), shape: [1, 2, 5, 5] }, { blockQ: 8, seqLens: [N, N] });
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask: heads2 }), RangeError, 'ERR_SHAPE', /head dimension is 2/);
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask: 'dense', coverage: 0.5 }), TypeError, 'ERR_ARG', /not both/);
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, coverage: 2 }), RangeError, 'ERR_RANGE', /^paroAttentionSync: .*coverage/);
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, undefined as never), TypeError, 'ERR_ARG');
+    expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, precision: 'fp8' as never }), TypeError, 'ERR_ARG', /^paroAttentionSync: .*precision/);
+    await expect(paroAttention(q.t, k.t, v.t, { grid, plan, coverage: 2 })).rejects.toMatchObject({ code: 'ERR_RANGE', message: expect.stringMatching(/^paroAttention: /) });
   });
 });
