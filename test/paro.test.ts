@@ -6,6 +6,10 @@
  * the predictor, the plan search and paroAttention against dense and masked
  * float64 references.
  */
+import { execFileSync } from 'child_process';
+import * as fs from 'fs';
+import * as os from 'os';
+import * as path from 'path';
 import {
   applyReorderSync,
   AXIS_ORDER_NAMES,
@@ -573,5 +577,38 @@ describe('paroAttention', () => {
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, undefined as never), TypeError, 'ERR_ARG');
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, precision: 'fp8' as never }), TypeError, 'ERR_ARG', /^paroAttentionSync: .*precision/);
     await expect(paroAttention(q.t, k.t, v.t, { grid, plan, coverage: 2 })).rejects.toMatchObject({ code: 'ERR_RANGE', message: expect.stringMatching(/^paroAttention: /) });
+  });
+});
+
+describe('README: Block-sparse reordered attention (PAROAttention)', () => {
+  test('the sample type-checks under --strict against the published typings and runs on the CPU', () => {
+    const root = path.resolve(__dirname, '..');
+    const readme = fs.readFileSync(path.join(root, 'README.md'), 'utf8');
+    const start = readme.indexOf('\n## Block-sparse reordered attention (PAROAttention)\n');
+    expect(start).toBeGreaterThan(readme.indexOf('\n## Diversity, coverage and clustering selection\n')); // after the method sections
+    const rest = readme.slice(start + 1);
+    const section = rest.slice(0, rest.slice(3).search(/^## /m) + 3);
+    const m = /^```ts\n([\s\S]*?)^```/m.exec(section);
+    expect(m).not.toBeNull();
+    const code = m![1].replace(/from 'tokensieve'/g, `from ${JSON.stringify(path.join(root, 'dist', 'lib'))}`);
+    expect(code).not.toBe(m![1]);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'tokensieve-paro-readme-'));
+    try {
+      fs.writeFileSync(path.join(dir, 'sample.ts'), code);
+      const tsc = require.resolve('typescript/bin/tsc');
+      const args = [tsc, '--strict', '--target', 'es2022', '--module', 'commonjs', '--types', 'node', '--typeRoots', path.join(root, 'node_modules', '@types'),
+        '--skipLibCheck', '--outDir', dir, path.join(dir, 'sample.ts')];
+      try {
+        execFileSync(process.execPath, args, { cwd: dir, encoding: 'utf8', stdio: 'pipe' });
+      } catch (e) {
+        const err = e as { stdout?: string; stderr?: string };
+        throw new Error(`the README sample does not compile:\n${err.stdout ?? ''}${err.stderr ?? ''}`);
+      }
+      const out = execFileSync(process.execPath, [path.join(dir, 'sample.js')], { encoding: 'utf8', timeout: 120000 });
+      expect(out).toMatch(/^orders [0-5] [0-5] [0-5] [0-5], mask density (0\.\d\d|1\.00)$/m);
+      expect(out).toMatch(/^out 1 x 4 x 172 x 64 f32; sparge 1 x 4 x 172 x 64; paro 1 x 4 x 172 x 64$/m);
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

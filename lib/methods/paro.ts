@@ -133,11 +133,12 @@ function fillPerm(g: Required<TokenGrid>, o: AxisOrder, perm: Int32Array, inv: I
 
 /**
  * Per-head permutations for PARO's axis orders: `order` is one AxisOrder
- * (heads = 1) or one per head. Prefix and suffix tokens keep their places.
+ * (heads = 1) or one per head (a plan's Int8Array, or numbers 0..5, checked
+ * at run time). Prefix and suffix tokens keep their places.
  * @example reorderIndex({ F: 13, H: 30, W: 45, prefix: 226 }, plan.order) // CogVideoX, 48 heads
  * @throws {RangeError} ERR_RANGE for an order outside 0..5 or a grid over 2^31 − 1 tokens
  */
-export function reorderIndex(grid: TokenGrid, order: AxisOrder | ArrayLike<AxisOrder>): ReorderIndex {
+export function reorderIndex(grid: TokenGrid, order: AxisOrder | ArrayLike<number>): ReorderIndex {
   const op = 'reorderIndex';
   try {
     const g = gridOf(op, grid);
@@ -615,7 +616,7 @@ export interface SearchReorderOptions {
   /** Mass fraction a row must keep. Default 0.9. */
   coverage?: number;
   /** Orders to try (default all six); the others score NaN. */
-  candidates?: ArrayLike<AxisOrder>;
+  candidates?: ArrayLike<number>;
   /** Seed of the q-block sample (default 0). */
   seed?: number;
   layout?: 'bhnd' | 'bnhd';
