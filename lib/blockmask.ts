@@ -41,7 +41,7 @@ export type IndexInput = Int32Array | TensorLike;
 export interface FromKvBlocksSpec {
   /** i32 [Bm, Hm, nQ], or an Int32Array of nQ counts ([1, 1, nQ]). */
   kvNumBlocks: IndexInput;
-  /** i32 [Bm, Hm, nQ, L], or an Int32Array of nQ·L entries ([1, 1, nQ, L]). */
+  /** i32 [Bm, Hm, nQ, L], or an Int32Array of Bm·Hm·nQ·L entries (Bm, Hm, nQ from kvNumBlocks). */
   kvIndices: IndexInput;
   /** FlexAttention's "full" blocks (no mask_mod). Here computed the same way; must be disjoint from the partial lists. */
   fullKvNumBlocks?: IndexInput;
@@ -369,9 +369,11 @@ function listsFrom(
   if (nq !== nQ) {
     throw makeError('ERR_SHAPE', `Expected ${prefix}NumBlocks of shape [Bm, Hm, ${nQ}] for ${op} (nQ = ⌈seqLens[0] / blockQ⌉) but received ${shapeStr(num.shape)}`);
   }
-  const idx = indexInput(op, `${prefix}Indices`, idxIn, (n) => [1, 1, nQ, nQ > 0 && n % nQ === 0 ? n / nQ : -1]);
+  // An Int32Array of indices takes the rows of the counts: [Bm, Hm, nQ, length / (Bm·Hm·nQ)].
+  const rows = Bm * Hm * nQ;
+  const idx = indexInput(op, `${prefix}Indices`, idxIn, (n) => [Bm, Hm, nQ, n % rows === 0 ? n / rows : -1]);
   if (idx.shape.length !== 4 || idx.shape[0] !== Bm || idx.shape[1] !== Hm || idx.shape[2] !== nQ || idx.shape[3] < 1) {
-    const got = idx.shape.includes(-1) ? `${idx.data.length} entries (not a multiple of nQ = ${nQ})` : shapeStr(idx.shape);
+    const got = idx.shape.includes(-1) ? `${idx.data.length} entries (not a multiple of Bm·Hm·nQ = ${rows})` : shapeStr(idx.shape);
     throw makeError('ERR_SHAPE', `Expected ${prefix}Indices of shape [${Bm}, ${Hm}, ${nQ}, L] with L >= 1 (matching ${prefix}NumBlocks) for ${op} but received ${got}`);
   }
   return { lists: { counts: num.data, indices: idx.data, L: idx.shape[3] }, Bm, Hm, device: sameDevice(op, [[`${prefix}NumBlocks`, num], [`${prefix}Indices`, idx]]) };

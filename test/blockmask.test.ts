@@ -96,6 +96,12 @@ describe('BlockMask semantics', () => {
     expect(m.device).toBe('cpu');
   });
 
+  test('an Int32Array of indices takes the rows of a [Bm, Hm, nQ] counts tensor', () => {
+    const m = BlockMask.fromKvBlocks({ kvNumBlocks: i32([1, 0, 2, 1], [2, 1, 2]), kvIndices: Int32Array.of(1, 0, 0, 0, 0, 1, 1, 0), blockQ: 4, seqLens: [8, 8] });
+    expect(m.kvIndices.shape).toEqual([2, 1, 2, 2]);
+    expect(m.toDense().toArray()).toEqual([0, 1, 0, 0, 1, 1, 0, 1]);
+  });
+
   test('defaults: blockQ 128 (FlexAttention), blockK = blockQ; fromDense seqLens = whole blocks', () => {
     const m = BlockMask.fromKvBlocks({ kvNumBlocks: Int32Array.of(1), kvIndices: Int32Array.of(0), seqLens: [128, 128] });
     expect([m.blockQ, m.blockK]).toEqual([128, 128]);
@@ -189,7 +195,7 @@ describe('BlockMask refuses malformed input, naming the function called', () => 
     expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: i32([1, 1, 1], [1, 1, 3]), kvIndices: i32([0, 0, 0], [1, 1, 3, 1]) }), RangeError, 'ERR_SHAPE', /nQ/);
     expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: i32([1, 1], [2]), kvIndices: i32([0, 0], [2, 1]) }), RangeError, 'ERR_SHAPE', /rank 3/);
     expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: i32([1, 1], [1, 1, 2]), kvIndices: i32([0, 0], [1, 2, 1, 1]) }), RangeError, 'ERR_SHAPE', /kvIndices of shape \[1, 1, 2, L\]/);
-    expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: Int32Array.of(1, 1), kvIndices: Int32Array.of(0, 0, 0) }), RangeError, 'ERR_SHAPE', /not a multiple of nQ/);
+    expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: Int32Array.of(1, 1), kvIndices: Int32Array.of(0, 0, 0) }), RangeError, 'ERR_SHAPE', /not a multiple of Bm·Hm·nQ = 2/);
     expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: { data: Float32Array.of(1, 1), shape: [1, 1, 2] }, kvIndices: Int32Array.of(0, 0) }), TypeError, 'ERR_DTYPE', /i32 for kvNumBlocks/);
     expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: [1, 1] as unknown as Int32Array, kvIndices: Int32Array.of(0, 0) }), TypeError, 'ERR_ARG');
     expectCode(() => BlockMask.fromKvBlocks({ ...base, kvNumBlocks: Int32Array.of(1, 1) } as never), TypeError, 'ERR_ARG', /required/);

@@ -580,6 +580,41 @@ describe('paroAttention', () => {
   });
 });
 
+describe('errors raised by the kernels inside a method name the method, never the kernel', () => {
+  const INTERNAL = /applyReorder|blockAttentionMass|blockPool|blockSparseAttention|calibrateBlockMask|BlockMask\.from|Tensor\.empty/;
+  const grid = { F: 2, H: 2, W: 3 };
+  const q = qkv(1, 2, 12, 4, 1).t;
+  const nan = qkv(1, 2, 12, 4, 2).t;
+  nan.data[7] = NaN;
+  const plan = { order: [0, 1] };
+  const cases: Array<[string, () => unknown, () => Promise<unknown>]> = [
+    ['searchReorderPlan', () => searchReorderPlanSync(nan, q, grid), () => searchReorderPlan(nan, q, grid)],
+    ['predictBlockMask', () => predictBlockMaskSync(q, nan), () => predictBlockMask(q, nan)],
+    ['paroAttention', () => paroAttentionSync(nan, q, q, { grid, plan }), () => paroAttention(nan, q, q, { grid, plan })],
+    ['paroAttention', () => paroAttentionSync(q, q, nan, { grid, plan, mask: 'dense' }), () => paroAttention(q, q, nan, { grid, plan, mask: 'dense' })],
+    ['paroAttention', () => paroAttentionSync(q, q, qkv(1, 2, 11, 4, 3).t, { grid, plan }), () => paroAttention(q, q, qkv(1, 2, 11, 4, 3).t, { grid, plan })],
+  ];
+  for (const [name, sync, async] of cases) {
+    test(`${name} (sync and async)`, async () => {
+      let caught: (Error & { code?: string }) | undefined;
+      try {
+        sync();
+      } catch (e) {
+        caught = e as Error;
+      }
+      expect(caught).toBeDefined();
+      expect(caught!.code).toMatch(/^ERR_(RANGE|SHAPE)$/);
+      expect(caught!.message.startsWith(`${name}Sync: `)).toBe(true);
+      expect(caught!.message).not.toMatch(INTERNAL);
+      const err = await async().then(() => undefined, (e: Error & { code?: string }) => e);
+      expect(err).toBeDefined();
+      expect(err!.code).toBe(caught!.code);
+      expect(err!.message.startsWith(`${name}: `)).toBe(true);
+      expect(err!.message).not.toMatch(INTERNAL);
+    });
+  }
+});
+
 describe('README: Block-sparse reordered attention (PAROAttention)', () => {
   test('the sample type-checks under --strict against the published typings and runs on the CPU', () => {
     const root = path.resolve(__dirname, '..');

@@ -406,7 +406,10 @@ function pooledOf(op: string, name: string, p: unknown): { mean: Float64Array; s
   }
   const mv = Float64Array.from(mean.toArray());
   for (let i = 0; i < mv.length; i++) {
-    if (!Number.isFinite(mv[i])) throw makeError('ERR_RANGE', `${op}: ${name}.mean holds ${describe(mv[i])} at flat index ${i}`);
+    if (!Number.isFinite(mv[i])) {
+      const hint = name.startsWith('pooled ') ? ` (${name.slice(7)} holds NaN or Inf)` : '';
+      throw makeError('ERR_RANGE', `${op}: ${name}.mean holds ${describe(mv[i])} at flat index ${i}${hint}`);
+    }
   }
   // selfSim may be NaN (a block of zero vectors): NaN > threshold is false, so the block is always computed, as in SpargeAttn.
   return { mean: mv, sim: Float64Array.from(sim.toArray()), dims: { B, H, n, D } };
