@@ -94,6 +94,8 @@ interface MaskInit {
   partial: HostLists;
   full?: HostLists;
   device: Device;
+  /** The lists are this mask's own (built by a factory, not the caller's arrays): no copy needed. */
+  owned?: boolean;
 }
 
 const INTERNAL = Symbol('tokensieve.blockmask');
@@ -126,7 +128,7 @@ export class BlockMask implements BlockMaskFields {
     // Own copies of the lists: a caller mutating its input arrays later
     // cannot invalidate what was validated (tensors and toDense read these).
     const own = (l: HostLists): HostLists => ({ counts: l.counts.slice(), indices: l.indices.slice(), L: l.L });
-    init = { ...init, partial: own(init.partial), full: init.full && own(init.full) };
+    if (!init.owned) init = { ...init, partial: own(init.partial), full: init.full && own(init.full), owned: true };
     this._init = init;
     this.blockQ = init.blockQ;
     this.blockK = init.blockK;
@@ -456,7 +458,7 @@ function fromDenseImpl(op: string, denseIn: TensorLike, opts: FromDenseOptions):
     }
   }
   const partial = listsFromDenseRows(data, Bm * Hm * nQ, nK);
-  return new BlockMask(INTERNAL, { blockQ, blockK, seqLens, Bm, Hm, nQ, nK, partial, device });
+  return new BlockMask(INTERNAL, { blockQ, blockK, seqLens, Bm, Hm, nQ, nK, partial, device, owned: true });
 }
 
 function fromCSRImpl(op: string, spec: FromCSRSpec): BlockMask {
@@ -500,7 +502,7 @@ function fromCSRImpl(op: string, spec: FromCSRSpec): BlockMask {
   }
   const partial = { counts, indices, L };
   checkLists(op, 'kv', partial, Hm, nQ, nK);
-  return new BlockMask(INTERNAL, { blockQ, blockK, seqLens, Bm, Hm, nQ, nK, partial, device });
+  return new BlockMask(INTERNAL, { blockQ, blockK, seqLens, Bm, Hm, nQ, nK, partial, device, owned: true });
 }
 
 /**
@@ -524,6 +526,6 @@ export function maskFromDenseRows(
   dense: Uint8Array, dims: { Bm: number; Hm: number; nQ: number; nK: number }, blocks: { blockQ: number; blockK: number }, seqLens: [number, number], device: Device,
 ): BlockMask {
   const partial = listsFromDenseRows(dense, dims.Bm * dims.Hm * dims.nQ, dims.nK);
-  return new BlockMask(INTERNAL, { ...blocks, seqLens, ...dims, partial, device });
+  return new BlockMask(INTERNAL, { ...blocks, seqLens, ...dims, partial, device, owned: true });
 }
 
