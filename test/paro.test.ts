@@ -564,6 +564,14 @@ describe('paroAttention', () => {
     expect(Array.from((searched.plan as { order: Int8Array }).order)).toEqual(Array.from(p.order));
   });
 
+  test('one order in the plan applies to every head', () => {
+    const mask = BlockMask.fromDense({ data: Uint8Array.from({ length: 25 }, (_, i) => (i % 3 === 0 ? 1 : 0)), shape: [5, 5] }, { blockQ: 8, seqLens: [N, N] });
+    const one = paroAttentionSync(q.t, k.t, v.t, { grid, plan: { order: [3] }, mask });
+    const all = paroAttentionSync(q.t, k.t, v.t, { grid, plan: { order: [3, 3, 3] }, mask });
+    expect(one.out.toArray()).toEqual(all.out.toArray());
+    expect(Array.from(one.perm)).toEqual(Array.from(all.perm));
+  });
+
   test('errors name paroAttention', async () => {
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid: { F: 2, H: 3, W: 4 }, plan }), RangeError, 'ERR_SHAPE', /^paroAttentionSync: the grid has 24 tokens/);
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan: { order: [0, 1] } }), RangeError, 'ERR_SHAPE', /2 orders but q has 3 heads/);
