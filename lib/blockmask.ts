@@ -190,7 +190,8 @@ export class BlockMask implements BlockMaskFields {
    * the block, 0 skips it, any other value is an error. All blocks go to the
    * partial lists; L = max(1, the largest row count).
    * @throws {TypeError} ERR_DTYPE unless u8
-   * @throws {RangeError} ERR_RANGE for a value other than 0 or 1
+   * @throws {RangeError} ERR_RANGE for a value other than 0 or 1; ERR_SHAPE for seqLens that do not give the dense mask's nQ × nK
+   * @example BlockMask.fromDense({ data: Uint8Array.of(1, 0, 1, 1), shape: [2, 2] }, { blockQ: 64, seqLens: [100, 100] })
    */
   static fromDense(dense: TensorLike, opts: FromDenseOptions): BlockMask {
     return asCaller('BlockMask.fromDense', () => fromDenseImpl(callerName('BlockMask.fromDense'), dense, opts));
@@ -200,6 +201,7 @@ export class BlockMask implements BlockMaskFields {
    * A mask from compressed sparse rows over the Bm·Hm·nQ (b, h, q-block) rows
    * (FlashInfer's BSR `indptr` / `indices`).
    * @throws {RangeError} ERR_RANGE for a malformed indptr, an index outside [0, nK) or unsorted/duplicate indices in a row
+   * @example BlockMask.fromCSR({ indptr: Int32Array.of(0, 1, 3), indices: Int32Array.of(0, 0, 1), shape: [1, 1, 2, 2], blockQ: 64 })
    */
   static fromCSR(spec: FromCSRSpec): BlockMask {
     return asCaller('BlockMask.fromCSR', () => fromCSRImpl(callerName('BlockMask.fromCSR'), spec));

@@ -327,7 +327,10 @@ function diagonalRange(i: number, blockQ: number, blockK: number, seqLens: reado
  * the first n q-block rows dense and adds the first n kv blocks to every row
  * (PARO keeps its text blocks dense). A row still empty gets its top-ranked
  * block, so every row computes at least one block.
+ * Runs on the calling thread (host work: about 0.3–1 s for a CogVideoX layer).
  * @example calibrateBlockMask(mass, { coverage: 0.95 }, { blockQ: 64, seqLens: [17776, 17776], keepPrefixBlocks: 4 })
+ * @throws {RangeError} ERR_RANGE for NaN, ±Inf or negative mass, or a rule value out of range; ERR_SHAPE when seqLens and the block sizes disagree with mass
+ * @throws {TypeError} ERR_ARG for a rule with other than one of coverage / threshold / density; ERR_DTYPE for a non-float mass
  */
 export function calibrateBlockMask(mass: TensorLike, rule: CalibrationRule, opts: CalibrateOptions): BlockMask {
   return drive(calibrateSteps(mass, rule, opts, 'calibrateBlockMask'), 'calibrateBlockMask');
@@ -483,7 +486,8 @@ function pooledOf(op: string, name: string, p: unknown): { mean: Float32Array; s
  * 5. `attentionSink` adds kv block 0 to every row.
  * The cumulative sum is divided by its own last value (float64), so cdf = 1
  * keeps every block. GQA: q head h reads k head ⌊h·Hk / Hq⌋.
- * @throws {RangeError} ERR_RANGE for non-finite pooled means or out-of-range hyper-parameters
+ * @example predictBlockMaskFromPools(blockPoolSync(q, { block: 128 }), blockPoolSync(k, { block: 64 }), { seqLens: [N, N], topk: 0.5 })
+ * @throws {RangeError} ERR_RANGE for non-finite pooled means or out-of-range hyper-parameters; ERR_SHAPE for pooled shapes that disagree
  */
 export function predictBlockMaskFromPools(
   pooledQ: PooledBlocks, pooledK: PooledBlocks, opts: Omit<PredictBlockMaskOptions, 'layout'> & { seqLens: readonly [number, number] },
@@ -621,7 +625,9 @@ function attnDims(op: string, name: string, xIn: TensorLike, layout: 'bhnd' | 'b
  * Differences from SpargeAttn: a short last block is pooled over its real
  * rows (SpargeAttn's Triton kernel also normalises the padding rows); the
  * scores are computed in float64 on the host.
+ * The rules run on the calling thread (about 0.4 s for a CogVideoX layer).
  * @example const mask = await predictBlockMask(q, k, { cdf: 0.98 }); // then blockSparseAttention(q, k, v, mask)
+ * @throws {RangeError} ERR_RANGE for NaN/Inf in q or k or out-of-range options; ERR_SHAPE for q, k that do not pair
  */
 export function predictBlockMask(q: TensorLike, k: TensorLike, opts: PredictBlockMaskOptions = {}): Promise<BlockMask> {
   return driveAsync(predictSteps(q, k, opts, 'predictBlockMask'), 'predictBlockMask');
@@ -734,6 +740,7 @@ export function sparsityScores(mass: ArrayLike<number>, dims: { B: number; H: nu
  * under every order. Our metric: PARO's calibration code is not public; its
  * paper's quantization term is not included.
  * @example const plan = await searchReorderPlan(q, k, { F: 13, H: 30, W: 45, prefix: 226 });
+ * @throws {RangeError} ERR_SHAPE when the grid's token count is not q's and k's, or k has other heads than q; ERR_RANGE for NaN/Inf in q or k or out-of-range options
  */
 export function searchReorderPlan(q: TensorLike, k: TensorLike, grid: TokenGrid, opts: SearchReorderOptions = {}): Promise<ReorderPlan> {
   return driveAsync(searchSteps(q, k, grid, opts, 'searchReorderPlan'), 'searchReorderPlan');
@@ -860,6 +867,8 @@ export interface ParoAttentionResult {
  * comes back in the original order. Calibrating here costs a full O(N²) mass
  * pass: for a static mask, calibrate once offline and pass `mask`.
  * @example const { out } = await paroAttention(q, k, v, { grid: { F: 13, H: 30, W: 45, prefix: 226 }, coverage: 0.95 });
+ * @throws {RangeError} ERR_SHAPE for a grid, plan or mask that does not fit q, k, v; ERR_RANGE for NaN/Inf or out-of-range options
+ * @throws {TokenSieveError} ERR_DEVICE for a mask on another device than q; ERR_UNSUPPORTED for what the kernel cannot run
  */
 export function paroAttention(q: TensorLike, k: TensorLike, v: TensorLike, opts: ParoAttentionOptions): Promise<ParoAttentionResult> {
   return driveAsync(paroSteps(q, k, v, opts, 'paroAttention'), 'paroAttention');
