@@ -564,6 +564,21 @@ describe('paroAttention', () => {
     expect(Array.from((searched.plan as { order: Int8Array }).order)).toEqual(Array.from(p.order));
   });
 
+  test('grouped-query attention with a plan and a mask: the float64 reference with k, v heads shared', () => {
+    const k1 = qkv(B, 1, N, D, 41);
+    const v1 = qkv(B, 1, N, D, 42);
+    const mask = BlockMask.fromDense({ data: Uint8Array.from({ length: 25 }, (_, i) => (i % 4 === 1 || i % 6 === 0 ? 1 : 0)), shape: [1, 1, 5, 5] }, { blockQ: 8, seqLens: [N, N] });
+    const dense = Array.from(mask.toDense().toArray());
+    const res = paroAttentionSync(q.t, k1.t, v1.t, { grid, plan, mask });
+    const { inv } = reorderIndex(grid, [1, 4, 5]);
+    const want: number[] = [];
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      const allowed = (i: number, j: number) => dense[Math.floor(inv[h * N + i] / 8) * 5 + Math.floor(inv[h * N + j] / 8)] === 1;
+      want.push(...refMaskedAttention(head(q.v, b, h, H, N, D), head(k1.v, b, 0, 1, N, D), head(v1.v, b, 0, 1, N, D), N, N, D, scale, allowed));
+    }
+    expectClose(res.out.toArray(), want, 1e-6, 1e-4, 'paro GQA');
+  });
+
   test('one order in the plan applies to every head', () => {
     const mask = BlockMask.fromDense({ data: Uint8Array.from({ length: 25 }, (_, i) => (i % 3 === 0 ? 1 : 0)), shape: [5, 5] }, { blockQ: 8, seqLens: [N, N] });
     const one = paroAttentionSync(q.t, k.t, v.t, { grid, plan: { order: [3] }, mask });
@@ -583,6 +598,8 @@ describe('paroAttention', () => {
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, mask: 'dense', coverage: 0.5 }), TypeError, 'ERR_ARG', /not both/);
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, coverage: 2 }), RangeError, 'ERR_RANGE', /^paroAttentionSync: .*coverage/);
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, undefined as never), TypeError, 'ERR_ARG');
+    const k1 = qkv(B, 1, N, D, 40).t;
+    expectCode(() => paroAttentionSync(q.t, k1, k1, { grid, plan }), RangeError, 'ERR_SHAPE', /grouped-query attention\), pass both plan and mask/);
     expectCode(() => paroAttentionSync(q.t, k.t, v.t, { grid, plan, precision: 'fp8' as never }), TypeError, 'ERR_ARG', /^paroAttentionSync: .*precision/);
     await expect(paroAttention(q.t, k.t, v.t, { grid, plan, coverage: 2 })).rejects.toMatchObject({ code: 'ERR_RANGE', message: expect.stringMatching(/^paroAttention: /) });
   });

@@ -893,6 +893,10 @@ function* paroSteps(q: TensorLike, k: TensorLike, v: TensorLike, opts: ParoAtten
     throw makeError('ERR_SHAPE', `${op}: the grid has ${n} tokens (prefix ${grid.prefix} + ${grid.F}·${grid.H}·${grid.W} + suffix ${grid.suffix}) but q has ${qd.N} and k ${kd.N}`);
   }
   if (o.mask !== undefined && o.coverage !== undefined) throw makeError('ERR_ARG', `${op}: pass mask or coverage, not both`);
+  if ((o.plan === undefined || o.mask === undefined) && kd.H !== qd.H) {
+    // The search and the calibration reorder k per q head; the kernel itself handles grouped-query attention.
+    throw makeError('ERR_SHAPE', `${op}: with ${kd.H} k heads for ${qd.H} q heads (grouped-query attention), pass both plan and mask (searching a plan and calibrating a mask need as many k heads as q heads)`);
+  }
   const H = qd.H;
   // 1. the plan
   let plan: ReorderPlan | { order: ArrayLike<number> };
