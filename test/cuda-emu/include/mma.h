@@ -1,4 +1,5 @@
-// Host emulation of the WMMA subset (nvcuda::wmma) that cuda/merge.cu uses:
+// Host emulation of the WMMA subset (nvcuda::wmma) that cuda/merge.cu uses,
+// and of the PTX mma.sync.m16n8k16 (f16/bf16 -> f32) that cuda/mma.cuh wraps:
 // 16×16×16 fragments of __nv_bfloat16 (matrix_a / matrix_b) with f32
 // accumulators; fill_fragment, load_matrix_sync, mma_sync, store_matrix_sync.
 //
@@ -22,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda_bf16.h"
+#include "cuda_fp16.h"
 #include "cuda_runtime.h"
 
 namespace nvcuda {
@@ -113,3 +115,52 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
 
 }  // namespace wmma
 }  // namespace nvcuda
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: d += a·b with the PTX
+// fragment layout (g = lane / 4, t = lane % 4): a[0] = A[g][2t, 2t+1],
+// a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..] (low half
+// first); b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g]; d[0..1] =
+// C[g][2t, 2t+1], d[2..3] = C[g+8][2t, 2t+1]. Warp-collective: every lane
+// passes the per-warp barrier, as on the hardware. Products are exact in
+// f32; the sum runs in ascending k (the hardware's order is unspecified).
+namespace emu {
+template <class T>
+inline float mma_operand(uint32_t r, int hi) {
+  const uint16_t bits = static_cast<uint16_t>(hi ? r >> 16 : r & 0xffffu);
+  if constexpr (std::is_same<T, __half>::value) return __half2float(__half{bits});
+  else return __bfloat162float(__nv_bfloat16{bits});
+}
+inline void warp_all_gather(uint32_t v, uint32_t out[32]) {
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  progress++;
+  warp_buf[w][lane] = v;
+  warp_bars[w]->arrive_and_wait();
+  for (int l = 0; l < 32; ++l) out[l] = static_cast<uint32_t>(warp_buf[w][l]);
+  warp_bars[w]->arrive_and_wait();
+}
+template <class T>
+inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t A[4][32], Bv[2][32];
+  for (int r = 0; r < 4; ++r) warp_all_gather(a[r], A[r]);
+  for (int r = 0; r < 2; ++r) warp_all_gather(b[r], Bv[r]);
+  float Am[16][16], Bm[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int hi = 0; hi < 2; ++hi) {
+      Am[g][2 * t + hi] = mma_operand<T>(A[0][l], hi);
+      Am[g + 8][2 * t + hi] = mma_operand<T>(A[1][l], hi);
+      Am[g][2 * t + 8 + hi] = mma_operand<T>(A[2][l], hi);
+      Am[g + 8][2 * t + 8 + hi] = mma_operand<T>(A[3][l], hi);
+      Bm[2 * t + hi][g] = mma_operand<T>(Bv[0][l], hi);
+      Bm[2 * t + 8 + hi][g] = mma_operand<T>(Bv[1][l], hi);
+    }
+  }
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+    float acc = d[e];
+    for (int k = 0; k < 16; ++k) acc += Am[row][k] * Bm[k][col];
+    d[e] = acc;
+  }
+}
+}  // namespace emu
