@@ -53,6 +53,13 @@ struct BsaArgs {
   int Bm, Hm, nQ, L, Lf;
   const int32_t* perm;       // [Hq, N] or null
   bool aligned;              // every row starts 16-byte aligned: vector loads
+  // kInt8: q and smoothed k as codes in attended order, [B·Hq, N|Nk, D], and
+  // one scale per 64 attended rows, [B·Hq, ceil(N|Nk / 64)].
+  const int8_t* q8;
+  const int8_t* k8;
+  const float* qsc;
+  const float* ksc;
+  int nqs, nks;
 };
 
 template <typename T>
@@ -94,11 +101,22 @@ __device__ __forceinline__ void load8(const In* src, bool aligned, T* dst) {
 
 __device__ __forceinline__ uint32_t lds32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-template <typename In, typename T, int D>
+// 16 bytes of INT8 codes (one chunk of a row) into shared memory; null: zeros.
+__device__ __forceinline__ void load16_i8(const int8_t* src, int8_t* dst) {
+  *reinterpret_cast<uint4*>(dst) = src ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
+}
+
+// kInt8: S = (Q8·K8ᵀ on mma m16n8k32, exact int32) · sq · sk, then the same
+// softmax and P·V in f16 (T = __half); the codes come from the quantize
+// pre-pass in attended order, so their loads need no permutation.
+template <typename In, typename T, int D, bool kInt8>
 __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArgs a) {
   constexpr int kLd = D + 8;       // Ks row stride (elements): rows stay 16-byte aligned, banks shift
   constexpr int kVld = kKeys + 8;  // Vt row stride
   constexpr int kChunks = D / 8;   // 8-element chunks per row
+  constexpr int kD8 = (D + 31) / 32 * 32;  // kInt8: codes per row padded to the k32 step
+  constexpr int kLd8 = kD8 + 16;           // kInt8: tile row stride (bytes)
+  static_assert(!kInt8 || kKeys * kLd8 <= kKeys * kLd * 2, "the INT8 tile fits the K tile's storage");
   // 16-bit storage viewed as T (a __shared__ array of a class type would need a trivial constructor).
   __shared__ __align__(16) uint16_t ks_raw[kKeys * kLd];  // [64 keys][D] (Q staging first)
   __shared__ __align__(16) uint16_t vt_raw[D * kVld];     // [D][64 keys]
@@ -125,16 +143,35 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
   const In* vbase = static_cast<const In*>(a.v) + b * a.vs[0] + kvh * a.vs[1];
 
   // Q tile → shared → A fragments in registers, for the whole kv loop.
-  for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) {
-    const int r = c / kChunks, d0 = (c % kChunks) * 8;
-    const int src = source(q0 + r, a.N);
-    load8<In, T>(src < 0 ? nullptr : qbase + src * a.qs[2] + d0, a.aligned, Ks + r * kLd + d0);
-  }
-  __syncthreads();
-  uint32_t qf[D / 16][4];
-  {
+  int8_t* K8 = reinterpret_cast<int8_t*>(ks_raw);  // kInt8: [64][kLd8] codes
+  const int64_t bh = static_cast<int64_t>(b) * a.Hq + h;
+  constexpr int kFrags = kInt8 ? kD8 / 32 : D / 16;
+  uint32_t qf[kFrags][4];
+  float qscale = 1.f;
+  if constexpr (kInt8) {
+    for (int c = threadIdx.x; c < kRows * (kD8 / 16); c += kThreads) {
+      const int r = c / (kD8 / 16), d0 = (c % (kD8 / 16)) * 16;
+      const bool live = q0 + r < a.N && d0 < D;
+      load16_i8(live ? a.q8 + (bh * a.N + q0 + r) * D + d0 : nullptr, K8 + r * kLd8 + d0);
+    }
+    qscale = a.qsc[bh * a.nqs + q0 / kRows];
+    __syncthreads();
+    const int8_t* q = K8 + (warp * 16 + g) * kLd8 + 4 * t;
+    for (int kk = 0; kk < kFrags; ++kk) {
+      qf[kk][0] = lds32(q + kk * 32);
+      qf[kk][1] = lds32(q + 8 * kLd8 + kk * 32);
+      qf[kk][2] = lds32(q + kk * 32 + 16);
+      qf[kk][3] = lds32(q + 8 * kLd8 + kk * 32 + 16);
+    }
+  } else {
+    for (int c = threadIdx.x; c < kRows * kChunks; c += kThreads) {
+      const int r = c / kChunks, d0 = (c % kChunks) * 8;
+      const int src = source(q0 + r, a.N);
+      load8<In, T>(src < 0 ? nullptr : qbase + src * a.qs[2] + d0, a.aligned, Ks + r * kLd + d0);
+    }
+    __syncthreads();
     const T* q = Ks + (warp * 16 + g) * kLd + 2 * t;
-    for (int kk = 0; kk < D / 16; ++kk) {
+    for (int kk = 0; kk < kFrags; ++kk) {
       qf[kk][0] = lds32(q + kk * 16);
       qf[kk][1] = lds32(q + 8 * kLd + kk * 16);
       qf[kk][2] = lds32(q + kk * 16 + 8);
@@ -168,10 +205,17 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
     const int kend = min(a.Nk, (kb + 1) * a.block_k);
     for (int j0 = kb * a.block_k; j0 < kend; j0 += kKeys) {
       __syncthreads();  // the previous tile's reads are done (and the Q staging's)
+      if constexpr (kInt8) {
+        for (int c = threadIdx.x; c < kKeys * (kD8 / 16); c += kThreads) {
+          const int r = c / (kD8 / 16), d0 = (c % (kD8 / 16)) * 16;
+          const bool live = j0 + r < kend && d0 < D;
+          load16_i8(live ? a.k8 + (bh * a.Nk + j0 + r) * D + d0 : nullptr, K8 + r * kLd8 + d0);
+        }
+      }
       for (int c = threadIdx.x; c < kKeys * kChunks; c += kThreads) {
         const int r = c / kChunks, d0 = (c % kChunks) * 8;
         const int src = j0 + r < kend ? source(j0 + r, a.Nk) : -1;
-        load8<In, T>(src < 0 ? nullptr : kbase + src * a.ks[2] + d0, a.aligned, Ks + r * kLd + d0);
+        if constexpr (!kInt8) load8<In, T>(src < 0 ? nullptr : kbase + src * a.ks[2] + d0, a.aligned, Ks + r * kLd + d0);
         T vv[8];
         load8<In, T>(src < 0 ? nullptr : vbase + src * a.vs[2] + d0, a.aligned, vv);
         for (int i = 0; i < 8; ++i) Vt[(d0 + i) * kVld + r] = vv[i];
@@ -179,12 +223,26 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
       __syncthreads();
       // S = Q·Kᵀ for this warp's 16 rows × 64 keys.
       float s[8][4];
-      for (int nt = 0; nt < 8; ++nt) {
-        s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-        const T* kr = Ks + (nt * 8 + g) * kLd + 2 * t;
-        for (int kk = 0; kk < D / 16; ++kk) {
-          const uint32_t bf[2] = {lds32(kr + kk * 16), lds32(kr + kk * 16 + 8)};
-          mma_m16n8k16<T>(s[nt], qf[kk], bf);
+      float sscale = a.scale_log2;
+      if constexpr (kInt8) {
+        sscale *= qscale * a.ksc[bh * a.nks + j0 / kKeys];
+        for (int nt = 0; nt < 8; ++nt) {
+          int acc[4] = {0, 0, 0, 0};
+          const int8_t* kr = K8 + (nt * 8 + g) * kLd8 + 4 * t;
+          for (int kk = 0; kk < kFrags; ++kk) {
+            const uint32_t bf[2] = {lds32(kr + kk * 32), lds32(kr + kk * 32 + 16)};
+            mma_m16n8k32_s8(acc, qf[kk], bf);
+          }
+          for (int e = 0; e < 4; ++e) s[nt][e] = static_cast<float>(acc[e]);
+        }
+      } else {
+        for (int nt = 0; nt < 8; ++nt) {
+          s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+          const T* kr = Ks + (nt * 8 + g) * kLd + 2 * t;
+          for (int kk = 0; kk < kFrags; ++kk) {
+            const uint32_t bf[2] = {lds32(kr + kk * 16), lds32(kr + kk * 16 + 8)};
+            mma_m16n8k16<T>(s[nt], qf[kk], bf);
+          }
         }
       }
       // Online softmax (log2 domain); keys past this block's end are -inf.
@@ -192,7 +250,7 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
       for (int nt = 0; nt < 8; ++nt)
         for (int e = 0; e < 4; ++e) {
           const int key = j0 + nt * 8 + 2 * t + (e & 1);
-          s[nt][e] = key < kend ? s[nt][e] * a.scale_log2 : -INFINITY;
+          s[nt][e] = key < kend ? s[nt][e] * sscale : -INFINITY;
           mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
         }
       float corr[2], base[2];
@@ -249,13 +307,13 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
   }
 }
 
-template <typename In, typename T>
+template <typename In, typename T, bool kInt8>
 Status launch_attention(const BsaArgs& a, int64_t D, int64_t grid, cudaStream_t stream) {
   switch (D) {
-    case 64: block_sparse_attention_kernel<In, T, 64><<<grid, kThreads, 0, stream>>>(a); break;
-    case 80: block_sparse_attention_kernel<In, T, 80><<<grid, kThreads, 0, stream>>>(a); break;
-    case 96: block_sparse_attention_kernel<In, T, 96><<<grid, kThreads, 0, stream>>>(a); break;
-    case 128: block_sparse_attention_kernel<In, T, 128><<<grid, kThreads, 0, stream>>>(a); break;
+    case 64: block_sparse_attention_kernel<In, T, 64, kInt8><<<grid, kThreads, 0, stream>>>(a); break;
+    case 80: block_sparse_attention_kernel<In, T, 80, kInt8><<<grid, kThreads, 0, stream>>>(a); break;
+    case 96: block_sparse_attention_kernel<In, T, 96, kInt8><<<grid, kThreads, 0, stream>>>(a); break;
+    case 128: block_sparse_attention_kernel<In, T, 128, kInt8><<<grid, kThreads, 0, stream>>>(a); break;
     default: return Status(Code::kUnsupported, "blockSparseAttention: head dim " + std::to_string(D));
   }
   TS_CUDA_CHECK_LAUNCH("block_sparse_attention_kernel");
@@ -275,6 +333,55 @@ bool rows_aligned(const TensorView& t) {
   for (int i = 0; i < 3; ++i)
     if ((t.strides[i] * es) % 16 != 0) return false;
   return true;
+}
+
+// ---- INT8 pre-pass (SageAttention-style, as the CPU back end) -------------------
+
+// K smoothing: per (b, kv head, channel) the mean over the Nk keys, summed
+// in double in key order (the CPU's order, so the means are the same).
+template <typename In>
+__global__ void key_mean_kernel(const In* k, int64_t s0, int64_t s1, int64_t s2, int Hkv, int Nk, int D, double* mean) {
+  const int b = blockIdx.x / Hkv, h = blockIdx.x % Hkv;
+  const In* base = k + b * s0 + h * s1;
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    double acc = 0.0;
+    for (int j = 0; j < Nk; ++j) acc += load_f32(base + static_cast<int64_t>(j) * s2 + d);
+    mean[static_cast<int64_t>(blockIdx.x) * D + d] = acc / Nk;
+  }
+}
+
+// One CTA per (b, head, 64 attended rows): symmetric scale amax / 127 over
+// the block (after subtracting the kv head's mean when `mean` is given) and
+// codes round-half-away(x / scale) clamped to ±127, written in attended order.
+template <typename In>
+__global__ void __launch_bounds__(128) quantize_blocks_kernel(const In* x, int64_t s0, int64_t s1, int64_t s2, int H,
+                                                              int group, int N, int D, const int32_t* perm,
+                                                              const double* mean, int nblk, int8_t* codes,
+                                                              float* scales) {
+  const int blk = blockIdx.x % nblk;
+  const int64_t bh = blockIdx.x / nblk;
+  const int b = static_cast<int>(bh / H), h = static_cast<int>(bh % H), xh = h / group;
+  const int r0 = blk * kRows, rows = min(kRows, N - r0);
+  const In* base = x + b * s0 + xh * s1;
+  const double* mu = mean ? mean + (static_cast<int64_t>(b) * (H / group) + xh) * D : nullptr;
+  auto value = [&](int r, int d) -> float {
+    int src = r0 + r;
+    if (perm) {
+      src = perm[static_cast<int64_t>(h) * N + src];
+      if (src < 0 || src >= N) return 0.f;
+    }
+    const float v = load_f32(base + static_cast<int64_t>(src) * s2 + d);
+    return mu ? static_cast<float>(static_cast<double>(v) - mu[d]) : v;
+  };
+  float amax = 0.f;
+  for (int e = threadIdx.x; e < rows * D; e += 128) amax = fmaxf(amax, fabsf(value(e / D, e % D)));
+  amax = block_max<128>(amax);
+  const float scale = amax / 127.f;
+  for (int e = threadIdx.x; e < rows * D; e += 128) {
+    const float c = scale > 0.f ? roundf(value(e / D, e % D) / scale) : 0.f;
+    codes[(bh * N + r0) * D + e] = static_cast<int8_t>(fminf(127.f, fmaxf(-127.f, c)));
+  }
+  if (threadIdx.x == 0) scales[bh * nblk + blk] = scale;
 }
 
 // ---- block attention mass (SIMT) -------------------------------------------------
@@ -404,9 +511,6 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   const int64_t B = p.q.shape[0], Hq = p.q.shape[1], N = p.q.shape[2], D = p.q.shape[3];
   const int64_t Hkv = p.k.shape[1], Nk = p.k.shape[2];
   const char* op = "blockSparseAttention";
-  if (p.precision == BlockSparsePrecision::kInt8)
-    return Status(Code::kUnsupported, std::string(op) + ": precision 'int8' runs on the CPU only in this build; "
-                                                        "the CUDA kernel takes 'f16' and 'bf16'");
   if (D != 64 && D != 80 && D != 96 && D != 128)
     return Status(Code::kUnsupported, std::string(op) + ": the CUDA kernel takes head dims 64, 80, 96 and 128 but got " +
                                           std::to_string(D));
@@ -417,6 +521,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   if (N > INT32_MAX / 2 || Nk > INT32_MAX / 2)
     return Status(Code::kUnsupported, std::string(op) + ": sequences above 2^30 tokens");
   const bool f32_in = p.q.dtype == DType::kF32;
+  const bool int8 = p.precision == BlockSparsePrecision::kInt8;
   if (f32_in && p.precision == BlockSparsePrecision::kNative)
     return Status(Code::kUnsupported, std::string(op) + ": f32 inputs on CUDA run on the tensor cores: pass precision "
                                                         "'bf16' or 'f16' (the CPU computes f32 in f32)");
@@ -462,9 +567,46 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   const bool half = p.precision == BlockSparsePrecision::kF16 ||
                     (p.precision == BlockSparsePrecision::kNative && p.q.dtype == DType::kF16);
+  if (!int8)
+    return TS_DISPATCH_FLOAT(p.q.dtype, op, [&] {
+      return half ? launch_attention<scalar_t, __half, false>(a, D, grid, stream)
+                  : launch_attention<scalar_t, __nv_bfloat16, false>(a, D, grid, stream);
+    });
+  // INT8: quantize q and smoothed k per 64 attended rows into scratch, then
+  // the same kernel with QKᵀ on the INT8 tensor cores and P·V in f16.
+  const int64_t nqs = (N + kRows - 1) / kRows, nks = (Nk + kKeys - 1) / kKeys, BH = B * Hq;
+  ScratchLayout lay;
+  const size_t o_q8 = lay.add<int8_t>(BH * N * D);
+  const size_t o_k8 = lay.add<int8_t>(BH * Nk * D);
+  const size_t o_qsc = lay.add<float>(BH * nqs);
+  const size_t o_ksc = lay.add<float>(BH * nks);
+  const size_t o_mean = lay.add<double>(B * Hkv * D);
+  Scratch scratch(p.q.device, stream);
+  TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
+  a.q8 = scratch.at<int8_t>(o_q8);
+  a.k8 = scratch.at<int8_t>(o_k8);
+  a.qsc = scratch.at<float>(o_qsc);
+  a.ksc = scratch.at<float>(o_ksc);
+  a.nqs = static_cast<int>(nqs);
+  a.nks = static_cast<int>(nks);
+  TS_RETURN_IF_ERROR(check_grid_x(BH * nks, op));
   return TS_DISPATCH_FLOAT(p.q.dtype, op, [&] {
-    return half ? launch_attention<scalar_t, __half>(a, D, grid, stream)
-                : launch_attention<scalar_t, __nv_bfloat16>(a, D, grid, stream);
+    double* mean = scratch.at<double>(o_mean);
+    key_mean_kernel<scalar_t><<<B * Hkv, 128, 0, stream>>>(p.k.ptr<scalar_t>(), p.k.strides[0], p.k.strides[1],
+                                                             p.k.strides[2], static_cast<int>(Hkv), static_cast<int>(Nk),
+                                                             static_cast<int>(D), mean);
+    TS_CUDA_CHECK_LAUNCH("key_mean_kernel");
+    quantize_blocks_kernel<scalar_t><<<BH * nqs, 128, 0, stream>>>(
+        p.q.ptr<scalar_t>(), p.q.strides[0], p.q.strides[1], p.q.strides[2], static_cast<int>(Hq), 1,
+        static_cast<int>(N), static_cast<int>(D), a.perm, nullptr, static_cast<int>(nqs), scratch.at<int8_t>(o_q8),
+        scratch.at<float>(o_qsc));
+    TS_CUDA_CHECK_LAUNCH("quantize_blocks_kernel");
+    quantize_blocks_kernel<scalar_t><<<BH * nks, 128, 0, stream>>>(
+        p.k.ptr<scalar_t>(), p.k.strides[0], p.k.strides[1], p.k.strides[2], static_cast<int>(Hq), a.group,
+        static_cast<int>(Nk), static_cast<int>(D), a.perm, mean, static_cast<int>(nks), scratch.at<int8_t>(o_k8),
+        scratch.at<float>(o_ksc));
+    TS_CUDA_CHECK_LAUNCH("quantize_blocks_kernel");
+    return launch_attention<scalar_t, __half, true>(a, D, grid, stream);
   });
 }
 

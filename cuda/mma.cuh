@@ -1,5 +1,6 @@
 // The tensor-core instruction of the flash-style kernels: PTX
-// mma.sync.aligned.m16n8k16 (f16 or bf16 operands, f32 accumulators), with
+// mma.sync.aligned.m16n8k16 (f16 or bf16 operands, f32 accumulators) and
+// m16n8k32 on INT8 (s32 accumulators), with
 // its register fragments as PTX defines them (g = lane / 4, t = lane % 4):
 //   A (16×16, row):  a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..]
 //   B (16×8, col):   b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]
@@ -55,6 +56,21 @@ __device__ __forceinline__ void mma_m16n8k16(float (&d)[4], const uint32_t (&a)[
   }
 #else
   emu::mma_m16n8k16<T>(d, a, b);
+#endif
+}
+
+// d += a·b on signed bytes (mma.sync m16n8k32, s32 accumulators). Fragments,
+// byte i of a register being element 4t + i: a[0] = A[g][4t..4t+3],
+// a[1] = A[g+8][4t..], a[2] = A[g][16+4t..], a[3] = A[g+8][16+4t..];
+// b[0] = B[4t..4t+3][g], b[1] = B[16+4t..][g]; d as above.
+__device__ __forceinline__ void mma_m16n8k32_s8(int (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDACC__)
+  asm volatile(
+      "mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  emu::mma_m16n8k32_s8(d, a, b);
 #endif
 }
 

@@ -3,12 +3,11 @@
  * against the float64 references of test/reference/blocksparse.ts, on
  * random inputs of awkward sizes, every dtype and both layouts, GQA, empty
  * rows and masks at 5–50% density; the identities of specs/blocksparse.md
- * §6d; bad input; and CUDA parity under the derived tolerance rule.
+ * §6d; bad input. CUDA parity: test/cuda-blocksparse.test.ts.
  */
 import {
   BlockMaskLike,
   FloatDType,
-  Tensor,
   applyReorder,
   applyReorderSync,
   blockAttentionMass,
@@ -17,110 +16,10 @@ import {
   blockSparseAttention,
   blockSparseAttentionSync,
 } from '../lib';
-import { describeCuda, expectClose, expectCode, expectDerivedTolerance, expectReject, makeTensor, randn, rng } from './helpers';
+import { expectClose, expectCode, expectReject, makeTensor, randn } from './helpers';
+import { fromBnhd, maskOf, outValues, permutation, problem, randomKeep, roundTo, toBnhd, tol } from './blocksparse-fixtures';
 import { refApplyReorder, refBlockAttentionMass, refBlockPool, refBlockSparseAttention } from './reference/blocksparse';
 import { TokenSieveError } from '../lib/errors';
-
-type Keep = (b: number, h: number, qb: number, kb: number) => boolean;
-
-/** FlexAttention-style lists [Bm, Hm, nQ] / [Bm, Hm, nQ, nK + pad] from a keep function. */
-function lists(Bm: number, Hm: number, nQ: number, nK: number, keep: Keep, pad = 1): { counts: Int32Array; indices: Int32Array; L: number } {
-  const L = nK + pad;
-  const counts = new Int32Array(Bm * Hm * nQ);
-  const indices = new Int32Array(Bm * Hm * nQ * L).fill(-3); // padding that must never be read
-  for (let b = 0; b < Bm; b++)
-    for (let h = 0; h < Hm; h++)
-      for (let i = 0; i < nQ; i++) {
-        const r = (b * Hm + h) * nQ + i;
-        for (let j = 0; j < nK; j++) if (keep(b, h, i, j)) indices[r * L + counts[r]++] = j;
-      }
-  return { counts, indices, L };
-}
-
-function maskOf(Bm: number, Hm: number, N: number, Nk: number, blockQ: number, blockK: number, keep: Keep): BlockMaskLike {
-  const nQ = Math.ceil(N / blockQ), nK = Math.ceil(Nk / blockK);
-  const l = lists(Bm, Hm, nQ, nK, keep);
-  return {
-    blockQ,
-    blockK,
-    seqLens: [N, Nk],
-    kvNumBlocks: { data: l.counts, shape: [Bm, Hm, nQ] },
-    kvIndices: { data: l.indices, shape: [Bm, Hm, nQ, l.L] },
-  };
-}
-
-/** A random keep pattern at about `density`, with the listed rows empty. */
-function randomKeep(seed: number, Bm: number, Hm: number, nQ: number, nK: number, density: number, emptyRows: number[] = []): Keep {
-  const r = rng(seed);
-  const bits = new Uint8Array(Bm * Hm * nQ * nK).map(() => (r() < density ? 1 : 0));
-  return (b, h, qb, kb) => {
-    const row = ((Bm === 1 ? 0 : b) * Hm + (Hm === 1 ? 0 : h)) * nQ + qb;
-    return !emptyRows.includes(row) && bits[row * nK + kb] === 1;
-  };
-}
-
-/** [B, H, N, D] values laid out as [B, N, H, D]. */
-function toBnhd(x: ArrayLike<number>, B: number, H: number, N: number, D: number): Float64Array {
-  const out = new Float64Array(B * H * N * D);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++)
-      for (let n = 0; n < N; n++)
-        for (let d = 0; d < D; d++) out[((b * N + n) * H + h) * D + d] = x[((b * H + h) * N + n) * D + d];
-  return out;
-}
-const fromBnhd = (x: ArrayLike<number>, B: number, H: number, N: number, D: number) => {
-  const out = new Float64Array(B * H * N * D);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++)
-      for (let n = 0; n < N; n++)
-        for (let d = 0; d < D; d++) out[((b * H + h) * N + n) * D + d] = x[((b * N + n) * H + h) * D + d];
-  return out;
-};
-
-function roundTo(dtype: FloatDType): (x: number) => number {
-  if (dtype === 'f32') return (x) => Math.fround(x);
-  return (x) => makeTensor([x], [1], dtype).exact[0];
-}
-
-function permutation(H: number, N: number, seed: number): Int32Array {
-  const r = rng(seed);
-  const perm = new Int32Array(H * N);
-  for (let h = 0; h < H; h++) {
-    const row = Array.from({ length: N }, (_, i) => i);
-    for (let i = N - 1; i > 0; i--) {
-      const j = Math.floor(r() * (i + 1));
-      [row[i], row[j]] = [row[j], row[i]];
-    }
-    perm.set(row, h * N);
-  }
-  return perm;
-}
-
-interface Problem {
-  B: number; Hq: number; Hkv: number; N: number; Nk: number; D: number; dtype: FloatDType; layout: 'bhnd' | 'bnhd';
-  q: Tensor; k: Tensor; v: Tensor; qx: Float64Array; kx: Float64Array; vx: Float64Array;
-}
-
-function problem(B: number, Hq: number, Hkv: number, N: number, Nk: number, D: number, dtype: FloatDType, layout: 'bhnd' | 'bnhd', seed: number): Problem {
-  const make = (H: number, n: number, s: number) => {
-    const vals = randn(B * H * n * D, s);
-    const t = makeTensor(layout === 'bhnd' ? vals : toBnhd(vals, B, H, n, D), layout === 'bhnd' ? [B, H, n, D] : [B, n, H, D], dtype);
-    return { t: t.t, x: layout === 'bhnd' ? t.exact : fromBnhd(t.exact, B, H, n, D) };
-  };
-  const q = make(Hq, N, seed), k = make(Hkv, Nk, seed + 1), v = make(Hkv, Nk, seed + 2);
-  return { B, Hq, Hkv, N, Nk, D, dtype, layout, q: q.t, k: k.t, v: v.t, qx: q.x, kx: k.x, vx: v.x };
-}
-
-/** The kernel's output as logical [B, H, N, D] values. */
-function outValues(p: Problem, out: Tensor): Float64Array {
-  const a = Float64Array.from(out.toArray());
-  return p.layout === 'bhnd' ? a : fromBnhd(a, p.B, p.Hq, p.N, p.D);
-}
-
-/** Tolerance of a CPU result against float64 on the rounded inputs: P and the output are rounded to the dtype. */
-function tol(dtype: FloatDType): { atol: number; rtol: number } {
-  return dtype === 'f32' ? { atol: 2e-6, rtol: 1e-4 } : dtype === 'f16' ? { atol: 2e-3, rtol: 2e-3 } : { atol: 1.6e-2, rtol: 1.6e-2 };
-}
 
 describe('blockSparseAttention against float64', () => {
   const cases: Array<[string, number, number, number, number, number, number, FloatDType, 'bhnd' | 'bnhd', number, number, number]> = [
@@ -387,68 +286,5 @@ describe('blocksparse bad input', () => {
     const gone = makeTensor(randn(2 * 40 * 8, 5), [1, 2, 40, 8]).t;
     gone.dispose();
     expectCode(() => blockSparseAttentionSync(gone, p.k, p.v, 'dense'), TokenSieveError, 'ERR_DISPOSED');
-  });
-});
-
-describeCuda('blockSparseAttention on CUDA', () => {
-  // Parity with the CPU at the same precision under the derived tolerance rule
-  // (README, "CPU and GPU: tolerance and ties"): |cuda − exact| ≤ 2·|cpu − exact| + atol.
-  const cases: Array<[string, FloatDType, 'f16' | 'bf16' | 'native', number, number, number, number, number, 'bhnd' | 'bnhd', boolean, number]> = [
-    ['f16 d64 GQA sparse', 'f16', 'native', 2, 4, 2, 300, 64, 'bhnd', false, 0.3],
-    ['bf16 d128 dense bnhd', 'bf16', 'native', 1, 2, 2, 257, 128, 'bnhd', false, 1],
-    ['f32 -> bf16 d80 reordered', 'f32', 'bf16', 1, 3, 1, 200, 80, 'bhnd', true, 0.5],
-    ['f16 d96 one token', 'f16', 'native', 1, 1, 1, 1, 96, 'bhnd', false, 1],
-  ];
-  for (const [name, dtype, precision, B, Hq, Hkv, N, D, layout, reorder, density] of cases) {
-    test(name, () => {
-      const p = problem(B, Hq, Hkv, N, N, D, dtype, layout, N + D);
-      const nQ = Math.ceil(N / 64);
-      const keep = density >= 1 ? () => true : randomKeep(N, B, Hq, nQ, nQ, density, [1]);
-      const mask = maskOf(B, Hq, N, N, 64, 64, keep);
-      const perm = reorder ? permutation(Hq, N, 5) : undefined;
-      const opts = { layout, precision, returnLse: true, ...(perm ? { reorder: { perm } } : {}) } as const;
-      const cpu = blockSparseAttentionSync(p.q, p.k, p.v, mask, opts);
-      const dq = p.q.to('cuda:0'), dk = p.k.to('cuda:0'), dv = p.v.to('cuda:0');
-      const dm = {
-        ...mask,
-        kvNumBlocks: Tensor.from(mask.kvNumBlocks).to('cuda:0'),
-        kvIndices: Tensor.from(mask.kvIndices).to('cuda:0'),
-      };
-      const dperm = perm ? Tensor.from({ data: perm, shape: [Hq, N] }).to('cuda:0') : undefined;
-      const gpu = blockSparseAttentionSync(dq, dk, dv, dm, { ...opts, ...(dperm ? { reorder: { perm: dperm } } : {}) });
-      const round = precision === 'native' ? (dtype === 'f32' ? (x: number) => x : roundTo(dtype)) : roundTo(precision);
-      const exact = refBlockSparseAttention({ q: p.qx.map(round), k: p.kx.map(round), v: p.vx.map(round), B, Hq, Hkv, N, Nk: N, D, scale: 1 / Math.sqrt(D), keep, blockQ: 64, blockK: 64, perm });
-      const atol = dtype === 'f16' || precision === 'f16' ? 2 ** -10 : 2 ** -7;
-      expectDerivedTolerance(outValues(p, gpu.out.toHost()), outValues(p, cpu.out), exact.out, name, { atol });
-      const gl = gpu.lse!.toArray(), cl = cpu.lse!.toArray();
-      for (let i = 0; i < gl.length; i++) {
-        if (cl[i] === -Infinity) expect(gl[i]).toBe(-Infinity);
-        else expect(Math.abs(gl[i] - cl[i])).toBeLessThan(2e-3);
-      }
-      for (const t of [dq, dk, dv, dm.kvNumBlocks, dm.kvIndices, dperm, gpu.out, gpu.lse]) t?.dispose();
-    });
-  }
-
-  test("unsupported combinations throw ERR_UNSUPPORTED (int8, f32 at native precision, odd head dims, small blocks)", () => {
-    const q = makeTensor(randn(64 * 64, 1), [1, 1, 64, 64], 'f16').t.to('cuda:0');
-    expectCode(() => blockSparseAttentionSync(q, q, q, 'dense', { precision: 'int8' }), TokenSieveError, 'ERR_UNSUPPORTED');
-    expectCode(() => blockSparseAttentionSync(q, q, q, 'dense', { blockQ: 32 }), TokenSieveError, 'ERR_UNSUPPORTED');
-    const q32 = makeTensor(randn(64 * 32, 1), [1, 1, 64, 32], 'f16').t.to('cuda:0');
-    expectCode(() => blockSparseAttentionSync(q32, q32, q32, 'dense'), TokenSieveError, 'ERR_UNSUPPORTED');
-    const qf = makeTensor(randn(64 * 64, 1), [1, 1, 64, 64], 'f32').t.to('cuda:0');
-    expectCode(() => blockSparseAttentionSync(qf, qf, qf, 'dense'), TokenSieveError, 'ERR_UNSUPPORTED');
-    for (const t of [q, q32, qf]) t.dispose();
-  });
-
-  test('mass, pool and reorder match the CPU', () => {
-    const x = makeTensor(randn(2 * 2 * 90 * 32, 7), [2, 2, 90, 32], 'bf16').t;
-    const dx = x.to('cuda:0');
-    expectClose(blockAttentionMassSync(dx, dx, { blockQ: 16, blockK: 32, rows: [1, 5, 80] }).toArray(), blockAttentionMassSync(x, x, { blockQ: 16, blockK: 32, rows: [1, 5, 80] }).toArray(), 1e-5, 1e-4, 'mass');
-    const pc = blockPoolSync(x, { block: 16 }), pg = blockPoolSync(dx, { block: 16 });
-    expectClose(pg.mean.toArray(), pc.mean.toArray(), 1e-6, 1e-5, 'pool');
-    const perm = permutation(2, 90, 2);
-    const dperm = Tensor.from({ data: perm, shape: [2, 90] }).to('cuda:0');
-    expect(applyReorderSync(dx, dperm).toArray()).toEqual(applyReorderSync(x, perm).toArray());
-    for (const t of [dx, dperm]) t.dispose();
   });
 });

@@ -120,6 +120,10 @@ Status apply_reorder(const ApplyReorderParams& p);
 }  // namespace cpu
 
 namespace cuda {
+// Tensor cores (mma.sync): head dims 64, 80, 96, 128; mask block sizes that
+// are multiples of 64; f16/bf16 inputs (f32 inputs with precision kF16 or
+// kBF16) and kInt8 (m16n8k32 after a quantize pre-pass). Anything else is
+// kUnsupported, never a fallback. NaN inputs are not scanned on the device.
 Status block_sparse_attention(const BlockSparseAttentionParams& p);
 Status block_attention_mass(const BlockAttentionMassParams& p);
 Status block_pool(const BlockPoolParams& p);

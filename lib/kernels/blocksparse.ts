@@ -77,7 +77,11 @@ export interface BlockSparseAttentionOptions {
    * permutation per head (`reorderIndex` builds it). Needs Nk = N.
    */
   reorder?: { perm: TensorLike | Int32Array };
-  /** Reject NaN/Inf in q, k, v (host tensors; default true). */
+  /**
+   * Reject NaN/Inf in q, k, v (default true). Host tensors only: device
+   * inputs are not scanned (that would cost a pass and a host round trip),
+   * so on CUDA a NaN reaches the rows that attend to it.
+   */
   checkFinite?: boolean;
   stream?: bigint;
   wait?: boolean;

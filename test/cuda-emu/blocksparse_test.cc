@@ -13,7 +13,8 @@
 // dims 64/80/96/128, GQA, N ≠ Nk, tails (1, 65, 130 tokens), both layouts
 // (bnhd as strided views), masks with an empty row, a full list, broadcast
 // over heads, block sizes 64 and 128, the fused permutation, and the
-// unsupported combinations (ERR_UNSUPPORTED, never a silent fallback).
+// INT8 (m16n8k32 QKᵀ after the quantize pre-pass) and the unsupported
+// combinations (ERR_UNSUPPORTED, never a silent fallback).
 // Outputs start as NaN so an unwritten element fails.
 #include <cuda_runtime.h>
 
@@ -50,7 +51,11 @@ struct Case {
   bool perm;
 };
 
+// The value the kernels multiply: rounded to the tensor-core type; kInt8 is
+// compared with exact attention on the inputs as given (its error is the
+// quantization's, which the CPU baseline carries too).
 double round_to(double x, BlockSparsePrecision p, DType dt) {
+  if (p == BlockSparsePrecision::kInt8) return x;
   const bool half = p == BlockSparsePrecision::kF16 || (p == BlockSparsePrecision::kNative && dt == DType::kF16);
   return half ? f16_to_f32(f32_to_f16(static_cast<float>(x))) : bf16_to_f32(f32_to_bf16(static_cast<float>(x)));
 }
@@ -82,6 +87,11 @@ void run_case(const Case& c) {
       keep[r * nK + j] = 1;
       if (c.mask == 2 && rng() % 2) fidx[r * L + fcnt[r]++] = static_cast<int32_t>(j);
       else idx[r * L + cnt[r]++] = static_cast<int32_t>(j);
+    }
+    if (cnt[r] + fcnt[r] == 0) {  // every row computes something (the empty row is made below)
+      const int64_t j = r % nK;
+      keep[r * nK + j] = 1;
+      idx[r * L + cnt[r]++] = static_cast<int32_t>(j);
     }
   }
   if (c.mask == 1) {  // one empty row
@@ -195,6 +205,13 @@ void run_case(const Case& c) {
       }
   EXPECT(bad == 0, "%s: %ld outputs beyond 2·cpu_err + atol (cpu err %.3g, cuda err %.3g)", c.name, (long)bad, cpu_err,
          gpu_err);
+  if (c.prec == BlockSparsePrecision::kInt8) {
+    // The codes and scales are the CPU's (same rounding, same order of the
+    // f64 means); only the f32 logit products and the f16 P·V sums differ.
+    double diff = 0;
+    for (int64_t i = 0; i < B * Hq * N * D; ++i) diff = std::max(diff, static_cast<double>(std::fabs(out_gpu.get(i) - out_cpu.get(i))));
+    EXPECT(diff <= 4e-3, "%s: INT8 CUDA vs CPU differ by %g", c.name, diff);
+  }
   EXPECT(bad_lse == 0, "%s: %ld lse values off", c.name, (long)bad_lse);
   fprintf(stderr, "%s: cpu err %.3g, cuda err %.3g (bound %.3g)\n", c.name, cpu_err, gpu_err, bound);
 }
@@ -213,7 +230,6 @@ void unsupported() {
     p.precision = pr;
     return cuda::block_sparse_attention(p);
   };
-  EXPECT(call(DType::kF16, 64, 64, BlockSparsePrecision::kInt8).code == Code::kUnsupported, "int8 on CUDA");
   EXPECT(call(DType::kF16, 32, 64, BlockSparsePrecision::kNative).code == Code::kUnsupported, "head dim 32");
   EXPECT(call(DType::kF16, 64, 32, BlockSparsePrecision::kNative).code == Code::kUnsupported, "block 32");
   EXPECT(call(DType::kF16, 64, 64, BlockSparsePrecision::kNative).ok(), "a supported call");
@@ -296,6 +312,9 @@ int main() {
       {"f32->bf16 d96 bnhd perm full list", DType::kF32, P::kBF16, 2, 2, 2, 70, 70, 96, true, 64, 64, 2, true},
       {"f16 d128 one token", DType::kF16, P::kNative, 1, 1, 1, 1, 1, 128, false, 64, 64, 0, false},
       {"bf16->f16 d64 bnhd perm random", DType::kBF16, P::kF16, 1, 2, 1, 129, 129, 64, true, 64, 128, 1, true},
+      {"int8 f16 d64 GQA random mask", DType::kF16, P::kInt8, 1, 2, 1, 130, 130, 64, false, 64, 64, 1, false},
+      {"int8 bf16 d80 bnhd perm full list", DType::kBF16, P::kInt8, 1, 2, 2, 197, 197, 80, true, 64, 64, 2, true},
+      {"int8 f32 d96 dense", DType::kF32, P::kInt8, 1, 1, 1, 70, 70, 96, false, 64, 64, 0, false},
   };
   for (const Case& c : cases) run_case(c);
   unsupported();

@@ -163,4 +163,35 @@ inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
     d[e] = acc;
   }
 }
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32: d += a·b on signed bytes,
+// exact int32 sums. Fragments (g = lane / 4, t = lane % 4; byte i of a
+// register is element 4t + i): a[0] = A[g][4t..4t+3], a[1] = A[g+8][4t..],
+// a[2] = A[g][16+4t..], a[3] = A[g+8][16+4t..]; b[0] = B[4t..4t+3][g],
+// b[1] = B[16+4t..][g]; d as in m16n8k16.
+inline void mma_m16n8k32_s8(int d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t A[4][32], Bv[2][32];
+  for (int r = 0; r < 4; ++r) warp_all_gather(a[r], A[r]);
+  for (int r = 0; r < 2; ++r) warp_all_gather(b[r], Bv[r]);
+  int Am[16][32], Bm[32][8];
+  auto byte = [](uint32_t r, int i) { return static_cast<int>(static_cast<int8_t>(static_cast<uint8_t>(r >> (8 * i)))); };
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      Am[g][4 * t + i] = byte(A[0][l], i);
+      Am[g + 8][4 * t + i] = byte(A[1][l], i);
+      Am[g][16 + 4 * t + i] = byte(A[2][l], i);
+      Am[g + 8][16 + 4 * t + i] = byte(A[3][l], i);
+      Bm[4 * t + i][g] = byte(Bv[0][l], i);
+      Bm[16 + 4 * t + i][g] = byte(Bv[1][l], i);
+    }
+  }
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+    int acc = d[e];
+    for (int k = 0; k < 32; ++k) acc += Am[row][k] * Bm[k][col];
+    d[e] = acc;
+  }
+}
 }  // namespace emu
