@@ -101,27 +101,61 @@ __device__ __forceinline__ void load8(const In* src, bool aligned, T* dst) {
 
 __device__ __forceinline__ uint32_t lds32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
-// 16 bytes of INT8 codes (one chunk of a row) into shared memory; null: zeros.
-__device__ __forceinline__ void load16_i8(const int8_t* src, int8_t* dst) {
-  *reinterpret_cast<uint4*>(dst) = src ? *reinterpret_cast<const uint4*>(src) : make_uint4(0, 0, 0, 0);
-}
+
+// The kept 64-key tiles of one CTA, in order: the partial list's blocks, then
+// the full list's, each block cut into tiles of kKeys keys (the last may be
+// short). Every thread walks the same sequence, so barriers stay uniform.
+struct TileWalk {
+  const int32_t* l1;
+  const int32_t* l2;
+  int n1, n2, nK, block_k, Nk;
+  bool dense;
+  int it = -1;    // position in the block lists
+  int kend = 0;   // end of the current block's keys
+  int j0 = 0;     // first key of the current tile, or -1 when done
+
+  __device__ int block_at(int i) const { return dense ? i : i < n1 ? l1[i] : l2[i - n1]; }
+  // Moves to the next tile; false when there is none.
+  __device__ bool next() {
+    if (it >= 0 && j0 + kKeys < kend) {
+      j0 += kKeys;
+      return true;
+    }
+    for (++it; it < n1 + n2; ++it) {
+      const int kb = block_at(it);
+      if (kb < 0 || kb >= nK) continue;  // only a device list can hold one (BlockMask validates)
+      j0 = kb * block_k;
+      kend = min(Nk, j0 + block_k);
+      return true;
+    }
+    j0 = -1;
+    return false;
+  }
+};
 
 // kInt8: S = (Q8·K8ᵀ on mma m16n8k32, exact int32) · sq · sk, then the same
 // softmax and P·V in f16 (T = __half); the codes come from the quantize
 // pre-pass in attended order, so their loads need no permutation.
+//
+// The loop is FlashAttention-2's with one K and one V buffer: V(j) streams in
+// (cp.async when the input already has the compute type and rows are 16-byte
+// aligned) while S(j) = Q·K(j)ᵀ runs, and K(j+1) while P(j)·V(j) runs. K
+// and V stay row-major in shared memory; ldmatrix (.trans for V) turns them
+// into B fragments, conflict-free with the padded row stride.
 template <typename In, typename T, int D, bool kInt8>
 __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArgs a) {
-  constexpr int kLd = D + 8;       // Ks row stride (elements): rows stay 16-byte aligned, banks shift
-  constexpr int kVld = kKeys + 8;  // Vt row stride
+  constexpr int kLd = D + 8;       // K/V row stride (elements): 16-byte rows, ldmatrix rows on distinct banks
   constexpr int kChunks = D / 8;   // 8-element chunks per row
   constexpr int kD8 = (D + 31) / 32 * 32;  // kInt8: codes per row padded to the k32 step
   constexpr int kLd8 = kD8 + 16;           // kInt8: tile row stride (bytes)
   static_assert(!kInt8 || kKeys * kLd8 <= kKeys * kLd * 2, "the INT8 tile fits the K tile's storage");
+  static_assert(D % 16 == 0, "head dims are multiples of 16");
   // 16-bit storage viewed as T (a __shared__ array of a class type would need a trivial constructor).
-  __shared__ __align__(16) uint16_t ks_raw[kKeys * kLd];  // [64 keys][D] (Q staging first)
-  __shared__ __align__(16) uint16_t vt_raw[D * kVld];     // [D][64 keys]
+  __shared__ __align__(16) uint16_t ks_raw[kKeys * kLd];  // [64 keys][D] (Q staging first; kInt8: codes)
+  __shared__ __align__(16) uint16_t vs_raw[kKeys * kLd];  // [64 keys][D]
   T* Ks = reinterpret_cast<T*>(ks_raw);
-  T* Vt = reinterpret_cast<T*>(vt_raw);
+  T* Vs = reinterpret_cast<T*>(vs_raw);
+  int8_t* K8 = reinterpret_cast<int8_t*>(ks_raw);  // kInt8: [64][kLd8] codes
 
   const int qtiles = (a.N + kRows - 1) / kRows;
   int bid = blockIdx.x;
@@ -141,10 +175,35 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
   const In* qbase = static_cast<const In*>(a.q) + b * a.qs[0] + h * a.qs[1];
   const In* kbase = static_cast<const In*>(a.k) + b * a.ks[0] + kvh * a.ks[1];
   const In* vbase = static_cast<const In*>(a.v) + b * a.vs[0] + kvh * a.vs[1];
+  const int64_t bh = static_cast<int64_t>(b) * a.Hq + h;
+  const bool async_rows = std::is_same<In, T>::value && a.aligned;
+
+  // One 64-row tile of K or V (keys [j0, kend)) into shared memory; rows past
+  // kend are zeros. Asynchronous where it can be: completes at cp_async_wait_all.
+  auto stage = [&](const In* base, int64_t stride, T* dst, int j0, int kend) {
+    for (int c = threadIdx.x; c < kKeys * kChunks; c += kThreads) {
+      const int r = c / kChunks, d0 = (c % kChunks) * 8;
+      const int src = j0 + r < kend ? source(j0 + r, a.Nk) : -1;
+      if (async_rows && src >= 0)
+        cp_async16(dst + r * kLd + d0, base + src * stride + d0);
+      else
+        load8<In, T>(src < 0 ? nullptr : base + src * stride + d0, a.aligned, dst + r * kLd + d0);
+    }
+    cp_async_commit();
+  };
+  auto stage_k8 = [&](int j0, int kend) {
+    for (int c = threadIdx.x; c < kKeys * (kD8 / 16); c += kThreads) {
+      const int r = c / (kD8 / 16), d0 = (c % (kD8 / 16)) * 16;
+      const bool live = j0 + r < kend && d0 < D;
+      if (live)
+        cp_async16(K8 + r * kLd8 + d0, a.k8 + (bh * a.Nk + j0 + r) * D + d0);
+      else
+        *reinterpret_cast<uint4*>(K8 + r * kLd8 + d0) = make_uint4(0, 0, 0, 0);
+    }
+    cp_async_commit();
+  };
 
   // Q tile → shared → A fragments in registers, for the whole kv loop.
-  int8_t* K8 = reinterpret_cast<int8_t*>(ks_raw);  // kInt8: [64][kLd8] codes
-  const int64_t bh = static_cast<int64_t>(b) * a.Hq + h;
   constexpr int kFrags = kInt8 ? kD8 / 32 : D / 16;
   uint32_t qf[kFrags][4];
   float qscale = 1.f;
@@ -152,7 +211,8 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
     for (int c = threadIdx.x; c < kRows * (kD8 / 16); c += kThreads) {
       const int r = c / (kD8 / 16), d0 = (c % (kD8 / 16)) * 16;
       const bool live = q0 + r < a.N && d0 < D;
-      load16_i8(live ? a.q8 + (bh * a.N + q0 + r) * D + d0 : nullptr, K8 + r * kLd8 + d0);
+      *reinterpret_cast<uint4*>(K8 + r * kLd8 + d0) =
+          live ? *reinterpret_cast<const uint4*>(a.q8 + (bh * a.N + q0 + r) * D + d0) : make_uint4(0, 0, 0, 0);
     }
     qscale = a.qsc[bh * a.nqs + q0 / kRows];
     __syncthreads();
@@ -170,14 +230,10 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
       load8<In, T>(src < 0 ? nullptr : qbase + src * a.qs[2] + d0, a.aligned, Ks + r * kLd + d0);
     }
     __syncthreads();
-    const T* q = Ks + (warp * 16 + g) * kLd + 2 * t;
-    for (int kk = 0; kk < kFrags; ++kk) {
-      qf[kk][0] = lds32(q + kk * 16);
-      qf[kk][1] = lds32(q + 8 * kLd + kk * 16);
-      qf[kk][2] = lds32(q + kk * 16 + 8);
-      qf[kk][3] = lds32(q + 8 * kLd + kk * 16 + 8);
-    }
+    for (int kk = 0; kk < kFrags; ++kk)  // matrices: rows +0/+8 × columns +0/+8 of the warp's 16×16 chunk
+      ldmatrix_x4(qf[kk], Ks + (warp * 16 + (lane / 8 % 2) * 8 + lane % 8) * kLd + kk * 16 + (lane / 16) * 8);
   }
+  __syncthreads();  // the Q staging is read before K(0) overwrites it
 
   float o[D / 8][4];
   for (int i = 0; i < D / 8; ++i) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -186,104 +242,104 @@ __global__ void __launch_bounds__(kThreads) block_sparse_attention_kernel(BsaArg
 
   // The kv blocks of this CTA's q-block: the partial list, then the full list.
   const int qb = q0 / a.block_q;
-  int n1 = a.nK, n2 = 0;
-  const int32_t *l1 = nullptr, *l2 = nullptr;
+  TileWalk walk{nullptr, nullptr, a.nK, 0, a.nK, a.block_k, a.Nk, a.dense};
   if (!a.dense) {
     const int64_t row = (static_cast<int64_t>(a.Bm == 1 ? 0 : b) * a.Hm + (a.Hm == 1 ? 0 : h)) * a.nQ + qb;
-    n1 = a.cnt[row];
-    l1 = a.idx + row * a.L;
+    walk.n1 = max(0, min(a.cnt[row], a.L));
+    walk.l1 = a.idx + row * a.L;
     if (a.fcnt != nullptr) {
-      n2 = a.fcnt[row];
-      l2 = a.fidx + row * a.Lf;
+      walk.n2 = max(0, min(a.fcnt[row], a.Lf));
+      walk.l2 = a.fidx + row * a.Lf;
     }
-    n1 = max(0, min(n1, a.L));
-    n2 = max(0, min(n2, a.Lf));
   }
-  for (int it = 0; it < n1 + n2; ++it) {
-    const int kb = a.dense ? it : it < n1 ? l1[it] : l2[it - n1];
-    if (kb < 0 || kb >= a.nK) continue;  // only a device list can hold one (BlockMask validates)
-    const int kend = min(a.Nk, (kb + 1) * a.block_k);
-    for (int j0 = kb * a.block_k; j0 < kend; j0 += kKeys) {
-      __syncthreads();  // the previous tile's reads are done (and the Q staging's)
-      if constexpr (kInt8) {
-        for (int c = threadIdx.x; c < kKeys * (kD8 / 16); c += kThreads) {
-          const int r = c / (kD8 / 16), d0 = (c % (kD8 / 16)) * 16;
-          const bool live = j0 + r < kend && d0 < D;
-          load16_i8(live ? a.k8 + (bh * a.Nk + j0 + r) * D + d0 : nullptr, K8 + r * kLd8 + d0);
+  walk.next();
+  if (walk.j0 >= 0) {
+    if constexpr (kInt8) stage_k8(walk.j0, walk.kend);
+    else stage(kbase, a.ks[2], Ks, walk.j0, walk.kend);
+  }
+  while (walk.j0 >= 0) {
+    const int j0 = walk.j0, kend = walk.kend;
+    cp_async_wait_all();
+    __syncthreads();  // K(j) is in; every warp is done with V(j-1)
+    stage(vbase, a.vs[2], Vs, j0, kend);
+    // S = Q·Kᵀ for this warp's 16 rows × 64 keys.
+    float s[8][4];
+    float sscale = a.scale_log2;
+    if constexpr (kInt8) {
+      sscale *= qscale * a.ksc[bh * a.nks + j0 / kKeys];
+      for (int nt = 0; nt < 8; ++nt) {
+        int acc[4] = {0, 0, 0, 0};
+        const int8_t* kr = K8 + (nt * 8 + g) * kLd8 + 4 * t;
+        for (int kk = 0; kk < kFrags; ++kk) {
+          const uint32_t bf[2] = {lds32(kr + kk * 32), lds32(kr + kk * 32 + 16)};
+          mma_m16n8k32_s8(acc, qf[kk], bf);
         }
+        for (int e = 0; e < 4; ++e) s[nt][e] = static_cast<float>(acc[e]);
       }
-      for (int c = threadIdx.x; c < kKeys * kChunks; c += kThreads) {
-        const int r = c / kChunks, d0 = (c % kChunks) * 8;
-        const int src = j0 + r < kend ? source(j0 + r, a.Nk) : -1;
-        if constexpr (!kInt8) load8<In, T>(src < 0 ? nullptr : kbase + src * a.ks[2] + d0, a.aligned, Ks + r * kLd + d0);
-        T vv[8];
-        load8<In, T>(src < 0 ? nullptr : vbase + src * a.vs[2] + d0, a.aligned, vv);
-        for (int i = 0; i < 8; ++i) Vt[(d0 + i) * kVld + r] = vv[i];
-      }
-      __syncthreads();
-      // S = Q·Kᵀ for this warp's 16 rows × 64 keys.
-      float s[8][4];
-      float sscale = a.scale_log2;
-      if constexpr (kInt8) {
-        sscale *= qscale * a.ksc[bh * a.nks + j0 / kKeys];
-        for (int nt = 0; nt < 8; ++nt) {
-          int acc[4] = {0, 0, 0, 0};
-          const int8_t* kr = K8 + (nt * 8 + g) * kLd8 + 4 * t;
-          for (int kk = 0; kk < kFrags; ++kk) {
-            const uint32_t bf[2] = {lds32(kr + kk * 32), lds32(kr + kk * 32 + 16)};
-            mma_m16n8k32_s8(acc, qf[kk], bf);
-          }
-          for (int e = 0; e < 4; ++e) s[nt][e] = static_cast<float>(acc[e]);
-        }
-      } else {
-        for (int nt = 0; nt < 8; ++nt) {
-          s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-          const T* kr = Ks + (nt * 8 + g) * kLd + 2 * t;
-          for (int kk = 0; kk < kFrags; ++kk) {
-            const uint32_t bf[2] = {lds32(kr + kk * 16), lds32(kr + kk * 16 + 8)};
-            mma_m16n8k16<T>(s[nt], qf[kk], bf);
+    } else {
+      for (int nt = 0; nt < 8; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+      for (int nt = 0; nt < 8; ++nt)
+        for (int kk = 0; kk < kFrags; kk += 2) {
+          // Matrices: keys nt*8.. × channels kk*16 + {0, 8, 16, 24} (the b0, b1 of two k-steps).
+          // With an odd count of k-steps (D = 80) the last load's upper half
+          // is clamped inside the row and not used.
+          uint32_t kf[4];
+          ldmatrix_x4(kf, Ks + (nt * 8 + lane % 8) * kLd + min(kk * 16 + (lane / 8) * 8, D - 8));
+          const uint32_t b0[2] = {kf[0], kf[1]};
+          mma_m16n8k16<T>(s[nt], qf[kk], b0);
+          if (kk + 1 < kFrags) {
+            const uint32_t b1[2] = {kf[2], kf[3]};
+            mma_m16n8k16<T>(s[nt], qf[kk + 1], b1);
           }
         }
+    }
+    // Online softmax (log2 domain); keys past this block's end are -inf.
+    float mx[2] = {-INFINITY, -INFINITY};
+    for (int nt = 0; nt < 8; ++nt)
+      for (int e = 0; e < 4; ++e) {
+        const int key = j0 + nt * 8 + 2 * t + (e & 1);
+        s[nt][e] = key < kend ? s[nt][e] * sscale : -INFINITY;
+        mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
       }
-      // Online softmax (log2 domain); keys past this block's end are -inf.
-      float mx[2] = {-INFINITY, -INFINITY};
-      for (int nt = 0; nt < 8; ++nt)
-        for (int e = 0; e < 4; ++e) {
-          const int key = j0 + nt * 8 + 2 * t + (e & 1);
-          s[nt][e] = key < kend ? s[nt][e] * sscale : -INFINITY;
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-        }
-      float corr[2], base[2];
-      for (int r = 0; r < 2; ++r) {
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-        const float mnew = fmaxf(m[r], mx[r]);
-        base[r] = mnew == -INFINITY ? 0.f : mnew;
-        corr[r] = exp2f(m[r] - base[r]);  // 0 before the first tile
-        m[r] = mnew;
-        l[r] *= corr[r];
+    float corr[2], base[2];
+    for (int r = 0; r < 2; ++r) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mnew = fmaxf(m[r], mx[r]);
+      base[r] = mnew == -INFINITY ? 0.f : mnew;
+      corr[r] = exp2f(m[r] - base[r]);  // 0 before the first tile
+      m[r] = mnew;
+      l[r] *= corr[r];
+    }
+    for (int dt = 0; dt < D / 8; ++dt) {
+      o[dt][0] *= corr[0];
+      o[dt][1] *= corr[0];
+      o[dt][2] *= corr[1];
+      o[dt][3] *= corr[1];
+    }
+    for (int nt = 0; nt < 8; ++nt)
+      for (int e = 0; e < 4; ++e) {
+        s[nt][e] = exp2f(s[nt][e] - base[e >> 1]);
+        l[e >> 1] += s[nt][e];
       }
-      for (int dt = 0; dt < D / 8; ++dt) {
-        o[dt][0] *= corr[0];
-        o[dt][1] *= corr[0];
-        o[dt][2] *= corr[1];
-        o[dt][3] *= corr[1];
-      }
-      for (int nt = 0; nt < 8; ++nt)
-        for (int e = 0; e < 4; ++e) {
-          s[nt][e] = exp2f(s[nt][e] - base[e >> 1]);
-          l[e >> 1] += s[nt][e];
-        }
-      // O += P·V: the S accumulators of n-tiles 2kc, 2kc+1 are the A fragment of keys [16kc, 16kc+16).
-      for (int kc = 0; kc < kKeys / 16; ++kc) {
-        const uint32_t pa[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
-                                pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
-        for (int dt = 0; dt < D / 8; ++dt) {
-          const T* vr = Vt + (dt * 8 + g) * kVld + kc * 16 + 2 * t;
-          const uint32_t bf[2] = {lds32(vr), lds32(vr + 8)};
-          mma_m16n8k16<T>(o[dt], pa, bf);
-        }
+    cp_async_wait_all();
+    __syncthreads();  // V(j) is in; every warp is done with K(j)
+    if (walk.next()) {
+      if constexpr (kInt8) stage_k8(walk.j0, walk.kend);
+      else stage(kbase, a.ks[2], Ks, walk.j0, walk.kend);
+    }
+    // O += P·V: the S accumulators of n-tiles 2kc, 2kc+1 are the A fragment of keys [16kc, 16kc+16).
+    for (int kc = 0; kc < kKeys / 16; ++kc) {
+      const uint32_t pa[4] = {pack2<T>(s[2 * kc][0], s[2 * kc][1]), pack2<T>(s[2 * kc][2], s[2 * kc][3]),
+                              pack2<T>(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                              pack2<T>(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+      for (int dt = 0; dt < D / 8; dt += 2) {
+        // Matrices (transposed): keys kc*16 + {0, 8} × channels dt*8 and (dt+1)*8.
+        uint32_t vf[4];
+        ldmatrix_x4_trans(vf, Vs + (kc * 16 + (lane / 8 % 2) * 8 + lane % 8) * kLd + (dt + lane / 16) * 8);
+        const uint32_t b0[2] = {vf[0], vf[1]}, b1[2] = {vf[2], vf[3]};
+        mma_m16n8k16<T>(o[dt], pa, b0);
+        mma_m16n8k16<T>(o[dt + 1], pa, b1);
       }
     }
   }

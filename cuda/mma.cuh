@@ -74,5 +74,53 @@ __device__ __forceinline__ void mma_m16n8k32_s8(int (&d)[4], const uint32_t (&a)
 #endif
 }
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16: four 8×8 matrices of 16-bit
+// values; lane l gives the address of row l % 8 of matrix l / 8 (16 bytes,
+// 16-byte aligned) and receives in r[m] the pair (row l / 4, columns
+// 2(l % 4), +1) of matrix m — an A or B fragment quarter. With .trans each
+// matrix is transposed on the way: r[m] = (rows 2(l % 4), +1; column l / 4).
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], const void* row) {
+#if defined(__CUDACC__)
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  emu::ldmatrix_x4(r, row, false);
+#endif
+}
+__device__ __forceinline__ void ldmatrix_x4_trans(uint32_t (&r)[4], const void* row) {
+#if defined(__CUDACC__)
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+#else
+  emu::ldmatrix_x4(r, row, true);
+#endif
+}
+
+// cp.async.cg: 16 bytes global → shared without a register round trip (L2
+// only); completes at cp_async_wait_all of the issuing thread (followed by a
+// barrier before other threads read). The emulator copies at once.
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#if defined(__CUDACC__)
+  const unsigned addr = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(addr), "l"(gmem));
+#else
+  memcpy(smem, gmem, 16);
+#endif
+}
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(__CUDACC__)
+  asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDACC__)
+  asm volatile("cp.async.wait_group 0;\n" ::);
+#endif
+}
+
 }  // namespace cuda
 }  // namespace tokensieve

@@ -9,7 +9,8 @@
 //   |cuda − ref64| ≤ 2 · max|cpu − ref64| + atol,   atol = one ulp of the output type at 1,
 // with ref64 the exact masked softmax (renormalised over the kept keys) of
 // the rounded inputs. LSE: |cuda − ref64| ≤ 1e-3 + 2·max|cpu − ref64|.
-// Covered: f16 and bf16 inputs, f32 inputs at precision bf16 and f16, head
+// Covered: f16 and bf16 inputs, f32 inputs at precision bf16 and f16 (the
+// cp.async and the scalar-load staging; rows off 16-byte alignment), head
 // dims 64/80/96/128, GQA, N ≠ Nk, tails (1, 65, 130 tokens), both layouts
 // (bnhd as strided views), masks with an empty row, a full list, broadcast
 // over heads, block sizes 64 and 128, the fused permutation, and the
@@ -49,6 +50,7 @@ struct Case {
   int64_t bq, bk;
   int mask;  // 0 dense, 1 random with an empty row, 2 random + full list, broadcast over heads
   bool perm;
+  bool shifted = false;  // q, k, v start one element past a 16-byte boundary: the scalar-load path
 };
 
 // The value the kernels multiply: rounded to the tensor-core type; kInt8 is
@@ -68,13 +70,14 @@ std::vector<int64_t> strides_of(int64_t H, int64_t N, int64_t D, bool bnhd) {
 void run_case(const Case& c) {
   const int64_t B = c.B, Hq = c.Hq, Hkv = c.Hkv, N = c.N, Nk = c.Nk, D = c.D;
   const int64_t nQ = (N + c.bq - 1) / c.bq, nK = (Nk + c.bk - 1) / c.bk;
-  Buf q = make_buf(B * Hq * N * D, c.dt), k = make_buf(B * Hkv * Nk * D, c.dt), v = make_buf(B * Hkv * Nk * D, c.dt);
+  const int64_t sh = c.shifted ? 1 : 0;
+  Buf q = make_buf(B * Hq * N * D + sh, c.dt), k = make_buf(B * Hkv * Nk * D + sh, c.dt), v = make_buf(B * Hkv * Nk * D + sh, c.dt);
   const auto qf = normal(B * Hq * N * D, rng), kf = normal(B * Hkv * Nk * D, rng), vf = normal(B * Hkv * Nk * D, rng);
-  for (size_t i = 0; i < qf.size(); ++i) q.set(static_cast<int64_t>(i), qf[i]);
-  for (size_t i = 0; i < kf.size(); ++i) k.set(static_cast<int64_t>(i), kf[i]), v.set(static_cast<int64_t>(i), vf[i]);
+  for (size_t i = 0; i < qf.size(); ++i) q.set(static_cast<int64_t>(i) + sh, qf[i]);
+  for (size_t i = 0; i < kf.size(); ++i) k.set(static_cast<int64_t>(i) + sh, kf[i]), v.set(static_cast<int64_t>(i) + sh, vf[i]);
   const auto qs = strides_of(Hq, N, D, c.bnhd), ks = strides_of(Hkv, Nk, D, c.bnhd);
   auto at = [&](const Buf& t, const std::vector<int64_t>& s, int64_t b, int64_t h, int64_t n, int64_t d) {
-    return static_cast<double>(t.get(b * s[0] + h * s[1] + n * s[2] + d));
+    return static_cast<double>(t.get(sh + b * s[0] + h * s[1] + n * s[2] + d));
   };
   // The mask: [Bm, Hm, nQ] counts, [.., L] lists; L = nK (+1 padding slot).
   const int64_t Hm = c.mask == 2 ? 1 : Hq, L = nK + 1, rows = B * Hm * nQ;
@@ -145,9 +148,10 @@ void run_case(const Case& c) {
     lse.assign(B * Hq * N, NAN);
     const int dev = device ? 0 : -1;
     BlockSparseAttentionParams p;
-    p.q = strided_view(q.bytes.data(), c.dt, {B, Hq, N, D}, qs, dev);
-    p.k = strided_view(k.bytes.data(), c.dt, {B, Hkv, Nk, D}, ks, dev);
-    p.v = strided_view(v.bytes.data(), c.dt, {B, Hkv, Nk, D}, ks, dev);
+    const size_t off = static_cast<size_t>(sh) * dtype_size(c.dt);
+    p.q = strided_view(q.bytes.data() + off, c.dt, {B, Hq, N, D}, qs, dev);
+    p.k = strided_view(k.bytes.data() + off, c.dt, {B, Hkv, Nk, D}, ks, dev);
+    p.v = strided_view(v.bytes.data() + off, c.dt, {B, Hkv, Nk, D}, ks, dev);
     p.out = strided_view(out.bytes.data(), c.dt, {B, Hq, N, D}, qs, dev);
     p.lse = emu_test::view(lse.data(), DType::kF32, {B, Hq, N}, dev);
     p.mask.dense = c.mask == 0;
@@ -315,6 +319,8 @@ int main() {
       {"int8 f16 d64 GQA random mask", DType::kF16, P::kInt8, 1, 2, 1, 130, 130, 64, false, 64, 64, 1, false},
       {"int8 bf16 d80 bnhd perm full list", DType::kBF16, P::kInt8, 1, 2, 2, 197, 197, 80, true, 64, 64, 2, true},
       {"int8 f32 d96 dense", DType::kF32, P::kInt8, 1, 1, 1, 70, 70, 96, false, 64, 64, 0, false},
+      {"f16 d64 rows not 16-byte aligned", DType::kF16, P::kNative, 1, 2, 2, 100, 100, 64, false, 64, 64, 1, false, true},
+      {"int8 bf16 d128 rows not 16-byte aligned", DType::kBF16, P::kInt8, 1, 1, 1, 80, 80, 128, false, 64, 64, 0, true, true},
   };
   for (const Case& c : cases) run_case(c);
   unsupported();

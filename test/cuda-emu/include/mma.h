@@ -194,4 +194,33 @@ inline void mma_m16n8k32_s8(int d[4], const uint32_t a[4], const uint32_t b[2]) 
     d[e] = acc;
   }
 }
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (see cuda/mma.cuh): the
+// row addresses are exchanged through the warp, then every lane reads its
+// pairs. Addresses must be 16-byte aligned (checked).
+inline void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+    fprintf(stderr, "emu: ldmatrix row address %p not 16-byte aligned\n", row);
+    abort();
+  }
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  progress++;
+  warp_buf[w][lane] = reinterpret_cast<uintptr_t>(row);
+  warp_bars[w]->arrive_and_wait();
+  const uint16_t* rows[32];
+  for (int l = 0; l < 32; ++l) rows[l] = reinterpret_cast<const uint16_t*>(static_cast<uintptr_t>(warp_buf[w][l]));
+  warp_bars[w]->arrive_and_wait();
+  const int g = lane / 4, t = lane % 4;
+  for (int m = 0; m < 4; ++m) {
+    uint16_t lo, hi;
+    if (!trans) {
+      lo = rows[m * 8 + g][2 * t];
+      hi = rows[m * 8 + g][2 * t + 1];
+    } else {
+      lo = rows[m * 8 + 2 * t][g];
+      hi = rows[m * 8 + 2 * t + 1][g];
+    }
+    r[m] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  }
+}
 }  // namespace emu
