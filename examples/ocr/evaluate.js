@@ -77,6 +77,8 @@ async function evaluate(o = {}) {
     if (o.progress) o.progress(`${i + 1}/${data.length} ${d.file}`);
   }
 
+  const neck = o.neckRepeats === 0 ? [] : await neckBench(rec, data, settings, o.neckRepeats ?? 40);
+
   const truths = items.map((it) => it.truth);
   const models = items.map((it) => it.model);
   const backbone = mean(items.map((it) => it.backboneMs));
@@ -108,7 +110,34 @@ async function evaluate(o = {}) {
     backboneMs: backbone,
     modelCerTruth: ocr.cer(models, truths),
     results,
+    neck,
   };
+}
+
+/**
+ * The neck alone, in steady state: for each setting, `repeats` consecutive
+ * runs on the longest bundled line (onnxruntime re-plans its buffers when the
+ * token count changes, so runs of one setting are kept together), after 3
+ * untimed ones. Median neck time and the median part spent in tokensieve.
+ */
+async function neckBench(rec, data, settings, repeats) {
+  const longest = data.reduce((a, b) => (b.width / b.height > a.width / a.height ? b : a));
+  const input = ocr.preprocess(ocr.readGray(longest.path));
+  const bb = await rec.runBackbone(input);
+  const out = [];
+  for (const s of settings) {
+    const ms = [];
+    const tsMs = [];
+    for (let k = 0; k < repeats + 3; k++) {
+      const r = await rec.runNeck(bb.tokens, s.method, s.removed);
+      if (k >= 3) {
+        ms.push(r.ms);
+        tsMs.push(r.tsMs);
+      }
+    }
+    out.push({ method: s.method, removed: s.removed, file: longest.file, repeats, neckMs: median(ms), tokensieveMs: median(tsMs) });
+  }
+  return out;
 }
 
 /** Markdown table of one evaluation. */
@@ -124,6 +153,17 @@ function table(ev) {
     lines.push(`| ${name} | ${r.removed} | ${r.method === 'prune' ? ev.tokens : r.tokens} / ${r.tokens} | ${pct(r.cerModel)} | ${pct(r.cerTruth)} | ${r.exact}/${ev.lines} | ${ms(r.neckMs)} | ${ms(r.headMs)} | ${ms(r.wholeMs)} |`);
   }
   lines.push('');
+  if (ev.neck && ev.neck.length) {
+    lines.push(`Neck alone, steady state (${ev.neck[0].file}, median of ${ev.neck[0].repeats} consecutive runs per setting):`);
+    lines.push('');
+    lines.push('| method | removed / 128 | neck ms | of which tokensieve ms |');
+    lines.push('|---|---:|---:|---:|');
+    for (const r of ev.neck) {
+      lines.push(`| ${r.method === 'none' ? 'none' : r.method === 'tome' ? 'ToMe' : 'prune'} | ${r.removed} | ${ms(r.neckMs)} | ${r.tokensieveMs.toFixed(3)} |`);
+    }
+    lines.push('');
+  }
+  lines.push('');
   lines.push(`Unsplit model: ${ms(ev.fullMs)} ms per line (whole model), CER vs ground truth ${pct(ev.modelCerTruth)}; backbone part ${ms(ev.backboneMs)} ms. ${ev.lines} lines, median of ${ev.repeats} runs per line, mean over lines; ${ev.machine}.`);
   return lines.join('\n');
 }
@@ -131,11 +171,11 @@ function table(ev) {
 /** Hand-written SVG: CER vs tokens removed (left), neck latency (right). */
 function svg(ev) {
   const W = 760;
-  const H = 300;
-  const pad = { l: 56, r: 16, t: 34, b: 44 };
+  const H = 320;
+  const pad = { l: 56, r: 16, t: 34, b: 64 };
   const pw = (W - 40) / 2 - pad.l - pad.r;
   const ph = H - pad.t - pad.b;
-  const xs = [0, ...new Set(ev.results.map((r) => r.removed))].sort((a, b) => a - b);
+  const xs = [...new Set([0, ...ev.results.map((r) => r.removed)])].sort((a, b) => a - b);
   const xmax = Math.max(...xs);
   const series = (method) => [ev.results.find((r) => r.method === 'none'), ...ev.results.filter((r) => r.method === method)].filter(Boolean);
   const colors = { tome: '#1f77b4', prune: '#d62728' };
@@ -155,7 +195,7 @@ function svg(ev) {
       out.push(`<line x1="${X(0) - 3}" y1="${Y(v).toFixed(1)}" x2="${X(xmax)}" y2="${Y(v).toFixed(1)}" stroke="#ddd"/>`);
       out.push(`<text x="${X(0) - 5}" y="${(Y(v) + 4).toFixed(1)}" text-anchor="end">${fmt(v)}</text>`);
     }
-    out.push(`<text x="${X(xmax / 2)}" y="${H - 8}" text-anchor="middle">tokens removed (of 128)</text>`);
+    out.push(`<text x="${X(xmax / 2)}" y="${Y(0) + 30}" text-anchor="middle">tokens removed (of 128)</text>`);
     out.push(`<text transform="translate(${x0 + 12},${pad.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(ylabel)}</text>`);
     for (const m of ['tome', 'prune']) {
       const s = series(m);
@@ -170,14 +210,17 @@ function svg(ev) {
   };
   const cerMax = Math.max(...ev.results.map((r) => Math.max(r.cerModel, r.cerTruth)));
   panel(0, 'CER (solid: vs unsplit model, dashed: vs truth)', 'CER %', (r) => 100 * r.cerModel, 100 * cerMax, (v) => v.toFixed(1), (r) => 100 * r.cerTruth);
-  const neckMax = Math.max(...ev.results.map((r) => r.neckMs));
-  panel(W / 2, 'neck latency (2 blocks + tokensieve)', 'ms per line', (r) => r.neckMs, neckMax, (v) => v.toFixed(2));
-  // legend
-  out.push(`<rect x="${W / 2 - 120}" y="${pad.t + 4}" width="104" height="38" fill="white" stroke="#ccc"/>`);
-  [['tome', 'ToMe (merge)'], ['prune', 'attention prune']].forEach(([m, label], i) => {
-    const y = pad.t + 16 + 16 * i;
-    out.push(`<line x1="${W / 2 - 114}" y1="${y}" x2="${W / 2 - 96}" y2="${y}" stroke="${colors[m]}" stroke-width="2"/>`);
-    out.push(`<text x="${W / 2 - 92}" y="${y + 4}">${label}</text>`);
+  // Steady-state neck times when measured (see neckBench), else the per-line means.
+  const steady = ev.neck && ev.neck.length ? ev.neck : null;
+  const neckOf = (r) => (steady ? steady.find((n) => n.method === r.method && n.removed === r.removed).neckMs : r.neckMs);
+  const neckMax = Math.max(...ev.results.map(neckOf));
+  panel(W / 2, 'neck latency, steady state (2 blocks + tokensieve)', 'ms per line', neckOf, neckMax, (v) => v.toFixed(2));
+  // legend, one row under both panels
+  [['tome', 'ToMe (merge before block 1, proportional attention)'], ['prune', 'attention-received pruning after block 1']].forEach(([m, label], i) => {
+    const x = 60 + i * 360;
+    const y = H - 10;
+    out.push(`<line x1="${x}" y1="${y - 4}" x2="${x + 22}" y2="${y - 4}" stroke="${colors[m]}" stroke-width="2"/>`);
+    out.push(`<text x="${x + 28}" y="${y}">${esc(label)}</text>`);
   });
   out.push('</svg>');
   return `${out.join('\n')}\n`;

@@ -240,7 +240,7 @@ class Recognizer {
    * block 2 runs on them, and every dropped position gets the output of its
    * nearest kept neighbour.
    *
-   * Returns { z: ort.Tensor [1, N, 120], ms, kept }.
+   * Returns { z: ort.Tensor [1, N, 120], ms, kept, tsMs (the part of ms spent in tokensieve) }.
    */
   async runNeck(tokens, method, removed) {
     const ts = this.ts;
@@ -248,21 +248,28 @@ class Recognizer {
     const t0 = now();
     let z;
     let kept = N;
+    let tsMs = 0; // time inside tokensieve calls (matching, merge, unmerge, scores, top-k, gathers)
+    const timed = (f) => {
+      const t = now();
+      const v = f();
+      tsMs += now() - t;
+      return v;
+    };
     if (method === 'none' || removed === 0) {
       const y = (await this.runBlock(0, tokens)).y;
       z = (await this.runBlock(1, y)).y;
     } else if (method === 'tome') {
       const x = { data: tokens.data, shape: [1, N, DIM] };
-      const plan = ts.bipartiteSoftMatchSync(x, removed, { protect: { cls: false } });
+      const plan = timed(() => ts.bipartiteSoftMatchSync(x, removed, { protect: { cls: false } }));
       try {
-        const m = ts.mergeSync(plan, x, { mode: 'wavg' });
+        const m = timed(() => ts.mergeSync(plan, x, { mode: 'wavg' }));
         const n = plan.nOut;
         kept = n;
         const sizes = m.sizes.toArray();
-        const bias = Float32Array.from(sizes, Math.log);
+        const bias = timed(() => Float32Array.from(sizes, Math.log));
         const y = (await this.runBlock(0, new this.ort.Tensor('float32', m.x.data, [1, n, DIM]), bias)).y;
         const y2 = (await this.runBlock(1, y, bias)).y;
-        const u = ts.unmergeSync(plan, { data: y2.data, shape: [1, n, DIM] });
+        const u = timed(() => ts.unmergeSync(plan, { data: y2.data, shape: [1, n, DIM] }));
         z = new this.ort.Tensor('float32', u.data, [1, N, DIM]);
       } finally {
         plan.dispose();
@@ -272,18 +279,17 @@ class Recognizer {
       kept = keep;
       const b1 = await this.runBlock(0, tokens);
       // q is already multiplied by 1/sqrt(15) inside the graph: scale 1.
-      const scores = ts.attentionScoresSync({ data: b1.q.data, shape: b1.q.dims }, { data: b1.k.data, shape: b1.k.dims }, { scale: 1, queries: 'all', heads: 'mean' });
-      const top = ts.topkSync(scores, keep, { order: 'index', values: false });
+      const scores = timed(() => ts.attentionScoresSync({ data: b1.q.data, shape: b1.q.dims }, { data: b1.k.data, shape: b1.k.dims }, { scale: 1, queries: 'all', heads: 'mean' }));
+      const top = timed(() => ts.topkSync(scores, keep, { order: 'index', values: false }));
       const idx = top.indices;
-      const y = ts.gatherSync({ data: b1.y.data, shape: [1, N, DIM] }, idx);
+      const y = timed(() => ts.gatherSync({ data: b1.y.data, shape: [1, N, DIM] }, idx));
       const y2 = (await this.runBlock(1, new this.ort.Tensor('float32', y.data, [1, keep, DIM]))).y;
-      const map = nearestKept(idx.data, N);
-      const filled = ts.gatherSync({ data: y2.data, shape: [1, keep, DIM] }, { data: map, shape: [1, N] });
+      const filled = timed(() => ts.gatherSync({ data: y2.data, shape: [1, keep, DIM] }, { data: nearestKept(idx.data, N), shape: [1, N] }));
       z = new this.ort.Tensor('float32', filled.data, [1, N, DIM]);
     } else {
       throw new Error(`runNeck: unknown method ${method} (expected 'none', 'tome' or 'prune')`);
     }
-    return { z, ms: now() - t0, kept };
+    return { z, ms: now() - t0, kept, tsMs };
   }
 
   async runHead(z, shortcut) {
@@ -299,7 +305,7 @@ class Recognizer {
     const b = bb || await this.runBackbone(input);
     const neck = await this.runNeck(b.tokens, method, removed);
     const head = await this.runHead(neck.z, b.shortcut);
-    return { ...head, backboneMs: b.ms, neckMs: neck.ms, headMs: head.ms, kept: neck.kept };
+    return { ...head, backboneMs: b.ms, neckMs: neck.ms, neckTsMs: neck.tsMs, headMs: head.ms, kept: neck.kept };
   }
 }
 
