@@ -29,7 +29,8 @@ import { native } from '../lib/native';
 import { attentionScoresTs, contextualTs, kCenterTs, maxCoverageTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
 import { bipartiteSoftMatchSync, contextualMergeSync, mergeSync } from '../lib';
 import { markdownReport, ReportData, ReportRow, roofText, svgPlot } from './report';
-import { AttentionTrial, DiversityTrial, isDiversityTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, SelectTrial, work, Work } from './trials';
+import { ALL_TRIALS, AnyTrial, AttentionTrial, DiversityTrial, isDiversityTrial, isOcrTrial, MergeTrial, QuantTrial, selection, Trial, SelectTrial, work, Work } from './trials';
+import { runOcrTrials } from './ocr';
 
 interface Options {
   filter?: string;
@@ -84,7 +85,7 @@ const HELP_OPTIONS = `Usage: tokensieve bench [options]
 `;
 
 /** The trials, by family, as --help lists them. */
-export function trialList(trials: readonly Trial[] = TRIALS): string {
+export function trialList(trials: readonly AnyTrial[] = ALL_TRIALS): string {
   const fams: string[] = [];
   for (const t of trials) if (!fams.includes(t.family)) fams.push(t.family);
   const lines = ['', 'Trials (--filter matches a name or a family; * = skipped by --quick):'];
@@ -98,7 +99,7 @@ export function trialList(trials: readonly Trial[] = TRIALS): string {
 const HELP = (): string => HELP_OPTIONS + trialList();
 
 /** The trials --filter selects (a name substring, or a family's exact name). */
-export function selectTrials(filter: string | undefined, quick: boolean, trials: readonly Trial[] = TRIALS): Trial[] {
+export function selectTrials(filter: string | undefined, quick: boolean, trials: readonly AnyTrial[] = ALL_TRIALS): AnyTrial[] {
   return trials.filter((t) => (!filter || t.name.includes(filter) || t.family === filter) && !(quick && t.big));
 }
 
@@ -486,8 +487,8 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function runAll(o: Options, argv: string[]): Promise<number> {
-  const trials = selectTrials(o.filter, o.quick);
-  if (trials.length === 0) {
+  const selected = selectTrials(o.filter, o.quick);
+  if (selected.length === 0) {
     const why = o.filter !== undefined && selectTrials(o.filter, false).length > 0 ? ' (its trials are all skipped by --quick)' : '';
     process.stderr.write(`tokensieve bench: no trial matches --filter ${JSON.stringify(o.filter ?? '')}${why}\n${trialList()}`);
     return 1;
@@ -503,6 +504,13 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   };
   const header = machine();
   header.forEach((h) => say(h));
+  // End-to-end trials (examples/ocr) are not kernel timings: they print their own table after the kernels'.
+  const trials = selected.filter((t): t is Trial => !isOcrTrial(t));
+  const ocrTrials = selected.filter(isOcrTrial);
+  if (trials.length === 0) {
+    await runOcrTrials(ocrTrials, o, say);
+    return 0;
+  }
   let roof: Roof;
   if (o.device === 'cuda') {
     roof = gpuRoof(info().cuda.devices[0].name);
@@ -551,6 +559,7 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   say();
   const tbl = table(rows, [...torchVariants]);
   tbl.forEach((l) => say(l));
+  if (ocrTrials.length) await runOcrTrials(ocrTrials, o, say);
   if (o.json) {
     fs.writeFileSync(o.json, JSON.stringify({ machine: header, roof, torch: torchHeader, rows }, null, 2));
   }

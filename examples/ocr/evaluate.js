@@ -161,7 +161,6 @@ function table(ev) {
     for (const r of ev.neck) {
       lines.push(`| ${r.method === 'none' ? 'none' : r.method === 'tome' ? 'ToMe' : 'prune'} | ${r.removed} | ${ms(r.neckMs)} | ${r.tokensieveMs.toFixed(3)} |`);
     }
-    lines.push('');
   }
   lines.push('');
   lines.push(`Unsplit model: ${ms(ev.fullMs)} ms per line (whole model), CER vs ground truth ${pct(ev.modelCerTruth)}; backbone part ${ms(ev.backboneMs)} ms. ${ev.lines} lines, median of ${ev.repeats} runs per line, mean over lines; ${ev.machine}.`);
