@@ -143,4 +143,18 @@ describeOcr('OCR example: PP-OCRv4 split at its SVTR neck (onnxruntime-node)', (
     expect(ev.results.find((r: any) => r.method === 'none').cerModel).toBe(0);
     expect(Math.abs(ev.modelCerTruth - cerOf(models, truths))).toBeLessThan(1e-12);
   });
+
+  test('at each line\'s own width (no padding tokens): every setting runs, the same share of N is removed, the CER is what the texts give', () => {
+    const ev = out.own;
+    const models: string[] = ev.items.map((it: any) => it.model);
+    const Ns: number[] = ev.items.map((it: any) => it.tokens);
+    expect(Ns.some((n) => n < 128)).toBe(true);
+    for (const r of ev.results) {
+      const tag = `own ${r.method} removed=${r.removed}`;
+      const kept = Ns.map((n) => n - Math.min(Math.round((n * r.removed) / 128), r.method === 'tome' ? Math.floor(n / 2) : n));
+      expect(`${tag}: ${r.tokens.toFixed(6)}`).toBe(`${tag}: ${(kept.reduce((a, b) => a + b, 0) / kept.length).toFixed(6)}`);
+      const d = r.texts.reduce((s: number, h: string, i: number) => s + levenshtein(h, models[i]), 0);
+      expect(Math.abs(r.cerModel - d / models.reduce((s, m) => s + [...m].length, 0))).toBeLessThan(1e-12);
+    }
+  });
 });

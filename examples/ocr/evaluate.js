@@ -18,12 +18,21 @@ function median(xs) {
 }
 const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
 
+/** PaddleOCR's resized width of a line at height 48 (at most 1024), rounded up to a multiple of 8. */
+function ownWidth(img) {
+  return Math.ceil(Math.min(ocr.WIDTH, Math.ceil((ocr.HEIGHT * img.width) / img.height)) / 8) * 8;
+}
+
 /**
  * @param {object} [o]
  * @param {number} [o.threads=1]   onnxruntime and tokensieve threads
  * @param {number} [o.limit]       only the first `limit` lines
  * @param {number} [o.repeats=3]   timed runs per (line, setting); the median counts
- * @param {number[]} [o.removed]   tokens removed (of 128)
+ * @param {number[]} [o.removed]   tokens removed per 128 (at width 1024, exactly; at
+ *                                 the line's own width, the same share of its N tokens, rounded)
+ * @param {number|'own'} [o.width=1024] pad every line to this width (PaddleOCR's fixed
+ *                                 width; 128 tokens), or 'own': the line's resized width
+ *                                 rounded up to a multiple of 8 (N = width / 8, no padding tokens)
  * @param {string[]} [o.methods]   'tome' and/or 'prune'
  * @param {(s: string) => void} [o.progress]
  * @param {object} [o.recognizer] an existing Recognizer (same threads)
@@ -33,6 +42,14 @@ async function evaluate(o = {}) {
   const repeats = Math.max(1, o.repeats ?? 3);
   const removed = o.removed ?? REMOVED;
   const methods = o.methods ?? METHODS;
+  const width = o.width ?? ocr.WIDTH;
+  if (width !== 'own' && !(Number.isInteger(width) && width >= 8 && width % 8 === 0)) throw new Error(`evaluate: width must be 'own' or a multiple of 8, not ${width}`);
+  const prep = (d) => {
+    const img = ocr.readGray(d.path);
+    return ocr.preprocess(img, width === 'own' ? ownWidth(img) : width);
+  };
+  // Tokens removed from a line of N tokens for a setting given per 128.
+  const take = (N, perc128) => (width === 'own' ? Math.round((N * perc128) / 128) : perc128);
   const rec = o.recognizer ?? await ocr.Recognizer.create({ threads });
   let data = ocr.loadDataset();
   if (o.limit) data = data.slice(0, o.limit);
@@ -43,12 +60,13 @@ async function evaluate(o = {}) {
   for (const s of settings) runs.set(`${s.method}:${s.removed}`, []);
 
   // One untimed pass first: onnxruntime allocates its arenas on the first runs.
-  const warm = ocr.preprocess(ocr.readGray(data[0].path));
+  const warm = prep(data[0]);
   await rec.runFull(warm);
-  for (const s of settings) await rec.runSplit(warm, s.method, s.removed);
+  for (const s of settings) await rec.runSplit(warm, s.method, take(warm.shape[3] / 8, s.removed));
 
   for (const [i, d] of data.entries()) {
-    const input = ocr.preprocess(ocr.readGray(d.path));
+    const input = prep(d);
+    const N = input.shape[3] / 8;
     const fullMs = [];
     let full;
     for (let k = 0; k < repeats; k++) {
@@ -61,23 +79,23 @@ async function evaluate(o = {}) {
       bb = await rec.runBackbone(input);
       bbMs.push(bb.ms);
     }
-    items.push({ file: d.file, lang: d.lang, truth: d.text, model: full.text, fullMs: median(fullMs), backboneMs: median(bbMs), validTokens: Math.ceil(input.validWidth / 8) });
+    items.push({ file: d.file, lang: d.lang, truth: d.text, model: full.text, fullMs: median(fullMs), backboneMs: median(bbMs), validTokens: Math.ceil(input.validWidth / 8), tokens: N });
     for (const s of settings) {
       const neck = [];
       const head = [];
       let out;
       // The backbone does not depend on the setting: its output is reused, its time counted once per line.
       for (let k = 0; k < repeats; k++) {
-        out = await rec.runSplit(input, s.method, s.removed, bb);
+        out = await rec.runSplit(input, s.method, take(N, s.removed), bb);
         neck.push(out.neckMs);
         head.push(out.headMs);
       }
-      runs.get(`${s.method}:${s.removed}`).push({ text: out.text, neckMs: median(neck), headMs: median(head), kept: out.kept });
+      runs.get(`${s.method}:${s.removed}`).push({ text: out.text, neckMs: median(neck), headMs: median(head), kept: out.kept, n: N });
     }
     if (o.progress) o.progress(`${i + 1}/${data.length} ${d.file}`);
   }
 
-  const neck = o.neckRepeats === 0 ? [] : await neckBench(rec, data, settings, o.neckRepeats ?? 40);
+  const neck = o.neckRepeats === 0 ? [] : await neckBench(rec, data, settings, o.neckRepeats ?? 40, prep, take);
 
   const truths = items.map((it) => it.truth);
   const models = items.map((it) => it.model);
@@ -90,7 +108,9 @@ async function evaluate(o = {}) {
     return {
       method: s.method,
       removed: s.removed,
-      tokens: r[0].kept,
+      // Mean over lines (at width 1024 every line has the same counts).
+      tokensBlock1: mean(r.map((x) => (s.method === 'prune' ? x.n : x.kept))),
+      tokens: mean(r.map((x) => x.kept)),
       texts,
       cerModel: ocr.cer(texts, models),
       cerTruth: ocr.cer(texts, truths),
@@ -104,7 +124,8 @@ async function evaluate(o = {}) {
     machine: `${os.cpus()[0]?.model ?? 'CPU'}, ${os.cpus().length} cores, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}, ${threads} thread${threads === 1 ? '' : 's'}`,
     lines: items.length,
     repeats,
-    tokens: 128,
+    width,
+    tokens: mean(items.map((it) => it.tokens)),
     items,
     fullMs: mean(items.map((it) => it.fullMs)),
     backboneMs: backbone,
@@ -120,22 +141,23 @@ async function evaluate(o = {}) {
  * token count changes, so runs of one setting are kept together), after 3
  * untimed ones. Median neck time and the median part spent in tokensieve.
  */
-async function neckBench(rec, data, settings, repeats) {
+async function neckBench(rec, data, settings, repeats, prep, take) {
   const longest = data.reduce((a, b) => (b.width / b.height > a.width / a.height ? b : a));
-  const input = ocr.preprocess(ocr.readGray(longest.path));
+  const input = prep(longest);
+  const N = input.shape[3] / 8;
   const bb = await rec.runBackbone(input);
   const out = [];
   for (const s of settings) {
     const ms = [];
     const tsMs = [];
     for (let k = 0; k < repeats + 3; k++) {
-      const r = await rec.runNeck(bb.tokens, s.method, s.removed);
+      const r = await rec.runNeck(bb.tokens, s.method, take(N, s.removed));
       if (k >= 3) {
         ms.push(r.ms);
         tsMs.push(r.tsMs);
       }
     }
-    out.push({ method: s.method, removed: s.removed, file: longest.file, repeats, neckMs: median(ms), tokensieveMs: median(tsMs) });
+    out.push({ method: s.method, removed: s.removed, file: longest.file, tokens: N, repeats, neckMs: median(ms), tokensieveMs: median(tsMs) });
   }
   return out;
 }
@@ -144,26 +166,28 @@ async function neckBench(rec, data, settings, repeats) {
 function table(ev) {
   const pct = (x) => `${(100 * x).toFixed(2)}%`;
   const ms = (x) => x.toFixed(2);
+  const cnt = (x) => (Number.isInteger(x) ? String(x) : x.toFixed(1));
+  const own = ev.width === 'own';
   const lines = [
-    '| method | removed / 128 | tokens in block 1 / block 2 | CER vs unsplit model | CER vs ground truth | lines = model | neck ms | head ms | whole ms |',
+    `| method | removed ${own ? 'per 128 (share of N)' : '/ 128'} | tokens in block 1 / block 2${own ? ' (mean)' : ''} | CER vs unsplit model | CER vs ground truth | lines = model | neck ms | head ms | whole ms |`,
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of ev.results) {
     const name = r.method === 'none' ? 'none (split, r = 0)' : r.method === 'tome' ? 'ToMe' : 'prune';
-    lines.push(`| ${name} | ${r.removed} | ${r.method === 'prune' ? ev.tokens : r.tokens} / ${r.tokens} | ${pct(r.cerModel)} | ${pct(r.cerTruth)} | ${r.exact}/${ev.lines} | ${ms(r.neckMs)} | ${ms(r.headMs)} | ${ms(r.wholeMs)} |`);
+    lines.push(`| ${name} | ${r.removed} | ${cnt(r.tokensBlock1)} / ${cnt(r.tokens)} | ${pct(r.cerModel)} | ${pct(r.cerTruth)} | ${r.exact}/${ev.lines} | ${ms(r.neckMs)} | ${ms(r.headMs)} | ${ms(r.wholeMs)} |`);
   }
   lines.push('');
   if (ev.neck && ev.neck.length) {
-    lines.push(`Neck alone, steady state (${ev.neck[0].file}, median of ${ev.neck[0].repeats} consecutive runs per setting):`);
+    lines.push(`Neck alone, steady state (${ev.neck[0].file}, ${ev.neck[0].tokens} tokens, median of ${ev.neck[0].repeats} consecutive runs per setting):`);
     lines.push('');
-    lines.push('| method | removed / 128 | neck ms | of which tokensieve ms |');
+    lines.push(`| method | removed ${own ? 'per 128 (share of N)' : '/ 128'} | neck ms | of which tokensieve ms |`);
     lines.push('|---|---:|---:|---:|');
     for (const r of ev.neck) {
       lines.push(`| ${r.method === 'none' ? 'none' : r.method === 'tome' ? 'ToMe' : 'prune'} | ${r.removed} | ${ms(r.neckMs)} | ${r.tokensieveMs.toFixed(3)} |`);
     }
   }
   lines.push('');
-  lines.push(`Unsplit model: ${ms(ev.fullMs)} ms per line (whole model), CER vs ground truth ${pct(ev.modelCerTruth)}; backbone part ${ms(ev.backboneMs)} ms. ${ev.lines} lines, median of ${ev.repeats} runs per line, mean over lines; ${ev.machine}.`);
+  lines.push(`Unsplit model: ${ms(ev.fullMs)} ms per line (whole model), CER vs ground truth ${pct(ev.modelCerTruth)}; backbone part ${ms(ev.backboneMs)} ms. ${ev.lines} lines ${own ? `at their own width (mean ${cnt(ev.tokens)} tokens)` : 'padded to width 1024 (128 tokens)'}, median of ${ev.repeats} runs per line, mean over lines; ${ev.machine}.`);
   return lines.join('\n');
 }
 
@@ -194,7 +218,7 @@ function svg(ev) {
       out.push(`<line x1="${X(0) - 3}" y1="${Y(v).toFixed(1)}" x2="${X(xmax)}" y2="${Y(v).toFixed(1)}" stroke="#ddd"/>`);
       out.push(`<text x="${X(0) - 5}" y="${(Y(v) + 4).toFixed(1)}" text-anchor="end">${fmt(v)}</text>`);
     }
-    out.push(`<text x="${X(xmax / 2)}" y="${Y(0) + 30}" text-anchor="middle">tokens removed (of 128)</text>`);
+    out.push(`<text x="${X(xmax / 2)}" y="${Y(0) + 30}" text-anchor="middle">${ev.width === 'own' ? 'tokens removed per 128 (share of each line\'s N)' : 'tokens removed (of 128)'}</text>`);
     out.push(`<text transform="translate(${x0 + 12},${pad.t + ph / 2}) rotate(-90)" text-anchor="middle">${esc(ylabel)}</text>`);
     for (const m of ['tome', 'prune']) {
       const s = series(m);

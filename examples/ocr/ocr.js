@@ -245,6 +245,9 @@ class Recognizer {
   async runNeck(tokens, method, removed) {
     const ts = this.ts;
     const N = tokens.dims[1];
+    if (!Number.isInteger(removed) || removed < 0 || removed >= N) {
+      throw new RangeError(`runNeck: removed must be an integer in [0, ${N - 1}] for ${N} tokens, not ${removed}`);
+    }
     const t0 = now();
     let z;
     let kept = N;

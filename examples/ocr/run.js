@@ -10,7 +10,11 @@
  *   --threads <n>   onnxruntime + tokensieve threads (default 1)
  *   --repeats <n>   timed runs per line and setting, median taken (default 3)
  *   --limit <n>     only the first n lines
- *   --write         also write results.json and cer.svg next to this file
+ *   --width <w>     1024 (default: every line padded to 1024, 128 tokens, as
+ *                   PaddleOCR's fixed-width rec input) or own (each line at its
+ *                   resized width, no padding tokens; the same share removed)
+ *   --write         also write results.json and cer.svg (results-own.json and
+ *                   cer-own.svg with --width own) next to this file
  *   --show          print every line's text per setting
  */
 const fs = require('fs');
@@ -30,7 +34,12 @@ function parse(argv) {
     if (a === '--threads') o.threads = num();
     else if (a === '--repeats') o.repeats = num();
     else if (a === '--limit') o.limit = num();
-    else if (a === '--write') o.write = true;
+    else if (a === '--width') {
+      const w = argv[++i];
+      if (w === 'own') o.width = 'own';
+      else if (/^\d+$/.test(w || '') && Number(w) % 8 === 0 && Number(w) > 0) o.width = Number(w);
+      else throw new Error(`--width expects own or a positive multiple of 8, not ${w}`);
+    } else if (a === '--write') o.write = true;
     else if (a === '--show') o.show = true;
     else throw new Error(`unknown option ${a} (see the comment at the top of run.js)`);
   }
@@ -54,9 +63,10 @@ async function main() {
   console.log(table(ev));
   if (o.write) {
     const slim = { ...ev, results: ev.results.map((r) => ({ ...r })) };
-    fs.writeFileSync(path.join(__dirname, 'results.json'), `${JSON.stringify(slim, null, 1)}\n`);
-    fs.writeFileSync(path.join(__dirname, 'cer.svg'), svg(ev));
-    console.error('wrote results.json and cer.svg');
+    const suffix = ev.width === 'own' ? '-own' : ev.width === 1024 ? '' : `-${ev.width}`;
+    fs.writeFileSync(path.join(__dirname, `results${suffix}.json`), `${JSON.stringify(slim, null, 1)}\n`);
+    fs.writeFileSync(path.join(__dirname, `cer${suffix}.svg`), svg(ev));
+    console.error(`wrote results${suffix}.json and cer${suffix}.svg`);
   }
 }
 

@@ -64,13 +64,20 @@ async function main() {
   }
 
   // 4. Every setting on `limit` lines, with the texts the CER is computed from.
-  const ev = await evaluate({ recognizer: rec, limit, repeats: 1 });
+  const ev = await evaluate({ recognizer: rec, limit, repeats: 1, neckRepeats: 3 });
   out.removed = REMOVED;
   out.evaluation = {
     lines: ev.lines,
     items: ev.items.map((it) => ({ file: it.file, truth: it.truth, model: it.model })),
     modelCerTruth: ev.modelCerTruth,
     results: ev.results,
+  };
+  // 5. The same at each line's own width (no padding tokens).
+  const own = await evaluate({ recognizer: rec, limit, repeats: 1, neckRepeats: 0, width: 'own' });
+  out.own = {
+    lines: own.lines,
+    items: own.items.map((it) => ({ file: it.file, truth: it.truth, model: it.model, tokens: it.tokens })),
+    results: own.results,
   };
   process.stdout.write(JSON.stringify(out));
 }
