@@ -51,6 +51,7 @@ async function evaluate(o = {}) {
   // Tokens removed from a line of N tokens for a setting given per 128.
   const take = (N, perc128) => (width === 'own' ? Math.round((N * perc128) / 128) : perc128);
   const rec = o.recognizer ?? await ocr.Recognizer.create({ threads });
+  const loadBefore = os.loadavg()[0];
   let data = ocr.loadDataset();
   if (o.limit) data = data.slice(0, o.limit);
   const items = [];
@@ -121,7 +122,8 @@ async function evaluate(o = {}) {
     };
   });
   return {
-    machine: `${os.cpus()[0]?.model ?? 'CPU'}, ${os.cpus().length} cores, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}, ${threads} thread${threads === 1 ? '' : 's'}`,
+    // The 1-minute load average before and after: other work on a shared machine inflates the times.
+    machine: `${os.cpus()[0]?.model ?? 'CPU'}, ${os.cpus().length} cores, Node ${process.version}, onnxruntime-node ${require('onnxruntime-node/package.json').version}, ${threads} thread${threads === 1 ? '' : 's'}, load average ${loadBefore.toFixed(1)} → ${os.loadavg()[0].toFixed(1)}`,
     lines: items.length,
     repeats,
     width,
