@@ -77,7 +77,7 @@ function valueInfo(name, dims) {
  * inputs (or from constants) to the outputs. Throws if an output needs a
  * tensor that is neither an input nor computable without the original input.
  */
-function extract(model, nodes, inputs, outputs, opsetImport) {
+function extract(model, nodes, inputs, outputs) {
   const p = new Map();
   for (const n of nodes) for (const o of n.output) p.set(o, n);
   const stop = new Set(inputs.map((v) => v.name));
@@ -101,7 +101,7 @@ function extract(model, nodes, inputs, outputs, opsetImport) {
   });
   return onnx.ModelProto.create({
     irVersion: model.irVersion,
-    opsetImport: opsetImport || model.opsetImport,
+    opsetImport: model.opsetImport,
     producerName: 'tokensieve examples/ocr split.js',
     graph,
   });
