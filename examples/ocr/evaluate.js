@@ -138,30 +138,34 @@ async function evaluate(o = {}) {
 }
 
 /**
- * The neck alone, in steady state: for each setting, `repeats` consecutive
- * runs on the longest bundled line (onnxruntime re-plans its buffers when the
- * token count changes, so runs of one setting are kept together), after 3
- * untimed ones. Median neck time and the median part spent in tokensieve.
+ * The neck alone, in steady state, on the longest bundled line: rounds over
+ * the settings, each round running every setting once untimed (onnxruntime
+ * re-plans its buffers when the token count changes) then 5 times timed, so
+ * that load from other work on a shared machine falls on all settings alike.
+ * Median over the `repeats` timed runs of the neck time and of the part spent
+ * in tokensieve.
  */
 async function neckBench(rec, data, settings, repeats, prep, take) {
   const longest = data.reduce((a, b) => (b.width / b.height > a.width / a.height ? b : a));
   const input = prep(longest);
   const N = input.shape[3] / 8;
   const bb = await rec.runBackbone(input);
-  const out = [];
-  for (const s of settings) {
-    const ms = [];
-    const tsMs = [];
-    for (let k = 0; k < repeats + 3; k++) {
-      const r = await rec.runNeck(bb.tokens, s.method, take(N, s.removed));
-      if (k >= 3) {
-        ms.push(r.ms);
-        tsMs.push(r.tsMs);
+  const per = 5;
+  const rounds = Math.max(1, Math.ceil(repeats / per));
+  const ms = settings.map(() => []);
+  const tsMs = settings.map(() => []);
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, s] of settings.entries()) {
+      for (let k = 0; k <= per; k++) {
+        const r = await rec.runNeck(bb.tokens, s.method, take(N, s.removed));
+        if (k > 0) {
+          ms[i].push(r.ms);
+          tsMs[i].push(r.tsMs);
+        }
       }
     }
-    out.push({ method: s.method, removed: s.removed, file: longest.file, tokens: N, repeats, neckMs: median(ms), tokensieveMs: median(tsMs) });
   }
-  return out;
+  return settings.map((s, i) => ({ method: s.method, removed: s.removed, file: longest.file, tokens: N, repeats: ms[i].length, neckMs: median(ms[i]), tokensieveMs: median(tsMs[i]) }));
 }
 
 /** Markdown table of one evaluation. */
@@ -180,7 +184,7 @@ function table(ev) {
   }
   lines.push('');
   if (ev.neck && ev.neck.length) {
-    lines.push(`Neck alone, steady state (${ev.neck[0].file}, ${ev.neck[0].tokens} tokens, median of ${ev.neck[0].repeats} consecutive runs per setting):`);
+    lines.push(`Neck alone, steady state (${ev.neck[0].file}, ${ev.neck[0].tokens} tokens, median of ${ev.neck[0].repeats} runs per setting, interleaved in rounds of 5):`);
     lines.push('');
     lines.push(`| method | removed ${own ? 'per 128 (share of N)' : '/ 128'} | neck ms | of which tokensieve ms |`);
     lines.push('|---|---:|---:|---:|');
