@@ -121,6 +121,15 @@ describeOcr('OCR example: PP-OCRv4 split at its SVTR neck (onnxruntime-node)', (
     }
   });
 
+  test('an unknown method or a removed count outside [0, N) is refused with a message', () => {
+    expect(out.errors).toEqual([
+      "merge 0: runNeck: unknown method merge (expected 'none', 'tome' or 'prune')",
+      'tome 128: runNeck: removed must be an integer in [0, 127] for 128 tokens, not 128',
+      'prune -1: runNeck: removed must be an integer in [0, 127] for 128 tokens, not -1',
+      'prune 2.5: runNeck: removed must be an integer in [0, 127] for 128 tokens, not 2.5',
+    ]);
+  });
+
   test('ToMe and pruning run for every setting; the CER they report is what their texts give', () => {
     const ev = out.evaluation;
     const models: string[] = ev.items.map((it: any) => it.model);

@@ -245,6 +245,9 @@ class Recognizer {
   async runNeck(tokens, method, removed) {
     const ts = this.ts;
     const N = tokens.dims[1];
+    if (!['none', 'tome', 'prune'].includes(method)) {
+      throw new Error(`runNeck: unknown method ${method} (expected 'none', 'tome' or 'prune')`);
+    }
     if (!Number.isInteger(removed) || removed < 0 || removed >= N) {
       throw new RangeError(`runNeck: removed must be an integer in [0, ${N - 1}] for ${N} tokens, not ${removed}`);
     }
@@ -268,8 +271,8 @@ class Recognizer {
         const m = timed(() => ts.mergeSync(plan, x, { mode: 'wavg' }));
         const n = plan.nOut;
         kept = n;
-        const sizes = m.sizes.toArray();
-        const bias = timed(() => Float32Array.from(sizes, Math.log));
+        // Proportional attention: every key's logit + log(how many tokens it stands for).
+        const bias = timed(() => Float32Array.from(m.sizes.toArray(), Math.log));
         const y = (await this.runBlock(0, new this.ort.Tensor('float32', m.x.data, [1, n, DIM]), bias)).y;
         const y2 = (await this.runBlock(1, y, bias)).y;
         const u = timed(() => ts.unmergeSync(plan, { data: y2.data, shape: [1, n, DIM] }));
@@ -277,7 +280,7 @@ class Recognizer {
       } finally {
         plan.dispose();
       }
-    } else if (method === 'prune') {
+    } else { // prune
       const keep = N - removed;
       kept = keep;
       const b1 = await this.runBlock(0, tokens);
@@ -289,8 +292,6 @@ class Recognizer {
       const y2 = (await this.runBlock(1, new this.ort.Tensor('float32', y.data, [1, keep, DIM]))).y;
       const filled = timed(() => ts.gatherSync({ data: y2.data, shape: [1, keep, DIM] }, { data: nearestKept(idx.data, N), shape: [1, N] }));
       z = new this.ort.Tensor('float32', filled.data, [1, N, DIM]);
-    } else {
-      throw new Error(`runNeck: unknown method ${method} (expected 'none', 'tome' or 'prune')`);
     }
     return { z, ms: now() - t0, kept, tsMs };
   }

@@ -63,6 +63,17 @@ async function main() {
     out.changed[m] = { kept: r.kept, maxDiff: maxDiff(r.probs, base.probs) };
   }
 
+  // Bad settings are refused with a message, not run as something else.
+  out.errors = [];
+  for (const [m, k] of [['merge', 0], ['tome', N], ['prune', -1], ['prune', 2.5]]) {
+    try {
+      await rec.runNeck(bb.tokens, m, k);
+      out.errors.push(`${m} ${k}: no error`);
+    } catch (e) {
+      out.errors.push(`${m} ${k}: ${e.message}`);
+    }
+  }
+
   // 4. Every setting on `limit` lines, with the texts the CER is computed from.
   const ev = await evaluate({ recognizer: rec, limit, repeats: 1, neckRepeats: 3 });
   out.removed = REMOVED;
