@@ -31,7 +31,8 @@ import { native } from '../lib/native';
 import { attentionScoresTs, contextualTs, kCenterTs, maxCoverageTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
 import { bipartiteSoftMatchSync, contextualMergeSync, mergeSync } from '../lib';
 import { markdownReport, ReportData, ReportRow, roofText, svgPlot } from './report';
-import { AttentionTrial, BlockSparseTrial, DiversityTrial, isDiversityTrial, MergeTrial, QuantTrial, randomBlockLists, selection, Trial, TRIALS, SelectTrial, work, Work } from './trials';
+import { ALL_TRIALS, AnyTrial, AttentionTrial, BlockSparseTrial, DiversityTrial, isDiversityTrial, isOcrTrial, MergeTrial, QuantTrial, randomBlockLists, selection, Trial, SelectTrial, work, Work } from './trials';
+import { runOcrTrials } from './ocr';
 
 interface Options {
   filter?: string;
@@ -88,7 +89,7 @@ const HELP_OPTIONS = `Usage: tokensieve bench [options]
 `;
 
 /** The trials, by family, as --help lists them. */
-export function trialList(trials: readonly Trial[] = TRIALS): string {
+export function trialList(trials: readonly AnyTrial[] = ALL_TRIALS): string {
   const fams: string[] = [];
   for (const t of trials) if (!fams.includes(t.family)) fams.push(t.family);
   const lines = ['', 'Trials (--filter matches a name or a family; * = skipped by --quick):'];
@@ -102,7 +103,7 @@ export function trialList(trials: readonly Trial[] = TRIALS): string {
 const HELP = (): string => HELP_OPTIONS + trialList();
 
 /** The trials --filter selects (a name substring, or a family's exact name). */
-export function selectTrials(filter: string | undefined, quick: boolean, trials: readonly Trial[] = TRIALS): Trial[] {
+export function selectTrials(filter: string | undefined, quick: boolean, trials: readonly AnyTrial[] = ALL_TRIALS): AnyTrial[] {
   return trials.filter((t) => (!filter || t.name.includes(filter) || t.family === filter) && !(quick && t.big));
 }
 
@@ -516,11 +517,11 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function runAll(o: Options, argv: string[]): Promise<number> {
-  const selected = selectTrials(o.filter, o.quick);
+  const chosen = selectTrials(o.filter, o.quick);
   // A whole video-DiT layer takes minutes per run on the CPU: GPU only.
-  const trials = o.device === 'cuda' ? selected : selected.filter((t) => !(t.family === 'blocksparse' && t.gpuOnly));
-  if (trials.length < selected.length) process.stderr.write(`skipping ${selected.length - trials.length} GPU-only blocksparse trial(s) on the CPU\n`);
-  if (trials.length === 0) {
+  const selected = o.device === 'cuda' ? chosen : chosen.filter((t) => !(t.family === 'blocksparse' && t.gpuOnly));
+  if (selected.length < chosen.length) process.stderr.write(`skipping ${chosen.length - selected.length} GPU-only blocksparse trial(s) on the CPU\n`);
+  if (selected.length === 0) {
     const why = o.filter !== undefined && selectTrials(o.filter, false).length > 0 ? ' (its trials are all skipped by --quick)' : '';
     process.stderr.write(`tokensieve bench: no trial matches --filter ${JSON.stringify(o.filter ?? '')}${why}\n${trialList()}`);
     return 1;
@@ -536,6 +537,13 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   };
   const header = machine();
   header.forEach((h) => say(h));
+  // End-to-end trials (examples/ocr) are not kernel timings: they print their own table after the kernels'.
+  const trials = selected.filter((t): t is Trial => !isOcrTrial(t));
+  const ocrTrials = selected.filter(isOcrTrial);
+  if (trials.length === 0) {
+    await runOcrTrials(ocrTrials, o, say);
+    return 0;
+  }
   let roof: Roof;
   if (o.device === 'cuda') {
     roof = gpuRoof(info().cuda.devices[0].name);
@@ -584,6 +592,7 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   say();
   const tbl = table(rows, [...torchVariants]);
   tbl.forEach((l) => say(l));
+  if (ocrTrials.length) await runOcrTrials(ocrTrials, o, say);
   if (o.json) {
     fs.writeFileSync(o.json, JSON.stringify({ machine: header, roof, torch: torchHeader, rows }, null, 2));
   }

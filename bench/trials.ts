@@ -117,6 +117,28 @@ export interface BlockSparseTrial {
 
 export type Trial = AttentionTrial | SelectTrial | QuantTrial | MergeTrial | DiversityTrial | BlockSparseTrial;
 
+/**
+ * End to end (issue 16): PP-OCRv4's recognizer in onnxruntime-node
+ * (examples/ocr) with ToMe or attention-received pruning between its two
+ * transformer blocks, on the bundled text lines: CER and time per setting.
+ * Not a kernel: bench/run.ts runs it as a special case, and skips it when
+ * examples/ocr's own dependencies are not installed.
+ */
+export interface OcrTrial {
+  family: 'ocr';
+  name: string;
+  method: 'tome' | 'prune';
+  big?: boolean;
+}
+
+export const OCR_TRIALS: OcrTrial[] = [
+  { family: 'ocr', name: 'ocr e2e tome', method: 'tome' },
+  { family: 'ocr', name: 'ocr e2e prune', method: 'prune' },
+];
+
+/** Every trial, kernels and end to end, as --filter and --help see them. */
+export type AnyTrial = Trial | OcrTrial;
+
 /** A trial of the diversity or the coverage family (one trial shape serves both). */
 export function isDiversityTrial(t: Trial): t is DiversityTrial {
   return t.family === 'diversity' || t.family === 'coverage';
@@ -332,4 +354,11 @@ export function work(t: Trial): Work {
   const e = DTYPE_BYTES[t.dtype];
   const bytes = e * t.B * t.H * (rows.length + t.N) * t.D + 4 * t.B * (t.N - keyStart);
   return { flops: 2 * t.D * logits, exps: logits, bytes };
+}
+
+/** Every trial, kernels first. */
+export const ALL_TRIALS: AnyTrial[] = [...TRIALS, ...OCR_TRIALS];
+
+export function isOcrTrial(t: AnyTrial): t is OcrTrial {
+  return t.family === 'ocr';
 }
