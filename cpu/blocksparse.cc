@@ -3,9 +3,11 @@
 //
 // The CPU path exists for correctness and small inputs: per (batch, head) the
 // keys are packed once, in attended (permuted) order, into 16-column panels,
-// and every kept (q-chunk, kv-block) tile is one register-tiled QKᵀ
-// (isa().gemm_tile) followed by an online softmax and P·V by rows, as the
-// flash kernels do on the GPU, so skipped blocks cost nothing.
+// and the values into 16-channel panels; every kept (q-chunk, kv-block) tile
+// is one register-tiled QKᵀ (isa().gemm_tile), an online softmax, and P·V on
+// the same tile, as the flash kernels do on the GPU, so skipped blocks cost
+// nothing. INT8 multiplies the codes as f32 on the same tile: the sums of
+// code products stay below 2²⁴ for head dims up to 1040, so they are exact.
 #include <algorithm>
 #include <atomic>
 #include <cmath>

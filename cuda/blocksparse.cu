@@ -4,14 +4,21 @@
 //
 // block_sparse_attention: one CTA of 4 warps owns 64 query rows (16 per
 // warp) of one (b, head); it walks the kept kv blocks of its q-block in
-// 64-key tiles (a skipped block is never loaded), each tile staged in shared
-// memory (K row-major, V transposed), S = Q·Kᵀ and O += P·V on mma.sync
-// m16n8k16 with f32 accumulators, and an online softmax in the exp2 domain
-// with the scale folded into one multiply (FlashAttention-2's loop). Q
-// stays in registers as A fragments for the whole row block; P goes from the
-// S accumulators to A fragments without touching shared memory (the C and A
-// fragment layouts line up). With a permutation the row loads and the output
-// stores are indirect, so reordered attention costs no extra pass.
+// 64-key tiles (a skipped block is never loaded), each K and V tile staged
+// row-major in shared memory (cp.async, overlapped with the MMAs of the
+// previous stage), S = Q·Kᵀ and O += P·V on mma.sync m16n8k16 (INT8:
+// m16n8k32) with f32 accumulators and ldmatrix fragments, and an online
+// softmax in the exp2 domain with the scale folded into one multiply
+// (FlashAttention-2's loop). Q stays in registers as A fragments for the
+// whole row block; P goes from the S accumulators to A fragments without
+// touching shared memory (the C and A fragment layouts line up). With a
+// permutation the row loads and the output stores are indirect, so
+// reordered attention costs no extra pass.
+//
+// Not yet measured on a GPU. What limits it by design: 64-row CTAs (K/V
+// shared-memory traffic per FLOP twice FlashAttention-2's 128), mma.sync
+// rather than Hopper's wgmma/TMA (FlashAttention-3 reaches ~75% of H100's
+// bf16 peak with them, FlashAttention-2-style kernels ~35–45%).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
