@@ -630,22 +630,48 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   const bool half = p.precision == BlockSparsePrecision::kF16 ||
                     (p.precision == BlockSparsePrecision::kNative && p.q.dtype == DType::kF16);
-  if (!int8)
-    return TS_DISPATCH_FLOAT(p.q.dtype, op, [&] {
-      return half ? launch_attention<scalar_t, __half, false>(a, D, grid, stream)
-                  : launch_attention<scalar_t, __nv_bfloat16, false>(a, D, grid, stream);
-    });
-  // INT8: quantize q and smoothed k per 64 attended rows into scratch, then
-  // the same kernel with QKᵀ on the INT8 tensor cores and P·V in f16.
+  // Scratch: [NaN flag | kInt8: q codes, k codes, q scales, k scales, k means].
   const int64_t nqs = (N + kRows - 1) / kRows, nks = (Nk + kKeys - 1) / kKeys, BH = B * Hq;
   ScratchLayout lay;
-  const size_t o_q8 = lay.add<int8_t>(BH * N * D);
-  const size_t o_k8 = lay.add<int8_t>(BH * Nk * D);
-  const size_t o_qsc = lay.add<float>(BH * nqs);
-  const size_t o_ksc = lay.add<float>(BH * nks);
-  const size_t o_mean = lay.add<double>(B * Hkv * D);
+  const size_t o_flag = lay.add<int>(p.check_finite ? 1 : 0);
+  const size_t o_q8 = lay.add<int8_t>(int8 ? BH * N * D : 0);
+  const size_t o_k8 = lay.add<int8_t>(int8 ? BH * Nk * D : 0);
+  const size_t o_qsc = lay.add<float>(int8 ? BH * nqs : 0);
+  const size_t o_ksc = lay.add<float>(int8 ? BH * nks : 0);
+  const size_t o_mean = lay.add<double>(int8 ? B * Hkv * D : 0);
   Scratch scratch(p.q.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
+  int* flag = p.check_finite ? scratch.at<int>(o_flag) : nullptr;
+  if (flag) TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+  // One pass over q, k and v when asked to reject NaN/Inf (the binding asks
+  // only when the call waits: reading the flag drains the stream).
+  auto scan_inputs = [&]() -> Status {
+    if (!flag) return Status::Ok();
+    return TS_DISPATCH_FLOAT(p.q.dtype, op, [&] {
+      for (const TensorView* t : {&p.q, &p.k, &p.v})
+        TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(t->ptr<scalar_t>(), t->shape[0], t->shape[1], t->shape[2],
+                                                      t->strides[0], t->strides[1], t->strides[2], RowMap{nullptr, 0},
+                                                      D, false, 1, flag, stream));
+      return Status::Ok();
+    });
+  };
+  auto read_flag = [&]() -> Status {
+    if (!flag) return Status::Ok();
+    int bad = 0;
+    TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &bad));
+    if (bad) return Status(Code::kRange, std::string(op) + ": expected finite values in q, k and v but found NaN or Inf");
+    return Status::Ok();
+  };
+  TS_RETURN_IF_ERROR(scan_inputs());
+  if (!int8) {
+    TS_RETURN_IF_ERROR(TS_DISPATCH_FLOAT(p.q.dtype, op, [&] {
+      return half ? launch_attention<scalar_t, __half, false>(a, D, grid, stream)
+                  : launch_attention<scalar_t, __nv_bfloat16, false>(a, D, grid, stream);
+    }));
+    return read_flag();
+  }
+  // INT8: quantize q and smoothed k per 64 attended rows into scratch, then
+  // the same kernel with QKᵀ on the INT8 tensor cores and P·V in f16.
   a.q8 = scratch.at<int8_t>(o_q8);
   a.k8 = scratch.at<int8_t>(o_k8);
   a.qsc = scratch.at<float>(o_qsc);
@@ -653,7 +679,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   a.nqs = static_cast<int>(nqs);
   a.nks = static_cast<int>(nks);
   TS_RETURN_IF_ERROR(check_grid_x(BH * nks, op));
-  return TS_DISPATCH_FLOAT(p.q.dtype, op, [&] {
+  TS_RETURN_IF_ERROR(TS_DISPATCH_FLOAT(p.q.dtype, op, [&] {
     double* mean = scratch.at<double>(o_mean);
     key_mean_kernel<scalar_t><<<B * Hkv, 128, 0, stream>>>(p.k.ptr<scalar_t>(), p.k.strides[0], p.k.strides[1],
                                                              p.k.strides[2], static_cast<int>(Hkv), static_cast<int>(Nk),
@@ -670,7 +696,8 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
         scratch.at<float>(o_ksc));
     TS_CUDA_CHECK_LAUNCH("quantize_blocks_kernel");
     return launch_attention<scalar_t, __half, true>(a, D, grid, stream);
-  });
+  }));
+  return read_flag();
 }
 
 Status block_attention_mass(const BlockAttentionMassParams& p) {
@@ -689,14 +716,28 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
   TS_RETURN_IF_ERROR(guard.enter(p.q.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
   Scratch scratch(p.q.device, stream);
+  ScratchLayout lay;  // [rows | NaN flag]
+  const size_t o_rows = lay.add<int32_t>(p.query_rows ? R : 0);
+  const size_t o_flag = lay.add<int>(p.check_finite ? 1 : 0);
+  TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
   int32_t* rows = nullptr;
   if (p.query_rows) {
-    TS_RETURN_IF_ERROR(scratch.allocate(static_cast<size_t>(R) * sizeof(int32_t)));
-    rows = scratch.at<int32_t>(0);
+    rows = scratch.at<int32_t>(o_rows);
     TS_CUDA_TRY(cudaMemcpyAsync(rows, p.query_rows, static_cast<size_t>(R) * sizeof(int32_t), cudaMemcpyHostToDevice, stream));
   }
+  int* flag = p.check_finite ? scratch.at<int>(o_flag) : nullptr;
   TS_CUDA_TRY(cudaMemsetAsync(p.out.data, 0, static_cast<size_t>(B * H * nQ * nK) * sizeof(float), stream));
-  return TS_DISPATCH_FLOAT(p.q.dtype, "blockAttentionMass", [&] {
+  if (flag) {
+    TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
+    TS_RETURN_IF_ERROR(TS_DISPATCH_FLOAT(p.q.dtype, "blockAttentionMass", [&] {
+      for (const TensorView* t : {&p.q, &p.k})
+        TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(t->ptr<scalar_t>(), t->shape[0], t->shape[1], t->shape[2],
+                                                      t->strides[0], t->strides[1], t->strides[2], RowMap{nullptr, 0},
+                                                      D, false, 1, flag, stream));
+      return Status::Ok();
+    }));
+  }
+  TS_RETURN_IF_ERROR(TS_DISPATCH_FLOAT(p.q.dtype, "blockAttentionMass", [&] {
     const int64_t tasks = B * H * R;
     block_attention_mass_kernel<scalar_t><<<grid, kMassWarps * 32, 0, stream>>>(
         p.q.ptr<scalar_t>(), p.k.ptr<scalar_t>(), p.q.strides[0], p.q.strides[1], p.q.strides[2], p.k.strides[0],
@@ -705,7 +746,12 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
         static_cast<int>(p.block_k), static_cast<int>(nQ), static_cast<int>(nK), p.out.ptr<float>());
     TS_CUDA_CHECK_LAUNCH("block_attention_mass_kernel");
     return Status::Ok();
-  });
+  }));
+  if (!flag) return Status::Ok();
+  int bad = 0;
+  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &bad));
+  if (bad) return Status(Code::kRange, "blockAttentionMass: expected finite values in q and k but found NaN or Inf");
+  return Status::Ok();
 }
 
 Status block_pool(const BlockPoolParams& p) {

@@ -82,6 +82,19 @@ describeCuda('blockSparseAttention on CUDA', () => {
     for (const t of [q, q32, qf]) t.dispose();
   });
 
+  test('NaN in q, k or v is ERR_RANGE with wait (the device scan), and passes through with checkFinite: false', () => {
+    const vals = randn(64 * 64, 4);
+    vals[100] = NaN;
+    const bad = makeTensor(vals, [1, 1, 64, 64], 'bf16').t.to('cuda:0');
+    const ok = makeTensor(randn(64 * 64, 5), [1, 1, 64, 64], 'bf16').t.to('cuda:0');
+    expectCode(() => blockSparseAttentionSync(ok, ok, bad, 'dense'), RangeError, 'ERR_RANGE', /NaN/);
+    expectCode(() => blockSparseAttentionSync(ok, bad, ok, 'dense', { precision: 'int8' }), RangeError, 'ERR_RANGE', /NaN/);
+    expectCode(() => blockAttentionMassSync(bad, ok), RangeError, 'ERR_RANGE', /NaN/);
+    const r = blockSparseAttentionSync(bad, ok, ok, 'dense', { checkFinite: false });
+    expect(r.out.toArray().filter((x) => Number.isNaN(x)).length).toBeGreaterThan(0);
+    for (const t of [bad, ok, r.out]) t.dispose();
+  });
+
   test('mass, pool and reorder match the CPU', () => {
     const x = makeTensor(randn(2 * 2 * 90 * 32, 7), [2, 2, 90, 32], 'bf16').t;
     const dx = x.to('cuda:0');

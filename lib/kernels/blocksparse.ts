@@ -78,9 +78,9 @@ export interface BlockSparseAttentionOptions {
    */
   reorder?: { perm: TensorLike | Int32Array };
   /**
-   * Reject NaN/Inf in q, k, v (default true). Host tensors only: device
-   * inputs are not scanned (that would cost a pass and a host round trip),
-   * so on CUDA a NaN reaches the rows that attend to it.
+   * Reject NaN/Inf in q, k, v (default true). On CUDA this costs one pass
+   * over the inputs and a stream synchronisation, so it applies only with
+   * `wait: true`; with `wait: false` a NaN reaches the rows that attend to it.
    */
   checkFinite?: boolean;
   stream?: bigint;

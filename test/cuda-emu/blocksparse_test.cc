@@ -220,7 +220,7 @@ void run_case(const Case& c) {
   fprintf(stderr, "%s: cpu err %.3g, cuda err %.3g (bound %.3g)\n", c.name, cpu_err, gpu_err, bound);
 }
 
-void unsupported() {
+void errors() {
   Buf q = make_buf(1 * 1 * 64 * 64, DType::kF16);
   std::vector<float> qf = normal(64 * 64, rng);
   for (int64_t i = 0; i < 64 * 64; ++i) q.set(i, qf[i]);
@@ -238,6 +238,28 @@ void unsupported() {
   EXPECT(call(DType::kF16, 64, 32, BlockSparsePrecision::kNative).code == Code::kUnsupported, "block 32");
   EXPECT(call(DType::kF16, 64, 64, BlockSparsePrecision::kNative).ok(), "a supported call");
   check_no_leak("unsupported");
+  // NaN in k: the device scan reports it (kRange) when asked, in both ops.
+  q.set(64 * 64 - 5, NAN);
+  BlockSparseAttentionParams p;
+  p.q = p.k = p.v = emu_test::view(q.bytes.data(), DType::kF16, {1, 1, 64, 64}, 0);
+  p.out = emu_test::view(out.bytes.data(), DType::kF16, {1, 1, 64, 64}, 0);
+  p.mask.dense = true;
+  for (BlockSparsePrecision pr : {BlockSparsePrecision::kNative, BlockSparsePrecision::kInt8}) {
+    p.precision = pr;
+    p.check_finite = true;
+    const Status s = cuda::block_sparse_attention(p);
+    EXPECT(s.code == Code::kRange && s.message.find("NaN") != std::string::npos, "NaN input: %s", s.message.c_str());
+    p.check_finite = false;
+    EXPECT(cuda::block_sparse_attention(p).ok(), "NaN input without the check runs");
+  }
+  std::vector<float> mass(1, 0.f);
+  BlockAttentionMassParams m;
+  m.q = m.k = p.q;
+  m.block_q = m.block_k = 64;
+  m.out = emu_test::view(mass.data(), DType::kF32, {1, 1, 1, 1}, 0);
+  const Status sm = cuda::block_attention_mass(m);
+  EXPECT(sm.code == Code::kRange, "mass with NaN input: %s", sm.message.c_str());
+  check_no_leak("NaN checks");
 }
 
 // Mass, pooling and reordering against the CPU back end.
@@ -323,7 +345,7 @@ int main() {
       {"int8 bf16 d128 rows not 16-byte aligned", DType::kBF16, P::kInt8, 1, 1, 1, 80, 80, 128, false, 64, 64, 0, true, true},
   };
   for (const Case& c : cases) run_case(c);
-  unsupported();
+  errors();
   helpers();
   return emu_test::finish();
 }

@@ -33,7 +33,7 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out="$root/build-emu"
-mkdir -p "$out/src" "$out/obj"
+mkdir -p "$out/src/cuda" "$out/obj"
 cd "$root"
 
 all=(attention_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test blocksparse_test)
@@ -48,8 +48,11 @@ declare -A cuda_of=(
   [diversity_steps_test]="features diversity_steps" [blocksparse_test]="blocksparse")
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
-  -I$here/include -I$root/include -I$root"
+  -I$here/include -I$out/src -I$root/include -I$root"
 CPU="-std=c++17 -O2 -I$root/include -I$root"
+# cuda/common.cuh launches a kernel too (the shared NaN/Inf scan): its
+# rewritten copy shadows the original on the include path.
+node "$here/transform.js" cuda/common.cuh "$out/src/cuda/common.cuh"
 pids=()
 compile() { "$@" & pids+=($!); }
 need=()
