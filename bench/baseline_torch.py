@@ -19,6 +19,13 @@ Quantize: amax, divide, round, clamp, cast (and pack two INT4 values per byte),
 on f32 input (warm caches; torch.round rounds half to even, same cost).
 f16/bf16 trials run in f32 here (CPU matmul in half precision is not what
 the reference code uses on CPU).
+Block-sparse attention (spec "device": "cpu" or "cuda"):
+  torch-dense  what eager code pays without a sparse kernel: per head,
+               softmax(q kᵀ · scale) v materialised (CPU: f32; CUDA: bf16);
+  torch-sdpa   F.scaled_dot_product_attention, dense (torch >= 2.0; on CUDA
+               the flash kernel), the dense baseline of the sparse trials;
+  torch-flex   FlexAttention with the same random 64×64 block mask
+               (torch >= 2.5 on CUDA, when available).
 """
 import json
 import sys
@@ -257,6 +264,81 @@ def diversity(spec, torch):
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
+def random_block_lists(H, nQ, nK, density, seed):
+    """bench/trials.ts randomBlockLists, restated: the same xorshift stream, so the same mask."""
+    per = max(1, min(nK, round(density * nK)))
+    x = seed & 0xFFFFFFFF or 1
+    rows = []
+    allk = list(range(nK))
+    for _ in range(H * nQ):
+        for i in range(per):
+            x ^= (x << 13) & 0xFFFFFFFF
+            x ^= x >> 17
+            x ^= (x << 5) & 0xFFFFFFFF
+            j = i + int((x / 4294967296) * (nK - i))
+            allk[i], allk[j] = allk[j], allk[i]
+        rows.append(sorted(allk[:per]))
+    return per, rows
+
+
+def blocksparse(spec, torch):
+    B, H, N, D, rho = spec["B"], spec["H"], spec["N"], spec["D"], spec["density"]
+    if spec.get("precision") == "int8":
+        return  # the bf16 trial of the same shape carries the torch figures
+    dev = spec.get("device", "cpu")
+    cuda = dev == "cuda"
+    if cuda and not torch.cuda.is_available():
+        emit({"name": spec["name"], "variant": "torch-sdpa", "skipped": "torch has no CUDA here"})
+        return
+    dtype = torch.bfloat16 if cuda else torch.float32
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q, k, v = (torch.randn(B, H, N, D, generator=gen, device=dev, dtype=dtype) for _ in range(3))
+    scale = D ** -0.5
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+    def dense():
+        for h in range(H):
+            s = (q[:, h] @ k[:, h].transpose(-1, -2)) * scale
+            torch.softmax(s, dim=-1) @ v[:, h]
+        sync()
+
+    variants = []
+    if rho >= 1 or not cuda:
+        variants.append(("torch-dense", dense, B * N * N * 4 * (2 if cuda else 1)))
+    F = torch.nn.functional
+    if hasattr(F, "scaled_dot_product_attention"):
+        def sdpa():
+            F.scaled_dot_product_attention(q, k, v)
+            sync()
+        variants.append(("torch-sdpa", sdpa, 0))
+    if cuda and rho < 1:
+        try:
+            from torch.nn.attention.flex_attention import BlockMask, flex_attention
+            nB = (N + 63) // 64
+            per, rows = random_block_lists(H, nB, nB, rho, 7)
+            num = torch.full((1, H, nB), per, dtype=torch.int32, device=dev)
+            idx = torch.zeros((1, H, nB, nB), dtype=torch.int32, device=dev)
+            idx[0, :, :, :per] = torch.tensor(rows, dtype=torch.int32, device=dev).view(H, nB, per)
+            bm = BlockMask.from_kv_blocks(num, idx, BLOCK_SIZE=64, seq_lengths=(N, N))
+            flex = torch.compile(flex_attention)
+
+            def fx():
+                flex(q, k, v, block_mask=bm)
+                sync()
+            variants.append(("torch-flex", fx, 0))
+        except Exception as e:  # noqa: BLE001
+            emit({"name": spec["name"], "variant": "torch-flex", "skipped": f"FlexAttention unavailable: {type(e).__name__}"})
+    for variant, fn, materialised in variants:
+        if materialised > 6e9:
+            emit({"name": spec["name"], "variant": variant, "skipped": f"would materialise {materialised / 1e9:.1f} GB"})
+            continue
+        try:
+            median, best, reps = timeit(fn, budget_s=0.3, max_reps=20, min_reps=2)
+            emit({"name": spec["name"], "variant": variant, "median_ms": median, "min_ms": best, "reps": reps})
+        except Exception as e:  # noqa: BLE001
+            emit({"name": spec["name"], "variant": variant, "skipped": f"{type(e).__name__}: {str(e)[:80]}"})
+
+
 def main():
     try:
         import torch
@@ -278,7 +360,9 @@ def main():
     for spec in specs:
         torch.set_num_threads(spec["threads"])
         with torch.no_grad():
-            if spec["family"] == "attention":
+            if spec["family"] == "blocksparse":
+                blocksparse(spec, torch)
+            elif spec["family"] == "attention":
                 if spec.get("int8"):
                     continue  # the f32 trial of the same shape carries the torch figure
                 attention(spec, torch)

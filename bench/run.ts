@@ -12,6 +12,8 @@ import * as path from 'path';
 import {
   attentionScores,
   attentionScoresSync,
+  blockSparseAttentionSync,
+  BlockMaskLike,
   getThreads,
   info,
   kCenterSync,
@@ -29,7 +31,8 @@ import { native } from '../lib/native';
 import { attentionScoresTs, contextualTs, kCenterTs, maxCoverageTs, quantizeTs, tomeStepTs, topkTs } from './baseline-ts';
 import { bipartiteSoftMatchSync, contextualMergeSync, mergeSync } from '../lib';
 import { markdownReport, ReportData, ReportRow, roofText, svgPlot } from './report';
-import { AttentionTrial, DiversityTrial, isDiversityTrial, MergeTrial, QuantTrial, selection, Trial, TRIALS, SelectTrial, work, Work } from './trials';
+import { ALL_TRIALS, AnyTrial, AttentionTrial, BlockSparseTrial, DiversityTrial, isDiversityTrial, isOcrTrial, MergeTrial, QuantTrial, randomBlockLists, selection, Trial, SelectTrial, work, Work } from './trials';
+import { runOcrTrials } from './ocr';
 
 interface Options {
   filter?: string;
@@ -75,7 +78,9 @@ const HELP_OPTIONS = `Usage: tokensieve bench [options]
   --quick            fewer repetitions; skip the largest trials
   --cold             evict CPU caches (64 MiB written) before every timed run
   --device cpu|cuda  where the kernels run (default cpu)
-  --no-torch         skip the PyTorch baseline (/usr/bin/python3 with torch)
+  --no-torch         skip the PyTorch baseline (/usr/bin/python3 with torch, or
+                     $TOKENSIEVE_BENCH_PYTHON; on --device cuda only the
+                     blocksparse trials have a GPU baseline)
   --no-ts            skip the plain TypeScript baseline
   --threads <n>      CPU pool size (default: all cores)
   --json <file>      write every measurement as JSON
@@ -84,7 +89,7 @@ const HELP_OPTIONS = `Usage: tokensieve bench [options]
 `;
 
 /** The trials, by family, as --help lists them. */
-export function trialList(trials: readonly Trial[] = TRIALS): string {
+export function trialList(trials: readonly AnyTrial[] = ALL_TRIALS): string {
   const fams: string[] = [];
   for (const t of trials) if (!fams.includes(t.family)) fams.push(t.family);
   const lines = ['', 'Trials (--filter matches a name or a family; * = skipped by --quick):'];
@@ -98,7 +103,7 @@ export function trialList(trials: readonly Trial[] = TRIALS): string {
 const HELP = (): string => HELP_OPTIONS + trialList();
 
 /** The trials --filter selects (a name substring, or a family's exact name). */
-export function selectTrials(filter: string | undefined, quick: boolean, trials: readonly Trial[] = TRIALS): Trial[] {
+export function selectTrials(filter: string | undefined, quick: boolean, trials: readonly AnyTrial[] = ALL_TRIALS): AnyTrial[] {
   return trials.filter((t) => (!filter || t.name.includes(filter) || t.family === filter) && !(quick && t.big));
 }
 
@@ -222,23 +227,25 @@ interface TorchResult {
   skipped?: string;
 }
 
-function runTorch(trials: Trial[], threads: number, quick: boolean): { header: string; results: TorchResult[] } {
-  const python = '/usr/bin/python3';
+function runTorch(trials: Trial[], threads: number, quick: boolean, device: 'cpu' | 'cuda'): { header: string; results: TorchResult[] } {
+  const python = process.env.TOKENSIEVE_BENCH_PYTHON || '/usr/bin/python3';
   if (!fs.existsSync(python)) return { header: 'torch: /usr/bin/python3 not found', results: [] };
   const script = [path.join(__dirname, 'baseline_torch.py'), path.join(__dirname, '..', '..', 'bench', 'baseline_torch.py')].find((p) => fs.existsSync(p));
   if (!script) return { header: 'torch: baseline_torch.py not found', results: [] };
   const specs = trials
-    .filter((t) => !(quick && t.big))
-    .map((t) => ({ ...t, threads }));
+    .filter((t) => !(quick && t.big) && (device === 'cpu' || t.family === 'blocksparse'))
+    .map((t) => ({ ...t, threads, device }));
   const r = spawnSync(python, [script], { input: JSON.stringify(specs), encoding: 'utf8', maxBuffer: 1 << 24, timeout: 1800000 });
   const lines = (r.stdout || '').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TorchResult & { error?: string; torch?: string; blas?: string });
   if (lines.length === 0) return { header: `torch: no output (${(r.stderr || '').trim().split('\n').pop()})`, results: [] };
   if (lines[0].error) return { header: `torch: ${lines[0].error}`, results: [] };
   const head = lines[0];
-  return { header: `torch ${head.torch} (eager, CPU, ${threads} threads; BLAS: ${head.blas})`, results: lines.slice(1) as TorchResult[] };
+  const where = device === 'cuda' ? 'CUDA, same GPU; blocksparse trials only' : `CPU, ${threads} threads; BLAS: ${head.blas}`;
+  return { header: `torch ${head.torch} (eager, ${where})`, results: lines.slice(1) as TorchResult[] };
 }
 
 function describeShape(t: Trial): string {
+  if (t.family === 'blocksparse') return `B${t.B} H${t.H} N${t.N} D${t.D} bf16${t.precision === 'int8' ? ' (QK int8)' : ''}, 64×64 blocks`;
   if (isDiversityTrial(t)) {
     if (t.kind === 'coverage') return `R${(t.m ?? 0) + t.N} n${t.N} k${t.k}`;
     if (t.kind === 'mmtok') return `m${t.m} n${t.N} D${t.C} k${t.k}`;
@@ -285,6 +292,28 @@ async function runAttention(t: AttentionTrial, o: Options): Promise<{ ours: Timi
     out.dispose();
   }
   return { ours, ts };
+}
+
+// Block-sparse attention on a random 64×64 block mask (density 1: the
+// 'dense' path); the mask lists live on the bench's device.
+function runBlockSparse(t: BlockSparseTrial, o: Options): { ours: Timing; ts?: Timing | { skipped: string } } {
+  const shape = [t.B, t.H, t.N, t.D];
+  const n = t.B * t.H * t.N * t.D;
+  const make = (seed: number) => onDevice(Tensor.from({ data: toHalfBits(values(n, seed).map((x) => x * 0.5), 'bf16'), shape, dtype: 'bf16' }), o);
+  const q = make(11), k = make(12), v = make(13);
+  const nB = Math.ceil(t.N / 64);
+  let mask: BlockMaskLike | 'dense' = 'dense';
+  const lists: Tensor[] = [];
+  if (t.density < 1) {
+    const l = randomBlockLists(t.H, nB, nB, t.density, 7);
+    lists.push(onDevice(Tensor.from({ data: l.counts, shape: [1, t.H, nB] }), o), onDevice(Tensor.from({ data: l.indices, shape: [1, t.H, nB, l.kept] }), o));
+    mask = { blockQ: 64, blockK: 64, seqLens: [t.N, t.N], kvNumBlocks: lists[0], kvIndices: lists[1] };
+  }
+  const estimate = o.device === 'cuda' ? undefined : (work(t).flops / 40e9) * 1e3;
+  const precision = t.precision === 'int8' ? ('int8' as const) : ('native' as const);
+  const ours = time(() => release(blockSparseAttentionSync(q, k, v, mask, { precision }).out), o.quick, estimate);
+  release(q, k, v, ...lists);
+  return { ours, ts: { skipped: 'no TS baseline' } };
 }
 
 function runTopk(t: SelectTrial, o: Options): { ours: Timing; ts?: Timing } {
@@ -427,11 +456,13 @@ function workText(r: Row): { workCol: string; rate: string } {
       ? `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.bytes / 1e6).toFixed(1)} MB`
       : r.trial.family === 'select'
       ? `${(w.bytes / 1e6).toFixed(2)} MB, ${(w.compares! / 1e6).toFixed(2)} M cmp`
+      : r.trial.family === 'blocksparse'
+        ? `${(w.flops / 1e9).toFixed(1)} GFLOP, ${(w.exps / 1e6).toFixed(0)} M exp`
       : r.trial.family === 'quantize'
         ? `${(w.bytes / 1e6).toFixed(1)} MB`
         : `${(w.flops / 1e6).toFixed(0)} MFLOP, ${(w.exps / 1e6).toFixed(2)} M exp, ${(w.bytes / 1e6).toFixed(1)} MB`;
     const s = r.ours.medianMs / 1e3;
-    const rate = r.trial.family === 'attention' || r.trial.family === 'merge' || isDiversityTrial(r.trial) ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
+    const rate = r.trial.family === 'attention' || r.trial.family === 'merge' || r.trial.family === 'blocksparse' || isDiversityTrial(r.trial) ? `${(w.flops / s / 1e9).toFixed(1)} GFLOP/s` : `${(w.bytes / s / 1e9).toFixed(2)} GB/s`;
     return { workCol, rate };
 }
 
@@ -486,8 +517,11 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 async function runAll(o: Options, argv: string[]): Promise<number> {
-  const trials = selectTrials(o.filter, o.quick);
-  if (trials.length === 0) {
+  const chosen = selectTrials(o.filter, o.quick);
+  // A whole video-DiT layer takes minutes per run on the CPU: GPU only.
+  const selected = o.device === 'cuda' ? chosen : chosen.filter((t) => !(t.family === 'blocksparse' && t.gpuOnly));
+  if (selected.length < chosen.length) process.stderr.write(`skipping ${chosen.length - selected.length} GPU-only blocksparse trial(s) on the CPU\n`);
+  if (selected.length === 0) {
     const why = o.filter !== undefined && selectTrials(o.filter, false).length > 0 ? ' (its trials are all skipped by --quick)' : '';
     process.stderr.write(`tokensieve bench: no trial matches --filter ${JSON.stringify(o.filter ?? '')}${why}\n${trialList()}`);
     return 1;
@@ -503,6 +537,13 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   };
   const header = machine();
   header.forEach((h) => say(h));
+  // End-to-end trials (examples/ocr) are not kernel timings: they print their own table after the kernels'.
+  const trials = selected.filter((t): t is Trial => !isOcrTrial(t));
+  const ocrTrials = selected.filter(isOcrTrial);
+  if (trials.length === 0) {
+    await runOcrTrials(ocrTrials, o, say);
+    return 0;
+  }
   let roof: Roof;
   if (o.device === 'cuda') {
     roof = gpuRoof(info().cuda.devices[0].name);
@@ -523,8 +564,8 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   for (const [i, t] of trials.entries()) {
     process.stderr.write(`  [${i + 1}/${trials.length}] ${t.name} ...`);
     const w = work(t);
-    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'select' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : isDiversityTrial(t) ? runDiversity(t, o) : runQuant(t, o);
-    const { fraction, bound } = t.family === 'attention' || t.family === 'merge' || isDiversityTrial(t)
+    const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'select' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : t.family === 'blocksparse' ? runBlockSparse(t, o) : isDiversityTrial(t) ? runDiversity(t, o) : runQuant(t, o);
+    const { fraction, bound } = t.family === 'attention' || t.family === 'merge' || t.family === 'blocksparse' || isDiversityTrial(t)
       ? roofFraction(w, ours.medianMs, roof)
       : { fraction: w.bytes / roof.bytes / (ours.medianMs / 1e3), bound: 'memory' };
     rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });
@@ -532,9 +573,9 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   }
   let torchHeader = 'torch: skipped (--no-torch)';
   const torchVariants = new Set<string>();
-  if (o.torch && o.device === 'cpu') {
+  if (o.torch) {
     process.stderr.write('  running the PyTorch baseline (one process for all trials; this can take minutes)...\n');
-    const t = runTorch(trials.filter((x) => !x.name.includes('Promise')), getThreads(), o.quick);
+    const t = runTorch(trials.filter((x) => !x.name.includes('Promise')), getThreads(), o.quick, o.device);
     torchHeader = t.header;
     for (const res of t.results) {
       const row = rows.find((r) => r.trial.name === res.name);
@@ -551,6 +592,7 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
   say();
   const tbl = table(rows, [...torchVariants]);
   tbl.forEach((l) => say(l));
+  if (ocrTrials.length) await runOcrTrials(ocrTrials, o, say);
   if (o.json) {
     fs.writeFileSync(o.json, JSON.stringify({ machine: header, roof, torch: torchHeader, rows }, null, 2));
   }

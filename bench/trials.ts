@@ -95,7 +95,49 @@ export interface DiversityTrial {
   big?: boolean;
 }
 
-export type Trial = AttentionTrial | SelectTrial | QuantTrial | MergeTrial | DiversityTrial;
+/**
+ * Block-sparse attention (issue 15): q, k, v [B, H, N, D] bf16, a random
+ * 64×64 block mask keeping round(density·nK) kv blocks in every q-block row
+ * (PARO's bench masks; density 1 is the 'dense' path itself), in the
+ * trial's precision. gpuOnly trials (a whole video-DiT layer) are skipped on
+ * the CPU, where one run would take minutes.
+ */
+export interface BlockSparseTrial {
+  family: 'blocksparse';
+  name: string;
+  B: number;
+  H: number;
+  N: number;
+  D: number;
+  density: number;
+  precision: 'bf16' | 'int8';
+  gpuOnly?: boolean;
+  big?: boolean;
+}
+
+export type Trial = AttentionTrial | SelectTrial | QuantTrial | MergeTrial | DiversityTrial | BlockSparseTrial;
+
+/**
+ * End to end (issue 16): PP-OCRv4's recognizer in onnxruntime-node
+ * (examples/ocr) with ToMe or attention-received pruning between its two
+ * transformer blocks, on the bundled text lines: CER and time per setting.
+ * Not a kernel: bench/run.ts runs it as a special case, and skips it when
+ * examples/ocr's own dependencies are not installed.
+ */
+export interface OcrTrial {
+  family: 'ocr';
+  name: string;
+  method: 'tome' | 'prune';
+  big?: boolean;
+}
+
+export const OCR_TRIALS: OcrTrial[] = [
+  { family: 'ocr', name: 'ocr e2e tome', method: 'tome' },
+  { family: 'ocr', name: 'ocr e2e prune', method: 'prune' },
+];
+
+/** Every trial, kernels and end to end, as --filter and --help see them. */
+export type AnyTrial = Trial | OcrTrial;
 
 /** A trial of the diversity or the coverage family (one trial shape serves both). */
 export function isDiversityTrial(t: Trial): t is DiversityTrial {
@@ -142,7 +184,54 @@ export const TRIALS: Trial[] = [
   ...mergeTrials(),
   // diversity selection (specs/performance.md D3)
   ...diversityTrials(),
+  // block-sparse attention (issue 15)
+  ...blockSparseTrials(),
 ];
+
+function blockSparseTrials(): BlockSparseTrial[] {
+  const t = (name: string, H: number, N: number, D: number, density: number, precision: 'bf16' | 'int8', extra: Partial<BlockSparseTrial> = {}): BlockSparseTrial => ({
+    family: 'blocksparse', name: `${name} ${density === 1 ? 'dense' : `rho ${density}`}${precision === 'int8' ? ' int8' : ''}`, B: 1, H, N, D, density, precision, ...extra,
+  });
+  const out: BlockSparseTrial[] = [];
+  // CPU-sized: 4096 tokens, 8 heads; one CogVideoX head.
+  for (const rho of [1, 0.3]) out.push(t('blocksparse 4096 H8 d64', 8, 4096, 64, rho, 'bf16'));
+  out.push(t('blocksparse 4096 H8 d64', 8, 4096, 64, 0.3, 'int8'));
+  out.push(t('blocksparse CogVideoX 1 head', 1, 17776, 64, 0.2, 'bf16', { big: true }));
+  // A CogVideoX layer (13×30×45 + 226 text = 17,776 tokens, 48 heads, d 64) and a Wan 480p layer.
+  for (const precision of ['bf16', 'int8'] as const) {
+    for (const rho of [1, 0.5, 0.3, 0.2]) out.push(t('blocksparse CogVideoX layer', 48, 17776, 64, rho, precision, { gpuOnly: true, big: true }));
+    out.push(t('blocksparse Wan 480p layer', 40, 32760, 128, 0.25, precision, { gpuOnly: true, big: true }));
+  }
+  out.push(t('blocksparse Wan 480p layer', 40, 32760, 128, 1, 'bf16', { gpuOnly: true, big: true }));
+  return out;
+}
+
+/**
+ * A random block mask as FlexAttention lists: every q-block row of every
+ * head keeps round(density·nK) distinct kv blocks (at least 1), sorted.
+ */
+export function randomBlockLists(H: number, nQ: number, nK: number, density: number, seed: number): { counts: Int32Array; indices: Int32Array; kept: number } {
+  const per = Math.max(1, Math.min(nK, Math.round(density * nK)));
+  const counts = new Int32Array(H * nQ).fill(per);
+  const indices = new Int32Array(H * nQ * per);
+  let x = seed >>> 0 || 1;
+  const next = () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    return (x >>> 0) / 4294967296;
+  };
+  const all = Array.from({ length: nK }, (_, i) => i);
+  for (let r = 0; r < H * nQ; r++) {
+    for (let i = 0; i < per; i++) {
+      const j = i + Math.floor(next() * (nK - i));
+      [all[i], all[j]] = [all[j], all[i]];
+    }
+    const chosen = all.slice(0, per).sort((a, b) => a - b);
+    indices.set(chosen, r * per);
+  }
+  return { counts, indices, kept: per };
+}
 
 function mergeTrials(): MergeTrial[] {
   const t = (B: number, N: number, C: number, rDiv: number, big = false, precision: 'f32' | 'bf16' = 'f32'): MergeTrial => ({
@@ -219,6 +308,15 @@ const DTYPE_BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
  * one exp per logit, q rows and k read once, the output written once.
  */
 export function work(t: Trial): Work {
+  if (t.family === 'blocksparse') {
+    // Kept keys per row ≈ kept blocks × 64 (the mask's blocks; tails aside):
+    // 2 FLOPs per multiply-add in QKᵀ and in PV, one exp per kept logit,
+    // q, k, v read and out written once (bf16).
+    const nK = Math.ceil(t.N / 64);
+    const keys = Math.min(t.N, Math.max(1, Math.round(t.density * nK)) * 64);
+    const logits = t.B * t.H * t.N * keys;
+    return { flops: 4 * t.D * logits, exps: logits, bytes: 2 * 4 * t.B * t.H * t.N * t.D };
+  }
   if (isDiversityTrial(t)) {
     const S = t.N / t.segments;
     if (t.kind === 'kcenter') {
@@ -256,4 +354,11 @@ export function work(t: Trial): Work {
   const e = DTYPE_BYTES[t.dtype];
   const bytes = e * t.B * t.H * (rows.length + t.N) * t.D + 4 * t.B * (t.N - keyStart);
   return { flops: 2 * t.D * logits, exps: logits, bytes };
+}
+
+/** Every trial, kernels first. */
+export const ALL_TRIALS: AnyTrial[] = [...TRIALS, ...OCR_TRIALS];
+
+export function isOcrTrial(t: AnyTrial): t is OcrTrial {
+  return t.family === 'ocr';
 }

@@ -37,6 +37,9 @@ Napi::Value BlockSparseAttention(const Napi::CallbackInfo& info) {
     p.mask.block_k = to_int64(arg(a, BlockSparseAttentionSlots::blockK));
     p.check_finite = arg(a, BlockSparseAttentionSlots::checkFinite) != 0;
   }
+  const bool waits = a != nullptr && arg(a, BlockSparseAttentionSlots::wait) != 0;
+  // On a device, reading the NaN flag back drains the stream: only when waiting.
+  p.check_finite = p.check_finite && (waits || p.q.on_host());
   if (!p.mask.dense && p.mask.num_blocks.data == nullptr && cx.ok())
     cx.fail(Code::kArg, "expected kvNumBlocks and kvIndices unless the mask is dense");
   const bool wait = a != nullptr && arg(a, BlockSparseAttentionSlots::wait) != 0;
@@ -67,6 +70,7 @@ Napi::Value BlockAttentionMass(const Napi::CallbackInfo& info) {
     p.check_finite = arg(a, BlockAttentionMassSlots::checkFinite) != 0;
   }
   const bool wait = a != nullptr && arg(a, BlockAttentionMassSlots::wait) != 0;
+  p.check_finite = p.check_finite && (wait || p.q.on_host());  // a device flag read drains the stream
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.q.on_host()) return cpu::block_attention_mass(p);

@@ -3,9 +3,11 @@
 //
 // The CPU path exists for correctness and small inputs: per (batch, head) the
 // keys are packed once, in attended (permuted) order, into 16-column panels,
-// and every kept (q-chunk, kv-block) tile is one register-tiled QKᵀ
-// (isa().gemm_tile) followed by an online softmax and P·V by rows, as the
-// flash kernels do on the GPU, so skipped blocks cost nothing.
+// and the values into 16-channel panels; every kept (q-chunk, kv-block) tile
+// is one register-tiled QKᵀ (isa().gemm_tile), an online softmax, and P·V on
+// the same tile, as the flash kernels do on the GPU, so skipped blocks cost
+// nothing. INT8 multiplies the codes as f32 on the same tile: the sums of
+// code products stay below 2²⁴ for head dims up to 1040, so they are exact.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -72,14 +74,15 @@ Round native_round(DType t) {
   return t == DType::kF16 ? Round::kF16 : t == DType::kBF16 ? Round::kBF16 : Round::kNone;
 }
 
-// Symmetric INT8 codes of n values with scale amax / 127 (0 when all are 0).
-float quantize_block(const float* x, int64_t n, int8_t* codes) {
+// Symmetric INT8 codes of n values, as floats (exact small integers), with
+// scale amax / 127 (0 when all are 0): round half away from zero, clamped.
+float quantize_block(const float* x, int64_t n, float* codes) {
   float amax = 0.f;
   for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
   const float scale = amax / 127.f;
   for (int64_t i = 0; i < n; ++i) {
-    float c = scale > 0.f ? std::round(x[i] / scale) : 0.f;  // round half away from zero
-    codes[i] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, c)));
+    const float c = scale > 0.f ? std::round(x[i] / scale) : 0.f;
+    codes[i] = std::min(127.f, std::max(-127.f, c));
   }
   return scale;
 }
@@ -121,9 +124,8 @@ void qk_tile(const float* q, int64_t R, int64_t D, const float* kt, int64_t col0
 
 // Keys (and values) of one (b, q head) in attended order.
 struct HeadKeys {
-  std::vector<float> kt;      // f32 keys as panels [ceil(Nk/16)][D][16]
-  std::vector<float> v;       // [Nk, D], rounded to the P·V type
-  std::vector<int8_t> k8;     // kInt8: [Nk, D] codes of the smoothed keys
+  std::vector<float> kt;      // keys as panels [ceil(Nk/16)][D][16] (kInt8: their codes, exact in f32)
+  std::vector<float> vp;      // values as panels [ceil(D/16)][Nk][16], rounded to the P·V type
   std::vector<float> kscale;  // kInt8: [ceil(Nk/64)]
 };
 
@@ -135,7 +137,9 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   const int64_t B = p.q.shape[0], Hq = p.q.shape[1], N = p.q.shape[2], D = p.q.shape[3];
   const int64_t Hkv = p.k.shape[1], Nk = p.k.shape[2], group = Hq / Hkv;
   const int64_t bq = p.mask.block_q, bk = p.mask.block_k, nQ = ceil_div(N, bq), nK = ceil_div(Nk, bk);
+  const int64_t Dp = round_up16(D), vpanels = Dp / kColTile;
   const bool int8 = p.precision == BlockSparsePrecision::kInt8;
+  constexpr int64_t kQB = kBlockSparseQuantBlock;
   // Operand rounding: inputs (q, k) and the P·V operands (P, v).
   Round in_round = native_round(p.q.dtype);
   if (p.precision == BlockSparsePrecision::kF16) in_round = Round::kF16;
@@ -145,44 +149,58 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   const int64_t npanels = ceil_div(Nk, kColTile);
   std::atomic<bool> nonfinite{false};
   HeadKeys hk;
+  std::vector<float> krows(static_cast<size_t>(Nk * D));  // [Nk, D]
+  std::vector<float> vrow(static_cast<size_t>(D));
 
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t kvh = h / group;
       const int32_t* ph = perm ? perm + h * N : nullptr;
       auto src = [&](int64_t pos) { return ph ? static_cast<int64_t>(ph[pos]) : pos; };
-      // Keys and values in attended order.
-      std::vector<float> krows(static_cast<size_t>(Nk * D));  // [Nk, D]
-      hk.v.resize(static_cast<size_t>(Nk * D));
+      // Keys and values in attended order; values straight into panels.
+      hk.vp.assign(static_cast<size_t>(vpanels * Nk * kColTile), 0.f);
       for (int64_t j = 0; j < Nk; ++j) {
         load_row(p.k, b, kvh, src(j), krows.data() + j * D);
-        load_row(p.v, b, kvh, src(j), hk.v.data() + j * D);
-        if (p.check_finite && (!isa().all_finite(krows.data() + j * D, D) || !isa().all_finite(hk.v.data() + j * D, D)))
+        load_row(p.v, b, kvh, src(j), vrow.data());
+        if (p.check_finite && (!isa().all_finite(krows.data() + j * D, D) || !isa().all_finite(vrow.data(), D)))
           return Status(Code::kRange, "expected finite k and v but k[" + std::to_string(b) + ", " +
                                           std::to_string(kvh) + ", " + std::to_string(src(j)) +
                                           "] or v there holds NaN or Inf");
-        round_row(hk.v.data() + j * D, D, pv_round);
+        for (int64_t d = 0; d < D; ++d)
+          hk.vp[(d / kColTile * Nk + j) * kColTile + d % kColTile] = round_to(vrow[d], pv_round);
       }
       if (int8) {
-        // K smoothing: the mean over all Nk keys, per channel (double).
+        // K smoothing: the mean over all Nk keys, per channel (double), then
+        // codes per 64 attended keys (products of codes sum exactly in f32).
         std::vector<double> mean(static_cast<size_t>(D), 0.0);
         for (int64_t j = 0; j < Nk; ++j)
           for (int64_t d = 0; d < D; ++d) mean[d] += krows[j * D + d];
         for (int64_t d = 0; d < D; ++d) mean[d] /= static_cast<double>(Nk);
         for (int64_t j = 0; j < Nk; ++j)
           for (int64_t d = 0; d < D; ++d) krows[j * D + d] = static_cast<float>(krows[j * D + d] - mean[d]);
-        hk.k8.resize(static_cast<size_t>(Nk * D));
-        hk.kscale.resize(static_cast<size_t>(ceil_div(Nk, kBlockSparseQuantBlock)));
-        for (int64_t j0 = 0; j0 < Nk; j0 += kBlockSparseQuantBlock) {
-          const int64_t n = std::min(kBlockSparseQuantBlock, Nk - j0);
-          hk.kscale[j0 / kBlockSparseQuantBlock] = quantize_block(krows.data() + j0 * D, n * D, hk.k8.data() + j0 * D);
+        hk.kscale.resize(static_cast<size_t>(ceil_div(Nk, kQB)));
+        for (int64_t j0 = 0; j0 < Nk; j0 += kQB) {
+          const int64_t n = std::min(kQB, Nk - j0);
+          hk.kscale[j0 / kQB] = quantize_block(krows.data() + j0 * D, n * D, krows.data() + j0 * D);
         }
       } else {
         round_row(krows.data(), Nk * D, in_round);
-        hk.kt.resize(static_cast<size_t>(npanels * D * kColTile));
-        for (int64_t c = 0; c < npanels; ++c)
-          isa().pack_panel(krows.data() + c * kColTile * D, D, static_cast<int>(std::min(kColTile, Nk - c * kColTile)),
-                           D, hk.kt.data() + c * D * kColTile);
+      }
+      hk.kt.resize(static_cast<size_t>(npanels * D * kColTile));
+      for (int64_t c = 0; c < npanels; ++c)
+        isa().pack_panel(krows.data() + c * kColTile * D, D, static_cast<int>(std::min(kColTile, Nk - c * kColTile)), D,
+                         hk.kt.data() + c * D * kColTile);
+      // kInt8: the q codes and scales of the whole head, per 64 attended rows.
+      std::vector<float> qcodes, qscale;
+      if (int8) {
+        qcodes.resize(static_cast<size_t>(N * D));
+        qscale.resize(static_cast<size_t>(ceil_div(N, kQB)));
+        for (int64_t i = 0; i < N; ++i) {
+          load_row(p.q, b, h, src(i), qcodes.data() + i * D);
+          if (p.check_finite && !isa().all_finite(qcodes.data() + i * D, D)) nonfinite = true;
+        }
+        for (int64_t i0 = 0; i0 < N; i0 += kQB)
+          qscale[i0 / kQB] = quantize_block(qcodes.data() + i0 * D, std::min(kQB, N - i0) * D, qcodes.data() + i0 * D);
       }
       // Tasks: chunks of up to kRowsPerTask rows inside one q-block.
       const int64_t chunks_per_block = ceil_div(std::min(bq, N), kRowsPerTask);
@@ -194,84 +212,60 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
         if (r0 >= r1) return;
         const int64_t R = r1 - r0;
         thread_local std::vector<float> qrows, S, acc, m, l;
-        thread_local std::vector<int8_t> q8;
         thread_local std::vector<int32_t> blocks;
-        qrows.resize(static_cast<size_t>(R * D));
-        for (int64_t r = 0; r < R; ++r) {
-          load_row(p.q, b, h, src(r0 + r), qrows.data() + r * D);
-          if (p.check_finite && !isa().all_finite(qrows.data() + r * D, D)) nonfinite = true;
-        }
-        std::vector<float> qscale;  // kInt8: one scale per 64-row quantization block in the chunk
+        const float* qp;
         if (int8) {
-          q8.resize(static_cast<size_t>(R * D));
-          // Quantization blocks are 64 attended rows; a chunk may span two.
-          for (int64_t r = 0; r < R;) {
-            const int64_t qblk = (r0 + r) / kBlockSparseQuantBlock;
-            const int64_t b0 = qblk * kBlockSparseQuantBlock, b1 = std::min(N, b0 + kBlockSparseQuantBlock);
-            // The scale covers the whole quantization block, not just this chunk's rows.
-            float amax = 0.f;
-            std::vector<float> tmp(static_cast<size_t>(D));
-            for (int64_t i = b0; i < b1; ++i) {
-              load_row(p.q, b, h, src(i), tmp.data());
-              for (int64_t d = 0; d < D; ++d) amax = std::max(amax, std::fabs(tmp[d]));
-            }
-            const float sc = amax / 127.f;
-            const int64_t e = std::min(R, b1 - r0);
-            for (; r < e; ++r) {
-              for (int64_t d = 0; d < D; ++d) {
-                const float c = sc > 0.f ? std::round(qrows[r * D + d] / sc) : 0.f;
-                q8[r * D + d] = static_cast<int8_t>(std::min(127.f, std::max(-127.f, c)));
-              }
-              qscale.push_back(sc);
-            }
-          }
+          qp = qcodes.data() + r0 * D;
         } else {
+          qrows.resize(static_cast<size_t>(R * D));
+          for (int64_t r = 0; r < R; ++r) {
+            load_row(p.q, b, h, src(r0 + r), qrows.data() + r * D);
+            if (p.check_finite && !isa().all_finite(qrows.data() + r * D, D)) nonfinite = true;
+          }
           round_row(qrows.data(), R * D, in_round);
+          qp = qrows.data();
         }
-        acc.assign(static_cast<size_t>(R * D), 0.f);
+        acc.assign(static_cast<size_t>(R * Dp), 0.f);  // [R, Dp]
         m.assign(static_cast<size_t>(R), kNegInf);
         l.assign(static_cast<size_t>(R), 0.f);
         row_blocks(p.mask, b, h, qb, nK, blocks);
         for (int32_t kb : blocks) {
           if (kb < 0 || kb >= nK) continue;
           const int64_t j0 = kb * bk, j1 = std::min(Nk, j0 + bk);
-          const int64_t col0 = int8 ? j0 : j0 / kColTile * kColTile;
-          const int64_t ncols = int8 ? j1 - j0 : round_up16(j1) - col0;
+          const int64_t col0 = j0 / kColTile * kColTile, ncols = round_up16(j1) - col0;
           S.resize(static_cast<size_t>(R * ncols));
-          if (int8) {
-            for (int64_t r = 0; r < R; ++r)
-              for (int64_t j = j0; j < j1; ++j) {
-                int32_t dot = 0;
-                const int8_t *a = q8.data() + r * D, *c = hk.k8.data() + j * D;
-                for (int64_t d = 0; d < D; ++d) dot += static_cast<int32_t>(a[d]) * static_cast<int32_t>(c[d]);
-                S[r * ncols + (j - col0)] =
-                    static_cast<float>(dot) * qscale[r] * hk.kscale[j / kBlockSparseQuantBlock] * p.scale;
-              }
-          } else {
-            qk_tile(qrows.data(), R, D, hk.kt.data(), col0, ncols, S.data(), ncols);
-            for (int64_t r = 0; r < R; ++r)
-              for (int64_t j = j0; j < j1; ++j) S[r * ncols + (j - col0)] *= p.scale;
+          qk_tile(qp, R, D, hk.kt.data(), col0, ncols, S.data(), ncols);
+          for (int64_t r = 0; r < R; ++r) {
+            float* s = S.data() + r * ncols;
+            if (int8) {
+              const float qs = qscale[(r0 + r) / kQB] * p.scale;
+              for (int64_t j = j0; j < j1; ++j) s[j - col0] *= qs * hk.kscale[j / kQB];
+            } else {
+              for (int64_t j = j0; j < j1; ++j) s[j - col0] *= p.scale;
+            }
           }
-          // Online softmax over this block's keys, then acc += P·V.
+          // Online softmax over this block's keys: P in place of S.
+          const int64_t n = j1 - j0;
           for (int64_t r = 0; r < R; ++r) {
             float* s = S.data() + r * ncols + (j0 - col0);
-            const int64_t n = j1 - j0;
             const float mx = std::max(m[r], isa().max(s, n));
             const float corr = std::exp(m[r] - mx);  // 0 on the first block (m = -inf)
-            float* a = acc.data() + r * D;
+            float* a = acc.data() + r * Dp;
             if (corr != 1.f)
               for (int64_t d = 0; d < D; ++d) a[d] *= corr;
             l[r] = l[r] * corr + isa().exp_shift_sum(s, n, mx);
             m[r] = mx;
-            for (int64_t j = 0; j < n; ++j) {
-              const float pj = round_to(s[j], pv_round);
-              if (pj != 0.f) isa().axpy(pj, hk.v.data() + (j0 + j) * D, a, D);
-            }
+            if (pv_round != Round::kNone) round_row(s, n, pv_round);
           }
+          // acc += P·V on the register tile: P rows against the value panels.
+          for (int64_t vp = 0; vp < vpanels; ++vp)
+            for (int64_t r = 0; r < R; r += kGemmRows)
+              isa().gemm_tile(S.data() + r * ncols + (j0 - col0), ncols, 1, static_cast<int>(std::min<int64_t>(kGemmRows, R - r)),
+                              hk.vp.data() + (vp * Nk + j0) * kColTile, n, acc.data() + r * Dp + vp * kColTile, Dp, true);
         }
         for (int64_t r = 0; r < R; ++r) {
           const int64_t orig = src(r0 + r);
-          float* a = acc.data() + r * D;
+          float* a = acc.data() + r * Dp;
           if (l[r] > 0.f) {
             const float inv = 1.f / l[r];
             for (int64_t d = 0; d < D; ++d) a[d] *= inv;

@@ -76,7 +76,6 @@ constexpr int kMaxSplits = 64;
 constexpr int kReduceWarps = 8;
 constexpr int kReduceThreads = kReduceWarps * 32;
 constexpr int kReduceCols = 64;
-constexpr int kCheckThreads = 256;
 
 static_assert(kTQ * kTK == kThreads, "thread grid must cover the tile");
 static_assert(kTK == 16 || kTK == 32, "a row's threads must be an aligned lane group");
@@ -97,14 +96,6 @@ constexpr int64_t kNoRow = INT64_MIN;  // padding in a tile: reads as zeros
 constexpr int kBadInput = 1;  // NaN/Inf in q, k or probs
 constexpr int kBadBias = 2;   // NaN/+Inf in key_bias
 constexpr int kBadLogit = 4;  // q·k·scale not finite (values too large for f32)
-
-// The selected query rows: an uploaded list, or the range first + i (no
-// upload, so no implicit synchronisation of a pageable host-to-device copy).
-struct RowMap {
-  const int32_t* list;  // device; null: rows are first, first + 1, ...
-  int64_t first;
-  __device__ __forceinline__ int64_t operator()(int64_t sel) const { return list ? list[sel] : first + sel; }
-};
 
 // Where the per-head column sums of a (b, h, column tile) go.
 struct HeadSink {
@@ -611,44 +602,6 @@ __global__ void __launch_bounds__(kReduceThreads) probs_column_kernel(const Redu
     for (int w = 0; w < kReduceWarps; ++w) v += red[w][tid];
   }
   emit_columns(p.sink, b, h, ct, col0, ncols, v);
-}
-
-// ---- check_finite -------------------------------------------------------------
-// Sets `bit` in *flag when an element of a strided view [n0, n1, n2, len]
-// (last dim contiguous; dim 2 mapped through `rows`) is NaN or ±Inf (-Inf is
-// allowed with allow_neg_inf). One warp per row, rows grid-strided.
-template <typename T>
-__global__ void __launch_bounds__(kCheckThreads)
-    nonfinite_kernel(const T* base, int64_t n0, int64_t n1, int64_t n2, int64_t s0, int64_t s1, int64_t s2,
-                     RowMap rows, int64_t len, bool allow_neg_inf, int bit, int* flag) {
-  const int lane = threadIdx.x % 32;
-  const int64_t warps = static_cast<int64_t>(gridDim.x) * (kCheckThreads / 32);
-  const int64_t total = n0 * n1 * n2;
-  bool bad = false;
-  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (kCheckThreads / 32) + threadIdx.x / 32; r < total;
-       r += warps) {
-    const int64_t i2 = r % n2, t = r / n2;
-    const int64_t i1 = t % n1, i0 = t / n1;
-    const T* row = base + i0 * s0 + i1 * s1 + rows(i2) * s2;
-    for (int64_t d = lane; d < len; d += 32) {
-      const float x = load_f32(row + d);
-      if (!(isfinite(x) || (allow_neg_inf && x == -INFINITY))) bad = true;
-    }
-  }
-  if (bad) atomicOr(flag, bit);
-}
-
-template <typename T>
-Status launch_nonfinite(const T* base, int64_t n0, int64_t n1, int64_t n2, int64_t s0, int64_t s1, int64_t s2,
-                        RowMap rows, int64_t len, bool allow_neg_inf, int bit, int* flag, cudaStream_t stream) {
-  const int64_t total = n0 * n1 * n2;
-  if (total <= 0 || len <= 0) return Status::Ok();
-  const int64_t per_block = kCheckThreads / 32;
-  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + per_block - 1) / per_block, 8192));
-  nonfinite_kernel<T><<<blocks, kCheckThreads, 0, stream>>>(base, n0, n1, n2, s0, s1, s2, rows, len, allow_neg_inf,
-                                                             bit, flag);
-  TS_CUDA_CHECK_LAUNCH("nonfinite_kernel");
-  return Status::Ok();
 }
 
 // ---- host helpers ---------------------------------------------------------------

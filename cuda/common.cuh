@@ -11,6 +11,7 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstddef>
 #include <cstdint>
@@ -371,6 +372,55 @@ inline Status read_status(const DeviceStatus* st, cudaStream_t stream, DeviceSta
 }
 
 inline int64_t blocks_for(int64_t n, int threads) { return (n + threads - 1) / threads; }
+
+// Rows of a strided view: an uploaded list, or the range first + i (no
+// upload, so no implicit synchronisation of a pageable host-to-device copy).
+struct RowMap {
+  const int32_t* list;  // device; null: rows are first, first + 1, ...
+  int64_t first;
+  __device__ __forceinline__ int64_t operator()(int64_t sel) const { return list ? list[sel] : first + sel; }
+};
+
+constexpr int kCheckThreads = 256;
+
+// ---- check_finite: the input scan of every family that checks device inputs ----
+// Sets `bit` in *flag when an element of a strided view [n0, n1, n2, len]
+// (last dim contiguous; dim 2 mapped through `rows`) is NaN or ±Inf (-Inf is
+// allowed with allow_neg_inf). One warp per row, rows grid-strided.
+template <typename T>
+__global__ void __launch_bounds__(kCheckThreads)
+    nonfinite_kernel(const T* base, int64_t n0, int64_t n1, int64_t n2, int64_t s0, int64_t s1, int64_t s2,
+                     RowMap rows, int64_t len, bool allow_neg_inf, int bit, int* flag) {
+  const int lane = threadIdx.x % 32;
+  const int64_t warps = static_cast<int64_t>(gridDim.x) * (kCheckThreads / 32);
+  const int64_t total = n0 * n1 * n2;
+  bool bad = false;
+  for (int64_t r = static_cast<int64_t>(blockIdx.x) * (kCheckThreads / 32) + threadIdx.x / 32; r < total;
+       r += warps) {
+    const int64_t i2 = r % n2, t = r / n2;
+    const int64_t i1 = t % n1, i0 = t / n1;
+    const T* row = base + i0 * s0 + i1 * s1 + rows(i2) * s2;
+    for (int64_t d = lane; d < len; d += 32) {
+      const float x = load_f32(row + d);
+      if (!(isfinite(x) || (allow_neg_inf && x == -INFINITY))) bad = true;
+    }
+  }
+  if (bad) atomicOr(flag, bit);
+}
+
+template <typename T>
+Status launch_nonfinite(const T* base, int64_t n0, int64_t n1, int64_t n2, int64_t s0, int64_t s1, int64_t s2,
+                        RowMap rows, int64_t len, bool allow_neg_inf, int bit, int* flag, cudaStream_t stream) {
+  const int64_t total = n0 * n1 * n2;
+  if (total <= 0 || len <= 0) return Status::Ok();
+  const int64_t per_block = kCheckThreads / 32;
+  const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + per_block - 1) / per_block, 8192));
+  nonfinite_kernel<T><<<blocks, kCheckThreads, 0, stream>>>(base, n0, n1, n2, s0, s1, s2, rows, len, allow_neg_inf,
+                                                             bit, flag);
+  TS_CUDA_CHECK_LAUNCH("nonfinite_kernel");
+  return Status::Ok();
+}
+
 
 }  // namespace cuda
 }  // namespace tokensieve

@@ -6,7 +6,8 @@
  */
 import { main, selectTrials, trialList } from '../bench/run';
 import { markdownReport, ReportData, roofText, svgPlot, versus } from '../bench/report';
-import { TRIALS } from '../bench/trials';
+import { OCR_TRIALS, TRIALS } from '../bench/trials';
+import { ocrSkipReason } from '../bench/ocr';
 
 const fake: ReportData = {
   machine: ['Test CPU, 2 cores', 'tokensieve 0.0.0'],
@@ -116,6 +117,17 @@ describe('bench options', () => {
     expect(selectTrials('attention', false).every((t) => t.family === 'attention')).toBe(true);
     expect(selectTrials('attention', false).length).toBe(TRIALS.filter((t) => t.family === 'attention').length);
     expect(selectTrials('topk 576', false).map((t) => t.name)).toEqual(['topk 576 k144 b1', 'topk 576 k144 b16']);
+  });
+  test('the end-to-end ocr family (examples/ocr) is listed and selected by name and family, apart from the kernels', () => {
+    const list = trialList();
+    expect(list).toContain('  ocr:');
+    for (const t of OCR_TRIALS) expect(list).toContain(t.name);
+    expect(selectTrials('ocr e2e', false).map((t) => t.name)).toEqual(['ocr e2e tome', 'ocr e2e prune']);
+    expect(selectTrials('ocr', false).map((t) => t.name)).toEqual(['ocr e2e tome', 'ocr e2e prune']);
+    expect(TRIALS.some((t) => (t.family as string) === 'ocr')).toBe(false);
+    // Skipped with a reason exactly when the example cannot run here.
+    const installed = (require('../examples/ocr/ocr') as { installed(): boolean }).installed();
+    expect(ocrSkipReason() === undefined).toBe(installed);
   });
   test('--filter with no match says so and exits non-zero', async () => {
     const err: string[] = [];

@@ -63,7 +63,7 @@ struct BlockSparseAttentionParams {
   TensorView perm;
   float scale = 1.0f;  // usually 1/sqrt(D)
   BlockSparsePrecision precision = BlockSparsePrecision::kNative;
-  bool check_finite = true;  // host: reject NaN/Inf in q, k, v with kRange
+  bool check_finite = true;  // reject NaN/Inf in q, k, v with kRange
   TensorView out;  // logical [B, Hq, N, D], q's dtype
   TensorView lse;  // optional f32 [B, Hq, N]: natural-log log-sum-exp of the kept s_ij
   void* stream = nullptr;
@@ -120,6 +120,11 @@ Status apply_reorder(const ApplyReorderParams& p);
 }  // namespace cpu
 
 namespace cuda {
+// Tensor cores (mma.sync): head dims 64, 80, 96, 128; mask block sizes that
+// are multiples of 64; f16/bf16 inputs (f32 inputs with precision kF16 or
+// kBF16) and kInt8 (m16n8k32 after a quantize pre-pass). Anything else is
+// kUnsupported, never a fallback. check_finite scans q, k, v in one extra
+// pass and reads a flag back (a stream synchronisation).
 Status block_sparse_attention(const BlockSparseAttentionParams& p);
 Status block_attention_mass(const BlockAttentionMassParams& p);
 Status block_pool(const BlockPoolParams& p);

@@ -77,7 +77,11 @@ export interface BlockSparseAttentionOptions {
    * permutation per head (`reorderIndex` builds it). Needs Nk = N.
    */
   reorder?: { perm: TensorLike | Int32Array };
-  /** Reject NaN/Inf in q, k, v (host tensors; default true). */
+  /**
+   * Reject NaN/Inf in q, k, v (default true). On CUDA this costs one pass
+   * over the inputs and a stream synchronisation, so it applies only with
+   * `wait: true`; with `wait: false` a NaN reaches the rows that attend to it.
+   */
   checkFinite?: boolean;
   stream?: bigint;
   wait?: boolean;

@@ -22,6 +22,9 @@
 #   coverage_test   greedy maximum coverage and MMTok's coverage matrix
 #                   (cuda/coverage.cu) against the CPU;
 #   stc_test        STC-Pruner scores (cuda/stc.cu) against the CPU.
+#   blocksparse_test block-sparse attention (mma.sync, emulated per PTX
+#                   fragment layout) against float64 and the CPU under the
+#                   tolerance rule; block mass, pooling, reordering vs the CPU.
 # Some programs only: run.sh merge_test stc_test ...
 # What it cannot check: blocks run one after another, so races between
 # blocks (the last-block tickets) and real warp divergence need a GPU and
@@ -30,10 +33,10 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 out="$root/build-emu"
-mkdir -p "$out/src" "$out/obj"
+mkdir -p "$out/src/cuda" "$out/obj"
 cd "$root"
 
-all=(attention_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test)
+all=(attention_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test blocksparse_test)
 if [ $# -gt 0 ]; then names=("$@"); else names=("${all[@]}"); fi
 want() { local n; for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done; return 1; }
 
@@ -42,11 +45,14 @@ declare -A cuda_of=(
   [attention_test]="attention select quantize" [select_test]="attention select quantize"
   [quantize_test]="attention select quantize" [merge_test]="merge"
   [diversity_test]="features diversity" [coverage_test]="features coverage" [stc_test]="stc"
-  [diversity_steps_test]="features diversity_steps")
+  [diversity_steps_test]="features diversity_steps" [blocksparse_test]="blocksparse")
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
-  -I$here/include -I$root/include -I$root"
+  -I$here/include -I$out/src -I$root/include -I$root"
 CPU="-std=c++17 -O2 -I$root/include -I$root"
+# cuda/common.cuh launches a kernel too (the shared NaN/Inf scan): its
+# rewritten copy shadows the original on the include path.
+node "$here/transform.js" cuda/common.cuh "$out/src/cuda/common.cuh"
 pids=()
 compile() { "$@" & pids+=($!); }
 need=()
@@ -70,7 +76,7 @@ rm -f "$out"/obj/cpu_*.o "$out"/obj/core_*.o "$out/libcpu.a"
 for f in core/*.cc; do
   compile g++ $CPU -c "$f" -o "$out/obj/core_$(basename "$f" .cc).o"
 done
-for f in thread_pool isa_dispatch isa_baseline attention select quantize merge gemm rows diversity coverage stc; do
+for f in thread_pool isa_dispatch isa_baseline attention select quantize merge gemm rows diversity coverage stc blocksparse; do
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"

@@ -1,4 +1,5 @@
-// Host emulation of the WMMA subset (nvcuda::wmma) that cuda/merge.cu uses:
+// Host emulation of the WMMA subset (nvcuda::wmma) that cuda/merge.cu uses,
+// and of the PTX mma.sync.m16n8k16 (f16/bf16 -> f32) that cuda/mma.cuh wraps:
 // 16×16×16 fragments of __nv_bfloat16 (matrix_a / matrix_b) with f32
 // accumulators; fill_fragment, load_matrix_sync, mma_sync, store_matrix_sync.
 //
@@ -22,6 +23,7 @@
 #include <type_traits>
 
 #include "cuda_bf16.h"
+#include "cuda_fp16.h"
 #include "cuda_runtime.h"
 
 namespace nvcuda {
@@ -113,3 +115,112 @@ inline void mma_sync(fragment<accumulator, 16, 16, 16, float>& d,
 
 }  // namespace wmma
 }  // namespace nvcuda
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{f16,bf16}: d += a·b with the PTX
+// fragment layout (g = lane / 4, t = lane % 4): a[0] = A[g][2t, 2t+1],
+// a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..] (low half
+// first); b[0] = B[2t, 2t+1][g], b[1] = B[2t+8, 2t+9][g]; d[0..1] =
+// C[g][2t, 2t+1], d[2..3] = C[g+8][2t, 2t+1]. Warp-collective: every lane
+// passes the per-warp barrier, as on the hardware. Products are exact in
+// f32; the sum runs in ascending k (the hardware's order is unspecified).
+namespace emu {
+template <class T>
+inline float mma_operand(uint32_t r, int hi) {
+  const uint16_t bits = static_cast<uint16_t>(hi ? r >> 16 : r & 0xffffu);
+  if constexpr (std::is_same<T, __half>::value) return __half2float(__half{bits});
+  else return __bfloat162float(__nv_bfloat16{bits});
+}
+inline void warp_all_gather(uint32_t v, uint32_t out[32]) {
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  progress++;
+  warp_buf[w][lane] = v;
+  warp_bars[w]->arrive_and_wait();
+  for (int l = 0; l < 32; ++l) out[l] = static_cast<uint32_t>(warp_buf[w][l]);
+  warp_bars[w]->arrive_and_wait();
+}
+template <class T>
+inline void mma_m16n8k16(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t A[4][32], Bv[2][32];
+  for (int r = 0; r < 4; ++r) warp_all_gather(a[r], A[r]);
+  for (int r = 0; r < 2; ++r) warp_all_gather(b[r], Bv[r]);
+  float Am[16][16], Bm[16][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int hi = 0; hi < 2; ++hi) {
+      Am[g][2 * t + hi] = mma_operand<T>(A[0][l], hi);
+      Am[g + 8][2 * t + hi] = mma_operand<T>(A[1][l], hi);
+      Am[g][2 * t + 8 + hi] = mma_operand<T>(A[2][l], hi);
+      Am[g + 8][2 * t + 8 + hi] = mma_operand<T>(A[3][l], hi);
+      Bm[2 * t + hi][g] = mma_operand<T>(Bv[0][l], hi);
+      Bm[2 * t + 8 + hi][g] = mma_operand<T>(Bv[1][l], hi);
+    }
+  }
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+    float acc = d[e];
+    for (int k = 0; k < 16; ++k) acc += Am[row][k] * Bm[k][col];
+    d[e] = acc;
+  }
+}
+
+// mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32: d += a·b on signed bytes,
+// exact int32 sums. Fragments (g = lane / 4, t = lane % 4; byte i of a
+// register is element 4t + i): a[0] = A[g][4t..4t+3], a[1] = A[g+8][4t..],
+// a[2] = A[g][16+4t..], a[3] = A[g+8][16+4t..]; b[0] = B[4t..4t+3][g],
+// b[1] = B[16+4t..][g]; d as in m16n8k16.
+inline void mma_m16n8k32_s8(int d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t A[4][32], Bv[2][32];
+  for (int r = 0; r < 4; ++r) warp_all_gather(a[r], A[r]);
+  for (int r = 0; r < 2; ++r) warp_all_gather(b[r], Bv[r]);
+  int Am[16][32], Bm[32][8];
+  auto byte = [](uint32_t r, int i) { return static_cast<int>(static_cast<int8_t>(static_cast<uint8_t>(r >> (8 * i)))); };
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    for (int i = 0; i < 4; ++i) {
+      Am[g][4 * t + i] = byte(A[0][l], i);
+      Am[g + 8][4 * t + i] = byte(A[1][l], i);
+      Am[g][16 + 4 * t + i] = byte(A[2][l], i);
+      Am[g + 8][16 + 4 * t + i] = byte(A[3][l], i);
+      Bm[4 * t + i][g] = byte(Bv[0][l], i);
+      Bm[16 + 4 * t + i][g] = byte(Bv[1][l], i);
+    }
+  }
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+    int acc = d[e];
+    for (int k = 0; k < 32; ++k) acc += Am[row][k] * Bm[k][col];
+    d[e] = acc;
+  }
+}
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (see cuda/mma.cuh): the
+// row addresses are exchanged through the warp, then every lane reads its
+// pairs. Addresses must be 16-byte aligned (checked).
+inline void ldmatrix_x4(uint32_t r[4], const void* row, bool trans) {
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0) {
+    fprintf(stderr, "emu: ldmatrix row address %p not 16-byte aligned\n", row);
+    abort();
+  }
+  const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+  progress++;
+  warp_buf[w][lane] = reinterpret_cast<uintptr_t>(row);
+  warp_bars[w]->arrive_and_wait();
+  const uint16_t* rows[32];
+  for (int l = 0; l < 32; ++l) rows[l] = reinterpret_cast<const uint16_t*>(static_cast<uintptr_t>(warp_buf[w][l]));
+  warp_bars[w]->arrive_and_wait();
+  const int g = lane / 4, t = lane % 4;
+  for (int m = 0; m < 4; ++m) {
+    uint16_t lo, hi;
+    if (!trans) {
+      lo = rows[m * 8 + g][2 * t];
+      hi = rows[m * 8 + g][2 * t + 1];
+    } else {
+      lo = rows[m * 8 + 2 * t][g];
+      hi = rows[m * 8 + 2 * t + 1][g];
+    }
+    r[m] = static_cast<uint32_t>(lo) | (static_cast<uint32_t>(hi) << 16);
+  }
+}
+}  // namespace emu

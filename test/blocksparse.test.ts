@@ -1,0 +1,290 @@
+/**
+ * blockSparseAttention, blockAttentionMass, blockPool and applyReorder
+ * against the float64 references of test/reference/blocksparse.ts, on
+ * random inputs of awkward sizes, every dtype and both layouts, GQA, empty
+ * rows and masks at 5–50% density; the identities of specs/blocksparse.md
+ * §6d; bad input. CUDA parity: test/cuda-blocksparse.test.ts.
+ */
+import {
+  BlockMaskLike,
+  FloatDType,
+  applyReorder,
+  applyReorderSync,
+  blockAttentionMass,
+  blockAttentionMassSync,
+  blockPoolSync,
+  blockSparseAttention,
+  blockSparseAttentionSync,
+} from '../lib';
+import { expectClose, expectCode, expectReject, makeTensor, randn } from './helpers';
+import { fromBnhd, maskOf, outValues, permutation, problem, randomKeep, roundTo, toBnhd, tol } from './blocksparse-fixtures';
+import { refApplyReorder, refBlockAttentionMass, refBlockPool, refBlockSparseAttention } from './reference/blocksparse';
+import { TokenSieveError } from '../lib/errors';
+
+describe('blockSparseAttention against float64', () => {
+  const cases: Array<[string, number, number, number, number, number, number, FloatDType, 'bhnd' | 'bnhd', number, number, number]> = [
+    // name, B, Hq, Hkv, N, Nk, D, dtype, layout, blockQ, blockK, density
+    ['one token', 1, 1, 1, 1, 1, 8, 'f32', 'bhnd', 64, 64, 1],
+    ['63 tokens, prime blocks', 1, 2, 2, 63, 63, 16, 'f32', 'bhnd', 17, 13, 0.5],
+    ['65 tokens GQA 4:1, bnhd', 2, 4, 1, 65, 65, 24, 'f32', 'bnhd', 64, 64, 0.5],
+    ['N != Nk, f16', 1, 2, 1, 37, 101, 32, 'f16', 'bhnd', 8, 16, 0.3],
+    ['bf16 bnhd, 5% density', 1, 3, 3, 130, 130, 20, 'bf16', 'bnhd', 16, 16, 0.05],
+    ['f16 d64 200 tokens, 20%', 1, 2, 2, 200, 200, 64, 'f16', 'bhnd', 64, 64, 0.2],
+    ['f32 d80 tail 48 of 64', 1, 1, 1, 112, 112, 80, 'f32', 'bhnd', 64, 64, 0.5],
+  ];
+  for (const [name, B, Hq, Hkv, N, Nk, D, dtype, layout, bq, bk, density] of cases) {
+    test(name, () => {
+      const p = problem(B, Hq, Hkv, N, Nk, D, dtype, layout, N * 7 + D);
+      const nQ = Math.ceil(N / bq), nK = Math.ceil(Nk / bk);
+      const keep = density >= 1 ? () => true : randomKeep(N + D, B, Hq, nQ, nK, density, [0]);
+      const mask = maskOf(B, Hq, N, Nk, bq, bk, keep);
+      const scale = 1 / Math.sqrt(D);
+      const r = blockSparseAttentionSync(p.q, p.k, p.v, mask, { layout, returnLse: true });
+      const ref = refBlockSparseAttention({ q: p.qx, k: p.kx, v: p.vx, B, Hq, Hkv, N, Nk, D, scale, keep, blockQ: bq, blockK: bk, roundP: dtype === 'f32' ? undefined : roundTo(dtype) });
+      expect(r.out.dtype).toBe(dtype);
+      expect(r.out.shape).toEqual(p.q.shape);
+      const { atol, rtol } = tol(dtype);
+      expectClose(outValues(p, r.out), ref.out, atol, rtol, 'out');
+      const lse = r.lse!.toArray();
+      for (let i = 0; i < lse.length; i++) {
+        if (ref.lse[i] === -Infinity) expect(lse[i]).toBe(-Infinity);
+        else expect(Math.abs(lse[i] - ref.lse[i])).toBeLessThan(1e-4);
+      }
+      if (density < 1) {
+        // row 0 (q-block 0 of head 0) keeps nothing: zeros and LSE −∞
+        const o = outValues(p, r.out);
+        for (let i = 0; i < Math.min(bq, N); i++) {
+          for (let d = 0; d < D; d++) expect(o[i * D + d]).toBe(0);
+          expect(lse[i]).toBe(-Infinity);
+        }
+      }
+    });
+  }
+
+  test('an all-ones mask equals the dense path, and both equal float64 softmax attention', () => {
+    const p = problem(2, 2, 1, 77, 77, 16, 'f32', 'bhnd', 5);
+    const all = maskOf(1, 1, 77, 77, 16, 32, () => true);
+    const a = blockSparseAttentionSync(p.q, p.k, p.v, all).out.toArray();
+    const d = blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { blockQ: 16, blockK: 32 }).out.toArray();
+    expect(a).toEqual(d);
+    const ref = refBlockSparseAttention({ q: p.qx, k: p.kx, v: p.vx, B: 2, Hq: 2, Hkv: 1, N: 77, Nk: 77, D: 16, scale: 0.25, keep: () => true, blockQ: 16, blockK: 32 });
+    expectClose(a, ref.out, 2e-6, 1e-4, 'dense');
+  });
+
+  test('a mask broadcast over batch and heads equals the same mask spelled out per (b, h)', () => {
+    const p = problem(2, 3, 3, 50, 50, 8, 'f32', 'bhnd', 9);
+    const keep = randomKeep(3, 1, 1, 4, 4, 0.4);
+    const one = blockSparseAttentionSync(p.q, p.k, p.v, maskOf(1, 1, 50, 50, 16, 16, keep)).out.toArray();
+    const full = blockSparseAttentionSync(p.q, p.k, p.v, maskOf(2, 3, 50, 50, 16, 16, (b, h, i, j) => keep(0, 0, i, j))).out.toArray();
+    expect(one).toEqual(full);
+  });
+
+  test('partial + full lists compute their union', () => {
+    const p = problem(1, 2, 2, 64, 64, 8, 'f32', 'bhnd', 11);
+    const keep = randomKeep(4, 1, 2, 4, 4, 0.6);
+    const split = (b: number, h: number, i: number, j: number) => keep(b, h, i, j) && (i + j) % 2 === 0;
+    const rest = (b: number, h: number, i: number, j: number) => keep(b, h, i, j) && (i + j) % 2 === 1;
+    const a = maskOf(1, 2, 64, 64, 16, 16, split);
+    const f = maskOf(1, 2, 64, 64, 16, 16, rest);
+    const both = blockSparseAttentionSync(p.q, p.k, p.v, { ...a, fullKvNumBlocks: f.kvNumBlocks, fullKvIndices: f.kvIndices }).out.toArray();
+    const union = blockSparseAttentionSync(p.q, p.k, p.v, maskOf(1, 2, 64, 64, 16, 16, keep)).out.toArray();
+    expect(both).toEqual(union);
+  });
+
+  test('reordered: inv(attn(perm(q, k, v))) = attn(q, k, v) under a full mask, and a permuted-space mask is the permuted token mask', () => {
+    const B = 1, H = 2, N = 90, D = 16;
+    const p = problem(B, H, H, N, N, D, 'f32', 'bhnd', 21);
+    const perm = permutation(H, N, 8);
+    const dense = blockSparseAttentionSync(p.q, p.k, p.v, 'dense').out.toArray();
+    const reordered = blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { reorder: { perm } }).out.toArray();
+    expectClose(reordered, dense, 1e-6, 1e-5, 'reordered dense');
+    // The same through applyReorder by hand.
+    const qp = applyReorderSync(p.q, perm), kp = applyReorderSync(p.k, perm), vp = applyReorderSync(p.v, perm);
+    const inPerm = blockSparseAttentionSync(qp, kp, vp, 'dense').out;
+    expectClose(applyReorderSync(inPerm, perm, { inverse: true }).toArray(), dense, 1e-6, 1e-5, 'by hand');
+    // A block mask in permuted space = dense attention under the token mask M[perm[p], perm[p']].
+    const keep = randomKeep(12, 1, H, 6, 6, 0.35, [1]);
+    const r = blockSparseAttentionSync(p.q, p.k, p.v, maskOf(1, H, N, N, 16, 16, keep), { reorder: { perm }, returnLse: true });
+    const ref = refBlockSparseAttention({ q: p.qx, k: p.kx, v: p.vx, B, Hq: H, Hkv: H, N, Nk: N, D, scale: 0.25, keep, blockQ: 16, blockK: 16, perm });
+    expectClose(r.out.toArray(), ref.out, 2e-6, 1e-4, 'permuted mask');
+    const lse = r.lse!.toArray();
+    // q-block 1 of head 0 is empty: its 16 permuted positions map to original rows that are 0
+    for (let pos = 16; pos < 32; pos++) expect(lse[perm[pos]]).toBe(-Infinity);
+  });
+
+  test("precision 'bf16' and 'f16' on f32 inputs round q, k, v and P like the tensor cores", () => {
+    const p = problem(1, 2, 2, 70, 70, 32, 'f32', 'bhnd', 31);
+    for (const precision of ['bf16', 'f16'] as const) {
+      const r = blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { precision });
+      const round = roundTo(precision);
+      const ref = refBlockSparseAttention({ q: p.qx.map(round), k: p.kx.map(round), v: p.vx.map(round), B: 1, Hq: 2, Hkv: 2, N: 70, Nk: 70, D: 32, scale: 1 / Math.sqrt(32), keep: () => true, blockQ: 64, blockK: 64, roundP: round });
+      const t = tol(precision);
+      expectClose(r.out.toArray(), ref.out, t.atol / 4, t.rtol / 4, precision);
+    }
+  });
+
+  test("precision 'int8' against the same-mask f32 reference: cosine >= 0.999, relative L1 <= 0.02", () => {
+    for (const [N, D, dtype] of [[130, 64, 'f32'], [200, 128, 'bf16'], [65, 80, 'f16']] as const) {
+      const p = problem(1, 2, 1, N, N, D, dtype, 'bhnd', N + D);
+      // A shared offset in k (what K smoothing removes) and varied q scales.
+      const kx = p.kx.map((x, i) => x + 0.8 * Math.sin(i % D));
+      const k = makeTensor(kx, [1, 1, N, D], dtype);
+      const keep = randomKeep(N, 1, 2, Math.ceil(N / 64), Math.ceil(N / 64), 0.5);
+      const mask = maskOf(1, 2, N, N, 64, 64, keep);
+      const r = blockSparseAttentionSync(p.q, k.t, p.v, mask, { precision: 'int8' }).out.toArray();
+      const ref = refBlockSparseAttention({ q: p.qx, k: k.exact, v: p.vx, B: 1, Hq: 2, Hkv: 1, N, Nk: N, D, scale: 1 / Math.sqrt(D), keep, blockQ: 64, blockK: 64 }).out;
+      let dot = 0, na = 0, nb = 0, l1 = 0, l1ref = 0;
+      for (let i = 0; i < ref.length; i++) {
+        dot += r[i] * ref[i];
+        na += r[i] * r[i];
+        nb += ref[i] * ref[i];
+        l1 += Math.abs(r[i] - ref[i]);
+        l1ref += Math.abs(ref[i]);
+      }
+      expect(dot / Math.sqrt(na * nb)).toBeGreaterThanOrEqual(0.999);
+      expect(l1 / l1ref).toBeLessThanOrEqual(0.02);
+    }
+  });
+
+  test('the async twin gives the same result, and every output element is written', async () => {
+    const p = problem(1, 2, 2, 45, 45, 8, 'bf16', 'bnhd', 41);
+    const mask = maskOf(1, 2, 45, 45, 16, 16, randomKeep(5, 1, 2, 3, 3, 0.5));
+    const a = await blockSparseAttention(p.q, p.k, p.v, mask, { layout: 'bnhd', returnLse: true });
+    const s = blockSparseAttentionSync(p.q, p.k, p.v, mask, { layout: 'bnhd', returnLse: true });
+    expect(a.out.toArray()).toEqual(s.out.toArray());
+    expect(a.lse!.toArray()).toEqual(s.lse!.toArray());
+    expect(a.out.toArray().some((x) => Number.isNaN(x))).toBe(false);
+  });
+});
+
+describe('blockAttentionMass, blockPool, applyReorder against float64', () => {
+  test.each([
+    [1, 1, 1, 1, 1, 4, 1, 1],
+    [2, 2, 1, 37, 53, 12, 8, 16],
+    [1, 3, 3, 70, 70, 16, 64, 64],
+  ])('mass B%i H%i Hkv%i N%i Nk%i D%i blocks %i x %i', (B, H, Hkv, N, Nk, D, bq, bk) => {
+    const q = makeTensor(randn(B * H * N * D, N), [B, H, N, D]);
+    const k = makeTensor(randn(B * Hkv * Nk * D, Nk), [B, Hkv, Nk, D]);
+    const m = blockAttentionMassSync(q.t, k.t, { blockQ: bq, blockK: bk });
+    expect(m.shape).toEqual([B, H, Math.ceil(N / bq), Math.ceil(Nk / bk)]);
+    const ref = refBlockAttentionMass(q.exact, k.exact, B, H, Hkv, N, Nk, D, 1 / Math.sqrt(D), bq, bk);
+    expectClose(m.toArray(), ref, 1e-6, 1e-5, 'mass');
+    // Each q-block's mass sums to the number of its rows.
+    const a = m.toArray(), nQ = Math.ceil(N / bq), nK = Math.ceil(Nk / bk);
+    for (let r = 0; r < B * H * nQ; r++) {
+      let s = 0;
+      for (let j = 0; j < nK; j++) s += a[r * nK + j];
+      expect(s).toBeCloseTo(Math.min(bq, N - (r % nQ) * bq), 4);
+    }
+    if (N > 10) {
+      const rows = [0, 3, 9, N - 1];
+      const ms = blockAttentionMassSync(q.t, k.t, { blockQ: bq, blockK: bk, rows });
+      expectClose(ms.toArray(), refBlockAttentionMass(q.exact, k.exact, B, H, Hkv, N, Nk, D, 1 / Math.sqrt(D), bq, bk, rows), 1e-6, 1e-5, 'sampled');
+    }
+  });
+
+  test('mass in bnhd, f16, async', async () => {
+    const B = 1, H = 2, N = 33, D = 8;
+    const vals = randn(B * H * N * D, 3);
+    const q = makeTensor(toBnhd(vals, B, H, N, D), [B, N, H, D], 'f16');
+    const m = await blockAttentionMass(q.t, q.t, { layout: 'bnhd', blockQ: 8, blockK: 8 });
+    const exact = fromBnhd(q.exact, B, H, N, D);
+    expectClose(m.toArray(), refBlockAttentionMass(exact, exact, B, H, H, N, N, D, 1 / Math.sqrt(D), 8, 8), 1e-6, 1e-5, 'mass');
+  });
+
+  test.each([[1, 1, 1, 3, 5], [2, 3, 67, 20, 16], [1, 2, 64, 64, 64]])('pool B%i H%i N%i D%i block %i', (B, H, N, D, block) => {
+    const x = makeTensor(randn(B * H * N * D, N + D).map((v, i) => (i % 5 === 0 ? 0 : v + 0.3)), [B, H, N, D], 'bf16');
+    const r = blockPoolSync(x.t, { block });
+    const ref = refBlockPool(x.exact, B, H, N, D, block);
+    expectClose(r.mean.toArray(), ref.mean, 1e-6, 1e-5, 'mean');
+    expectClose(r.selfSim.toArray(), ref.selfSim, 1e-6, 1e-5, 'selfSim');
+  });
+
+  test('applyReorder forward and inverse, both layouts, every dtype', async () => {
+    const B = 2, H = 3, N = 29, D = 5;
+    const perm = permutation(H, N, 17);
+    for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+      const x = makeTensor(randn(B * H * N * D, 2), [B, H, N, D], dtype);
+      const f = applyReorderSync(x.t, perm);
+      expect(f.dtype).toBe(dtype);
+      expect(Array.from(f.toArray())).toEqual(Array.from(refApplyReorder(x.exact, perm, B, H, N, D)));
+      const back = await applyReorder(f, { data: perm, shape: [H, N] }, { inverse: true });
+      expect(Array.from(back.toArray())).toEqual(Array.from(x.exact));
+      const xb = makeTensor(toBnhd(x.exact, B, H, N, D), [B, N, H, D], dtype);
+      const fb = applyReorderSync(xb.t, perm, { layout: 'bnhd' });
+      expect(Array.from(fromBnhd(fb.toArray(), B, H, N, D))).toEqual(Array.from(refApplyReorder(x.exact, perm, B, H, N, D)));
+    }
+  });
+});
+
+describe('blocksparse bad input', () => {
+  const p = problem(1, 2, 2, 40, 40, 8, 'f32', 'bhnd', 1);
+  const good = maskOf(1, 2, 40, 40, 16, 16, () => true);
+  const nQ = 3;
+  const withLists = (counts: number[], indices: number[], L: number): BlockMaskLike => ({
+    blockQ: 16, blockK: 16, seqLens: [40, 40],
+    kvNumBlocks: { data: Int32Array.from(counts), shape: [1, 1, nQ] },
+    kvIndices: { data: Int32Array.from(indices), shape: [1, 1, nQ, L] },
+  });
+  test.each([
+    ['unsorted', withLists([2, 1, 1], [1, 0, 0, 0, 0, 0], 2), /sorted/],
+    ['duplicate', withLists([2, 1, 1], [1, 1, 0, 0, 0, 0], 2), /sorted ascending without duplicates/],
+    ['out of range', withLists([1, 1, 1], [3, 0, 0, 0, 0, 0], 2), /in \[0, 3\)/],
+    ['negative index', withLists([1, 1, 1], [-1, 0, 0, 0, 0, 0], 2), /in \[0, 3\)/],
+    ['count above L', withLists([3, 1, 1], [0, 1, 0, 0, 0, 0], 2), /kvNumBlocks in \[0, 2\]/],
+    ['negative count', withLists([-1, 1, 1], [0, 1, 0, 0, 0, 0], 2), /kvNumBlocks/],
+  ])('mask lists: %s is ERR_RANGE naming the function', (_, mask, msg) => {
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, mask as BlockMaskLike), RangeError, 'ERR_RANGE', msg as RegExp);
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, mask as BlockMaskLike), RangeError, 'ERR_RANGE', /^blockSparseAttentionSync/);
+  });
+
+  test('overlapping partial and full lists', () => {
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, { ...good, fullKvNumBlocks: good.kvNumBlocks, fullKvIndices: good.kvIndices }), RangeError, 'ERR_RANGE', /disjoint/);
+  });
+
+  test('shapes, dtypes, options', () => {
+    const k3 = makeTensor(randn(3 * 40 * 8, 1), [1, 3, 40, 8]).t;
+    expectCode(() => blockSparseAttentionSync(p.q, k3, k3, 'dense'), RangeError, 'ERR_SHAPE', /head count/);
+    const kh = makeTensor(randn(2 * 40 * 8, 1), [1, 2, 40, 8], 'f16').t;
+    expectCode(() => blockSparseAttentionSync(p.q, kh, kh, 'dense'), TypeError, 'ERR_DTYPE');
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, makeTensor(randn(2 * 41 * 8, 1), [1, 2, 41, 8]).t, 'dense'), RangeError, 'ERR_SHAPE');
+    expectCode(() => blockSparseAttentionSync(p.q.view([2, 40, 8]), p.k, p.v, 'dense'), RangeError, 'ERR_SHAPE');
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, { ...good, seqLens: [40, 41] }), RangeError, 'ERR_SHAPE', /seqLens/);
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, { ...good, blockQ: 16.5 }), TypeError, 'ERR_ARG', /integer/);
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, { ...good, blockQ: 0 }), RangeError, 'ERR_RANGE');
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, { ...good, kvIndices: { data: new Float32Array(6), shape: [1, 1, 3, 2] } }), TypeError, 'ERR_DTYPE');
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, 'sparse' as unknown as 'dense'), TypeError, 'ERR_ARG');
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, good, { blockQ: 64 }), TypeError, 'ERR_ARG', /mask's own/);
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { precision: 'fp8' as 'f16' }), TypeError, 'ERR_ARG');
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { scale: NaN }), TypeError, 'ERR_ARG');
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { tile: 3 } as object), TypeError, 'ERR_ARG');
+  });
+
+  test('permutations', () => {
+    const bad = permutation(2, 40, 3);
+    bad[5] = bad[6];
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { reorder: { perm: bad } }), RangeError, 'ERR_RANGE', /permutation/);
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { reorder: { perm: new Int32Array(79) } }), RangeError, 'ERR_RANGE', /at least 80 elements/);
+    expectCode(() => blockSparseAttentionSync(p.q, p.k, p.v, 'dense', { reorder: { perm: { data: new Int32Array(81), shape: [81] } } }), RangeError, 'ERR_SHAPE');
+    expectCode(() => applyReorderSync(p.q, Int32Array.from({ length: 80 }, (_, i) => (i % 40) + 1)), RangeError, 'ERR_RANGE', /^applyReorderSync.*permutation/);
+    const k2 = makeTensor(randn(2 * 41 * 8, 1), [1, 2, 41, 8]).t;
+    expectCode(() => blockSparseAttentionSync(p.q, k2, k2, 'dense', { reorder: { perm: permutation(2, 40, 1) } }), RangeError, 'ERR_SHAPE', /as many keys/);
+  });
+
+  test('NaN inputs, disposed tensors, rows, async rejections', async () => {
+    const vals = randn(2 * 40 * 8, 4);
+    vals[77] = NaN;
+    const qn = makeTensor(vals, [1, 2, 40, 8]).t;
+    expectCode(() => blockSparseAttentionSync(qn, p.k, p.v, 'dense'), RangeError, 'ERR_RANGE', /finite/);
+    expectCode(() => blockSparseAttentionSync(p.q, qn, p.v, 'dense'), RangeError, 'ERR_RANGE', /finite/);
+    expectCode(() => blockAttentionMassSync(qn, p.k), RangeError, 'ERR_RANGE', /finite/);
+    await expectReject(blockSparseAttention(qn, p.k, p.v, good), RangeError, 'ERR_RANGE');
+    expectCode(() => blockAttentionMassSync(p.q, p.k, { rows: [3, 2] }), RangeError, 'ERR_RANGE', /sorted/);
+    expectCode(() => blockAttentionMassSync(p.q, p.k, { rows: [40] }), RangeError, 'ERR_RANGE');
+    expectCode(() => blockAttentionMassSync(p.q, p.k, { rows: [] }), RangeError, 'ERR_RANGE');
+    expectCode(() => blockPoolSync(p.q, { block: 0 }), RangeError, 'ERR_RANGE');
+    const gone = makeTensor(randn(2 * 40 * 8, 5), [1, 2, 40, 8]).t;
+    gone.dispose();
+    expectCode(() => blockSparseAttentionSync(gone, p.k, p.v, 'dense'), TokenSieveError, 'ERR_DISPOSED');
+  });
+});
