@@ -1,6 +1,6 @@
 /**
  * PAROAttention's compositions on CUDA tensors give the CPU's plans, masks
- * and (within f32 tolerance) outputs: the permutation tensors, the
+ * and (within f16 tolerance, precision 'f16') outputs: the permutation tensors, the
  * calibrated mask and the predictor's mask are placed on q's device.
  */
 import {
@@ -45,21 +45,23 @@ describeCuda('PAROAttention on CUDA', () => {
     kd.dispose();
   });
 
-  test('paroAttention: calibrated and given masks, outputs within f32 tolerance of the CPU', () => {
+  // f32 inputs run on the tensor cores with precision 'f16' (the CUDA kernel has no f32 path);
+  // the CPU runs the same rounding with f32 accumulation.
+  test('paroAttention: calibrated and given masks, outputs within f16 tolerance of the CPU', () => {
     const plan = { order: [2, 0, 5] };
-    const cpu = paroAttentionSync(q, k, v, { grid, plan, coverage: 0.8, blockQ: 64 });
+    const cpu = paroAttentionSync(q, k, v, { grid, plan, coverage: 0.8, blockQ: 64, precision: 'f16' });
     const [qd, kd, vd] = [onDevice(q), onDevice(k), onDevice(v)];
-    const gpu = paroAttentionSync(qd, kd, vd, { grid, plan, coverage: 0.8, blockQ: 64 });
+    const gpu = paroAttentionSync(qd, kd, vd, { grid, plan, coverage: 0.8, blockQ: 64, precision: 'f16' });
     const gm = gpu.mask as BlockMask;
     expect(gm.device).toBe('cuda:0');
     expect(gm.toDense().toArray()).toEqual((cpu.mask as BlockMask).toDense().toArray());
     expect(gpu.out.device).toBe('cuda:0');
-    expectClose(gpu.out.toArray(), cpu.out.toArray(), 1e-5, 1e-3, 'out');
+    expectClose(gpu.out.toArray(), cpu.out.toArray(), 2e-3, 1e-2, 'out');
     const mask = calibrateBlockMask({ data: Float32Array.from({ length: B * H * 2 * 2 }, (_, i) => (i * 7) % 5), shape: [B, H, 2, 2] }, { density: 0.5 }, { blockQ: 64, seqLens: [N, N] });
-    const c2 = paroAttentionSync(q, k, v, { grid, plan, mask });
+    const c2 = paroAttentionSync(q, k, v, { grid, plan, mask, precision: 'f16' });
     const md = mask.to('cuda:0');
-    const g2 = paroAttentionSync(qd, kd, vd, { grid, plan, mask: md });
-    expectClose(g2.out.toArray(), c2.out.toArray(), 1e-5, 1e-3, 'out (given mask)');
+    const g2 = paroAttentionSync(qd, kd, vd, { grid, plan, mask: md, precision: 'f16' });
+    expectClose(g2.out.toArray(), c2.out.toArray(), 2e-3, 1e-2, 'out (given mask)');
     for (const t of [gpu.out, g2.out, qd, kd, vd]) t.dispose();
     gm.dispose();
     md.dispose();
