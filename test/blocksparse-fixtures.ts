@@ -5,6 +5,7 @@
  */
 import { BlockMaskLike, FloatDType, Tensor } from '../lib';
 import { makeTensor, randn, rng } from './helpers';
+import { bnhdToBhnd } from './reference/attention';
 
 export type Keep = (b: number, h: number, qb: number, kb: number) => boolean;
 
@@ -53,14 +54,8 @@ export function toBnhd(x: ArrayLike<number>, B: number, H: number, N: number, D:
         for (let d = 0; d < D; d++) out[((b * N + n) * H + h) * D + d] = x[((b * H + h) * N + n) * D + d];
   return out;
 }
-export const fromBnhd = (x: ArrayLike<number>, B: number, H: number, N: number, D: number) => {
-  const out = new Float64Array(B * H * N * D);
-  for (let b = 0; b < B; b++)
-    for (let h = 0; h < H; h++)
-      for (let n = 0; n < N; n++)
-        for (let d = 0; d < D; d++) out[((b * H + h) * N + n) * D + d] = x[((b * N + n) * H + h) * D + d];
-  return out;
-};
+/** [B, N, H, D] values as [B, H, N, D] (the attention reference's converter, in this file's argument order). */
+export const fromBnhd = (x: ArrayLike<number>, B: number, H: number, N: number, D: number): Float64Array => bnhdToBhnd(x, B, N, H, D);
 
 export function roundTo(dtype: FloatDType): (x: number) => number {
   if (dtype === 'f32') return (x) => Math.fround(x);

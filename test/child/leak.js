@@ -21,6 +21,12 @@ const x3 = (B, N, C, poison) => ({ data: f32(B * N * C, N, poison), shape: [B, N
 const qk = (poison) => ({ data: f32(2 * 2 * 17 * 8, 3, poison), shape: [2, 2, 17, 8] });
 const k4 = qk(false);
 const plan = t.bipartiteSoftMatchSync(x3(2, 17, 8, false), 4);
+// A block mask over 17 tokens in blocks of 8 (3 × 3 blocks), one list broadcast over batch and heads.
+const mask = {
+  blockQ: 8, blockK: 8, seqLens: [17, 17],
+  kvNumBlocks: { data: Int32Array.of(1, 2, 3), shape: [1, 1, 3] },
+  kvIndices: { data: Int32Array.of(0, 0, 0, 0, 1, 0, 0, 1, 2), shape: [1, 1, 3, 3] },
+};
 
 // [ok(async) , fail(async)]: each returns a value or a promise; failures must throw/reject.
 const families = {
@@ -31,6 +37,7 @@ const families = {
   diversity: [(a) => (a ? t.kCenter : t.kCenterSync)(x3(2, 33, 8, false), 5), (a) => (a ? t.kMedoids : t.kMedoidsSync)(x3(2, 33, 8, true), 5)],
   coverage: [(a) => (a ? t.maxCoverage : t.maxCoverageSync)(x3(2, 9, 33, false), 5), (a) => (a ? t.mmtokCoverage : t.mmtokCoverageSync)({ text: x3(2, 3, 8, true), vision: x3(2, 9, 8, false) })],
   stc: [(a) => (a ? t.stcScores : t.stcScoresSync)(x3(2, 17, 8, false)), (a) => (a ? t.stcScores : t.stcScoresSync)(x3(2, 17, 8, true))],
+  blocksparse: [(a) => (a ? t.blockSparseAttention : t.blockSparseAttentionSync)(qk(false), k4, k4, mask, { returnLse: true }), (a) => (a ? t.blockSparseAttention : t.blockSparseAttentionSync)(qk(true), k4, k4, mask)],
 };
 
 function slope(points) {
