@@ -29,7 +29,7 @@ step() { # step <name> <seconds> <command...>
   echo "$name: rc $rc in $((SECONDS - t0)) s"
 }
 
-step suite 150 env TOKENSIEVE_TEST_SUMMARY="$out/suite.json" $jest test/cuda-blocksparse.test.ts
+step suite 200 env TOKENSIEVE_TEST_SUMMARY="$out/suite.json" $jest test/cuda-blocksparse.test.ts test/cuda-paro.test.ts
 if command -v compute-sanitizer >/dev/null; then
   for tool in memcheck racecheck; do
     step "sanitizer-$tool" 120 compute-sanitizer --tool "$tool" --target-processes all --error-exitcode 99 \
