@@ -193,7 +193,7 @@ function checkPlan(op: string, plan: unknown): MergePlan {
  * state += 0x6D2B79F5, then the xorshift-multiply output function. Window
  * choices are floor(u32 · (sx·sy) / 2³²), drawn in raster order of windows.
  */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

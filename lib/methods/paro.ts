@@ -21,6 +21,7 @@ import { Device } from '../device';
 import { fromHalfBits } from '../dtype';
 import { describe, invalid, makeError } from '../errors';
 import { checkOptions, int, oneOf } from '../kernels/common';
+import { mulberry32 } from '../kernels/merge';
 import { Tensor, TensorLike, toTensor, MAX_DIM } from '../tensor';
 import { BlockMask, checkMaskFits, maskFromDenseRows } from '../blockmask';
 import {
@@ -681,25 +682,13 @@ export interface SearchReorderOptions {
   scale?: number;
 }
 
-/** mulberry32: a small, deterministic PRNG (the sample must not depend on Math.random). */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 /** Sorted q-block indices: `count` of nQ, drawn without replacement by `seed` (all when count >= nQ). */
 export function sampleBlocks(nQ: number, count: number, seed: number): Int32Array {
   const all = Int32Array.from({ length: nQ }, (_, i) => i);
   if (count >= nQ) return all;
-  const r = prng(seed);
+  const r = mulberry32(seed); // deterministic: the sample must not depend on Math.random
   for (let i = 0; i < count; i++) {
-    const j = i + Math.floor(r() * (nQ - i));
+    const j = i + Math.floor((r() / 4294967296) * (nQ - i));
     const t = all[i];
     all[i] = all[j];
     all[j] = t;
