@@ -1,6 +1,6 @@
 // The tensor-core instruction of the flash-style kernels: PTX
 // mma.sync.aligned.m16n8k16 (f16 or bf16 operands, f32 accumulators) and
-// m16n8k32 on INT8 (s32 accumulators), with
+// m16n8k32 on INT8 (s32 accumulators), m16n8k8 on TF32 (f32 accumulators), with
 // its register fragments as PTX defines them (g = lane / 4, t = lane % 4):
 //   A (16×16, row):  a[0] = A[g][2t..2t+1], a[1] = A[g+8][2t..], a[2] = A[g][2t+8..], a[3] = A[g+8][2t+8..]
 //   B (16×8, col):   b[0] = B[2t..2t+1][g], b[1] = B[2t+8..2t+9][g]
@@ -71,6 +71,34 @@ __device__ __forceinline__ void mma_m16n8k32_s8(int (&d)[4], const uint32_t (&a)
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 #else
   emu::mma_m16n8k32_s8(d, a, b);
+#endif
+}
+
+// f32 → tf32 (cvt.rna.tf32.f32: round to nearest, ties away from zero), as
+// a float whose low 13 mantissa bits are zero. x − to_tf32(x) is exact in
+// f32, which is what the 3×TF32 split (hi·hi + hi·lo + lo·hi) relies on.
+__device__ __forceinline__ float to_tf32(float x) {
+#if defined(__CUDACC__)
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+#else
+  return emu::to_tf32(x);
+#endif
+}
+
+// d += a·b on TF32 operands (mma.sync m16n8k8, f32 accumulators). Operands
+// are f32 registers already rounded by to_tf32 (the MMA ignores the low 13
+// bits). Fragments: a[0] = A[g][t], a[1] = A[g+8][t], a[2] = A[g][t+4],
+// a[3] = A[g+8][t+4]; b[0] = B[t][g], b[1] = B[t+4][g]; d as in m16n8k16.
+__device__ __forceinline__ void mma_m16n8k8_tf32(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#if defined(__CUDACC__)
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+  emu::mma_m16n8k8_tf32(d, a, b);
 #endif
 }
 

@@ -25,6 +25,8 @@
 #   blocksparse_test block-sparse attention (mma.sync, emulated per PTX
 #                   fragment layout) against float64 and the CPU under the
 #                   tolerance rule; block mass, pooling, reordering vs the CPU.
+#   mma_test        the tensor-core wrappers of cuda/mma.cuh (mma.sync f16,
+#                   bf16, tf32; cvt.rna.tf32; ldmatrix) against float64.
 # Some programs only: run.sh merge_test stc_test ...
 # What it cannot check: blocks run one after another, so races between
 # blocks (the last-block tickets) and real warp divergence need a GPU and
@@ -36,7 +38,7 @@ out="$root/build-emu"
 mkdir -p "$out/src/cuda" "$out/obj"
 cd "$root"
 
-all=(attention_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test blocksparse_test)
+all=(attention_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test blocksparse_test mma_test)
 if [ $# -gt 0 ]; then names=("$@"); else names=("${all[@]}"); fi
 want() { local n; for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done; return 1; }
 
@@ -45,7 +47,7 @@ declare -A cuda_of=(
   [attention_test]="attention select quantize" [select_test]="attention select quantize"
   [quantize_test]="attention select quantize" [merge_test]="merge"
   [diversity_test]="features diversity" [coverage_test]="features coverage" [stc_test]="stc"
-  [diversity_steps_test]="features diversity_steps" [blocksparse_test]="blocksparse")
+  [diversity_steps_test]="features diversity_steps" [blocksparse_test]="blocksparse" [mma_test]="")
 
 EMU="-std=c++20 -O1 -g -Wall -Wno-unused-parameter -Wno-unknown-pragmas -Wno-missing-field-initializers \
   -I$here/include -I$out/src -I$root/include -I$root"

@@ -195,6 +195,52 @@ inline void mma_m16n8k32_s8(int d[4], const uint32_t a[4], const uint32_t b[2]) 
   }
 }
 
+// cvt.rna.tf32.f32: keep 10 mantissa bits, round half away from zero on the
+// magnitude (adding half an ulp of tf32 to the sign-magnitude bits carries
+// into the exponent as the hardware does); NaN and Inf pass unchanged.
+inline float to_tf32(float x) {
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & ~0x1fffu;
+  float r;
+  memcpy(&r, &u, 4);
+  return r;
+}
+// mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 (g = lane / 4,
+// t = lane % 4): a[0] = A[g][t], a[1] = A[g+8][t], a[2] = A[g][t+4],
+// a[3] = A[g+8][t+4]; b[0] = B[t][g], b[1] = B[t+4][g]; d as in m16n8k16.
+// The low 13 bits of every operand are ignored (truncated), as on the
+// hardware; products of two tf32 values are exact in f32, summed in
+// ascending k.
+inline void mma_m16n8k8_tf32(float d[4], const uint32_t a[4], const uint32_t b[2]) {
+  uint32_t A[4][32], Bv[2][32];
+  for (int r = 0; r < 4; ++r) warp_all_gather(a[r], A[r]);
+  for (int r = 0; r < 2; ++r) warp_all_gather(b[r], Bv[r]);
+  auto op = [](uint32_t r) {
+    r &= ~0x1fffu;
+    float f;
+    memcpy(&f, &r, 4);
+    return f;
+  };
+  float Am[16][8], Bm[8][8];
+  for (int l = 0; l < 32; ++l) {
+    const int g = l / 4, t = l % 4;
+    Am[g][t] = op(A[0][l]);
+    Am[g + 8][t] = op(A[1][l]);
+    Am[g][t + 4] = op(A[2][l]);
+    Am[g + 8][t + 4] = op(A[3][l]);
+    Bm[t][g] = op(Bv[0][l]);
+    Bm[t + 4][g] = op(Bv[1][l]);
+  }
+  const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+  for (int e = 0; e < 4; ++e) {
+    const int row = g + (e >= 2 ? 8 : 0), col = 2 * t + (e & 1);
+    float acc = d[e];
+    for (int k = 0; k < 8; ++k) acc += Am[row][k] * Bm[k][col];
+    d[e] = acc;
+  }
+}
+
 // ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16 (see cuda/mma.cuh): the
 // row addresses are exchanged through the warp, then every lane reads its
 // pairs. Addresses must be 16-byte aligned (checked).
