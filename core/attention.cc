@@ -75,7 +75,8 @@ Status validate(const AttentionScoresParams& p) {
     if (p.key_bias.data == nullptr)
       return err(Code::kArg, "expected data for keyBias but got a null pointer");
   }
-  if (p.precision != ScorePrecision::kNative && p.precision != ScorePrecision::kInt8)
+  if (p.precision != ScorePrecision::kNative && p.precision != ScorePrecision::kInt8 &&
+      p.precision != ScorePrecision::kTF32 && p.precision != ScorePrecision::kBF16)
     return err(Code::kArg, "unknown score precision");
   if (p.precision == ScorePrecision::kInt8 && (p.q_block < 1 || p.k_block < 1 || p.q_block > (int64_t{1} << 30) ||
                                                p.k_block > (int64_t{1} << 30)))

@@ -201,6 +201,8 @@ Status plan_int8(const AttentionScoresParams& p, Int8Plan* plan) {
 Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   if (!p.q.on_host()) return Status(Code::kDevice, "cpu::attention_scores needs host tensors");
+  if (p.precision == ScorePrecision::kTF32 || p.precision == ScorePrecision::kBF16)
+    return Status(Code::kUnsupported, "attentionScores: precision tf32/bf16 is not implemented on the CPU yet");
   const IsaKernels& K = isa();
   const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
   const int64_t Nk = p.k.shape[2];

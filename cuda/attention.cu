@@ -640,6 +640,8 @@ void fill_sink(HeadSink* s, const ScoreReduction& r, float* out, int64_t H, int6
 Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.q, "q"));
+  if (p.precision == ScorePrecision::kTF32 || p.precision == ScorePrecision::kBF16)
+    return Status(Code::kUnsupported, "attentionScores: precision tf32/bf16 is not implemented on CUDA yet");
   const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
   const int64_t Nk = p.k.shape[2];
   const ScoreReduction& r = p.reduce;

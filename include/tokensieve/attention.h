@@ -36,7 +36,15 @@ struct ScoreReduction {
 // quantized, which leaves the softmax unchanged. The logit of (i, j) is
 // (Σ_d q8·k8, an exact integer) · sq(i) · sk(j) · scale (+ key_bias), then
 // the softmax and reductions are those of kNative.
-enum class ScorePrecision : int32_t { kNative = 0, kInt8 = 1 };
+//
+// kTF32 and kBF16 trade accuracy for tensor-core speed: q and k are rounded
+// to tf32 (cvt.rna: 10 mantissa bits, ties away from zero) or to bf16
+// (nearest even) first, and the logit is the f32-accumulated dot of the
+// rounded values; everything after is as kNative. Inputs that are already
+// exact in the type (f16/bf16 under kTF32, bf16 under kBF16) are unchanged.
+// kNative keeps f32 accuracy for f32 inputs (the CUDA kernel splits each
+// value into two tf32 terms, 3xTF32; the CPU uses f32 FMAs).
+enum class ScorePrecision : int32_t { kNative = 0, kInt8 = 1, kTF32 = 2, kBF16 = 3 };
 
 struct AttentionScoresParams {
   TensorView q;  // logical [B, H, Nq, D]; f32/f16/bf16; stride(D) == 1
