@@ -27,8 +27,12 @@ namespace tokensieve {
 //
 // Precision of the scores (the selections that follow are the same):
 enum class MatchPrecision : int32_t {
-  // Exact f32: every score is a sequential f32 fma chain over the channels,
-  // bit-identical on the CPU and CUDA back ends (the default).
+  // Exact f32 (the default): a row's best score is the sequential f32 fma
+  // chain over the channels (ascending, from +0) of its best column, and the
+  // argmax the first column reaching it — bit-identical on the CPU and CUDA
+  // back ends, so are the plans. (CUDA finds the candidates with a TF32
+  // tensor-core GEMM and rescores, in that chain, every column within the
+  // TF32 error bound of the row's maximum: see cuda/merge.cu.)
   kF32 = 0,
   // The L2-normalised f32 rows (computed exactly as for kF32) are rounded to
   // bf16 (nearest even); a score is the sum over channels of the products of
