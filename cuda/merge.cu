@@ -1,7 +1,8 @@
 // CUDA token merging: bipartite soft matching, scatter merge, contextual merge.
 //
-// bipartite_match (all on the stream, no host round trip until the final
-// flags — split validity, finite input — are read back):
+// bipartite_match (all on the stream; the flags — split validity, finite
+// input — are read back only when the call waits, device_checks: without
+// that the host never blocks, and a bad split or NaN goes unreported):
 //   1. normalise_rows_kernel: 8 rows per warp, metric / ‖metric‖ in f32 (the
 //      norm summed in f64 in the CPU's order, so every value has the CPU's
 //      bits) into scratch [B, N, Cf] twice: exactly, and rounded to tf32
@@ -24,7 +25,9 @@
 //      or ascending with CLS), and the output slot of every token.
 // merge: a per-batch CSR of each slot's members in token order (one thread
 // per batch row), then one block per (slot, batch row) reduces its members
-// in that order over the channels.
+// in that order over the channels. A bad assign value flags the CSR, and the
+// reduction then does nothing; the flag is read back only when the call
+// waits (device_checks).
 // contextual_merge: normalise, each member's argmax target (sequential fmaf
 // chains again), CSR per target in member order, target + mean(members).
 // The split is checked to be a partition of [0, N) first (split_count /
@@ -759,7 +762,9 @@ __global__ void csr_kernel(const int32_t* __restrict__ assign, int64_t B, int64_
 template <typename T>
 __global__ void merge_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t N, int64_t C,
                              int64_t M, int mode, const float* __restrict__ sizes, const int32_t* __restrict__ offsets,
-                             const int32_t* __restrict__ members, T* __restrict__ out, float* __restrict__ sizes_out) {
+                             const int32_t* __restrict__ members, T* __restrict__ out, float* __restrict__ sizes_out,
+                             const int* __restrict__ bad_assign) {
+  if (*bad_assign != 0) return;  // the CSR is incomplete: nothing may be read through it (unchecked calls)
   const int64_t s = blockIdx.x % M, b = blockIdx.x / M;  // grid: [B × M]
   const int32_t* off = offsets + b * (M + 1);
   const int32_t m0 = off[s], m1 = off[s + 1];
@@ -943,6 +948,7 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       rank, arg, Na, Nb, N, r, p.protect_cls, p.protect_distill, a_tok, b_tok, p.assign.ptr<int32_t>(),
       p.unm_idx.ptr<int32_t>(), p.src_idx.ptr<int32_t>(), p.dst_idx.ptr<int32_t>(), all_blocks, bad_pos);
   TS_CUDA_CHECK_LAUNCH("plan_kernel");
+  if (!p.device_checks) return Status::Ok();  // the caller does not wait: no read-back (see merge.h)
   int host_flags[2] = {0, 0};
   TS_CUDA_TRY(cudaMemcpyAsync(host_flags, flag, sizeof host_flags, cudaMemcpyDeviceToHost, stream));
   TS_CUDA_TRY(cudaStreamSynchronize(stream));
@@ -982,14 +988,16 @@ Status merge(const MergeParams& p) {
   int32_t* members = scratch.at<int32_t>(o_mem);
   csr_kernel<<<static_cast<unsigned>(blocks_for(B, 64)), 64, 0, stream>>>(p.assign.ptr<const int32_t>(), B, N, M, offsets, members, flag);
   TS_CUDA_CHECK_LAUNCH("csr_kernel");
-  int host_flag = 0;
-  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
-  if (host_flag != 0) return Status(Code::kRange, "expected assign values in [0, " + std::to_string(M) + ")");
+  if (p.device_checks) {
+    int host_flag = 0;
+    TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
+    if (host_flag != 0) return Status(Code::kRange, "expected assign values in [0, " + std::to_string(M) + ")");
+  }
   const float* sizes = p.mode == MergeMode::kWavg ? static_cast<const float*>(p.sizes.data) : nullptr;
   return TS_DISPATCH_FLOAT(p.x.dtype, "merge", [&] {
     merge_kernel<scalar_t><<<static_cast<unsigned>(B * M), 128, 0, stream>>>(
         static_cast<const scalar_t*>(p.x.data), p.x.strides[0], p.x.strides[1], N, C, M, static_cast<int>(p.mode),
-        sizes, offsets, members, static_cast<scalar_t*>(p.out.data), static_cast<float*>(p.sizes_out.data));
+        sizes, offsets, members, static_cast<scalar_t*>(p.out.data), static_cast<float*>(p.sizes_out.data), flag);
     TS_CUDA_CHECK_LAUNCH("merge_kernel");
     return Status::Ok();
   });

@@ -629,20 +629,20 @@ void match_case(int64_t B, int64_t N, int64_t C, Kind kind, bool cls, bool disti
   }
 }
 
-// N = 1: one a-token, no destination; r = 0 is the only plan.
+// N = 1: one a-token, no destination. validate() refuses an empty split_b,
+// so both back ends must refuse it alike (and write nothing).
 void single_token() {
   std::vector<uint8_t> bytes(4 * 3);
   const float v[3] = {0.5f, -1.0f, 2.0f};
   memcpy(bytes.data(), v, sizeof v);
   std::vector<int32_t> a = {0}, b;
   bf16t::Plan pl[2];
-  for (int dev = -1; dev <= 0; ++dev) {
-    Status s;
-    pl[dev + 1] = bf16t::run(dev, bytes, DType::kF32, 1, 1, 3, a, b, 0, false, false, &s, MatchPrecision::kF32);
-    EXPECT(s.ok(), "N = 1 dev %d: %s", dev, s.message.c_str());
-  }
-  EXPECT(pl[1].assign == std::vector<int32_t>{0} && pl[1].unm == std::vector<int32_t>{0}, "N = 1: assign %d, unm %d",
-         pl[1].assign[0], pl[1].unm[0]);
+  Status st2[2];
+  for (int dev = -1; dev <= 0; ++dev)
+    pl[dev + 1] = bf16t::run(dev, bytes, DType::kF32, 1, 1, 3, a, b, 0, false, false, &st2[dev + 1], MatchPrecision::kF32);
+  EXPECT(!st2[0].ok() && st2[0].code == st2[1].code && st2[0].message == st2[1].message,
+         "N = 1: cpu '%s', cuda '%s'", st2[0].message.c_str(), st2[1].message.c_str());
+  EXPECT(pl[1].assign == std::vector<int32_t>{-7}, "N = 1: assign written (%d)", pl[1].assign[0]);
   check_no_leak("f32 N = 1");
 }
 
@@ -708,6 +708,41 @@ static void errors() {
          "out-of-range split token: got %s", s.message.c_str());
   EXPECT(std::all_of(assign.begin(), assign.end(), [](int32_t v) { return v == -7; }), "a bad split wrote assign");
   check_no_leak("errors split");
+  // Without device_checks (a call that does not wait) nothing is read back:
+  // the same bad split is Ok and still writes nothing; NaN is Ok too.
+  p.device_checks = false;
+  p.split_b = view(rep.data(), DType::kI32, {3}, 0);
+  s = cuda::bipartite_match(p);
+  EXPECT(s.ok(), "unchecked bad split: got %s", s.message.c_str());
+  EXPECT(std::all_of(assign.begin(), assign.end(), [](int32_t v) { return v == -7; }), "an unchecked bad split wrote assign");
+  p.split_b = view(b.data(), DType::kI32, {3}, 0);
+  metric[7] = NAN;
+  s = cuda::bipartite_match(p);
+  EXPECT(s.ok(), "unchecked NaN metric: got %s", s.message.c_str());
+  metric[7] = 1.0f;
+  p.device_checks = true;
+  check_no_leak("errors unchecked");
+  {
+    // merge: an assign value out of range is ERR_RANGE when checked; unchecked
+    // it is Ok and out stays unwritten (the reduction reads nothing through the CSR).
+    std::vector<float> x(2 * 6 * 3, 1.0f), out(2 * 4 * 3, -7.0f), so(2 * 4, -7.0f);
+    std::vector<int32_t> bad_assign = {0, 1, 2, 3, 0, 1, 0, 1, 2, 9, 3, 2};
+    MergeParams mp;
+    mp.x = view(x.data(), DType::kF32, {2, 6, 3}, 0);
+    mp.assign = view(bad_assign.data(), DType::kI32, {2, 6}, 0);
+    mp.n_out = 4;
+    mp.mode = MergeMode::kMean;
+    mp.out = view(out.data(), DType::kF32, {2, 4, 3}, 0);
+    s = cuda::merge(mp);
+    EXPECT(s.code == Code::kRange && s.message == "expected assign values in [0, 4)", "merge bad assign: got %s",
+           s.message.c_str());
+    std::fill(out.begin(), out.end(), -7.0f);
+    mp.device_checks = false;
+    s = cuda::merge(mp);
+    EXPECT(s.ok(), "unchecked merge bad assign: got %s", s.message.c_str());
+    EXPECT(std::all_of(out.begin(), out.end(), [](float v) { return v == -7.0f; }), "an unchecked bad assign wrote out");
+    check_no_leak("merge unchecked");
+  }
   p.split_b = view(b.data(), DType::kI32, {3}, 0);
   p.assign = view(assign.data(), DType::kI32, {2, 5}, 0);
   s = cuda::bipartite_match(p);
