@@ -28,6 +28,7 @@ Napi::Value BipartiteMatch(const Napi::CallbackInfo& info) {
   p.protect_distill = arg(a, BipartiteMatchSlots::protectDistill) != 0;
   p.precision = static_cast<MatchPrecision>(to_enum(arg(a, BipartiteMatchSlots::precision)));  // validate() rejects anything but 0 and 1
   const bool wait = arg(a, BipartiteMatchSlots::wait) != 0;
+  p.device_checks = wait || p.metric.on_host();  // a device flag read drains the stream
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.metric.on_host()) return cpu::bipartite_match(p);
@@ -52,6 +53,7 @@ Napi::Value Merge(const Napi::CallbackInfo& info) {
   p.n_out = to_int64(arg(a, MergeSlots::nOut));
   p.mode = static_cast<MergeMode>(to_enum(arg(a, MergeSlots::mode)));
   const bool wait = arg(a, MergeSlots::wait) != 0;
+  p.device_checks = wait || p.x.on_host();  // a device flag read drains the stream
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::merge(p);

@@ -1,17 +1,23 @@
 // CUDA token merging: bipartite soft matching, scatter merge, contextual merge.
 //
-// bipartite_match (all on the stream, no host round trip until the final
-// finite-input flag is read back):
-//   1. normalise_kernel: one thread per token, metric / ‖metric‖ in f32 (the
-//      norm summed in f64 in the CPU's order) into scratch [B, N, C]; a flag
-//      records NaN/Inf.
-//   2. score_argmax_kernel: 16 a-rows per block, 16 column lanes; the a and b
-//      rows stream through shared memory in 32-channel chunks, each thread
-//      keeps one score as a sequential fmaf chain over the channels — the
-//      same chain as the CPU's AVX2 kernel, so scores are bit-identical — and
-//      folds it into its lane's running max/first argmax. The [Na, Nb] score
-//      matrix is never written. Lanes combine at the end: larger score, then
-//      lower column.
+// bipartite_match (all on the stream; the flags — split validity, finite
+// input — are read back only when the call waits, device_checks: without
+// that the host never blocks, and a bad split or NaN goes unreported):
+//   1. normalise_rows_kernel: 8 rows per warp, metric / ‖metric‖ in f32 (the
+//      norm summed in f64 in the CPU's order, so every value has the CPU's
+//      bits) into scratch [B, N, Cf] twice: exactly, and rounded to tf32
+//      (cvt.rna) for the tensor cores; a flag records NaN/Inf.
+//   2. score_candidates_tf32_kernel: a TF32 mma.sync GEMM a·bᵀ (128 × 128
+//      block tiles, cp.async double-buffered 16-channel k-tiles) whose
+//      epilogue keeps, per (a-row, column tile), the approximate maximum, the
+//      count of entries within the candidate window 2Δ of it and the first
+//      two such columns (TileCandidates); the [Na, Nb] scores are never
+//      written. Δ (tf32_window) bounds the TF32 score's distance from the
+//      exact f32 one.
+//   2b. recheck_kernel: one warp per a-row rescores every column that can
+//      still be the row's maximum (approximate score within 2Δ of the row's
+//      approximate maximum) with the CPU's sequential fmaf chain over the
+//      exact rows: best score and first argmax are the CPU's bits.
 //   3. rank_kernel: the stable descending rank of every a-row's best score
 //      (count of rows that beat it: larger score, or equal and lower index),
 //      so ties go to the lower index exactly as the CPU's stable sort.
@@ -19,7 +25,9 @@
 //      or ascending with CLS), and the output slot of every token.
 // merge: a per-batch CSR of each slot's members in token order (one thread
 // per batch row), then one block per (slot, batch row) reduces its members
-// in that order over the channels.
+// in that order over the channels. A bad assign value flags the CSR, and the
+// reduction then does nothing; the flag is read back only when the call
+// waits (device_checks).
 // contextual_merge: normalise, each member's argmax target (sequential fmaf
 // chains again), CSR per target in member order, target + mean(members).
 // The split is checked to be a partition of [0, N) first (split_count /
@@ -27,10 +35,10 @@
 // the one read-back at the end reports it): a bad one would leave tokens
 // unassigned.
 //
-// MatchPrecision::kF32 (the default) runs steps 1–2 above on the FP32 pipes.
-// MatchPrecision::kBF16 replaces them with tensor-core steps (the rank and
-// plan kernels are shared):
-//   1'. normalise_bf16_kernel: 8 rows per warp; the four interleaved f64
+// MatchPrecision::kF32 (the default) runs steps 1–2b above.
+// MatchPrecision::kBF16 replaces them with bf16 tensor-core steps (the rank
+// and plan kernels are shared):
+//   1'. normalise_rows_kernel into bf16: 8 rows per warp; the four interleaved f64
 //       partial sums of a row are four lanes (the CPU's order again, so the
 //       f32 norm and every normalised value are the CPU's bits), then the
 //       warp writes each row as bf16 (round to nearest even) into scratch
@@ -49,6 +57,7 @@
 #include <string>
 
 #include "cuda/common.cuh"
+#include "cuda/mma.cuh"
 #include "tokensieve/merge.h"
 
 namespace tokensieve {
@@ -65,9 +74,6 @@ __device__ __forceinline__ void store(float* p, float v) { *p = v; }
 __device__ __forceinline__ void store(__half* p, float v) { *p = __float2half_rn(v); }
 __device__ __forceinline__ void store(__nv_bfloat16* p, float v) { *p = __float2bfloat16_rn(v); }
 
-constexpr int kRows = 16;   // a-rows per score block
-constexpr int kLanes = 16;  // column lanes per score block
-constexpr int kChunk = 32;  // channels per shared-memory chunk
 constexpr int kThreads = 256;
 constexpr int kNoBadSplit = 0x7f7f7f7f;  // split_check's "no bad position" (memset 0x7f)
 
@@ -93,67 +99,6 @@ __global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int6
   const float norm = static_cast<float>(sqrt(ss));
   float* dst = out + t * C;
   for (int64_t d = 0; d < C; ++d) dst[d] = norm > 0.0f ? div_rn(load_f32(row + d), norm) : 0.0f;
-}
-
-// rows: normalised [B, Nrows_all, C]; a-rows are tokens a_tok[i], columns
-// tokens b_tok[j]. best/arg [B, Na].
-__global__ void __launch_bounds__(kRows* kLanes)
-    score_argmax_kernel(const float* __restrict__ normed, int64_t N, int64_t C, const int32_t* __restrict__ a_tok,
-                        int64_t Na, const int32_t* __restrict__ b_tok, int64_t Nb, bool skip_col0, bool cls_row0,
-                        float* __restrict__ best, int32_t* __restrict__ arg, int64_t xblocks,
-                        const int* __restrict__ bad_split) {
-  if (*bad_split != kNoBadSplit) return;  // tokens out of range: nothing may be read through them
-  __shared__ float sa[kRows][kChunk + 1];
-  __shared__ float sb[kLanes][kChunk + 1];
-  __shared__ float rv[kRows][kLanes];
-  __shared__ int32_t ri[kRows][kLanes];
-  const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
-  const int64_t b = blockIdx.x / xblocks, bx = blockIdx.x % xblocks;  // grid: [B × row blocks]
-  const int64_t i = bx * kRows + ty;
-  const float* base = normed + b * N * C;
-  float bv = -INFINITY;
-  int32_t bi = 0;
-  for (int64_t c0 = 0; c0 < Nb; c0 += kLanes) {
-    const int64_t j = c0 + tx;
-    float acc = 0.0f;
-    for (int64_t d0 = 0; d0 < C; d0 += kChunk) {
-      // 256 threads load 16 × 32 of a and of b.
-      for (int e = threadIdx.x; e < kRows * kChunk; e += kRows * kLanes) {
-        const int r = e / kChunk, d = e % kChunk;
-        const int64_t ii = bx * kRows + r;
-        const int64_t jj = c0 + r;
-        sa[r][d] = (ii < Na && d0 + d < C) ? base[a_tok[ii] * C + d0 + d] : 0.0f;
-        sb[r][d] = (jj < Nb && d0 + d < C) ? base[b_tok[jj] * C + d0 + d] : 0.0f;
-      }
-      __syncthreads();
-      const int dn = static_cast<int>(C - d0 < kChunk ? C - d0 : kChunk);
-      for (int d = 0; d < dn; ++d) acc = fmaf(sa[ty][d], sb[tx][d], acc);
-      __syncthreads();
-    }
-    if (j < Nb && !(skip_col0 && j == 0) && acc > bv) {
-      bv = acc;
-      bi = static_cast<int32_t>(j);
-    }
-  }
-  rv[ty][tx] = bv;
-  ri[ty][tx] = bi;
-  __syncthreads();
-  if (tx == 0 && i < Na) {
-    float v = rv[ty][0];
-    int32_t a = ri[ty][0];
-    for (int l = 1; l < kLanes; ++l) {
-      if (rv[ty][l] > v || (rv[ty][l] == v && ri[ty][l] < a)) {
-        v = rv[ty][l];
-        a = ri[ty][l];
-      }
-    }
-    if (cls_row0 && i == 0) {
-      v = -INFINITY;
-      a = 0;
-    }
-    best[b * Na + i] = v;
-    arg[b * Na + i] = a;
-  }
 }
 
 // ---- MatchPrecision::kBF16: tensor-core scores ----------------------------
@@ -197,7 +142,7 @@ constexpr int kTcChunks = (kTcM + kTcN) * kTcRowChunks / kTcThreads;  // 16-byte
 constexpr int kTcOperandBytes = 2 * kTcStage * 2;
 constexpr int kTcEpiBytes = kTcWarpsM * kTcWarpsN * 16 * kTcEpiLd * 4;
 constexpr int kTcSmemBytes = kTcOperandBytes > kTcEpiBytes ? kTcOperandBytes : kTcEpiBytes;
-constexpr int kNormRowsPerWarp = 8;                     // normalise_bf16_kernel: 4 lanes per row
+constexpr int kNormRowsPerWarp = 8;                     // normalise_rows_kernel: 4 lanes per row
 static_assert(kTcChunks * kTcThreads == (kTcM + kTcN) * kTcRowChunks, "k-tile chunks must split evenly");
 static_assert(kTcSmemBytes + (kTcM + kTcN) * 8 <= 48 * 1024, "static shared memory is limited to 48 KiB");
 static_assert(kTcK % 16 == 0 && kTcLds % 8 == 0 && kTcEpiLd % 4 == 0, "WMMA ldm rules");
@@ -222,16 +167,21 @@ __device__ __forceinline__ unsigned long long shfl_xor_u64(unsigned long long v,
   return (static_cast<unsigned long long>(static_cast<uint32_t>(hi)) << 32) | static_cast<uint32_t>(lo);
 }
 
-// Normalised rows as bf16, [B, N, Cp] (channels C..Cp-1 zero). Warp w owns
+// Normalised rows as bf16 or tf32, [B, N, Cp] (channels C..Cp-1 zero), and
+// optionally exactly (f32, the CPU's bits). Warp w owns
 // rows 8w .. 8w+7. Phase 1: lane 4r + q sums the squares of channels
 // d ≡ q (mod 4) of row r in f64 (cpu/merge.cc's partial sum q), and two xor
 // shuffles form (s0 + s1) + (s2 + s3) in every lane of the quad (a + b ==
 // b + a exactly). Phase 2: the whole warp divides each row by its f32 norm
 // (IEEE division) and rounds to bf16, 32 channels at a time (coalesced).
-template <typename T>
-__global__ void normalise_bf16_kernel(const T* __restrict__ x /* [B, N, C] strided */, int64_t stride_b,
+__device__ __forceinline__ __nv_bfloat16 round_operand(float v, __nv_bfloat16*) { return to_bf16(v); }
+__device__ __forceinline__ float round_operand(float v, float*) { return to_tf32(v); }
+
+template <typename T, typename Out>
+__global__ void normalise_rows_kernel(const T* __restrict__ x /* [B, N, C] strided */, int64_t stride_b,
                                       int64_t stride_n, int64_t B, int64_t N, int64_t C, int64_t Cp,
-                                      __nv_bfloat16* __restrict__ out /* [B, N, Cp] */, int* flag) {
+                                      Out* __restrict__ out /* [B, N, Cp] */, float* __restrict__ exact /* [B, N, Cp] or null */,
+                                      int* flag) {
   const int lane = threadIdx.x % 32;
   const int64_t row0 = (blockIdx.x * static_cast<int64_t>(kThreads / 32) + threadIdx.x / 32) * kNormRowsPerWarp;
   const int64_t rows = B * N;
@@ -256,9 +206,11 @@ __global__ void normalise_bf16_kernel(const T* __restrict__ x /* [B, N, C] strid
     const int64_t tk = row0 + k;
     if (tk >= rows) break;  // the same in every lane of the warp
     const T* row = x + (tk / N) * stride_b + (tk % N) * stride_n;
-    __nv_bfloat16* dst = out + tk * Cp;
-    for (int64_t d = lane; d < Cp; d += 32)
-      dst[d] = to_bf16(d < C && nk > 0.0f ? div_rn(load_f32(row + d), nk) : 0.0f);
+    for (int64_t d = lane; d < Cp; d += 32) {
+      const float v = d < C && nk > 0.0f ? div_rn(load_f32(row + d), nk) : 0.0f;
+      if (exact != nullptr) exact[tk * Cp + d] = v;
+      out[tk * Cp + d] = round_operand(v, out);
+    }
   }
 }
 
@@ -376,7 +328,331 @@ __global__ void __launch_bounds__(kTcThreads, 2)
 #endif
 }
 
-// keys [B, Na] → best [B, Na], arg [B, Na] as score_argmax_kernel writes
+// ---- MatchPrecision::kF32: TF32 tensor-core scores + exact recheck --------
+//
+// The score GEMM runs on TF32 mma.sync (m16n8k8, f32 accumulators) over the
+// normalised rows rounded to tf32 (cvt.rna); its approximate scores s̃ only
+// nominate candidates, and every candidate that can still be a row's maximum
+// is recomputed exactly (recheck_kernel), as the CPU computes it, so the
+// best score and the argmax are the exact-f32 ones (see tf32_window).
+//
+// Tiles (reasoned, not tuned: no GPU was available to this change):
+// * 128 × 128 block tiles as the bf16 path, 8 warps in a 2 × 4 grid, each
+//   warp 64 rows × 32 columns = 4 × 4 m16n8 accumulators (64 f32 registers
+//   per thread). Per 8-channel step a warp issues 4 ldmatrix.x4 for its A
+//   fragments and 2 for its B fragments (a tf32 element is two b16 halves,
+//   so ldmatrix's 8 × 8 b16 matrix is 8 rows × 4 tf32 channels, exactly an
+//   m16n8k8 fragment quarter) for 16 MMAs.
+// * k-tiles of 16 channels, two shared-memory stages filled by cp.async
+//   (16 bytes per copy, 4 per thread per k-tile): the next k-tile lands while
+//   the tensor cores work on the current one, one __syncthreads per k-tile.
+//   Rows are padded to 20 floats (80 bytes): 8 consecutive rows' 16-byte
+//   ldmatrix rows fall in distinct bank groups. 2 × 256 × 80 = 40 KiB, plus
+//   2 KiB of row offsets and 2 KiB of epilogue state, stays within the 48 KiB
+//   of static shared memory (the emulator has no dynamic shared memory).
+//   The rows are stored with Cp = C rounded up to 16 (zero padded) so every
+//   cp.async source is 16-byte aligned.
+// * Epilogue, in registers (the scores never leave the block): per tile row
+//   the tile's approximate maximum m (shared atomicMax on float_key), then
+//   every entry within the window 2Δ of m is counted and the first two
+//   found are kept: TileCandidates [B, Na, column tiles].
+// * recheck_kernel, one warp per a-row: M̃ = max over tiles of m; a tile with
+//   m >= M̃ − 2Δ contributes its kept columns when it counted at most two
+//   (then they are all of its entries >= m − 2Δ ⊇ those >= M̃ − 2Δ), else
+//   all of its columns. Each candidate's score is recomputed as one
+//   sequential fmaf chain over the exact normalised f32 rows — the chain of
+//   cpu/isa gemm_tile (acc = fma(a[d], b[d], acc), d ascending, from +0) —
+//   so the best score has the CPU's bits and ties go to the lower column.
+//   Random rows at C = 1,024 give about one candidate per row; a row of many
+//   near-equal columns (duplicated tokens) costs up to a full tile per tile.
+constexpr int kTfK = 16;                                // channels per k-tile (one shared-memory stage)
+constexpr int kTfLds = kTfK + 4;                        // shared row pitch, floats (80 bytes)
+constexpr int kTfWarpsM = 2, kTfWarpsN = 4;             // warp grid of a block
+constexpr int kTfWarpM = kTcM / kTfWarpsM;              // 64 rows per warp
+constexpr int kTfWarpN = kTcN / kTfWarpsN;              // 32 columns per warp
+constexpr int kTfFragsM = kTfWarpM / 16, kTfFragsN = kTfWarpN / 8;  // 4 × 4 m16n8 accumulators per warp
+constexpr int kTfStage = (kTcM + kTcN) * kTfLds;        // floats per stage: a rows, then b rows
+constexpr int kTfRowChunks = kTfK / 4;                  // 16-byte chunks per tile row per k-tile
+constexpr int kTfChunks = (kTcM + kTcN) * kTfRowChunks / kTcThreads;  // cp.async copies per thread per k-tile
+constexpr int kTfPad = 16;                              // Cp: C rounded up to this
+constexpr int kRecheckWarps = kThreads / 32;            // recheck_kernel: a-rows per block
+static_assert(kTfChunks * kTcThreads == (kTcM + kTcN) * kTfRowChunks, "k-tile copies must split evenly");
+static_assert(2 * kTfStage * 4 + (kTcM + kTcN) * 8 + kTcM * 16 <= 48 * 1024, "static shared memory is limited to 48 KiB");
+static_assert(kTfWarpsM * kTfWarpsN * 32 == kTcThreads && kTfPad % kTfK == 0, "tile shape");
+
+// One (a-row, column tile) of the TF32 pass: the tile's approximate maximum
+// (-inf: no column), how many of its entries lie within the window of it,
+// and the columns of the first two found (-1: none).
+struct __align__(16) TileCandidates {
+  float max;
+  int32_t count;
+  int32_t col[2];
+};
+
+// 2Δ, the candidate window of the TF32 pass at depth C. Δ bounds
+// |s̃ − s| for every pair, s̃ the tensor-core score and s the CPU's f32 chain:
+//  * operands: â, b̂ are the normalised f32 rows (‖â‖, ‖b̂‖ ≤ 1 + 2^-20);
+//    cvt.rna gives ã = â(1 + δ), |δ| ≤ u = 2^-11 (tf32 keeps 10 fraction
+//    bits), so |ã·b̃ − â·b̂| ≤ (2u + u²) Σ|â_d b̂_d| ≤ (2^-10 + 2^-22)·S,
+//    S = Σ|â_d b̂_d| ≤ ‖â‖‖b̂‖ (Cauchy–Schwarz);
+//  * tensor-core accumulation: products of tf32 values are exact; each
+//    m16n8k8 adds 8 of them to the accumulator. Assume only that every MMA
+//    loses at most 9 ulps of the largest of its 9 terms (alignment to the
+//    largest exponent and truncation, as measured on Ampere/Hopper), i.e.
+//    ≤ 9·2^-23·S̃ per MMA, S̃ = Σ|ã_d b̃_d| ≤ (1 + 2^-10)·S: over C/8 + 1
+//    MMAs (the padded tail) that is ≤ (C + 8)·2^-21·S̃ with room to spare;
+//  * the CPU's chain itself: C fma roundings, |s − â·b̂| ≤ C·2^-24·S/(1 − C·2^-24),
+//    taken as C·2^-23·S;
+//  * tf32 subnormals (rounded at a fixed 2^-136) and any flush to zero of
+//    tiny products: absolute ≤ C·2^-126, covered by 2^-100.
+// With S ≤ 1.002 (the norms, the (1 + 2^-10) of S̃) everything is scaled by
+// 1.002. A column can be the exact maximum only if s̃ ≥ M̃ − 2Δ (M̃ the row's
+// approximate maximum: s_max ≥ s(argmax s̃) ≥ M̃ − Δ and s̃ ≥ s − Δ); the f32
+// rounding of M̃ − 2Δ (≤ 2^-24) is far inside the slack. At C = 1,024 the
+// window is about 3.1e-3 in cosine.
+inline float tf32_window(int64_t C) {
+  const double c = static_cast<double>(C);
+  const double delta =
+      (std::ldexp(1.0, -10) + std::ldexp(1.0, -22) + (c + 8) * std::ldexp(1.0, -21) + c * std::ldexp(1.0, -23)) *
+          1.002 +
+      std::ldexp(1.0, -100);
+  return static_cast<float>(2 * delta);
+}
+
+// One k-tile of the block's 256 tile rows (a rows 0..127, b rows 128..255)
+// into a shared-memory stage [kTcM + kTcN][kTfLds] by cp.async; copy c is
+// tile row c / kTfRowChunks, channels (c % kTfRowChunks)·4 .. +4, so
+// consecutive threads read one row's 64 contiguous bytes. Rows past the end
+// (offset -1) are zeros.
+__device__ __forceinline__ void fetch_tile_tf32(float* stage, const float* __restrict__ rows, const int64_t* row_off,
+                                                int64_t k0) {
+#pragma unroll
+  for (int q = 0; q < kTfChunks; ++q) {
+    const int c = threadIdx.x + q * kTcThreads;
+    const int64_t off = row_off[c / kTfRowChunks];
+    float* dst = stage + (c / kTfRowChunks) * kTfLds + (c % kTfRowChunks) * 4;
+    if (off >= 0)
+      cp_async16(dst, rows + off + k0 + (c % kTfRowChunks) * 4);
+    else
+      *reinterpret_cast<float4*>(dst) = float4{0.0f, 0.0f, 0.0f, 0.0f};
+  }
+  cp_async_commit();
+}
+
+// rows: tf32 normalised [B, N, Cp]; a-rows are tokens a_tok[i], columns
+// tokens b_tok[j]; out: TileCandidates [B, Na, col_tiles]. grid: [B × row
+// tiles × column tiles], rastered as the bf16 kernel.
+__global__ void __launch_bounds__(kTcThreads, 2)
+    score_candidates_tf32_kernel(const float* __restrict__ rows /* [B, N, Cp] */, int64_t N, int64_t Cp,
+                                 const int32_t* __restrict__ a_tok /* [Na] */, int64_t Na,
+                                 const int32_t* __restrict__ b_tok /* [Nb] */, int64_t Nb, bool skip_col0,
+                                 int64_t row_tiles, int64_t col_tiles, float window,
+                                 TileCandidates* __restrict__ out /* [B, Na, col_tiles] */, int* flag,
+                                 const int* __restrict__ bad_split) {
+  if (*bad_split != kNoBadSplit) return;  // tokens out of range: nothing may be read through them
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800
+  if (threadIdx.x == 0) atomicOr(flag, 4);  // TF32 mma.sync needs sm_80 (only reachable in a build for older archs)
+#else
+  __shared__ __align__(128) float smem[2 * kTfStage];  // 2 stages [kTcM + kTcN][kTfLds]
+  __shared__ int64_t row_off[kTcM + kTcN];             // element offset in `rows` of each tile row; -1: past the end
+  __shared__ uint32_t tile_max[kTcM];                  // float_key of each tile row's maximum; 0: none
+  __shared__ int32_t tile_count[kTcM];                 // entries within the window of it
+  __shared__ int32_t tile_col[kTcM][2];                // the first two found
+  const int64_t tiles = row_tiles * col_tiles;
+  const int64_t b = blockIdx.x / tiles;
+  const int64_t t = blockIdx.x % tiles;
+  const int64_t rt0 = t / (kTcGroupRows * col_tiles) * kTcGroupRows;
+  const int64_t group_rows = row_tiles - rt0 < kTcGroupRows ? row_tiles - rt0 : kTcGroupRows;
+  const int64_t in_group = t - rt0 * col_tiles;
+  const int64_t rt = rt0 + in_group % group_rows, ct = in_group / group_rows;
+  const int64_t i0 = rt * kTcM;  // first a-row of the tile
+  const int64_t j0 = ct * kTcN;  // first b-column of the tile
+  for (int e = threadIdx.x; e < kTcM + kTcN; e += kTcThreads) {
+    const int64_t idx = e < kTcM ? i0 + e : j0 + (e - kTcM);
+    const bool in = e < kTcM ? idx < Na : idx < Nb;
+    row_off[e] = in ? (b * N + (e < kTcM ? a_tok[idx] : b_tok[idx])) * Cp : -1;
+  }
+  for (int e = threadIdx.x; e < kTcM; e += kTcThreads) {
+    tile_max[e] = 0u;
+    tile_count[e] = 0;
+    tile_col[e][0] = tile_col[e][1] = -1;
+  }
+  __syncthreads();
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const int wm = warp % kTfWarpsM, wn = warp / kTfWarpsM;  // the warp's 64 × 32 block of the tile
+  const int g = lane / 4, tq = lane % 4;                   // fragment row group / column pair
+  float acc[kTfFragsM][kTfFragsN][4];
+#pragma unroll
+  for (int f = 0; f < kTfFragsM; ++f)
+#pragma unroll
+    for (int n = 0; n < kTfFragsN; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[f][n][e] = 0.0f;
+  // ldmatrix: lane l addresses row l % 8 of matrix m = l / 8. A fragment f:
+  // matrices (rows 0-7 | 8-15) × (k 0-3 | 4-7) = a[0..3]; B pair p: matrices
+  // (k 0-3 | 4-7) of n-fragments 2p and 2p + 1 = b[0], b[1] of each.
+  const int lm = lane / 8, lr = lane % 8;
+  const int a_row = wm * kTfWarpM + (lm & 1) * 8 + lr, a_k = (lm >> 1) * 4;
+  const int b_row = kTcM + wn * kTfWarpN + (lm >> 1) * 8 + lr, b_k = (lm & 1) * 4;
+  const int64_t nk = Cp / kTfK;
+  fetch_tile_tf32(smem, rows, row_off, 0);
+  for (int64_t kt = 0; kt < nk; ++kt) {
+    const float* st = smem + (kt & 1) * kTfStage;
+    cp_async_wait_all();
+    __syncthreads();  // k-tile kt landed for everyone; the other stage's last readers are done
+    if (kt + 1 < nk) fetch_tile_tf32(smem + ((kt + 1) & 1) * kTfStage, rows, row_off, (kt + 1) * kTfK);
+#pragma unroll
+    for (int ks = 0; ks < kTfK; ks += 8) {
+      uint32_t bf[kTfFragsN][2];
+#pragma unroll
+      for (int p = 0; p < kTfFragsN / 2; ++p) {
+        uint32_t r[4];
+        ldmatrix_x4(r, st + (b_row + p * 16) * kTfLds + ks + b_k);
+        bf[2 * p][0] = r[0];
+        bf[2 * p][1] = r[1];
+        bf[2 * p + 1][0] = r[2];
+        bf[2 * p + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int f = 0; f < kTfFragsM; ++f) {
+        uint32_t af[4];
+        ldmatrix_x4(af, st + (a_row + f * 16) * kTfLds + ks + a_k);
+#pragma unroll
+        for (int n = 0; n < kTfFragsN; ++n) mma_m16n8k8_tf32(acc[f][n], af, bf[n]);
+      }
+    }
+  }
+  // Epilogue. Thread (g, tq) holds, for fragment f, rows f·16 + g (e = 0, 1)
+  // and f·16 + g + 8 (e = 2, 3) of the warp block, columns n·8 + 2tq + (e & 1).
+  auto col_of = [&](int n, int e) { return j0 + wn * kTfWarpN + n * 8 + 2 * tq + (e & 1); };
+  auto valid = [&](int64_t j) { return j < Nb && !(skip_col0 && j == 0); };
+  // 1: each tile row's maximum (quad shuffles, then a shared atomicMax).
+#pragma unroll
+  for (int f = 0; f < kTfFragsM; ++f)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      float m = -INFINITY;
+#pragma unroll
+      for (int n = 0; n < kTfFragsN; ++n)
+#pragma unroll
+        for (int e = 2 * h; e < 2 * h + 2; ++e)
+          if (valid(col_of(n, e))) m = fmaxf(m, acc[f][n][e]);
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 1));
+      m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, 2));
+      if (tq == 0 && m > -INFINITY) atomicMax(&tile_max[wm * kTfWarpM + f * 16 + h * 8 + g], float_key(m));
+    }
+  __syncthreads();
+  // 2: the entries within the window of it (NaN compares false: none).
+#pragma unroll
+  for (int f = 0; f < kTfFragsM; ++f)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = wm * kTfWarpM + f * 16 + h * 8 + g;
+      const uint32_t key = tile_max[row];
+      if (key == 0u) continue;
+      const float threshold = key_float(key) - window;
+#pragma unroll
+      for (int n = 0; n < kTfFragsN; ++n)
+#pragma unroll
+        for (int e = 2 * h; e < 2 * h + 2; ++e) {
+          const int64_t j = col_of(n, e);
+          if (valid(j) && acc[f][n][e] >= threshold) {
+            const int k = atomicAdd(&tile_count[row], 1);
+            if (k < 2) tile_col[row][k] = static_cast<int32_t>(j);
+          }
+        }
+    }
+  __syncthreads();
+  for (int e = threadIdx.x; e < kTcM; e += kTcThreads) {
+    const int64_t i = i0 + e;
+    if (i >= Na) break;
+    TileCandidates c;
+    c.max = tile_max[e] != 0u ? key_float(tile_max[e]) : -INFINITY;
+    c.count = tile_count[e];
+    c.col[0] = tile_col[e][0];
+    c.col[1] = tile_col[e][1];
+    out[(b * Na + i) * col_tiles + ct] = c;
+  }
+#endif
+}
+
+// The exact score of a pair: cpu/isa gemm_tile's chain (one fmaf per
+// channel, ascending, from +0) over the exact normalised rows, so the bits
+// are the CPU's.
+__device__ __forceinline__ float exact_score(const float* __restrict__ x, const float* __restrict__ y, int64_t C) {
+  float acc = 0.0f;
+  int64_t d = 0;
+  for (; d + 4 <= C; d += 4) {  // rows are 16-byte aligned (pitch Cp)
+    const float4 u = __ldg(reinterpret_cast<const float4*>(x + d));
+    const float4 v = __ldg(reinterpret_cast<const float4*>(y + d));
+    acc = fmaf(u.x, v.x, acc);
+    acc = fmaf(u.y, v.y, acc);
+    acc = fmaf(u.z, v.z, acc);
+    acc = fmaf(u.w, v.w, acc);
+  }
+  for (; d < C; ++d) acc = fmaf(x[d], y[d], acc);
+  return acc;
+}
+
+// One warp per (batch row, a-row): the candidates of TileCandidates within
+// the window of the row's approximate maximum, rescored exactly; best/arg
+// [B, Na] as the CPU writes them (no candidate, or the CLS row: -inf and
+// column 0). grid: [B × blocks of kRecheckWarps rows].
+__global__ void __launch_bounds__(kThreads)
+    recheck_kernel(const float* __restrict__ exact /* [B, N, Cp] */, int64_t N, int64_t C, int64_t Cp,
+                   const int32_t* __restrict__ a_tok, int64_t Na, const int32_t* __restrict__ b_tok, int64_t Nb,
+                   bool skip_col0, bool cls_row0, const TileCandidates* __restrict__ cand /* [B, Na, col_tiles] */,
+                   int64_t col_tiles, float window, float* __restrict__ best, int32_t* __restrict__ arg,
+                   int64_t xblocks, const int* __restrict__ bad_split) {
+  if (*bad_split != kNoBadSplit) return;
+  const int lane = threadIdx.x % 32;
+  const int64_t b = blockIdx.x / xblocks;
+  const int64_t i = (blockIdx.x % xblocks) * kRecheckWarps + threadIdx.x / 32;
+  if (i >= Na) return;  // the same in every lane of the warp
+  const TileCandidates* tc = cand + (b * Na + i) * col_tiles;
+  float rmax = -INFINITY;
+  for (int64_t t = lane; t < col_tiles; t += 32) rmax = fmaxf(rmax, tc[t].max);
+  for (int o = 16; o > 0; o /= 2) rmax = fmaxf(rmax, __shfl_xor_sync(0xffffffffu, rmax, o));
+  float bv = -INFINITY;
+  int32_t bj = INT_MAX;
+  if (!(cls_row0 && i == 0) && rmax > -INFINITY) {
+    const float threshold = rmax - window;
+    const float* x = exact + (b * N + a_tok[i]) * Cp;
+    auto consider = [&](int64_t j) {
+      const float s = exact_score(x, exact + (b * N + b_tok[j]) * Cp, C);
+      if (better(s, static_cast<int>(j), bv, bj)) {
+        bv = s;
+        bj = static_cast<int32_t>(j);
+      }
+    };
+    for (int64_t t = 0; t < col_tiles; ++t) {  // warp-uniform: every lane reads the same tile
+      const TileCandidates c = tc[t];
+      if (!(c.max >= threshold)) continue;
+      if (c.count <= 2) {
+        const int32_t j = lane == 0 ? c.col[0] : c.col[1];  // not c.col[lane]: a dynamic index puts c in local memory
+        if (lane < c.count && j >= 0) consider(j);
+      } else {
+        for (int64_t j = t * kTcN + lane; j < (t + 1) * kTcN && j < Nb; j += 32)
+          if (!(skip_col0 && j == 0)) consider(j);
+      }
+    }
+  }
+  for (int o = 16; o > 0; o /= 2) {
+    const float ov = __shfl_xor_sync(0xffffffffu, bv, o);
+    const int32_t oj = __shfl_xor_sync(0xffffffffu, bj, o);
+    if (better(ov, oj, bv, bj)) {
+      bv = ov;
+      bj = oj;
+    }
+  }
+  if (lane == 0) {
+    const bool none = bj == INT_MAX;  // no candidate (only protected columns, NaN input) or the CLS row
+    best[b * Na + i] = none ? -INFINITY : bv;
+    arg[b * Na + i] = none ? 0 : bj;
+  }
+}
+
+// keys [B, Na] → best [B, Na], arg [B, Na] as recheck_kernel writes
 // them: no candidate (key 0: no column but a protected one) and the CLS row
 // give -inf and column 0.
 __global__ void key_decode_kernel(const unsigned long long* __restrict__ keys /* [B, Na] */, int64_t total, int64_t Na,
@@ -486,7 +762,9 @@ __global__ void csr_kernel(const int32_t* __restrict__ assign, int64_t B, int64_
 template <typename T>
 __global__ void merge_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t N, int64_t C,
                              int64_t M, int mode, const float* __restrict__ sizes, const int32_t* __restrict__ offsets,
-                             const int32_t* __restrict__ members, T* __restrict__ out, float* __restrict__ sizes_out) {
+                             const int32_t* __restrict__ members, T* __restrict__ out, float* __restrict__ sizes_out,
+                             const int* __restrict__ bad_assign) {
+  if (*bad_assign != 0) return;  // the CSR is incomplete: nothing may be read through it (unchecked calls)
   const int64_t s = blockIdx.x % M, b = blockIdx.x / M;  // grid: [B × M]
   const int32_t* off = offsets + b * (M + 1);
   const int32_t m0 = off[s], m1 = off[s + 1];
@@ -569,14 +847,18 @@ Status normalise(const TensorView& t, float* out, int* flag, cudaStream_t stream
   });
 }
 
-Status normalise_bf16(const TensorView& t, int64_t Cp, __nv_bfloat16* out, int* flag, cudaStream_t stream) {
+// The normalised rows for a tensor-core score pass: rounded to the operand
+// type (bf16, or tf32 kept in f32) into out, and exactly (f32) into exact
+// when it is not null; both [B, N, Cp], zero padded.
+template <typename Out>
+Status normalise_rows(const TensorView& t, int64_t Cp, Out* out, float* exact, int* flag, cudaStream_t stream) {
   const int64_t B = t.shape[0], N = t.shape[1], C = t.shape[2];
   const int64_t blocks = blocks_for(B * N, kThreads / 32 * kNormRowsPerWarp);
   TS_RETURN_IF_ERROR(check_grid_x(blocks, "normalise"));
   return TS_DISPATCH_FLOAT(t.dtype, "normalise", [&] {
-    normalise_bf16_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-        static_cast<const scalar_t*>(t.data), t.strides[0], t.strides[1], B, N, C, Cp, out, flag);
-    TS_CUDA_CHECK_LAUNCH("normalise_bf16_kernel");
+    normalise_rows_kernel<scalar_t, Out><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
+        static_cast<const scalar_t*>(t.data), t.strides[0], t.strides[1], B, N, C, Cp, out, exact, flag);
+    TS_CUDA_CHECK_LAUNCH("normalise_rows_kernel");
     return Status::Ok();
   });
 }
@@ -591,12 +873,16 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.metric.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
-  const bool tc = p.precision == MatchPrecision::kBF16;  // tensor-core scores
-  const int64_t Cp = (C + kTcK - 1) / kTcK * kTcK;
+  const bool bf16 = p.precision == MatchPrecision::kBF16;
+  const int64_t Cp = (C + kTcK - 1) / kTcK * kTcK;     // bf16: k-tiles of 32 channels
+  const int64_t Cf = (C + kTfPad - 1) / kTfPad * kTfPad;  // f32 (TF32): k-tiles of 16 channels
+  const int64_t row_tiles = blocks_for(Na, kTcM), col_tiles = blocks_for(Nb, kTcN);
   ScratchLayout L;
-  const size_t o_norm = L.add<float>(tc ? 0 : B * N * C);                // f32: normalised [B, N, C]
-  const size_t o_bf = L.add<__nv_bfloat16>(tc ? B * N * Cp : 0);         // bf16: normalised [B, N, Cp]
-  const size_t o_key = L.add<unsigned long long>(tc ? B * Na : 0);       // bf16: per-row best keys [B, Na]
+  const size_t o_exact = L.add<float>(bf16 ? 0 : B * N * Cf);              // f32: normalised [B, N, Cf]
+  const size_t o_tf32 = L.add<float>(bf16 ? 0 : B * N * Cf);               // f32: normalised as tf32 [B, N, Cf]
+  const size_t o_cand = L.add<TileCandidates>(bf16 ? 0 : B * Na * col_tiles);  // f32: [B, Na, col_tiles]
+  const size_t o_bf = L.add<__nv_bfloat16>(bf16 ? B * N * Cp : 0);         // bf16: normalised [B, N, Cp]
+  const size_t o_key = L.add<unsigned long long>(bf16 ? B * Na : 0);       // bf16: per-row best keys [B, Na]
   const size_t o_best = L.add<float>(B * Na);
   const size_t o_arg = L.add<int32_t>(B * Na);
   const size_t o_rank = L.add<int32_t>(B * Na);
@@ -623,27 +909,38 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   const int64_t na_blocks = blocks_for(Na, kThreads), all_blocks = blocks_for(Na + Nb, kThreads);
   TS_RETURN_IF_ERROR(check_grid_x(B * na_blocks, "bipartiteSoftMatch"));
   TS_RETURN_IF_ERROR(check_grid_x(B * all_blocks, "bipartiteSoftMatch"));
-  if (tc) {
+  const bool any_b = Nb > 0;  // N = 1: no destination, no score pass (every row: -inf, column 0)
+  if (any_b) TS_RETURN_IF_ERROR(check_grid_x(B * row_tiles * col_tiles, "bipartiteSoftMatch"));
+  if (bf16) {
     __nv_bfloat16* rows = scratch.at<__nv_bfloat16>(o_bf);
     unsigned long long* keys = scratch.at<unsigned long long>(o_key);
-    TS_RETURN_IF_ERROR(normalise_bf16(p.metric, Cp, rows, flag, stream));
+    TS_RETURN_IF_ERROR(normalise_rows(p.metric, Cp, rows, static_cast<float*>(nullptr), flag, stream));
     TS_CUDA_TRY(cudaMemsetAsync(keys, 0, sizeof(unsigned long long) * B * Na, stream));
-    const int64_t row_tiles = blocks_for(Na, kTcM), col_tiles = blocks_for(Nb, kTcN);
-    TS_RETURN_IF_ERROR(check_grid_x(B * row_tiles * col_tiles, "bipartiteSoftMatch"));
-    score_argmax_bf16_kernel<<<static_cast<unsigned>(B * row_tiles * col_tiles), kTcThreads, 0, stream>>>(
-        rows, N, Cp, a_tok, Na, b_tok, Nb, p.protect_distill, row_tiles, col_tiles, keys, flag, bad_pos);
-    TS_CUDA_CHECK_LAUNCH("score_argmax_bf16_kernel");
+    if (any_b) {
+      score_argmax_bf16_kernel<<<static_cast<unsigned>(B * row_tiles * col_tiles), kTcThreads, 0, stream>>>(
+          rows, N, Cp, a_tok, Na, b_tok, Nb, p.protect_distill, row_tiles, col_tiles, keys, flag, bad_pos);
+      TS_CUDA_CHECK_LAUNCH("score_argmax_bf16_kernel");
+    }
     key_decode_kernel<<<static_cast<unsigned>(B * na_blocks), kThreads, 0, stream>>>(keys, B * Na, Na, p.protect_cls,
                                                                                     best, arg);
     TS_CUDA_CHECK_LAUNCH("key_decode_kernel");
   } else {
-    float* normed = scratch.at<float>(o_norm);
-    TS_RETURN_IF_ERROR(normalise(p.metric, normed, flag, stream));
-    const int64_t row_blocks = blocks_for(Na, kRows);
-    TS_RETURN_IF_ERROR(check_grid_x(B * row_blocks, "bipartiteSoftMatch"));
-    score_argmax_kernel<<<static_cast<unsigned>(B * row_blocks), kRows * kLanes, 0, stream>>>(
-        normed, N, C, a_tok, Na, b_tok, Nb, p.protect_distill, p.protect_cls, best, arg, row_blocks, bad_pos);
-    TS_CUDA_CHECK_LAUNCH("score_argmax_kernel");
+    float* exact = scratch.at<float>(o_exact);
+    float* rows = scratch.at<float>(o_tf32);
+    TileCandidates* cand = scratch.at<TileCandidates>(o_cand);
+    const float window = tf32_window(C);
+    TS_RETURN_IF_ERROR(normalise_rows(p.metric, Cf, rows, exact, flag, stream));
+    if (any_b) {
+      score_candidates_tf32_kernel<<<static_cast<unsigned>(B * row_tiles * col_tiles), kTcThreads, 0, stream>>>(
+          rows, N, Cf, a_tok, Na, b_tok, Nb, p.protect_distill, row_tiles, col_tiles, window, cand, flag, bad_pos);
+      TS_CUDA_CHECK_LAUNCH("score_candidates_tf32_kernel");
+    }
+    const int64_t rc_blocks = blocks_for(Na, kRecheckWarps);
+    TS_RETURN_IF_ERROR(check_grid_x(B * rc_blocks, "bipartiteSoftMatch"));
+    recheck_kernel<<<static_cast<unsigned>(B * rc_blocks), kThreads, 0, stream>>>(
+        exact, N, C, Cf, a_tok, Na, b_tok, Nb, p.protect_distill, p.protect_cls, cand, col_tiles, window, best, arg,
+        rc_blocks, bad_pos);
+    TS_CUDA_CHECK_LAUNCH("recheck_kernel");
   }
   rank_kernel<<<static_cast<unsigned>(B * na_blocks), kThreads, 0, stream>>>(best, Na, rank, na_blocks);
   TS_CUDA_CHECK_LAUNCH("rank_kernel");
@@ -651,6 +948,7 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       rank, arg, Na, Nb, N, r, p.protect_cls, p.protect_distill, a_tok, b_tok, p.assign.ptr<int32_t>(),
       p.unm_idx.ptr<int32_t>(), p.src_idx.ptr<int32_t>(), p.dst_idx.ptr<int32_t>(), all_blocks, bad_pos);
   TS_CUDA_CHECK_LAUNCH("plan_kernel");
+  if (!p.device_checks) return Status::Ok();  // the caller does not wait: no read-back (see merge.h)
   int host_flags[2] = {0, 0};
   TS_CUDA_TRY(cudaMemcpyAsync(host_flags, flag, sizeof host_flags, cudaMemcpyDeviceToHost, stream));
   TS_CUDA_TRY(cudaStreamSynchronize(stream));
@@ -665,7 +963,8 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   }
   if (host_flags[0] & 1) return Status(Code::kRange, "expected finite metric but it holds NaN or Inf");
   if (host_flags[0] & 4)
-    return Status(Code::kUnsupported, "bipartiteSoftMatch precision 'bf16' needs a GPU of compute capability 8.0 or newer");
+    return Status(Code::kUnsupported, std::string("bipartiteSoftMatch precision '") + (bf16 ? "bf16" : "f32") +
+                                          "' needs a GPU of compute capability 8.0 or newer");
   return Status::Ok();
 }
 
@@ -689,14 +988,16 @@ Status merge(const MergeParams& p) {
   int32_t* members = scratch.at<int32_t>(o_mem);
   csr_kernel<<<static_cast<unsigned>(blocks_for(B, 64)), 64, 0, stream>>>(p.assign.ptr<const int32_t>(), B, N, M, offsets, members, flag);
   TS_CUDA_CHECK_LAUNCH("csr_kernel");
-  int host_flag = 0;
-  TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
-  if (host_flag != 0) return Status(Code::kRange, "expected assign values in [0, " + std::to_string(M) + ")");
+  if (p.device_checks) {
+    int host_flag = 0;
+    TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
+    if (host_flag != 0) return Status(Code::kRange, "expected assign values in [0, " + std::to_string(M) + ")");
+  }
   const float* sizes = p.mode == MergeMode::kWavg ? static_cast<const float*>(p.sizes.data) : nullptr;
   return TS_DISPATCH_FLOAT(p.x.dtype, "merge", [&] {
     merge_kernel<scalar_t><<<static_cast<unsigned>(B * M), 128, 0, stream>>>(
         static_cast<const scalar_t*>(p.x.data), p.x.strides[0], p.x.strides[1], N, C, M, static_cast<int>(p.mode),
-        sizes, offsets, members, static_cast<scalar_t*>(p.out.data), static_cast<float*>(p.sizes_out.data));
+        sizes, offsets, members, static_cast<scalar_t*>(p.out.data), static_cast<float*>(p.sizes_out.data), flag);
     TS_CUDA_CHECK_LAUNCH("merge_kernel");
     return Status::Ok();
   });

@@ -1,8 +1,9 @@
 /**
  * CUDA token merging: parity with the CPU back end (which test/merge.test.ts
- * checks against the float64 references). Plans must match exactly: both
- * back ends compute each score as the same sequential fmaf chain and break
- * ties toward the lower index. Skipped, with the reason printed, without a
+ * checks against the float64 references). Precision 'f32' plans must match
+ * exactly: the CUDA pass nominates candidates with TF32 tensor cores and
+ * rescores every one within the TF32 error bound as the CPU's sequential fmaf
+ * chain, ties toward the lower index. Skipped, with the reason printed, without a
  * usable CUDA device.
  */
 import { bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, FloatDType, MergePlan, mergeSourceSync, mergeSync, Tensor, toMe, unmergeSync } from '../lib';
@@ -124,6 +125,87 @@ describeCuda('CUDA token merging', () => {
       md.dispose();
     });
   }
+
+  // precision 'f32' (the default): TF32 tensor-core candidates, then every
+  // column within the TF32 error bound of a row's maximum rescored in the
+  // CPU's fmaf order — so the plans are the CPU's bit for bit, near-ties
+  // included. Metrics: 'dup' duplicates rows and columns (exact ties);
+  // 'nudge' makes b-token 4k + 3 b-token 4k + 1 scaled by 1 + m·2^-21 per
+  // value (a difference tf32 cannot see) and a-tokens 4k, 4k + 2 lie near
+  // both (each row's two best columns differ in the last bits).
+  const f32Metric = (B: number, N: number, C: number, kind: 'random' | 'dup' | 'nudge', seed: number): number[] => {
+    const v = randn(B * N * C, seed);
+    const nudge = randn(B * N * C, seed + 1);
+    for (let bb = 0; bb < B; bb++) {
+      for (let t = 0; t < N; t++) {
+        const row = (bb * N + t) * C;
+        if (kind === 'dup' && t >= 2 && (t % 6 === 2 || t % 6 === 3)) for (let d = 0; d < C; d++) v[row + d] = v[row - 2 * C + d];
+        const base = t - (t % 4) + 1;
+        if (kind === 'nudge' && t % 4 !== 1 && base < N) {
+          const src = (bb * N + base) * C;
+          for (let d = 0; d < C; d++) {
+            v[row + d] = t % 4 === 3
+              ? Math.fround(v[src + d] * (1 + Math.round(4 * Math.tanh(nudge[row + d])) * 2 ** -21))
+              : Math.fround(v[src + d] + 0.03 * v[row + d]);
+          }
+        }
+      }
+    }
+    return v;
+  };
+  const f32Shapes: Array<[number, number, number, FloatDType, 'random' | 'dup' | 'nudge']> = [
+    [1, 2, 1, 'f32', 'random'], [3, 17, 1, 'f32', 'random'], [2, 17, 64, 'f32', 'dup'], [2, 197, 65, 'f16', 'nudge'],
+    [1, 577, 1024, 'f32', 'nudge'], [2, 1030, 64, 'bf16', 'dup'], [1, 2880, 1024, 'f32', 'random'], [1, 1001, 4096, 'f32', 'nudge'],
+  ];
+  for (const [B, N, C, dt, kind] of f32Shapes) {
+    test(`precision 'f32' plans equal the CPU's B=${B} N=${N} C=${C} ${dt} ${kind}`, async () => {
+      const m = makeTensor(f32Metric(B, N, C, kind, 5 * N + C), [B, N, C], dt).t;
+      const md = m.to(dev);
+      for (const [r, cls, distill] of [[Math.floor(N / 4) || 1, true, false], [N, true, N > 2], [Math.floor(N / 3) || 1, false, false]] as const) {
+        const protect = { cls, distill };
+        const pd = await bipartiteSoftMatch(md, r, { protect });
+        const pc = bipartiteSoftMatchSync(m, r, { protect });
+        expect(pd.r).toBe(pc.r);
+        let compared = 0;
+        for (const [name, x, y] of [['assign', pd.assign, pc.assign], ['unmerged', pd.unmerged, pc.unmerged],
+          ['sources', pd.sources, pc.sources], ['destinations', pd.destinations, pc.destinations]] as const) {
+          const u = x ? x.toArray() : [];
+          const w = y ? y.toArray() : [];
+          expect(`${name} r=${r}: ${u.length}`).toBe(`${name} r=${r}: ${w.length}`);
+          let diff = -1;
+          for (let i = 0; i < u.length && diff < 0; i++) if (u[i] !== w[i]) diff = i;
+          expect(`${name} r=${r}: first difference at ${diff}`).toBe(`${name} r=${r}: first difference at -1`);
+          compared += u.length;
+        }
+        // Every entry of the plan was compared: assign, unmerged + sources, destinations.
+        expect(compared).toBe(B * (N + Math.ceil(N / 2) + pd.r));
+        pd.dispose();
+      }
+      md.dispose();
+    });
+  }
+  test('wait: false enqueues the match and the merge without reading anything back', async () => {
+    const [B, N, C] = [2, 577, 64];
+    const m = makeTensor(f32Metric(B, N, C, 'dup', 41), [B, N, C]).t;
+    const x = makeTensor(randn(B * N * 16, 42), [B, N, 16]).t;
+    const md = m.to(dev);
+    const xd = x.to(dev);
+    const pw = bipartiteSoftMatchSync(md, 100, { protect: { cls: true } });
+    const pn = bipartiteSoftMatchSync(md, 100, { protect: { cls: true }, wait: false });
+    expect(pn.assign.toArray()).toEqual(pw.assign.toArray());
+    expect(pn.sources!.toArray()).toEqual(pw.sources!.toArray());
+    const mw = mergeSync(pw, xd, { mode: 'wavg' });
+    const mn = mergeSync(pn, xd, { mode: 'wavg', wait: false });
+    expect(mn.x.toArray()).toEqual(mw.x.toArray());
+    // Unchecked without waiting: a NaN metric is reported only by a call that waits.
+    const bad = Float32Array.from(randn(1 * 8 * 4, 1));
+    bad[5] = NaN;
+    const bd = Tensor.from({ data: bad, shape: [1, 8, 4] }).to(dev);
+    expect(() => bipartiteSoftMatchSync(bd, 2, { wait: false }).dispose()).not.toThrow();
+    expectCode(() => bipartiteSoftMatchSync(bd, 2), RangeError, 'ERR_RANGE');
+    for (const t of [pw, pn]) t.dispose();
+    for (const t of [md, xd, bd]) t.dispose();
+  });
 
   test("precision 'bf16' at video size: CUDA and CPU plans agree almost everywhere", () => {
     // No float64 reference at this size (12.5 G multiply-adds): the CPU's bf16

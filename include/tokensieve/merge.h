@@ -27,8 +27,12 @@ namespace tokensieve {
 //
 // Precision of the scores (the selections that follow are the same):
 enum class MatchPrecision : int32_t {
-  // Exact f32: every score is a sequential f32 fma chain over the channels,
-  // bit-identical on the CPU and CUDA back ends (the default).
+  // Exact f32 (the default): a row's best score is the sequential f32 fma
+  // chain over the channels (ascending, from +0) of its best column, and the
+  // argmax the first column reaching it — bit-identical on the CPU and CUDA
+  // back ends, so are the plans. (CUDA finds the candidates with a TF32
+  // tensor-core GEMM and rescores, in that chain, every column within the
+  // TF32 error bound of the row's maximum: see cuda/merge.cu.)
   kF32 = 0,
   // The L2-normalised f32 rows (computed exactly as for kF32) are rounded to
   // bf16 (nearest even); a score is the sum over channels of the products of
@@ -50,6 +54,12 @@ struct BipartiteMatchParams {
   // Distill token at b[0]: its column is -inf (nothing merges into it).
   bool protect_distill = false;
   MatchPrecision precision = MatchPrecision::kF32;
+  // CUDA: read back the device-side checks (split_a ∪ split_b a partition of
+  // [0, N), a finite metric) and report them. The read drains the stream, so
+  // the binding sets this only when the call waits; without it a bad split
+  // writes nothing (the outputs keep their contents) and a NaN/Inf metric
+  // gives an unspecified plan, both silently. The CPU always checks.
+  bool device_checks = true;
   TensorView assign;   // i32 [B, N] out: output slot of every token, in [0, N - r)
   TensorView unm_idx;  // i32 [B, Na - r] out: unmerged a tokens, in output order
   TensorView src_idx;  // i32 [B, r] out: merged a tokens (edge order); may be empty when r == 0
@@ -73,6 +83,11 @@ struct MergeParams {
   TensorView sizes;      // kWavg: f32 [B, N, 1] contiguous, or null data for all ones
   TensorView out;        // [B, n_out, C], dtype of x, contiguous
   TensorView sizes_out;  // kWavg: f32 [B, n_out, 1] contiguous
+  // CUDA: read back the device-side check of assign (values in [0, n_out))
+  // and report it; set by the binding only when the call waits (the read
+  // drains the stream). Without it a bad assign leaves out unwritten. The
+  // CPU always checks.
+  bool device_checks = true;
   void* stream = nullptr;
 };
 

@@ -1,7 +1,8 @@
 // The CUDA token-merging entry points (cuda/merge.cu) under the emulator
 // against the CPU back end (cpu/merge.cc, itself tested against float64
-// references in test/merge.test.ts): plans must match exactly (the score
-// chains are the same sequential fmaf over channels), merged values to
+// references in test/merge.test.ts): precision f32 plans must match exactly
+// (TF32 candidates, then every candidate within the TF32 error bound rescored
+// with the CPU's fmaf chain: namespace f32t below), merged values to
 // rounding; NaN input → ERR_RANGE; no scratch leaks. Precision bf16 (the
 // WMMA score pass, include/mma.h) against the CPU's bf16 plans and a float64
 // reference of the bf16 semantics: namespace bf16t below.
@@ -211,7 +212,8 @@ struct Plan {
 };
 
 Plan run(int dev, const std::vector<uint8_t>& metric, DType dt, int64_t B, int64_t N, int64_t C,
-         const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64_t r, bool cls, bool distill, Status* s) {
+         const std::vector<int32_t>& a, const std::vector<int32_t>& b, int64_t r, bool cls, bool distill, Status* s,
+         MatchPrecision precision = MatchPrecision::kBF16) {
   const int64_t Na = a.size(), Nb = b.size();
   Plan o;
   o.assign.assign(B * N, -7); o.unm.assign(B * std::max<int64_t>(0, Na - r), -7); o.src.assign(B * r, -7); o.dst.assign(B * r, -7);
@@ -220,7 +222,7 @@ Plan run(int dev, const std::vector<uint8_t>& metric, DType dt, int64_t B, int64
   p.split_a = view(const_cast<int32_t*>(a.data()), DType::kI32, {Na}, dev);
   p.split_b = view(const_cast<int32_t*>(b.data()), DType::kI32, {Nb}, dev);
   p.r = r; p.protect_cls = cls; p.protect_distill = distill;
-  p.precision = MatchPrecision::kBF16;
+  p.precision = precision;
   p.assign = view(o.assign.data(), DType::kI32, {B, N}, dev);
   p.unm_idx = view(o.unm.data(), DType::kI32, {B, Na - r}, dev);
   p.src_idx = view(o.src.data(), DType::kI32, {B, r}, dev);
@@ -448,6 +450,229 @@ void run_all(std::mt19937& g) {
 
 }  // namespace bf16t
 
+// ---- precision f32 (TF32 tensor-core candidates + exact recheck) -----------
+// The CUDA f32 path nominates candidates from TF32 scores and rescoring them
+// exactly in the CPU's fma order, so its plans must equal the CPU's bit for
+// bit — near-ties included. The test recomputes, per a-row, the exact f32
+// scores (the CPU's chain over the normalised rows), a float64 reference and
+// the TF32 scores the emulated tensor cores produce (operands rounded by
+// cvt.rna, exact products summed in f32 in ascending k: one fmaf chain), and
+// counts the rows where the TF32 argmax alone would be wrong and the tiles
+// whose window holds more than two entries: both recheck paths (the short
+// list and the full tile) must have been taken, and got the exact answer.
+namespace f32t {
+
+struct Stats {
+  long rows = 0, tf32_wrong = 0, full_tiles = 0, short_lists = 0, ties = 0, cases = 0;
+  double max_gap64 = 0;  // max over rows of (f64 row max − f64 score of the chosen column)
+};
+Stats st;
+
+float tf32(float x) {  // cvt.rna.tf32.f32
+  uint32_t u;
+  memcpy(&u, &x, 4);
+  if ((u & 0x7f800000u) != 0x7f800000u) u = (u + 0x1000u) & ~0x1fffu;
+  memcpy(&x, &u, 4);
+  return x;
+}
+
+// cuda/merge.cu's tf32_window (the test's own copy of the bound).
+float window(int64_t C) {
+  const double c = static_cast<double>(C);
+  return static_cast<float>(2 * ((std::ldexp(1.0, -10) + std::ldexp(1.0, -22) + (c + 8) * std::ldexp(1.0, -21) +
+                                  c * std::ldexp(1.0, -23)) * 1.002 + std::ldexp(1.0, -100)));
+}
+
+enum Kind { kRandom, kDup, kSame, kNudge, kUlp };
+
+// Metric rows [B, N, C] f32 (split: even tokens a, odd tokens b).
+//  kDup:   tokens t ≡ 2, 3 (mod 6) copy t − 2 (duplicated a-rows and b-columns: exact ties);
+//  kSame:  every row equal (every score equal: full-tile rechecks, lowest column);
+//  kNudge: b-token 4k + 3 is b-token 4k + 1 with every value scaled by
+//          1 + m·2^-21 (|m| ≤ 4, below tf32's resolution), a-tokens 4k, 4k + 2
+//          are it plus small noise: each a-row's two best columns differ in
+//          the last bits, which tf32 cannot see;
+//  kUlp:   as kNudge with only one value of the copy moved by one ulp.
+std::vector<float> metric_rows(int64_t B, int64_t N, int64_t C, Kind kind, std::mt19937& g) {
+  std::normal_distribution<float> nd(0, 1);
+  std::uniform_int_distribution<int> ud(-4, 4);
+  std::vector<float> f(B * N * C);
+  for (auto& v : f) v = nd(g);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < N; ++t) {
+      float* row = &f[(b * N + t) * C];
+      if (kind == kDup && t >= 2 && (t % 6 == 2 || t % 6 == 3)) std::copy_n(row - 2 * C, C, row);
+      if (kind == kSame) std::copy_n(&f[b * N * C], C, row);
+      if ((kind == kNudge || kind == kUlp) && t % 4 != 1) {
+        const int64_t base = t - t % 4 + 1;
+        if (base >= N) continue;
+        const float* src = &f[(b * N + base) * C];
+        for (int64_t d = 0; d < C; ++d) {
+          if (t % 4 == 3) {
+            row[d] = kind == kNudge ? src[d] * (1.0f + static_cast<float>(ud(g)) * std::ldexp(1.0f, -21))
+                                    : (d == static_cast<int64_t>(t / 4) % C ? std::nextafter(src[d], 10.0f) : src[d]);
+          } else {
+            row[d] = src[d] + 0.03f * row[d];  // an a-token near both
+          }
+        }
+      }
+    }
+  return f;
+}
+
+// The normalised rows as both back ends compute them.
+std::vector<float> normalised(const std::vector<float>& m, int64_t rows, int64_t C) {
+  std::vector<float> y(rows * C);
+  for (int64_t t = 0; t < rows; ++t) {
+    double s4[4] = {0, 0, 0, 0};
+    for (int64_t d = 0; d < C; ++d) s4[d & 3] += static_cast<double>(m[t * C + d]) * m[t * C + d];
+    const float norm = static_cast<float>(std::sqrt((s4[0] + s4[1]) + (s4[2] + s4[3])));
+    for (int64_t d = 0; d < C; ++d) y[t * C + d] = norm > 0 ? m[t * C + d] / norm : 0.0f;
+  }
+  return y;
+}
+
+void match_case(int64_t B, int64_t N, int64_t C, Kind kind, bool cls, bool distill, std::mt19937& g) {
+  const auto m = metric_rows(B, N, C, kind, g);
+  const auto y = normalised(m, B * N, C);
+  std::vector<int32_t> a, b;
+  for (int64_t i = 0; i < N; ++i) (i % 2 ? b : a).push_back(static_cast<int32_t>(i));
+  const int64_t Na = a.size(), Nb = b.size();
+  const int64_t r_max = (cls || distill) ? Na - 1 : Na;
+  char what[128];
+  snprintf(what, sizeof what, "f32 B%ld N%ld C%ld kind%d cls%d distill%d", (long)B, (long)N, (long)C, kind, cls, distill);
+  const float win = window(C);
+  // Reference per batch row: exact f32 best / first argmax (the CPU's chain),
+  // its edge order, and what the TF32 pass sees.
+  std::vector<float> best(B * Na);
+  std::vector<int32_t> arg(B * Na);
+  for (int64_t bb = 0; bb < B; ++bb)
+    for (int64_t i = 0; i < Na; ++i) {
+      const float* u = &y[(bb * N + a[i]) * C];
+      float bv = -INFINITY, tv = -INFINITY;
+      int32_t bj = 0, tj = 0;
+      std::vector<float> approx(Nb, -INFINITY);
+      double top64 = -INFINITY;
+      std::vector<double> s64(Nb, -INFINITY);
+      for (int64_t j = distill ? 1 : 0; j < Nb; ++j) {
+        const float* v = &y[(bb * N + b[j]) * C];
+        float s = 0.0f, t = 0.0f;
+        double d64 = 0;
+        for (int64_t d = 0; d < C; ++d) {
+          s = std::fma(u[d], v[d], s);
+          t = std::fma(tf32(u[d]), tf32(v[d]), t);
+          d64 += static_cast<double>(u[d]) * v[d];
+        }
+        approx[j] = t;
+        s64[j] = d64;
+        top64 = std::max(top64, d64);
+        if (s > bv) { bv = s; bj = static_cast<int32_t>(j); }
+        if (t > tv) { tv = t; tj = static_cast<int32_t>(j); }
+      }
+      if (cls && i == 0) { bv = -INFINITY; bj = 0; }
+      best[bb * Na + i] = bv;
+      arg[bb * Na + i] = bj;
+      if (std::isinf(bv)) continue;
+      ++st.rows;
+      if (tj != bj) ++st.tf32_wrong;
+      // The chosen (exact) column against float64: within the f32 chain's error.
+      const double gap = top64 - s64[bj];
+      st.max_gap64 = std::max(st.max_gap64, gap);
+      EXPECT(gap <= 2.0 * C * std::ldexp(1.0, -24) * 1.01, "%s b%ld a%ld: exact argmax b%d is %.3g below the f64 max",
+             what, (long)bb, (long)i, bj, gap);
+      int equal = 0;
+      for (int64_t j = 0; j < Nb; ++j) {
+        const float* v = &y[(bb * N + b[j]) * C];
+        (void)v;
+        if (j != bj && s64[j] == s64[bj]) ++equal;
+      }
+      if (equal > 0) ++st.ties;
+      for (int64_t t0 = 0; t0 < Nb; t0 += 128) {
+        float tm = -INFINITY;
+        for (int64_t j = t0; j < std::min(Nb, t0 + 128); ++j) tm = std::max(tm, approx[j]);
+        if (!(tm >= tv - win)) continue;
+        int count = 0;
+        for (int64_t j = t0; j < std::min(Nb, t0 + 128); ++j) count += approx[j] >= tm - win;
+        if (count > 2) ++st.full_tiles; else if (count == 2) ++st.short_lists;
+      }
+    }
+  // Every emulated run of a large case costs seconds: two values of r there.
+  std::vector<int64_t> rs = N > 500 ? std::vector<int64_t>{Na / 3, r_max}
+                                    : std::vector<int64_t>{0, 1, std::max<int64_t>(0, r_max / 2), r_max};
+  std::sort(rs.begin(), rs.end());
+  rs.erase(std::unique(rs.begin(), rs.end()), rs.end());
+  for (int64_t r : rs) {
+    bf16t::Plan pl[2];
+    std::vector<uint8_t> bytes(m.size() * 4);
+    memcpy(bytes.data(), m.data(), bytes.size());
+    for (int dev = -1; dev <= 0; ++dev) {
+      Status s;
+      pl[dev + 1] = bf16t::run(dev, bytes, DType::kF32, B, N, C, a, b, r, cls, distill, &s, MatchPrecision::kF32);
+      EXPECT(s.ok(), "%s r%ld dev %d: %s", what, (long)r, dev, s.message.c_str());
+    }
+    check_no_leak("f32 match");
+    ++st.cases;
+    EXPECT(pl[0].assign == pl[1].assign && pl[0].unm == pl[1].unm && pl[0].src == pl[1].src && pl[0].dst == pl[1].dst,
+           "%s r%ld: CPU and CUDA plans differ", what, (long)r);
+    // Against the test's own exact-f32 reference: edge order (stable, ties
+    // to the lower a position) and every merged row's exact first argmax.
+    for (int64_t bb = 0; bb < B; ++bb) {
+      std::vector<int32_t> E(Na);
+      std::iota(E.begin(), E.end(), 0);
+      std::stable_sort(E.begin(), E.end(), [&](int32_t x, int32_t z) { return best[bb * Na + x] > best[bb * Na + z]; });
+      for (int64_t k = 0; k < r; ++k) {
+        EXPECT(pl[1].src[bb * r + k] == a[E[k]] && pl[1].dst[bb * r + k] == b[arg[bb * Na + E[k]]],
+               "%s r%ld b%ld: edge %ld is %d → %d, exact f32 reference %d → %d", what, (long)r, (long)bb, (long)k,
+               pl[1].src[bb * r + k], pl[1].dst[bb * r + k], a[E[k]], b[arg[bb * Na + E[k]]]);
+      }
+    }
+  }
+}
+
+// N = 1: one a-token, no destination. validate() refuses an empty split_b,
+// so both back ends must refuse it alike (and write nothing).
+void single_token() {
+  std::vector<uint8_t> bytes(4 * 3);
+  const float v[3] = {0.5f, -1.0f, 2.0f};
+  memcpy(bytes.data(), v, sizeof v);
+  std::vector<int32_t> a = {0}, b;
+  bf16t::Plan pl[2];
+  Status st2[2];
+  for (int dev = -1; dev <= 0; ++dev)
+    pl[dev + 1] = bf16t::run(dev, bytes, DType::kF32, 1, 1, 3, a, b, 0, false, false, &st2[dev + 1], MatchPrecision::kF32);
+  EXPECT(!st2[0].ok() && st2[0].code == st2[1].code && st2[0].message == st2[1].message,
+         "N = 1: cpu '%s', cuda '%s'", st2[0].message.c_str(), st2[1].message.c_str());
+  EXPECT(pl[1].assign == std::vector<int32_t>{-7}, "N = 1: assign written (%d)", pl[1].assign[0]);
+  check_no_leak("f32 N = 1");
+}
+
+void run_all(std::mt19937& g) {
+  single_token();
+  match_case(1, 2, 1, kRandom, false, false, g);     // N = 2: one a, one b
+  match_case(2, 3, 3, kRandom, false, true, g);      // N = 3, distill: a-row 1 has no candidate
+  match_case(3, 17, 1, kRandom, true, false, g);     // C = 1: every score ±1 (exact ties, full tiles)
+  match_case(2, 17, 64, kDup, true, true, g);        // duplicated rows and columns
+  match_case(2, 41, 65, kSame, true, false, g);      // all rows equal → lower index
+  match_case(1, 300, 3, kSame, false, false, g);     // all equal across 2 column tiles (full-tile rechecks)
+  match_case(2, 200, 64, kNudge, false, false, g);   // last-bit near-ties tf32 cannot see
+  match_case(1, 262, 65, kUlp, true, false, g);      // one-ulp near-ties, Nb > 128
+  match_case(1, 577, 64, kDup, true, false, g);      // ToMe's 577 tokens
+  match_case(2, 160, 1024, kNudge, false, true, g);  // ToMe's widths: C = 1,024
+  match_case(1, 1030, 96, kRandom, true, false, g);  // 515 × 515: 5 × 5 tiles
+  match_case(2, 1031, 65, kNudge, false, true, g);   // 1,000+ tokens, batched (C = 1,024 at 1,000+ tokens is the GPU suite's: minutes here)
+  fprintf(stderr,
+          "f32: %ld runs, %ld rows; the TF32 argmax alone was wrong in %ld, recheck windows with two entries %ld, "
+          "full tiles %ld; rows with an exact f64 tie %ld; max f64 gap of the chosen column %.3g\n",
+          st.cases, st.rows, st.tf32_wrong, st.short_lists, st.full_tiles, st.ties, st.max_gap64);
+  // Not vacuous: both recheck paths ran and had to overrule the TF32 argmax.
+  EXPECT(st.tf32_wrong >= 50, "only %ld rows where the TF32 argmax was wrong", st.tf32_wrong);
+  EXPECT(st.short_lists >= 50 && st.full_tiles >= 50, "recheck paths: %ld short lists, %ld full tiles",
+         st.short_lists, st.full_tiles);
+  EXPECT(st.ties >= 50, "only %ld exactly tied rows", st.ties);
+}
+
+}  // namespace f32t
+
 static void errors() {
   std::vector<float> metric(2 * 6 * 3, 0.5f);
   metric[7] = NAN;
@@ -483,6 +708,41 @@ static void errors() {
          "out-of-range split token: got %s", s.message.c_str());
   EXPECT(std::all_of(assign.begin(), assign.end(), [](int32_t v) { return v == -7; }), "a bad split wrote assign");
   check_no_leak("errors split");
+  // Without device_checks (a call that does not wait) nothing is read back:
+  // the same bad split is Ok and still writes nothing; NaN is Ok too.
+  p.device_checks = false;
+  p.split_b = view(rep.data(), DType::kI32, {3}, 0);
+  s = cuda::bipartite_match(p);
+  EXPECT(s.ok(), "unchecked bad split: got %s", s.message.c_str());
+  EXPECT(std::all_of(assign.begin(), assign.end(), [](int32_t v) { return v == -7; }), "an unchecked bad split wrote assign");
+  p.split_b = view(b.data(), DType::kI32, {3}, 0);
+  metric[7] = NAN;
+  s = cuda::bipartite_match(p);
+  EXPECT(s.ok(), "unchecked NaN metric: got %s", s.message.c_str());
+  metric[7] = 1.0f;
+  p.device_checks = true;
+  check_no_leak("errors unchecked");
+  {
+    // merge: an assign value out of range is ERR_RANGE when checked; unchecked
+    // it is Ok and out stays unwritten (the reduction reads nothing through the CSR).
+    std::vector<float> x(2 * 6 * 3, 1.0f), out(2 * 4 * 3, -7.0f), so(2 * 4, -7.0f);
+    std::vector<int32_t> bad_assign = {0, 1, 2, 3, 0, 1, 0, 1, 2, 9, 3, 2};
+    MergeParams mp;
+    mp.x = view(x.data(), DType::kF32, {2, 6, 3}, 0);
+    mp.assign = view(bad_assign.data(), DType::kI32, {2, 6}, 0);
+    mp.n_out = 4;
+    mp.mode = MergeMode::kMean;
+    mp.out = view(out.data(), DType::kF32, {2, 4, 3}, 0);
+    s = cuda::merge(mp);
+    EXPECT(s.code == Code::kRange && s.message == "expected assign values in [0, 4)", "merge bad assign: got %s",
+           s.message.c_str());
+    std::fill(out.begin(), out.end(), -7.0f);
+    mp.device_checks = false;
+    s = cuda::merge(mp);
+    EXPECT(s.ok(), "unchecked merge bad assign: got %s", s.message.c_str());
+    EXPECT(std::all_of(out.begin(), out.end(), [](float v) { return v == -7.0f; }), "an unchecked bad assign wrote out");
+    check_no_leak("merge unchecked");
+  }
   p.split_b = view(b.data(), DType::kI32, {3}, 0);
   p.assign = view(assign.data(), DType::kI32, {2, 5}, 0);
   s = cuda::bipartite_match(p);
@@ -509,6 +769,7 @@ int main() {
   contextual_case(1, 577, 64, 64, 415, 30, DType::kF32, g);
   errors();
   bf16t::run_all(g);
+  f32t::run_all(g);
   fprintf(stderr, "%s: %d checks, %d failure(s)\n", failures ? "FAILED" : "PASSED", checks, failures);
   return failures != 0;
 }
