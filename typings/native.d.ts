@@ -93,6 +93,12 @@ export interface NativeModule {
    */
   gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean): Float32Array;
   /**
+   * Test hook (not public API): launches one empty kernel on `stream` of CUDA
+   * device `device` and synchronises it — the floor a Sync call's host
+   * overhead is measured against. Throws ERR_UNSUPPORTED in a CPU-only build.
+   */
+  noopKernel(device: number, stream?: bigint): void;
+  /**
    * params (PARAM_NAMES, lib/native.ts): [wait, scale, causal, causalOffset, queryReduce (0 mean, 1 sum),
    * headReduce (0 mean, 1 sum, 2 none), keyBegin, keyEnd, accumulate, checkFinite, numQueryRows,
    * precision (0 native, 1 int8), qBlock, kBlock, smoothK]
