@@ -273,8 +273,13 @@ __global__ void __launch_bounds__(kThreads)
     __syncwarp();  // the row's scales, written by lane 0, are visible to the warp
     if (kBits == 8) {
       int8_t* out = static_cast<int8_t*>(data) + r * g.C;
-      for (int64_t c = lane; c < g.C; c += 32)
-        out[c] = static_cast<int8_t>(code_of(value_at(row, c, mean, mean_row + c), row_scales[c / g.group], kQ));
+      // Group by group, as the maxima: no division per element.
+      for (int64_t gi = 0; gi < g.groups; ++gi) {
+        const float scale = row_scales[gi];
+        const int64_t c1 = min(g.C, (gi + 1) * g.group);
+        for (int64_t c = gi * g.group + lane; c < c1; c += 32)
+          out[c] = static_cast<int8_t>(code_of(value_at(row, c, mean, mean_row + c), scale, kQ));
+      }
     } else {
       const int64_t bytes = (g.C + 1) / 2;
       uint8_t* out = static_cast<uint8_t*>(data) + r * bytes;
@@ -318,7 +323,7 @@ __global__ void __launch_bounds__(kThreads)
   const int t = (warp % team_warps) * 32 + lane;
   const int rows_per_block = kWarps / team_warps;
   const int64_t V = g.C / E;                      // vectors per row
-  const int64_t slots = (V + tt - 1) / tt;        // vectors per thread, rounded up
+  const int64_t slots = (V + tt - 1) >> (5 + __ffs(team_warps) - 1);  // vectors per thread, rounded up (tt a power of two)
   const int P = 1 << log2_p;                      // group: vectors per group
   const int64_t code_row = kBits == 8 ? g.C : g.C / 2;  // bytes of codes per row
   bool bad = false;
@@ -660,12 +665,13 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t r0 = blockIdx.x * kChannelRowsPerBlock, r1 = min(g.R, r0 + kChannelRowsPerBlock);
   bool bad = false;
   for (int64_t cv = threadIdx.x; cv < VC; cv += kThreads) {
+    const float* mean_cv = mean != nullptr ? mean + cv * E : nullptr;
     float m[E];
     zero_vec(m);
 #pragma unroll 4
     for (int64_t r = r0; r < r1; ++r) {
       float v[E];
-      load_vec<T, E>(x + r * g.C + cv * E, mean != nullptr ? mean + (r / g.N) * g.C + cv * E : nullptr, v, bad);
+      load_vec<T, E>(x + r * g.C + cv * E, mean_cv != nullptr ? mean_cv + (r / g.N) * g.C : nullptr, v, bad);
 #pragma unroll
       for (int i = 0; i < E; ++i) m[i] = fmaxf(m[i], fabsf(v[i]));
     }
