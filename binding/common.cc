@@ -353,6 +353,10 @@ void* CallContext::stream(size_t i) {
 }
 
 Status finish_device(int device, void* stream, bool wait, Status enqueued) {
+  // Once per device (then an atomic load): scratch freed by this call stays
+  // in the pool for the next one (cuda/runtime.cu). Best effort: a device
+  // whose pool cannot be configured still computes correctly, only slower.
+  (void)cuda::configure_memory_pool(device);
   if (!enqueued.ok() || !wait) return enqueued;
   return cuda::stream_synchronize(device, stream);
 }

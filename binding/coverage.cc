@@ -23,6 +23,8 @@ Napi::Value MaxCoverage(const Napi::CallbackInfo& info) {
   p.stream = cx.stream(11);
   if (a != nullptr) p.k = to_int64(arg(a, MaxCoverageSlots::k));
   const bool wait = a != nullptr && arg(a, MaxCoverageSlots::wait) != 0;
+  // On a device, reading the kernels' error flags drains the stream: only when waiting.
+  p.check_errors = wait;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.coverage.on_host()) return cpu::max_coverage(p);
@@ -48,6 +50,8 @@ Napi::Value MmtokCoverage(const Napi::CallbackInfo& info) {
     p.alpha = arg(a, MmtokCoverageSlots::alpha);
   }
   const bool wait = a != nullptr && arg(a, MmtokCoverageSlots::wait) != 0;
+  // On a device, reading the kernels' error flags drains the stream: only when waiting.
+  p.check_errors = wait;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.vision.on_host()) return cpu::mmtok_coverage(p);

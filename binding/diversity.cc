@@ -29,6 +29,8 @@ Napi::Value KCenter(const Napi::CallbackInfo& info) {
     p.seed_index = to_int64(arg(a, KCenterSlots::seedIndex));
   }
   const bool wait = a != nullptr && arg(a, KCenterSlots::wait) != 0;
+  // On a device, reading the kernels' error flags drains the stream: only when waiting.
+  p.check_errors = wait;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::k_center(p);
@@ -57,6 +59,8 @@ Napi::Value KMedoids(const Napi::CallbackInfo& info) {
     p.tol = arg(a, KMedoidsSlots::tol);
   }
   const bool wait = a != nullptr && arg(a, KMedoidsSlots::wait) != 0;
+  // On a device, reading the kernels' error flags drains the stream: only when waiting.
+  p.check_errors = wait;
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::k_medoids(p);

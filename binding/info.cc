@@ -1,6 +1,6 @@
 // info(), thread-count control, device-memory counts.
 #include <algorithm>
-#include <limits>
+#include <cstdint>
 
 #include "binding/common.h"
 #include "binding/device_buffer.h"
@@ -111,6 +111,28 @@ Napi::Value GemmNtCheck(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// noopKernel(device, stream?): test hook (not public API). One empty kernel
+// on `stream` (a bigint cudaStream_t; the legacy stream when omitted) of
+// `device`, then a synchronisation, with the least binding work a call can
+// have: the floor bench and test/cuda-quantize.test.ts compare a Sync call's
+// host overhead with. CPU-only builds throw ERR_UNSUPPORTED.
+Napi::Value NoopKernel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber())
+    throw make_error(env, Status(Code::kArg, "noopKernel(device: number, stream?: bigint)"));
+  const int device = info[0].As<Napi::Number>().Int32Value();
+  void* stream = nullptr;
+  if (info.Length() > 1 && info[1].IsBigInt()) {
+    bool lossless = false;
+    stream = reinterpret_cast<void*>(static_cast<uintptr_t>(info[1].As<Napi::BigInt>().Uint64Value(&lossless)));
+  } else if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
+    throw make_error(env, Status(Code::kArg, "expected a bigint (cudaStream_t) for stream"));
+  }
+  const Status s = cuda::noop(device, stream, /*wait=*/true);
+  if (!s.ok()) throw make_error(env, s);
+  return env.Undefined();
+}
+
 // deviceMemory(): what tokensieve holds on devices, process-wide, and V8's
 // count of external memory in this environment (which includes it).
 Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
@@ -133,6 +155,7 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("measureRoof", Napi::Function::New<MeasureRoof>(env, "measureRoof"));
   exports.Set("deviceMemory", Napi::Function::New<DeviceMemory>(env, "deviceMemory"));
   exports.Set("gemmNtCheck", Napi::Function::New<GemmNtCheck>(env, "gemmNtCheck"));
+  exports.Set("noopKernel", Napi::Function::New<NoopKernel>(env, "noopKernel"));
 }
 
 }  // namespace binding

@@ -40,9 +40,30 @@ struct BlockFilter {
 // kRows quantization of x (minus mean[bh, d] when mean is not null) in blocks
 // of `block` tokens per (b, h): codes into a contiguous [B, H, N, D] i8 (bits
 // 8) or [B, H, N, ceil(D / 2)] u8 (bits 4) buffer, scales [B·H, ceil(N /
-// block)]. Sets `flag_bit` in *flag when a block holds NaN or Inf.
+// block)]. Sets `flag_bit` in *flag when a block holds NaN or Inf (flag may
+// be null: no check). Takes 16-byte vectors when x is 16-byte aligned and D
+// and the token strides are multiples of 16 / sizeof(element), else one
+// element a thread; the bytes are the same.
 Status launch_rows_quantize(const TokenView& x, const float* mean, int bits, int64_t block, BlockFilter filter,
                             void* codes, float* scales, int* flag, int flag_bit, cudaStream_t stream);
+
+// Which kernel variant the launches above and quantize()/dequantize() took,
+// counted on the host (relaxed atomics): the emulator tests check that every
+// path ran. Not an API; the counts only grow.
+enum class QuantPath : int {
+  kTokenVector,
+  kTokenScalar,
+  kGroupVector,
+  kGroupScalar,
+  kRowsVector,
+  kRowsScalar,
+  kSharedVector,  // tensor and channel scales
+  kSharedScalar,
+  kDequantVector,
+  kDequantScalar,
+  kCount,
+};
+uint64_t quantize_path_count(QuantPath path);
 
 }  // namespace cuda
 }  // namespace tokensieve

@@ -3,6 +3,10 @@
 // abort — on a machine without a driver or without a GPU.
 #include <cuda_runtime.h>
 
+#include <atomic>
+#include <cstdint>
+#include <mutex>
+#include <set>
 #include <string>
 
 #include "cuda/common.cuh"
@@ -15,6 +19,15 @@
 namespace tokensieve {
 namespace cuda {
 namespace {
+
+// The empty kernel of the noop() test hook.
+__global__ void noop_kernel() {}
+
+// Devices whose default memory pool configure_memory_pool() has set up:
+// a bit each below 64, a set (under the mutex) above.
+std::atomic<uint64_t> g_pools_configured{0};
+std::mutex g_pools_mu;
+std::set<int> g_pools_configured_high;
 
 // A kernel of this library compiled with the same -gencode list as the
 // others: if the runtime can load it on a device (SASS for that arch, or PTX
@@ -123,12 +136,57 @@ RuntimeInfo runtime_info() {
   return info;
 }
 
+// Scratch memory (cuda/common.cuh's Scratch) and device tensors come from
+// the device's default stream-ordered pool (cudaMallocAsync). Its default
+// release threshold is 0: at every synchronisation the pool hands all memory
+// freed since back to the driver, so the next call's cudaMallocAsync maps
+// fresh pages — tens of microseconds per call for a few MB of scratch, the
+// bulk of a small call's overhead. With the threshold at UINT64_MAX freed
+// memory stays in the pool and is reused, as a caching allocator's is; it is
+// still this process's and cudaMemPoolTrimTo(pool, 0) on the pool of
+// cudaDeviceGetDefaultMemPool releases it. Devices without pools (cudaMalloc
+// fallback) are left alone. Once per device; later calls cost an atomic load.
+Status configure_memory_pool(int device) {
+  if (device < 0) return Status::Ok();
+  const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
+  if (bit != 0 && (g_pools_configured.load(std::memory_order_acquire) & bit) != 0) return Status::Ok();
+  std::lock_guard<std::mutex> lock(g_pools_mu);
+  if (bit != 0 ? (g_pools_configured.load(std::memory_order_relaxed) & bit) != 0
+               : g_pools_configured_high.count(device) != 0)
+    return Status::Ok();
+  DeviceGuard guard;
+  TS_RETURN_IF_ERROR(guard.enter(device));
+  if (memory_pools_supported(device)) {
+    cudaMemPool_t pool = nullptr;
+    TS_CUDA_TRY(cudaDeviceGetDefaultMemPool(&pool, device));
+    uint64_t threshold = UINT64_MAX;
+    TS_CUDA_TRY(cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &threshold));
+  }
+  if (bit != 0)
+    g_pools_configured.fetch_or(bit, std::memory_order_release);
+  else
+    g_pools_configured_high.insert(device);
+  return Status::Ok();
+}
+
 Status device_malloc(int device, size_t bytes, void* stream, void** out) {
   *out = nullptr;
   if (bytes == 0) return Status::Ok();
+  TS_RETURN_IF_ERROR(configure_memory_pool(device));
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(device));
   return stream_malloc(device, bytes, static_cast<cudaStream_t>(stream), out);
+}
+
+Status noop(int device, void* stream, bool wait) {
+  TS_RETURN_IF_ERROR(configure_memory_pool(device));
+  DeviceGuard guard;
+  TS_RETURN_IF_ERROR(guard.enter(device));
+  const cudaStream_t s = static_cast<cudaStream_t>(stream);
+  noop_kernel<<<1, 32, 0, s>>>();
+  TS_CUDA_CHECK_LAUNCH("noop_kernel");
+  if (wait) TS_CUDA_TRY(cudaStreamSynchronize(s));
+  return Status::Ok();
 }
 
 Status device_free(int device, void* ptr, void* stream) {

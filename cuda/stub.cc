@@ -42,6 +42,8 @@ Status device_malloc(int, size_t, void*, void** out) {
 Status device_free(int, void*, void*) { return unavailable(); }
 Status memcpy_sync(int, void*, const void*, size_t, CopyKind, void*) { return unavailable(); }
 Status stream_synchronize(int, void*) { return unavailable(); }
+Status configure_memory_pool(int) { return unavailable(); }
+Status noop(int, void*, bool) { return unavailable(); }
 
 Status attention_scores(const AttentionScoresParams&) { return unavailable(); }
 Status reduce_attention(const ReduceAttentionParams&) { return unavailable(); }

@@ -108,9 +108,15 @@ export interface NativeModule {
   startTimer(device: number, stream: bigint | undefined, leadMicroseconds: number): void;
   stopTimer(device: number, stream: bigint | undefined): number;
   /**
+   * Test hook (not public API): launches one empty kernel on `stream` of CUDA
+   * device `device` and synchronises it — the floor a Sync call's host
+   * overhead is measured against. Throws ERR_UNSUPPORTED in a CPU-only build.
+   */
+  noopKernel(device: number, stream?: bigint): void;
+  /**
    * params (PARAM_NAMES, lib/native.ts): [wait, scale, causal, causalOffset, queryReduce (0 mean, 1 sum),
    * headReduce (0 mean, 1 sum, 2 none), keyBegin, keyEnd, accumulate, checkFinite, numQueryRows,
-   * precision (0 native, 1 int8), qBlock, kBlock, smoothK]
+   * precision (0 native, 1 int8, 2 tf32, 3 bf16), qBlock, kBlock, smoothK]
    */
   attentionScores(
     params: Float64Array, queryRows: Int32Array,

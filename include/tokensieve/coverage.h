@@ -19,6 +19,12 @@ struct MaxCoverageParams {
   TensorView sorted;    // i32 [B, k] ascending; data may be null
   TensorView gains;     // f32 [B, k] each pick's gain; data may be null
   void* stream = nullptr;
+  // CUDA only: read back the data errors the kernels find (NaN/Inf, fewer
+  // than k columns not excluded) and fail with them — a stream synchronisation.
+  // The binding clears it for calls that do not wait (`wait: false` only
+  // enqueues); then such input leaves the outputs unspecified. The CPU back
+  // end always checks.
+  bool check_errors = true;
 };
 
 // MMTok's coverage matrix [P; α·Q] (methods.md §6). Rows are L2-normalised
@@ -34,6 +40,12 @@ struct MmtokCoverageParams {
   double alpha = 0.5;     // finite, >= 0
   TensorView out;         // f32 [B, m + n, n] contiguous
   void* stream = nullptr;
+  // CUDA only: read back the data errors the kernels find (NaN/Inf in text,
+  // vision, visionAux) and fail with them — a stream synchronisation.
+  // The binding clears it for calls that do not wait (`wait: false` only
+  // enqueues); then such input leaves the outputs unspecified. The CPU back
+  // end always checks.
+  bool check_errors = true;
 };
 
 Status validate(const MaxCoverageParams& p);

@@ -41,6 +41,12 @@ struct KCenterParams {
   // +inf for the other seeds.
   TensorView distances;
   void* stream = nullptr;
+  // CUDA only: read back the data errors the kernels find (NaN/Inf, too few
+  // tokens, an excluded seed) and fail with them — a stream synchronisation.
+  // The binding clears it for calls that do not wait (`wait: false` only
+  // enqueues); then such input leaves the outputs unspecified. The CPU back
+  // end always checks.
+  bool check_errors = true;
 };
 
 // k-medoids per contiguous segment (CenterCLIP's batch_fast_kmedoids):
@@ -61,6 +67,11 @@ struct KMedoidsParams {
   TensorView assignments;   // i32 [B, N]: the column of `medoids` each token belongs to
   TensorView iterations;    // i32 [B, segments] update steps run; data may be null
   void* stream = nullptr;
+  // CUDA only: read back the data errors the kernels find (NaN/Inf) and
+  // fail with them — a stream synchronisation. The binding clears it for calls that do not wait (`wait: false` only
+  // enqueues); then such input leaves the outputs unspecified. The CPU back
+  // end always checks.
+  bool check_errors = true;
 };
 
 Status validate(const KCenterParams& p);

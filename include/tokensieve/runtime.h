@@ -89,5 +89,18 @@ enum class CopyKind { kHostToDevice, kDeviceToHost, kDeviceToDevice };
 Status memcpy_sync(int device, void* dst, const void* src, size_t bytes, CopyKind kind, void* stream);
 Status stream_synchronize(int device, void* stream);
 
+// Sets the release threshold of `device`'s default memory pool so that
+// scratch memory freed by one call is reused by the next instead of going
+// back to the driver at every synchronisation (cuda/runtime.cu says why).
+// Idempotent and cheap after the first call per device; device_malloc and
+// the binding's device calls run it. No-op without memory pools; in a
+// CPU-only build, ERR_UNSUPPORTED.
+Status configure_memory_pool(int device);
+
+// Test hook (not public API): one empty kernel launched on `stream` of
+// `device`, then (wait) a stream synchronisation — the floor against which a
+// call's host overhead is measured (bench, test/cuda-quantize.test.ts).
+Status noop(int device, void* stream, bool wait);
+
 }  // namespace cuda
 }  // namespace tokensieve
