@@ -17,8 +17,11 @@ line by line, CLS protected, metric = x); VisionZip's contextual-token code.
 Top-k: torch.topk(scores, k) then sorting the indices (FasterVLM, VTC-CLS).
 Quantize: amax, divide, round, clamp, cast (and pack two INT4 values per byte),
 on f32 input (warm caches; torch.round rounds half to even, same cost).
-f16/bf16 trials run in f32 here (CPU matmul in half precision is not what
-the reference code uses on CPU).
+f16/bf16 trials run in f32 on the CPU (CPU matmul in half precision is not
+what the reference code uses on CPU) and in their dtype on CUDA.
+Every family takes spec "device" ("cpu" or "cuda"): on CUDA the inputs live
+on the GPU, every timed call ends with torch.cuda.synchronize(), and f32
+matmuls keep torch's default (TF32 off), as the reference code runs them.
 Block-sparse attention (spec "device": "cpu" or "cuda"):
   torch-dense  what eager code pays without a sparse kernel: per head,
                softmax(q kᵀ · scale) v materialised (CPU: f32; CUDA: bf16);
@@ -48,14 +51,32 @@ def emit(obj):
     print(json.dumps(obj), flush=True)
 
 
+def device_of(spec, torch):
+    """(device, synchronize) for a spec: CUDA work is timed to completion."""
+    dev = spec.get("device", "cpu")
+    if dev == "cuda":
+        return dev, torch.cuda.synchronize
+    return dev, (lambda: None)
+
+
+def synced(fn, sync):
+    def run():
+        out = fn()
+        sync()
+        return out
+    return run
+
+
 def attention(spec, torch):
     B, H, N, D = spec["B"], spec["H"], spec["N"], spec["D"]
     rows, causal = spec["rows"], spec["causal"]
-    gen = torch.Generator().manual_seed(0)
-    q = torch.randn(B, H, N, D, generator=gen)
-    k = torch.randn(B, H, N, D, generator=gen)
+    dev, sync = device_of(spec, torch)
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[spec.get("dtype", "f32")] if dev == "cuda" else torch.float32
+    gen = torch.Generator(device=dev).manual_seed(0)
+    q = torch.randn(B, H, N, D, generator=gen, device=dev, dtype=dtype)
+    k = torch.randn(B, H, N, D, generator=gen, device=dev, dtype=dtype)
     scale = D ** -0.5
-    mask = torch.full((N, N), float("-inf")).triu(1) if causal else None
+    mask = torch.full((N, N), float("-inf"), device=dev, dtype=dtype).triu(1) if causal else None
 
     def ref():
         s = q @ k.transpose(-1, -2) * scale
@@ -78,6 +99,7 @@ def attention(spec, torch):
     for variant, fn in (("torch-ref", ref), ("torch-min", minimal if rows != "all" else None)):
         if fn is None:
             continue
+        fn = synced(fn, sync)
         if variant == "torch-ref" and materialised > 6e9:
             emit({"name": spec["name"], "variant": variant, "skipped": f"would materialise {materialised / 1e9:.1f} GB"})
             continue
@@ -88,18 +110,21 @@ def attention(spec, torch):
 
 def topk(spec, torch):
     B, N, k = spec["B"], spec["N"], spec["k"]
-    scores = torch.rand(B, N, generator=torch.Generator().manual_seed(0))
+    dev, sync = device_of(spec, torch)
+    scores = torch.rand(B, N, generator=torch.Generator(device=dev).manual_seed(0), device=dev)
 
     def fn():
         return torch.topk(scores, k, dim=-1).indices.sort(dim=-1).values
 
-    median, best, reps = timeit(fn)
+    median, best, reps = timeit(synced(fn, sync))
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
 def quantize(spec, torch):
     R, C, bits, group = spec["R"], spec["C"], spec["bits"], spec["granularity"]
-    x = torch.randn(R, C, generator=torch.Generator().manual_seed(0))
+    dev, sync = device_of(spec, torch)
+    dtype = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[spec.get("dtype", "f32")] if dev == "cuda" else torch.float32
+    x = torch.randn(R, C, generator=torch.Generator(device=dev).manual_seed(0), device=dev, dtype=dtype)
     Q = 127 if bits == 8 else 7
     g = C if group == "token" else group
 
@@ -111,7 +136,7 @@ def quantize(spec, torch):
             q = (q[:, 0::2] & 0xF) | ((q[:, 1::2] & 0xF) << 4)
         return q, scale
 
-    median, best, reps = timeit(fn)
+    median, best, reps = timeit(synced(fn, sync))
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
@@ -119,9 +144,10 @@ def tome_merge(spec, torch):
     """ToMe's own tome/merge.py (af95e4b): bipartite_soft_matching (CLS
     protected) + merge_wavg with sizes, metric = x, restated line by line."""
     B, N, C, r = spec["B"], spec["N"], spec["C"], spec["r"]
-    x = torch.randn(B, N, C, generator=torch.Generator().manual_seed(0))
-    size = torch.ones(B, N, 1)
-    if B * N * N * C > 2e11:
+    dev, sync = device_of(spec, torch)
+    x = torch.randn(B, N, C, generator=torch.Generator(device=dev).manual_seed(0), device=dev)
+    size = torch.ones(B, N, 1, device=dev)
+    if dev == "cpu" and B * N * N * C > 2e11:
         emit({"name": spec["name"], "variant": "torch", "skipped": "over the time budget"})
         return
 
@@ -159,36 +185,38 @@ def tome_merge(spec, torch):
         m = bipartite_soft_matching(x, r)
         return merge_wavg(m, x, size)
 
-    median, best, reps = timeit(fn, budget_s=0.3 if B * N * N * C < 1e10 else 0.0, min_reps=3 if B * N * N * C < 1e10 else 1)
+    big = dev == "cpu" and B * N * N * C >= 1e10
+    median, best, reps = timeit(synced(fn, sync), budget_s=0.0 if big else 0.3, min_reps=1 if big else 3)
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
 def visionzip_contextual(spec, torch):
     """VisionZip's contextual-token code (clip_encoder.py), metric = 64-channel keys."""
     N, C, c = spec["N"], spec["C"], spec["r"]
-    gen = torch.Generator().manual_seed(0)
-    hidden = torch.randn(1, N, C, generator=gen)
-    metric = torch.randn(1, N, 64, generator=gen)
-    keep = torch.zeros(1, N, dtype=torch.bool)
-    keep[0, (torch.arange(162) * N) // 162] = True
+    dev, sync = device_of(spec, torch)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    hidden = torch.randn(1, N, C, generator=gen, device=dev)
+    metric = torch.randn(1, N, 64, generator=gen, device=dev)
+    keep = torch.zeros(1, N, dtype=torch.bool, device=dev)
+    keep[0, (torch.arange(162, device=dev) * N) // 162] = True
 
     def fn():
         metric_filtered = metric[~keep].view(1, -1, 64)
         hidden_filtered = hidden[~keep].view(1, -1, C)
         metric_normalized = metric_filtered / metric_filtered.norm(dim=-1, keepdim=True)
         step = max(1, metric_normalized.shape[1] // c)
-        target_indices = torch.arange(0, metric_normalized.shape[1], step)[:c]
+        target_indices = torch.arange(0, metric_normalized.shape[1], step, device=dev)[:c]
         target_tokens = metric_normalized[:, target_indices, :]
-        tokens_to_merge = metric_normalized[:, ~torch.isin(torch.arange(metric_normalized.shape[1]), target_indices), :]
+        tokens_to_merge = metric_normalized[:, ~torch.isin(torch.arange(metric_normalized.shape[1], device=dev), target_indices), :]
         similarity = torch.bmm(tokens_to_merge, target_tokens.transpose(1, 2))
-        assign_one_hot = torch.zeros(1, tokens_to_merge.shape[1], c, dtype=hidden.dtype)
+        assign_one_hot = torch.zeros(1, tokens_to_merge.shape[1], c, dtype=hidden.dtype, device=dev)
         assign_one_hot.scatter_(2, similarity.argmax(dim=2).unsqueeze(-1), 1)
         counts = assign_one_hot.sum(dim=1).clamp(min=1).unsqueeze(-1)
-        hidden_to_merge = hidden_filtered[:, ~torch.isin(torch.arange(hidden_filtered.shape[1]), target_indices), :]
+        hidden_to_merge = hidden_filtered[:, ~torch.isin(torch.arange(hidden_filtered.shape[1], device=dev), target_indices), :]
         aggregated = torch.bmm(assign_one_hot.transpose(1, 2), hidden_to_merge) / counts
         return hidden_filtered[:, target_indices, :] + aggregated
 
-    median, best, reps = timeit(fn)
+    median, best, reps = timeit(synced(fn, sync))
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
@@ -197,12 +225,13 @@ def divprune_authors(torch, visual_feature_vectors, threshold_terms):
     topk(2, largest=False)[1] seed, then index_select + min + argmax per step)."""
     norm_matrix = visual_feature_vectors / visual_feature_vectors.norm(dim=1, keepdim=True)
     cosine_matrix = 1.0 - torch.mm(norm_matrix, norm_matrix.t())
-    s = torch.empty(threshold_terms, dtype=torch.long)
+    dev = visual_feature_vectors.device
+    s = torch.empty(threshold_terms, dtype=torch.long, device=dev)
     for i in range(threshold_terms):
         if i == 0:
             m2 = cosine_matrix
         else:
-            m2 = torch.index_select(cosine_matrix, 0, torch.index_select(s, 0, torch.arange(0, i)))
+            m2 = torch.index_select(cosine_matrix, 0, torch.index_select(s, 0, torch.arange(0, i, device=dev)))
         if i == 0:
             scores = torch.topk(m2, 2, dim=0, largest=False).values[1, :]
         else:
@@ -214,8 +243,8 @@ def divprune_authors(torch, visual_feature_vectors, threshold_terms):
 def mmtok_greedy(torch, combined, k):
     """MMTok's greedy maximum coverage (semantic_selector.py, eager path)."""
     n = combined.shape[1]
-    best = torch.zeros(combined.shape[0])
-    mask = torch.zeros(n)
+    best = torch.zeros(combined.shape[0], device=combined.device)
+    mask = torch.zeros(n, device=combined.device)
     selected = []
     for _ in range(k):
         gains = torch.clamp(combined - best[:, None], min=0).sum(0) + mask
@@ -237,30 +266,31 @@ def mmtok_build(torch, text, vision, tau_tv=0.02, tau_vv=0.2, alpha=0.5):
 
 def diversity(spec, torch):
     kind, N, C, k, segs = spec["kind"], spec["N"], spec["C"], spec["k"], spec["segments"]
-    gen = torch.Generator().manual_seed(0)
+    dev, sync = device_of(spec, torch)
+    gen = torch.Generator(device=dev).manual_seed(0)
     if kind == "kcenter":
-        x = torch.randn(N, C, generator=gen)
+        x = torch.randn(N, C, generator=gen, device=dev)
         S = N // segs
 
         def fn():
             return [divprune_authors(torch, x[g * S:(g + 1) * S], k) for g in range(segs)]
     elif kind == "coverage":
         m = spec["m"]
-        cov = torch.softmax(torch.randn(m + N, N, generator=gen) * 4, dim=1) / (m + N)
+        cov = torch.softmax(torch.randn(m + N, N, generator=gen, device=dev) * 4, dim=1) / (m + N)
 
         def fn():
             return mmtok_greedy(torch, cov, k)
     elif kind == "mmtok":
         m = spec["m"]
-        text = torch.randn(m, C, generator=gen)
-        vision = torch.randn(N, C, generator=gen)
+        text = torch.randn(m, C, generator=gen, device=dev)
+        vision = torch.randn(N, C, generator=gen, device=dev)
 
         def fn():
             return mmtok_greedy(torch, mmtok_build(torch, text, vision), k)
     else:
         emit({"name": spec["name"], "variant": "torch", "skipped": "no torch baseline"})
         return
-    median, best, reps = timeit(fn)
+    median, best, reps = timeit(synced(fn, sync))
     emit({"name": spec["name"], "variant": "torch", "median_ms": median, "min_ms": best, "reps": reps})
 
 
@@ -356,9 +386,17 @@ def main():
         blas = ", ".join(libs) or "none found"
     except OSError:
         pass
-    emit({"torch": torch.__version__, "blas": blas})
+    head = {"torch": torch.__version__, "blas": blas}
+    if any(spec.get("device") == "cuda" for spec in specs):
+        if not torch.cuda.is_available():
+            emit({"error": f"torch {torch.__version__} has no CUDA device here"})
+            return 0
+        head["device"] = torch.cuda.get_device_name(0)
+    emit(head)
     for spec in specs:
         torch.set_num_threads(spec["threads"])
+        if spec.get("device") == "cuda":
+            torch.cuda.empty_cache()
         with torch.no_grad():
             if spec["family"] == "blocksparse":
                 blocksparse(spec, torch)

@@ -17,6 +17,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   init_coverage(env, exports);
   init_stc(env, exports);
   init_blocksparse(env, exports);
+  init_bench(env, exports);
   init_params(env, exports);
   return exports;
 }

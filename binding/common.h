@@ -137,6 +137,7 @@ void init_diversity(Napi::Env env, Napi::Object exports);
 void init_coverage(Napi::Env env, Napi::Object exports);
 void init_stc(Napi::Env env, Napi::Object exports);
 void init_blocksparse(Napi::Env env, Napi::Object exports);
+void init_bench(Napi::Env env, Napi::Object exports);
 void init_params(Napi::Env env, Napi::Object exports);
 
 }  // namespace binding

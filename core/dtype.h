@@ -44,6 +44,18 @@ inline uint16_t f32_to_bf16(float f) {
   return static_cast<uint16_t>(b >> 16);
 }
 
+// f32 → tf32 as an f32 (cvt.rna.tf32.f32: 10 mantissa bits, round half away
+// from zero on the magnitude; NaN and Inf unchanged), the rounding that the
+// tensor-core kTF32 paths apply to their operands.
+inline float f32_round_tf32(float f) {
+  uint32_t b = f32_to_bits(f);
+  if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x1000u) & ~0x1fffu;
+  return bits_to_f32(b);
+}
+
+// f32 → bf16 → f32 (round to nearest even).
+inline float f32_round_bf16(float f) { return bf16_to_f32(f32_to_bf16(f)); }
+
 // f32 → IEEE half, round to nearest even; overflow → ±inf, NaN stays NaN.
 inline uint16_t f32_to_f16(float f) {
   const uint32_t x = f32_to_bits(f);

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/dtype.h"
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/attention.h"
@@ -201,8 +202,6 @@ Status plan_int8(const AttentionScoresParams& p, Int8Plan* plan) {
 Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   if (!p.q.on_host()) return Status(Code::kDevice, "cpu::attention_scores needs host tensors");
-  if (p.precision == ScorePrecision::kTF32 || p.precision == ScorePrecision::kBF16)
-    return Status(Code::kUnsupported, "attentionScores: precision tf32/bf16 is not implemented on the CPU yet");
   const IsaKernels& K = isa();
   const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
   const int64_t Nk = p.k.shape[2];
@@ -226,6 +225,15 @@ Status attention_scores(const AttentionScoresParams& p) {
 
   Int8Plan q8;
   if (p.precision == ScorePrecision::kInt8) TS_RETURN_IF_ERROR(plan_int8(p, &q8));
+  // kTF32 / kBF16: q and k rounded to the tensor-core type before the f32
+  // dot, so this back end is the same-precision baseline of the CUDA MMAs.
+  float (*const round_input)(float) = p.precision == ScorePrecision::kTF32   ? f32_round_tf32
+                                      : p.precision == ScorePrecision::kBF16 ? f32_round_bf16
+                                                                             : nullptr;
+  auto round_all = [round_input](float* v, int64_t n) {
+    if (round_input != nullptr)
+      for (int64_t d = 0; d < n; ++d) v[d] = round_input(v[d]);
+  };
 
   std::vector<float> partial(static_cast<size_t>(tasks * W), 0.0f);
   std::vector<TaskError> errors(static_cast<size_t>(tasks));
@@ -261,6 +269,7 @@ Status attention_scores(const AttentionScoresParams& p) {
     int8_t codes[kMaxCodeRow];
     auto load_key = [&](int64_t j, int64_t d0, int64_t dn, float* dst) {
       K.to_f32(elem(p.k, b, h, j) + d0 * static_cast<int64_t>(dtype_size(p.k.dtype)), p.k.dtype, dn, dst);
+      round_all(dst, dn);
       if (!q8.on) return;
       if (k_mean != nullptr)
         for (int64_t d = 0; d < dn; ++d) dst[d] -= k_mean[d0 + d];
@@ -271,7 +280,7 @@ Status attention_scores(const AttentionScoresParams& p) {
     const float* keys;
     int64_t keys_ld;
     if (direct) {
-      if (p.k.dtype == DType::kF32 && !q8.on) {
+      if (p.k.dtype == DType::kF32 && !q8.on && round_input == nullptr) {
         keys = reinterpret_cast<const float*>(elem(p.k, b, h, 0));
         keys_ld = p.k.strides[2];
       } else {
@@ -311,6 +320,7 @@ Status attention_scores(const AttentionScoresParams& p) {
         const int32_t row = rows[i0 + i];
         float* qrow = qs + i * D;
         K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
+        round_all(qrow, D);
         if (q8.on) {
           const float sq = q8.q_scale[static_cast<size_t>(bh * q8.nqb + row / q8.q_block)];
           to_codes(qrow, D, sq, codes);

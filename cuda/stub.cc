@@ -2,6 +2,7 @@
 // every CUDA entry point says why, and runtime_info() reports a build without
 // CUDA. Plain C++: no CUDA headers.
 #include "tokensieve/attention.h"
+#include "tokensieve/bench.h"
 #include "tokensieve/blocksparse.h"
 #include "tokensieve/coverage.h"
 #include "tokensieve/diversity.h"
@@ -66,6 +67,11 @@ Status block_sparse_attention(const BlockSparseAttentionParams&) { return unavai
 Status block_attention_mass(const BlockAttentionMassParams&) { return unavailable(); }
 Status block_pool(const BlockPoolParams&) { return unavailable(); }
 Status apply_reorder(const ApplyReorderParams&) { return unavailable(); }
+
+Status fill_uniform(const FillUniformParams&) { return unavailable(); }
+Status measure_device_roof(int, DeviceRoof*) { return unavailable(); }
+Status start_timer(int, void*, double) { return unavailable(); }
+Status stop_timer(int, void*, float*) { return unavailable(); }
 
 }  // namespace cuda
 }  // namespace tokensieve

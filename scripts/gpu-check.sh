@@ -1,55 +1,76 @@
 #!/usr/bin/env bash
-# The GPU checks of the reliability issue, as one script for a device lease
-# (see README "Development"): the CUDA suites, the garbage-collector test on
-# its own, then compute-sanitizer's memcheck, racecheck, initcheck and
-# synccheck over the CUDA suites. Every step has its own time limit and log,
-# because jest prints a suite only when it ends.
+# The GPU check of the speed and reliability issues, as one script for a
+# device lease on a host with no Node.js and no registry: the CUDA jest
+# suites (the garbage-collector test on its own), compute-sanitizer memcheck
+# over the suites and racecheck over the merge and diversity suites, then the
+# cuda bench with PyTorch on the same GPU. Every step has its own time limit
+# (jest prints a suite only when it ends); the limits add up to under 6
+# minutes.
 #
 # Here, after `npm install`:  bash ../shared/gpu/bundle.sh
-# On the device (carry .gpu-bundle):  bash scripts/gpu-check.sh [seconds per sanitizer tool]
-# Writes to $OUT (default ./gpu-check-out): one log per step and summary.json
-# with the jest counts and each tool's error count.
+# On the device (carry .gpu-bundle):  bash scripts/gpu-check.sh
+# Writes at most 6 files to $OUT (default ./gpu-check-out): summary.json
+# (device, each step's exit status and seconds, jest counts, sanitizer error
+# counts), suites.log, sanitizer.log, bench.log, bench.json, bench.md.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-gpu-check-out}
 mkdir -p "$out"
-per_tool=${1:-90}
 [ -f .gpu-bundle/unpack.sh ] && source .gpu-bundle/unpack.sh
 jest="node node_modules/jest/bin/jest.js --runInBand"
-suites=$(ls test/cuda-*.test.ts)
+suites="$(ls test/cuda-*.test.ts) test/bench-hooks.test.ts"
 gc_test='garbage collector'
-summary="$out/summary.json"
-echo '{' > "$summary"
+tmp=$(mktemp -d)
+steps=()
 
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$out/device.log" 2>&1
-
-step() { # step <name> <seconds> <command...>: runs it with a limit, logs, records its exit status
-  local name=$1 secs=$2; shift 2
+step() { # step <name> <seconds> <log> <command...>: runs it with a limit, appends to the log
+  local name=$1 secs=$2 log=$3; shift 3
   local t0=$SECONDS
-  timeout "$secs" "$@" > "$out/$name.log" 2>&1
+  echo "==== $name (limit ${secs} s): $*" >> "$log"
+  timeout "$secs" "$@" >> "$log" 2>&1
   local rc=$?
-  echo "  \"$name\": { \"rc\": $rc, \"seconds\": $((SECONDS - t0)) }," >> "$summary"
+  steps+=("\"$name\": { \"rc\": $rc, \"seconds\": $((SECONDS - t0)) }")
   echo "$name: rc $rc in $((SECONDS - t0)) s"
 }
 
-# 1. The CUDA suites without the GC test, then the GC test alone.
-step suites 300 env TOKENSIEVE_TEST_SUMMARY="$out/suites.json" $jest $suites -t "^(?!.*$gc_test)"
-step gc 120 env TOKENSIEVE_TEST_SUMMARY="$out/gc.json" $jest test/cuda-tensor.test.ts -t "$gc_test"
+device=$(nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv,noheader 2>&1 | head -1)
 
-# 2. compute-sanitizer, one tool at a time over the suites (not the GC test,
-#    whose deliberate over-allocation would eat the time).
+# 1. The CUDA suites without the GC test, then the GC test alone.
+step suites 100 "$out/suites.log" env TOKENSIEVE_TEST_SUMMARY="$tmp/suites.json" $jest $suites -t "^(?!.*$gc_test)"
+step gc 40 "$out/suites.log" env TOKENSIEVE_TEST_SUMMARY="$tmp/gc.json" $jest test/cuda-tensor.test.ts -t "$gc_test"
+
+# 2. compute-sanitizer: memcheck over the suites, racecheck where blocks
+#    share memory through tickets and atomics (merge, diversity).
+memcheck_errors=null racecheck_errors=null
 if command -v compute-sanitizer >/dev/null; then
-  for tool in memcheck racecheck initcheck synccheck; do
-    extra=()
-    [ "$tool" = memcheck ] && extra=(--leak-check full)
-    step "sanitizer-$tool" "$per_tool" compute-sanitizer --tool "$tool" "${extra[@]}" --target-processes all --error-exitcode 99 \
-      $jest $suites -t "^(?!.*$gc_test)"
-    errors=$(grep -Eo 'ERROR SUMMARY: [0-9]+' "$out/sanitizer-$tool.log" | awk '{s += $3} END {print s + 0}')
-    echo "  \"errors-$tool\": $errors," >> "$summary"
-  done
+  san="compute-sanitizer --target-processes all --error-exitcode 99"
+  step memcheck 80 "$tmp/memcheck.log" $san --tool memcheck --leak-check full $jest $suites -t "^(?!.*$gc_test)"
+  step racecheck 40 "$tmp/racecheck.log" $san --tool racecheck $jest test/cuda-merge.test.ts test/cuda-diversity.test.ts
+  count() { grep -Eo 'ERROR SUMMARY: [0-9]+' "$1" | awk '{s += $3} END {print s + 0}'; }
+  memcheck_errors=$(count "$tmp/memcheck.log")
+  racecheck_errors=$(count "$tmp/racecheck.log")
+  cat "$tmp/memcheck.log" "$tmp/racecheck.log" > "$out/sanitizer.log"
 else
-  echo '  "sanitizer": "compute-sanitizer not found",' >> "$summary"
+  echo "compute-sanitizer not found" > "$out/sanitizer.log"
 fi
-echo '  "done": true' >> "$summary"
-echo '}' >> "$summary"
-cat "$summary"
+
+# 3. The bench on the GPU beside torch on the same GPU (python3 on PATH is
+#    the virtualenv with CUDA torch on these hosts; bench finds it).
+step bench 100 "$out/bench.log" node bin/tokensieve.js bench --device cuda --quick \
+  --json "$out/bench.json" --markdown "$out/bench.md"
+
+# summary.json: one object, folded by node (no jq on these hosts).
+STEPS="$(IFS=,; echo "${steps[*]}")" DEVICE="$device" MEM="$memcheck_errors" RACE="$racecheck_errors" TMP="$tmp" \
+  node -e '
+    const fs = require("fs");
+    const read = (f) => { try { return JSON.parse(fs.readFileSync(f, "utf8")); } catch { return null; } };
+    const s = {
+      device: process.env.DEVICE,
+      steps: JSON.parse(`{${process.env.STEPS}}`),
+      jest: { suites: read(`${process.env.TMP}/suites.json`), gc: read(`${process.env.TMP}/gc.json`) },
+      sanitizer: { memcheckErrors: JSON.parse(process.env.MEM), racecheckErrors: JSON.parse(process.env.RACE) },
+    };
+    fs.writeFileSync(process.argv[1], JSON.stringify(s, null, 2) + "\n");
+    process.stdout.write(JSON.stringify(s, null, 2) + "\n");
+  ' "$out/summary.json"
+rm -rf "$tmp"

@@ -7,15 +7,17 @@ import {
   attentionScores,
   attentionScoresSync,
   FloatDType,
+  fromHalfBits,
   getThreads,
   QuerySelection,
   reduceAttention,
   reduceAttentionSync,
   setThreads,
   Tensor,
+  toHalfBits,
 } from '../lib';
 import { bnhdToBhnd, refAttentionScores, RefReduction, refProbs, refReduce } from './reference/attention';
-import { expectClose, makeTensor, poisoned, randn } from './helpers';
+import { expectClose, expectCode, makeTensor, poisoned, randn } from './helpers';
 
 interface Case {
   B: number;
@@ -294,5 +296,70 @@ describe('reduceAttention matches the float64 reference', () => {
     const view = { data: padded, shape: [B, H, N, N], strides: [H * N * (N + 3), N * (N + 3), N + 3, 1] };
     const out = reduceAttentionSync(view);
     expectClose(out.data as Float32Array, refReduce(Float32Array.from(p), B, H, N, N, { rows: [...Array(N).keys()], reduce: 'mean', heads: 'mean', keyBegin: 0, keyEnd: N }), 1e-7, 1e-5);
+  });
+});
+
+/** What the tensor cores multiply under precision 'tf32' (cvt.rna: 10 mantissa bits, half away from zero). */
+function roundTf32(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer);
+  if ((u[0] & 0x7f800000) !== 0x7f800000) u[0] = ((u[0] + 0x1000) & ~0x1fff) >>> 0;
+  return f[0];
+}
+/** bfloat16, round to nearest even. */
+function roundBf16(x: number): number {
+  return fromHalfBits(toHalfBits([x], 'bf16'), 'bf16')[0];
+}
+
+describe("precision 'tf32' and 'bf16': logits from rounded q and k", () => {
+  const cases: Array<Case & { precision: 'tf32' | 'bf16' }> = [
+    { B: 2, H: 3, Nq: 131, Nk: 131, D: 64, dtype: 'f32', layout: 'bhnd', precision: 'tf32' },
+    { B: 2, H: 3, Nq: 131, Nk: 131, D: 64, dtype: 'f32', layout: 'bhnd', precision: 'bf16' },
+    { B: 1, H: 2, Nq: 37, Nk: 577, D: 15, dtype: 'f32', layout: 'bnhd', precision: 'tf32', causal: true, bias: true },
+    { B: 2, H: 2, Nq: 577, Nk: 577, D: 80, dtype: 'f32', layout: 'bhnd', precision: 'bf16', queries: 0, keys: { start: 1 } },
+    { B: 1, H: 2, Nq: 97, Nk: 97, D: 80, dtype: 'f16', layout: 'bhnd', precision: 'bf16', heads: 'none' },
+  ];
+  const round = { tf32: roundTf32, bf16: roundBf16 };
+  for (const c of cases) {
+    test(`${c.precision}: ${label(c)}`, () => {
+      const data = build(c);
+      const rounded = { ...data, qExact: data.qExact.map(round[c.precision]), kExact: data.kExact.map(round[c.precision]) };
+      const out = poisoned(outShape(c));
+      attentionScoresSync(data.q, data.k, { ...options(c, data, out), precision: c.precision });
+      expectClose(out.data as Float32Array, expected(c, rounded), 1e-7, 2e-4, label(c));
+      // The rounding is applied: on f32 inputs the result is not the native one.
+      if (c.dtype === 'f32') {
+        const native = attentionScoresSync(data.q, data.k, options(c, data)).data as Float32Array;
+        expect(Array.from(out.data as Float32Array)).not.toEqual(Array.from(native));
+      }
+    });
+  }
+
+  test('inputs exact in the type are unchanged: f16/bf16 under tf32, bf16 under bf16 equal native bit for bit', () => {
+    for (const [dtype, precision] of [['f16', 'tf32'], ['bf16', 'tf32'], ['bf16', 'bf16']] as const) {
+      const c: Case = { B: 2, H: 2, Nq: 41, Nk: 41, D: 24, dtype, layout: 'bhnd', causal: true };
+      const data = build(c);
+      const native = attentionScoresSync(data.q, data.k, options(c, data)).data as Float32Array;
+      const fast = attentionScoresSync(data.q, data.k, { ...options(c, data), precision }).data as Float32Array;
+      expect(Array.from(fast)).toEqual(Array.from(native));
+    }
+  });
+
+  test('hand-checked: tf32 rounds 1 + 2^-11 half away from zero to 1 + 2^-10, bf16 to 1', () => {
+    // One query [1 + 2^-11], keys [1] and [0], scale 1: the probability of key 0 is σ(q).
+    const q = Tensor.from({ data: Float32Array.of(1 + 2 ** -11), shape: [1, 1, 1, 1] });
+    const k = Tensor.from({ data: Float32Array.of(1, 0), shape: [1, 1, 2, 1] });
+    const sigma = (x: number) => 1 / (1 + Math.exp(-x));
+    const at = (precision: 'native' | 'tf32' | 'bf16') => (attentionScoresSync(q, k, { scale: 1, precision }).data as Float32Array)[0];
+    expect(at('native')).toBeCloseTo(sigma(1 + 2 ** -11), 7);
+    expect(at('tf32')).toBeCloseTo(sigma(1 + 2 ** -10), 7);
+    expect(at('bf16')).toBeCloseTo(sigma(1), 7);
+    expect(at('tf32')).not.toBe(at('native'));
+  });
+
+  test('INT8-only options are refused with other precisions; unknown precisions too', () => {
+    const q = Tensor.from({ data: new Float32Array(8).fill(0.5), shape: [1, 1, 2, 4] });
+    expectCode(() => attentionScoresSync(q, q, { precision: 'tf32', qRows: 4 }), TypeError, 'ERR_ARG', /int8/);
+    expectCode(() => attentionScoresSync(q, q, { precision: 'fp8' as 'tf32' }), TypeError, 'ERR_ARG', /precision/);
   });
 });

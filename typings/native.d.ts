@@ -93,6 +93,21 @@ export interface NativeModule {
    */
   gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean): Float32Array;
   /**
+   * Bench hook (not public API): fills a contiguous f32/f16/bf16 tensor with
+   * lo + (hi − lo)·u(seed, index), u a splitmix64 hash in [0, 1): the same
+   * values on the CPU and on a device, generated where the tensor lives.
+   */
+  fillUniform(meta: Float64Array, memory: NativeMemory, seed: number, lo: number, hi: number, stream: bigint | undefined, async: boolean): NativeResult;
+  /** Bench hook: this GPU's ceilings measured now (device copy, bf16 and tf32 mma.sync, exp2). Throws ERR_UNSUPPORTED without CUDA. */
+  measureDeviceRoof(device: number): { copyBytesPerSecond: number; bf16MmaFlops: number; tf32MmaFlops: number; expPerSecond: number };
+  /**
+   * Bench hook: CUDA events around the work enqueued between the two calls on
+   * `stream`, after a kernel spinning `leadMicroseconds` so the host has
+   * enqueued that work before the start event fires; stopTimer waits and returns ms.
+   */
+  startTimer(device: number, stream: bigint | undefined, leadMicroseconds: number): void;
+  stopTimer(device: number, stream: bigint | undefined): number;
+  /**
    * params (PARAM_NAMES, lib/native.ts): [wait, scale, causal, causalOffset, queryReduce (0 mean, 1 sum),
    * headReduce (0 mean, 1 sum, 2 none), keyBegin, keyEnd, accumulate, checkFinite, numQueryRows,
    * precision (0 native, 1 int8), qBlock, kBlock, smoothK]

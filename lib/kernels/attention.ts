@@ -73,9 +73,15 @@ export interface AttentionScoresOptions extends ReductionOptions {
    * first quantized to INT8 (SageAttention style: one scale per `qRows`
    * tokens of q and per `kRows` tokens of k, per head; k minus its mean over
    * tokens with `smoothK`), logits are integer dot products times the scales,
-   * the softmax stays f32.
+   * the softmax stays f32. `'tf32'` and `'bf16'`: q and k are rounded to
+   * TF32 (10 mantissa bits, round half away from zero) or bfloat16 (7 bits,
+   * nearest even) before an f32-accumulated dot, which lets the CUDA kernel
+   * use one tensor-core product instead of the three that keep f32 inputs at
+   * f32 accuracy under `'native'`. Relative logit error up to about
+   * 2·2⁻¹¹·Σ|q·k| (tf32) or 2·2⁻⁸·Σ|q·k| (bf16); inputs already exact in
+   * the type are unchanged. Both back ends implement every precision.
    */
-  precision?: 'native' | 'int8';
+  precision?: 'native' | 'int8' | 'tf32' | 'bf16';
   /** INT8: q tokens per scale (default 32, SageAttention's per-warp Q). */
   qRows?: number;
   /** INT8: k tokens per scale (default 64, SageAttention's per-block K). */
@@ -83,6 +89,9 @@ export interface AttentionScoresOptions extends ReductionOptions {
   /** INT8: subtract k's per-channel mean over tokens before quantizing (default true; leaves the softmax unchanged). */
   smoothK?: boolean;
 }
+
+/** ScorePrecision in include/tokensieve/attention.h. */
+const SCORE_PRECISION = { native: 0, int8: 1, tf32: 2, bf16: 3 } as const;
 
 const REDUCTION_KEYS = ['queries', 'reduce', 'heads', 'keys', 'out', 'accumulate', 'checkFinite', 'stream', 'wait'] as const;
 const SCORE_KEYS = [...REDUCTION_KEYS, 'scale', 'causal', 'causalOffset', 'keyBias', 'layout', 'precision', 'qRows', 'kRows', 'smoothK'] as const;
@@ -209,11 +218,11 @@ function planScores(outs: CallOutputs, qIn: TensorLike, kIn: TensorLike, opts: A
   }
   const causal = bool(op, 'causal', o.causal, false);
   const causalOffset = o.causalOffset === undefined ? Nk - Nq : int(op, 'causalOffset', o.causalOffset, -2147483648, 2147483647);
-  const precision = oneOf(op, 'precision', o.precision, ['native', 'int8'] as const, 'native');
+  const precision = oneOf(op, 'precision', o.precision, ['native', 'int8', 'tf32', 'bf16'] as const, 'native');
   const qRows = o.qRows === undefined ? 32 : int(op, 'qRows', o.qRows, 1, 2 ** 30);
   const kRows = o.kRows === undefined ? 64 : int(op, 'kRows', o.kRows, 1, 2 ** 30);
   const smoothK = bool(op, 'smoothK', o.smoothK, true);
-  if (precision === 'native' && (o.qRows !== undefined || o.kRows !== undefined || o.smoothK !== undefined)) {
+  if (precision !== 'int8' && (o.qRows !== undefined || o.kRows !== undefined || o.smoothK !== undefined)) {
     throw makeError('ERR_ARG', `${op}: qRows, kRows and smoothK apply to precision: 'int8' only`);
   }
   const r = planReduction(outs, o, B, H, Nq, Nk, ordinal, q.stream);
@@ -221,7 +230,7 @@ function planScores(outs: CallOutputs, qIn: TensorLike, kIn: TensorLike, opts: A
   const [queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite, wait] = r.params;
   const params = opParams('attentionScores', {
     wait, scale, causal: causal ? 1 : 0, causalOffset, queryReduce, headReduce, keyBegin, keyEnd, accumulate, checkFinite,
-    numQueryRows: r.queryRows.length, precision: precision === 'int8' ? 1 : 0, qBlock: qRows, kBlock: kRows, smoothK: smoothK ? 1 : 0,
+    numQueryRows: r.queryRows.length, precision: SCORE_PRECISION[precision], qBlock: qRows, kBlock: kRows, smoothK: smoothK ? 1 : 0,
   });
   const qd = q.descriptor('q', qv.shape, qv.strides);
   const kd = k.descriptor('k', kv.shape, kv.strides);
