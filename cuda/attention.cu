@@ -46,19 +46,25 @@
 // Tiles are row-major [64 tokens][ld] in dynamic shared memory, dims padded
 // with zeros to the instruction's k-step (any D <= 256); see flash.cuh for
 // the paddings that keep fragment loads conflict-free. Shared memory per CTA
-// is (64 + 2·64)·ld·sizeof(elem): 33 KiB for bf16 at D = 80, 66 KiB at
-// D = 128 (f32: twice that). When two streaming buffers do not fit the
+// is (64 + 2·64)·ld·sizeof(elem): 33 KiB for bf16 at D = 80, 51 KiB at
+// D = 128, 65 KiB for f32 at D = 80. When two streaming buffers do not fit the
 // device's per-block limit (f32, large D on sm_80) the loop runs with one
 // (load, barrier, compute) — same results, less overlap. Rows are staged
 // with cp.async when the input already has the staging type and every row
-// is 16-byte aligned, otherwise by plain loads (and conversion).
+// is 16-byte aligned, otherwise by plain loads (and conversion). Q's A
+// fragments are read from shared memory at every k-step rather than kept in
+// registers: D is a runtime value (any D <= 256) and registers cannot be
+// indexed at run time; per-D instantiations (as blocksparse.cu has) would
+// save one ldmatrix per four of K's, about 20% of the fragment loads.
 //
 // Cost model (Qwen2.5-VL ViT, 16 heads, 4784 tokens, D = 80, bf16): each
-// pass computes every logit once, so 2 × 366 M exp2 — the MUFU floor of two
-// passes is 2 × 94 µs on an H100/H200 — and 2 × 59 GFLOP of MMA (≈0.1 ms at
-// mma.sync's practical ~600 TFLOP/s); the two overlap across warps, so the
-// kernels are exp-bound at D <= 128 and should land near 2–2.5× the
-// single-pass exp floor. Not yet measured on a GPU.
+// pass computes every logit once, so 2 × 366 M exp2 — two passes of the
+// MUFU floor, 2 × 94 µs on an H100/H200 — and 2 × 59 GFLOP of MMA (about
+// 0.1 ms per pass at mma.sync's practical ~600 TFLOP/s). The exp2 of one
+// warp overlaps the MMAs of another (4 CTAs of 4 warps per SM at ~110–130
+// registers), so each pass should take about max(exp, MMA) ≈ 100–130 µs:
+// 2–3× the single-pass exp floor. Pass 1 must finish before pass 2 (lse2),
+// so the two cannot overlap. Not yet measured on a GPU.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -350,6 +356,7 @@ __global__ void __launch_bounds__(kThreads) row_lse_kernel(const ScoresParams p)
       stage_keys(key0 + kKeys, 0);
     }
   }
+  cp_async_wait_all();  // with no key tile, the Q copies are still in flight
   if (bad) atomicOr(p.flag, kBadLogit);
 #pragma unroll
   for (int i = 0; i < 2; ++i) {
