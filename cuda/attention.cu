@@ -1,39 +1,70 @@
 // CUDA attention-score extraction (attentionScores) and reduction of given
 // probabilities (reduceAttention).
 //
-// attention_scores: two launches for the whole batch, never more than one
-// kBQ × kBK tile of logits alive per block, scratch O(B·H·(rows + W)).
+// attention_scores: softmax(q·kᵀ·scale + key_bias) over the keys, summed over
+// a set of selected query rows (and heads) for a range of output keys, in two
+// tensor-core passes over the whole batch (FlashAttention-2's loop, without
+// P·V). Neither pass ever holds more than one 64 × 64 tile of logits per CTA;
+// scratch is O(B·H·(rows + W)).
 //
-//   Pass 1, row_lse_kernel — grid (b, h, tile of kBQ selected rows, key
-//   split): the block walks its split of the keys in tiles of kBK, keeping an
-//   online max m and sum l per row (flash style, base 2). With one split the
-//   block writes lse2 = m + log2(l); with several, each split writes (m, l)
-//   and the last split to finish (a ticket) merges them in split order.
-//   Splits exist only to fill the GPU when B·H·row tiles is small (one CLS or
-//   last row); their number depends on the shape only.
+//   Pass 1, row_lse_kernel — grid (b, h, tile of 64 selected rows, key
+//   split); 4 warps, warp w owns rows 16w..16w+15. The Q tile is staged once;
+//   the CTA walks its split of the keys in 64-key tiles, K(j+1) streaming in
+//   (cp.async) while S = Q·K(j)ᵀ runs on mma.sync; each thread keeps an
+//   online max m and its share of the sum l for its two rows (g, g + 8 of
+//   the accumulator layout), the max combined over the quad by two shuffles.
+//   With one split the CTA writes lse2 = m + log2(l); with several, each
+//   split writes (m, l) and the last split to finish (a ticket) merges them
+//   in split order. Splits exist only when B·H·row tiles cannot fill the GPU
+//   (kFillBlocks); their number depends on the shape only.
 //
-//   Pass 2, column_sum_kernel — grid (b, h, tile of kBK output keys): the
-//   block walks the selected rows in tiles of kBQ, recomputes the logits and
-//   adds 2^(s2 − lse2) into per-column sums (row tiles that cannot see the
-//   key tile, causal, are skipped). Heads are reduced without float atomics:
-//   each block stores its head's column sums, and the last block of a
-//   (b, key tile) to finish adds the H heads in order h = 0..H−1.
+//   Pass 2, column_sum_kernel — grid (b, h, tile of 64 output keys). The K
+//   tile stays in shared memory; the CTA walks the selected rows in 64-row
+//   tiles (double-buffered like K in pass 1), recomputes S = Q·Kᵀ with the
+//   same warp_scores call as pass 1 (so a (row, key) pair gets the same bits
+//   in both passes), adds p = 2^(fma(s, scale·log2e, bias2) − lse2) into
+//   per-thread column sums (each thread owns 16 keys, summed over its two
+//   rows of every tile) and reduces them at the end: over the 8 lanes of a
+//   key (3 shuffles), then the 4 warps in order through shared memory. Row
+//   tiles in which no row can see the key tile (causal, or every logit
+//   -inf) are skipped as a whole, their rows never loaded. Heads are reduced
+//   without float atomics: each CTA stores its head's column sums and the
+//   last CTA of a (b, key tile) to finish adds the H heads in order.
 //
-// Logits are base 2: s2 = (q·k)·scale·log2(e) + bias·log2(e), so
-// exp(s − lse) = 2^(s2 − lse2) and exp2f does the work. Both passes compute
-// q·k for a (row, key) pair in the same order (same chunking of D, same FMA
-// sequence), so pass 2 sees exactly the logits pass 1 normalised.
+// Logits are base 2: s2 = (q·k)·scale·log2(e) + bias·log2(e) (one FMA), so
+// exp(s − lse) = 2^(s2 − lse2) and exp2f (one MUFU op) does the work.
 //
-// The q·k tile is SIMT f32 FMA for every dtype (inputs are converted to f32
-// when staged into shared memory). See qk_tile for where a tensor-core path
-// would slot in.
+// Precisions (attention.h) map to one tensor-core instruction each
+// (cuda/flash.cuh, MmaKind), chosen once on the host:
+//   f16/bf16 inputs, kNative or kTF32   m16n8k16 on the inputs (exact in tf32)
+//   f32, kNative                        3×TF32 on m16n8k8 (f32 accuracy)
+//   f32, kTF32                          one TF32 product on m16n8k8
+//   any, kBF16                          inputs rounded to bf16 when staged, m16n8k16
+//   any, kInt8                          quantize pre-pass (cuda/quantize.cu,
+//                                       SageAttention style), then m16n8k32 s8
+//                                       on the codes: exact int32 dots · sq · sk
+// Tiles are row-major [64 tokens][ld] in dynamic shared memory, dims padded
+// with zeros to the instruction's k-step (any D <= 256); see flash.cuh for
+// the paddings that keep fragment loads conflict-free. Shared memory per CTA
+// is (64 + 2·64)·ld·sizeof(elem): 33 KiB for bf16 at D = 80, 51 KiB at
+// D = 128, 65 KiB for f32 at D = 80. When two streaming buffers do not fit the
+// device's per-block limit (f32, large D on sm_80) the loop runs with one
+// (load, barrier, compute) — same results, less overlap. Rows are staged
+// with cp.async when the input already has the staging type and every row
+// is 16-byte aligned, otherwise by plain loads (and conversion). Q's A
+// fragments are read from shared memory at every k-step rather than kept in
+// registers: D is a runtime value (any D <= 256) and registers cannot be
+// indexed at run time; per-D instantiations (as blocksparse.cu has) would
+// save one ldmatrix per four of K's, about 20% of the fragment loads.
 //
-// precision kInt8 (SageAttention style, attention.h): q and k are first
-// quantized into scratch by cuda/quantize.cu's kRows launcher (k minus its
-// smoothing mean; q only in the blocks that hold a selected row), then both
-// passes run on the INT8 codes: qk_tile<int8_t> stages 4 codes per 32-bit
-// word and accumulates exact int32 sums with dp4a, and the logit is
-// (Σ q8·k8) · (sq · sk) · scale.
+// Cost model (Qwen2.5-VL ViT, 16 heads, 4784 tokens, D = 80, bf16): each
+// pass computes every logit once, so 2 × 366 M exp2 — two passes of the
+// MUFU floor, 2 × 94 µs on an H100/H200 — and 2 × 59 GFLOP of MMA (about
+// 0.1 ms per pass at mma.sync's practical ~600 TFLOP/s). The exp2 of one
+// warp overlaps the MMAs of another (4 CTAs of 4 warps per SM at ~110–130
+// registers), so each pass should take about max(exp, MMA) ≈ 100–130 µs:
+// 2–3× the single-pass exp floor. Pass 1 must finish before pass 2 (lse2),
+// so the two cannot overlap. Not yet measured on a GPU.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -43,6 +74,8 @@
 #include <type_traits>
 
 #include "cuda/common.cuh"
+#include "cuda/flash.cuh"
+#include "cuda/mma.cuh"
 #include "cuda/quantize.cuh"
 #include "tokensieve/attention.h"
 
@@ -51,46 +84,29 @@ namespace cuda {
 namespace {
 
 // ---- tile configuration (the one place) ------------------------------------
-// 256 threads as kTQ × kTK = 16 × 16; thread (tq, tk) owns rows tq + kTQ·i
-// (i < kMQ) and keys tk + kTK·j (j < kMK) of the kBQ × kBK tile. The kTK
-// threads of one row are kTK consecutive lanes of one warp, so row
-// reductions are width-kTK shuffles. D is staged kDC dims at a time, rows
-// padded to kLd floats: float4 reads stay 16-byte aligned and the 8 lanes of
-// a quarter warp read 8 different bank groups (row stride 9 × 16 bytes).
-// Shared memory: (kBQ + kBK)·kLd·4 = 18 KiB + small arrays, < 48 KiB.
-constexpr int kThreads = 256;
-constexpr int kBQ = 64;  // selected query rows per tile
-constexpr int kBK = 64;  // keys per tile
-constexpr int kMQ = 4;   // rows per thread
-constexpr int kMK = 4;   // keys per thread
-constexpr int kTQ = kBQ / kMQ;
-constexpr int kTK = kBK / kMK;
-constexpr int kDC = 32;       // head dims per staging step
-constexpr int kLd = kDC + 4;  // shared row stride, in floats
-constexpr int kMaxD = 256;    // larger head dims: ERR_UNSUPPORTED
-// Pass 1 splits the keys when B·H·row tiles is below this many blocks.
-constexpr int kTargetBlocks = 512;
+constexpr int kRows = 64;  // selected query rows per tile (16 per warp)
+constexpr int kKeys = 64;  // keys per tile (8 n-tiles of the MMA per warp)
+constexpr int kWarps = kRows / 16;
+constexpr int kThreads = kWarps * 32;
+constexpr int kMaxD = 256;  // larger head dims: ERR_UNSUPPORTED
+// Pass 1 splits the keys when B·H·row tiles is below this many CTAs (two
+// per SM of an H100/H200: several CTAs fit per SM, fewer leave SMs idle).
+constexpr int kFillBlocks = 2 * 132;
 constexpr int kMaxSplits = 64;
+// Shared memory kept for the kernels' static arrays when sizing the dynamic
+// tiles against the device's per-block limit.
+constexpr int kStaticSmemReserve = 4096;
 // reduceAttention: kReduceWarps warps share a tile of kReduceCols keys (two
 // per lane), each warp taking every kReduceWarps-th selected row.
 constexpr int kReduceWarps = 8;
 constexpr int kReduceThreads = kReduceWarps * 32;
 constexpr int kReduceCols = 64;
 
-static_assert(kTQ * kTK == kThreads, "thread grid must cover the tile");
-static_assert(kTK == 16 || kTK == 32, "a row's threads must be an aligned lane group");
-static_assert(kBQ <= kThreads && kBK <= kThreads, "per-row/per-key metadata is written by one thread each");
-static_assert(kDC % 4 == 0 && kLd % 4 == 0, "float4 reads of shared rows must stay aligned");
-static_assert(kMaxD % kDC == 0, "");
+static_assert(kRows == 2 * kThreads / 4 && kKeys == kRows, "staging: two threads per tile row");
+static_assert(kKeys <= kThreads, "per-key column sums are emitted one thread each");
 static_assert(kReduceCols == 64, "reduce kernel: two columns per lane");
-// kInt8: head dims per staging step, as 32-bit words of 4 codes; a step's
-// words fit the f32 staging rows.
-constexpr int kDC8 = 128;
-constexpr int kWords8 = kDC8 / 4;
-static_assert(kWords8 <= kLd && kWords8 % 4 == 0, "INT8 staging reuses the f32 rows with 16-byte reads");
 
 constexpr float kLog2e = 1.4426950408889634f;
-constexpr int64_t kNoRow = INT64_MIN;  // padding in a tile: reads as zeros
 
 // Flag bits set by the kernels when check_finite is on.
 constexpr int kBadInput = 1;  // NaN/Inf in q, k or probs
@@ -116,6 +132,7 @@ struct ScoresParams {
   int64_t q_sb, q_sh, q_sn;
   const void* k;
   int64_t k_sb, k_sh, k_sn;
+  bool q_aligned, k_aligned;  // every row 16-byte aligned: cp.async staging
   // kInt8 (q, k are then contiguous INT8 codes): the scale of token n of
   // (b, h) is q_scales[bh·q_nb + n / q_block], likewise for k.
   const float* q_scales;
@@ -131,11 +148,12 @@ struct ScoresParams {
   int64_t causal_offset;
   RowMap rows;
   int nsel;
+  int nbuf;  // streaming tile buffers in shared memory: 2 (overlapped) or 1
   // pass 1
   int row_tiles;
   int splits;
-  int64_t split_keys;  // keys per split, a multiple of kBK
-  float* part_m;       // [B·H·row_tiles, splits, kBQ] when splits > 1
+  int64_t split_keys;  // keys per split, a multiple of kKeys
+  float* part_m;       // [B·H·row_tiles, splits, kRows] when splits > 1
   float* part_l;
   unsigned int* split_tickets;  // [B·H·row_tiles] when splits > 1
   float* lse2;                  // [B·H, nsel]
@@ -162,134 +180,41 @@ __device__ __forceinline__ float logit2(float dot, float scale_log2, float bias2
 
 __device__ __forceinline__ float lse_of(float m, float l) { return m == -INFINITY ? -INFINITY : m + log2f(l); }
 
-// acc[i][j] = Σ_d q[row tq + kTQ·i][d] · k[key tk + kTK·j][d] for one tile.
-// Rows and keys are element offsets in q_off / k_off (kNoRow: padding, read
-// as zeros; so are dims >= D). Every thread of the block must call it. It
-// starts with __syncthreads(), which publishes q_off/k_off written just
-// before the call and retires the previous users of qs/ks; it ends right
-// after the last FMA (no trailing barrier).
-//
-// Tensor cores would slot in here: for f16/bf16 stage the chunks unconverted
-// and replace the FMA loop with mma.sync m16n8k16 (or wgmma on sm_90)
-// producing the same acc[][] ownership, e.g. via an accumulator shuffle or by
-// moving the epilogues onto the mma fragment layout.
-template <typename T>
-__device__ __forceinline__ void qk_tile(const T* __restrict__ q, const T* __restrict__ k, int D,
-                                        const int64_t* q_off, const int64_t* k_off, float (*qs)[kLd],
-                                        float (*ks)[kLd], float (&acc)[kMQ][kMK]) {
-  const int tid = threadIdx.x;
-  const int tq = tid / kTK, tk = tid % kTK;
-#pragma unroll
-  for (int i = 0; i < kMQ; ++i)
-#pragma unroll
-    for (int j = 0; j < kMK; ++j) acc[i][j] = 0.0f;
-
-  for (int d0 = 0; d0 < D; d0 += kDC) {
-    __syncthreads();
-    // Stage dims [d0, d0 + kDC) of the tile's rows: consecutive threads read
-    // consecutive dims of one row (coalesced) and write consecutive words.
-    for (int e = tid; e < kBQ * kDC; e += kThreads) {
-      const int r = e / kDC, d = e % kDC;
-      const int64_t off = q_off[r];
-      qs[r][d] = (off != kNoRow && d0 + d < D) ? load_f32(q + off + d0 + d) : 0.0f;
-    }
-    for (int e = tid; e < kBK * kDC; e += kThreads) {
-      const int c = e / kDC, d = e % kDC;
-      const int64_t off = k_off[c];
-      ks[c][d] = (off != kNoRow && d0 + d < D) ? load_f32(k + off + d0 + d) : 0.0f;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int d = 0; d < kDC; d += 4) {
-      float4 a[kMQ], b[kMK];
-#pragma unroll
-      for (int i = 0; i < kMQ; ++i) a[i] = *reinterpret_cast<const float4*>(&qs[tq + kTQ * i][d]);
-#pragma unroll
-      for (int j = 0; j < kMK; ++j) b[j] = *reinterpret_cast<const float4*>(&ks[tk + kTK * j][d]);
-#pragma unroll
-      for (int i = 0; i < kMQ; ++i)
-#pragma unroll
-        for (int j = 0; j < kMK; ++j) {
-          acc[i][j] = fmaf(a[i].x, b[j].x, acc[i][j]);
-          acc[i][j] = fmaf(a[i].y, b[j].y, acc[i][j]);
-          acc[i][j] = fmaf(a[i].z, b[j].z, acc[i][j]);
-          acc[i][j] = fmaf(a[i].w, b[j].w, acc[i][j]);
-        }
-    }
+// Tile geometry of an MMA kind for head dim D: padded dims, row stride, k-steps.
+template <MmaKind M>
+struct TileShape {
+  int Dp, ld, ksteps;
+  __host__ __device__ explicit TileShape(int D) {
+    constexpr int S = MmaTraits<M>::kStep;
+    Dp = (D + S - 1) / S * S;
+    ld = Dp + MmaTraits<M>::kPad;
+    ksteps = Dp / S;
   }
+};
+
+// Bytes of dynamic shared memory: one fixed tile and nbuf streamed tiles.
+template <MmaKind M>
+size_t tile_smem_bytes(int D, int nbuf) {
+  return static_cast<size_t>(kRows + nbuf * kKeys) * TileShape<M>(D).ld * sizeof(typename MmaTraits<M>::Elem);
 }
 
-// Four consecutive codes d..d+3 of a row as one word (zeros past D or for a
-// padding row). With D % 4 == 0 every row starts 4-byte aligned (the code
-// buffers are contiguous [.., D] and 256-byte aligned).
-__device__ __forceinline__ int code_word(const int8_t* base, int64_t off, int d, int D, bool aligned) {
-  if (off == kNoRow || d >= D) return 0;
-  const int8_t* p = base + off + d;
-  if (aligned) return *reinterpret_cast<const int*>(p);
-  unsigned v = 0;
-  for (int i = 0; i < 4 && d + i < D; ++i) v |= static_cast<unsigned>(static_cast<uint8_t>(p[i])) << (8 * i);
-  return static_cast<int>(v);
-}
+// The dynamic shared memory of the flash kernels. The emulator has no
+// dynamic shared memory: there a static buffer of the largest size stands in
+// (one per kernel instantiation, shared by the block's threads like
+// __shared__).
+#if defined(__CUDACC__)
+#define TS_FLASH_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#else
+constexpr size_t kEmuSmemBytes = static_cast<size_t>(kRows + 2 * kKeys) * (kMaxD + 4) * 4;
+#define TS_FLASH_SMEM(name) __shared__ __align__(16) unsigned char name[kEmuSmemBytes]
+#endif
 
-// kInt8: the same tile and ownership from INT8 codes, accumulated exactly in
-// int32 by dp4a (|Σ| <= 127² · 256 < 2^24, so the final f32 is exact too).
-template <>
-__device__ __forceinline__ void qk_tile<int8_t>(const int8_t* __restrict__ q, const int8_t* __restrict__ k, int D,
-                                                const int64_t* q_off, const int64_t* k_off, float (*qs)[kLd],
-                                                float (*ks)[kLd], float (&acc)[kMQ][kMK]) {
-  const int tid = threadIdx.x;
-  const int tq = tid / kTK, tk = tid % kTK;
-  int (*qw)[kLd] = reinterpret_cast<int (*)[kLd]>(qs);
-  int (*kw)[kLd] = reinterpret_cast<int (*)[kLd]>(ks);
-  const bool aligned = D % 4 == 0;
-  int iacc[kMQ][kMK];
-#pragma unroll
-  for (int i = 0; i < kMQ; ++i)
-#pragma unroll
-    for (int j = 0; j < kMK; ++j) iacc[i][j] = 0;
-
-  for (int d0 = 0; d0 < D; d0 += kDC8) {
-    __syncthreads();
-    for (int e = tid; e < kBQ * kWords8; e += kThreads) {
-      const int r = e / kWords8, w = e % kWords8;
-      qw[r][w] = code_word(q, q_off[r], d0 + 4 * w, D, aligned);
-    }
-    for (int e = tid; e < kBK * kWords8; e += kThreads) {
-      const int c = e / kWords8, w = e % kWords8;
-      kw[c][w] = code_word(k, k_off[c], d0 + 4 * w, D, aligned);
-    }
-    __syncthreads();
-#pragma unroll
-    for (int w = 0; w < kWords8; w += 4) {
-      uint4 a[kMQ], b[kMK];
-#pragma unroll
-      for (int i = 0; i < kMQ; ++i) a[i] = *reinterpret_cast<const uint4*>(&qw[tq + kTQ * i][w]);
-#pragma unroll
-      for (int j = 0; j < kMK; ++j) b[j] = *reinterpret_cast<const uint4*>(&kw[tk + kTK * j][w]);
-#pragma unroll
-      for (int i = 0; i < kMQ; ++i)
-#pragma unroll
-        for (int j = 0; j < kMK; ++j) {
-          iacc[i][j] = __dp4a(static_cast<int>(a[i].x), static_cast<int>(b[j].x), iacc[i][j]);
-          iacc[i][j] = __dp4a(static_cast<int>(a[i].y), static_cast<int>(b[j].y), iacc[i][j]);
-          iacc[i][j] = __dp4a(static_cast<int>(a[i].z), static_cast<int>(b[j].z), iacc[i][j]);
-          iacc[i][j] = __dp4a(static_cast<int>(a[i].w), static_cast<int>(b[j].w), iacc[i][j]);
-        }
-    }
-  }
-#pragma unroll
-  for (int i = 0; i < kMQ; ++i)
-#pragma unroll
-    for (int j = 0; j < kMK; ++j) acc[i][j] = static_cast<float>(iacc[i][j]);
-}
-
-// kInt8: acc[i][j] · (sq(row) · sk(key)) turns integer dots into q·k.
-__device__ __forceinline__ void apply_code_scales(float (&acc)[kMQ][kMK], const float* q_sc, const float* k_sc) {
-  const int tq = threadIdx.x / kTK, tk = threadIdx.x % kTK;
-#pragma unroll
-  for (int i = 0; i < kMQ; ++i)
-#pragma unroll
-    for (int j = 0; j < kMK; ++j) acc[i][j] *= q_sc[tq + kTQ * i] * k_sc[tk + kTK * j];
+// One tile row of a staged tile: two threads per row, each taking every
+// other 16-byte chunk. Null src writes zeros.
+template <typename In, typename Elem>
+__device__ __forceinline__ void stage_row(Elem* dst_row, const In* src, int Dp, int D, bool aligned) {
+  constexpr int E = 16 / static_cast<int>(sizeof(Elem));
+  for (int d0 = (threadIdx.x % 2) * E; d0 < Dp; d0 += 2 * E) stage_chunk<In, Elem>(dst_row + d0, src, d0, D, aligned);
 }
 
 // Stores a per-head column value (thread t < ncols holds column col0 + t of
@@ -316,235 +241,295 @@ __device__ void emit_columns(const HeadSink& s, int64_t b, int64_t h, int tile, 
 }
 
 // ---- pass 1 -----------------------------------------------------------------
-// Block: (bh, row tile rt, split); blockIdx.x = (bh·row_tiles + rt)·splits + split.
-template <typename T>
+// CTA: (bh, row tile rt, split); blockIdx.x = (bh·row_tiles + rt)·splits + split.
+// Dynamic shared memory: [Q tile | nbuf K tiles], each [64][ld] (pass-1 layout).
+template <typename In, MmaKind M>
 __global__ void __launch_bounds__(kThreads) row_lse_kernel(const ScoresParams p) {
-  __shared__ __align__(16) float qs[kBQ][kLd];
-  __shared__ __align__(16) float ks[kBK][kLd];
-  __shared__ int64_t q_off[kBQ];
-  __shared__ int64_t k_off[kBK];
-  __shared__ int64_t row_end[kBQ];  // tile row r sees keys [0, row_end[r]); 0 for padding
-  constexpr bool kInt8 = std::is_same<T, int8_t>::value;
-  __shared__ float q_sc[kInt8 ? kBQ : 1];  // kInt8: code scales of the tile's rows and keys
-  __shared__ float k_sc[kInt8 ? kBK : 1];
+  using Elem = typename MmaTraits<M>::Elem;
+  constexpr bool kInt8 = M == MmaKind::kS8;
+  TS_FLASH_SMEM(smem_raw);
+  __shared__ int64_t row_end_s[kRows];  // tile row r sees keys [0, row_end_s[r]); 0 for padding
+  __shared__ float kbias[2][kKeys];     // bias·log2(e) of the staged keys (0: no bias or past the end)
+  __shared__ float kscale[2][kKeys];    // kInt8: code scales of the staged keys
 
-  const int tid = threadIdx.x;
-  const int tq = tid / kTK, tk = tid % kTK;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int split = static_cast<int>(blockIdx.x % static_cast<unsigned>(p.splits));
   const int64_t tile_id = blockIdx.x / static_cast<unsigned>(p.splits);  // bh·row_tiles + rt
   const int rt = static_cast<int>(tile_id % p.row_tiles);
   const int64_t bh = tile_id / p.row_tiles;
   const int64_t b = bh / p.H, h = bh % p.H;
-  const T* q = static_cast<const T*>(p.q);
-  const T* k = static_cast<const T*>(p.k);
+  const TileShape<M> ts(p.D);
+  Elem* Qs = reinterpret_cast<Elem*>(smem_raw);  // [kRows][ld]
+  Elem* Kb = Qs + kRows * ts.ld;                 // [nbuf][kKeys][ld]
+  const In* q = static_cast<const In*>(p.q);
+  const In* k = static_cast<const In*>(p.k);
+  const int sel0 = rt * kRows;  // nsel <= INT_MAX - 1024 (host)
 
-  if (tid < kBQ) {
-    const int sel = rt * kBQ + tid;  // nsel <= INT_MAX - kBQ (host)
-    if (sel < p.nsel) {
-      const int64_t row = p.rows(sel);
-      q_off[tid] = b * p.q_sb + h * p.q_sh + row * p.q_sn;
-      row_end[tid] = visible_end(p, row);
-      if (kInt8) q_sc[tid] = p.q_scales[bh * p.q_nb + row / p.q_block];
-    } else {
-      q_off[tid] = kNoRow;
-      row_end[tid] = 0;
-      if (kInt8) q_sc[tid] = 0.0f;
-    }
+  if (tid < kRows) {
+    const int sel = sel0 + tid;
+    row_end_s[tid] = sel < p.nsel ? visible_end(p, p.rows(sel)) : 0;
+  }
+  {  // Q tile, rows past nsel zero
+    const int r = tid / 2, sel = sel0 + r;
+    const In* src = sel < p.nsel ? q + b * p.q_sb + h * p.q_sh + p.rows(sel) * p.q_sn : nullptr;
+    stage_row<In, Elem>(Qs + r * ts.ld, src, ts.Dp, p.D, p.q_aligned);
+    cp_async_commit();
   }
   __syncthreads();
   int64_t tile_end = 0;  // keys any row of the tile sees
-  for (int r = 0; r < kBQ; ++r) tile_end = max(tile_end, row_end[r]);
+  for (int r = 0; r < kRows; ++r) tile_end = max(tile_end, row_end_s[r]);
   const int64_t key_lo = split * p.split_keys;
   const int64_t key_hi = min(tile_end, key_lo + p.split_keys);  // tile_end <= Nk
   const float* bias_b = p.bias != nullptr ? p.bias + b * p.bias_sb : nullptr;
 
-  float m[kMQ], l[kMQ];
+  // This thread's accumulator rows: 16·warp + g and + 8.
+  int64_t my_end[2];
+  float my_qsc[2] = {0.0f, 0.0f};
 #pragma unroll
-  for (int i = 0; i < kMQ; ++i) {
-    m[i] = -INFINITY;
-    l[i] = 0.0f;
+  for (int i = 0; i < 2; ++i) {
+    const int r = warp * 16 + g + 8 * i;
+    my_end[i] = row_end_s[r];
+    if (kInt8 && sel0 + r < p.nsel) my_qsc[i] = p.q_scales[bh * p.q_nb + p.rows(sel0 + r) / p.q_block];
   }
+
+  // K tile of keys [key0, key0 + 64) into buffer buf (keys >= key_hi: zeros).
+  auto stage_keys = [&](int64_t key0, int buf) {
+    const int r = tid / 2;
+    const int64_t key = key0 + r;
+    const bool live = key < key_hi;
+    const In* src = live ? k + b * p.k_sb + h * p.k_sh + key * p.k_sn : nullptr;
+    stage_row<In, Elem>(Kb + (buf * kKeys + r) * ts.ld, src, ts.Dp, p.D, p.k_aligned);
+    cp_async_commit();
+    if (tid % 2 == 0) {
+      kbias[buf][r] = (bias_b != nullptr && live) ? bias_b[key] * kLog2e : 0.0f;
+      if (kInt8) kscale[buf][r] = live ? p.k_scales[bh * p.k_nb + key / p.k_block] : 0.0f;
+    }
+  };
+
+  float m[2] = {-INFINITY, -INFINITY};  // running max of rows g, g + 8 (log2 domain), same in the quad
+  float l[2] = {0.0f, 0.0f};            // this lane's share of their sums
   bool bad = false;
+  const int ntiles = key_lo < key_hi ? static_cast<int>((key_hi - key_lo + kKeys - 1) / kKeys) : 0;
+  if (ntiles > 0) stage_keys(key_lo, 0);
+  for (int it = 0; it < ntiles; ++it) {  // CTA-uniform trip count
+    const int64_t key0 = key_lo + static_cast<int64_t>(it) * kKeys;
+    const int buf = it % p.nbuf;
+    cp_async_wait_all();
+    __syncthreads();  // K(it) (and Q) landed for every thread; everyone is done with tile it − 1
+    if (p.nbuf == 2 && it + 1 < ntiles) stage_keys(key0 + kKeys, (it + 1) % 2);
+    float s[8][4];
+    warp_scores<M>(Qs, Kb + buf * kKeys * ts.ld, ts.ld, ts.ksteps, s);
 
-  for (int64_t key0 = key_lo; key0 < key_hi; key0 += kBK) {  // block-uniform trip count
-    __syncthreads();  // previous tile's staging reads of k_off are done (qk_tile barriers, kept explicit)
-    if (tid < kBK) {
-      const int64_t key = key0 + tid;
-      k_off[tid] = key < key_hi ? b * p.k_sb + h * p.k_sh + key * p.k_sn : kNoRow;
-      if (kInt8) k_sc[tid] = key < key_hi ? p.k_scales[bh * p.k_nb + key / p.k_block] : 0.0f;
-    }
-    float acc[kMQ][kMK];
-    qk_tile<T>(q, k, p.D, q_off, k_off, qs, ks, acc);
-    if (kInt8) apply_code_scales(acc, q_sc, k_sc);
-
-    float bias2[kMK];
+    float mx[2] = {-INFINITY, -INFINITY};
 #pragma unroll
-    for (int j = 0; j < kMK; ++j) {
-      const int64_t key = key0 + tk + kTK * j;
-      bias2[j] = (bias_b != nullptr && key < key_hi) ? bias_b[key] * kLog2e : 0.0f;
-    }
+    for (int nt = 0; nt < 8; ++nt)
 #pragma unroll
-    for (int i = 0; i < kMQ; ++i) {
-      const int64_t end = row_end[tq + kTQ * i];
-      float s[kMK];
-      float tile_max = -INFINITY;
-#pragma unroll
-      for (int j = 0; j < kMK; ++j) {
-        const int64_t key = key0 + tk + kTK * j;
-        s[j] = -INFINITY;
-        if (key < key_hi && key < end) {
-          if (p.check && !isfinite(acc[i][j] * p.scale_log2)) bad = true;
-          s[j] = logit2(acc[i][j], p.scale_log2, bias2[j]);
+      for (int e = 0; e < 4; ++e) {
+        const int j = nt * 8 + 2 * t + (e & 1), i = e >> 1;
+        const int64_t key = key0 + j;
+        float v = -INFINITY;
+        if (key < key_hi && key < my_end[i]) {
+          float dot = s[nt][e];
+          if (kInt8) dot *= my_qsc[i] * kscale[buf][j];
+          if (p.check && !isfinite(dot * p.scale_log2)) bad = true;
+          v = logit2(dot, p.scale_log2, kbias[buf][j]);
         }
-        tile_max = fmaxf(tile_max, s[j]);
+        s[nt][e] = v;
+        mx[i] = fmaxf(mx[i], v);
       }
-      // The kTK lanes of this row hold its kBK logits. Every lane of the warp
-      // runs both shuffles (the other half-warp is another row).
-      tile_max = warp_max(tile_max, kTK);
-      const float m_new = fmaxf(m[i], tile_max);
-      float part = 0.0f;
-      if (m_new != -INFINITY) {
+    float base[2];
 #pragma unroll
-        for (int j = 0; j < kMK; ++j) part += exp2f(s[j] - m_new);  // masked: exp2f(-inf) = 0
-      }
-      part = warp_sum(part, kTK);
-      if (m_new != -INFINITY) {
-        l[i] = l[i] * exp2f(m[i] - m_new) + part;  // m[i] = -inf: l[i] = 0 · 0
-        m[i] = m_new;
-      }
+    for (int i = 0; i < 2; ++i) {
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 1));
+      mx[i] = fmaxf(mx[i], __shfl_xor_sync(0xffffffffu, mx[i], 2));
+      const float m_new = fmaxf(m[i], mx[i]);
+      base[i] = m_new == -INFINITY ? 0.0f : m_new;  // all -inf so far: every term below is 0
+      l[i] *= exp2f(m[i] - base[i]);                // 0 before the first finite logit
+      m[i] = m_new;
+    }
+#pragma unroll
+    for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) l[e >> 1] += exp2f(s[nt][e] - base[e >> 1]);  // masked: exp2f(-inf) = 0
+    if (p.nbuf == 1 && it + 1 < ntiles) {
+      __syncthreads();  // every warp is done with the one K buffer
+      stage_keys(key0 + kKeys, 0);
     }
   }
+  cp_async_wait_all();  // with no key tile, the Q copies are still in flight
   if (bad) atomicOr(p.flag, kBadLogit);
-
-  // Every lane of a row group holds the same (m, l); lane tk == 0 writes.
-  if (p.splits == 1) {  // block-uniform
-    if (tk == 0) {
 #pragma unroll
-      for (int i = 0; i < kMQ; ++i) {
-        const int sel = rt * kBQ + tq + kTQ * i;
+  for (int i = 0; i < 2; ++i) {
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 1);
+    l[i] += __shfl_xor_sync(0xffffffffu, l[i], 2);
+  }
+
+  if (p.splits == 1) {  // CTA-uniform
+    if (t == 0) {
+#pragma unroll
+      for (int i = 0; i < 2; ++i) {
+        const int sel = sel0 + warp * 16 + g + 8 * i;
         if (sel < p.nsel) p.lse2[bh * p.nsel + sel] = lse_of(m[i], l[i]);
       }
     }
     return;
   }
-  const int64_t part_base = (tile_id * p.splits + split) * kBQ;
-  if (tk == 0) {
+  const int64_t part_base = (tile_id * p.splits + split) * kRows;
+  if (t == 0) {
 #pragma unroll
-    for (int i = 0; i < kMQ; ++i) {
-      p.part_m[part_base + tq + kTQ * i] = m[i];
-      p.part_l[part_base + tq + kTQ * i] = l[i];
+    for (int i = 0; i < 2; ++i) {
+      const int r = warp * 16 + g + 8 * i;
+      p.part_m[part_base + r] = m[i];
+      p.part_l[part_base + r] = l[i];
     }
   }
   if (!last_block_arrives(&p.split_tickets[tile_id], static_cast<unsigned int>(p.splits))) return;
-  if (tid < kBQ) {
-    const int sel = rt * kBQ + tid;
+  if (tid < kRows) {
+    const int sel = sel0 + tid;
     if (sel < p.nsel) {
-      const int64_t base = tile_id * p.splits * kBQ + tid;
-      float M = -INFINITY;
-      for (int s = 0; s < p.splits; ++s) M = fmaxf(M, __ldcg(&p.part_m[base + static_cast<int64_t>(s) * kBQ]));
+      const int64_t base = tile_id * p.splits * kRows + tid;
+      float mx = -INFINITY;
+      for (int s = 0; s < p.splits; ++s) mx = fmaxf(mx, __ldcg(&p.part_m[base + static_cast<int64_t>(s) * kRows]));
       float L = 0.0f;
-      if (M != -INFINITY) {
+      if (mx != -INFINITY) {
         for (int s = 0; s < p.splits; ++s) {
-          const float ms = __ldcg(&p.part_m[base + static_cast<int64_t>(s) * kBQ]);
-          if (ms != -INFINITY) L += __ldcg(&p.part_l[base + static_cast<int64_t>(s) * kBQ]) * exp2f(ms - M);
+          const float ms = __ldcg(&p.part_m[base + static_cast<int64_t>(s) * kRows]);
+          if (ms != -INFINITY) L += __ldcg(&p.part_l[base + static_cast<int64_t>(s) * kRows]) * exp2f(ms - mx);
         }
       }
-      p.lse2[bh * p.nsel + sel] = lse_of(M, L);
+      p.lse2[bh * p.nsel + sel] = lse_of(mx, L);
     }
   }
 }
 
 // ---- pass 2 -----------------------------------------------------------------
-// Block: (bh, key tile kt); blockIdx.x = bh·key_tiles + kt.
-template <typename T>
+// CTA: (bh, key tile kt); blockIdx.x = bh·key_tiles + kt.
+// Dynamic shared memory: [K tile | nbuf Q tiles], each [64][ld].
+template <typename In, MmaKind M>
 __global__ void __launch_bounds__(kThreads) column_sum_kernel(const ScoresParams p) {
-  __shared__ __align__(16) float qs[kBQ][kLd];
-  __shared__ __align__(16) float ks[kBK][kLd];
-  __shared__ int64_t q_off[kBQ];
-  __shared__ int64_t k_off[kBK];
-  __shared__ int64_t row_end[kBQ];
-  __shared__ float row_lse[kBQ];
-  __shared__ float red[kTQ][kBK];
-  constexpr bool kInt8 = std::is_same<T, int8_t>::value;
-  __shared__ float q_sc[kInt8 ? kBQ : 1];
-  __shared__ float k_sc[kInt8 ? kBK : 1];
+  using Elem = typename MmaTraits<M>::Elem;
+  constexpr bool kInt8 = M == MmaKind::kS8;
+  TS_FLASH_SMEM(smem_raw);
+  __shared__ float row_lse[2][kRows];    // lse2 of the staged rows; -inf: the row adds nothing here
+  __shared__ int64_t row_end[2][kRows];  // keys [0, end) visible to the staged rows
+  __shared__ float row_qsc[2][kRows];    // kInt8: code scales of the staged rows
+  __shared__ float red[kWarps][kKeys];
 
-  const int tid = threadIdx.x;
-  const int tq = tid / kTK, tk = tid % kTK;
+  const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32, g = lane / 4, t = lane % 4;
   const int kt = static_cast<int>(blockIdx.x % static_cast<unsigned>(p.key_tiles));
   const int64_t bh = blockIdx.x / static_cast<unsigned>(p.key_tiles);
   const int64_t b = bh / p.H, h = bh % p.H;
-  const T* q = static_cast<const T*>(p.q);
-  const T* k = static_cast<const T*>(p.k);
-  const int64_t key0 = p.key_begin + static_cast<int64_t>(kt) * kBK;
-  const int64_t key_hi = min(p.key_end, key0 + kBK);  // this block's keys: [key0, key_hi)
+  const TileShape<M> ts(p.D);
+  Elem* Ks = reinterpret_cast<Elem*>(smem_raw);  // [kKeys][ld]
+  Elem* Qb = Ks + kKeys * ts.ld;                 // [nbuf][kRows][ld]
+  const In* q = static_cast<const In*>(p.q);
+  const In* k = static_cast<const In*>(p.k);
+  const int64_t key0 = p.key_begin + static_cast<int64_t>(kt) * kKeys;
+  const int64_t key_hi = min(p.key_end, key0 + kKeys);  // this CTA's keys: [key0, key_hi)
 
-  if (tid < kBK) {
-    const int64_t key = key0 + tid;
-    k_off[tid] = key < key_hi ? b * p.k_sb + h * p.k_sh + key * p.k_sn : kNoRow;
-    if (kInt8) k_sc[tid] = key < key_hi ? p.k_scales[bh * p.k_nb + key / p.k_block] : 0.0f;
+  {  // K tile, keys past key_hi zero
+    const int r = tid / 2;
+    const int64_t key = key0 + r;
+    const In* src = key < key_hi ? k + b * p.k_sb + h * p.k_sh + key * p.k_sn : nullptr;
+    stage_row<In, Elem>(Ks + r * ts.ld, src, ts.Dp, p.D, p.k_aligned);
+    cp_async_commit();
   }
+  // This thread's 16 keys 8nt + 2t + x: bias·log2(e) and (kInt8) code scales.
   const float* bias_b = p.bias != nullptr ? p.bias + b * p.bias_sb : nullptr;
-  float bias2[kMK], colsum[kMK];
+  float bias2[8][2], ksc[8][2], colsum[8][2];
 #pragma unroll
-  for (int j = 0; j < kMK; ++j) {
-    const int64_t key = key0 + tk + kTK * j;
-    bias2[j] = (bias_b != nullptr && key < key_hi) ? bias_b[key] * kLog2e : 0.0f;
-    colsum[j] = 0.0f;
-  }
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+      const int64_t key = key0 + nt * 8 + 2 * t + x;
+      bias2[nt][x] = (bias_b != nullptr && key < key_hi) ? bias_b[key] * kLog2e : 0.0f;
+      ksc[nt][x] = (kInt8 && key < key_hi) ? p.k_scales[bh * p.k_nb + key / p.k_block] : 0.0f;
+      colsum[nt][x] = 0.0f;
+    }
   const float* lse_bh = p.lse2 + bh * p.nsel;
 
-  for (int s0 = 0; s0 < p.nsel; s0 += kBQ) {  // block-uniform trip count
-    __syncthreads();  // the previous tile's epilogue is done with row_end/row_lse
-    int live = 0;
-    if (tid < kBQ) {
-      const int sel = s0 + tid;  // nsel <= INT_MAX - kBQ (host)
-      int64_t off = kNoRow, end = 0;
-      float lse = -INFINITY, sc = 0.0f;
-      if (sel < p.nsel) {
-        const int64_t row = p.rows(sel);
-        end = visible_end(p, row);
-        lse = lse_bh[sel];
-        // A row contributes to this key tile iff it has a finite lse (sees a
-        // key with a finite logit) and sees key0.
-        if (lse != -INFINITY && end > key0) {
-          off = b * p.q_sb + h * p.q_sh + row * p.q_sn;
-          live = 1;
-          if (kInt8) sc = p.q_scales[bh * p.q_nb + row / p.q_block];
-        }
+  // Row tile `it` into buffer buf. A row adds to these keys iff it has a
+  // finite lse (sees a key with a finite logit) and sees key0; other rows are
+  // zeros and not loaded. Returns whether this thread's row is live.
+  auto stage_rows = [&](int it, int buf) -> int {
+    const int r = tid / 2, sel = it * kRows + r;  // nsel <= INT_MAX - 1024 (host)
+    const In* src = nullptr;
+    float lse = -INFINITY, sc = 0.0f;
+    int64_t end = 0;
+    if (sel < p.nsel) {
+      const int64_t row = p.rows(sel);
+      end = visible_end(p, row);
+      lse = lse_bh[sel];
+      if (lse != -INFINITY && end > key0) {
+        src = q + b * p.q_sb + h * p.q_sh + row * p.q_sn;
+        if (kInt8) sc = p.q_scales[bh * p.q_nb + row / p.q_block];
       }
-      q_off[tid] = off;
-      if (kInt8) q_sc[tid] = sc;
-      row_end[tid] = end;
-      row_lse[tid] = lse;
     }
-    if (!__syncthreads_or(live)) continue;  // uniform: nothing in this row tile reaches these keys
+    stage_row<In, Elem>(Qb + (buf * kRows + r) * ts.ld, src, ts.Dp, p.D, p.q_aligned);
+    cp_async_commit();
+    if (tid % 2 == 0) {
+      row_lse[buf][r] = src != nullptr ? lse : -INFINITY;
+      row_end[buf][r] = end;
+      row_qsc[buf][r] = sc;
+    }
+    return src != nullptr;
+  };
 
-    float acc[kMQ][kMK];
-    qk_tile<T>(q, k, p.D, q_off, k_off, qs, ks, acc);
-    if (kInt8) apply_code_scales(acc, q_sc, k_sc);
+  const int ntiles = (p.nsel + kRows - 1) / kRows;
+  int live = ntiles > 0 ? stage_rows(0, 0) : 0;
+  for (int it = 0; it < ntiles; ++it) {  // CTA-uniform trip count
+    const int buf = it % p.nbuf;
+    cp_async_wait_all();
+    // Barrier: row tile it (and K) landed; everyone is done with tile it − 1.
+    const bool any = __syncthreads_or(live) != 0;
+    live = 0;
+    if (p.nbuf == 2 && it + 1 < ntiles) live = stage_rows(it + 1, (it + 1) % 2);
+    if (any) {
+      float s[8][4];
+      warp_scores<M>(Qb + buf * kRows * ts.ld, Ks, ts.ld, ts.ksteps, s);
 #pragma unroll
-    for (int i = 0; i < kMQ; ++i) {
-      const int r = tq + kTQ * i;
-      const float lse = row_lse[r];
-      const int64_t end = row_end[r];
-      if (lse == -INFINITY) continue;
+      for (int i = 0; i < 2; ++i) {
+        const int r = warp * 16 + g + 8 * i;
+        const float lse = row_lse[buf][r];
+        if (lse == -INFINITY) continue;
+        const int64_t end = min(row_end[buf][r], key_hi);
+        const float qsc = row_qsc[buf][r];
 #pragma unroll
-      for (int j = 0; j < kMK; ++j) {
-        const int64_t key = key0 + tk + kTK * j;
-        if (key < key_hi && key < end) colsum[j] += exp2f(logit2(acc[i][j], p.scale_log2, bias2[j]) - lse);
+        for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+          for (int x = 0; x < 2; ++x) {
+            const int64_t key = key0 + nt * 8 + 2 * t + x;
+            if (key < end) {
+              float dot = s[nt][2 * i + x];
+              if (kInt8) dot *= qsc * ksc[nt][x];
+              colsum[nt][x] += exp2f(logit2(dot, p.scale_log2, bias2[nt][x]) - lse);
+            }
+          }
       }
+    }
+    if (p.nbuf == 1 && it + 1 < ntiles) {
+      __syncthreads();  // every warp is done with the one Q buffer
+      live = stage_rows(it + 1, 0);
     }
   }
 
-  // Column c = tk + kTK·j: add the kTQ row groups in order.
+  // Key 8nt + 2t + x: add the 8 lanes g = 0..7 (fixed shuffle tree), then the
+  // warps in order.
 #pragma unroll
-  for (int j = 0; j < kMK; ++j) red[tq][tk + kTK * j] = colsum[j];
+  for (int nt = 0; nt < 8; ++nt)
+#pragma unroll
+    for (int x = 0; x < 2; ++x) {
+      float v = colsum[nt][x];
+      v += __shfl_xor_sync(0xffffffffu, v, 4);
+      v += __shfl_xor_sync(0xffffffffu, v, 8);
+      v += __shfl_xor_sync(0xffffffffu, v, 16);
+      if (g == 0) red[warp][nt * 8 + 2 * t + x] = v;
+    }
   __syncthreads();
   const int ncols = static_cast<int>(key_hi - key0);
   float v = 0.0f;
   if (tid < ncols) {
-    for (int g = 0; g < kTQ; ++g) v += red[g][tid];
+    for (int w = 0; w < kWarps; ++w) v += red[w][tid];
   }
   emit_columns(p.sink, b, h, kt, key0 - p.key_begin, ncols, v);
 }
@@ -580,7 +565,7 @@ __global__ void __launch_bounds__(kReduceThreads) probs_column_kernel(const Redu
   float acc0 = 0.0f, acc1 = 0.0f;
   bool bad = false;
 #pragma unroll 4
-  for (int sel = warp; sel < p.nsel; sel += kReduceWarps) {  // nsel <= INT_MAX - kBQ (host)
+  for (int sel = warp; sel < p.nsel; sel += kReduceWarps) {  // nsel <= INT_MAX - 1024 (host)
     const T* row = base + p.rows(sel) * p.sn;
     if (lane < ncols) {
       const float x = load_f32(row + lane);
@@ -635,13 +620,76 @@ void fill_sink(HeadSink* s, const ScoreReduction& r, float* out, int64_t H, int6
   s->accumulate = r.accumulate;
 }
 
+// Every row of the view starts 16-byte aligned (pointer and the three outer
+// strides): the staging may then use cp.async.
+bool rows_aligned16(const TensorView& t) {
+  const int64_t es = static_cast<int64_t>(dtype_size(t.dtype));
+  if (reinterpret_cast<uintptr_t>(t.data) % 16 != 0) return false;
+  for (int i = 0; i < 3; ++i)
+    if ((t.strides[i] * es) % 16 != 0) return false;
+  return true;
+}
+
+// The per-block shared-memory limit of the device (opt-in). The emulator
+// has no such attribute; its stand-in is deliberately small (100 KiB) so
+// that the f32 tiles of large head dims take the one-buffer loop there and
+// both loops are tested.
+Status smem_limit(int device, int64_t* bytes) {
+#if defined(__CUDACC__)
+  int v = 0;
+  TS_CUDA_TRY(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  *bytes = v;
+#else
+  (void)device;
+  *bytes = 100 * 1024;
+#endif
+  return Status::Ok();
+}
+
+// Launches both passes with the tensor-core kind M on inputs In (kInt8: the
+// codes). Chooses one or two streaming buffers from the shared-memory limit.
+template <typename In, MmaKind M>
+Status launch_passes(ScoresParams kp, int device, unsigned pass1_blocks, unsigned pass2_blocks, cudaStream_t stream) {
+  int64_t limit = 0;
+  TS_RETURN_IF_ERROR(smem_limit(device, &limit));
+  kp.nbuf = static_cast<int64_t>(tile_smem_bytes<M>(kp.D, 2)) + kStaticSmemReserve <= limit ? 2 : 1;
+  const size_t smem = tile_smem_bytes<M>(kp.D, kp.nbuf);
+#if defined(__CUDACC__)
+  if (smem > 48 * 1024) {  // above the default per-block limit: opt in, per kernel
+    TS_CUDA_TRY(cudaFuncSetAttribute(row_lse_kernel<In, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smem)));
+    TS_CUDA_TRY(cudaFuncSetAttribute(column_sum_kernel<In, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     static_cast<int>(smem)));
+  }
+#endif
+  row_lse_kernel<In, M><<<pass1_blocks, kThreads, smem, stream>>>(kp);
+  TS_CUDA_CHECK_LAUNCH("row_lse_kernel");
+  column_sum_kernel<In, M><<<pass2_blocks, kThreads, smem, stream>>>(kp);
+  TS_CUDA_CHECK_LAUNCH("column_sum_kernel");
+  return Status::Ok();
+}
+
+// The instruction a (dtype, precision) pair runs on (file header).
+template <typename In>
+Status launch_for_precision(ScorePrecision precision, const ScoresParams& kp, int device, unsigned b1, unsigned b2,
+                            cudaStream_t stream) {
+  if (precision == ScorePrecision::kBF16) return launch_passes<In, MmaKind::kBF16>(kp, device, b1, b2, stream);
+  if constexpr (std::is_same<In, float>::value) {
+    if (precision == ScorePrecision::kTF32) return launch_passes<In, MmaKind::kTF32>(kp, device, b1, b2, stream);
+    return launch_passes<In, MmaKind::kTF32x3>(kp, device, b1, b2, stream);
+  } else if constexpr (std::is_same<In, __half>::value) {
+    return launch_passes<In, MmaKind::kF16>(kp, device, b1, b2, stream);  // f16 values are exact in tf32
+  } else {
+    return launch_passes<In, MmaKind::kBF16>(kp, device, b1, b2, stream);
+  }
+}
+
 }  // namespace
 
 Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.q, "q"));
-  if (p.precision == ScorePrecision::kTF32 || p.precision == ScorePrecision::kBF16)
-    return Status(Code::kUnsupported, "attentionScores: precision tf32/bf16 is not implemented on CUDA yet");
+  // (Few selected rows: the memory-bound path of cuda/attention_rows.cu is dispatched here.)
   const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
   const int64_t Nk = p.k.shape[2];
   const ScoreReduction& r = p.reduce;
@@ -655,15 +703,15 @@ Status attention_scores(const AttentionScoresParams& p) {
   // Grid shapes (functions of the problem shape only: results do not depend
   // on the device).
   const int64_t BH = B * H;
-  const int64_t row_tiles = (nsel + kBQ - 1) / kBQ;
-  const int64_t all_key_tiles = (Nk + kBK - 1) / kBK;
+  const int64_t row_tiles = (nsel + kRows - 1) / kRows;
+  const int64_t all_key_tiles = (Nk + kKeys - 1) / kKeys;
   const int64_t base_blocks = BH * row_tiles;
   int64_t splits = 1;
-  if (base_blocks < kTargetBlocks)
-    splits = std::min<int64_t>({(kTargetBlocks + base_blocks - 1) / base_blocks, all_key_tiles, kMaxSplits});
-  const int64_t split_keys = (all_key_tiles + splits - 1) / splits * kBK;
+  if (base_blocks < kFillBlocks)
+    splits = std::min<int64_t>({(kFillBlocks + base_blocks - 1) / base_blocks, all_key_tiles, kMaxSplits});
+  const int64_t split_keys = (all_key_tiles + splits - 1) / splits * kKeys;
   splits = (Nk + split_keys - 1) / split_keys;  // drop empty splits
-  const int64_t key_tiles = (W + kBK - 1) / kBK;
+  const int64_t key_tiles = (W + kKeys - 1) / kKeys;
   TS_RETURN_IF_ERROR(check_grid_x(base_blocks * splits, "attentionScores"));
   TS_RETURN_IF_ERROR(check_grid_x(BH * key_tiles, "attentionScores"));
   const bool reduce_heads = r.head_reduce != HeadReduce::kNone;
@@ -683,20 +731,20 @@ Status attention_scores(const AttentionScoresParams& p) {
   const bool smooth = int8 && p.smooth_k;
   ScratchLayout lay;
   const size_t o_rows = lay.add<int32_t>(upload_rows ? nsel : 0);
-  const size_t o_lse = lay.add<float>(BH * nsel);
-  const int64_t nparts = splits > 1 ? base_blocks * splits * kBQ : 0;
-  const size_t o_pm = lay.add<float>(nparts);
+  const size_t o_lse = lay.add<float>(BH * nsel);                    // [B·H, nsel] lse2
+  const int64_t nparts = splits > 1 ? base_blocks * splits * kRows : 0;
+  const size_t o_pm = lay.add<float>(nparts);                         // [B·H·row_tiles, splits, 64]
   const size_t o_pl = lay.add<float>(nparts);
-  const size_t o_heads = lay.add<float>(reduce_heads ? BH * W : 0);
+  const size_t o_heads = lay.add<float>(reduce_heads ? BH * W : 0);  // [B, H, W]
   const int64_t n_split_tickets = splits > 1 ? base_blocks : 0;
   const int64_t n_col_tickets = reduce_heads ? B * key_tiles : 0;
   const int64_t n_counters = 1 + n_split_tickets + n_col_tickets;
   const size_t o_counters = lay.add<unsigned int>(n_counters);
-  const size_t o_q8 = lay.add<int8_t>(int8 ? BH * Nq * D : 0);
-  const size_t o_k8 = lay.add<int8_t>(int8 ? BH * Nk * D : 0);
-  const size_t o_qsc = lay.add<float>(BH * q_nb);
-  const size_t o_ksc = lay.add<float>(BH * k_nb);
-  const size_t o_kmean = lay.add<float>(smooth ? BH * D : 0);
+  const size_t o_q8 = lay.add<int8_t>(int8 ? BH * Nq * D : 0);        // [B, H, Nq, D] codes
+  const size_t o_k8 = lay.add<int8_t>(int8 ? BH * Nk * D : 0);        // [B, H, Nk, D] codes
+  const size_t o_qsc = lay.add<float>(BH * q_nb);                     // [B·H, q blocks]
+  const size_t o_ksc = lay.add<float>(BH * k_nb);                     // [B·H, k blocks]
+  const size_t o_kmean = lay.add<float>(smooth ? BH * D : 0);         // [B·H, D]
   const size_t o_kpart = lay.add<double>(smooth ? BH * mean_chunks(Nk) * D : 0);
   Scratch scratch(p.q.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
@@ -720,6 +768,8 @@ Status attention_scores(const AttentionScoresParams& p) {
   kp.k_sb = p.k.strides[0];
   kp.k_sh = p.k.strides[1];
   kp.k_sn = p.k.strides[2];
+  kp.q_aligned = rows_aligned16(p.q);
+  kp.k_aligned = rows_aligned16(p.k);
   kp.bias = p.has_key_bias ? p.key_bias.ptr<const float>() : nullptr;
   kp.bias_sb = p.has_key_bias ? p.key_bias.strides[0] : 0;
   kp.H = static_cast<int>(H);
@@ -757,6 +807,7 @@ Status attention_scores(const AttentionScoresParams& p) {
     kp.k_sn = D;
     kp.k_sh = Nk * D;
     kp.k_sb = H * Nk * D;
+    kp.q_aligned = kp.k_aligned = D % 16 == 0;  // the code buffers are 256-byte aligned
     kp.q_scales = scratch.at<float>(o_qsc);
     kp.q_nb = q_nb;
     kp.q_block = p.q_block;
@@ -769,11 +820,12 @@ Status attention_scores(const AttentionScoresParams& p) {
   const unsigned pass2_blocks = static_cast<unsigned>(BH * key_tiles);
   return TS_DISPATCH_FLOAT(p.q.dtype, "attentionScores", [&] {
     if (p.check_finite) {
-      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.q.data), B, H, nsel, kp.q_sb,
-                                                    kp.q_sh, kp.q_sn, kp.rows, D, false, kBadInput, kp.flag, stream));
-      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.k.data), B, H, Nk, kp.k_sb,
-                                                    kp.k_sh, kp.k_sn, RowMap{nullptr, 0}, D, false, kBadInput,
+      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.q.data), B, H, nsel, p.q.strides[0],
+                                                    p.q.strides[1], p.q.strides[2], kp.rows, D, false, kBadInput,
                                                     kp.flag, stream));
+      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.k.data), B, H, Nk, p.k.strides[0],
+                                                    p.k.strides[1], p.k.strides[2], RowMap{nullptr, 0}, D, false,
+                                                    kBadInput, kp.flag, stream));
       if (p.has_key_bias)
         TS_RETURN_IF_ERROR(launch_nonfinite<float>(kp.bias, B, 1, 1, kp.bias_sb, 0, 0, RowMap{nullptr, 0}, Nk, true,
                                                    kBadBias, kp.flag, stream));
@@ -787,15 +839,10 @@ Status attention_scores(const AttentionScoresParams& p) {
       const BlockFilter q_blocks{kp.rows.list, kp.rows.first, nsel};
       TS_RETURN_IF_ERROR(launch_rows_quantize(q_view, nullptr, 8, p.q_block, q_blocks, scratch.at<int8_t>(o_q8),
                                               scratch.at<float>(o_qsc), kp.flag, kBadInput, stream));
-      row_lse_kernel<int8_t><<<pass1_blocks, kThreads, 0, stream>>>(kp);
-      TS_CUDA_CHECK_LAUNCH("row_lse_kernel");
-      column_sum_kernel<int8_t><<<pass2_blocks, kThreads, 0, stream>>>(kp);
-      TS_CUDA_CHECK_LAUNCH("column_sum_kernel");
+      TS_RETURN_IF_ERROR(
+          (launch_passes<int8_t, MmaKind::kS8>(kp, p.q.device, pass1_blocks, pass2_blocks, stream)));
     } else {
-      row_lse_kernel<scalar_t><<<pass1_blocks, kThreads, 0, stream>>>(kp);
-      TS_CUDA_CHECK_LAUNCH("row_lse_kernel");
-      column_sum_kernel<scalar_t><<<pass2_blocks, kThreads, 0, stream>>>(kp);
-      TS_CUDA_CHECK_LAUNCH("column_sum_kernel");
+      TS_RETURN_IF_ERROR(launch_for_precision<scalar_t>(p.precision, kp, p.q.device, pass1_blocks, pass2_blocks, stream));
     }
     if (!p.check_finite) return Status::Ok();
     int bad = 0;

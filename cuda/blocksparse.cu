@@ -29,6 +29,7 @@
 #include <string>
 
 #include "cuda/common.cuh"
+#include "cuda/flash.cuh"
 #include "cuda/mma.cuh"
 #include "tokensieve/blocksparse.h"
 
@@ -69,15 +70,6 @@ struct BsaArgs {
   int nqs, nks;
 };
 
-template <typename T>
-__device__ __forceinline__ T from_f32(float x);
-template <>
-__device__ __forceinline__ float from_f32<float>(float x) { return x; }
-template <>
-__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
-template <>
-__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
-
 // Eight consecutive elements of a row (In) into shared memory as T; null
 // src writes zeros (rows past the end, or an invalid permutation entry).
 template <typename In, typename T>
@@ -106,7 +98,6 @@ __device__ __forceinline__ void load8(const In* src, bool aligned, T* dst) {
   for (int i = 0; i < 8; ++i) dst[i] = from_f32<T>(f[i]);
 }
 
-__device__ __forceinline__ uint32_t lds32(const void* p) { return *reinterpret_cast<const uint32_t*>(p); }
 
 
 // The kept 64-key tiles of one CTA, in order: the partial list's blocks, then

@@ -11,6 +11,8 @@ import {
   fasterVLMSync,
   fastVSync,
   FloatDType,
+  fromHalfBits,
+  toHalfBits,
   foPruSync,
   gather,
   gatherSync,
@@ -33,7 +35,8 @@ import {
   stcScores,
 } from '../lib';
 import { native } from '../lib/native';
-import { describeCuda, expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
+import { describeCuda, expectClose, expectCode, expectDerivedTolerance, expectReject, makeTensor, randn, rng } from './helpers';
+import { refAttentionScores } from './reference/attention';
 const dev = 'cuda:0';
 let seed = 7100;
 
@@ -102,5 +105,72 @@ describeCuda('attention kernels: CUDA matches CPU', () => {
         gpu.dispose();
       }
     }
+  });
+});
+
+// ---- attentionScores on the tensor cores (cuda/attention.cu): every precision
+// against the CPU at the same precision, under the tolerance rule (README,
+// "CPU and GPU: tolerance and ties"): |cuda − exact| <= 2·|cpu − exact| + atol,
+// exact being float64 of the inputs as the precision rounds them.
+
+/** cvt.rna.tf32: 10 mantissa bits, half away from zero. */
+function tf32Of(x: number): number {
+  const f = new Float32Array([x]);
+  const u = new Uint32Array(f.buffer);
+  if ((u[0] & 0x7f800000) !== 0x7f800000) u[0] = ((u[0] + 0x1000) & ~0x1fff) >>> 0;
+  return f[0];
+}
+function bf16Of(x: number): number {
+  return fromHalfBits(toHalfBits([x], 'bf16'), 'bf16')[0];
+}
+
+describeCuda('attentionScores tensor-core path: every dtype × precision within the tolerance rule', () => {
+  type Precision = 'native' | 'tf32' | 'bf16' | 'int8';
+  interface TcCase { B: number; H: number; Nq: number; Nk: number; D: number; opts: Record<string, unknown> }
+  const shapes: TcCase[] = [
+    { B: 2, H: 3, Nq: 130, Nk: 577, D: 80, opts: { causal: true, heads: 'none' } },
+    { B: 1, H: 4, Nq: 577, Nk: 577, D: 64, opts: { queries: { start: 0, end: 577 }, keys: { start: 1 } } },
+    { B: 2, H: 2, Nq: 65, Nk: 200, D: 200, opts: { queries: [64, 0, 0, 33], reduce: 'sum', heads: 'sum', causal: true, causalOffset: -3 } },
+    { B: 1, H: 4, Nq: 1031, Nk: 1031, D: 128, opts: {} },
+  ];
+  let compared = 0;
+  for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+    for (const precision of ['native', 'tf32', 'bf16', 'int8'] as Precision[]) {
+      for (const c of shapes) {
+        test(`${dtype} ${precision} B${c.B} H${c.H} Nq${c.Nq} Nk${c.Nk} D${c.D} ${JSON.stringify(c.opts)}`, () => {
+          expect.hasAssertions();
+          const q = makeTensor(randn(c.B * c.H * c.Nq * c.D, seed++, 1.5), [c.B, c.H, c.Nq, c.D], dtype);
+          const k = makeTensor(randn(c.B * c.H * c.Nk * c.D, seed++, 1.5), [c.B, c.H, c.Nk, c.D], dtype);
+          const biasData = Float32Array.from(randn(c.B * c.Nk, seed++), (v, i) => (i % 7 === 2 ? -Infinity : v));
+          const bias = Tensor.from({ data: biasData, shape: [c.B, c.Nk] });
+          const seen = precision === 'tf32' && dtype === 'f32' ? tf32Of : precision === 'bf16' ? bf16Of : (x: number) => x;
+          const scale = 1 / Math.sqrt(c.D);
+          const o = c.opts as { queries?: unknown; keys?: { start?: number; end?: number }; reduce?: 'mean' | 'sum'; heads?: 'mean' | 'sum' | 'none'; causal?: boolean; causalOffset?: number };
+          const rows = Array.isArray(o.queries) ? (o.queries as number[]) : [...Array(c.Nq).keys()];
+          const keyBegin = o.keys?.start ?? 0, keyEnd = o.keys?.end ?? c.Nk;
+          const exact = refAttentionScores(
+            { q: q.exact.map(seen), k: k.exact.map(seen), B: c.B, H: c.H, Nq: c.Nq, Nk: c.Nk, D: c.D, scale, causal: o.causal, causalOffset: o.causalOffset ?? c.Nk - c.Nq, keyBias: biasData },
+            { rows, reduce: o.reduce ?? 'mean', heads: o.heads ?? 'mean', keyBegin, keyEnd },
+          );
+          const opts = { ...c.opts, scale, precision, keyBias: bias };
+          const cpu = attentionScoresSync(q.t, k.t, opts).toArray();
+          const qd = q.t.to(dev), kd = k.t.to(dev), bd = bias.to(dev);
+          const gpu = attentionScoresSync(qd, kd, { ...opts, keyBias: bd });
+          let maxRef = 0;
+          for (const v of exact) maxRef = Math.max(maxRef, Math.abs(v));
+          // The baseline's worst error stands for every element (errors move between elements with the summation order).
+          let base = 0;
+          for (let i = 0; i < exact.length; i++) base = Math.max(base, Math.abs(cpu[i] - exact[i]));
+          const baseline = Float64Array.from(exact, (e) => e + base);
+          const worst = expectDerivedTolerance(gpu.toArray(), baseline, exact, `${dtype}/${precision}`, { atol: 1e-6 * maxRef, ulps: 4 });
+          expect(worst).toBeLessThanOrEqual(1);
+          compared++;
+          for (const t of [qd, kd, bd, gpu]) t.dispose();
+        });
+      }
+    }
+  }
+  test('the comparisons above ran', () => {
+    expect(compared).toBe(3 * 4 * shapes.length);
   });
 });
