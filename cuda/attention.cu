@@ -42,6 +42,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/attention.cuh"
 #include "cuda/common.cuh"
 #include "cuda/quantize.cuh"
 #include "tokensieve/attention.h"
@@ -640,6 +641,8 @@ void fill_sink(HeadSink* s, const ScoreReduction& r, float* out, int64_t H, int6
 Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.q, "q"));
+  // A handful of rows (CLS row, last row): the memory-bound path of attention_rows.cu.
+  if (rows_path_applies(p)) return attention_scores_rows(p);
   if (p.precision == ScorePrecision::kTF32 || p.precision == ScorePrecision::kBF16)
     return Status(Code::kUnsupported, "attentionScores: precision tf32/bf16 is not implemented on CUDA yet");
   const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
