@@ -22,7 +22,7 @@
 //   ticket) merges the splits in split order into lse2 [B·H, nsel].
 //
 //   Kernel B, rows_columns_kernel — grid (b, tile of kColThreads output
-//   keys), one thread per key: out = Σ_h Σ_rows weight · 2^(s2 − lse2), the
+//   keys), one thread per key, kHeadStep heads' loads in flight: out = Σ_h Σ_rows weight · 2^(s2 − lse2), the
 //   rows in selection order inside a head and heads added in order
 //   h = 0..H−1 (no float atomics: results do not depend on scheduling).
 //
@@ -299,28 +299,49 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<R>) rows_logits_kernel(co
 
 // ---- kernel B -----------------------------------------------------------------
 // Block: (b, column tile); one thread per output key. No barriers: threads
-// past W simply return.
+// past W simply return. The logits and lse of kHeadStep heads × R rows are
+// independent loads (L2-resident: kernel A just wrote them), issued together
+// rather than one round trip per head; the sums still run rows in order
+// inside a head and heads in order h = 0..H−1.
+constexpr int kHeadStep = 4;
+
+template <int R>
 __global__ void __launch_bounds__(kColThreads) rows_columns_kernel(const RowsParams p) {
   const int ct = static_cast<int>(blockIdx.x % static_cast<unsigned>(p.col_tiles));
   const int64_t b = blockIdx.x / static_cast<unsigned>(p.col_tiles);
   const int64_t j = static_cast<int64_t>(ct) * kColThreads + threadIdx.x;  // relative to key_begin
   if (j >= p.W) return;
   const int64_t key = p.key_begin + j;
+  unsigned sees = 0;  // bit r: row r is selected and sees this key
+#pragma unroll
+  for (int r = 0; r < R; ++r)
+    if (r < p.nsel && key < visible_end(p, p.rows(r))) sees |= 1u << r;
   float total = 0.0f;
-  for (int h = 0; h < p.H; ++h) {
-    const int64_t bh = b * p.H + h;
-    float head = 0.0f;
-    for (int r = 0; r < p.nsel; ++r) {
-      const float lse = p.lse2[bh * p.nsel + r];
-      // A row whose every key is masked (lse -inf) adds nothing, as on the CPU.
-      if (lse == -INFINITY || key >= visible_end(p, p.rows(r))) continue;
-      head += exp2f(p.logits[(bh * p.nsel + r) * p.W + j] - lse);
+  for (int h0 = 0; h0 < p.H; h0 += kHeadStep) {
+    float head[kHeadStep];
+#pragma unroll
+    for (int hh = 0; hh < kHeadStep; ++hh) {
+      const int64_t bh = b * p.H + h0 + hh;
+      head[hh] = 0.0f;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        if (h0 + hh < p.H && ((sees >> r) & 1u)) {
+          const float lse = __ldg(&p.lse2[bh * p.nsel + r]);
+          const float s = __ldg(&p.logits[(bh * p.nsel + r) * p.W + j]);
+          // A row whose every key is masked (lse -inf) adds nothing, as on the CPU.
+          if (lse != -INFINITY) head[hh] += exp2f(s - lse);
+        }
+      }
     }
-    if (p.heads_none) {
-      float* o = p.out + bh * p.W + j;
-      *o = (p.accumulate ? *o : 0.0f) + p.weight * head;
-    } else {
-      total += head;
+#pragma unroll
+    for (int hh = 0; hh < kHeadStep; ++hh) {
+      if (h0 + hh >= p.H) break;
+      if (p.heads_none) {
+        float* o = p.out + (b * p.H + h0 + hh) * p.W + j;
+        *o = (p.accumulate ? *o : 0.0f) + p.weight * head[hh];
+      } else {
+        total += head[hh];
+      }
     }
   }
   if (!p.heads_none) {
@@ -359,6 +380,22 @@ int64_t row_visible_end(const AttentionScoresParams& p, int32_t row) {
   const int64_t Nk = p.k.shape[2];
   if (!p.causal) return Nk;
   return std::max<int64_t>(0, std::min<int64_t>(Nk, static_cast<int64_t>(row) + p.causal_offset + 1));
+}
+
+template <int R>
+Status launch_columns_r(const RowsParams& kp, unsigned blocks, cudaStream_t stream) {
+  rows_columns_kernel<R><<<blocks, kColThreads, 0, stream>>>(kp);
+  TS_CUDA_CHECK_LAUNCH("rows_columns_kernel");
+  return Status::Ok();
+}
+
+Status launch_columns(const RowsParams& kp, int R, unsigned blocks, cudaStream_t stream) {
+  switch (R) {
+    case 1: return launch_columns_r<1>(kp, blocks, stream);
+    case 2: return launch_columns_r<2>(kp, blocks, stream);
+    case 4: return launch_columns_r<4>(kp, blocks, stream);
+    default: return launch_columns_r<8>(kp, blocks, stream);
+  }
 }
 
 template <typename T, int kVecBytes, int R>
@@ -534,8 +571,7 @@ Status attention_scores_rows(const AttentionScoresParams& p) {
                                                    kBadBias, kp.flag, stream));
     }
     TS_RETURN_IF_ERROR(launch_logits_any<scalar_t>(kp, vb, R, logits_blocks, stream));
-    rows_columns_kernel<<<column_blocks, kColThreads, 0, stream>>>(kp);
-    TS_CUDA_CHECK_LAUNCH("rows_columns_kernel");
+    TS_RETURN_IF_ERROR(launch_columns(kp, R, column_blocks, stream));
     if (!p.check_finite) return Status::Ok();
     int bad = 0;
     TS_RETURN_IF_ERROR(read_device_flag(kp.flag, stream, &bad));
