@@ -73,6 +73,7 @@
 #include <string>
 #include <type_traits>
 
+#include "cuda/attention.cuh"
 #include "cuda/common.cuh"
 #include "cuda/flash.cuh"
 #include "cuda/mma.cuh"
@@ -689,7 +690,8 @@ Status launch_for_precision(ScorePrecision precision, const ScoresParams& kp, in
 Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.q, "q"));
-  // (Few selected rows: the memory-bound path of cuda/attention_rows.cu is dispatched here.)
+  // A handful of rows (CLS row, last row): the memory-bound path of attention_rows.cu.
+  if (rows_path_applies(p)) return attention_scores_rows(p);
   const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
   const int64_t Nk = p.k.shape[2];
   const ScoreReduction& r = p.reduce;

@@ -36,7 +36,7 @@ import {
 } from '../lib';
 import { native } from '../lib/native';
 import { describeCuda, expectClose, expectCode, expectDerivedTolerance, expectReject, makeTensor, randn, rng } from './helpers';
-import { refAttentionScores } from './reference/attention';
+import { bnhdToBhnd, refAttentionScores } from './reference/attention';
 const dev = 'cuda:0';
 let seed = 7100;
 
@@ -173,4 +173,71 @@ describeCuda('attentionScores tensor-core path: every dtype × precision within 
   test('the comparisons above ran', () => {
     expect(compared).toBe(3 * 4 * shapes.length);
   });
+});
+
+// The few-rows path (cuda/attention_rows.cu: CLS row, FastV's last row, a
+// short query range) against float64 under the README's tolerance rule: the
+// device's error is at most 2× the CPU back end's plus atol (1e-6 of the
+// largest value).
+interface RowsCase {
+  B: number; H: number; N: number; D: number; dtype: FloatDType; layout: 'bhnd' | 'bnhd';
+  rows: number[]; opts: Record<string, unknown>; keys?: [number, number]; bias?: boolean;
+}
+const ROWS_CASES: RowsCase[] = [
+  { B: 2, H: 16, N: 577, D: 64, dtype: 'f16', layout: 'bhnd', rows: [0], opts: { queries: 0, keys: { start: 1 } }, keys: [1, 577] },
+  { B: 2, H: 16, N: 577, D: 64, dtype: 'f32', layout: 'bnhd', rows: [0], opts: { queries: 0 }, bias: true },
+  { B: 1, H: 8, N: 1031, D: 128, dtype: 'bf16', layout: 'bhnd', rows: [1030], opts: { queries: -1, causal: true } },
+  { B: 2, H: 3, N: 300, D: 80, dtype: 'f32', layout: 'bnhd', rows: [5, 2, 5], opts: { queries: [5, 2, 5], heads: 'none', reduce: 'sum' }, bias: true },
+  { B: 1, H: 4, N: 1031, D: 80, dtype: 'f16', layout: 'bhnd', rows: [1000, 1001, 1002, 1003],
+    opts: { queries: { start: 1000, end: 1004 }, causal: true, causalOffset: -20, keys: { start: 7, end: 900 } }, keys: [7, 900] },
+  { B: 2, H: 2, N: 400, D: 256, dtype: 'f32', layout: 'bhnd', rows: [0, 9, 3, 8, 7, 6, 5, 399], opts: { queries: [0, 9, 3, 8, 7, 6, 5, 399], heads: 'sum' }, bias: true },
+];
+
+describeCuda('attentionScores, few rows: CUDA within the derived tolerance of float64', () => {
+  for (const c of ROWS_CASES) {
+    test(`B${c.B} H${c.H} N${c.N} D${c.D} ${c.dtype} ${c.layout} ${JSON.stringify(c.opts)}`, async () => {
+      const shape = c.layout === 'bhnd' ? [c.B, c.H, c.N, c.D] : [c.B, c.N, c.H, c.D];
+      const n = c.B * c.H * c.N * c.D;
+      const q = makeTensor(randn(n, seed++, 1.5), shape, c.dtype);
+      const k = makeTensor(randn(n, seed++, 1.5), shape, c.dtype);
+      const biasData = Float32Array.from(randn(c.B * c.N, seed++), (v, i) => (i % 7 === 2 ? -Infinity : v));
+      const bias = c.bias ? Tensor.from({ data: biasData, shape: [c.B, c.N] }) : undefined;
+      const opts = { ...c.opts, layout: c.layout, ...(bias ? { keyBias: bias } : {}) };
+      const asBhnd = (x: Float64Array) => (c.layout === 'bhnd' ? x : bnhdToBhnd(x, c.B, c.N, c.H, c.D));
+      const o = c.opts as { causal?: boolean; causalOffset?: number; heads?: 'mean' | 'sum' | 'none'; reduce?: 'mean' | 'sum' };
+      const [keyBegin, keyEnd] = c.keys ?? [0, c.N];
+      // The reference over the selected rows only (rows s = 0..nsel-1 of a
+      // gathered q; a causal case selects a contiguous range, so its offset
+      // moves by the first row).
+      const nsel = c.rows.length;
+      const qAll = asBhnd(q.exact);
+      const qSel = new Float64Array(c.B * c.H * nsel * c.D);
+      for (let bh = 0; bh < c.B * c.H; bh++)
+        for (let s = 0; s < nsel; s++)
+          qSel.set(qAll.subarray((bh * c.N + c.rows[s]) * c.D, (bh * c.N + c.rows[s] + 1) * c.D), (bh * nsel + s) * c.D);
+      if (o.causal) expect(c.rows).toEqual(c.rows.map((_, s) => c.rows[0] + s));
+      const exact = refAttentionScores(
+        { q: qSel, k: asBhnd(k.exact), B: c.B, H: c.H, Nq: nsel, Nk: c.N, D: c.D, scale: 1 / Math.sqrt(c.D),
+          causal: o.causal, causalOffset: (o.causalOffset ?? 0) + c.rows[0], keyBias: bias ? biasData : undefined },
+        { rows: c.rows.map((_, s) => s), reduce: o.reduce ?? 'mean', heads: o.heads ?? 'mean', keyBegin, keyEnd });
+      const atol = 1e-6 * exact.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+      const cpu = attentionScoresSync(q.t, k.t, opts).toArray();
+      const qd = q.t.to(dev), kd = k.t.to(dev), bd = bias?.to(dev);
+      const dopts = { ...opts, ...(bd ? { keyBias: bd } : {}) };
+      let compared = 0;
+      const gpu = attentionScoresSync(qd, kd, dopts);
+      expectDerivedTolerance(gpu.toArray(), cpu, exact, 'sync', { atol });
+      compared += exact.length;
+      // async into a poisoned device output (unwritten elements stay NaN), then accumulate onto it
+      const poison = Tensor.from({ data: new Float32Array(exact.length).fill(NaN), shape: gpu.shape as number[] }, { device: dev });
+      await attentionScores(qd, kd, { ...dopts, out: poison });
+      expectDerivedTolerance(poison.toArray(), cpu, exact, 'async', { atol });
+      compared += exact.length;
+      attentionScoresSync(qd, kd, { ...dopts, out: poison, accumulate: true });
+      expectDerivedTolerance(poison.toArray(), cpu.map((v) => 2 * v), exact.map((v) => 2 * v), 'accumulate', { atol: 2 * atol });
+      compared += exact.length;
+      expect(compared).toBeGreaterThan(0);
+      for (const t of [qd, kd, bd, gpu, poison]) t?.dispose();
+    });
+  }
 });

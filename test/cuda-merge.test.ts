@@ -133,7 +133,7 @@ describeCuda('CUDA token merging', () => {
   // 'nudge' makes b-token 4k + 3 b-token 4k + 1 scaled by 1 + m·2^-21 per
   // value (a difference tf32 cannot see) and a-tokens 4k, 4k + 2 lie near
   // both (each row's two best columns differ in the last bits).
-  const f32Metric = (B: number, N: number, C: number, kind: 'random' | 'dup' | 'nudge', seed: number): number[] => {
+  const f32Metric = (B: number, N: number, C: number, kind: 'random' | 'dup' | 'nudge', seed: number): Float64Array => {
     const v = randn(B * N * C, seed);
     const nudge = randn(B * N * C, seed + 1);
     for (let bb = 0; bb < B; bb++) {

@@ -10,6 +10,8 @@
 #   attention_test  attention scores and reductions (cuda/attention.cu)
 #                   against float64 references (bad input, no-leak checks of
 #                   scratch memory) and against the CPU back end;
+#   attention_rows_test the few-rows path (cuda/attention_rows.cu) against
+#                   float64 and the CPU back end under the tolerance rule;
 #   select_test     top-k and gather (cuda/select.cu) likewise;
 #   quantize_test   quantize/dequantize byte-equal with the CPU back end, and
 #                   INT8 attention scores against the CPU's;
@@ -38,14 +40,14 @@ out="$root/build-emu"
 mkdir -p "$out/src/cuda" "$out/obj"
 cd "$root"
 
-all=(attention_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test blocksparse_test mma_test)
+all=(attention_test attention_rows_test select_test quantize_test merge_test diversity_test coverage_test stc_test diversity_steps_test blocksparse_test mma_test)
 if [ $# -gt 0 ]; then names=("$@"); else names=("${all[@]}"); fi
 want() { local n; for n in "${names[@]}"; do [ "$n" = "$1" ] && return 0; done; return 1; }
 
 # The CUDA sources (emulated) each program links, and the CPU back end.
 declare -A cuda_of=(
-  [attention_test]="attention select quantize" [select_test]="attention select quantize"
-  [quantize_test]="attention select quantize" [merge_test]="merge"
+  [attention_test]="attention attention_rows select quantize" [attention_rows_test]="attention attention_rows select quantize"
+  [select_test]="attention attention_rows select quantize" [quantize_test]="attention attention_rows select quantize" [merge_test]="merge"
   [diversity_test]="features diversity" [coverage_test]="features coverage" [stc_test]="stc"
   [diversity_steps_test]="features diversity_steps" [blocksparse_test]="blocksparse" [mma_test]="")
 
