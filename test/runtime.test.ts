@@ -194,20 +194,26 @@ describe('memory', () => {
        const rss = () => { global.gc(); return process.memoryUsage().rss; };
        (async () => {
          const round = async () => { t.attentionScoresSync(q, q); await t.attentionScores(q, q); t.topkSync({ data: new Float32Array(1000), shape: [1000] }, 10); };
-         // RSS climbs for the first ~10k calls (V8 tiers up, allocators warm), then stays flat.
+         // RSS climbs for the first thousands of calls (V8 tiers up, allocators warm), then stays flat.
          for (let i = 0; i < 5000; i++) await round();
-         const a = rss();
-         for (let i = 0; i < 5000; i++) await round();
-         const b = rss();
-         process.stdout.write(JSON.stringify({ a, b }));
+         const samples = [rss()];
+         for (let w = 0; w < 3; w++) {
+           for (let i = 0; i < 5000; i++) await round();
+           samples.push(rss());
+         }
+         process.stdout.write(JSON.stringify(samples));
        })();`,
       {},
       ['--expose-gc'],
     );
     expect(r.status).toBe(0);
-    const { a, b } = JSON.parse(r.stdout);
-    // 15000 more calls: a leak of even 1 KB per call would add ~15 MB.
-    expect(b - a).toBeLessThan(8 * 1024 * 1024);
+    const samples: number[] = JSON.parse(r.stdout);
+    const growth = samples.slice(1).map((v, i) => v - samples[i]);
+    // Three windows of 15000 calls each. A leak of even 1 KB per call adds
+    // ~15 MB to every window; the allocator's one-off jumps (a new arena, a
+    // heap page; up to ~8 MB seen on a loaded CI machine) land in one window,
+    // so the smallest window's growth is the leak signal.
+    expect(Math.min(...growth)).toBeLessThan(4 * 1024 * 1024);
   });
 });
 
