@@ -71,6 +71,7 @@ namespace emu {
 inline uint64_t warp_exchange(uint64_t v, int src_lane) {
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
   warp_buf[w][lane] = v;
+  progress++;  // a warp-wide barrier: progress for the watchdog, as __syncwarp
   warp_bars[w]->arrive_and_wait();
   const uint64_t r = warp_buf[w][src_lane];
   warp_bars[w]->arrive_and_wait();
@@ -167,6 +168,7 @@ inline unsigned __ballot_sync(unsigned mask, int p) {
   if (mask != 0xffffffffu) { fprintf(stderr, "emu: partial ballot mask\n"); abort(); }
   const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
   emu::warp_buf[w][lane] = p ? 1 : 0;
+  emu::progress++;
   emu::warp_bars[w]->arrive_and_wait();
   unsigned m = 0;
   for (int l = 0; l < 32; ++l) if (emu::warp_buf[w][l]) m |= 1u << l;
@@ -262,7 +264,9 @@ void launch_impl(F&& f, unsigned grid, unsigned block) {
     while (!done) {
       std::this_thread::sleep_for(std::chrono::milliseconds(5));
       long now = progress.load();
-      if (now == last) { if (++still > 6000) { fprintf(stderr, "emu: no barrier progress for 30 s: deadlock (non-uniform barrier?)\n"); abort(); } }
+      // 120 s: CI runs the programs side by side on two cores, so a block's
+      // 1,024 threads can go many seconds between barriers without a bug.
+      if (now == last) { if (++still > 24000) { fprintf(stderr, "emu: no barrier progress for 120 s: deadlock (non-uniform barrier?)\n"); abort(); } }
       else { still = 0; last = now; }
     }
   });
