@@ -76,6 +76,7 @@ Napi::Value ContextualMerge(const Napi::CallbackInfo& info) {
   p.stream = cx.stream(9);
   p.c = to_int64(arg(a, ContextualMergeSlots::c));
   const bool wait = arg(a, ContextualMergeSlots::wait) != 0;
+  p.device_checks = wait || p.x.on_host();  // a device flag read drains the stream
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::contextual_merge(p);

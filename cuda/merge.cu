@@ -28,8 +28,10 @@
 // in that order over the channels. A bad assign value flags the CSR, and the
 // reduction then does nothing; the flag is read back only when the call
 // waits (device_checks).
-// contextual_merge: normalise, each member's argmax target (sequential fmaf
-// chains again), CSR per target in member order, target + mean(members).
+// contextual_merge: normalise the remaining tokens (only those are read and
+// checked, as on the CPU), each member's argmax target (sequential fmaf
+// chains again), CSR per target in member order, target + mean(members); the
+// NaN flag is read back only when the call waits (device_checks).
 // The split is checked to be a partition of [0, N) first (split_count /
 // split_check kernels; the later kernels do nothing through a bad split, and
 // the one read-back at the end reports it): a bad one would leave tokens
@@ -82,10 +84,12 @@ constexpr int kNoBadSplit = 0x7f7f7f7f;  // split_check's "no bad position" (mem
 // is bit-identical to the CPU's.
 template <typename T>
 __global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t B, int64_t N,
-                                 int64_t C, float* __restrict__ out, int* flag) {
+                                 int64_t C, const int32_t* __restrict__ rows, int64_t R, float* __restrict__ out,
+                                 int* flag) {
+  // Thread t: token rows[t] of batch row t / R (rows [B, R]).
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (t >= B * N) return;
-  const int64_t b = t / N, n = t % N;
+  if (t >= B * R) return;
+  const int64_t b = t / R, n = rows[t];
   const T* row = x + b * stride_b + n * stride_n;
   double s4[4] = {0, 0, 0, 0};  // element d into sum d % 4, as cpu/merge.cc
   bool finite = true;
@@ -97,7 +101,7 @@ __global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int6
   const double ss = (s4[0] + s4[1]) + (s4[2] + s4[3]);
   if (!finite) atomicOr(flag, 1);
   const float norm = static_cast<float>(sqrt(ss));
-  float* dst = out + t * C;
+  float* dst = out + (b * N + n) * C;
   for (int64_t d = 0; d < C; ++d) dst[d] = norm > 0.0f ? div_rn(load_f32(row + d), norm) : 0.0f;
 }
 
@@ -836,12 +840,14 @@ __global__ void contextual_kernel(const T* __restrict__ x, int64_t stride_b, int
   }
 }
 
-Status normalise(const TensorView& t, float* out, int* flag, cudaStream_t stream) {
+// out [B, N, C]: the L2-normalised rows of t's tokens rows [B, R] (the
+// other tokens are neither written nor checked); flag set on NaN/Inf.
+Status normalise(const TensorView& t, const int32_t* rows, int64_t R, float* out, int* flag, cudaStream_t stream) {
   const int64_t B = t.shape[0], N = t.shape[1], C = t.shape[2];
-  TS_RETURN_IF_ERROR(check_grid_x(blocks_for(B * N, kThreads), "normalise"));
+  TS_RETURN_IF_ERROR(check_grid_x(blocks_for(B * R, kThreads), "normalise"));
   return TS_DISPATCH_FLOAT(t.dtype, "normalise", [&] {
-    normalise_kernel<scalar_t><<<static_cast<unsigned>(blocks_for(B * N, kThreads)), kThreads, 0, stream>>>(
-        static_cast<const scalar_t*>(t.data), t.strides[0], t.strides[1], B, N, C, out, flag);
+    normalise_kernel<scalar_t><<<static_cast<unsigned>(blocks_for(B * R, kThreads)), kThreads, 0, stream>>>(
+        static_cast<const scalar_t*>(t.data), t.strides[0], t.strides[1], B, N, C, rows, R, out, flag);
     TS_CUDA_CHECK_LAUNCH("normalise_kernel");
     return Status::Ok();
   });
@@ -1021,9 +1027,10 @@ Status contextual_merge(const ContextualMergeParams& p) {
   int* flag = scratch.at<int>(o_flag);
   TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
   float* normed = scratch.at<float>(o_norm);
-  TS_RETURN_IF_ERROR(normalise(p.metric, normed, flag, stream));
-  int32_t* owner = scratch.at<int32_t>(o_owner);
   const int32_t* rem = p.remaining.ptr<const int32_t>();
+  // Only the remaining tokens are read (and checked), as on the CPU.
+  TS_RETURN_IF_ERROR(normalise(p.metric, rem, Nr, normed, flag, stream));
+  int32_t* owner = scratch.at<int32_t>(o_owner);
   const int64_t nr_blocks = blocks_for(Nr, kThreads);
   TS_RETURN_IF_ERROR(check_grid_x(B * nr_blocks, "contextualMerge"));
   TS_RETURN_IF_ERROR(check_grid_x(B * c, "contextualMerge"));
@@ -1037,6 +1044,7 @@ Status contextual_merge(const ContextualMergeParams& p) {
     TS_CUDA_CHECK_LAUNCH("contextual_kernel");
     return Status::Ok();
   }));
+  if (!p.device_checks) return Status::Ok();  // the caller does not wait: no read-back (see merge.h)
   int host_flag = 0;
   TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
   if (host_flag != 0) return Status(Code::kRange, "expected finite metric but it holds NaN or Inf");

@@ -203,6 +203,16 @@ describeCuda('CUDA token merging', () => {
     const bd = Tensor.from({ data: bad, shape: [1, 8, 4] }).to(dev);
     expect(() => bipartiteSoftMatchSync(bd, 2, { wait: false }).dispose()).not.toThrow();
     expectCode(() => bipartiteSoftMatchSync(bd, 2), RangeError, 'ERR_RANGE');
+    // contextualMerge alike: unchecked it enqueues and returns, checked it reports.
+    const kd = { keptIndices: Tensor.from({ data: Int32Array.from([0, 3]), shape: [1, 2] }).to(dev) };
+    const xs = Tensor.from({ data: Float32Array.from(randn(8 * 5, 2)), shape: [1, 8, 5] }).to(dev);
+    expect(() => contextualMergeSync(xs, bd, kd, 2, { wait: false }).dispose()).not.toThrow();
+    expectCode(() => contextualMergeSync(xs, bd, kd, 2), RangeError, 'ERR_RANGE');
+    const good = Tensor.from({ data: Float32Array.from(randn(8 * 4, 3)), shape: [1, 8, 4] }).to(dev);
+    const cw = contextualMergeSync(xs, good, kd, 2);
+    const cn = contextualMergeSync(xs, good, kd, 2, { wait: false });
+    expect(cn.toArray()).toEqual(cw.toArray());
+    for (const t of [cw, cn, good, xs, kd.keptIndices]) t.dispose();
     for (const t of [pw, pn]) t.dispose();
     for (const t of [md, xd, bd]) t.dispose();
   });

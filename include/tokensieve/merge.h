@@ -102,6 +102,10 @@ struct ContextualMergeParams {
   TensorView remaining;  // i32 [B, Nr] contiguous: token indices in [0, N)
   int64_t c = 0;         // 1 <= c <= Nr
   TensorView out;        // [B, c, C], dtype of x, contiguous
+  // CUDA: read back the device-side NaN/Inf check of metric and report it;
+  // set by the binding only when the call waits (the read drains the
+  // stream). Without it a non-finite metric gives an unspecified out.
+  bool device_checks = true;
   void* stream = nullptr;
 };
 

@@ -142,6 +142,38 @@ static void contextual_case(int64_t B, int64_t N, int64_t C, int64_t Cm, int64_t
   check_no_leak("contextual_merge");
 }
 
+// A non-finite metric is ERR_RANGE when the call checks (waits); unchecked
+// (wait: false) nothing is read back and the call is Ok.
+static void contextual_unchecked_case() {
+  std::vector<float> x(2 * 9 * 5), m(2 * 9 * 4), out(2 * 3 * 5, -7.0f);
+  for (size_t i = 0; i < x.size(); ++i) x[i] = std::sin(0.37f * static_cast<float>(i));
+  for (size_t i = 0; i < m.size(); ++i) m[i] = std::cos(0.11f * static_cast<float>(i));
+  std::vector<int32_t> rem = {1, 2, 3, 5, 6, 8, 0, 2, 4, 5, 7, 8};
+  m[5 * 4 + 1] = NAN;  // batch 0, token 5 (a remaining token)
+  ContextualMergeParams p;
+  p.x = view(x.data(), DType::kF32, {2, 9, 5}, 0);
+  p.metric = view(m.data(), DType::kF32, {2, 9, 4}, 0);
+  p.remaining = view(rem.data(), DType::kI32, {2, 6}, 0);
+  p.c = 3;
+  p.out = view(out.data(), DType::kF32, {2, 3, 5}, 0);
+  Status s = cuda::contextual_merge(p);
+  EXPECT(s.code == Code::kRange && s.message == "expected finite metric but it holds NaN or Inf",
+         "checked NaN metric: got %s", s.message.c_str());
+  p.device_checks = false;
+  s = cuda::contextual_merge(p);
+  EXPECT(s.ok(), "unchecked NaN metric: got %s", s.message.c_str());
+  m[5 * 4 + 1] = 0.5f;  // finite again: the unchecked call gives the checked call's result
+  std::vector<float> checked(out.size(), -7.0f);
+  s = cuda::contextual_merge(p);
+  EXPECT(s.ok(), "unchecked finite metric: got %s", s.message.c_str());
+  p.device_checks = true;
+  p.out = view(checked.data(), DType::kF32, {2, 3, 5}, 0);
+  s = cuda::contextual_merge(p);
+  EXPECT(s.ok(), "checked finite metric: got %s", s.message.c_str());
+  EXPECT(out == checked, "unchecked and checked contextual merges differ");
+  check_no_leak("contextual unchecked");
+}
+
 // ---- precision bf16 (tensor-core scores) ------------------------------------
 // The CUDA back end (WMMA) against the CPU back end and a float64 reference
 // of the defined semantics: rows L2-normalised as the back ends do (f64
@@ -767,6 +799,7 @@ int main() {
     contextual_case(2, 120, 17, 33, 80, 9, dt, g);
   }
   contextual_case(1, 577, 64, 64, 415, 30, DType::kF32, g);
+  contextual_unchecked_case();
   errors();
   bf16t::run_all(g);
   f32t::run_all(g);
