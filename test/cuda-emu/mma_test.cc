@@ -3,8 +3,13 @@
 // product is compared with a float64 one of the operands as the hardware
 // sees them. Also cvt.rna.tf32 by hand-checked values and ldmatrix(.trans)
 // against a direct read. These pin the emulation that the kernel programs
-// (blocksparse_test, attention_test, merge_test) rely on.
+// (blocksparse_test, attention_test, merge_test) rely on. And the emulator
+// itself: threads as fibers meet at block and warp barriers in both run
+// orders, and a barrier that not every thread reaches aborts (in a child
+// process) instead of hanging or passing.
 #include <cuda_runtime.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -193,9 +198,57 @@ void ldmatrix() {
   }
 }
 
+// Shared memory written before a barrier and read across threads after it,
+// plus a lane exchange: every element right, over several blocks and both
+// launch orders (the emulator alternates ascending and descending).
+__global__ void barrier_kernel(int* out) {  // [grid, 256]
+  __shared__ int s[256];
+  s[threadIdx.x] = static_cast<int>(blockIdx.x * 1000 + threadIdx.x);
+  __syncthreads();
+  const int other = s[255 - threadIdx.x];
+  __syncthreads();
+  s[threadIdx.x] = -1;  // a thread reading late would see this
+  out[blockIdx.x * 256 + threadIdx.x] = other + __shfl_xor_sync(0xffffffffu, static_cast<int>(threadIdx.x), 5);
+}
+__global__ void non_uniform_block_barrier(int* out) {
+  if (threadIdx.x < 16) __syncthreads();
+  out[threadIdx.x] = 1;
+}
+__global__ void non_uniform_shuffle(int* out) {
+  if (threadIdx.x < 40) out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1, 1);
+}
+
+void emulator_barriers() {
+  std::vector<int> out(7 * 256);
+  for (int launch = 0; launch < 2; ++launch) {
+    std::fill(out.begin(), out.end(), -7);
+    emu::launch([&] { barrier_kernel(out.data()); }, 7, 256);
+    int wrong = 0;
+    for (int b = 0; b < 7; ++b)
+      for (int t = 0; t < 256; ++t) wrong += out[b * 256 + t] != b * 1000 + (255 - t) + (t ^ 5);
+    EXPECT(wrong == 0, "emulator barriers, launch %d: %d wrong", launch, wrong);
+  }
+  // A non-uniform barrier must abort the program, not hang or pass.
+  for (int k = 0; k < 2; ++k) {
+    fflush(stderr);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      freopen("/dev/null", "w", stderr);
+      if (k == 0) emu::launch([&] { non_uniform_block_barrier(out.data()); }, 3, 64);
+      else emu::launch([&] { non_uniform_shuffle(out.data()); }, 1, 64);
+      _exit(0);
+    }
+    int st = 0;
+    waitpid(pid, &st, 0);
+    EXPECT(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT, "emulator: a non-uniform %s barrier aborts",
+           k == 0 ? "block" : "warp");
+  }
+}
+
 }  // namespace
 
 int main() {
+  emulator_barriers();
   tf32_rounding();
   tf32_mma();
   half_mma<__half>("f16");

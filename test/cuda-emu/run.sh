@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Runs the CUDA back end on the CPU. cuda/*.cu (all but runtime.cu) are
 # compiled as host C++ against include/, a small emulation of the CUDA
-# subset they use: each block runs as blockDim OS threads with a real
-# barrier, warp shuffles exchange through per-warp barriers (and so do the
-# WMMA fragment operations of include/mma.h), device memory
+# subset they use: each block runs as blockDim fibers on one OS thread,
+# switched at a real barrier (in ascending thread order on odd launches,
+# descending on even ones), warp shuffles exchange through per-warp barriers
+# (and so do the WMMA fragment operations of include/mma.h), device memory
 # is host memory (fresh scratch is filled with garbage), and only the kernel
 # launches are rewritten (transform.js). One program per family, sharing
 # check.h (EXPECT, tensor views, the scratch-leak check):
@@ -28,7 +29,9 @@
 #                   fragment layout) against float64 and the CPU under the
 #                   tolerance rule; block mass, pooling, reordering vs the CPU.
 #   mma_test        the tensor-core wrappers of cuda/mma.cuh (mma.sync f16,
-#                   bf16, tf32; cvt.rna.tf32; ldmatrix) against float64.
+#                   bf16, tf32; cvt.rna.tf32; ldmatrix) against float64;
+#                   the emulator's barriers, and its abort on a barrier that
+#                   not every thread reaches.
 # Some programs only: run.sh merge_test stc_test ...
 # What it cannot check: blocks run one after another, so races between
 # blocks (the last-block tickets) and real warp divergence need a GPU and
@@ -93,8 +96,8 @@ for t in "${names[@]}"; do
   g++ -o "$out/$t" "$out/obj/$t.o" "${objs[@]}" "$out/libcpu.a" -lpthread
 done
 
-# The programs run side by side (most of their time is the emulator's thread
-# hand-offs, not arithmetic), then report in a fixed order.
+# The programs run side by side (one OS thread each, plus the CPU back end's
+# pool), then report in a fixed order.
 declare -A run_pid
 for t in "${names[@]}"; do
   args=()

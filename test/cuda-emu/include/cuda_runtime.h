@@ -1,10 +1,15 @@
 // Host emulation of the subset of CUDA used by tokensieve's cuda/*.cu.
-// One block at a time; blockDim OS threads with a real barrier; warps
+// One block at a time; its blockDim threads are fibers on the launching OS
+// thread, switched cooperatively at barriers (a thread runs until it waits
+// at __syncthreads or a warp-wide operation, then the next one runs). Warps
 // exchange through a buffer guarded by per-warp barriers. Strict: a barrier
-// not reached by every thread deadlocks (the watchdog aborts).
+// not reached by every thread deadlocks, and the scheduler aborts when no
+// fiber can run. Fibers instead of OS threads: a barrier hand-off between
+// OS threads costs a futex wake and a context switch (microseconds, and
+// two cores shared by eleven programs in CI); a fiber switch is six
+// register pushes.
 #pragma once
 #include <atomic>
-#include <barrier>
 #include <chrono>
 #include <cmath>
 #include <cstdint>
@@ -15,6 +20,7 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <sys/mman.h>
 #include <thread>
 #include <vector>
 
@@ -39,17 +45,130 @@ struct alignas(8) uint2 { unsigned x, y; };
 namespace emu {
 inline thread_local dim3 tIdx, bIdx;
 inline dim3 gDim, bDim;
-inline std::barrier<>* block_bar = nullptr;
-inline std::vector<std::unique_ptr<std::barrier<>>> warp_bars;
+struct Barrier;
+inline Barrier* block_bar = nullptr;
+inline std::vector<std::unique_ptr<Barrier>> warp_bars;
 inline uint64_t warp_buf[32][32];
 inline std::atomic<int> or_acc{0};
 inline std::atomic<long> progress{0};
+inline std::atomic<bool> launch_running{false};
 inline int pools_supported = 1;
 inline long live_allocs = 0;
 inline std::mutex alloc_mu;
 inline std::set<void*> allocs;
 inline long launches = 0;
 inline int shuffle_random = 0;
+}  // namespace emu
+
+// ---- fibers ------------------------------------------------------------------
+// emu_fiber_switch(save, load): pushes the callee-saved registers, stores the
+// stack pointer to *save, loads `load` and pops the other fiber's registers.
+// Weak: every translation unit that includes this header defines it.
+extern "C" void emu_fiber_switch(void** save_sp, void* load_sp);
+asm(R"(
+  .text
+  .weak emu_fiber_switch
+  .type emu_fiber_switch, @function
+emu_fiber_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size emu_fiber_switch, .-emu_fiber_switch
+)");
+namespace emu {
+struct Fiber { void* sp = nullptr; char* stack = nullptr; dim3 tidx, bidx; bool done = false; };
+// 1 MB stacks (kernels keep register tiles as local arrays), committed only
+// as touched; a guard page below each turns an overflow into a fault.
+inline constexpr size_t kFiberStack = size_t{1} << 20;
+inline std::vector<Fiber> fibers;
+inline unsigned cur = 0, live = 0, step = 1;
+inline void* host_sp = nullptr;
+inline long idle = 0;  // waits resumed since the last arrival anywhere: > 2 * live means no fiber can move
+inline void (*body)(void*) = nullptr;
+inline void* body_arg = nullptr;
+inline void switch_to(unsigned next) {
+  Fiber& a = fibers[cur];
+  a.tidx = tIdx; a.bidx = bIdx;
+  cur = next;
+  Fiber& b = fibers[next];
+  tIdx = b.tidx; bIdx = b.bidx;
+  emu_fiber_switch(&a.sp, b.sp);
+}
+inline unsigned next_live() {
+  const unsigned n = static_cast<unsigned>(bDim.x);
+  unsigned i = cur;
+  do { i = (i + step) % n; } while (fibers[i].done && i != cur);
+  return i;
+}
+// Waits (switching to other fibers) until *gen differs from g.
+inline void wait_for(const unsigned long* gen, unsigned long g) {
+  while (*gen == g) {
+    if (++idle > 2 * static_cast<long>(live) + 2) {
+      fprintf(stderr, "emu: every thread of block %u waits at a barrier that not all of them reach: deadlock (non-uniform barrier?)\n", bIdx.x);
+      abort();
+    }
+    const unsigned n = next_live();
+    if (n != cur) switch_to(n);
+  }
+}
+struct Barrier {
+  unsigned n, count = 0;
+  unsigned long gen = 0;
+  explicit Barrier(unsigned n_) : n(n_) {}
+  void arrive_and_wait() {
+    progress++;
+    idle = 0;
+    if (++count == n) { count = 0; gen++; return; }
+    wait_for(&gen, gen);
+  }
+};
+extern "C" [[noreturn]] inline void emu_fiber_entry() {
+  for (unsigned b = 0; b < gDim.x; ++b) {
+    bIdx = {b, 0, 0};
+    body(body_arg);
+    progress++;
+    block_bar->arrive_and_wait();
+  }
+  fibers[cur].done = true;
+  live--;
+  idle = 0;
+  Fiber& me = fibers[cur];
+  if (live == 0) emu_fiber_switch(&me.sp, host_sp);
+  switch_to(next_live());
+  abort();  // a finished fiber is never resumed
+}
+inline void start_fiber(unsigned t) {
+  Fiber& f = fibers[t];
+  if (!f.stack) {
+    void* m = mmap(nullptr, kFiberStack, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (m == MAP_FAILED) { perror("emu: fiber stack"); abort(); }
+    mprotect(m, 4096, PROT_NONE);
+    f.stack = static_cast<char*>(m);
+  }
+  // The stack emu_fiber_switch pops: six zero registers, then the entry as
+  // the return address, then a dummy return address of the entry so that it
+  // starts with the stack aligned as after a call.
+  auto top = reinterpret_cast<void**>(reinterpret_cast<uintptr_t>(f.stack + kFiberStack) & ~uintptr_t{15});
+  *--top = nullptr;
+  *--top = reinterpret_cast<void*>(&emu_fiber_entry);
+  for (int r = 0; r < 6; ++r) *--top = nullptr;
+  f.sp = top;
+  f.tidx = {t, 0, 0};
+  f.bidx = {0, 0, 0};
+  f.done = false;
+}
 }  // namespace emu
 #define threadIdx (emu::tIdx)
 #define blockIdx (emu::bIdx)
@@ -248,42 +367,52 @@ inline cudaError_t cudaMemsetAsync(void* d, int v, size_t n, cudaStream_t) { std
 inline cudaError_t cudaStreamSynchronize(cudaStream_t) { return cudaSuccess; }
 
 namespace emu {
+// A program-wide watchdog for kernels that loop without reaching a barrier:
+// no fiber switch for 120 s (the programs share two cores in CI).
+inline void start_watchdog() {
+  static bool started = false;
+  if (started) return;
+  started = true;
+  std::thread([] {
+    long last = -1; int still = 0;
+    for (;;) {
+      std::this_thread::sleep_for(std::chrono::seconds(1));
+      const long now = progress.load();
+      if (now == last && launch_running.load()) {
+        if (++still > 120) { fprintf(stderr, "emu: no barrier progress for 120 s (a kernel loops?)\n"); abort(); }
+      } else { still = 0; last = now; }
+    }
+  }).detach();
+}
 template <class F>
 void launch_impl(F&& f, unsigned grid, unsigned block) {
   launches++;
   if (grid == 0 || block == 0 || block > 1024 || block % 32 != 0) { last_err = cudaErrorInvalidConfiguration; return; }
+  start_watchdog();
   gDim = {grid, 1, 1};
   bDim = {block, 1, 1};
-  std::barrier<> bar(block);
+  Barrier bar(block);
   block_bar = &bar;
   warp_bars.clear();
-  for (unsigned w = 0; w < block / 32; ++w) warp_bars.emplace_back(new std::barrier<>(32));
-  std::atomic<bool> done{false};
-  std::thread watchdog([&] {
-    long last = -1; int still = 0;
-    while (!done) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      long now = progress.load();
-      // 120 s: CI runs the programs side by side on two cores, so a block's
-      // 1,024 threads can go many seconds between barriers without a bug.
-      if (now == last) { if (++still > 24000) { fprintf(stderr, "emu: no barrier progress for 120 s: deadlock (non-uniform barrier?)\n"); abort(); } }
-      else { still = 0; last = now; }
-    }
-  });
-  std::vector<std::thread> ts;
-  for (unsigned t = 0; t < block; ++t)
-    ts.emplace_back([&, t] {
-      tIdx = {t, 0, 0};
-      for (unsigned b = 0; b < grid; ++b) {
-        bIdx = {b, 0, 0};
-        f();
-        progress++;
-        bar.arrive_and_wait();
-      }
-    });
-  for (auto& th : ts) th.join();
-  done = true;
-  watchdog.join();
+  for (unsigned w = 0; w < block / 32; ++w) warp_bars.emplace_back(new Barrier(32));
+  using Fn = std::remove_reference_t<F>;
+  body = [](void* p) { (*static_cast<Fn*>(p))(); };
+  body_arg = const_cast<void*>(static_cast<const void*>(&f));
+  if (fibers.size() < block) fibers.resize(block);
+  for (unsigned t = 0; t < block; ++t) start_fiber(t);
+  // The order threads run between barriers alternates with the launches
+  // (ascending, descending), so that a missing barrier between a write and a
+  // read by another thread shows in one of them.
+  step = (launches % 2) ? 1 : block - 1;
+  live = block;
+  idle = 0;
+  cur = 0;
+  const dim3 host_t = tIdx, host_b = bIdx;
+  launch_running = true;
+  tIdx = fibers[0].tidx; bIdx = fibers[0].bidx;
+  emu_fiber_switch(&host_sp, fibers[0].sp);
+  launch_running = false;
+  tIdx = host_t; bIdx = host_b;
 }
 template <class F, class G, class... Rest>
 void launch(F&& f, G grid, unsigned block, Rest...) { launch_impl(f, static_cast<unsigned>(grid), block); }
