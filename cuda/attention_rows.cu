@@ -26,7 +26,9 @@
 //   rows in selection order inside a head and heads added in order
 //   h = 0..H−1 (no float atomics: results do not depend on scheduling).
 //
-// Traffic: k once (B·H·Nk·D·esize), plus 8 bytes per (b, h, row, output key)
+// Traffic: k once (B·H·Nk·D·esize; with checkFinite, kernel A checks the k
+// values it loads in registers and a separate scan reads only the rows no
+// selected row sees), plus 8 bytes per (b, h, row, output key)
 // of logits (written by A, read by B); rows_path_applies keeps the latter
 // below a quarter of k's bytes. Grid shapes depend on the problem shape
 // only, so results do not depend on the device.
@@ -184,7 +186,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<R>) rows_logits_kernel(co
     m[r] = -INFINITY;
     l[r] = 0.0f;
   }
-  bool bad = false;
+  bool bad = false;     // a logit overflowed
+  bool bad_in = false;  // a k value this block loaded is NaN/Inf (checked in registers: k is read once)
 
   // Warp-uniform trip count: every lane reaches the butterflies.
   const int64_t chunk = static_cast<int64_t>(groups) * kUnroll;  // keys per warp iteration
@@ -213,9 +216,11 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<R>) rows_logits_kernel(co
         float kf[kVec];
         unpack<T, kVec>(raw[u][t], kf);
 #pragma unroll
-        for (int i = 0; i < kVec; ++i)
+        for (int i = 0; i < kVec; ++i) {
+          bad_in |= !isfinite(kf[i]);  // unloaded slots hold zeros
 #pragma unroll
           for (int r = 0; r < R; ++r) acc[r] = fmaf(qv[r][t][i], kf[i], acc[r]);
+        }
       }
 #pragma unroll
       for (int r = 0; r < R; ++r) acc[r] = warp_sum(acc[r], lpk);  // every lane of the group: the whole dot
@@ -249,6 +254,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<R>) rows_logits_kernel(co
     }
   }
   if (bad) atomicOr(p.flag, kBadLogit);
+  if (bad_in && p.check) atomicOr(p.flag, kBadInput);
 
   // Merge the groups and warps in a fixed order (all lanes of a group agree).
   if (gi == 0) {
@@ -563,9 +569,11 @@ Status attention_scores_rows(const AttentionScoresParams& p) {
     if (p.check_finite) {
       TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.q.data), B, H, nsel, kp.q_sb,
                                                     kp.q_sh, kp.q_sn, kp.rows, D, false, kBadInput, kp.flag, stream));
-      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.k.data), B, H, Nk, kp.k_sb,
-                                                    kp.k_sh, kp.k_sn, RowMap{nullptr, 0}, D, false, kBadInput,
-                                                    kp.flag, stream));
+      // k rows [0, key_read_end) are checked by the logits kernel as it loads
+      // them (one pass over k); only the rows no selected row sees are scanned.
+      TS_RETURN_IF_ERROR(launch_nonfinite<scalar_t>(static_cast<const scalar_t*>(p.k.data), B, H, Nk - key_read_end,
+                                                    kp.k_sb, kp.k_sh, kp.k_sn, RowMap{nullptr, key_read_end}, D,
+                                                    false, kBadInput, kp.flag, stream));
       if (p.has_key_bias)
         TS_RETURN_IF_ERROR(launch_nonfinite<float>(kp.bias, B, 1, 1, kp.bias_sb, 0, 0, RowMap{nullptr, 0}, Nk, true,
                                                    kBadBias, kp.flag, stream));

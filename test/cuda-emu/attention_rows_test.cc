@@ -211,6 +211,20 @@ void bad_input() {
   EXPECT(run().ok(), "check_finite false skips the scan");
   p.check_finite = true;
   k7 = keep;
+  // A k row the logits kernel reads (row 2 < 4) is checked there, in registers.
+  float& k2 = q[(1 * H + 0) * N * D + 2 * D + (D - 1)];
+  const float keep2 = k2;
+  for (const float v : {NAN, INFINITY, -INFINITY}) {
+    k2 = v;
+    s = run();
+    EXPECT(s.code == Code::kRange && s.message == "expected finite values in q and k but found NaN or Inf",
+           "%g in a read k row: %d %s", static_cast<double>(v), static_cast<int>(s.code), s.message.c_str());
+  }
+  p.check_finite = false;
+  EXPECT(run().ok(), "check_finite false: a NaN in a read k row is not reported");
+  p.check_finite = true;
+  k2 = keep2;
+  EXPECT(run().ok(), "clean input again");
   q[(0 * H + 1) * N * D + 3 * D] = INFINITY;  // selected q row 3
   s = run();
   EXPECT(s.code == Code::kRange && s.message.find("q and k") != std::string::npos, "Inf in a selected q row: %d %s",
