@@ -48,11 +48,13 @@ struct IsaKernels {
   void (*panel_sq_norms)(const float* panel, int64_t C, double* out);
   // panel[c*kColTile + j] *= scale[j] for c < C, j < kColTile.
   void (*panel_scale)(float* panel, int64_t C, const float* scale);
-  // ‖x‖ as float: f64 sum of squares with element d in partial sum d % 4,
-  // combined as (s0 + s1) + (s2 + s3) (cuda/merge.cu's order).
-  float (*norm_f64x4)(const float* x, int64_t n);
-  // x[i] /= d (an IEEE division, not a multiply by 1/d).
-  void (*divide)(float* x, int64_t n, float d);
+  // dst[r*ldd + i] = src[r][i] / ‖src[r]‖ for r < rows, i < n (an IEEE
+  // division, not a multiply by 1/‖·‖; a zero row stays zero), where ‖x‖ is
+  // float(sqrt(f64 sum of squares)) with element d in partial sum d % 4,
+  // combined as (s0 + s1) + (s2 + s3) (cuda/merge.cu's order). False when a
+  // row holds NaN or Inf (exactly when its f64 sum is not finite: a finite
+  // f32 squared is below 2^256). src[r] may be dst's row r.
+  bool (*normalise_rows)(const float* const* src, int rows, int64_t n, float* dst, int64_t ldd);
   // gain[j] = Σ_{r < R} max(0, cov[r*ldc + j] − best[r]) for j < n: per
   // column one f32 sum in row order (a scalar loop's value), 64 columns at a
   // time across the vector lanes.

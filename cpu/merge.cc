@@ -37,23 +37,33 @@ const char* row_ptr(const TensorView& t, int64_t b, int64_t i) {
          (b * t.strides[0] + i * t.strides[1]) * static_cast<int64_t>(dtype_size(t.dtype));
 }
 
-// Row of `t` (f32/f16/bf16) as f32, L2-normalised (a zero row stays zero).
-// Returns false when the row holds NaN or Inf.
-bool normalised_row(const TensorView& t, int64_t b, int64_t i, int64_t C, float* dst) {
-  isa().to_f32(row_ptr(t, b, i), t.dtype, C, dst);
-  if (!isa().all_finite(dst, C)) return false;
-  // Four interleaved f64 partial sums (element d into sum d % 4), combined
-  // as (s0 + s1) + (s2 + s3): four independent add chains instead of one,
-  // and the exact order cuda/merge.cu uses, so both back ends get the same
-  // norm bits. Divide by the norm as ToMe does (metric / metric.norm()): a
-  // multiply by 1/norm can turn exact ±1 entries into 0.99999994 and break
-  // exact ties.
-  const float norm = isa().norm_f64x4(dst, C);
-  if (norm > 0)
-    isa().divide(dst, C, norm);
-  else
-    std::fill(dst, dst + C, 0.0f);
+// Rows tok[0..n) of batch row b of `t` (f32/f16/bf16) as f32, L2-normalised
+// into dst + r * C (a zero row stays zero). Returns false when a row holds
+// NaN or Inf. f32 rows are read in place; the norm uses four interleaved
+// f64 partial sums (element d into sum d % 4), combined as (s0 + s1) +
+// (s2 + s3): the exact order cuda/merge.cu uses, so both back ends get the
+// same norm bits. Divided by the norm as ToMe does (metric /
+// metric.norm()): a multiply by 1/norm can turn exact ±1 entries into
+// 0.99999994 and break exact ties.
+bool normalised_rows(const TensorView& t, int64_t b, const int32_t* tok, int64_t n, int64_t C, float* dst) {
+  const float* src[16];
+  for (int64_t r0 = 0; r0 < n; r0 += 16) {
+    const int g = static_cast<int>(std::min<int64_t>(16, n - r0));
+    for (int r = 0; r < g; ++r) {
+      const char* row = row_ptr(t, b, tok[r0 + r]);
+      if (t.dtype == DType::kF32) {
+        src[r] = reinterpret_cast<const float*>(row);
+      } else {
+        isa().to_f32(row, t.dtype, C, dst + (r0 + r) * C);
+        src[r] = dst + (r0 + r) * C;
+      }
+    }
+    if (!isa().normalise_rows(src, g, C, dst + r0 * C, C)) return false;
+  }
   return true;
+}
+bool normalised_row(const TensorView& t, int64_t b, int32_t i, int64_t C, float* dst) {
+  return normalised_rows(t, b, &i, 1, C, dst);
 }
 
 // MatchPrecision::kBF16: the normalised values rounded to bf16 (nearest
@@ -173,20 +183,15 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       thread_local std::vector<float> stage;
       if (stage.size() < static_cast<size_t>(16 * C)) stage.resize(static_cast<size_t>(16 * C));
       const int rows = static_cast<int>(std::min<int64_t>(16, Nb - t * 16));
-      for (int jj = 0; jj < rows; ++jj) {
-        float* row = stage.data() + jj * C;
-        if (!normalised_row(p.metric, b, b_tok[t * 16 + jj], C, row)) bad[static_cast<size_t>(row_tasks + t)] = 1;
-        if (bf16) round_to_bf16(row, C);
-      }
+      if (!normalised_rows(p.metric, b, b_tok + t * 16, rows, C, stage.data())) bad[static_cast<size_t>(row_tasks + t)] = 1;
+      if (bf16) round_to_bf16(stage.data(), rows * C);
       isa().pack_panel(stage.data(), C, rows, C, panels + t * C * 16);
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
     parallel_for(row_tasks, [&](int64_t t) {
       const int64_t i0 = t * kRowsPerTask, i1 = std::min(Na, i0 + kRowsPerTask);
-      for (int64_t i = i0; i < i1; ++i) {
-        if (!normalised_row(p.metric, b, a_tok[i], C, a_rows + i * C)) bad[static_cast<size_t>(t)] = 1;
-        if (bf16) round_to_bf16(a_rows + i * C, C);
-      }
+      if (!normalised_rows(p.metric, b, a_tok + i0, i1 - i0, C, a_rows + i0 * C)) bad[static_cast<size_t>(t)] = 1;
+      if (bf16) round_to_bf16(a_rows + i0 * C, (i1 - i0) * C);
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
     row_argmax(a_rows, Na, C, panels, Nb, p.protect_distill, node_max.data(), node_idx.data());

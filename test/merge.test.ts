@@ -295,6 +295,29 @@ describe('token merging: bad input', () => {
     expectCode(() => bipartiteSoftMatchSync(m, 1, { protect: { cls: true, typo: 1 } } as never), TypeError, 'ERR_ARG');
     expectCode(() => bipartiteSoftMatchSync(m, 1, { splt: 'parity' } as never), TypeError, 'ERR_ARG');
   });
+  test('a NaN or Inf anywhere in the metric, every dtype; huge finite rows are accepted', () => {
+    // The rows are normalised four at a time (a, then b in panels of 16), and
+    // the check is that a row's f64 sum of squares is finite: a bad value in
+    // every position of a 37-token batch row (groups of 4, tails) is caught.
+    const N = 37, C = 5;
+    const base = Array.from({ length: 2 * N * C }, (_, i) => Math.sin(i) + 0.1);
+    for (const dt of ['f32', 'f16', 'bf16'] as const) {
+      for (let pos = N * C; pos < 2 * N * C; pos += 3) {
+        const bad = base.slice();
+        bad[pos] = pos % 2 ? NaN : -Infinity;
+        const { t } = makeTensor(bad, [2, N, C], dt);
+        expectCode(() => bipartiteSoftMatchSync(t, 4), RangeError, 'ERR_RANGE', /batch row 1 holds NaN or Inf/);
+      }
+    }
+    // Finite f32 values near the top of the range: the f64 sum of squares is
+    // finite, the f32 norm overflows to Inf and the row normalises to zeros
+    // (similarity 0), as before; no error.
+    const big = base.slice();
+    for (let c = 0; c < C; ++c) big[3 * C + c] = 3e38;
+    const plan = bipartiteSoftMatchSync(makeTensor(big, [2, N, C]).t, 4);
+    expect(plan.r).toBe(4);
+    plan.dispose();
+  });
   test('2-D splits', () => {
     expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { grid2d: { w: 3, h: 3, sx: 2, sy: 2 } } }), RangeError, 'ERR_SHAPE', /w·h/);
     expectCode(() => bipartiteSoftMatchSync(m, 1, { split: { grid2d: { w: 4, h: 2, sx: 1, sy: 1 } } }), RangeError, 'ERR_RANGE');
