@@ -63,21 +63,31 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
     float* tile = tile_buf.get();
     for (int64_t d0 = 0; d0 < K; d0 += kGemmDepth) {
       const int64_t depth = std::min(kGemmDepth, K - d0);
-      for (int64_t c0 = j0; c0 < j1; c0 += kColTile) {
+      // Two panels (32 columns) per tile call where the block has them:
+      // gemm_tile_wide's zmm tile (12 accumulators), two plain tiles elsewhere.
+      for (int64_t c0 = j0; c0 < j1;) {
+        const bool wide = c0 + kColTile < j1;
+        const int64_t cols = wide ? 2 * kColTile : kColTile;
         const float* panel = b + (c0 / kColTile) * K * kColTile + d0 * kColTile;
         // Row groups of kGemmRows; with packed a a group stays inside its
         // 16-row panel (6 + 6 + 4).
         for (int64_t r0 = i0; r0 < i1;) {
           const int64_t limit = a.panels ? std::min(i1, (r0 / kColTile + 1) * kColTile) : i1;
           const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, limit - r0));
-          if (!(upper && r0 > c0 + kColTile - 1)) {  // wholly below the diagonal: never read
+          if (!(upper && r0 > c0 + cols - 1)) {  // wholly below the diagonal: never read
             const float* ap = a.panels ? a.data + (r0 / kColTile) * K * kColTile + d0 * kColTile + r0 % kColTile
                                        : a.data + r0 * a.ld + d0;
-            isa_k.gemm_tile(ap, a.panels ? 1 : a.ld, a.panels ? kColTile : 1, rows, panel, depth,
-                            tile + (r0 - i0) * kGemmTile + (c0 - j0), kGemmTile, d0 > 0);
+            float* part = tile + (r0 - i0) * kGemmTile + (c0 - j0);
+            if (wide)
+              isa_k.gemm_tile_wide(ap, a.panels ? 1 : a.ld, a.panels ? kColTile : 1, rows, panel, K * kColTile, depth,
+                                   part, kGemmTile, d0 > 0);
+            else
+              isa_k.gemm_tile(ap, a.panels ? 1 : a.ld, a.panels ? kColTile : 1, rows, panel, depth, part, kGemmTile,
+                              d0 > 0);
           }
           r0 += rows;
         }
+        c0 += cols;
       }
     }
     fn(i0, i1, j0, j1, static_cast<const float*>(tile));

@@ -40,6 +40,13 @@ struct IsaKernels {
   // a_depth = kColTile, the rows inside one 16-row panel).
   void (*gemm_tile)(const float* a, int64_t a_row, int64_t a_depth, int rows, const float* panel, int64_t depth,
                     float* part, int64_t ldp, bool resume);
+  // gemm_tile over two panels at once: columns c < kColTile from `panel`,
+  // kColTile <= c < 2*kColTile from `panel + panel_stride` (the same chains,
+  // so the same bits as two gemm_tile calls). With AVX-512 a zmm register is
+  // one panel row and rows × 2 of them are the accumulators; elsewhere it is
+  // two gemm_tile calls.
+  void (*gemm_tile_wide)(const float* a, int64_t a_row, int64_t a_depth, int rows, const float* panel,
+                         int64_t panel_stride, int64_t depth, float* part, int64_t ldp, bool resume);
   // panel[c*kColTile + j] = rows[j*ld + c] for j < nrows (<= kColTile), c < C;
   // zero for j >= nrows: up to 16 rows transposed into one packed panel.
   void (*pack_panel)(const float* rows, int64_t ld, int nrows, int64_t C, float* panel);
@@ -78,9 +85,11 @@ struct IsaKernels {
   // with an IEEE f32 division (scale_step 0: one scale for all).
   void (*quantize_codes)(const float* x, int64_t n, const float* scale, int64_t scale_step, float q,
                          int8_t* out);
-  // Benchmark probe: `iters` rounds of 12 independent 8-wide FMA chains
-  // (96 FMAs each); returns a value that depends on all of them.
+  // Benchmark probe: `iters` rounds of 12 independent FMA chains of
+  // fma_lanes floats each (the widest vector this set has: 8 for ymm, 16 for
+  // zmm); returns a value that depends on all of them.
   float (*fma_probe)(int64_t iters, float seed);
+  int fma_lanes;
 };
 
 const IsaKernels& isa();
@@ -89,6 +98,9 @@ namespace isa_baseline {
 extern const IsaKernels kernels;
 }
 namespace isa_avx2 {
+extern const IsaKernels kernels;
+}
+namespace isa_avx512 {
 extern const IsaKernels kernels;
 }
 

@@ -45,7 +45,7 @@ Roof measure_roof() {
   const double t_fma = best_time([&] {
     parallel_for(T, [&](int64_t i) { sink.store(K.fma_probe(fma_iters, 1.0f + static_cast<float>(i))); });
   }, 3);
-  roof.fma_gflops = static_cast<double>(T) * fma_iters * 12 * 8 * 2 / t_fma / 1e9;
+  roof.fma_gflops = static_cast<double>(T) * fma_iters * 12 * K.fma_lanes * 2 / t_fma / 1e9;
 
   const int64_t n = 4096, reps = 20000;
   const double t_exp = best_time([&] {

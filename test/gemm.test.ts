@@ -9,7 +9,7 @@
  */
 import { spawnSync } from 'child_process';
 import * as path from 'path';
-import { getThreads, setThreads } from '../lib';
+import { getThreads, info, setThreads } from '../lib';
 import { native } from '../lib/native';
 import { randn } from './helpers';
 import { gemmErrorBound, refGemmNt } from './reference/gemm';
@@ -106,6 +106,41 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
     expect(res.out).toHaveLength(shapes.length);
     shapes.forEach(([m, n, K], s) => {
       expectWithinBound(Float32Array.from(res.out[s]), refGemmNt(a.subarray(0, m * K), m, a.subarray(0, n * K), n, K), K, `baseline m=${m} n=${n} K=${K}`);
+    });
+  });
+
+  // The AVX-512 tile (zmm, two panels per call) runs each element's FMA chain
+  // in the same order as the AVX2 tile: the same bits, not just the same bound.
+  const hasAvx512 = info().cpu.isa === 'avx512';
+  if (!hasAvx512) console.log('skipped: the AVX-512 vs AVX2 bit-equality test needs a CPU with AVX-512F/VL');
+  (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans, k-center)', () => {
+    const code = `const t = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))});
+      const { native } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'native.js'))});
+      const rnd = (n, s) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.7311 + s) * 1.7);
+      const out = [];
+      for (const [m, n, K, up] of [[1, 1, 3, false], [7, 33, 255, false], [97, 191, 31, false], [101, 103, 513, false], [197, 197, 300, true]])
+        for (const panels of [false, true]) out.push(Array.from(native().gemmNtCheck(rnd(m * K, 1), m, up ? rnd(m * K, 1) : rnd(n * K, 2), n, K, up, panels)));
+      const x = t.Tensor.from({ data: rnd(2 * 211 * 96, 3), shape: [2, 211, 96] });
+      const plan = t.bipartiteSoftMatchSync(x, 50, { protect: { cls: true } });
+      out.push(plan.unmerged.toArray(), plan.sources.toArray(), plan.destinations.toArray());
+      const kc = t.kCenterSync(t.Tensor.from({ data: rnd(157 * 130, 4), shape: [1, 157, 130] }), 23);
+      out.push(kc.indices.toArray());
+      process.stdout.write(JSON.stringify({ isa: t.info().cpu.isa, out }));`;
+    const run = (isa: string | undefined): { isa: string; out: number[][] } => {
+      const env = { ...process.env };
+      if (isa) env.TOKENSIEVE_CPU_ISA = isa;
+      else delete env.TOKENSIEVE_CPU_ISA;
+      const r = spawnSync(process.execPath, ['-e', code], { env, encoding: 'utf8', timeout: 120000, maxBuffer: 64 << 20 });
+      expect(r.stderr).toBe('');
+      return JSON.parse(r.stdout);
+    };
+    const wide = run(undefined), narrow = run('avx2');
+    expect([wide.isa, narrow.isa]).toEqual(['avx512', 'avx2']);
+    expect(wide.out).toHaveLength(narrow.out.length);
+    wide.out.forEach((o, i) => {
+      // Compare bit patterns (NaN-safe, -0 distinct).
+      const bits = (v: number[]): number[] => Array.from(new Uint32Array(Float32Array.from(v).buffer));
+      expect(bits(o)).toEqual(bits(narrow.out[i]));
     });
   });
 

@@ -87,6 +87,7 @@ for f in thread_pool isa_dispatch isa_baseline attention select quantize merge g
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
+compile g++ $CPU -mavx2 -mfma -mf16c -mavx512f -mavx512vl -c cpu/isa_avx512.cc -o "$out/obj/cpu_isa_avx512.o"
 for p in "${pids[@]}"; do wait "$p"; done
 ar rcs "$out/libcpu.a" "$out"/obj/core_*.o "$out"/obj/cpu_*.o
 
