@@ -339,12 +339,18 @@ Status attention_scores(const AttentionScoresParams& p) {
         const int64_t ncols = round_up(tile_cols, kColTile);
         for (int64_t c0 = 0; c0 < ncols; c0 += kColChunk) {
           const int64_t cn = std::min(kColChunk, ncols - c0);
-          for (int64_t c = c0; c < c0 + cn; c += kColTile) {
+          for (int64_t c = c0; c < c0 + cn;) {
+            const bool wide = c + kColTile < c0 + cn;  // two panels per tile call (zmm tile with AVX-512)
             const float* panel = keys + (c / kColTile) * D * kColTile;
             for (int64_t g = 0; g < tile; g += kGemmRows) {
               const int rows_in_group = static_cast<int>(std::min<int64_t>(kGemmRows, tile - g));
-              K.gemm_tile(qs + g * D, D, 1, rows_in_group, panel, D, logits + g * lds + c, lds, false);
+              if (wide)
+                K.gemm_tile_wide(qs + g * D, D, 1, rows_in_group, panel, D * kColTile, D, logits + g * lds + c, lds,
+                                 false);
+              else
+                K.gemm_tile(qs + g * D, D, 1, rows_in_group, panel, D, logits + g * lds + c, lds, false);
             }
+            c += wide ? 2 * kColTile : kColTile;
           }
         }
       }

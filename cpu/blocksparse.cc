@@ -113,13 +113,22 @@ void row_blocks(const BlockMaskView& m, int64_t b, int64_t h, int64_t qb, int64_
 void qk_tile(const float* q, int64_t R, int64_t D, const float* kt, int64_t col0, int64_t ncols, float* S,
              int64_t lds) {
   const IsaKernels& k = isa();
-  for (int64_t c = col0; c < col0 + ncols; c += kColTile)
+  for (int64_t c = col0; c < col0 + ncols;) {
+    const bool wide = c + kColTile < col0 + ncols;  // two panels per tile call (zmm tile with AVX-512)
     for (int64_t r = 0; r < R; r += kGemmRows) {
       const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, R - r));
-      for (int64_t d0 = 0; d0 < D; d0 += kGemmDepth)
-        k.gemm_tile(q + r * D + d0, D, 1, rows, kt + (c / kColTile) * D * kColTile + d0 * kColTile,
-                    std::min(kGemmDepth, D - d0), S + r * lds + (c - col0), lds, d0 > 0);
+      for (int64_t d0 = 0; d0 < D; d0 += kGemmDepth) {
+        const float* panel = kt + (c / kColTile) * D * kColTile + d0 * kColTile;
+        if (wide)
+          k.gemm_tile_wide(q + r * D + d0, D, 1, rows, panel, D * kColTile, std::min(kGemmDepth, D - d0),
+                           S + r * lds + (c - col0), lds, d0 > 0);
+        else
+          k.gemm_tile(q + r * D + d0, D, 1, rows, panel, std::min(kGemmDepth, D - d0), S + r * lds + (c - col0), lds,
+                      d0 > 0);
+      }
     }
+    c += wide ? 2 * kColTile : kColTile;
+  }
 }
 
 // Keys (and values) of one (b, q head) in attended order.
@@ -258,10 +267,20 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
             if (pv_round != Round::kNone) round_row(s, n, pv_round);
           }
           // acc += P·V on the register tile: P rows against the value panels.
-          for (int64_t vp = 0; vp < vpanels; ++vp)
-            for (int64_t r = 0; r < R; r += kGemmRows)
-              isa().gemm_tile(S.data() + r * ncols + (j0 - col0), ncols, 1, static_cast<int>(std::min<int64_t>(kGemmRows, R - r)),
-                              hk.vp.data() + (vp * Nk + j0) * kColTile, n, acc.data() + r * Dp + vp * kColTile, Dp, true);
+          for (int64_t vp = 0; vp < vpanels;) {
+            const bool wide = vp + 1 < vpanels;  // two value panels per tile call
+            for (int64_t r = 0; r < R; r += kGemmRows) {
+              const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, R - r));
+              const float* prow = S.data() + r * ncols + (j0 - col0);
+              const float* panel = hk.vp.data() + (vp * Nk + j0) * kColTile;
+              float* out = acc.data() + r * Dp + vp * kColTile;
+              if (wide)
+                isa().gemm_tile_wide(prow, ncols, 1, rows, panel, Nk * kColTile, n, out, Dp, true);
+              else
+                isa().gemm_tile(prow, ncols, 1, rows, panel, n, out, Dp, true);
+            }
+            vp += wide ? 2 : 1;
+          }
         }
         for (int64_t r = 0; r < R; ++r) {
           const int64_t orig = src(r0 + r);
