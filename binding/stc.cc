@@ -26,6 +26,7 @@ Napi::Value StcScores(const Napi::CallbackInfo& info) {
     p.memory_mode = static_cast<StcMemory>(static_cast<int>(arg(a, StcScoresSlots::memoryMode)));
   }
   const bool wait = a != nullptr && arg(a, StcScoresSlots::wait) != 0;
+  p.device_checks = wait || p.x.on_host();  // a device status read drains the stream
   return cx.dispatch(
       [p, wait]() -> Status {
         if (p.x.on_host()) return cpu::stc_scores(p);

@@ -18,7 +18,8 @@ namespace cuda {
 // ============================================================================
 //
 // The authors' sequence (include/tokensieve/stc.h) in six launches on
-// p.stream and one status read-back (NaN/Inf in x). The CPU back end and this
+// p.stream and, when the call waits (device_checks), one status read-back
+// (NaN/Inf in x). The CPU back end and this
 // one agree within the cross-device tolerance (README), not bit for bit: the
 // sums below run in parallel orders, all in f64.
 //   1. stc_channel_kernel   one thread per channel (coalesced across threads),
@@ -241,6 +242,7 @@ Status stc_scores(const StcScoresParams& p) {
     TS_CUDA_CHECK_LAUNCH("stc_score_kernel");
     return Status::Ok();
   }));
+  if (!p.device_checks) return Status::Ok();  // the caller does not wait: no read-back (see stc.h)
   DeviceStatus host;
   TS_RETURN_IF_ERROR(read_status(st, stream, &host));
   if (host.flags & kBadValue)

@@ -91,9 +91,17 @@ describeCuda('CUDA STC-Pruner', () => {
       expect(want).toMatch(/x\[1, 2\]/);
       expectCode(() => stcScoresSync(x), RangeError, 'ERR_RANGE', /x\[1, 2\] holds NaN or Inf/);
       await expectReject(stcScores(x), RangeError, 'ERR_RANGE', /x\[1, 2\]/);
+      // wait: false reads nothing back: the NaN goes unreported (scores unspecified).
+      const unchecked = stcScoresSync(x, { wait: false });
+      for (const t of [unchecked.scores, unchecked.chunkMean, unchecked.channels]) t.dispose();
       // memorySum must be on the chunk's device.
       const clean = Tensor.from({ data: Float32Array.from(randn(2 * 6 * 4, 3)), shape: [2, 6, 4] }).to(dev);
       try {
+        // A finite chunk: the unchecked call gives the checked call's outputs.
+        const w = stcScoresSync(clean), n = stcScoresSync(clean, { wait: false });
+        expect(n.scores.toArray()).toEqual(w.scores.toArray());
+        expect(n.chunkMean.toArray()).toEqual(w.chunkMean.toArray());
+        for (const r of [w, n]) for (const t of [r.scores, r.chunkMean, r.channels]) t.dispose();
         expectCode(() => stcScoresSync(clean, { memorySum: { data: new Float32Array(2), shape: [2] }, memoryCount: 1 }), TokenSieveError, 'ERR_DEVICE');
       } finally {
         clean.dispose();

@@ -39,6 +39,11 @@ struct StcScoresParams {
   TensorView scores;       // f32 [F, T]
   TensorView chunk_mean;   // f32 [Cs] (kAuthors) or [C] (kAligned): this chunk's raw mean (to add to memory_sum)
   TensorView channels;     // i32 [Cs]: the scoring channels, ascending variance; data may be null
+  // CUDA: read back the status record (NaN/Inf in x) and report it. The read
+  // drains the stream, so the binding sets this only when the call waits;
+  // without it a NaN/Inf in x gives unspecified scores, silently. The CPU
+  // always checks.
+  bool device_checks = true;
   void* stream = nullptr;
 };
 

@@ -102,7 +102,7 @@ StcMemory g_mode = StcMemory::kAuthors;  // the memory mode of every call
 int64_t mean_len(int64_t C) { return g_mode == StcMemory::kAuthors ? stc_scoring_channels(C) : C; }
 
 // One call on dev (-1: cpu::stc_scores, 0: cuda::stc_scores under the emulator).
-Out run(Input& in, const std::vector<float>* msum, int64_t count, int dev) {
+Out run(Input& in, const std::vector<float>* msum, int64_t count, int dev, bool device_checks = true) {
   Out o;
   const int64_t Cm = mean_len(in.C), Cs = stc_scoring_channels(in.C);
   o.scores.assign(static_cast<size_t>(in.F * in.T), sentinel());
@@ -117,6 +117,7 @@ Out run(Input& in, const std::vector<float>* msum, int64_t count, int dev) {
   p.scores = emu_test::view(o.scores.data(), DType::kF32, {in.F, in.T}, dev);
   p.chunk_mean = emu_test::view(o.chunk_mean.data(), DType::kF32, {Cm}, dev);
   p.channels = emu_test::view(o.channels.data(), DType::kI32, {Cs}, dev);
+  p.device_checks = device_checks;
   o.status = dev < 0 ? cpu::stc_scores(p) : cuda::stc_scores(p);
   if (dev >= 0) check_no_leak("stc_scores");
   return o;
@@ -320,6 +321,20 @@ void bad_value_cases(std::mt19937& g) {
       EXPECT(d.status.message.find("x[1, 3]") != std::string::npos, "%s %g: message '%s'", dtype_name(dt), b,
              d.status.message.c_str());
     }
+  // Unchecked (a call that does not wait): no read-back, so no error, and no
+  // scratch left behind; a finite chunk gives the checked call's scores.
+  {
+    auto vals = normal(F * T * C, g);
+    vals[(1 * T + 3) * C + 4] = NAN;
+    Input in = contiguous(vals, F, T, C, DType::kF32);
+    const Out u = run(in, nullptr, 0, 0, false);
+    EXPECT(u.status.ok(), "unchecked NaN: got %s", u.status.message.c_str());
+    vals[(1 * T + 3) * C + 4] = 0.25f;
+    Input fin = contiguous(vals, F, T, C, DType::kF32);
+    const Out c = run(fin, nullptr, 0, 0), v = run(fin, nullptr, 0, 0, false);
+    EXPECT(c.status.ok() && v.status.ok() && c.scores == v.scores && c.chunk_mean == v.chunk_mean,
+           "unchecked finite chunk: scores differ from the checked call's");
+  }
   // A lone bad value in the very last element (the ranking then sees NaN
   // variances: no out-of-bounds reads, still ERR_RANGE).
   auto vals = normal(2 * 3 * 300, g);
