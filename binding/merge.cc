@@ -71,7 +71,12 @@ Napi::Value ContextualMerge(const Napi::CallbackInfo& info) {
   ContextualMergeParams p;
   p.x = cx.tensor(1, "x");
   p.metric = cx.tensor(3, "metric");
-  p.remaining = cx.tensor(5, "remaining");
+  // keptGiven: slot 5 holds keptIndices [B, K] and the back end lists the
+  // remaining tokens itself (no read of a device keep spec).
+  if (arg(a, ContextualMergeSlots::keptGiven) != 0)
+    p.kept = cx.tensor(5, "keptIndices");
+  else
+    p.remaining = cx.tensor(5, "remaining");
   p.out = cx.output(7, "out");
   p.stream = cx.stream(9);
   p.c = to_int64(arg(a, ContextualMergeSlots::c));

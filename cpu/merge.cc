@@ -298,12 +298,44 @@ Status merge(const MergeParams& p) {
   return Status::Ok();
 }
 
+namespace {
+// The tokens of [0, N) not in `kept` (i32 [B, K]), ascending, per batch row:
+// [B, N − K] into *out. Kept indices out of range or repeated in a row are
+// ERR_RANGE (cuda/merge.cu's remaining kernels report the same).
+Status remaining_from_kept(const TensorView& kept, int64_t N, std::vector<int32_t>* out) {
+  const int64_t B = kept.shape[0], K = kept.shape[1], Nr = N - K;
+  const int32_t* k = kept.ptr<int32_t>();
+  out->resize(static_cast<size_t>(B * Nr));
+  std::vector<char> is_kept(static_cast<size_t>(N));
+  for (int64_t b = 0; b < B; ++b) {
+    std::fill(is_kept.begin(), is_kept.end(), 0);
+    for (int64_t j = 0; j < K; ++j) {
+      const int32_t t = k[b * K + j];
+      if (t < 0 || t >= N || is_kept[static_cast<size_t>(t)])
+        return Status(Code::kRange, "expected keptIndices distinct and in [0, " + std::to_string(N) +
+                                        ") but keptIndices[" + std::to_string(b) + ", " + std::to_string(j) +
+                                        "] = " + std::to_string(t) + (t < 0 || t >= N ? " is out of range" : " repeats"));
+      is_kept[static_cast<size_t>(t)] = 1;
+    }
+    int32_t* row = out->data() + b * Nr;
+    for (int64_t i = 0, w = 0; i < N; ++i)
+      if (!is_kept[static_cast<size_t>(i)]) row[w++] = static_cast<int32_t>(i);
+  }
+  return Status::Ok();
+}
+}  // namespace
+
 Status contextual_merge(const ContextualMergeParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   if (!p.x.on_host()) return Status(Code::kDevice, "cpu::contextual_merge needs host tensors");
   const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], Cm = p.metric.shape[2];
-  const int64_t Nr = p.remaining.shape[1], c = p.c;
-  const int32_t* rem_all = p.remaining.ptr<int32_t>();
+  const int64_t c = p.c;
+  std::vector<int32_t> listed;  // the remaining tokens when `kept` is given
+  if (p.kept.data != nullptr) {
+    TS_RETURN_IF_ERROR(remaining_from_kept(p.kept, N, &listed));
+  }
+  const int64_t Nr = p.kept.data != nullptr ? N - p.kept.shape[1] : p.remaining.shape[1];
+  const int32_t* rem_all = p.kept.data != nullptr ? listed.data() : p.remaining.ptr<int32_t>();
   for (int64_t i = 0; i < B * Nr; ++i)
     if (rem_all[i] < 0 || rem_all[i] >= N)
       return Status(Code::kRange, "expected remaining indices in [0, " + std::to_string(N) + ") but got " +

@@ -51,6 +51,7 @@
 //       each folds its rows' best into a per-row 64-bit key with atomicMax
 //       (see match_key), so the result does not depend on block order.
 //   2''. key_decode_kernel: keys → best score / argmax as step 2 writes them.
+#include <cub/block/block_scan.cuh>
 #include <cuda_runtime.h>
 #include <mma.h>
 
@@ -1009,12 +1010,61 @@ Status merge(const MergeParams& p) {
   });
 }
 
+// keptIndices -> the remaining tokens, on the device (no read-back of the
+// keep spec). mask [B, N] starts at kNoBadSplit ("not kept"); mark_kept
+// stores in mask[b, t] the lowest j with kept[b, j] == t, and check_kept
+// then flags every entry out of range or not the first of its value: the
+// lowest such flat index lands in *bad, the entry the CPU would report.
+__global__ void mark_kept_kernel(const int32_t* __restrict__ kept, int64_t B, int64_t K, int64_t N, int* mask,
+                                 int* bad) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * K) return;
+  const int32_t t = kept[i];
+  if (t < 0 || t >= N)
+    atomicMin(bad, static_cast<int>(i));
+  else
+    atomicMin(&mask[(i / K) * N + t], static_cast<int>(i % K));
+}
+__global__ void check_kept_kernel(const int32_t* __restrict__ kept, int64_t B, int64_t K, int64_t N,
+                                  const int* __restrict__ mask, int* bad) {
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (i >= B * K) return;
+  const int32_t t = kept[i];
+  if (t >= 0 && t < N && mask[(i / K) * N + t] != static_cast<int>(i % K)) atomicMin(bad, static_cast<int>(i));
+}
+// One block per batch row: the unmarked tokens in ascending order, by a
+// block scan over chunks of kThreads. At most Nr are written: with a bad
+// keep spec more than Nr are unmarked (the call then reports it when it
+// waits), and the row is still fully written.
+__global__ void list_remaining_kernel(const int* __restrict__ mask, int64_t N, int64_t Nr,
+                                      int32_t* __restrict__ rem) {  // rem: [B, Nr]
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int64_t b = blockIdx.x;
+  int64_t base = 0;
+  for (int64_t i0 = 0; i0 < N && base < Nr; i0 += kThreads) {
+    const int64_t i = i0 + threadIdx.x;
+    const int free = (i < N && mask[b * N + i] == kNoBadSplit) ? 1 : 0;
+    int pos = 0, total = 0;
+    Scan(tmp).ExclusiveSum(free, pos, total);
+    if (free && base + pos < Nr) rem[b * Nr + base + pos] = static_cast<int32_t>(i);
+    base += total;
+    __syncthreads();  // tmp is reused by the next chunk's scan
+  }
+}
+
 Status contextual_merge(const ContextualMergeParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.x, "x"));
   const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], Cm = p.metric.shape[2];
-  const int64_t Nr = p.remaining.shape[1], c = p.c;
+  const bool from_kept = p.kept.data != nullptr;
+  const int64_t K = from_kept ? p.kept.shape[1] : 0;
+  const int64_t Nr = from_kept ? N - K : p.remaining.shape[1], c = p.c;
   const int64_t step = Nr / c > 1 ? Nr / c : 1;
+  // The bad-entry record is a flat index of keptIndices below its "none".
+  if (B * K >= kNoBadSplit)
+    return Status(Code::kUnsupported, "contextualMerge: keptIndices of " + std::to_string(B * K) +
+                                          " entries is more than the CUDA kernels index");
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.x.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
@@ -1022,12 +1072,36 @@ Status contextual_merge(const ContextualMergeParams& p) {
   const size_t o_norm = L.add<float>(B * N * Cm);
   const size_t o_owner = L.add<int32_t>(B * Nr);
   const size_t o_flag = L.add<int>(1);
+  const size_t o_bad = L.add<int>(1);
+  const size_t o_mask = L.add<int>(from_kept ? B * N : 0);
+  const size_t o_rem = L.add<int32_t>(from_kept ? B * Nr : 0);
   Scratch scratch(p.x.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
   int* flag = scratch.at<int>(o_flag);
   TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
   float* normed = scratch.at<float>(o_norm);
   const int32_t* rem = p.remaining.ptr<const int32_t>();
+  int* bad = scratch.at<int>(o_bad);
+  if (from_kept) {
+    int* mask = scratch.at<int>(o_mask);
+    int32_t* listed = scratch.at<int32_t>(o_rem);
+    TS_CUDA_TRY(cudaMemsetAsync(bad, 0x7f, sizeof(int), stream));
+    TS_CUDA_TRY(cudaMemsetAsync(mask, 0x7f, static_cast<size_t>(B * N) * sizeof(int), stream));
+    if (K > 0) {
+      const int64_t kblocks = blocks_for(B * K, kThreads);
+      TS_RETURN_IF_ERROR(check_grid_x(kblocks, "contextualMerge"));
+      mark_kept_kernel<<<static_cast<unsigned>(kblocks), kThreads, 0, stream>>>(p.kept.ptr<const int32_t>(), B, K, N,
+                                                                                 mask, bad);
+      TS_CUDA_CHECK_LAUNCH("mark_kept_kernel");
+      check_kept_kernel<<<static_cast<unsigned>(kblocks), kThreads, 0, stream>>>(p.kept.ptr<const int32_t>(), B, K,
+                                                                                  N, mask, bad);
+      TS_CUDA_CHECK_LAUNCH("check_kept_kernel");
+    }
+    TS_RETURN_IF_ERROR(check_grid_x(B, "contextualMerge"));
+    list_remaining_kernel<<<static_cast<unsigned>(B), kThreads, 0, stream>>>(mask, N, Nr, listed);
+    TS_CUDA_CHECK_LAUNCH("list_remaining_kernel");
+    rem = listed;
+  }
   // Only the remaining tokens are read (and checked), as on the CPU.
   TS_RETURN_IF_ERROR(normalise(p.metric, rem, Nr, normed, flag, stream));
   int32_t* owner = scratch.at<int32_t>(o_owner);
@@ -1045,6 +1119,18 @@ Status contextual_merge(const ContextualMergeParams& p) {
     return Status::Ok();
   }));
   if (!p.device_checks) return Status::Ok();  // the caller does not wait: no read-back (see merge.h)
+  if (from_kept) {
+    int bad_at = kNoBadSplit;
+    TS_RETURN_IF_ERROR(read_device_flag(bad, stream, &bad_at));
+    if (bad_at != kNoBadSplit) {
+      int t = 0;  // the entry itself, for the CPU's message
+      TS_RETURN_IF_ERROR(read_device_flag(p.kept.ptr<const int>() + bad_at, stream, &t));
+      return Status(Code::kRange, "expected keptIndices distinct and in [0, " + std::to_string(N) +
+                                      ") but keptIndices[" + std::to_string(bad_at / K) + ", " +
+                                      std::to_string(bad_at % K) + "] = " + std::to_string(t) +
+                                      (t < 0 || t >= N ? " is out of range" : " repeats"));
+    }
+  }
   int host_flag = 0;
   TS_RETURN_IF_ERROR(read_device_flag(flag, stream, &host_flag));
   if (host_flag != 0) return Status(Code::kRange, "expected finite metric but it holds NaN or Inf");

@@ -212,7 +212,14 @@ describeCuda('CUDA token merging', () => {
     const cw = contextualMergeSync(xs, good, kd, 2);
     const cn = contextualMergeSync(xs, good, kd, 2, { wait: false });
     expect(cn.toArray()).toEqual(cw.toArray());
-    for (const t of [cw, cn, good, xs, kd.keptIndices]) t.dispose();
+    // Device keptIndices are listed on the device: equal to the host keep spec's result;
+    // a repeated entry is reported only by a call that waits, with the CPU's message.
+    const ch = contextualMergeSync(xs, good, { keptIndices: { data: Int32Array.from([0, 3]), shape: [1, 2] } }, 2);
+    expect(ch.toArray()).toEqual(cw.toArray());
+    const rep = { keptIndices: Tensor.from({ data: Int32Array.from([3, 3]), shape: [1, 2] }).to(dev) };
+    expect(() => contextualMergeSync(xs, good, rep, 2, { wait: false }).dispose()).not.toThrow();
+    expectCode(() => contextualMergeSync(xs, good, rep, 2), RangeError, 'ERR_RANGE', /keptIndices\[0, 1\] = 3 repeats/);
+    for (const t of [cw, cn, ch, good, xs, kd.keptIndices, rep.keptIndices]) t.dispose();
     for (const t of [pw, pn]) t.dispose();
     for (const t of [md, xd, bd]) t.dispose();
   });

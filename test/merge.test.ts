@@ -358,7 +358,12 @@ describe('token merging: bad input', () => {
     expectCode(() => contextualMergeSync(x, { data: new Float32Array(2 * 7 * 3), shape: [2, 7, 3] }, none, 2), RangeError, 'ERR_SHAPE');
     expectCode(() => contextualMergeSync(x, m, { keptIndices: { data: Int32Array.of(0, 8), shape: [2, 1] } }, 2), RangeError, 'ERR_RANGE');
     expectCode(() => contextualMergeSync(x, m, { keptIndices: { data: Int32Array.of(0, 1, 1), shape: [1, 3] } }, 2), RangeError, 'ERR_SHAPE');
-    expectCode(() => contextualMergeSync(x, m, { keptIndices: { data: Int32Array.of(0, 1, 2, 2), shape: [2, 2] } }, 2), RangeError, 'ERR_SHAPE', /same number/);
+    // A repeated kept index is an error (as on a device, where the back end lists the remaining tokens).
+    expectCode(() => contextualMergeSync(x, m, { keptIndices: { data: Int32Array.of(0, 1, 2, 2), shape: [2, 2] } }, 2), RangeError, 'ERR_RANGE', /distinct keptIndices .* 2 repeats at \[1, 1\]/);
+    const uneven = new Uint8Array(2 * 8);
+    uneven[0] = 1;
+    uneven[8] = uneven[9] = 1;
+    expectCode(() => contextualMergeSync(x, m, { keepMask: { data: uneven, shape: [2, 8] } }, 2), RangeError, 'ERR_SHAPE', /same number/);
     expectCode(() => contextualMergeSync(x, m, {} as never, 2), TypeError, 'ERR_ARG');
     const bad = Float32Array.from(m.data);
     bad[5] = NaN;

@@ -167,7 +167,7 @@ export interface NativeModule {
     sizes: Float64Array | undefined, sizesMem: NativeMemory | undefined, out: Float64Array, outMem: NativeMemory,
     sizesOut: Float64Array | undefined, sizesOutMem: NativeMemory | undefined, stream: bigint | undefined, async: boolean,
   ): NativeResult;
-  /** params (PARAM_NAMES, lib/native.ts): [wait, c] */
+  /** params (PARAM_NAMES, lib/native.ts): [wait, c, keptGiven]; keptGiven 1: `remaining` is the kept tokens [B, K] (the back end lists the others) */
   contextualMerge(
     params: Float64Array, x: Float64Array, xMem: NativeMemory, metric: Float64Array, metricMem: NativeMemory,
     remaining: Float64Array, remainingMem: NativeMemory, out: Float64Array, outMem: NativeMemory,

@@ -99,7 +99,12 @@ struct MergeParams {
 struct ContextualMergeParams {
   TensorView x;          // [B, N, C] f32/f16/bf16; stride(C) == 1
   TensorView metric;     // [B, N, Cm] f32/f16/bf16; stride(Cm) == 1; finite
-  TensorView remaining;  // i32 [B, Nr] contiguous: token indices in [0, N)
+  TensorView remaining;  // i32 [B, Nr] contiguous: token indices in [0, N); unused when `kept` is given
+  // i32 [B, K] contiguous, K >= 1, or data null: the kept tokens instead of
+  // `remaining`, distinct and in [0, N) (ERR_RANGE otherwise); the remaining
+  // tokens are then the other Nr = N − K, ascending, listed by the back end
+  // (on CUDA by a kernel: a device keptIndices needs no read-back).
+  TensorView kept;
   int64_t c = 0;         // 1 <= c <= Nr
   TensorView out;        // [B, c, C], dtype of x, contiguous
   // CUDA: read back the device-side NaN/Inf check of metric and report it;

@@ -566,6 +566,30 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
   if ((k.keepMask === undefined) === (k.keptIndices === undefined)) {
     throw makeError('ERR_ARG', `${op}: pass exactly one of { keepMask } or { keptIndices }`);
   }
+  // keptIndices already on x's device (contiguous): the back end lists the
+  // remaining tokens itself (a kernel on CUDA), so nothing is read back. Its
+  // entries are checked there (distinct, in [0, N)) when the call waits.
+  const kiDev = k.keptIndices !== undefined && ordinal >= 0 ? toTensor(k.keptIndices, 'keptIndices') : undefined;
+  if (kiDev && kiDev.ordinal === ordinal && kiDev.isContiguous && kiDev.ndim === 2 && kiDev.shape[1] > 0) {
+    if (kiDev.dtype !== 'i32') throw makeError('ERR_DTYPE', `Expected i32 keptIndices for ${op} but received ${kiDev.dtype}`);
+    if (kiDev.ndim !== 2 || kiDev.shape[0] !== B) {
+      throw makeError('ERR_SHAPE', `Expected keptIndices of shape [${B}, k] for ${op} but received [${kiDev.shape.join(', ')}]`);
+    }
+    const nrDev = N - kiDev.shape[1];
+    if (nrDev < 1) throw makeError('ERR_RANGE', `${op}: no tokens remain to merge (every token is kept)`);
+    const ccDev = int(op, 'c', c, 1, nrDev);
+    const s = stream(op, o.stream, x.stream);
+    const out = outs.empty([B, ccDev, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
+    const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: ccDev, keptGiven: 1 });
+    const xd = x.descriptor('x');
+    const md = metric.descriptor('metric');
+    const kd = kiDev.descriptor('keptIndices');
+    const od = out.descriptor('out');
+    return {
+      result: out,
+      call: (async) => native().contextualMerge(params, xd.meta, xd.mem, md.meta, md.mem, kd.meta, kd.mem, od.meta, od.mem, s, async),
+    };
+  }
   const kept = new Uint8Array(B * N);
   if (k.keepMask !== undefined) {
     const m = toTensor(k.keepMask, 'keepMask');
@@ -580,12 +604,13 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
     if (ki.ndim !== 2 || ki.shape[0] !== B) {
       throw makeError('ERR_SHAPE', `Expected keptIndices of shape [${B}, k] for ${op} but received [${ki.shape.join(', ')}]`);
     }
-    const vals = ki.toArray();
     const K = ki.shape[1];
+    const vals = K === 0 ? [] : ki.toArray();  // nothing kept: no read
     for (let b = 0; b < B; b++) {
       for (let j = 0; j < K; j++) {
         const t = vals[b * K + j];
         if (t < 0 || t >= N) throw makeError('ERR_RANGE', `Expected keptIndices in [0, ${N}) for ${op} but received ${t} at [${b}, ${j}]`);
+        if (kept[b * N + t]) throw makeError('ERR_RANGE', `Expected distinct keptIndices for ${op} but ${t} repeats at [${b}, ${j}]`);
         kept[b * N + t] = 1;
       }
     }
@@ -606,7 +631,7 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
   const remaining = ordinal < 0 ? remHost : outs.adopt(remHost.to(device));
   const s = stream(op, o.stream, x.stream);
   const out = outs.empty([B, cc, C], x.dtype, device, { stream: s, uninitialized: true });
-  const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: cc });
+  const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: cc, keptGiven: 0 });
   const xd = x.descriptor('x');
   const md = metric.descriptor('metric');
   const rd = remaining.descriptor('remaining');

@@ -142,6 +142,74 @@ static void contextual_case(int64_t B, int64_t N, int64_t C, int64_t Cm, int64_t
   check_no_leak("contextual_merge");
 }
 
+// keptIndices instead of remaining: the back end lists the remaining tokens
+// (CUDA: mark, check and scan kernels, no read-back). The CUDA result equals
+// CUDA's own on the listed `remaining` bit for bit (the same kernels after
+// the listing), the CPU's within the tolerance; K spans 1, a few, most of N,
+// and rows longer than one scan chunk (256). Bad entries (out of range,
+// repeated) are ERR_RANGE with the CPU's message when checked, Ok unchecked.
+static void contextual_kept_case(int64_t B, int64_t N, int64_t K, int64_t c, std::mt19937& g) {
+  const int64_t C = 7, Cm = 5, Nr = N - K;
+  auto x = values(B * N * C, DType::kF32, g, 0);
+  auto m = values(B * N * Cm, DType::kF32, g, 0);
+  std::vector<int32_t> kept(B * K), rem(B * Nr);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> perm(N);
+    for (int64_t i = 0; i < N; ++i) perm[i] = static_cast<int32_t>(i);
+    std::shuffle(perm.begin(), perm.end(), g);
+    std::vector<char> is_kept(N, 0);
+    for (int64_t j = 0; j < K; ++j) {
+      kept[b * K + j] = perm[j];  // any order, as a top-k returns them
+      is_kept[perm[j]] = 1;
+    }
+    for (int64_t i = 0, w = 0; i < N; ++i)
+      if (!is_kept[i]) rem[b * Nr + w++] = static_cast<int32_t>(i);
+  }
+  auto run = [&](bool from_kept, int dev, std::vector<float>& out, bool checks = true) {
+    out.assign(B * c * C, -7.0f);
+    ContextualMergeParams p;
+    p.x = view(x.data(), DType::kF32, {B, N, C}, dev);
+    p.metric = view(m.data(), DType::kF32, {B, N, Cm}, dev);
+    if (from_kept)
+      p.kept = view(kept.data(), DType::kI32, {B, K}, dev);
+    else
+      p.remaining = view(rem.data(), DType::kI32, {B, Nr}, dev);
+    p.c = c;
+    p.out = view(out.data(), DType::kF32, {B, c, C}, dev);
+    p.device_checks = checks;
+    return dev < 0 ? cpu::contextual_merge(p) : cuda::contextual_merge(p);
+  };
+  std::vector<float> ck, cr, hk, hr;
+  Status s = run(true, 0, ck);
+  EXPECT(s.ok(), "kept B%ld N%ld K%ld: cuda %s", (long)B, (long)N, (long)K, s.message.c_str());
+  s = run(false, 0, cr);
+  EXPECT(s.ok() && ck == cr, "kept B%ld N%ld K%ld: cuda from keptIndices differs from cuda on remaining", (long)B,
+         (long)N, (long)K);
+  s = run(true, -1, hk);
+  EXPECT(s.ok(), "kept: cpu %s", s.message.c_str());
+  s = run(false, -1, hr);
+  EXPECT(s.ok() && hk == hr, "kept B%ld N%ld K%ld: cpu from keptIndices differs from cpu on remaining", (long)B,
+         (long)N, (long)K);
+  int far = 0;
+  for (size_t i = 0; i < ck.size(); ++i) far += !(std::fabs(ck[i] - hk[i]) <= 1e-5f * (1 + std::fabs(hk[i])));
+  EXPECT(far == 0, "kept B%ld N%ld K%ld: %d outputs beyond the tolerance of the cpu's", (long)B, (long)N, (long)K, far);
+  check_no_leak("contextual kept");
+  if (K < 2) return;
+  // Bad entries in the last batch row: the CPU's message, on both back ends.
+  for (int bad = 0; bad < 3; ++bad) {
+    const int64_t at = (B - 1) * K + K - 1;
+    const int32_t was = kept[at];
+    kept[at] = bad == 0 ? static_cast<int32_t>(N) : bad == 1 ? -1 : kept[(B - 1) * K];  // out of range twice, a repeat
+    std::vector<float> o1, o2, o3;
+    const Status hc = run(true, -1, o1), dc = run(true, 0, o2), du = run(true, 0, o3, false);
+    EXPECT(hc.code == Code::kRange && dc.code == Code::kRange && hc.message == dc.message,
+           "bad kept %d: cpu '%s' cuda '%s'", bad, hc.message.c_str(), dc.message.c_str());
+    EXPECT(du.ok(), "bad kept %d unchecked: %s", bad, du.message.c_str());
+    kept[at] = was;
+    check_no_leak("contextual kept (bad)");
+  }
+}
+
 // A non-finite metric is ERR_RANGE when the call checks (waits); unchecked
 // (wait: false) nothing is read back and the call is Ok.
 static void contextual_unchecked_case() {
@@ -800,6 +868,10 @@ int main() {
   }
   contextual_case(1, 577, 64, 64, 415, 30, DType::kF32, g);
   contextual_unchecked_case();
+  contextual_kept_case(1, 10, 1, 3, g);
+  contextual_kept_case(2, 37, 5, 4, g);
+  contextual_kept_case(3, 600, 531, 17, g);
+  contextual_kept_case(2, 1000, 64, 200, g);
   errors();
   bf16t::run_all(g);
   f32t::run_all(g);
