@@ -110,10 +110,11 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
   });
 
   // The AVX-512 tile (zmm, two panels per call) runs each element's FMA chain
-  // in the same order as the AVX2 tile: the same bits, not just the same bound.
+  // in the same order as the AVX2 tile, and its exp the same operations per
+  // lane with the sums in the same order: the same bits, not just the same bound.
   const hasAvx512 = info().cpu.isa === 'avx512';
   if (!hasAvx512) console.log('skipped: the AVX-512 vs AVX2 bit-equality test needs a CPU with AVX-512F/VL');
-  (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans, k-center)', () => {
+  (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans, k-center, attention)', () => {
     const code = `const t = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))});
       const { native } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'native.js'))});
       const rnd = (n, s) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.7311 + s) * 1.7);
@@ -125,6 +126,9 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       out.push(plan.unmerged.toArray(), plan.sources.toArray(), plan.destinations.toArray());
       const kc = t.kCenterSync(t.Tensor.from({ data: rnd(157 * 130, 4), shape: [1, 157, 130] }), 23);
       out.push(kc.indices.toArray());
+      // Attention: logits on the wide tile, the softmax's exps 16 at a time.
+      const q = { data: rnd(2 * 3 * 97 * 40, 5), shape: [2, 3, 97, 40] }, k = { data: rnd(2 * 3 * 97 * 40, 6), shape: [2, 3, 97, 40] };
+      out.push(Array.from(t.attentionScoresSync(q, k, { causal: true }).data), Array.from(t.attentionScoresSync(q, k, { queries: [0, 5] }).data));
       process.stdout.write(JSON.stringify({ isa: t.info().cpu.isa, out }));`;
     const run = (isa: string | undefined): { isa: string; out: number[][] } => {
       const env = { ...process.env };
