@@ -127,12 +127,7 @@ struct HeadSink {
   bool accumulate;
 };
 
-struct ScoresParams {
-  // q[b, h, n, d] = q + b·q_sb + h·q_sh + n·q_sn + d (elements); k likewise.
-  const void* q;
-  int64_t q_sb, q_sh, q_sn;
-  const void* k;
-  int64_t k_sb, k_sh, k_sn;
+struct ScoresParams : QkOperands {
   bool q_aligned, k_aligned;  // every row 16-byte aligned: cp.async staging
   // kInt8 (q, k are then contiguous INT8 codes): the scale of token n of
   // (b, h) is q_scales[bh·q_nb + n / q_block], likewise for k.
@@ -140,15 +135,6 @@ struct ScoresParams {
   int64_t q_nb, q_block;
   const float* k_scales;
   int64_t k_nb, k_block;
-  const float* bias;  // key_bias[b, j] = bias + b·bias_sb + j; null: no bias
-  int64_t bias_sb;
-  int H, D;
-  int64_t Nk;
-  float scale_log2;  // scale · log2(e)
-  bool causal;
-  int64_t causal_offset;
-  RowMap rows;
-  int nsel;
   int nbuf;  // streaming tile buffers in shared memory: 2 (overlapped) or 1
   // pass 1
   int row_tiles;
@@ -592,13 +578,6 @@ __global__ void __launch_bounds__(kReduceThreads) probs_column_kernel(const Redu
 
 // ---- host helpers ---------------------------------------------------------------
 
-// Rows given as r0, r0 + 1, ... need no upload.
-bool is_row_range(const ScoreReduction& r) {
-  for (int64_t i = 1; i < r.num_query_rows; ++i)
-    if (static_cast<int64_t>(r.query_rows[i]) != static_cast<int64_t>(r.query_rows[0]) + i) return false;
-  return true;
-}
-
 Status check_sizes(const char* op, int64_t nsel, int64_t H) {
   if (nsel > INT_MAX - 1024)
     return Status(Code::kUnsupported, std::string(op) + ": at most 2^31 - 1025 query rows are supported on CUDA");
@@ -687,6 +666,44 @@ Status launch_for_precision(ScorePrecision precision, const ScoresParams& kp, in
 
 }  // namespace
 
+bool is_row_range(const ScoreReduction& r) {
+  for (int64_t i = 1; i < r.num_query_rows; ++i)
+    if (static_cast<int64_t>(r.query_rows[i]) != static_cast<int64_t>(r.query_rows[0]) + i) return false;
+  return true;
+}
+
+Status upload_rows(const ScoreReduction& r, int32_t* scratch, cudaStream_t stream, RowMap* rows) {
+  if (is_row_range(r)) {
+    *rows = RowMap{nullptr, r.query_rows[0]};
+    return Status::Ok();
+  }
+  TS_CUDA_TRY(cudaMemcpyAsync(scratch, r.query_rows, static_cast<size_t>(r.num_query_rows) * sizeof(int32_t),
+                              cudaMemcpyHostToDevice, stream));
+  *rows = RowMap{scratch, 0};
+  return Status::Ok();
+}
+
+void fill_qk_operands(const AttentionScoresParams& p, RowMap rows, QkOperands* o) {
+  o->q = p.q.data;
+  o->q_sb = p.q.strides[0];
+  o->q_sh = p.q.strides[1];
+  o->q_sn = p.q.strides[2];
+  o->k = p.k.data;
+  o->k_sb = p.k.strides[0];
+  o->k_sh = p.k.strides[1];
+  o->k_sn = p.k.strides[2];
+  o->bias = p.has_key_bias ? p.key_bias.ptr<const float>() : nullptr;
+  o->bias_sb = p.has_key_bias ? p.key_bias.strides[0] : 0;
+  o->H = static_cast<int>(p.q.shape[1]);
+  o->D = static_cast<int>(p.q.shape[3]);
+  o->Nk = p.k.shape[2];
+  o->scale_log2 = p.scale * kLog2e;
+  o->causal = p.causal;
+  o->causal_offset = p.causal ? p.causal_offset : 0;
+  o->rows = rows;
+  o->nsel = static_cast<int>(p.reduce.num_query_rows);
+}
+
 Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.q, "q"));
@@ -717,7 +734,7 @@ Status attention_scores(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(check_grid_x(base_blocks * splits, "attentionScores"));
   TS_RETURN_IF_ERROR(check_grid_x(BH * key_tiles, "attentionScores"));
   const bool reduce_heads = r.head_reduce != HeadReduce::kNone;
-  const bool upload_rows = !is_row_range(r);
+  const bool list_rows = !is_row_range(r);
 
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.q.device));
@@ -732,7 +749,7 @@ Status attention_scores(const AttentionScoresParams& p) {
   const int64_t k_nb = int8 ? (Nk + p.k_block - 1) / p.k_block : 0;
   const bool smooth = int8 && p.smooth_k;
   ScratchLayout lay;
-  const size_t o_rows = lay.add<int32_t>(upload_rows ? nsel : 0);
+  const size_t o_rows = lay.add<int32_t>(list_rows ? nsel : 0);
   const size_t o_lse = lay.add<float>(BH * nsel);                    // [B·H, nsel] lse2
   const int64_t nparts = splits > 1 ? base_blocks * splits * kRows : 0;
   const size_t o_pm = lay.add<float>(nparts);                         // [B·H·row_tiles, splits, 64]
@@ -754,33 +771,11 @@ Status attention_scores(const AttentionScoresParams& p) {
   TS_CUDA_TRY(cudaMemsetAsync(counters, 0, static_cast<size_t>(n_counters) * sizeof(unsigned int), stream));
 
   ScoresParams kp{};
-  if (upload_rows) {
-    int32_t* rows = scratch.at<int32_t>(o_rows);
-    TS_CUDA_TRY(cudaMemcpyAsync(rows, r.query_rows, static_cast<size_t>(nsel) * sizeof(int32_t),
-                                cudaMemcpyHostToDevice, stream));
-    kp.rows = RowMap{rows, 0};
-  } else {
-    kp.rows = RowMap{nullptr, r.query_rows[0]};
-  }
-  kp.q = p.q.data;
-  kp.q_sb = p.q.strides[0];
-  kp.q_sh = p.q.strides[1];
-  kp.q_sn = p.q.strides[2];
-  kp.k = p.k.data;
-  kp.k_sb = p.k.strides[0];
-  kp.k_sh = p.k.strides[1];
-  kp.k_sn = p.k.strides[2];
+  RowMap rows;
+  TS_RETURN_IF_ERROR(upload_rows(r, scratch.at<int32_t>(o_rows), stream, &rows));
+  fill_qk_operands(p, rows, &kp);
   kp.q_aligned = rows_aligned16(p.q);
   kp.k_aligned = rows_aligned16(p.k);
-  kp.bias = p.has_key_bias ? p.key_bias.ptr<const float>() : nullptr;
-  kp.bias_sb = p.has_key_bias ? p.key_bias.strides[0] : 0;
-  kp.H = static_cast<int>(H);
-  kp.D = static_cast<int>(D);
-  kp.Nk = Nk;
-  kp.scale_log2 = p.scale * kLog2e;
-  kp.causal = p.causal;
-  kp.causal_offset = p.causal ? p.causal_offset : 0;
-  kp.nsel = static_cast<int>(nsel);
   kp.row_tiles = static_cast<int>(row_tiles);
   kp.splits = static_cast<int>(splits);
   kp.split_keys = split_keys;
@@ -872,7 +867,7 @@ Status reduce_attention(const ReduceAttentionParams& p) {
   const int64_t col_tiles = (W + kReduceCols - 1) / kReduceCols;
   TS_RETURN_IF_ERROR(check_grid_x(BH * col_tiles, "reduceAttention"));
   const bool reduce_heads = r.head_reduce != HeadReduce::kNone;
-  const bool upload_rows = !is_row_range(r);
+  const bool list_rows = !is_row_range(r);
 
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(P.device));
@@ -880,7 +875,7 @@ Status reduce_attention(const ReduceAttentionParams& p) {
 
   // Scratch: [rows | head_sums | flag, column tickets].
   ScratchLayout lay;
-  const size_t o_rows = lay.add<int32_t>(upload_rows ? nsel : 0);
+  const size_t o_rows = lay.add<int32_t>(list_rows ? nsel : 0);
   const size_t o_heads = lay.add<float>(reduce_heads ? BH * W : 0);
   const int64_t n_counters = 1 + (reduce_heads ? B * col_tiles : 0);
   const size_t o_counters = lay.add<unsigned int>(n_counters);
@@ -890,14 +885,7 @@ Status reduce_attention(const ReduceAttentionParams& p) {
   TS_CUDA_TRY(cudaMemsetAsync(counters, 0, static_cast<size_t>(n_counters) * sizeof(unsigned int), stream));
 
   ReduceParams kp{};
-  if (upload_rows) {
-    int32_t* rows = scratch.at<int32_t>(o_rows);
-    TS_CUDA_TRY(cudaMemcpyAsync(rows, r.query_rows, static_cast<size_t>(nsel) * sizeof(int32_t),
-                                cudaMemcpyHostToDevice, stream));
-    kp.rows = RowMap{rows, 0};
-  } else {
-    kp.rows = RowMap{nullptr, r.query_rows[0]};
-  }
+  TS_RETURN_IF_ERROR(upload_rows(r, scratch.at<int32_t>(o_rows), stream, &kp.rows));
   kp.probs = P.data;
   kp.sb = P.strides[0];
   kp.sh = P.strides[1];

@@ -82,21 +82,7 @@ template <> struct RawOf<8> { using type = uint2; };
 template <> struct RawOf<4> { using type = unsigned int; };
 template <> struct RawOf<2> { using type = unsigned short; };
 
-struct RowsParams {
-  // q[b, h, n, d] = q + b·q_sb + h·q_sh + n·q_sn + d (elements); k likewise.
-  const void* q;
-  int64_t q_sb, q_sh, q_sn;
-  const void* k;
-  int64_t k_sb, k_sh, k_sn;
-  const float* bias;  // key_bias[b, j] = bias + b·bias_sb + j; null: no bias
-  int64_t bias_sb;
-  int H, D;
-  int64_t Nk;
-  float scale_log2;  // scale · log2(e)
-  bool causal;
-  int64_t causal_offset;
-  RowMap rows;
-  int nsel;
+struct RowsParams : QkOperands {
   int lanes_per_key;  // LPK: a power of two <= 32
   int nvec;           // kVecBytes vectors per key row
   int64_t key_read_end;  // keys [0, key_read_end) are visible to some row
@@ -360,12 +346,6 @@ __global__ void __launch_bounds__(kColThreads) rows_columns_kernel(const RowsPar
 
 std::atomic<uint64_t> g_calls{0};
 
-bool is_row_range(const ScoreReduction& r) {
-  for (int64_t i = 1; i < r.num_query_rows; ++i)
-    if (static_cast<int64_t>(r.query_rows[i]) != static_cast<int64_t>(r.query_rows[0]) + i) return false;
-  return true;
-}
-
 int rows_bucket(int64_t nsel) { return nsel <= 1 ? 1 : nsel <= 2 ? 2 : nsel <= 4 ? 4 : 8; }
 
 // The widest load (16, 8 bytes, or one element) that every key row allows:
@@ -493,14 +473,14 @@ Status attention_scores_rows(const AttentionScoresParams& p) {
   lpk = std::max(lpk, std::min(pow2_at_least(nvec), std::max(1, kMinGroupBytes / vb)));
   lpk = std::min(lpk, 32);  // max_vectors makes 32 lanes enough for D <= 256
 
-  const bool upload_rows = !is_row_range(r);
+  const bool list_rows = !is_row_range(r);
   DeviceGuard guard;
   TS_RETURN_IF_ERROR(guard.enter(p.q.device));
   const cudaStream_t stream = static_cast<cudaStream_t>(p.stream);
 
   // Scratch: [rows | lse2 | part_m | part_l | logits | flag, split tickets].
   ScratchLayout lay;
-  const size_t o_rows = lay.add<int32_t>(upload_rows ? nsel : 0);
+  const size_t o_rows = lay.add<int32_t>(list_rows ? nsel : 0);
   const size_t o_lse = lay.add<float>(BH * nsel);
   const int64_t nparts = splits > 1 ? BH * splits * nsel : 0;
   const size_t o_pm = lay.add<float>(nparts);
@@ -514,31 +494,9 @@ Status attention_scores_rows(const AttentionScoresParams& p) {
   TS_CUDA_TRY(cudaMemsetAsync(counters, 0, static_cast<size_t>(n_counters) * sizeof(unsigned int), stream));
 
   RowsParams kp{};
-  if (upload_rows) {
-    int32_t* rows = scratch.at<int32_t>(o_rows);
-    TS_CUDA_TRY(cudaMemcpyAsync(rows, r.query_rows, static_cast<size_t>(nsel) * sizeof(int32_t),
-                                cudaMemcpyHostToDevice, stream));
-    kp.rows = RowMap{rows, 0};
-  } else {
-    kp.rows = RowMap{nullptr, r.query_rows[0]};
-  }
-  kp.q = p.q.data;
-  kp.q_sb = p.q.strides[0];
-  kp.q_sh = p.q.strides[1];
-  kp.q_sn = p.q.strides[2];
-  kp.k = p.k.data;
-  kp.k_sb = p.k.strides[0];
-  kp.k_sh = p.k.strides[1];
-  kp.k_sn = p.k.strides[2];
-  kp.bias = p.has_key_bias ? p.key_bias.ptr<const float>() : nullptr;
-  kp.bias_sb = p.has_key_bias ? p.key_bias.strides[0] : 0;
-  kp.H = static_cast<int>(H);
-  kp.D = static_cast<int>(D);
-  kp.Nk = Nk;
-  kp.scale_log2 = p.scale * kLog2e;
-  kp.causal = p.causal;
-  kp.causal_offset = p.causal ? p.causal_offset : 0;
-  kp.nsel = static_cast<int>(nsel);
+  RowMap rows;
+  TS_RETURN_IF_ERROR(upload_rows(r, scratch.at<int32_t>(o_rows), stream, &rows));
+  fill_qk_operands(p, rows, &kp);
   kp.lanes_per_key = lpk;
   kp.nvec = nvec;
   kp.key_read_end = key_read_end;

@@ -569,37 +569,54 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
   // keptIndices already on x's device (contiguous): the back end lists the
   // remaining tokens itself (a kernel on CUDA), so nothing is read back. Its
   // entries are checked there (distinct, in [0, N)) when the call waits.
+  // Otherwise the remaining tokens are listed here.
   const kiDev = k.keptIndices !== undefined && ordinal >= 0 ? toTensor(k.keptIndices, 'keptIndices') : undefined;
-  if (kiDev && kiDev.ordinal === ordinal && kiDev.isContiguous && kiDev.ndim === 2 && kiDev.shape[1] > 0) {
+  const onDevice = kiDev !== undefined && kiDev.ordinal === ordinal && kiDev.isContiguous && kiDev.ndim === 2 && kiDev.shape[1] > 0;
+  let list: Tensor;  // [B, K] keptIndices (onDevice) or [B, Nr] remaining tokens
+  let nr: number;
+  if (onDevice) {
     if (kiDev.dtype !== 'i32') throw makeError('ERR_DTYPE', `Expected i32 keptIndices for ${op} but received ${kiDev.dtype}`);
-    if (kiDev.ndim !== 2 || kiDev.shape[0] !== B) {
+    if (kiDev.shape[0] !== B) {
       throw makeError('ERR_SHAPE', `Expected keptIndices of shape [${B}, k] for ${op} but received [${kiDev.shape.join(', ')}]`);
     }
-    const nrDev = N - kiDev.shape[1];
-    if (nrDev < 1) throw makeError('ERR_RANGE', `${op}: no tokens remain to merge (every token is kept)`);
-    const ccDev = int(op, 'c', c, 1, nrDev);
-    const s = stream(op, o.stream, x.stream);
-    const out = outs.empty([B, ccDev, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
-    const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: ccDev, keptGiven: 1 });
-    const xd = x.descriptor('x');
-    const md = metric.descriptor('metric');
-    const kd = kiDev.descriptor('keptIndices');
-    const od = out.descriptor('out');
-    return {
-      result: out,
-      call: (async) => native().contextualMerge(params, xd.meta, xd.mem, md.meta, md.mem, kd.meta, kd.mem, od.meta, od.mem, s, async),
-    };
+    list = kiDev;
+    nr = N - kiDev.shape[1];
+  } else {
+    const rem = remainingTokens(op, k, B, N);
+    nr = rem.length / B;
+    const remHost = Tensor.from({ data: rem, shape: [B, nr] });
+    list = ordinal < 0 ? remHost : outs.adopt(remHost.to(deviceOf(ordinal)));
   }
+  if (nr < 1) throw makeError('ERR_RANGE', `${op}: no tokens remain to merge (every token is kept)`);
+  const cc = int(op, 'c', c, 1, nr);
+  const s = stream(op, o.stream, x.stream);
+  const out = outs.empty([B, cc, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
+  const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: cc, keptGiven: onDevice ? 1 : 0 });
+  const xd = x.descriptor('x');
+  const md = metric.descriptor('metric');
+  const ld = list.descriptor(onDevice ? 'keptIndices' : 'remaining');
+  const od = out.descriptor('out');
+  return {
+    result: out,
+    call: (async) => native().contextualMerge(params, xd.meta, xd.mem, md.meta, md.mem, ld.meta, ld.mem, od.meta, od.mem, s, async),
+    cleanup: () => {
+      if (!onDevice && ordinal >= 0) list.dispose();
+    },
+  };
+}
+
+/** The tokens each batch row does not keep, ascending: [B · Nr] (Nr the same for every row). */
+function remainingTokens(op: string, k: { keepMask?: unknown; keptIndices?: unknown }, B: number, N: number): Int32Array {
   const kept = new Uint8Array(B * N);
   if (k.keepMask !== undefined) {
-    const m = toTensor(k.keepMask, 'keepMask');
+    const m = toTensor(k.keepMask as TensorLike, 'keepMask');
     if (m.ndim !== 2 || m.shape[0] !== B || m.shape[1] !== N) {
       throw makeError('ERR_SHAPE', `Expected keepMask of shape [${B}, ${N}] for ${op} but received [${m.shape.join(', ')}]`);
     }
     const vals = m.toArray();
     for (let i = 0; i < B * N; i++) kept[i] = vals[i] !== 0 ? 1 : 0;
   } else {
-    const ki = toTensor(k.keptIndices, 'keptIndices');
+    const ki = toTensor(k.keptIndices as TensorLike, 'keptIndices');
     if (ki.dtype !== 'i32') throw makeError('ERR_DTYPE', `Expected i32 keptIndices for ${op} but received ${ki.dtype}`);
     if (ki.ndim !== 2 || ki.shape[0] !== B) {
       throw makeError('ERR_SHAPE', `Expected keptIndices of shape [${B}, k] for ${op} but received [${ki.shape.join(', ')}]`);
@@ -622,27 +639,9 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
     if (nr >= 0 && cnt !== nr) throw makeError('ERR_SHAPE', `${op}: every batch row must leave the same number of remaining tokens (row 0: ${nr}, row ${b}: ${cnt})`);
     nr = cnt;
   }
-  if (nr < 1) throw makeError('ERR_RANGE', `${op}: no tokens remain to merge (every token is kept)`);
-  const cc = int(op, 'c', c, 1, nr);
   const rem = new Int32Array(B * nr);
   for (let b = 0, w = 0; b < B; b++) for (let i = 0; i < N; i++) if (!kept[b * N + i]) rem[w++] = i;
-  const remHost = Tensor.from({ data: rem, shape: [B, nr] });
-  const device = deviceOf(ordinal);
-  const remaining = ordinal < 0 ? remHost : outs.adopt(remHost.to(device));
-  const s = stream(op, o.stream, x.stream);
-  const out = outs.empty([B, cc, C], x.dtype, device, { stream: s, uninitialized: true });
-  const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: cc, keptGiven: 0 });
-  const xd = x.descriptor('x');
-  const md = metric.descriptor('metric');
-  const rd = remaining.descriptor('remaining');
-  const od = out.descriptor('out');
-  return {
-    result: out,
-    call: (async) => native().contextualMerge(params, xd.meta, xd.mem, md.meta, md.mem, rd.meta, rd.mem, od.meta, od.mem, s, async),
-    cleanup: () => {
-      if (ordinal >= 0) remaining.dispose();
-    },
-  };
+  return rem;
 }
 
 export type KeepSpec = { keepMask: TensorLike } | { keptIndices: TensorLike };
