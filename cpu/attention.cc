@@ -342,8 +342,8 @@ Status attention_scores(const AttentionScoresParams& p) {
           for (int64_t c = c0; c < c0 + cn;) {
             const bool wide = c + kColTile < c0 + cn;  // two panels per tile call (zmm tile with AVX-512)
             const float* panel = keys + (c / kColTile) * D * kColTile;
-            for (int64_t g = 0; g < tile; g += kGemmRows) {
-              const int rows_in_group = static_cast<int>(std::min<int64_t>(kGemmRows, tile - g));
+            for (int64_t g = 0; g < tile; g += K.tile_rows) {
+              const int rows_in_group = static_cast<int>(std::min<int64_t>(K.tile_rows, tile - g));
               if (wide)
                 K.gemm_tile_wide(qs + g * D, D, 1, rows_in_group, panel, D * kColTile, D, logits + g * lds + c, lds,
                                  false);

@@ -28,7 +28,7 @@ namespace cpu {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// Query rows per task: 4 groups of gemm_tile's 6 rows.
+// Query rows per task: 4 groups of the ymm tile's 6 rows, 3 of the zmm tile's 8.
 constexpr int64_t kRowsPerTask = 24;
 
 int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -115,8 +115,8 @@ void qk_tile(const float* q, int64_t R, int64_t D, const float* kt, int64_t col0
   const IsaKernels& k = isa();
   for (int64_t c = col0; c < col0 + ncols;) {
     const bool wide = c + kColTile < col0 + ncols;  // two panels per tile call (zmm tile with AVX-512)
-    for (int64_t r = 0; r < R; r += kGemmRows) {
-      const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, R - r));
+    for (int64_t r = 0; r < R; r += k.tile_rows) {
+      const int rows = static_cast<int>(std::min<int64_t>(k.tile_rows, R - r));
       for (int64_t d0 = 0; d0 < D; d0 += kGemmDepth) {
         const float* panel = kt + (c / kColTile) * D * kColTile + d0 * kColTile;
         if (wide)
@@ -269,8 +269,8 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
           // acc += P·V on the register tile: P rows against the value panels.
           for (int64_t vp = 0; vp < vpanels;) {
             const bool wide = vp + 1 < vpanels;  // two value panels per tile call
-            for (int64_t r = 0; r < R; r += kGemmRows) {
-              const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, R - r));
+            for (int64_t r = 0; r < R; r += isa().tile_rows) {
+              const int rows = static_cast<int>(std::min<int64_t>(isa().tile_rows, R - r));
               const float* prow = S.data() + r * ncols + (j0 - col0);
               const float* panel = hk.vp.data() + (vp * Nk + j0) * kColTile;
               float* out = acc.data() + r * Dp + vp * kColTile;

@@ -69,11 +69,11 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
         const bool wide = c0 + kColTile < j1;
         const int64_t cols = wide ? 2 * kColTile : kColTile;
         const float* panel = b + (c0 / kColTile) * K * kColTile + d0 * kColTile;
-        // Row groups of kGemmRows; with packed a a group stays inside its
-        // 16-row panel (6 + 6 + 4).
+        // Row groups of tile_rows; with packed a a group stays inside its
+        // 16-row panel (6 + 6 + 4, or 8 + 8 on the zmm tile).
         for (int64_t r0 = i0; r0 < i1;) {
           const int64_t limit = a.panels ? std::min(i1, (r0 / kColTile + 1) * kColTile) : i1;
-          const int rows = static_cast<int>(std::min<int64_t>(kGemmRows, limit - r0));
+          const int rows = static_cast<int>(std::min<int64_t>(isa_k.tile_rows, limit - r0));
           if (!(upper && r0 > c0 + cols - 1)) {  // wholly below the diagonal: never read
             const float* ap = a.panels ? a.data + (r0 / kColTile) * K * kColTile + d0 * kColTile + r0 % kColTile
                                        : a.data + r0 * a.ld + d0;

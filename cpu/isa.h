@@ -33,7 +33,7 @@ struct IsaKernels {
   void (*panel_self_dots)(const float* panel, int64_t D, float* out);
   // The register-blocked micro-kernel of every a·bᵀ on the CPU:
   // part[r*ldp + c] (+)= Σ_{d < depth} a[r*a_row + d*a_depth] * panel[d*kColTile + c]
-  // for r < rows (1..kGemmRows), c < kColTile. Each element is one
+  // for r < rows (1..tile_rows), c < kColTile. Each element is one
   // sequential FMA chain over d, continued from `part` when `resume` (an f32
   // partial sum stores and reloads exactly), so blocking over depth changes
   // no bit: a tile equals qk_row_panels' chains for the same pair. a is rows (a_row = lda, a_depth = 1) or a panel (a_row = 1,
@@ -90,6 +90,11 @@ struct IsaKernels {
   // zmm); returns a value that depends on all of them.
   float (*fma_probe)(int64_t iters, float seed);
   int fma_lanes;
+  // Rows per gemm_tile / gemm_tile_wide call this set is built for (they
+  // take 1..tile_rows): kGemmRows (6) for the ymm tiles, 8 for the zmm one
+  // (8 rows × 2 panels = 16 accumulators of 32 registers, and a 16-row
+  // panel splits 8 + 8 instead of 6 + 6 + 4).
+  int tile_rows;
 };
 
 const IsaKernels& isa();
