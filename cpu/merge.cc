@@ -265,6 +265,20 @@ Status merge(const MergeParams& p) {
     const int32_t* mem = members.data() + b * N;
     std::vector<float> acc(static_cast<size_t>(C)), row(static_cast<size_t>(C));
     for (int64_t s = s0; s < s1; ++s) {
+      // A lone f32 member of weight 1 (most slots of a ToMe step): the loop
+      // below would compute 0 + 1·x, then ·1 — x with −0 turned into +0 —
+      // in four passes; one pass gives the same bits.
+      if (off[s + 1] - off[s] == 1 && p.x.dtype == DType::kF32 && p.mode != MergeMode::kAmax) {
+        const int64_t i = mem[off[s]];
+        const float w = p.mode == MergeMode::kWavg && sizes ? sizes[b * N + i] : 1.0f;
+        if (w == 1.0f) {
+          const float* x = reinterpret_cast<const float*>(row_ptr(p.x, b, i));
+          float* o = reinterpret_cast<float*>(static_cast<char*>(p.out.data) + (b * M + s) * C * esize);
+          for (int64_t d = 0; d < C; ++d) o[d] = x[d] + 0.0f;
+          if (p.mode == MergeMode::kWavg) p.sizes_out.ptr<float>()[b * M + s] = 1.0f;
+          continue;
+        }
+      }
       std::fill(acc.begin(), acc.end(), p.mode == MergeMode::kAmax ? -std::numeric_limits<float>::infinity() : 0.0f);
       float weight = 0.0f;  // Σ size (wavg) or member count
       for (int32_t m = off[s]; m < off[s + 1]; ++m) {
