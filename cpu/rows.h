@@ -72,7 +72,10 @@ struct Segment {
 // scale_of(ss) per row when scale_of is given (row[c] * scale, as a scalar
 // loop over the row would). norm[a] = float(sqrt(ss)) when norm is given;
 // raw (when given) receives the unscaled rows [n, C]. Returns the first row
-// (in order) that holds NaN or Inf, or -1.
+// (in order) that holds NaN or Inf, or -1. f32 rows that follow each other
+// in x are transposed straight from x, and checked by their f64 squared
+// norms (not finite exactly when the row holds NaN or Inf: a finite f32
+// squared is below 2^256) instead of a copy and a separate scan.
 template <class RowOf, class ScaleOf>
 int64_t pack_rows(const TensorView& x, int64_t b, int64_t n, RowOf row_of, ScaleOf scale_of, bool scale, float* kt,
                   float* norm, float* raw, bool parallel) {
@@ -84,20 +87,33 @@ int64_t pack_rows(const TensorView& x, int64_t b, int64_t n, RowOf row_of, Scale
     if (stage.size() < static_cast<size_t>(kColTile * C)) stage.resize(static_cast<size_t>(kColTile * C));
     const int64_t a0 = p * kColTile;
     const int rows = static_cast<int>(std::min<int64_t>(kColTile, n - a0));
-    for (int j = 0; j < rows; ++j) {
-      float* row = stage.data() + j * C;
-      load_row(x, b, row_of(a0 + j), row);
-      if (!isa().all_finite(row, C)) {
-        bad[static_cast<size_t>(p)] = a0 + j;
-        return;
-      }
-      if (raw != nullptr) std::memcpy(raw + (a0 + j) * C, row, static_cast<size_t>(C) * sizeof(float));
-    }
     float* panel = kt + p * C * kColTile;
-    isa().pack_panel(stage.data(), C, rows, C, panel);
+    const int64_t r0 = row_of(a0);
+    bool direct = x.dtype == DType::kF32 && raw == nullptr && (norm != nullptr || scale);
+    for (int j = 1; direct && j < rows; ++j) direct = row_of(a0 + j) == r0 + j;
+    if (direct) {
+      isa().pack_panel(x.ptr<float>() + b * x.strides[0] + r0 * x.strides[1], x.strides[1], rows, C, panel);
+    } else {
+      for (int j = 0; j < rows; ++j) {
+        float* row = stage.data() + j * C;
+        load_row(x, b, row_of(a0 + j), row);
+        if (!isa().all_finite(row, C)) {
+          bad[static_cast<size_t>(p)] = a0 + j;
+          return;
+        }
+        if (raw != nullptr) std::memcpy(raw + (a0 + j) * C, row, static_cast<size_t>(C) * sizeof(float));
+      }
+      isa().pack_panel(stage.data(), C, rows, C, panel);
+    }
     if (norm == nullptr && !scale) return;
     double ss[kColTile];
     isa().panel_sq_norms(panel, C, ss);
+    if (direct)
+      for (int j = 0; j < rows; ++j)
+        if (!std::isfinite(ss[j])) {
+          bad[static_cast<size_t>(p)] = a0 + j;
+          return;
+        }
     float factor[kColTile] = {};
     for (int j = 0; j < rows; ++j) {
       if (norm != nullptr) norm[a0 + j] = static_cast<float>(std::sqrt(ss[j]));

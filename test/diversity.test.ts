@@ -149,6 +149,16 @@ describe('kCenter', () => {
     const nan = new Float32Array(48).fill(1).map((v, i) => v + i);
     nan[29] = NaN;
     expectCode(() => kCenterSync({ data: nan, shape: [2, 6, 4] }, 2), RangeError, 'ERR_RANGE', /finite/);
+    // The first offending token is named, wherever the bad values sit in the
+    // 16-row panels (f32 rows are checked by their f64 squared norms).
+    for (const [first, second] of [[3, 20], [17, 36], [0, 1], [36, 36]]) {
+      const d = Array.from({ length: 37 * 5 }, (_, i) => Math.sin(i) + 0.2);
+      d[second * 5 + 2] = Infinity;
+      d[first * 5 + 4] = NaN;
+      for (const dtype of ['f32', 'f16'] as const)
+        for (const metric of ['cosine', 'l2'] as const)
+          expectCode(() => kCenterSync(makeTensor(d, [1, 37, 5], dtype).t, 4, { metric }), RangeError, 'ERR_RANGE', new RegExp(`x\\[0, ${first}\\] holds NaN or Inf`));
+    }
     await expectReject(kCenter({ data: nan, shape: [2, 6, 4] }, 2), RangeError, 'ERR_RANGE');
     expectCode(() => kCenterSync(x, 2, { exclude: { data: new Uint8Array(6), shape: [6] } }), RangeError, 'ERR_SHAPE');
     expectCode(() => kCenterSync(x, 2, { exclude: { data: new Int32Array(12), shape: [2, 6] } }), TypeError, 'ERR_DTYPE');
