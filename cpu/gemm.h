@@ -64,7 +64,7 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
     for (int64_t d0 = 0; d0 < K; d0 += kGemmDepth) {
       const int64_t depth = std::min(kGemmDepth, K - d0);
       // Two panels (32 columns) per tile call where the block has them:
-      // gemm_tile_wide's zmm tile (12 accumulators), two plain tiles elsewhere.
+      // gemm_tile_wide (the zmm tile with AVX-512), two plain tiles elsewhere.
       for (int64_t c0 = j0; c0 < j1;) {
         const bool wide = c0 + kColTile < j1;
         const int64_t cols = wide ? 2 * kColTile : kColTile;
