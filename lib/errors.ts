@@ -118,8 +118,12 @@ export function renamed(e: unknown, caller: string): unknown {
   if (old.startsWith(`${caller}: `) || old.startsWith(`${caller} `)) return e;
   let msg = old.replace(new RegExp(`(?: for| of) ${caller.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}(?= but|[,.:;)]|$)`), '');
   msg = `${caller}: ${msg}`;
+  // Read the stack before changing the message: V8 formats it lazily, on
+  // first access, from the message at that time, so reading it afterwards
+  // would hold the new message already and the replace would prefix twice.
+  const stack = e.stack;
   e.message = msg;
-  if (typeof e.stack === 'string' && e.stack.includes(old)) e.stack = e.stack.replace(old, () => msg);
+  if (typeof stack === 'string' && stack.includes(old)) e.stack = stack.replace(old, () => msg);
   return e;
 }
 

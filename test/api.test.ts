@@ -121,6 +121,17 @@ describe('a method names itself in its errors, not the kernels it runs', () => {
     expect(caught(() => gatherSync(host([1, 6, 4]), host([1, 2]))).message).toMatch(/^gatherSync: /);
   });
 
+  test('the stack names the function once, as the message does', () => {
+    // A renamed error whose stack V8 had not formatted yet once read
+    // "TypeError: topkSync: topkSync: Expected ...".
+    for (const f of [() => topkSync({} as never, 3), () => attentionScoresSync(1 as never, 2 as never), () => kCenterSync(nanFeatures, 2)]) {
+      const e = caught(f);
+      const head = e.stack!.split('\n')[0];
+      expect(head).toContain(e.message);
+      expect(head.split(e.message.slice(0, e.message.indexOf(':') + 1)).length).toBe(2);
+    }
+  });
+
   test('a device transfer names Tensor.to', () => {
     const e = caught(() => Tensor.from(host([2, 3])).to('cuda:0'));
     if (info().cuda.available) return; // (a GPU takes the copy)
