@@ -24,6 +24,7 @@
 
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
+#include "tokensieve/runtime.h"
 
 namespace tokensieve {
 namespace cpu {
@@ -43,21 +44,49 @@ struct GemmA {
   bool panels;
 };
 
-// Calls fn(i0, i1, j0, j1, tile) for every kGemmTile × kGemmTile block of
+// Calls fn(i0, i1, j0, j1, tile) for every block (at most kGemmTile square) of
 // a·bᵀ (a: ma rows; b: nb columns packed as panels [ceil(nb/16)][K][16], zero
 // padded). With `upper` (a == b, square) only blocks on or above the diagonal
 // are computed, and in a diagonal block only the entries j >= i are valid.
+//
+// Row blocks: kGemmTile rows each, except where a rectangular product has
+// few tasks per thread. There the rows are cut into rb nearly equal blocks
+// (on tile-row boundaries), with rb raised until the threads get the same
+// number of tasks: ToMe's 289 × 288 step had 9 tasks of 96 rows (and 3 of
+// one row) on 2 threads, one thread idle for a ninth of the product; it
+// now has 12 of about 72 rows, 6 per thread.
 template <class Fn>
 void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool upper, bool parallel, Fn&& fn) {
-  const int64_t rb = (ma + kGemmTile - 1) / kGemmTile, cb = (nb + kGemmTile - 1) / kGemmTile;
-  std::vector<std::pair<int32_t, int32_t>> blocks;
-  for (int64_t I = 0; I < rb; ++I)
-    for (int64_t J = upper ? I : 0; J < cb; ++J) blocks.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
+  const int64_t cb = (nb + kGemmTile - 1) / kGemmTile;
+  const int64_t threads = num_threads();
   const IsaKernels& isa_k = isa();
+  // starts[I]: the first row of row block I; starts.back() == ma.
+  std::vector<int64_t> starts;
+  auto cut = [&](int64_t rb, bool balanced) {
+    starts.assign(static_cast<size_t>(rb + 1), ma);
+    const int64_t g = isa_k.tile_rows;
+    for (int64_t I = 0; I < rb; ++I)
+      starts[static_cast<size_t>(I)] = balanced ? std::min(ma, (I * ma / rb + g / 2) / g * g) : std::min(ma, I * kGemmTile);
+    for (int64_t I = 0; I < rb; ++I)
+      if (starts[static_cast<size_t>(I + 1)] - starts[static_cast<size_t>(I)] > kGemmTile) return false;
+    return true;
+  };
+  const int64_t rb0 = (ma + kGemmTile - 1) / kGemmTile;
+  bool balanced = false;
+  if (!upper && parallel && threads > 1 && rb0 * cb < 8 * threads)
+    for (int64_t rb = rb0; rb < rb0 + threads && rb <= ma && !balanced; ++rb)
+      balanced = (rb * cb) % threads == 0 && cut(rb, true);
+  if (!balanced) cut(rb0, false);
+  std::vector<std::pair<int32_t, int32_t>> blocks;
+  for (size_t I = 0; I + 1 < starts.size(); ++I)
+    if (starts[I + 1] > starts[I])
+      for (int64_t J = upper ? static_cast<int64_t>(I) : 0; J < cb; ++J)
+        blocks.emplace_back(static_cast<int32_t>(I), static_cast<int32_t>(J));
   auto run = [&](int64_t t) {
-    const int64_t i0 = blocks[static_cast<size_t>(t)].first * kGemmTile;
+    const size_t I = static_cast<size_t>(blocks[static_cast<size_t>(t)].first);
+    const int64_t i0 = starts[I], i1 = starts[I + 1];
     const int64_t j0 = blocks[static_cast<size_t>(t)].second * kGemmTile;
-    const int64_t i1 = std::min(ma, i0 + kGemmTile), j1 = std::min(nb, j0 + kGemmTile);
+    const int64_t j1 = std::min(nb, j0 + kGemmTile);
     // Heap, not stack: 36 KiB per task, reused by the thread across calls.
     thread_local std::unique_ptr<float[]> tile_buf(new float[kGemmTile * kGemmTile]);
     float* tile = tile_buf.get();

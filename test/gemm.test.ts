@@ -69,21 +69,36 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
     }
   });
 
-  test('results do not depend on the thread count', () => {
-    const [m, n, K] = [150, 211, 300];
-    const a = f32(m * K, 1);
-    const b = f32(n * K, 2);
-    const before = getThreads();
-    try {
-      setThreads(1);
-      const one = native().gemmNtCheck(a, m, b, n, K, false, true);
-      setThreads(3);
-      const three = native().gemmNtCheck(a, m, b, n, K, false, true);
-      expect(Buffer.from(three.buffer).equals(Buffer.from(one.buffer))).toBe(true);
-    } finally {
-      setThreads(before);
-    }
-  });
+  // [m, n]: few tasks per thread, where the driver cuts the rows into equal
+  // blocks so that every thread gets as many tasks (ToMe's 289 × 288 step),
+  // a single row block, and one past it.
+  test.each([[150, 211], [289, 288], [9, 300], [97, 17], [385, 100]])(
+    'm=%i n=%i: every thread count (balanced row blocks) gives the single-thread bits, every entry written',
+    (m, n) => {
+      const K = 70;
+      const a = f32(m * K, m + 1);
+      const b = f32(n * K, n + 2);
+      const ref = refGemmNt(a, m, b, n, K);
+      const before = getThreads();
+      try {
+        setThreads(1);
+        const one = native().gemmNtCheck(a, m, b, n, K, false, true);
+        expectWithinBound(one, ref, K, '1 thread');
+        for (const threads of [2, 3, 4, 5, 7]) {
+          setThreads(threads);
+          for (const aPanels of [true, false]) {
+            const out = native().gemmNtCheck(a, m, b, n, K, false, aPanels);
+            if (!Buffer.from(out.buffer).equals(Buffer.from(one.buffer))) {
+              expectWithinBound(out, ref, K, `${threads} threads`); // names the first wrong entry
+              throw new Error(`${threads} threads, aPanels ${aPanels}: not the single-thread bits`);
+            }
+          }
+        }
+      } finally {
+        setThreads(before);
+      }
+    },
+  );
 
   test('the baseline x86-64 kernels (TOKENSIEVE_CPU_ISA=baseline) are within the same bound', () => {
     const shapes = [[7, 15, 255], [97, 191, 31], [101, 103, 513]];
