@@ -291,10 +291,17 @@ Status attention_scores(const AttentionScoresParams& p) {
       }
     } else {
       float* kt = tl_keys.get(D * ldk);
-      // 16 keys at a time as rows, then transposed into their panel.
+      // 16 keys at a time as rows, then transposed into their panel; plain
+      // f32 keys are transposed straight from k (no copy).
+      const bool from_k = p.k.dtype == DType::kF32 && !q8.on && round_input == nullptr;
       float* block = tl_key_block.get(kColTile * D);
       for (int64_t j0 = 0; j0 < ldk; j0 += kColTile) {
         const int m = static_cast<int>(std::min<int64_t>(kColTile, std::max<int64_t>(0, nk_used - j0)));
+        if (from_k && m > 0) {
+          K.pack_panel(reinterpret_cast<const float*>(elem(p.k, b, h, j0)), p.k.strides[2], m, D,
+                       kt + (j0 / kColTile) * D * kColTile);
+          continue;
+        }
         for (int jj = 0; jj < m; ++jj) load_key(j0 + jj, 0, D, block + jj * D);
         K.pack_panel(block, D, m, D, kt + (j0 / kColTile) * D * kColTile);
       }
@@ -319,6 +326,15 @@ Status attention_scores(const AttentionScoresParams& p) {
       for (int64_t i = 0; i < tile; ++i) {
         const int32_t row = rows[i0 + i];
         float* qrow = qs + i * D;
+        if (p.q.dtype == DType::kF32 && !q8.on && round_input == nullptr) {
+          // Copied and scaled in one pass (the same single rounding).
+          const float* __restrict src = reinterpret_cast<const float*>(elem(p.q, b, h, row));
+          float* __restrict dst = qrow;
+          const float scale = p.scale;
+          for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * scale;
+          tile_cols = std::max(tile_cols, limit_of(row));
+          continue;
+        }
         K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
         round_all(qrow, D);
         if (q8.on) {
@@ -363,12 +379,16 @@ Status attention_scores(const AttentionScoresParams& p) {
           const float f = row_factor[i];
           for (int64_t j = 0; j < L; ++j) s[j] = s[j] * f * key_scale[static_cast<size_t>(j)];
         }
-        if (p.check_finite && !K.all_finite(s, L)) {
+        // The logits are checked before the bias (whose −inf entries mask
+        // keys); without a bias the max pass checks them.
+        bool finite = true;
+        if (p.check_finite && bias && !K.all_finite(s, L)) finite = false;
+        if (bias) K.add(bias, s, L);
+        const float m = K.max(s, L, p.check_finite && !bias ? &finite : nullptr);
+        if (!finite) {
           errors[static_cast<size_t>(t)] = {true, nonfinite_error(b, h, rows[i0 + i])};
           return;
         }
-        if (bias) K.add(bias, s, L);
-        const float m = K.max(s, L);
         if (m == -std::numeric_limits<float>::infinity()) continue;  // every key masked
         const float sum = K.exp_shift_sum(s, L, m);
         const int64_t hi = std::min(r.key_end, L);

@@ -257,7 +257,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
           const int64_t n = j1 - j0;
           for (int64_t r = 0; r < R; ++r) {
             float* s = S.data() + r * ncols + (j0 - col0);
-            const float mx = std::max(m[r], isa().max(s, n));
+            const float mx = std::max(m[r], isa().max(s, n, nullptr));
             const float corr = std::exp(m[r] - mx);  // 0 on the first block (m = -inf)
             float* a = acc.data() + r * Dp;
             if (corr != 1.f)
@@ -342,7 +342,7 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
           if (p.check_finite && !isa().all_finite(q.data(), D)) { nonfinite = true; return; }
           isa().qk_row_panels(q.data(), D, kt.data(), D * kColTile, npanels, s.data());
           for (int64_t j = 0; j < Nk; ++j) s[j] *= p.scale;
-          const float mx = isa().max(s.data(), Nk);
+          const float mx = isa().max(s.data(), Nk, nullptr);
           const float total = isa().exp_shift_sum(s.data(), Nk, mx);
           for (int64_t J = 0; J < nK; ++J) {
             double acc = 0.0;

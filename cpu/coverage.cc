@@ -115,7 +115,7 @@ Status mmtok_coverage(const MmtokCoverageParams& p) {
       const bool text = r < m;
       const float inv_tau = static_cast<float>(1.0 / (text ? p.tau_tv : p.tau_vv));
       for (int64_t j = 0; j < n; ++j) row[j] *= inv_tau;
-      const float sum = isa().exp_shift_sum(row, n, isa().max(row, n));
+      const float sum = isa().exp_shift_sum(row, n, isa().max(row, n, nullptr));
       const float scale = static_cast<float>((text ? 1.0 / static_cast<double>(m) : p.alpha / static_cast<double>(n)) / sum);
       for (int64_t j = 0; j < n; ++j) row[j] *= scale;
     });

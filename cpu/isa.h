@@ -69,8 +69,9 @@ struct IsaKernels {
   // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
   void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,
                    float* out);
-  // max over x[0..n), n >= 1.
-  float (*max)(const float* x, int64_t n);
+  // max over x[0..n), n >= 1; with `finite`, clears *finite when some x[i]
+  // is NaN or ±Inf (the max is then meaningless).
+  float (*max)(const float* x, int64_t n, bool* finite);
   // x[i] = exp(x[i] - shift) in place; returns Σ x[i] (after the update).
   // exp of -inf (or anything below ~-87.3) is exactly 0.
   float (*exp_shift_sum)(float* x, int64_t n, float shift);

@@ -86,6 +86,29 @@ describe('attentionScores rejects bad input', () => {
     test(name, () => expectCode(fn, cls, code, msg));
   }
 
+  test('a NaN or ±Inf at any key of a long row is caught, with and without keyBias', () => {
+    // 77 keys: the row's check runs in the max pass in 32-key blocks, then
+    // single keys; with a bias it is a separate scan before the bias.
+    const [B, H, N, D] = [1, 2, 77, 16];
+    const ql = f32([B, H, N, D], 3);
+    const kl = f32([B, H, N, D], 4);
+    const bias = { data: Float32Array.from({ length: B * N }, (_, i) => (i % 9 === 4 ? -Infinity : 0.25)), shape: [B, N] };
+    for (const key of [0, 31, 32, 63, 64, 70, 76]) {
+      for (const bad of [NaN, Infinity, -Infinity]) {
+        const kb = { data: Float32Array.from(kl.data), shape: kl.shape };
+        kb.data[(1 * N + key) * D + 5] = bad; // head 1
+        for (const keyBias of [undefined, bias]) {
+          expectCode(() => attentionScoresSync(ql, kb, { queries: 'all', keyBias }), RangeError, 'ERR_RANGE', /NaN or infinite/);
+        }
+      }
+    }
+    // Finite but overflowing logits are caught too; a finite row passes.
+    const big = { data: Float32Array.from(kl.data, (v, i) => (i === (1 * N + 40) * D ? 3e38 : v)), shape: kl.shape };
+    const qBig = { data: Float32Array.from(ql.data, (v) => (v === 0 ? 1 : Math.sign(v) * 1e3)), shape: ql.shape };
+    expectCode(() => attentionScoresSync(qBig, big, { queries: 'all' }), RangeError, 'ERR_RANGE');
+    expect(attentionScoresSync(ql, kl, { queries: 'all', keyBias: bias }).shape).toEqual([B, N]);
+  });
+
   test('checkFinite: false skips the scan and does not crash on NaN', () => {
     const bad = { data: Float32Array.from(q.data, (v, i) => (i === 3 ? NaN : v)), shape: q.shape };
     const out = attentionScoresSync(bad, k, { checkFinite: false });
