@@ -107,7 +107,10 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
             const float* ap = a.panels ? a.data + (r0 / kColTile) * K * kColTile + d0 * kColTile + r0 % kColTile
                                        : a.data + r0 * a.ld + d0;
             float* part = tile + (r0 - i0) * kGemmTile + (c0 - j0);
-            if (wide)
+            if (wide && upper && r0 > c0 + kColTile - 1)  // below the first panel's diagonal: the second only
+              isa_k.gemm_tile(ap, a.panels ? 1 : a.ld, a.panels ? kColTile : 1, rows, panel + K * kColTile, depth,
+                              part + kColTile, kGemmTile, d0 > 0);
+            else if (wide)
               isa_k.gemm_tile_wide(ap, a.panels ? 1 : a.ld, a.panels ? kColTile : 1, rows, panel, K * kColTile, depth,
                                    part, kGemmTile, d0 > 0);
             else
