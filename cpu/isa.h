@@ -62,6 +62,10 @@ struct IsaKernels {
   // row holds NaN or Inf (exactly when its f64 sum is not finite: a finite
   // f32 squared is below 2^256). src[r] may be dst's row r.
   bool (*normalise_rows)(const float* const* src, int rows, int64_t n, float* dst, int64_t ldd);
+  // The rows (rows <= kColTile) normalised as normalise_rows does, written
+  // transposed as one panel [n][kColTile] (column r = row r, zero padded):
+  // the bits of normalise_rows followed by pack_panel, without the staging.
+  bool (*normalise_panel)(const float* const* src, int rows, int64_t n, float* panel);
   // gain[j] = Σ_{r < R} max(0, cov[r*ldc + j] − best[r]) for j < n: per
   // column one f32 sum in row order (a scalar loop's value), 64 columns at a
   // time across the vector lanes.

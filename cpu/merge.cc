@@ -62,6 +62,23 @@ bool normalised_rows(const TensorView& t, int64_t b, const int32_t* tok, int64_t
   }
   return true;
 }
+// Rows tok[0..n) (n <= 16) normalised as normalised_rows does, written as
+// one panel [C][16] (zero padded); f16/bf16 rows are converted into stage
+// ([16, C]) first. Returns false when a row holds NaN or Inf.
+bool normalised_panel(const TensorView& t, int64_t b, const int32_t* tok, int n, int64_t C, float* stage,
+                      float* panel) {
+  const float* src[16];
+  for (int r = 0; r < n; ++r) {
+    const char* row = row_ptr(t, b, tok[r]);
+    if (t.dtype == DType::kF32) {
+      src[r] = reinterpret_cast<const float*>(row);
+    } else {
+      isa().to_f32(row, t.dtype, C, stage + r * C);
+      src[r] = stage + r * C;
+    }
+  }
+  return isa().normalise_panel(src, n, C, panel);
+}
 bool normalised_row(const TensorView& t, int64_t b, int32_t i, int64_t C, float* dst) {
   return normalised_rows(t, b, &i, 1, C, dst);
 }
@@ -178,14 +195,15 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   const bool bf16 = p.precision == MatchPrecision::kBF16;
   for (int64_t b = 0; b < B; ++b) {
     std::vector<char> bad(static_cast<size_t>(row_tasks + pack_tasks), 0);
-    // Pack b one panel per task: 16 normalised rows, then transposed.
+    // Pack b one panel per task: 16 rows normalised and transposed in registers.
     parallel_for(pack_tasks, [&](int64_t t) {
       thread_local std::vector<float> stage;
       if (stage.size() < static_cast<size_t>(16 * C)) stage.resize(static_cast<size_t>(16 * C));
       const int rows = static_cast<int>(std::min<int64_t>(16, Nb - t * 16));
-      if (!normalised_rows(p.metric, b, b_tok + t * 16, rows, C, stage.data())) bad[static_cast<size_t>(row_tasks + t)] = 1;
-      if (bf16) round_to_bf16(stage.data(), rows * C);
-      isa().pack_panel(stage.data(), C, rows, C, panels + t * C * 16);
+      float* panel = panels + t * C * 16;
+      if (!normalised_panel(p.metric, b, b_tok + t * 16, rows, C, stage.data(), panel))
+        bad[static_cast<size_t>(row_tasks + t)] = 1;
+      if (bf16) round_to_bf16(panel, C * 16);  // (zero padding stays zero)
     });
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
     parallel_for(row_tasks, [&](int64_t t) {
