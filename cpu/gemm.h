@@ -44,27 +44,19 @@ struct GemmA {
   bool panels;
 };
 
-// Calls fn(i0, i1, j0, j1, tile) for every block (at most kGemmTile square) of
-// a·bᵀ (a: ma rows; b: nb columns packed as panels [ceil(nb/16)][K][16], zero
-// padded). With `upper` (a == b, square) only blocks on or above the diagonal
-// are computed, and in a diagonal block only the entries j >= i are valid.
-//
-// Row blocks: kGemmTile rows each, except where a rectangular product has
-// few tasks per thread. There the rows are cut into rb nearly equal blocks
-// (on tile-row boundaries), with rb raised until the threads get the same
-// number of tasks: ToMe's 289 × 288 step had 9 tasks of 96 rows (and 3 of
-// one row) on 2 threads, one thread idle for a ninth of the product; it
-// now has 12 of about 72 rows, 6 per thread.
-template <class Fn>
-void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool upper, bool parallel, Fn&& fn) {
-  const int64_t cb = (nb + kGemmTile - 1) / kGemmTile;
+// The first rows of the row blocks of an ma-row product (starts.back() ==
+// ma): kGemmTile rows each, except with `balance` where the product has few
+// tasks (row blocks × tasks_per_row_block) per thread. There the rows are
+// cut into rb nearly equal blocks (on tile-row boundaries), rb raised until
+// every thread gets the same number of tasks: ToMe's 289 × 288 step had 9
+// tasks of 96 rows (and 3 of one row) on 2 threads, one thread idle for a
+// ninth of the product; it now has 12 of about 72 rows, 6 per thread.
+inline std::vector<int64_t> gemm_row_blocks(int64_t ma, int64_t tasks_per_row_block, bool balance) {
   const int64_t threads = num_threads();
-  const IsaKernels& isa_k = isa();
-  // starts[I]: the first row of row block I; starts.back() == ma.
+  const int64_t g = isa().tile_rows;
   std::vector<int64_t> starts;
   auto cut = [&](int64_t rb, bool balanced) {
     starts.assign(static_cast<size_t>(rb + 1), ma);
-    const int64_t g = isa_k.tile_rows;
     for (int64_t I = 0; I < rb; ++I)
       starts[static_cast<size_t>(I)] = balanced ? std::min(ma, (I * ma / rb + g / 2) / g * g) : std::min(ma, I * kGemmTile);
     for (int64_t I = 0; I < rb; ++I)
@@ -73,10 +65,25 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
   };
   const int64_t rb0 = (ma + kGemmTile - 1) / kGemmTile;
   bool balanced = false;
-  if (!upper && parallel && threads > 1 && rb0 * cb < 8 * threads)
+  if (balance && threads > 1 && rb0 * tasks_per_row_block < 8 * threads)
     for (int64_t rb = rb0; rb < rb0 + threads && rb <= ma && !balanced; ++rb)
-      balanced = (rb * cb) % threads == 0 && cut(rb, true);
+      balanced = (rb * tasks_per_row_block) % threads == 0 && cut(rb, true);
   if (!balanced) cut(rb0, false);
+  return starts;
+}
+
+// Calls fn(i0, i1, j0, j1, tile) for every block (at most kGemmTile square) of
+// a·bᵀ (a: ma rows; b: nb columns packed as panels [ceil(nb/16)][K][16], zero
+// padded). With `upper` (a == b, square) only blocks on or above the diagonal
+// are computed, and in a diagonal block only the entries j >= i are valid.
+//
+// Row blocks: gemm_row_blocks(ma, cb, balance = rectangular and parallel).
+template <class Fn>
+void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool upper, bool parallel, Fn&& fn) {
+  const int64_t cb = (nb + kGemmTile - 1) / kGemmTile;
+  const IsaKernels& isa_k = isa();
+  // starts[I]: the first row of row block I; starts.back() == ma.
+  const std::vector<int64_t> starts = gemm_row_blocks(ma, cb, !upper && parallel);
   std::vector<std::pair<int32_t, int32_t>> blocks;
   for (size_t I = 0; I + 1 < starts.size(); ++I)
     if (starts[I + 1] > starts[I])
