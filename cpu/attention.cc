@@ -34,6 +34,7 @@ constexpr int64_t kColChunk = 256;          // kᵀ columns (16 panels) kept hot
 constexpr int64_t kDirectMaxRows = 4;       // up to this many rows: no kᵀ packing
 constexpr int64_t kTargetTasks = 64;        // enough tasks to feed any pool size
 constexpr int64_t kMinRowsPerChunk = 16;    // below this, splitting rows costs more than it gives
+constexpr float kLog2e = 1.44269504088896341f;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
@@ -258,8 +259,18 @@ Status attention_scores(const AttentionScoresParams& p) {
     for (int64_t i = 0; i < n; ++i) nk_used = std::max(nk_used, limit_of(rows[i]));
     if (nk_used == 0) return;
 
-    const float* bias =
-        p.has_key_bias ? p.key_bias.ptr<float>() + b * p.key_bias.strides[0] : nullptr;
+    // Logits in base 2 (FlashAttention's fold): the query scale carries
+    // log2(e), so the softmax is 2^(s − max), half the work of e^(s − max);
+    // the key bias (natural units) is scaled to match once per task.
+    const float logit_scale = p.scale * kLog2e;
+    std::vector<float> bias_log2;
+    const float* bias = nullptr;
+    if (p.has_key_bias) {
+      const float* kb = p.key_bias.ptr<float>() + b * p.key_bias.strides[0];
+      bias_log2.resize(static_cast<size_t>(std::max<int64_t>(1, nk_used)));
+      for (int64_t j = 0; j < nk_used; ++j) bias_log2[static_cast<size_t>(j)] = kb[j] * kLog2e;
+      bias = bias_log2.data();
+    }
     const bool direct = n <= kDirectMaxRows;
     const int64_t ldk = direct ? D : round_up(nk_used, kColTile);
 
@@ -330,7 +341,7 @@ Status attention_scores(const AttentionScoresParams& p) {
           // Copied and scaled in one pass (the same single rounding).
           const float* __restrict src = reinterpret_cast<const float*>(elem(p.q, b, h, row));
           float* __restrict dst = qrow;
-          const float scale = p.scale;
+          const float scale = logit_scale;
           for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * scale;
           tile_cols = std::max(tile_cols, limit_of(row));
           continue;
@@ -340,9 +351,9 @@ Status attention_scores(const AttentionScoresParams& p) {
         if (q8.on) {
           const float sq = q8.q_scale[static_cast<size_t>(bh * q8.nqb + row / q8.q_block)];
           to_codes(qrow, D, sq, codes);
-          row_factor[i] = sq * p.scale;
+          row_factor[i] = sq * logit_scale;
         } else {
-          for (int64_t d = 0; d < D; ++d) qrow[d] *= p.scale;
+          for (int64_t d = 0; d < D; ++d) qrow[d] *= logit_scale;
         }
         tile_cols = std::max(tile_cols, limit_of(row));
       }
@@ -390,7 +401,7 @@ Status attention_scores(const AttentionScoresParams& p) {
           return;
         }
         if (m == -std::numeric_limits<float>::infinity()) continue;  // every key masked
-        const float sum = K.exp_shift_sum(s, L, m);
+        const float sum = K.exp2_shift_sum(s, L, m);
         const int64_t hi = std::min(r.key_end, L);
         if (hi > r.key_begin) K.axpy(1.0f / sum, s + r.key_begin, acc, hi - r.key_begin);
       }

@@ -79,6 +79,10 @@ struct IsaKernels {
   // x[i] = exp(x[i] - shift) in place; returns Σ x[i] (after the update).
   // exp of -inf (or anything below ~-87.3) is exactly 0.
   float (*exp_shift_sum)(float* x, int64_t n, float shift);
+  // x[i] = 2^(x[i] - shift) in place (x[i] - shift <= 127); returns Σ x[i].
+  // Exactly 0 at or below -127. For softmax rows whose logits carry the
+  // factor log2(e) already (folded into the query scale).
+  float (*exp2_shift_sum)(float* x, int64_t n, float shift);
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // y[i] += x[i]
