@@ -127,12 +127,13 @@ inline float* panel_col(float* panels, int64_t C, int64_t j) { return panels + (
 // right and a strict '>' keeps the first maximum, as one pass over the
 // columns would. skip_col0: column 0 never wins (ToMe's distill
 // protection). Returns false when a row holds NaN or Inf.
+// `parallel`: the row blocks run on all threads (else on this one).
 bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64_t n, int64_t C, bool bf16,
-                const float* panels, int64_t ncols, bool skip_col0, float* best, int32_t* arg) {
-  const std::vector<int64_t> starts = gemm_row_blocks(n, 1, /*balance=*/true);
+                const float* panels, int64_t ncols, bool skip_col0, float* best, int32_t* arg, bool parallel) {
+  const std::vector<int64_t> starts = gemm_row_blocks(n, 1, /*balance=*/parallel);
   const int64_t blocks = static_cast<int64_t>(starts.size()) - 1;
   std::vector<char> bad(static_cast<size_t>(blocks), 0);
-  parallel_for(blocks, [&](int64_t I) {
+  auto block = [&](int64_t I) {
     const int64_t i0 = starts[static_cast<size_t>(I)], i1 = starts[static_cast<size_t>(I + 1)];
     if (i1 <= i0) return;
     thread_local Scratch tl_block;
@@ -162,7 +163,11 @@ bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64
                  }
                });
     tl_block.trim();
-  });
+  };
+  if (parallel)
+    parallel_for(blocks, block);
+  else
+    for (int64_t I = 0; I < blocks; ++I) block(I);
   return std::find(bad.begin(), bad.end(), 1) == bad.end();
 }
 
@@ -188,17 +193,20 @@ Status bipartite_match(const BipartiteMatchParams& p) {
     }
   }
   const int64_t ldk = round_up(Nb, 16);
-  ScratchTrim trim;
-  float* panels = tl_panels.get(C * ldk);  // [Nb/16][C][16] normalised b, zero padded
-  std::vector<float> node_max(static_cast<size_t>(Na));
-  std::vector<int32_t> node_idx(static_cast<size_t>(Na));
-  std::vector<int32_t> order(static_cast<size_t>(Na));
   const int64_t pack_tasks = ldk / 16;
   const bool bf16 = p.precision == MatchPrecision::kBF16;
-  for (int64_t b = 0; b < B; ++b) {
+  // One batch row: every image of a batch on its own thread when there are
+  // enough of them (no barriers between the phases), else one image at a
+  // time on all threads.
+  auto match_image = [&](int64_t b, bool parallel) -> Status {
+    ScratchTrim trim;
+    float* panels = tl_panels.get(C * ldk);  // [Nb/16][C][16] normalised b, zero padded
+    std::vector<float> node_max(static_cast<size_t>(Na));
+    std::vector<int32_t> node_idx(static_cast<size_t>(Na));
+    std::vector<int32_t> order(static_cast<size_t>(Na));
     std::vector<char> bad(static_cast<size_t>(pack_tasks), 0);
     // Pack b one panel per task: 16 rows normalised and transposed in registers.
-    parallel_for(pack_tasks, [&](int64_t t) {
+    auto pack = [&](int64_t t) {
       thread_local std::vector<float> stage;
       if (stage.size() < static_cast<size_t>(16 * C)) stage.resize(static_cast<size_t>(16 * C));
       const int rows = static_cast<int>(std::min<int64_t>(16, Nb - t * 16));
@@ -206,9 +214,14 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       if (!normalised_panel(p.metric, b, b_tok + t * 16, rows, C, stage.data(), panel))
         bad[static_cast<size_t>(t)] = 1;
       if (bf16) round_to_bf16(panel, C * 16);  // (zero padding stays zero)
-    });
+    };
+    if (parallel)
+      parallel_for(pack_tasks, pack);
+    else
+      for (int64_t t = 0; t < pack_tasks; ++t) pack(t);
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
-    if (!match_rows(p.metric, b, a_tok, Na, C, bf16, panels, Nb, p.protect_distill, node_max.data(), node_idx.data()))
+    if (!match_rows(p.metric, b, a_tok, Na, C, bf16, panels, Nb, p.protect_distill, node_max.data(), node_idx.data(),
+                    parallel))
       return non_finite("metric", b);
     if (p.protect_cls) {
       node_max[0] = -std::numeric_limits<float>::infinity();
@@ -240,8 +253,9 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       p.dst_idx.ptr<int32_t>()[b * r + k] = b_tok[j];
       assign[a_tok[a]] = slot_b(j);
     }
-  }
-  return Status::Ok();
+    return Status::Ok();
+  };
+  return for_units(B, Na * Nb * C, match_image);
 }
 
 Status merge(const MergeParams& p) {
@@ -393,7 +407,7 @@ Status contextual_merge(const ContextualMergeParams& p) {
     }
     for (int64_t i = 0; i < Nm; ++i) member_tok[static_cast<size_t>(i)] = rem[members[static_cast<size_t>(i)]];
     if (Nm > 0 && !match_rows(p.metric, b, member_tok.data(), Nm, Cm, /*bf16=*/false, panels.data(), c,
-                              /*skip_col0=*/false, best.data(), owner.data()))
+                              /*skip_col0=*/false, best.data(), owner.data(), /*parallel=*/true))
       return non_finite("metric", b);
     std::vector<float> count(static_cast<size_t>(c), 0.0f);
     for (int64_t i = 0; i < Nm; ++i) count[static_cast<size_t>(owner[static_cast<size_t>(i)])] += 1.0f;

@@ -155,9 +155,6 @@ void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* 
 // upper triangle to row and column minima without storing it.
 void nearest_neighbours(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel);
 
-// Runs fn over `units` independent (batch, segment) units: across units when
-// there are enough to keep every thread busy, else inside each unit.
-Status for_units(int64_t units, int64_t work_per_unit, const std::function<Status(int64_t, bool)>& fn);
 
 }  // namespace cpu
 }  // namespace tokensieve

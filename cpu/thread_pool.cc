@@ -178,5 +178,17 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn) {
   Pool::instance().run(n, fn);
 }
 
+Status for_units(int64_t units, int64_t work_per_unit, const std::function<Status(int64_t, bool)>& fn) {
+  std::vector<Status> st(static_cast<size_t>(units));
+  if (units >= 4 || work_per_unit < (int64_t{1} << 16)) {
+    parallel_for(units, [&](int64_t u) { st[u] = fn(u, false); });
+  } else {
+    for (int64_t u = 0; u < units; ++u) st[u] = fn(u, true);
+  }
+  for (auto& s : st)
+    if (!s.ok()) return s;
+  return Status::Ok();
+}
+
 }  // namespace cpu
 }  // namespace tokensieve

@@ -6,12 +6,20 @@
 #include <cstdint>
 #include <functional>
 
+#include "tokensieve/tensor.h"
+
 namespace tokensieve {
 namespace cpu {
 
 // Runs fn(i) for every i in [0, n) on the pool and the calling thread;
 // returns when all are done. fn must not throw.
 void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
+
+// Runs fn(u, parallel) over `units` independent units (batch rows,
+// segments): across units, fn(u, false), when there are enough of them to
+// keep every thread busy or each is small; else one after the other with
+// fn(u, true), each parallel inside. Returns the first unit's error.
+Status for_units(int64_t units, int64_t work_per_unit, const std::function<Status(int64_t, bool)>& fn);
 
 }  // namespace cpu
 }  // namespace tokensieve

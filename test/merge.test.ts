@@ -295,6 +295,24 @@ describe('token merging: bad input', () => {
     expectCode(() => bipartiteSoftMatchSync(m, 1, { protect: { cls: true, typo: 1 } } as never), TypeError, 'ERR_ARG');
     expectCode(() => bipartiteSoftMatchSync(m, 1, { splt: 'parity' } as never), TypeError, 'ERR_ARG');
   });
+  test('a batch of images (matched one image per thread) gives each image its own plan; the first bad image is named', () => {
+    // Four or more images run one per thread, each with all of its phases on
+    // that thread: the plans must be those of the images matched alone.
+    const [B, N, C] = [6, 41, 19];
+    const data = Float32Array.from(randn(B * N * C, 91));
+    const whole = planArrays(bipartiteSoftMatchSync({ data, shape: [B, N, C] }, 9, { protect: { cls: true } }));
+    const ref = refMatch(Float64Array.from(data), B, N, C, paritySplit(N).a, paritySplit(N).b, 9, true, false);
+    expect(whole).toEqual({ unm: ref.unm, src: ref.src, dst: ref.dst });
+    for (let b = 0; b < B; b++) {
+      const one = planArrays(bipartiteSoftMatchSync({ data: data.slice(b * N * C, (b + 1) * N * C), shape: [1, N, C] }, 9, { protect: { cls: true } }));
+      expect([whole.unm[b], whole.src[b], whole.dst[b]]).toEqual([one.unm[0], one.src[0], one.dst[0]]);
+    }
+    const bad = Float32Array.from(data);
+    bad[(4 * N + 7) * C + 3] = NaN; // image 4, an a-token
+    bad[(3 * N + 8) * C] = Infinity; // image 3, a b-token: the first bad image
+    expectCode(() => bipartiteSoftMatchSync({ data: bad, shape: [B, N, C] }, 9), RangeError, 'ERR_RANGE', /batch row 3 holds NaN or Inf/);
+  });
+
   test('a NaN or Inf anywhere in the metric, every dtype; huge finite rows are accepted', () => {
     // The rows are normalised four at a time (a, then b in panels of 16), and
     // the check is that a row's f64 sum of squares is finite: a bad value in
