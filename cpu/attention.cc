@@ -268,7 +268,12 @@ Status attention_scores(const AttentionScoresParams& p) {
     if (p.has_key_bias) {
       const float* kb = p.key_bias.ptr<float>() + b * p.key_bias.strides[0];
       bias_log2.resize(static_cast<size_t>(std::max<int64_t>(1, nk_used)));
-      for (int64_t j = 0; j < nk_used; ++j) bias_log2[static_cast<size_t>(j)] = kb[j] * kLog2e;
+      for (int64_t j = 0; j < nk_used; ++j) {
+        // A finite bias above FLT_MAX / log2(e) stays finite (the largest
+        // float): it still dominates its row, as it did in natural units.
+        const float v = kb[j] * kLog2e;
+        bias_log2[static_cast<size_t>(j)] = v == std::numeric_limits<float>::infinity() ? std::numeric_limits<float>::max() : v;
+      }
       bias = bias_log2.data();
     }
     const bool direct = n <= kDirectMaxRows;

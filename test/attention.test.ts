@@ -191,6 +191,17 @@ describe('query selections, key ranges, reductions, masks', () => {
     for (let i = 0; i < c.B * c.Nk; i++) if (data.bias![i] === -Infinity) expect(v[i]).toBe(0);
   });
 
+  test('a finite keyBias near the top of the f32 range takes all of its row (no NaN)', () => {
+    // The logits are in base 2, so the bias is scaled by log2(e): 3e38 would
+    // overflow to Infinity there, and stays the largest float instead.
+    const [B, H, N, D] = [1, 2, 7, 4];
+    const q = { data: Float32Array.from({ length: B * H * N * D }, (_, i) => Math.sin(i)), shape: [B, H, N, D] };
+    const k = { data: Float32Array.from({ length: B * H * N * D }, (_, i) => Math.cos(i)), shape: [B, H, N, D] };
+    const keyBias = { data: Float32Array.of(0, 0, 3e38, 0, 0, -Infinity, 0), shape: [B, N] };
+    const v = attentionScoresSync(q, k, { queries: 'all', keyBias }).toArray();
+    expect(v).toEqual([0, 0, 1, 0, 0, 0, 0]);
+  });
+
   test('head mean of full rows sums to one over all keys', () => {
     const c: Case = { ...base };
     const data = build(c);
