@@ -138,7 +138,5 @@ void nearest_neighbours(const Segment& s, DistanceMetric metric, float* nn, floa
   for (int64_t i = 0; i < n; ++i) nn[i] = best[i].load(std::memory_order_relaxed);
 }
 
-// Runs fn over `units` independent (batch, segment) units: across units when
-// there are enough to keep every thread busy, else inside each unit.
 }  // namespace cpu
 }  // namespace tokensieve
