@@ -159,6 +159,18 @@ describe('kCenter', () => {
         for (const metric of ['cosine', 'l2'] as const)
           expectCode(() => kCenterSync(makeTensor(d, [1, 37, 5], dtype).t, 4, { metric }), RangeError, 'ERR_RANGE', new RegExp(`x\\[0, ${first}\\] holds NaN or Inf`));
     }
+    // 300 tokens are 19 panels in four row blocks of the distance tiles, with
+    // either seed and in kMedoids: the first bad token is still the one named.
+    for (const [first, second] of [[130, 250], [97, 299], [5, 200]]) {
+      const d = Array.from({ length: 300 * 5 }, (_, i) => Math.sin(i) + 0.2);
+      d[second * 5 + 1] = -Infinity;
+      d[first * 5 + 3] = NaN;
+      const t = makeTensor(d, [1, 300, 5], 'f32').t;
+      for (const seed of ['isolated', 'maxnorm'] as const)
+        for (const metric of ['cosine', 'l2'] as const)
+          expectCode(() => kCenterSync(t, 4, { metric, seed }), RangeError, 'ERR_RANGE', new RegExp(`x\\[0, ${first}\\] holds NaN or Inf`));
+      expectCode(() => kMedoidsSync(t, 3), RangeError, 'ERR_RANGE', new RegExp(`x\\[0, ${first}\\] holds NaN or Inf`));
+    }
     await expectReject(kCenter({ data: nan, shape: [2, 6, 4] }, 2), RangeError, 'ERR_RANGE');
     expectCode(() => kCenterSync(x, 2, { exclude: { data: new Uint8Array(6), shape: [6] } }), RangeError, 'ERR_SHAPE');
     expectCode(() => kCenterSync(x, 2, { exclude: { data: new Int32Array(12), shape: [2, 6] } }), TypeError, 'ERR_DTYPE');
