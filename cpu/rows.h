@@ -155,6 +155,5 @@ void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* 
 // upper triangle to row and column minima without storing it.
 void nearest_neighbours(const Segment& s, DistanceMetric metric, float* nn, float* matrix, bool parallel);
 
-
 }  // namespace cpu
 }  // namespace tokensieve

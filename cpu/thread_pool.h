@@ -18,7 +18,8 @@ void parallel_for(int64_t n, const std::function<void(int64_t)>& fn);
 // Runs fn(u, parallel) over `units` independent units (batch rows,
 // segments): across units, fn(u, false), when there are enough of them to
 // keep every thread busy or each is small; else one after the other with
-// fn(u, true), each parallel inside. Returns the first unit's error.
+// fn(u, true), each parallel inside. Returns the error of the first unit (in
+// order) that failed.
 Status for_units(int64_t units, int64_t work_per_unit, const std::function<Status(int64_t, bool)>& fn);
 
 }  // namespace cpu
