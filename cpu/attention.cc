@@ -47,7 +47,7 @@ struct Arena {
     return buf.data();
   }
 };
-thread_local Arena tl_keys, tl_key_block, tl_logits, tl_queries;
+thread_local Arena tl_keys, tl_key_block, tl_logits, tl_queries, tl_bias;
 
 // Number of row chunks per (b, h): a function of the problem shape only, so
 // the summation order (and thus every bit of the result) is independent of
@@ -263,21 +263,25 @@ Status attention_scores(const AttentionScoresParams& p) {
     // log2(e), so the softmax is 2^(s − max), half the work of e^(s − max);
     // the key bias (natural units) is scaled to match once per task.
     const float logit_scale = p.scale * kLog2e;
-    std::vector<float> bias_log2;
     const float* bias = nullptr;
     if (p.has_key_bias) {
       const float* kb = p.key_bias.ptr<float>() + b * p.key_bias.strides[0];
-      bias_log2.resize(static_cast<size_t>(std::max<int64_t>(1, nk_used)));
+      float* bias_log2 = tl_bias.get(nk_used);  // [nk_used]
       for (int64_t j = 0; j < nk_used; ++j) {
         // A finite bias above FLT_MAX / log2(e) stays finite (the largest
         // float): it still dominates its row, as it did in natural units.
         const float v = kb[j] * kLog2e;
-        bias_log2[static_cast<size_t>(j)] = v == std::numeric_limits<float>::infinity() ? std::numeric_limits<float>::max() : v;
+        bias_log2[j] = v == std::numeric_limits<float>::infinity() ? std::numeric_limits<float>::max() : v;
       }
-      bias = bias_log2.data();
+      bias = bias_log2;
     }
     const bool direct = n <= kDirectMaxRows;
     const int64_t ldk = direct ? D : round_up(nk_used, kColTile);
+    // Plain f32 operands (no INT8 codes, no rounding to a lower precision)
+    // are read in place: k transposed straight into its panels, q scaled in
+    // its copy.
+    const bool plain_k = p.k.dtype == DType::kF32 && !q8.on && round_input == nullptr;
+    const bool plain_q = p.q.dtype == DType::kF32 && !q8.on && round_input == nullptr;
 
     // Dims [d0, d0 + dn) of key j as the f32 values the tiles multiply: the
     // input, or its INT8 code.
@@ -296,7 +300,7 @@ Status attention_scores(const AttentionScoresParams& p) {
     const float* keys;
     int64_t keys_ld;
     if (direct) {
-      if (p.k.dtype == DType::kF32 && !q8.on && round_input == nullptr) {
+      if (plain_k) {
         keys = reinterpret_cast<const float*>(elem(p.k, b, h, 0));
         keys_ld = p.k.strides[2];
       } else {
@@ -308,12 +312,11 @@ Status attention_scores(const AttentionScoresParams& p) {
     } else {
       float* kt = tl_keys.get(D * ldk);
       // 16 keys at a time as rows, then transposed into their panel; plain
-      // f32 keys are transposed straight from k (no copy).
-      const bool from_k = p.k.dtype == DType::kF32 && !q8.on && round_input == nullptr;
+      // f32 keys straight from k (no copy).
       float* block = tl_key_block.get(kColTile * D);
       for (int64_t j0 = 0; j0 < ldk; j0 += kColTile) {
         const int m = static_cast<int>(std::min<int64_t>(kColTile, std::max<int64_t>(0, nk_used - j0)));
-        if (from_k && m > 0) {
+        if (plain_k && m > 0) {
           K.pack_panel(reinterpret_cast<const float*>(elem(p.k, b, h, j0)), p.k.strides[2], m, D,
                        kt + (j0 / kColTile) * D * kColTile);
           continue;
@@ -342,23 +345,22 @@ Status attention_scores(const AttentionScoresParams& p) {
       for (int64_t i = 0; i < tile; ++i) {
         const int32_t row = rows[i0 + i];
         float* qrow = qs + i * D;
-        if (p.q.dtype == DType::kF32 && !q8.on && round_input == nullptr) {
+        if (plain_q) {
           // Copied and scaled in one pass (the same single rounding).
           const float* __restrict src = reinterpret_cast<const float*>(elem(p.q, b, h, row));
           float* __restrict dst = qrow;
           const float scale = logit_scale;
           for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * scale;
-          tile_cols = std::max(tile_cols, limit_of(row));
-          continue;
-        }
-        K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
-        round_all(qrow, D);
-        if (q8.on) {
-          const float sq = q8.q_scale[static_cast<size_t>(bh * q8.nqb + row / q8.q_block)];
-          to_codes(qrow, D, sq, codes);
-          row_factor[i] = sq * logit_scale;
         } else {
-          for (int64_t d = 0; d < D; ++d) qrow[d] *= logit_scale;
+          K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
+          round_all(qrow, D);
+          if (q8.on) {
+            const float sq = q8.q_scale[static_cast<size_t>(bh * q8.nqb + row / q8.q_block)];
+            to_codes(qrow, D, sq, codes);
+            row_factor[i] = sq * logit_scale;
+          } else {
+            for (int64_t d = 0; d < D; ++d) qrow[d] *= logit_scale;
+          }
         }
         tile_cols = std::max(tile_cols, limit_of(row));
       }
