@@ -71,10 +71,14 @@ Napi::Value ContextualMerge(const Napi::CallbackInfo& info) {
   ContextualMergeParams p;
   p.x = cx.tensor(1, "x");
   p.metric = cx.tensor(3, "metric");
-  // keptGiven: slot 5 holds keptIndices [B, K] and the back end lists the
-  // remaining tokens itself (no read of a device keep spec).
-  if (arg(a, ContextualMergeSlots::keptGiven) != 0)
+  // keepSpec: what slot 5 holds. 0: the remaining tokens [B, Nr]; 1:
+  // keptIndices [B, K]; 2: keepMask [B, N]. With 1 and 2 the back end lists
+  // the remaining tokens itself (no read of a device keep spec).
+  const double spec = arg(a, ContextualMergeSlots::keepSpec);
+  if (spec == 1)
     p.kept = cx.tensor(5, "keptIndices");
+  else if (spec == 2)
+    p.keep_mask = cx.tensor(5, "keepMask");
   else
     p.remaining = cx.tensor(5, "remaining");
   p.out = cx.output(7, "out");

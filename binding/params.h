@@ -30,7 +30,7 @@
 #define TS_PARAMS_DEQUANTIZE(P) P(wait) P(bits) P(granularity) P(block) P(pad) P(addMean)
 #define TS_PARAMS_BIPARTITE_MATCH(P) P(wait) P(r) P(protectCls) P(protectDistill) P(precision)
 #define TS_PARAMS_MERGE(P) P(wait) P(nOut) P(mode)
-#define TS_PARAMS_CONTEXTUAL_MERGE(P) P(wait) P(c) P(keptGiven)
+#define TS_PARAMS_CONTEXTUAL_MERGE(P) P(wait) P(c) P(keepSpec)
 #define TS_PARAMS_K_CENTER(P) P(wait) P(k) P(segments) P(metric) P(seed) P(seedIndex)
 #define TS_PARAMS_K_MEDOIDS(P) P(wait) P(k) P(segments) P(metric) P(maxIters) P(tol)
 #define TS_PARAMS_MAX_COVERAGE(P) P(wait) P(k)

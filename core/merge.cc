@@ -102,29 +102,47 @@ Status validate(const ContextualMergeParams& p) {
   if (p.metric.shape[0] != B || p.metric.shape[1] != N)
     return Status(Code::kShape, "expected metric of shape [" + std::to_string(B) + ", " + std::to_string(N) +
                                     ", Cm] (the tokens of x) but got " + shape_str(p.metric));
-  const bool from_kept = p.kept.data != nullptr;
-  const TensorView& list = from_kept ? p.kept : p.remaining;
-  const char* list_name = from_kept ? "keptIndices" : "remaining";
-  TS_RETURN_IF_ERROR(expect_rank(list, list_name, 2, from_kept ? "[B, K]" : "[B, Nr]"));
-  TS_RETURN_IF_ERROR(expect_dtype(list, list_name, DType::kI32));
-  TS_RETURN_IF_ERROR(expect_contiguous(list, list_name));
-  if (list.shape[0] != B)
-    return Status(Code::kShape, std::string("expected ") + list_name + " to have the batch size of x (" +
-                                    std::to_string(B) + ") but got " + shape_str(list));
-  if (from_kept && list.shape[1] < 1)
-    return Status(Code::kShape, "expected keptIndices of shape [B, K] with K >= 1 but got " + shape_str(list));
-  if (from_kept && list.shape[1] >= N)
-    return Status(Code::kRange, "no tokens remain to merge: keptIndices holds " + std::to_string(list.shape[1]) +
-                                    " of the " + std::to_string(N) + " tokens");
-  const int64_t Nr = from_kept ? N - list.shape[1] : list.shape[1];
-  if (p.c < 1 || p.c > Nr)
-    return Status(Code::kRange, "expected c in [1, " + std::to_string(Nr) + "] but got " + std::to_string(p.c));
+  const bool from_kept = p.kept.data != nullptr, from_mask = p.keep_mask.data != nullptr;
+  if (static_cast<int>(from_kept) + static_cast<int>(from_mask) + static_cast<int>(p.remaining.data != nullptr) != 1)
+    return Status(Code::kArg, "expected exactly one of remaining, keptIndices and keepMask");
+  if (from_mask) {
+    // The count of remaining tokens is the mask's to tell: c is checked
+    // against it where the mask is counted (cpu/merge.cc, cuda/merge.cu).
+    TS_RETURN_IF_ERROR(expect_shape(p.keep_mask, "keepMask", {B, N}));
+    TS_RETURN_IF_ERROR(expect_contiguous(p.keep_mask, "keepMask"));
+    TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.keep_mask, "keepMask"));
+    if (p.c < 1 || p.c > N)
+      return Status(Code::kRange, "expected c in [1, " + std::to_string(N) + "] but got " + std::to_string(p.c));
+  } else {
+    const TensorView& list = from_kept ? p.kept : p.remaining;
+    const char* list_name = from_kept ? "keptIndices" : "remaining";
+    TS_RETURN_IF_ERROR(expect_rank(list, list_name, 2, from_kept ? "[B, K]" : "[B, Nr]"));
+    TS_RETURN_IF_ERROR(expect_dtype(list, list_name, DType::kI32));
+    TS_RETURN_IF_ERROR(expect_contiguous(list, list_name));
+    if (list.shape[0] != B)
+      return Status(Code::kShape, std::string("expected ") + list_name + " to have the batch size of x (" +
+                                      std::to_string(B) + ") but got " + shape_str(list));
+    if (from_kept && list.shape[1] < 1)
+      return Status(Code::kShape, "expected keptIndices of shape [B, K] with K >= 1 but got " + shape_str(list));
+    if (from_kept && list.shape[1] >= N)
+      return Status(Code::kRange, "no tokens remain to merge: keptIndices holds " + std::to_string(list.shape[1]) +
+                                      " of the " + std::to_string(N) + " tokens");
+    const int64_t Nr = from_kept ? N - list.shape[1] : list.shape[1];
+    if (p.c < 1 || p.c > Nr)
+      return Status(Code::kRange, "expected c in [1, " + std::to_string(Nr) + "] but got " + std::to_string(p.c));
+    TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", list, list_name));
+  }
   TS_RETURN_IF_ERROR(expect_dtype(p.out, "out", p.x.dtype));
   TS_RETURN_IF_ERROR(expect_shape(p.out, "out", {B, p.c, C}));
   TS_RETURN_IF_ERROR(expect_contiguous(p.out, "out"));
   TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.metric, "metric"));
-  TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", list, list_name));
   TS_RETURN_IF_ERROR(expect_same_device(p.x, "x", p.out, "out"));
+  return Status::Ok();
+}
+
+Status check_remaining_count(int64_t nr, int64_t c) {
+  if (nr < 1) return Status(Code::kRange, "no tokens remain to merge (keepMask keeps every token)");
+  if (c > nr) return Status(Code::kRange, "expected c in [1, " + std::to_string(nr) + "] but got " + std::to_string(c));
   return Status::Ok();
 }
 

@@ -366,6 +366,43 @@ Status remaining_from_kept(const TensorView& kept, int64_t N, std::vector<int32_
   }
   return Status::Ok();
 }
+
+// Whether element i of a mask is set: non-zero, with -0.0 as zero for the
+// float dtypes (NaN counts as set), as the TS layer's `value !== 0` reads it.
+bool mask_set(const TensorView& m, int64_t i) {
+  switch (m.dtype) {
+    case DType::kF32: return (m.ptr<uint32_t>()[i] & 0x7fffffffu) != 0;
+    case DType::kF16:
+    case DType::kBF16: return (m.ptr<uint16_t>()[i] & 0x7fffu) != 0;
+    case DType::kI32: return m.ptr<int32_t>()[i] != 0;
+    case DType::kI64: return m.ptr<int64_t>()[i] != 0;
+    case DType::kI8:
+    case DType::kU8: return m.ptr<uint8_t>()[i] != 0;
+  }
+  return false;
+}
+
+// The zeros of each row of keep_mask [B, N], ascending: [B, Nr] into *out,
+// Nr into *nr. Every row must leave the same Nr, and 1 <= c <= Nr.
+Status remaining_from_mask(const TensorView& mask, int64_t c, std::vector<int32_t>* out, int64_t* nr) {
+  const int64_t B = mask.shape[0], N = mask.shape[1];
+  out->clear();
+  out->reserve(static_cast<size_t>(B * N));
+  int64_t row0 = 0;
+  for (int64_t b = 0; b < B; ++b) {
+    const size_t before = out->size();
+    for (int64_t i = 0; i < N; ++i)
+      if (!mask_set(mask, b * N + i)) out->push_back(static_cast<int32_t>(i));
+    const int64_t cnt = static_cast<int64_t>(out->size() - before);
+    if (b == 0) row0 = cnt;
+    if (cnt != row0)
+      return Status(Code::kShape, "every batch row must leave the same number of remaining tokens (row 0: " +
+                                      std::to_string(row0) + ", row " + std::to_string(b) + ": " +
+                                      std::to_string(cnt) + ")");
+  }
+  *nr = row0;
+  return check_remaining_count(row0, c);
+}
 }  // namespace
 
 Status contextual_merge(const ContextualMergeParams& p) {
@@ -373,12 +410,15 @@ Status contextual_merge(const ContextualMergeParams& p) {
   if (!p.x.on_host()) return Status(Code::kDevice, "cpu::contextual_merge needs host tensors");
   const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], Cm = p.metric.shape[2];
   const int64_t c = p.c;
-  std::vector<int32_t> listed;  // the remaining tokens when `kept` is given
+  std::vector<int32_t> listed;  // the remaining tokens when `kept` or `keep_mask` is given
+  int64_t Nr = p.remaining.data != nullptr ? p.remaining.shape[1] : 0;
   if (p.kept.data != nullptr) {
     TS_RETURN_IF_ERROR(remaining_from_kept(p.kept, N, &listed));
+    Nr = N - p.kept.shape[1];
+  } else if (p.keep_mask.data != nullptr) {
+    TS_RETURN_IF_ERROR(remaining_from_mask(p.keep_mask, c, &listed, &Nr));
   }
-  const int64_t Nr = p.kept.data != nullptr ? N - p.kept.shape[1] : p.remaining.shape[1];
-  const int32_t* rem_all = p.kept.data != nullptr ? listed.data() : p.remaining.ptr<int32_t>();
+  const int32_t* rem_all = p.remaining.data != nullptr ? p.remaining.ptr<int32_t>() : listed.data();
   for (int64_t i = 0; i < B * Nr; ++i)
     if (rem_all[i] < 0 || rem_all[i] >= N)
       return Status(Code::kRange, "expected remaining indices in [0, " + std::to_string(N) + ") but got " +

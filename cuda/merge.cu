@@ -31,7 +31,10 @@
 // contextual_merge: normalise the remaining tokens (only those are read and
 // checked, as on the CPU), each member's argmax target (sequential fmaf
 // chains again), CSR per target in member order, target + mean(members); the
-// NaN flag is read back only when the call waits (device_checks).
+// NaN flag is read back only when the call waits (device_checks). A device
+// keptIndices or keepMask is turned into the remaining tokens by kernels; a
+// mask's count stays on the device (RemainingCount), so nothing is read back
+// before the work is enqueued.
 // The split is checked to be a partition of [0, N) first (split_count /
 // split_check kernels; the later kernels do nothing through a bad split, and
 // the one read-back at the end reports it): a bad one would leave tokens
@@ -85,11 +88,12 @@ constexpr int kNoBadSplit = 0x7f7f7f7f;  // split_check's "no bad position" (mem
 // is bit-identical to the CPU's.
 template <typename T>
 __global__ void normalise_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t B, int64_t N,
-                                 int64_t C, const int32_t* __restrict__ rows, int64_t R, float* __restrict__ out,
-                                 int* flag) {
-  // Thread t: token rows[t] of batch row t / R (rows [B, R]).
+                                 int64_t C, const int32_t* __restrict__ rows, int64_t R, const int* __restrict__ live,
+                                 float* __restrict__ out, int* flag) {
+  // Thread t: token rows[t] of batch row t / R (rows [B, R]); with `live`
+  // (a count on the device) only the first *live entries of each row.
   const int64_t t = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (t >= B * R) return;
+  if (t >= B * R || (live != nullptr && t % R >= *live)) return;
   const int64_t b = t / R, n = rows[t];
   const T* row = x + b * stride_b + n * stride_n;
   double s4[4] = {0, 0, 0, 0};  // element d into sum d % 4, as cpu/merge.cc
@@ -797,14 +801,26 @@ __global__ void merge_kernel(const T* __restrict__ x, int64_t stride_b, int64_t 
   }
 }
 
+// The remaining tokens rem [B, ld] hold Nr per row: `nr`, or *live when the
+// count is on the device (a keep mask's; 0 there when the mask is bad). The
+// target stride follows from it: step = max(1, Nr / c).
+struct RemainingCount {
+  int64_t nr;
+  const int* live;
+  __device__ int64_t get() const { return live != nullptr ? *live : nr; }
+};
+__device__ __forceinline__ int64_t target_step(int64_t Nr, int64_t c) { return Nr / c > 1 ? Nr / c : 1; }
+
 __global__ void owner_kernel(const float* __restrict__ normed, int64_t N, int64_t Cm, const int32_t* __restrict__ rem,
-                             int64_t Nr, int64_t c, int64_t step, int32_t* __restrict__ owner /* [B, Nr] */, int64_t xblocks) {
+                             int64_t ld, RemainingCount count, int64_t c, int32_t* __restrict__ owner /* [B, ld] */,
+                             int64_t xblocks) {
   const int64_t b = blockIdx.x / xblocks;  // grid: [B × blocks]
   const int64_t i = (blockIdx.x % xblocks) * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  const int64_t Nr = count.get(), step = target_step(Nr, c);
   if (i >= Nr) return;
-  const int32_t* rb = rem + b * Nr;
+  const int32_t* rb = rem + b * ld;
   if (i % step == 0 && i / step < c) {
-    owner[b * Nr + i] = -1;  // a target
+    owner[b * ld + i] = -1;  // a target
     return;
   }
   const float* m = normed + (b * N + rb[i]) * Cm;
@@ -819,16 +835,21 @@ __global__ void owner_kernel(const float* __restrict__ normed, int64_t N, int64_
       bi = static_cast<int32_t>(k);
     }
   }
-  owner[b * Nr + i] = bi;
+  owner[b * ld + i] = bi;
 }
 
 template <typename T>
 __global__ void contextual_kernel(const T* __restrict__ x, int64_t stride_b, int64_t stride_n, int64_t C,
-                                  const int32_t* __restrict__ rem, int64_t Nr, int64_t c, int64_t step,
+                                  const int32_t* __restrict__ rem, int64_t ld, RemainingCount cnt, int64_t c,
                                   const int32_t* __restrict__ owner, T* __restrict__ out) {
   const int64_t k = blockIdx.x % c, b = blockIdx.x / c;  // grid: [B × c]
-  const int32_t* rb = rem + b * Nr;
-  const int32_t* ob = owner + b * Nr;
+  const int64_t Nr = cnt.get(), step = target_step(Nr, c);
+  if (Nr < 1) {  // a bad keep mask (reported when the call waits): a defined out, all NaN
+    for (int64_t ch = threadIdx.x; ch < C; ch += blockDim.x) store(out + (b * c + k) * C + ch, nanf(""));
+    return;
+  }
+  const int32_t* rb = rem + b * ld;
+  const int32_t* ob = owner + b * ld;
   int32_t count = 0;
   for (int64_t i = 0; i < Nr; ++i) count += ob[i] == k ? 1 : 0;
   const float inv = div_rn(1.0f, static_cast<float>(count > 1 ? count : 1));
@@ -843,12 +864,13 @@ __global__ void contextual_kernel(const T* __restrict__ x, int64_t stride_b, int
 
 // out [B, N, C]: the L2-normalised rows of t's tokens rows [B, R] (the
 // other tokens are neither written nor checked); flag set on NaN/Inf.
-Status normalise(const TensorView& t, const int32_t* rows, int64_t R, float* out, int* flag, cudaStream_t stream) {
+Status normalise(const TensorView& t, const int32_t* rows, int64_t R, const int* live, float* out, int* flag,
+                 cudaStream_t stream) {
   const int64_t B = t.shape[0], N = t.shape[1], C = t.shape[2];
   TS_RETURN_IF_ERROR(check_grid_x(blocks_for(B * R, kThreads), "normalise"));
   return TS_DISPATCH_FLOAT(t.dtype, "normalise", [&] {
     normalise_kernel<scalar_t><<<static_cast<unsigned>(blocks_for(B * R, kThreads)), kThreads, 0, stream>>>(
-        static_cast<const scalar_t*>(t.data), t.strides[0], t.strides[1], B, N, C, rows, R, out, flag);
+        static_cast<const scalar_t*>(t.data), t.strides[0], t.strides[1], B, N, C, rows, R, live, out, flag);
     TS_CUDA_CHECK_LAUNCH("normalise_kernel");
     return Status::Ok();
   });
@@ -1053,14 +1075,82 @@ __global__ void list_remaining_kernel(const int* __restrict__ mask, int64_t N, i
   }
 }
 
+// keepMask -> the remaining tokens, on the device: one block per batch row
+// lists the zeros of its mask row in ascending order (a block scan over
+// chunks of kThreads) into rem [B, N] and their count into counts [B]. The
+// mask is read as raw bits U; value_bits drops the sign of a float dtype, so
+// -0.0 is "not kept" and NaN is "kept", as in cpu/merge.cc's mask_set.
+template <typename U>
+__global__ void mask_list_kernel(const U* __restrict__ mask, U value_bits, int64_t N, int32_t* __restrict__ rem,
+                                 int* __restrict__ counts) {
+  using Scan = cub::BlockScan<int, kThreads>;
+  __shared__ typename Scan::TempStorage tmp;
+  const int64_t b = blockIdx.x;
+  int64_t base = 0;
+  for (int64_t i0 = 0; i0 < N; i0 += kThreads) {
+    const int64_t i = i0 + threadIdx.x;
+    const int free = (i < N && (mask[b * N + i] & value_bits) == 0) ? 1 : 0;
+    int pos = 0, total = 0;
+    Scan(tmp).ExclusiveSum(free, pos, total);
+    if (free) rem[b * N + base + pos] = static_cast<int32_t>(i);
+    base += total;
+    __syncthreads();  // tmp is reused by the next chunk's scan
+  }
+  if (threadIdx.x == 0) counts[b] = static_cast<int>(base);
+}
+// One block: counts [B] -> info[0], the count the later kernels read (0 when
+// the mask is bad: rows that differ, no token left, or c > Nr; they then do
+// nothing and out is NaN), and info[1], the first row whose count differs
+// from row 0's (kNoBadSplit if none), for the read-back's message.
+__global__ void remaining_count_kernel(const int* __restrict__ counts, int64_t B, int64_t c, int* __restrict__ info) {
+  __shared__ int first_bad;
+  if (threadIdx.x == 0) first_bad = kNoBadSplit;
+  __syncthreads();
+  const int row0 = counts[0];
+  for (int64_t b = threadIdx.x; b < B; b += blockDim.x)
+    if (counts[b] != row0) atomicMin(&first_bad, static_cast<int>(b));
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    info[1] = first_bad;
+    info[0] = first_bad == kNoBadSplit && row0 >= 1 && row0 >= c ? row0 : 0;
+  }
+}
+
+Status list_from_mask(const TensorView& mask, int32_t* rem, int* counts, cudaStream_t stream) {
+  const int64_t B = mask.shape[0], N = mask.shape[1];
+  TS_RETURN_IF_ERROR(check_grid_x(B, "contextualMerge"));
+  const unsigned grid = static_cast<unsigned>(B);
+  switch (dtype_size(mask.dtype)) {
+    case 1:
+      mask_list_kernel<uint8_t><<<grid, kThreads, 0, stream>>>(mask.ptr<const uint8_t>(), 0xff, N, rem, counts);
+      break;
+    case 2:  // f16, bf16
+      mask_list_kernel<uint16_t><<<grid, kThreads, 0, stream>>>(mask.ptr<const uint16_t>(), 0x7fff, N, rem, counts);
+      break;
+    case 4:
+      mask_list_kernel<uint32_t><<<grid, kThreads, 0, stream>>>(
+          mask.ptr<const uint32_t>(), mask.dtype == DType::kF32 ? 0x7fffffffu : 0xffffffffu, N, rem, counts);
+      break;
+    case 8:  // i64
+      mask_list_kernel<uint64_t><<<grid, kThreads, 0, stream>>>(mask.ptr<const uint64_t>(), ~uint64_t{0}, N, rem,
+                                                                 counts);
+      break;
+    default:
+      return Status(Code::kDType, "contextualMerge: keepMask of an unknown dtype");
+  }
+  TS_CUDA_CHECK_LAUNCH("mask_list_kernel");
+  return Status::Ok();
+}
+
 Status contextual_merge(const ContextualMergeParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.x, "x"));
   const int64_t B = p.x.shape[0], N = p.x.shape[1], C = p.x.shape[2], Cm = p.metric.shape[2];
-  const bool from_kept = p.kept.data != nullptr;
-  const int64_t K = from_kept ? p.kept.shape[1] : 0;
-  const int64_t Nr = from_kept ? N - K : p.remaining.shape[1], c = p.c;
-  const int64_t step = Nr / c > 1 ? Nr / c : 1;
+  const bool from_kept = p.kept.data != nullptr, from_mask = p.keep_mask.data != nullptr;
+  const int64_t K = from_kept ? p.kept.shape[1] : 0, c = p.c;
+  // With a keep mask the count is known on the device only: the lists are
+  // [B, N] and the kernels read Nr there (RemainingCount).
+  const int64_t Nr = from_kept ? N - K : from_mask ? N : p.remaining.shape[1];
   // The bad-entry record is a flat index of keptIndices below its "none".
   if (B * K >= kNoBadSplit)
     return Status(Code::kUnsupported, "contextualMerge: keptIndices of " + std::to_string(B * K) +
@@ -1074,7 +1164,9 @@ Status contextual_merge(const ContextualMergeParams& p) {
   const size_t o_flag = L.add<int>(1);
   const size_t o_bad = L.add<int>(1);
   const size_t o_mask = L.add<int>(from_kept ? B * N : 0);
-  const size_t o_rem = L.add<int32_t>(from_kept ? B * Nr : 0);
+  const size_t o_rem = L.add<int32_t>(from_kept || from_mask ? B * Nr : 0);
+  const size_t o_counts = L.add<int>(from_mask ? B : 0);  // [B] remaining tokens per mask row
+  const size_t o_info = L.add<int>(from_mask ? 2 : 0);    // remaining_count_kernel's [count, first bad row]
   Scratch scratch(p.x.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
   int* flag = scratch.at<int>(o_flag);
@@ -1102,23 +1194,48 @@ Status contextual_merge(const ContextualMergeParams& p) {
     TS_CUDA_CHECK_LAUNCH("list_remaining_kernel");
     rem = listed;
   }
+  int* info = from_mask ? scratch.at<int>(o_info) : nullptr;
+  if (from_mask) {
+    int32_t* listed = scratch.at<int32_t>(o_rem);
+    TS_RETURN_IF_ERROR(list_from_mask(p.keep_mask, listed, scratch.at<int>(o_counts), stream));
+    remaining_count_kernel<<<1, kThreads, 0, stream>>>(scratch.at<int>(o_counts), B, c, info);
+    TS_CUDA_CHECK_LAUNCH("remaining_count_kernel");
+    rem = listed;
+  }
+  const RemainingCount count{Nr, info};
   // Only the remaining tokens are read (and checked), as on the CPU.
-  TS_RETURN_IF_ERROR(normalise(p.metric, rem, Nr, normed, flag, stream));
+  TS_RETURN_IF_ERROR(normalise(p.metric, rem, Nr, info, normed, flag, stream));
   int32_t* owner = scratch.at<int32_t>(o_owner);
   const int64_t nr_blocks = blocks_for(Nr, kThreads);
   TS_RETURN_IF_ERROR(check_grid_x(B * nr_blocks, "contextualMerge"));
   TS_RETURN_IF_ERROR(check_grid_x(B * c, "contextualMerge"));
-  owner_kernel<<<static_cast<unsigned>(B * nr_blocks), kThreads, 0, stream>>>(normed, N, Cm, rem, Nr, c, step, owner,
+  owner_kernel<<<static_cast<unsigned>(B * nr_blocks), kThreads, 0, stream>>>(normed, N, Cm, rem, Nr, count, c, owner,
                                                                              nr_blocks);
   TS_CUDA_CHECK_LAUNCH("owner_kernel");
   TS_RETURN_IF_ERROR(TS_DISPATCH_FLOAT(p.x.dtype, "contextualMerge", [&] {
     contextual_kernel<scalar_t><<<static_cast<unsigned>(B * c), 128, 0, stream>>>(
-        static_cast<const scalar_t*>(p.x.data), p.x.strides[0], p.x.strides[1], C, rem, Nr, c, step, owner,
+        static_cast<const scalar_t*>(p.x.data), p.x.strides[0], p.x.strides[1], C, rem, Nr, count, c, owner,
         static_cast<scalar_t*>(p.out.data));
     TS_CUDA_CHECK_LAUNCH("contextual_kernel");
     return Status::Ok();
   }));
   if (!p.device_checks) return Status::Ok();  // the caller does not wait: no read-back (see merge.h)
+  if (from_mask) {
+    int host_info[2] = {0, 0};
+    TS_CUDA_TRY(cudaMemcpyAsync(host_info, info, sizeof host_info, cudaMemcpyDeviceToHost, stream));
+    TS_CUDA_TRY(cudaStreamSynchronize(stream));
+    const int* counts = scratch.at<int>(o_counts);
+    int row0 = 0;
+    TS_RETURN_IF_ERROR(read_device_flag(counts, stream, &row0));
+    if (host_info[1] != kNoBadSplit) {
+      int other = 0;
+      TS_RETURN_IF_ERROR(read_device_flag(counts + host_info[1], stream, &other));
+      return Status(Code::kShape, "every batch row must leave the same number of remaining tokens (row 0: " +
+                                      std::to_string(row0) + ", row " + std::to_string(host_info[1]) + ": " +
+                                      std::to_string(other) + ")");
+    }
+    TS_RETURN_IF_ERROR(check_remaining_count(row0, c));
+  }
   if (from_kept) {
     int bad_at = kNoBadSplit;
     TS_RETURN_IF_ERROR(read_device_flag(bad, stream, &bad_at));

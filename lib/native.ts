@@ -44,7 +44,7 @@ export const PARAM_NAMES = {
   dequantize: ['wait', 'bits', 'granularity', 'block', 'pad', 'addMean'],
   bipartiteMatch: ['wait', 'r', 'protectCls', 'protectDistill', 'precision'],
   merge: ['wait', 'nOut', 'mode'],
-  contextualMerge: ['wait', 'c', 'keptGiven'],
+  contextualMerge: ['wait', 'c', 'keepSpec'],
   kCenter: ['wait', 'k', 'segments', 'metric', 'seed', 'seedIndex'],
   kMedoids: ['wait', 'k', 'segments', 'metric', 'maxIters', 'tol'],
   maxCoverage: ['wait', 'k'],

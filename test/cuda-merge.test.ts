@@ -219,6 +219,26 @@ describeCuda('CUDA token merging', () => {
     const rep = { keptIndices: Tensor.from({ data: Int32Array.from([3, 3]), shape: [1, 2] }).to(dev) };
     expect(() => contextualMergeSync(xs, good, rep, 2, { wait: false }).dispose()).not.toThrow();
     expectCode(() => contextualMergeSync(xs, good, rep, 2), RangeError, 'ERR_RANGE', /keptIndices\[0, 1\] = 3 repeats/);
+    // A device keepMask is listed and counted on the device: the result of the
+    // equivalent keptIndices; rows that leave different counts, or fewer than c,
+    // are reported only by a call that waits (unchecked: an all-NaN output).
+    const md2 = Tensor.from({ data: Uint8Array.from([1, 0, 0, 1, 0, 0, 0, 0]), shape: [1, 8], dtype: 'u8' }).to(dev);
+    const cm = contextualMergeSync(xs, good, { keepMask: md2 }, 2);
+    expect(cm.toArray()).toEqual(cw.toArray());
+    const x2 = Tensor.from({ data: Float32Array.from(randn(2 * 8 * 5, 4)), shape: [2, 8, 5] }).to(dev);
+    const g2 = Tensor.from({ data: Float32Array.from(randn(2 * 8 * 4, 5)), shape: [2, 8, 4] }).to(dev);
+    const maskRows = [0, 1, 1, 0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 0];  // row 0 keeps 3, row 1 keeps 3
+    const m2 = Tensor.from({ data: Float32Array.from(maskRows), shape: [2, 8] }).to(dev);
+    const viaMask = contextualMergeSync(x2, g2, { keepMask: m2 }, 3);
+    const viaHost = contextualMergeSync(x2, g2, { keepMask: { data: Float32Array.from(maskRows), shape: [2, 8] } }, 3);
+    expect(viaMask.toArray()).toEqual(viaHost.toArray());
+    const uneven = Tensor.from({ data: Float32Array.from(maskRows.map((v, i) => (i === 15 ? 1 : v))), shape: [2, 8] }).to(dev);
+    expectCode(() => contextualMergeSync(x2, g2, { keepMask: uneven }, 3), RangeError, 'ERR_SHAPE', /row 0: 5, row 1: 4/);
+    const un = contextualMergeSync(x2, g2, { keepMask: uneven }, 3, { wait: false });
+    expect(un.toArray().every((v) => Number.isNaN(v))).toBe(true);
+    expectCode(() => contextualMergeSync(x2, g2, { keepMask: m2 }, 6), RangeError, 'ERR_RANGE', /c in \[1, 5\] but got 6/);
+    expectCode(() => contextualMergeSync(x2, g2, { keepMask: m2 }, 9), RangeError, 'ERR_RANGE');
+    for (const t of [md2, cm, x2, g2, m2, viaMask, viaHost, uneven, un]) t.dispose();
     for (const t of [cw, cn, ch, good, xs, kd.keptIndices, rep.keptIndices]) t.dispose();
     for (const t of [pw, pn]) t.dispose();
     for (const t of [md, xd, bd]) t.dispose();

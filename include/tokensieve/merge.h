@@ -99,17 +99,27 @@ struct MergeParams {
 struct ContextualMergeParams {
   TensorView x;          // [B, N, C] f32/f16/bf16; stride(C) == 1
   TensorView metric;     // [B, N, Cm] f32/f16/bf16; stride(Cm) == 1; finite
-  TensorView remaining;  // i32 [B, Nr] contiguous: token indices in [0, N); unused when `kept` is given
-  // i32 [B, K] contiguous, K >= 1, or data null: the kept tokens instead of
-  // `remaining`, distinct and in [0, N) (ERR_RANGE otherwise); the remaining
-  // tokens are then the other Nr = N − K, ascending, listed by the back end
-  // (on CUDA by a kernel: a device keptIndices needs no read-back).
+  // The remaining tokens come from exactly one of `remaining`, `kept` and
+  // `keep_mask` (the other two have data null).
+  TensorView remaining;  // i32 [B, Nr] contiguous: token indices in [0, N)
+  // i32 [B, K] contiguous, K >= 1: the kept tokens, distinct and in [0, N)
+  // (ERR_RANGE otherwise); the remaining tokens are then the other
+  // Nr = N − K, ascending, listed by the back end (on CUDA by a kernel: a
+  // device keptIndices needs no read-back).
   TensorView kept;
-  int64_t c = 0;         // 1 <= c <= Nr
+  // [B, N] contiguous, any dtype, non-zero = kept: the remaining tokens are
+  // the zeros of each row, ascending, listed by the back end. Every row must
+  // leave the same Nr >= c (ERR_SHAPE / ERR_RANGE otherwise). On CUDA, Nr is
+  // counted by a kernel and read by the later kernels from device memory, so
+  // a device mask needs no read-back; a bad mask is then reported only with
+  // device_checks, and without them out is all NaN.
+  TensorView keep_mask;
+  int64_t c = 0;         // 1 <= c <= Nr (with keep_mask: c <= N here, c <= Nr where the mask is counted)
   TensorView out;        // [B, c, C], dtype of x, contiguous
-  // CUDA: read back the device-side NaN/Inf check of metric and report it;
-  // set by the binding only when the call waits (the read drains the
-  // stream). Without it a non-finite metric gives an unspecified out.
+  // CUDA: read back the device-side checks (NaN/Inf in metric, a bad
+  // keptIndices or keep_mask) and report them; set by the binding only when
+  // the call waits (the read drains the stream). Without it a non-finite
+  // metric gives an unspecified out.
   bool device_checks = true;
   void* stream = nullptr;
 };
@@ -117,6 +127,9 @@ struct ContextualMergeParams {
 Status validate(const BipartiteMatchParams& p);
 Status validate(const MergeParams& p);
 Status validate(const ContextualMergeParams& p);
+// The count of remaining tokens a keep_mask leaves, against c: ERR_RANGE
+// when none remains or c > nr (the CPU and the CUDA read-back report alike).
+Status check_remaining_count(int64_t nr, int64_t c);
 
 namespace cpu {
 Status bipartite_match(const BipartiteMatchParams& p);

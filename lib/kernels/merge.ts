@@ -566,21 +566,33 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
   if ((k.keepMask === undefined) === (k.keptIndices === undefined)) {
     throw makeError('ERR_ARG', `${op}: pass exactly one of { keepMask } or { keptIndices }`);
   }
-  // keptIndices already on x's device (contiguous): the back end lists the
-  // remaining tokens itself (a kernel on CUDA), so nothing is read back. Its
-  // entries are checked there (distinct, in [0, N)) when the call waits.
-  // Otherwise the remaining tokens are listed here.
+  // keptIndices or keepMask already on x's device (contiguous): the back end
+  // lists the remaining tokens itself (a kernel on CUDA), so nothing is read
+  // back. keptIndices' entries are checked there (distinct, in [0, N)), and
+  // the mask's count of remaining tokens (the same in every row, at least c),
+  // when the call waits. Otherwise the remaining tokens are listed here.
   const kiDev = k.keptIndices !== undefined && ordinal >= 0 ? toTensor(k.keptIndices, 'keptIndices') : undefined;
-  const onDevice = kiDev !== undefined && kiDev.ordinal === ordinal && kiDev.isContiguous && kiDev.ndim === 2 && kiDev.shape[1] > 0;
-  let list: Tensor;  // [B, K] keptIndices (onDevice) or [B, Nr] remaining tokens
-  let nr: number;
-  if (onDevice) {
+  const kmDev = k.keepMask !== undefined && ordinal >= 0 ? toTensor(k.keepMask as TensorLike, 'keepMask') : undefined;
+  const keptOnDevice = kiDev !== undefined && kiDev.ordinal === ordinal && kiDev.isContiguous && kiDev.ndim === 2 && kiDev.shape[1] > 0;
+  const maskOnDevice = kmDev !== undefined && kmDev.ordinal === ordinal && kmDev.isContiguous;
+  let list: Tensor;  // [B, K] keptIndices, [B, N] keepMask, or [B, Nr] remaining tokens
+  let nr: number;    // the remaining tokens; with a device keepMask, an upper bound (N)
+  let keepSpec: 0 | 1 | 2 = 0;  // binding/merge.cc: 0 remaining, 1 keptIndices, 2 keepMask
+  if (keptOnDevice) {
     if (kiDev.dtype !== 'i32') throw makeError('ERR_DTYPE', `Expected i32 keptIndices for ${op} but received ${kiDev.dtype}`);
     if (kiDev.shape[0] !== B) {
       throw makeError('ERR_SHAPE', `Expected keptIndices of shape [${B}, k] for ${op} but received [${kiDev.shape.join(', ')}]`);
     }
     list = kiDev;
     nr = N - kiDev.shape[1];
+    keepSpec = 1;
+  } else if (maskOnDevice) {
+    if (kmDev.ndim !== 2 || kmDev.shape[0] !== B || kmDev.shape[1] !== N) {
+      throw makeError('ERR_SHAPE', `Expected keepMask of shape [${B}, ${N}] for ${op} but received [${kmDev.shape.join(', ')}]`);
+    }
+    list = kmDev;
+    nr = N;
+    keepSpec = 2;
   } else {
     const rem = remainingTokens(op, k, B, N);
     nr = rem.length / B;
@@ -591,16 +603,16 @@ function planContextual(outs: CallOutputs, xIn: TensorLike, metricIn: TensorLike
   const cc = int(op, 'c', c, 1, nr);
   const s = stream(op, o.stream, x.stream);
   const out = outs.empty([B, cc, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
-  const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: cc, keptGiven: onDevice ? 1 : 0 });
+  const params = opParams('contextualMerge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, c: cc, keepSpec });
   const xd = x.descriptor('x');
   const md = metric.descriptor('metric');
-  const ld = list.descriptor(onDevice ? 'keptIndices' : 'remaining');
+  const ld = list.descriptor(['remaining', 'keptIndices', 'keepMask'][keepSpec]);
   const od = out.descriptor('out');
   return {
     result: out,
     call: (async) => native().contextualMerge(params, xd.meta, xd.mem, md.meta, md.mem, ld.meta, ld.mem, od.meta, od.mem, s, async),
     cleanup: () => {
-      if (!onDevice && ordinal >= 0) list.dispose();
+      if (keepSpec === 0 && ordinal >= 0) list.dispose();
     },
   };
 }
@@ -652,6 +664,9 @@ export type KeepSpec = { keepMask: TensorLike } | { keptIndices: TensorLike };
  * its argmax-cosine target; each output = target + mean(members) (the sum of
  * the target and the mean, as the references do; empty cluster → target).
  * @example const ctx = await contextualMerge(hidden, keysHeadMean, { keptIndices: dominant }, 30); // [B, 30, C]
+ * A keptIndices or keepMask on x's device is read there, not read back; its
+ * errors (repeats, out of range; mask rows leaving different counts or fewer
+ * than c) are reported when the call waits.
  * @throws {RangeError} ERR_RANGE when c is not in [1, Nr]
  */
 export async function contextualMerge(x: TensorLike, metric: TensorLike, keep: KeepSpec, c: number, opts?: ContextualMergeOptions): Promise<Tensor> {

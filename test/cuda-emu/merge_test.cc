@@ -210,6 +210,104 @@ static void contextual_kept_case(int64_t B, int64_t N, int64_t K, int64_t c, std
   }
 }
 
+// keepMask instead of remaining: the back end lists each row's zeros (CUDA:
+// a scan kernel, the count read by the later kernels from device memory, no
+// read-back). Every mask dtype, with "kept" written as any non-zero value
+// (negative, denormal, NaN) and "not kept" as 0 or -0.0. The CUDA result
+// equals CUDA's own on the listed `remaining` bit for bit, the CPU's mask
+// result equals the CPU's on `remaining`; rows longer than one scan chunk.
+// Bad masks (rows leaving different counts, every token kept, fewer than c
+// left) give the CPU's code and message when checked, and unchecked an Ok
+// call with an all-NaN out.
+static void contextual_mask_case(int64_t B, int64_t N, int64_t K, int64_t c, DType mdt, std::mt19937& g) {
+  const int64_t C = 6, Cm = 5, Nr = N - K, es = static_cast<int64_t>(dtype_size(mdt));
+  auto x = values(B * N * C, DType::kF32, g, 0);
+  auto m = values(B * N * Cm, DType::kF32, g, 0);
+  const bool is_float = mdt == DType::kF32 || mdt == DType::kF16 || mdt == DType::kBF16;
+  const uint64_t sign = es == 8 ? 0 : uint64_t{1} << (8 * es - 1);  // -0.0 for the float dtypes
+  auto put = [&](std::vector<uint8_t>& mask, int64_t i, uint64_t bits) { std::memcpy(&mask[i * es], &bits, es); };
+  std::vector<uint8_t> mask(B * N * es);
+  std::vector<int32_t> rem(B * Nr);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> perm(N);
+    for (int64_t i = 0; i < N; ++i) perm[i] = static_cast<int32_t>(i);
+    std::shuffle(perm.begin(), perm.end(), g);
+    std::vector<char> is_kept(N, 0);
+    for (int64_t j = 0; j < K; ++j) is_kept[perm[j]] = 1;
+    for (int64_t i = 0, w = 0; i < N; ++i) {
+      const uint64_t pick = g() % 3;
+      if (is_kept[i]) {  // 1, all bits set (-1 / NaN), or the smallest magnitude (a denormal for floats)
+        put(mask, b * N + i, pick == 0 ? (is_float ? (es == 4 ? 0x3f800000u : es == 2 && mdt == DType::kF16 ? 0x3c00u : 0x3f80u) : 1u)
+                              : pick == 1 ? ~uint64_t{0} : (1u | (is_float ? sign : 0)));
+      } else {
+        put(mask, b * N + i, is_float && pick == 1 ? sign : 0);
+        rem[b * Nr + w++] = static_cast<int32_t>(i);
+      }
+    }
+  }
+  auto run = [&](bool from_mask, int dev, std::vector<float>& out, bool checks = true) {
+    out.assign(B * c * C, -7.0f);
+    ContextualMergeParams p;
+    p.x = view(x.data(), DType::kF32, {B, N, C}, dev);
+    p.metric = view(m.data(), DType::kF32, {B, N, Cm}, dev);
+    if (from_mask)
+      p.keep_mask = view(mask.data(), mdt, {B, N}, dev);
+    else
+      p.remaining = view(rem.data(), DType::kI32, {B, Nr}, dev);
+    p.c = c;
+    p.out = view(out.data(), DType::kF32, {B, c, C}, dev);
+    p.device_checks = checks;
+    return dev < 0 ? cpu::contextual_merge(p) : cuda::contextual_merge(p);
+  };
+  const char* dn = dtype_name(mdt);
+  std::vector<float> cm, cr, hm, hr;
+  Status s = run(true, 0, cm);
+  EXPECT(s.ok(), "mask %s B%ld N%ld K%ld: cuda %s", dn, (long)B, (long)N, (long)K, s.message.c_str());
+  s = run(false, 0, cr);
+  EXPECT(s.ok() && cm == cr, "mask %s B%ld N%ld K%ld: cuda from keepMask differs from cuda on remaining", dn, (long)B,
+         (long)N, (long)K);
+  s = run(true, -1, hm);
+  EXPECT(s.ok(), "mask %s: cpu %s", dn, s.message.c_str());
+  s = run(false, -1, hr);
+  EXPECT(s.ok() && hm == hr, "mask %s B%ld N%ld K%ld: cpu from keepMask differs from cpu on remaining", dn, (long)B,
+         (long)N, (long)K);
+  int far = 0;
+  for (size_t i = 0; i < cm.size(); ++i) far += !(std::fabs(cm[i] - hm[i]) <= 1e-5f * (1 + std::fabs(hm[i])));
+  EXPECT(far == 0, "mask %s B%ld N%ld K%ld: %d outputs beyond the tolerance of the cpu's", dn, (long)B, (long)N,
+         (long)K, far);
+  check_no_leak("contextual mask");
+  // Bad masks: the CPU's code and message on both back ends when checked;
+  // unchecked, Ok and every output NaN.
+  auto bad_case = [&](const char* what, Code code) {
+    std::vector<float> o1, o2, o3;
+    const Status hc = run(true, -1, o1), dc = run(true, 0, o2), du = run(true, 0, o3, false);
+    EXPECT(hc.code == code && dc.code == code && hc.message == dc.message, "bad mask %s (%s): cpu '%s' cuda '%s'",
+           what, dn, hc.message.c_str(), dc.message.c_str());
+    int not_nan = 0;
+    for (float v : o3) not_nan += !std::isnan(v);
+    EXPECT(du.ok() && not_nan == 0, "bad mask %s (%s) unchecked: %s, %d outputs not NaN", what, dn,
+           du.message.c_str(), not_nan);
+    check_no_leak("contextual mask (bad)");
+  };
+  if (B > 1) {  // the last row keeps one token more: its count differs from row 0's
+    const int32_t t = rem[(B - 1) * Nr + Nr / 2];
+    std::vector<uint8_t> was(mask.begin() + ((B - 1) * N + t) * es, mask.begin() + ((B - 1) * N + t + 1) * es);
+    put(mask, (B - 1) * N + t, 1);
+    bad_case("uneven rows", Code::kShape);
+    std::copy(was.begin(), was.end(), mask.begin() + ((B - 1) * N + t) * es);
+  }
+  {  // fewer than c tokens left in every row (c > Nr), then none at all
+    std::vector<uint8_t> was = mask;
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t i = 0; i < N; ++i)
+        put(mask, b * N + i, i >= c - 1 ? 1 : 0);  // c - 1 tokens left
+    if (c > 1) bad_case("c > Nr", Code::kRange);
+    for (int64_t i = 0; i < B * N; ++i) put(mask, i, 1);
+    bad_case("all kept", Code::kRange);
+    mask = was;
+  }
+}
+
 // A non-finite metric is ERR_RANGE when the call checks (waits); unchecked
 // (wait: false) nothing is read back and the call is Ok.
 static void contextual_unchecked_case() {
@@ -872,6 +970,11 @@ int main() {
   contextual_kept_case(2, 37, 5, 4, g);
   contextual_kept_case(3, 600, 531, 17, g);
   contextual_kept_case(2, 1000, 64, 200, g);
+  for (DType mdt : {DType::kU8, DType::kI8, DType::kI32, DType::kI64, DType::kF32, DType::kF16, DType::kBF16})
+    contextual_mask_case(2, 37, 5, 4, mdt, g);
+  contextual_mask_case(1, 10, 9, 1, DType::kU8, g);  // one token left, c = 1
+  contextual_mask_case(3, 600, 531, 17, DType::kU8, g);
+  contextual_mask_case(2, 1000, 64, 200, DType::kF32, g);
   errors();
   bf16t::run_all(g);
   f32t::run_all(g);
