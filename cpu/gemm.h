@@ -18,7 +18,9 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
+#include <new>
 #include <utility>
 #include <vector>
 
@@ -150,13 +152,17 @@ void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* 
 // at the end of the call that needed it, so a thread keeps at most a few
 // such buffers of 16 MiB (enough for 1,024 tokens x 4,096 channels) between
 // calls; larger problems pay the page faults, small against their products.
+// The buffer starts on a cache line: panel rows are 64 bytes, and a zmm
+// load or store of one that straddles two lines costs two (operator new
+// returns 16-byte alignment only).
 class Scratch {
  public:
   static constexpr size_t kKeepBytes = size_t{16} << 20;
   float* get(int64_t n) {
     const size_t want = static_cast<size_t>(n);
     if (want > size_) {
-      data_.reset(new float[want]);
+      data_.reset(static_cast<float*>(std::aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64)));
+      if (data_ == nullptr) throw std::bad_alloc();
       size_ = want;
     }
     return data_.get();
@@ -170,7 +176,10 @@ class Scratch {
   }
 
  private:
-  std::unique_ptr<float[]> data_;
+  struct Free {
+    void operator()(float* p) const { std::free(p); }
+  };
+  std::unique_ptr<float[], Free> data_;
   size_t size_ = 0;
 };
 
