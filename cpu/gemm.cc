@@ -2,6 +2,7 @@
 // on plain row-major inputs, with both layouts of operand a (runtime.h).
 #include "cpu/gemm.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "tokensieve/runtime.h"
@@ -28,6 +29,12 @@ void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* 
              bool parallel) {
   gemm_tiles(a, ma, b, nb, C, upper, parallel,
              [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               if (upper && j0 >= i1) {  // off the diagonal: rows in runs, the mirror as one transposed block
+                 for (int64_t i = i0; i < i1; ++i)
+                   std::copy(tile + (i - i0) * kGemmTile, tile + (i - i0) * kGemmTile + (j1 - j0), out + i * ldo + j0);
+                 isa().transpose_block(tile, kGemmTile, i1 - i0, j1 - j0, out + j0 * ldo + i0, ldo);
+                 return;
+               }
                for (int64_t i = i0; i < i1; ++i)
                  for (int64_t j = upper ? std::max(j0, i) : j0; j < j1; ++j) {
                    const float v = tile[(i - i0) * kGemmTile + (j - j0)];

@@ -50,6 +50,10 @@ struct IsaKernels {
   // panel[c*kColTile + j] = rows[j*ld + c] for j < nrows (<= kColTile), c < C;
   // zero for j >= nrows: up to 16 rows transposed into one packed panel.
   void (*pack_panel)(const float* rows, int64_t ld, int nrows, int64_t C, float* panel);
+  // dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: a block copied
+  // transposed (8 × 8 through registers where the ISA has them), the mirror
+  // half of a symmetric matrix written from its upper triangle.
+  void (*transpose_block)(const float* src, int64_t lds, int64_t rows, int64_t cols, float* dst, int64_t ldd);
   // out[j] = Σ_c (double)panel[c*kColTile + j]², c in order (one f64 chain
   // per row, the order of a scalar loop over the row) for j < kColTile.
   void (*panel_sq_norms)(const float* panel, int64_t C, double* out);

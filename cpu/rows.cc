@@ -88,6 +88,21 @@ void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* 
   const bool l2 = metric == DistanceMetric::kL2;
   gemm_tiles(GemmA{s.kt, 0, true}, n, s.kt, n, s.C, /*upper=*/true, parallel,
              [&](int64_t i0, int64_t i1, int64_t j0, int64_t j1, const float* tile) {
+               if (j0 >= i1) {
+                 // Off the diagonal every entry is valid: the rows in runs
+                 // (the metric's branch out of the loop), then the mirror
+                 // as one transposed block.
+                 for (int64_t i = i0; i < i1; ++i) {
+                   const float* t = tile + (i - i0) * kGemmTile - j0;
+                   float* row = matrix + i * n;
+                   if (l2)
+                     for (int64_t j = j0; j < j1; ++j) row[j] = to_distance(metric, t[j], s.sq[i], s.sq[j]);
+                   else
+                     for (int64_t j = j0; j < j1; ++j) row[j] = to_distance(metric, t[j], 0.f, 0.f);
+                 }
+                 isa().transpose_block(matrix + i0 * n + j0, n, i1 - i0, j1 - j0, matrix + j0 * n + i0, n);
+                 return;
+               }
                for (int64_t i = i0; i < i1; ++i)
                  for (int64_t j = std::max(j0, i); j < j1; ++j) {
                    const float d = j == i ? 0.0f

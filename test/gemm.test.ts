@@ -101,15 +101,17 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
   );
 
   test('the baseline x86-64 kernels (TOKENSIEVE_CPU_ISA=baseline) are within the same bound', () => {
-    const shapes = [[7, 15, 255], [97, 191, 31], [101, 103, 513]];
+    // [m, n, K, upper]: the last one the upper triangle, mirrored by the
+    // baseline's scalar transpose (blocks of 96 rows, a 5-row remainder).
+    const shapes = [[7, 15, 255, 0], [97, 191, 31, 0], [101, 103, 513, 0], [197, 197, 31, 1]];
     // One pool of values for every shape (a and b are prefixes of it).
     const a = f32(103 * 513, 77);
     const code = `const { native } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'native.js'))});
       const pool = new Float32Array(JSON.parse(require('fs').readFileSync(0, 'utf8')));
       const out = [];
-      for (const [m, n, K] of ${JSON.stringify(shapes)}) {
+      for (const [m, n, K, upper] of ${JSON.stringify(shapes)}) {
         const a = pool.slice(0, m * K), b = pool.slice(0, n * K);
-        out.push(Array.from(native().gemmNtCheck(a, m, b, n, K, false, true)));
+        out.push(Array.from(native().gemmNtCheck(a, m, b, n, K, upper === 1, true)));
       }
       process.stdout.write(JSON.stringify({ isa: require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))}).info().cpu.isa, out }));`;
     const r = spawnSync(process.execPath, ['-e', code], {
@@ -119,8 +121,10 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
     const res = JSON.parse(r.stdout);
     expect(res.isa).toBe('baseline');
     expect(res.out).toHaveLength(shapes.length);
-    shapes.forEach(([m, n, K], s) => {
-      expectWithinBound(Float32Array.from(res.out[s]), refGemmNt(a.subarray(0, m * K), m, a.subarray(0, n * K), n, K), K, `baseline m=${m} n=${n} K=${K}`);
+    shapes.forEach(([m, n, K, upper], s) => {
+      const got = Float32Array.from(res.out[s]);
+      expectWithinBound(got, refGemmNt(a.subarray(0, m * K), m, a.subarray(0, n * K), n, K), K, `baseline m=${m} n=${n} K=${K} upper ${upper}`);
+      if (upper) for (let i = 0; i < n; i++) for (let j = 0; j < i; j++) expect(got[i * n + j]).toBe(got[j * n + i]);
     });
   });
 
