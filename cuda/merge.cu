@@ -23,8 +23,8 @@
 //      so ties go to the lower index exactly as the CPU's stable sort.
 //   4. plan_kernel: sources = ranks < r, unmerged = the rest (in rank order,
 //      or ascending with CLS), and the output slot of every token.
-// merge: a per-batch CSR of each slot's members in token order (one thread
-// per batch row), then one block per (slot, batch row) reduces its members
+// merge: a per-batch CSR of each slot's members in token order (csr_kernel,
+// one block per batch row), then one block per (slot, batch row) reduces its members
 // in that order over the channels. A bad assign value flags the CSR, and the
 // reduction then does nothing; the flag is read back only when the call
 // waits (device_checks).
@@ -746,26 +746,96 @@ __global__ void plan_kernel(const int32_t* __restrict__ rank, const int32_t* __r
 }
 
 // One thread per batch row: members of each slot, in token order.
-__global__ void csr_kernel(const int32_t* __restrict__ assign, int64_t B, int64_t N, int64_t M,
-                           int32_t* __restrict__ offsets /* [B, M + 1] */, int32_t* __restrict__ members /* [B, N] */,
-                           int* flag) {
-  const int64_t b = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (b >= B) return;
+// Each slot's members in token order, [B, M + 1] offsets into [B, N]
+// members: one block of kCsrWarps warps per batch row, warp w owning the
+// token range [w·R, (w+1)·R). Pass 1 counts every warp's tokens per slot
+// into wcount [B, kCsrWarps, M] (a chunk of 32 tokens at a time:
+// __match_any_sync groups the lanes of a slot, and its lowest lane adds the
+// group's size); the block then scans the slot totals into offsets and turns
+// wcount into each warp's first position per slot; pass 2 places every
+// token at its warp's position plus its rank among the lower lanes of its
+// group. So a slot lists its members by warp, chunk and lane: token order,
+// and every sum over them runs in the CPU's order. A bad assign value sets
+// flag bit 2, and the block then writes nothing more (merge_kernel reads
+// the flag and does nothing).
+constexpr int kCsrWarps = 8;
+__global__ void __launch_bounds__(kCsrWarps * 32) csr_kernel(const int32_t* __restrict__ assign, int64_t N, int64_t M,
+                                                             int32_t* __restrict__ offsets /* [B, M + 1] */,
+                                                             int32_t* __restrict__ members /* [B, N] */,
+                                                             int32_t* __restrict__ wcount /* [B, kCsrWarps, M] */,
+                                                             int* flag) {
+  using Scan = cub::BlockScan<int, kCsrWarps * 32>;
+  __shared__ typename Scan::TempStorage tmp;
+  __shared__ int bad;
+  const int64_t b = blockIdx.x;
+  const int warp = static_cast<int>(threadIdx.x / 32), lane = static_cast<int>(threadIdx.x % 32);
+  const unsigned lower_lanes = (1u << lane) - 1u;
   const int32_t* as = assign + b * N;
   int32_t* off = offsets + b * (M + 1);
-  for (int64_t s = 0; s <= M; ++s) off[s] = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    if (as[i] < 0 || as[i] >= M) {
+  int32_t* wc = wcount + b * kCsrWarps * M;
+  int32_t* mine = wc + warp * M;  // this warp's counts, then its next position, per slot
+  const int64_t range = (N + kCsrWarps - 1) / kCsrWarps;
+  const int64_t r0 = warp * range, r1 = r0 + range < N ? r0 + range : N;
+  if (threadIdx.x == 0) bad = 0;
+  for (int64_t i = threadIdx.x; i < kCsrWarps * M; i += blockDim.x) wc[i] = 0;
+  __syncthreads();
+  // Pass 1: per-warp counts.
+  // Every lane takes part in the warp operations; a lane past the range
+  // (key -2) or with a bad value (key -1) is grouped apart and counts nothing.
+  for (int64_t c0 = r0; c0 < r1; c0 += 32) {
+    const int64_t i = c0 + lane;
+    const bool in = i < r1;
+    const int32_t s = in ? as[i] : -2;
+    const bool ok = in && s >= 0 && s < M;
+    if (in && !ok) {
       atomicOr(flag, 2);
-      return;
+      bad = 1;
     }
-    off[as[i] + 1]++;
+    const unsigned peers = __match_any_sync(0xffffffffu, ok ? s : (in ? -1 : -2));
+    if (ok && (peers & lower_lanes) == 0) mine[s] += __popc(peers);
+    __syncwarp();  // the next chunk's leaders read these counts
   }
-  for (int64_t s = 0; s < M; ++s) off[s + 1] += off[s];
-  // fill using off[s] as a cursor, then shift back
-  for (int64_t i = 0; i < N; ++i) members[b * N + off[as[i]]++] = static_cast<int32_t>(i);
-  for (int64_t s = M; s > 0; --s) off[s] = off[s - 1];
-  off[0] = 0;
+  __syncthreads();
+  if (bad) return;
+  // Slot totals -> offsets (a block scan over chunks of slots); each warp's
+  // count -> its first position in the slot.
+  int base = 0;
+  for (int64_t s0 = 0; s0 < M; s0 += blockDim.x) {
+    const int64_t s = s0 + threadIdx.x;
+    int total = 0;
+    if (s < M)
+      for (int w = 0; w < kCsrWarps; ++w) total += wc[w * M + s];
+    int start = 0, sum = 0;
+    Scan(tmp).ExclusiveSum(total, start, sum);
+    if (s < M) {
+      int pos = base + start;
+      off[s] = pos;
+      for (int w = 0; w < kCsrWarps; ++w) {
+        const int cnt = wc[w * M + s];
+        wc[w * M + s] = pos;
+        pos += cnt;
+      }
+    }
+    base += sum;
+    __syncthreads();  // tmp is reused by the next chunk's scan
+  }
+  if (threadIdx.x == 0) off[M] = base;
+  __syncthreads();  // every warp's positions are written
+  // Pass 2: placement.
+  for (int64_t c0 = r0; c0 < r1; c0 += 32) {
+    const int64_t i = c0 + lane;
+    const bool in = i < r1;
+    const int32_t s = in ? as[i] : -2;
+    const unsigned peers = __match_any_sync(0xffffffffu, s);
+    int pos = 0;
+    if (in) {
+      pos = mine[s] + __popc(peers & lower_lanes);
+      members[b * N + pos] = static_cast<int32_t>(i);
+    }
+    __syncwarp();  // every lane of a group has read mine[s]
+    if (in && (peers & lower_lanes) == 0) mine[s] = pos + __popc(peers);
+    __syncwarp();
+  }
 }
 
 template <typename T>
@@ -1008,6 +1078,7 @@ Status merge(const MergeParams& p) {
   ScratchLayout L;
   const size_t o_off = L.add<int32_t>(B * (M + 1));
   const size_t o_mem = L.add<int32_t>(B * N);
+  const size_t o_wcount = L.add<int32_t>(B * kCsrWarps * M);  // csr_kernel's per-warp counts / positions
   const size_t o_flag = L.add<int>(1);
   Scratch scratch(p.x.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
@@ -1015,7 +1086,9 @@ Status merge(const MergeParams& p) {
   TS_CUDA_TRY(cudaMemsetAsync(flag, 0, sizeof(int), stream));
   int32_t* offsets = scratch.at<int32_t>(o_off);
   int32_t* members = scratch.at<int32_t>(o_mem);
-  csr_kernel<<<static_cast<unsigned>(blocks_for(B, 64)), 64, 0, stream>>>(p.assign.ptr<const int32_t>(), B, N, M, offsets, members, flag);
+  TS_RETURN_IF_ERROR(check_grid_x(B, "merge"));
+  csr_kernel<<<static_cast<unsigned>(B), kCsrWarps * 32, 0, stream>>>(p.assign.ptr<const int32_t>(), N, M, offsets,
+                                                                      members, scratch.at<int32_t>(o_wcount), flag);
   TS_CUDA_CHECK_LAUNCH("csr_kernel");
   if (p.device_checks) {
     int host_flag = 0;

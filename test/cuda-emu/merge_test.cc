@@ -113,6 +113,49 @@ static void match_case(int64_t B, int64_t N, int64_t C, DType dt, bool cls, bool
   }
 }
 
+// The merge CSR lists each slot's members in token order (csr_kernel: per-warp
+// ranges, __match_any_sync groups): the f32 sums (mode sum and mean) must
+// have the bits of a scalar loop over the tokens in order, for any assign —
+// many members per slot, empty slots, ranges split across warps and chunks.
+// Values of mixed magnitudes make a sum in another order differ in its bits.
+static void csr_order_case(int64_t B, int64_t N, int64_t M, std::mt19937& g) {
+  const int64_t Cx = 3;
+  std::vector<float> x(B * N * Cx);
+  std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+  for (auto& v : x) v = std::ldexp(u(g), static_cast<int>(g() % 24) - 12);
+  std::vector<int32_t> assign(B * N);
+  for (int64_t i = 0; i < B * N; ++i)  // skewed: slot 0 takes a third of the tokens, the last slot none
+    assign[i] = g() % 3 == 0 ? 0 : static_cast<int32_t>(g() % std::max<int64_t>(1, M - 1));
+  for (int mode = 0; mode < 2; ++mode) {
+    std::vector<float> ref(B * M * Cx), out(B * M * Cx, -7.0f);
+    for (int64_t b = 0; b < B; ++b)
+      for (int64_t sl = 0; sl < M; ++sl)
+        for (int64_t c = 0; c < Cx; ++c) {
+          float acc = 0.0f, w = 0.0f;
+          for (int64_t i = 0; i < N; ++i)
+            if (assign[b * N + i] == sl) {
+              acc = acc + x[(b * N + i) * Cx + c];
+              w = w + 1.0f;
+            }
+          if (mode == 1) acc = acc * (w != 0.0f ? 1.0f / w : 0.0f);
+          ref[(b * M + sl) * Cx + c] = acc;
+        }
+    MergeParams p;
+    p.x = view(x.data(), DType::kF32, {B, N, Cx}, 0);
+    p.assign = view(assign.data(), DType::kI32, {B, N}, 0);
+    p.n_out = M;
+    p.mode = static_cast<MergeMode>(mode);
+    p.out = view(out.data(), DType::kF32, {B, M, Cx}, 0);
+    const Status st = cuda::merge(p);
+    EXPECT(st.ok(), "csr order B%ld N%ld M%ld: %s", (long)B, (long)N, (long)M, st.message.c_str());
+    int64_t differ = 0;
+    for (int64_t i = 0; i < B * M * Cx; ++i) differ += std::memcmp(&out[i], &ref[i], sizeof(float)) != 0;
+    EXPECT(differ == 0, "csr order B%ld N%ld M%ld mode %d: %ld outputs differ from the token-order sum", (long)B,
+           (long)N, (long)M, mode, (long)differ);
+  }
+  check_no_leak("merge csr order");
+}
+
 static void contextual_case(int64_t B, int64_t N, int64_t C, int64_t Cm, int64_t Nr, int64_t c, DType dt, std::mt19937& g) {
   auto x = values(B * N * C, dt, g, 0);
   auto m = values(B * N * Cm, dt, g, 0);
@@ -966,6 +1009,11 @@ int main() {
   }
   contextual_case(1, 577, 64, 64, 415, 30, DType::kF32, g);
   contextual_unchecked_case();
+  csr_order_case(1, 1, 1, g);
+  csr_order_case(2, 31, 4, g);
+  csr_order_case(3, 257, 2, g);     // one range per warp of 33 tokens: chunks of 32 + 1
+  csr_order_case(1, 1000, 7, g);
+  csr_order_case(2, 3001, 300, g);  // ranges of 376 tokens across 12 chunks
   contextual_kept_case(1, 10, 1, 3, g);
   contextual_kept_case(2, 37, 5, 4, g);
   contextual_kept_case(3, 600, 531, 17, g);
