@@ -71,8 +71,8 @@ struct IsaKernels {
   // the bits of normalise_rows followed by pack_panel, without the staging.
   bool (*normalise_panel)(const float* const* src, int rows, int64_t n, float* panel);
   // gain[j] = Σ_{r < R} max(0, cov[r*ldc + j] − best[r]) for j < n: per
-  // column one f32 sum in row order (a scalar loop's value), 64 columns at a
-  // time across the vector lanes.
+  // column one f32 sum in row order (a scalar loop's value), 64 columns (128
+  // on zmm) at a time across the vector lanes.
   void (*coverage_gains)(const float* cov, int64_t R, int64_t ldc, int64_t n, const float* best, float* gain);
   // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
   void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,

@@ -2,9 +2,9 @@
 // The matrix's rows come from launch_prep and its logits from tile_dots
 // (cuda/features.cuh, shared with the diversity family).
 //
-// Each entry point ends by reading back one small status record (NaN/Inf
-// input, too few columns left by `exclude`), so it synchronises its stream
-// even when the caller asked not to wait.
+// A call that waits (check_errors) ends by reading back one small status
+// record (NaN/Inf input, too few columns left by `exclude`); one that does
+// not wait reads nothing back.
 //
 // Sections: MMTok coverage · maximum coverage.
 #include <cuda_runtime.h>

@@ -10,9 +10,9 @@
 // bit-identical and the selections (ties included: the lower index wins) are
 // the same tokens; test/cuda-emu/diversity_test.cc checks this.
 //
-// Each entry point ends by reading back one small status record (NaN/Inf
-// input, too few tokens left by `exclude`, an excluded seed), so it
-// synchronises its stream even when the caller asked not to wait.
+// A call that waits (check_errors) ends by reading back one small status
+// record (NaN/Inf input, too few tokens left by `exclude`, an excluded
+// seed); one that does not wait reads nothing back.
 //
 // Sections: k-center · k-medoids.
 #include <cuda_runtime.h>
