@@ -6,7 +6,8 @@
  * chain, ties toward the lower index. Skipped, with the reason printed, without a
  * usable CUDA device.
  */
-import { bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, FloatDType, MergePlan, mergeSourceSync, mergeSync, Tensor, toMe, unmergeSync } from '../lib';
+import { bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, deviceMemory, FloatDType, MergePlan, mergeSourceSync, mergeSync, Tensor, toMe, unmergeSync } from '../lib';
+import { cachedSplitCount } from '../lib/kernels/merge';
 import { describeCuda, expectClose, expectCode, makeTensor, randn } from './helpers';
 import { paritySplit, refBf16 } from './reference/merge';
 
@@ -242,6 +243,26 @@ describeCuda('CUDA token merging', () => {
     for (const t of [cw, cn, ch, good, xs, kd.keptIndices, rep.keptIndices]) t.dispose();
     for (const t of [pw, pn]) t.dispose();
     for (const t of [md, xd, bd]) t.dispose();
+  });
+
+  test('a split is uploaded once per device: later calls reuse the cached copy', () => {
+    // N = 61 is used by no other test of this file, so the first call uploads.
+    const x = Tensor.from({ data: Float32Array.from(randn(2 * 61 * 8, 41)), shape: [2, 61, 8] }).to(dev);
+    const before = cachedSplitCount();
+    const p1 = bipartiteSoftMatchSync(x, 9, { protect: { cls: true } });
+    expect(cachedSplitCount()).toBe(before + 1);
+    const mem = deviceMemory();
+    const p2 = bipartiteSoftMatchSync(x, 9, { protect: { cls: true }, wait: false });
+    // Only the plan's four outputs were allocated: no split upload.
+    expect(deviceMemory().buffers - mem.buffers).toBe(4);
+    expect(cachedSplitCount()).toBe(before + 1);
+    expect(p2.assign.toArray()).toEqual(p1.assign.toArray());
+    // A different split of the same N (tomesd's grid) is a different entry, with its own result.
+    const g = bipartiteSoftMatchSync(x, 9, { split: { grid2d: { w: 61, h: 1, sx: 2, sy: 1 } } });
+    expect(cachedSplitCount()).toBe(before + 2);
+    const host = bipartiteSoftMatchSync(x.to('cpu'), 9, { split: { grid2d: { w: 61, h: 1, sx: 2, sy: 1 } } });
+    expect(g.assign.toArray()).toEqual(host.assign.toArray());
+    for (const t of [p1, p2, g, host, x]) t.dispose();
   });
 
   test("precision 'bf16' at video size: CUDA and CPU plans agree almost everywhere", () => {

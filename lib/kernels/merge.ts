@@ -277,6 +277,46 @@ function parseSplit(op: string, n: number, split: unknown): { a: Int32Array; b: 
   return { a, b, parity: false };
 }
 
+// Device copies of the splits a successful call has used, per device: a split
+// is a pure function of N and the split option, and uploading one from
+// pageable memory synchronises the stream, which a call with `wait: false`
+// must not do. An entry is found by a hash of the split and confirmed by
+// comparing it; at most SPLIT_CACHE_PER_DEVICE entries per device (beyond
+// them a split is uploaded per call, as a random2d split with a new seed per
+// call would be), kept for the life of the process (2 · N i32 each), never
+// freed, so no running kernel can read a freed one.
+const SPLIT_CACHE_PER_DEVICE = 16;
+interface CachedSplit { a: Int32Array; b: Int32Array; devA: Tensor; devB: Tensor }
+const splitCache = new Map<string, CachedSplit>();
+const splitCacheCount = new Map<number, number>();
+
+function splitKey(ordinal: number, a: Int32Array, b: Int32Array): string {
+  let h = 0x811c9dc5;  // FNV-1a over the lengths and the entries
+  const mix = (v: number): void => {
+    h = Math.imul(h ^ (v & 0xff), 0x01000193);
+    h = Math.imul(h ^ ((v >>> 8) & 0xff), 0x01000193);
+    h = Math.imul(h ^ ((v >>> 16) & 0xff), 0x01000193);
+    h = Math.imul(h ^ (v >>> 24), 0x01000193);
+  };
+  mix(a.length);
+  mix(b.length);
+  for (let i = 0; i < a.length; i++) mix(a[i]);
+  for (let i = 0; i < b.length; i++) mix(b[i]);
+  return `${ordinal}:${a.length}:${b.length}:${h >>> 0}`;
+}
+
+function sameSplit(e: CachedSplit, a: Int32Array, b: Int32Array): boolean {
+  if (e.a.length !== a.length || e.b.length !== b.length || e.devA.disposed || e.devB.disposed) return false;
+  for (let i = 0; i < a.length; i++) if (e.a[i] !== a[i]) return false;
+  for (let i = 0; i < b.length; i++) if (e.b[i] !== b[i]) return false;
+  return true;
+}
+
+/** Split entries currently kept on devices (for tests). */
+export function cachedSplitCount(): number {
+  return splitCache.size;
+}
+
 function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: BipartiteOptions | undefined): OpPlan<MergePlan> {
   const op = outs.op;
   const o = checkOptions(op, opts, ['protect', 'split', 'precision', 'stream', 'wait']);
@@ -323,9 +363,13 @@ function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: Bi
   }
   const hostA = Tensor.from({ data: split.a, shape: [split.a.length] });
   const hostB = Tensor.from({ data: split.b, shape: [split.b.length] });
-  // Temporaries: adopted so a failure frees them, disposed by cleanup after a success.
-  const splitA = ordinal < 0 ? hostA : outs.adopt(hostA.to(device));
-  const splitB = ordinal < 0 ? hostB : outs.adopt(hostB.to(device));
+  // On a device: the cached copy, else temporaries (adopted so a failure
+  // frees them; after a success, cleanup caches them or disposes them).
+  const key = ordinal < 0 ? '' : splitKey(ordinal, split.a, split.b);
+  const hit = ordinal < 0 ? undefined : splitCache.get(key);
+  const cached = hit !== undefined && sameSplit(hit, split.a, split.b);
+  const splitA = ordinal < 0 ? hostA : cached ? hit.devA : outs.adopt(hostA.to(device));
+  const splitB = ordinal < 0 ? hostB : cached ? hit.devB : outs.adopt(hostB.to(device));
   const nu = split.a.length - rr;
   const assign = outs.empty([B, N], 'i32', device, { stream: s });
   const unmerged = nu > 0 ? outs.empty([B, nu], 'i32', device, { stream: s }) : undefined;
@@ -345,7 +389,12 @@ function planMatch(outs: CallOutputs, metricIn: TensorLike, r: unknown, opts: Bi
     call: (async) => native().bipartiteMatch(params, md.meta, md.mem, ad.meta, ad.mem, bd.meta, bd.mem, asd.meta, asd.mem,
       ud?.meta, ud?.mem, sd.meta, sd.mem, dd.meta, dd.mem, s, async),
     cleanup: () => {
-      if (ordinal >= 0) {
+      if (ordinal < 0 || cached) return;
+      const count = splitCacheCount.get(ordinal) ?? 0;
+      if (hit === undefined && count < SPLIT_CACHE_PER_DEVICE) {
+        splitCache.set(key, { a: split.a, b: split.b, devA: splitA, devB: splitB });
+        splitCacheCount.set(ordinal, count + 1);
+      } else {
         splitA.dispose();
         splitB.dispose();
       }
