@@ -161,6 +161,38 @@ export function countDeviceBuffers(): { live: () => number; restore: () => void 
   return { live: () => live, restore: () => { mod.DeviceBuffer = Original; } };
 }
 
+/** The selection rule's gap (README, "CPU and GPU: tolerance and ties"). */
+export const SELECTION_GAP = 1e-5;
+/** Scores below this magnitude are compared on it (a relative gap means nothing at 0). */
+export const SELECTION_FLOOR = 1e-3;
+
+/**
+ * The selection rule: a selection `got` may differ from the reference's
+ * `want` (kept indices of one row, any order) only by indices whose score
+ * lies within the gap of the cut, the smallest score `want` keeps:
+ * |s − cut| <= gap · max(|s|, |cut|, floor). Returns the indices that break
+ * it (an index dropped or taken outside the gap, a repeated index, or a
+ * different count): empty when the rule holds.
+ */
+export function selectionOutsideGap(
+  want: ArrayLike<number>, got: ArrayLike<number>, scoreOf: (i: number) => number,
+  gap = SELECTION_GAP, floor = SELECTION_FLOOR,
+): number[] {
+  const w = new Set(Array.from(want));
+  const g = new Set(Array.from(got));
+  if (w.size !== want.length || g.size !== got.length || want.length !== got.length) return [...g].filter((i) => !w.has(i)).concat(-1);
+  let cut = Infinity;
+  for (const i of w) cut = Math.min(cut, scoreOf(i));
+  const near = (i: number): boolean => {
+    const s = scoreOf(i);
+    return Math.abs(s - cut) <= gap * Math.max(Math.abs(s), Math.abs(cut), floor);
+  };
+  const bad: number[] = [];
+  for (const i of w) if (!g.has(i) && !near(i)) bad.push(i);
+  for (const i of g) if (!w.has(i) && !near(i)) bad.push(i);
+  return bad;
+}
+
 /**
  * The cross-device tolerance rule (README, "CPU and GPU: tolerance and
  * ties"), as FlashAttention states it: a fast path's result agrees when its

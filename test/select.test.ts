@@ -1,7 +1,7 @@
 /** topk and gather against the float64 references. */
 import { FloatDType, gather, gatherSync, Tensor, topk, topkSync } from '../lib';
 import { refGather, refTopk } from './reference/select';
-import { makeTensor, randn, rng } from './helpers';
+import { makeTensor, randn, rng, selectionOutsideGap } from './helpers';
 
 describe('topk', () => {
   test('hand-checked: ties to the lower index, NaN last, -Infinity above NaN', () => {
@@ -105,5 +105,36 @@ describe('gather', () => {
     for (let n = 0; n < N; n++) big.set(x.subarray(n * C, (n + 1) * C), 2 * n * C);
     const strided = gatherSync({ data: big, shape: [1, N, C], strides: [2 * N * C, 2 * C, 1] }, { data: idx, shape: [1, 58] });
     expect(Array.from(strided.data as Float32Array)).toEqual(refGather(x, 1, N, C, idx, 58));
+  });
+});
+
+// The selection rule of README "CPU and GPU: tolerance and ties", as the GPU
+// tests apply it (test/cuda-methods.test.ts): checked here on hand-made cases
+// and on the CPU's own top-k, so that it can fail.
+describe('the selection rule', () => {
+  test('indices may differ only within the gap of the cut', () => {
+    const s = [5, 4, 3.00002, 3, 1];
+    const of = (i: number): number => s[i];
+    expect(selectionOutsideGap([0, 1], [1, 0], of)).toEqual([]);  // order is free
+    expect(selectionOutsideGap([0, 1], [0, 2], of)).toEqual([2]);  // 3.00002 is far below the cut 4
+    expect(selectionOutsideGap([0, 1, 2], [0, 1, 3], of)).toEqual([]);  // 3 vs 3.00002: 6.7e-6 relative
+    expect(selectionOutsideGap([0, 1, 2], [0, 1, 4], of)).toEqual([4]);
+    expect(selectionOutsideGap([0, 1], [0, 0], of)).not.toEqual([]);  // a repeat
+    expect(selectionOutsideGap([0, 1], [0], of)).not.toEqual([]);  // a different count
+    const z = [1, 2e-9, 1e-9];  // near 0 the floor (1e-3) applies
+    expect(selectionOutsideGap([0, 1], [0, 2], (i) => z[i])).toEqual([]);
+  });
+
+  test("a CPU top-k keeps to the rule against itself; a swap across a wide cut breaks it", () => {
+    const n = 577;
+    const k = 58;
+    const scores = Float32Array.from(randn(n, 4242));
+    const idx = Array.from(topkSync({ data: scores, shape: [1, n] }, k).indices.toArray());
+    const of = (i: number): number => scores[i];
+    expect(selectionOutsideGap(idx, idx, of)).toEqual([]);
+    const order = Array.from(scores.keys()).sort((a, b) => scores[b] - scores[a] || a - b);
+    expect(new Set(idx)).toEqual(new Set(order.slice(0, k)));
+    const swapped = order.slice(0, k - 1).concat(order[k + 20]);  // the 79th in place of the 58th
+    expect(selectionOutsideGap(idx, swapped, of)).toEqual([order[k + 20]]);
   });
 });
