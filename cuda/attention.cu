@@ -68,6 +68,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstdint>
 #include <string>
@@ -610,14 +611,19 @@ bool rows_aligned16(const TensorView& t) {
   return true;
 }
 
-// The per-block shared-memory limit of the device (opt-in). The emulator
-// has no such attribute; its stand-in is deliberately small (100 KiB) so
-// that the f32 tiles of large head dims take the one-buffer loop there and
-// both loops are tested.
+// The per-block shared-memory limit of the device (opt-in), asked once per
+// device. The emulator has no such attribute; its stand-in is deliberately
+// small (100 KiB) so that the f32 tiles of large head dims take the
+// one-buffer loop there and both loops are tested.
+constexpr int kCachedDevices = 64;
 Status smem_limit(int device, int64_t* bytes) {
 #if defined(__CUDACC__)
-  int v = 0;
-  TS_CUDA_TRY(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  static std::atomic<int> cached[kCachedDevices] = {};  // 0: not asked yet
+  int v = device >= 0 && device < kCachedDevices ? cached[device].load(std::memory_order_relaxed) : 0;
+  if (v == 0) {
+    TS_CUDA_TRY(cudaDeviceGetAttribute(&v, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    if (device >= 0 && device < kCachedDevices) cached[device].store(v, std::memory_order_relaxed);
+  }
   *bytes = v;
 #else
   (void)device;
@@ -635,11 +641,19 @@ Status launch_passes(ScoresParams kp, int device, unsigned pass1_blocks, unsigne
   kp.nbuf = static_cast<int64_t>(tile_smem_bytes<M>(kp.D, 2)) + kStaticSmemReserve <= limit ? 2 : 1;
   const size_t smem = tile_smem_bytes<M>(kp.D, kp.nbuf);
 #if defined(__CUDACC__)
-  if (smem > 48 * 1024) {  // above the default per-block limit: opt in, per kernel
-    TS_CUDA_TRY(cudaFuncSetAttribute(row_lse_kernel<In, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(smem)));
-    TS_CUDA_TRY(cudaFuncSetAttribute(column_sum_kernel<In, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     static_cast<int>(smem)));
+  if (smem > 48 * 1024) {
+    // Above the default per-block limit: opt in, per kernel and device, once
+    // for the largest size asked so far (a call costs microseconds; two
+    // threads racing both set it, which is harmless).
+    static std::atomic<size_t> opted[kCachedDevices] = {};
+    const bool known = device >= 0 && device < kCachedDevices;
+    if (!known || opted[device].load(std::memory_order_relaxed) < smem) {
+      TS_CUDA_TRY(cudaFuncSetAttribute(row_lse_kernel<In, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+      TS_CUDA_TRY(cudaFuncSetAttribute(column_sum_kernel<In, M>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       static_cast<int>(smem)));
+      if (known) opted[device].store(smem, std::memory_order_relaxed);
+    }
   }
 #endif
   row_lse_kernel<In, M><<<pass1_blocks, kThreads, smem, stream>>>(kp);
