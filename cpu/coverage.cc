@@ -18,12 +18,19 @@ Status max_coverage(const MaxCoverageParams& p) {
   if (!p.coverage.on_host()) return Status(Code::kDevice, "cpu::max_coverage needs host tensors");
   const int64_t B = p.coverage.shape[0], R = p.coverage.shape[1], N = p.coverage.shape[2], k = p.k;
   const int64_t es = static_cast<int64_t>(dtype_size(p.coverage.dtype));
+  // f32 rows with unit stride are read in place (ldc: their row stride);
+  // other layouts and dtypes are converted into a [R, N] copy.
+  const bool in_place = p.coverage.dtype == DType::kF32 && p.coverage.strides[2] == 1;
+  const int64_t ldc = in_place ? p.coverage.strides[1] : N;
   return for_units(B, R * N * k, [&](int64_t b, bool parallel) -> Status {
-    std::vector<float> cov(static_cast<size_t>(R * N));  // [R, N]
+    std::vector<float> copy(in_place ? 0 : static_cast<size_t>(R * N));
+    const float* cov = in_place ? p.coverage.ptr<float>() + b * p.coverage.strides[0] : copy.data();  // [R, ldc]
     for (int64_t r = 0; r < R; ++r) {
-      const char* src = static_cast<const char*>(p.coverage.data) + (b * p.coverage.strides[0] + r * p.coverage.strides[1]) * es;
-      float* row = cov.data() + r * N;
-      isa().to_f32(src, p.coverage.dtype, N, row);
+      const float* row = cov + r * ldc;
+      if (!in_place) {
+        const char* src = static_cast<const char*>(p.coverage.data) + (b * p.coverage.strides[0] + r * p.coverage.strides[1]) * es;
+        isa().to_f32(src, p.coverage.dtype, N, copy.data() + r * N);
+      }
       if (!isa().all_finite(row, N))
         return Status(Code::kRange, "expected finite coverage but row " + std::to_string(r) + " of batch " +
                                         std::to_string(b) + " holds NaN or Inf");
@@ -53,7 +60,7 @@ Status max_coverage(const MaxCoverageParams& p) {
     const int64_t chunk = 256, chunks = (N + chunk - 1) / chunk;
     auto gains_of = [&](int64_t c) {
       const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
-      isa().coverage_gains(cov.data() + j0, R, N, j1 - j0, best.data(), gain.data() + j0);
+      isa().coverage_gains(cov + j0, R, ldc, j1 - j0, best.data(), gain.data() + j0);
     };
     int32_t* order = p.order.ptr<int32_t>() + b * k;
     float* gains = p.gains.data ? p.gains.ptr<float>() + b * k : nullptr;
@@ -68,7 +75,7 @@ Status max_coverage(const MaxCoverageParams& p) {
       blocked[pick] = 1;  // picked: never again
       order[t] = static_cast<int32_t>(pick);
       if (gains) gains[t] = gain[pick];
-      for (int64_t r = 0; r < R; ++r) best[r] = std::max(best[r], cov[r * N + pick]);
+      for (int64_t r = 0; r < R; ++r) best[r] = std::max(best[r], cov[r * ldc + pick]);
     }
     if (p.sorted.data) {
       int32_t* sorted = p.sorted.ptr<int32_t>() + b * k;

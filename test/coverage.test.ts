@@ -53,6 +53,19 @@ describe('maxCoverage', () => {
     });
   }
 
+  test('padded coverage rows are read in place, and the padding (NaN) never', () => {
+    const [B, R, N, k] = [2, 37, 131, 20];
+    const r = rng(99);
+    const v = Float32Array.from({ length: B * R * N }, () => (r() < 0.7 ? r() * r() : -r() * 0.1));
+    const want = maxCoverageSync({ data: v, shape: [B, R, N] }, k);
+    const ld = N + 3;
+    const padded = new Float32Array(B * R * ld).fill(NaN);
+    for (let i = 0; i < B * R; i++) padded.set(v.subarray(i * N, (i + 1) * N), i * ld);
+    const res = maxCoverageSync({ data: padded, shape: [B, R, N], strides: [R * ld, ld, 1] }, k);
+    expect(res.order.toArray()).toEqual(want.order.toArray());
+    expect(res.gains.toArray()).toEqual(want.gains.toArray());
+  });
+
   test('heavy exact ties (coarse values): lower index first at every step', () => {
     // Multiples of 1/8 add exactly, so many columns tie on their gain.
     for (const [R, N, k] of [[5, 40, 40], [30, 200, 60]]) {
