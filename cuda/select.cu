@@ -12,15 +12,18 @@
 //      stable comparator. The chosen land in index order.
 //   4. order 'score': sort the k chosen by (key desc, index asc) — a bitonic
 //      sort of 64-bit (key << 32 | ~index) in shared memory when
-//      k <= kSortCap, otherwise CUB's stable segmented sort (descending) of
-//      the index-ordered (key, index) pairs, whose stability keeps lower
-//      indices first among equal keys.
+//      k <= kSortCap, otherwise one CUB stable radix sort (ascending) of
+//      64-bit (row << 32 | ~key) over the index-ordered (key, index) pairs of
+//      every row: rows stay apart, keys run descending within a row, and the
+//      stability keeps lower indices first among equal keys. (CUB's
+//      segmented sort would read segment sizes back to the host, which
+//      synchronises; the radix sort runs a fixed number of passes.)
 //
 // gather: out[b, i, :] = x[b, indices[b, i], :] as a byte copy in the widest
 // unit (16/8/4/2/1 bytes) that divides the row size, both strides and both
 // base addresses. Groups of up to 32 lanes copy one row.
 #include <cub/block/block_scan.cuh>
-#include <cub/device/device_segmented_sort.cuh>
+#include <cub/device/device_radix_sort.cuh>
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -186,9 +189,12 @@ __global__ void __launch_bounds__(kTopkThreads) topk_kernel(const TopkKernelPara
   }
 }
 
-__global__ void segment_offsets_kernel(int64_t* offsets, int64_t B, int64_t k) {
+// keys[i] = (row << 32) | ~key[i] for the k chosen of every row: one
+// ascending radix sort then orders rows, and within a row keys descending.
+__global__ void row_keys_kernel(const uint32_t* __restrict__ key, int64_t total, int64_t k,
+                                unsigned long long* __restrict__ keys) {
   const int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (i <= B) offsets[i] = i * k;
+  if (i < total) keys[i] = (static_cast<unsigned long long>(i / k) << 32) | static_cast<uint32_t>(~key[i]);
 }
 
 // values[b, i] = scores[b, idx[b, i]] (after the CUB sort).
@@ -278,40 +284,41 @@ Status topk(const TopkParams& p) {
       return Status::Ok();
     }
 
-    // order 'score', k > kSortCap: index-ordered (key, index) pairs, then a
-    // stable descending segmented sort. (Without relocatable device code CUB
-    // reads segment-group sizes back to the host here: this path waits for
-    // the stream.)
+    // order 'score', k > kSortCap: index-ordered (key, index) pairs, then one
+    // stable radix sort of (row, ~key) over all rows (file header).
     const int64_t total = B * k;
+    int row_bits = 0;
+    while ((int64_t{1} << row_bits) < B) ++row_bits;
+    const int end_bit = 32 + row_bits;
     size_t sort_bytes = 0;
-    TS_CUDA_TRY(cub::DeviceSegmentedSort::StableSortPairsDescending(
-        nullptr, sort_bytes, static_cast<const uint32_t*>(nullptr), static_cast<uint32_t*>(nullptr),
-        static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr), total, B,
-        static_cast<const int64_t*>(nullptr), static_cast<const int64_t*>(nullptr), stream));
+    TS_CUDA_TRY(cub::DeviceRadixSort::SortPairs(nullptr, sort_bytes, static_cast<const unsigned long long*>(nullptr),
+                                                static_cast<unsigned long long*>(nullptr),
+                                                static_cast<const int32_t*>(nullptr), static_cast<int32_t*>(nullptr),
+                                                total, 0, end_bit, stream));
     ScratchLayout lay;
-    const size_t o_keys_in = lay.add<uint32_t>(total);
-    const size_t o_keys_out = lay.add<uint32_t>(total);
+    const size_t o_key32 = lay.add<uint32_t>(total);
+    const size_t o_keys_in = lay.add<unsigned long long>(total);
+    const size_t o_keys_out = lay.add<unsigned long long>(total);
     const size_t o_idx_in = lay.add<int32_t>(total);
-    const size_t o_offsets = lay.add<int64_t>(B + 1);
     const size_t o_tmp = lay.add<char>(static_cast<int64_t>(sort_bytes));
     Scratch scratch(p.scores.device, stream);
     TS_RETURN_IF_ERROR(scratch.allocate(lay.bytes()));
-    uint32_t* keys_in = scratch.at<uint32_t>(o_keys_in);
-    uint32_t* keys_out = scratch.at<uint32_t>(o_keys_out);
+    uint32_t* key32 = scratch.at<uint32_t>(o_key32);
+    unsigned long long* keys_in = scratch.at<unsigned long long>(o_keys_in);
     int32_t* idx_in = scratch.at<int32_t>(o_idx_in);
-    int64_t* offsets = scratch.at<int64_t>(o_offsets);
 
     kp.idx = idx_in;
     kp.val = nullptr;
-    kp.keys = keys_in;
+    kp.keys = key32;
     topk_kernel<scalar_t><<<static_cast<unsigned>(B), kTopkThreads, 0, stream>>>(kp);
     TS_CUDA_CHECK_LAUNCH("topk_kernel");
-    segment_offsets_kernel<<<static_cast<unsigned>((B + 1 + kSmallThreads - 1) / kSmallThreads), kSmallThreads, 0,
-                             stream>>>(offsets, B, k);
-    TS_CUDA_CHECK_LAUNCH("segment_offsets_kernel");
-    TS_CUDA_TRY(cub::DeviceSegmentedSort::StableSortPairsDescending(scratch.at<void>(o_tmp), sort_bytes, keys_in,
-                                                                     keys_out, idx_in, out_idx, total, B, offsets,
-                                                                     offsets + 1, stream));
+    const int64_t key_blocks = (total + kSmallThreads - 1) / kSmallThreads;
+    TS_RETURN_IF_ERROR(check_grid_x(key_blocks, "topk"));
+    row_keys_kernel<<<static_cast<unsigned>(key_blocks), kSmallThreads, 0, stream>>>(key32, total, k, keys_in);
+    TS_CUDA_CHECK_LAUNCH("row_keys_kernel");
+    TS_CUDA_TRY(cub::DeviceRadixSort::SortPairs(scratch.at<void>(o_tmp), sort_bytes, keys_in,
+                                                scratch.at<unsigned long long>(o_keys_out), idx_in, out_idx, total, 0,
+                                                end_bit, stream));
     if (out_val != nullptr) {
       const unsigned blocks = static_cast<unsigned>(std::min<int64_t>((total + kSmallThreads - 1) / kSmallThreads, 65535));
       topk_values_kernel<scalar_t><<<blocks, kSmallThreads, 0, stream>>>(scores, p.scores.strides[0], k, total,

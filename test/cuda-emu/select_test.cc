@@ -142,6 +142,10 @@ static void run(int argc, char** argv, std::mt19937& g) {
     run_topk(2, 1000, 300, DType::kF32, false, 2, true, 0, g);
     run_topk(2, 3000, 2900, DType::kF16, true, 2, false, 1, g);
     run_topk(2, 3000, 2900, DType::kBF16, true, 1, true, 1, g);
+    // Several rows through the radix sort (k > kSortCap) with distinct and
+    // tied keys: rows must stay apart and ties keep index order.
+    run_topk(3, 2600, 2300, DType::kF32, true, 0, true, 1, g);
+    run_topk(5, 2100, 2049, DType::kBF16, true, 3, true, 0, g);
   }
   if (only.empty() || only == "gather") {
     for (DType dt : {DType::kF32, DType::kF16, DType::kI64, DType::kU8, DType::kBF16, DType::kI8}) {
