@@ -1,6 +1,7 @@
 // info(), thread-count control, device-memory counts.
 #include <algorithm>
 #include <cstdint>
+#include <limits>
 
 #include "binding/common.h"
 #include "binding/device_buffer.h"
@@ -111,6 +112,38 @@ Napi::Value GemmNtCheck(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// normaliseCheck(x, rows, n): ToMe's row normalisation on plain rows, for
+// test/merge.test.ts; returns { rows: Float32Array [rows, n], panel:
+// Float32Array [n, 16] } (poisoned first), or null when a row is not finite.
+Napi::Value NormaliseCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool ok_args = info.Length() >= 3 && info[0].IsTypedArray() && info[1].IsNumber() && info[2].IsNumber() &&
+                       info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array;
+  const double rows_d = ok_args ? info[1].As<Napi::Number>().DoubleValue() : -1;
+  const double n_d = ok_args ? info[2].As<Napi::Number>().DoubleValue() : -1;
+  if (!ok_args || !(rows_d >= 1 && rows_d <= 4096 && rows_d == static_cast<double>(static_cast<int>(rows_d))) ||
+      !(n_d >= 1 && n_d <= (1 << 20) && n_d == static_cast<double>(static_cast<int64_t>(n_d)))) {
+    Napi::TypeError::New(env, "normaliseCheck(x: Float32Array, rows: 1..4096, n: 1..2^20)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const int rows = static_cast<int>(rows_d);
+  const int64_t n = static_cast<int64_t>(n_d);
+  auto x = info[0].As<Napi::Float32Array>();
+  if (static_cast<int64_t>(x.ElementLength()) < rows * n) {
+    Napi::RangeError::New(env, "normaliseCheck: x is too short").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto rows_out = Napi::Float32Array::New(env, static_cast<size_t>(rows * n));
+  auto panel_out = Napi::Float32Array::New(env, static_cast<size_t>(n * 16));
+  std::fill(rows_out.Data(), rows_out.Data() + rows * n, std::numeric_limits<float>::quiet_NaN());
+  std::fill(panel_out.Data(), panel_out.Data() + n * 16, std::numeric_limits<float>::quiet_NaN());
+  if (!cpu::normalise_check(x.Data(), rows, n, rows_out.Data(), panel_out.Data())) return env.Null();
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("rows", rows_out);
+  r.Set("panel", panel_out);
+  return r;
+}
+
 // noopKernel(device, stream?): test hook (not public API). One empty kernel
 // on `stream` (a bigint cudaStream_t; the legacy stream when omitted) of
 // `device`, then a synchronisation, with the least binding work a call can
@@ -155,6 +188,7 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("measureRoof", Napi::Function::New<MeasureRoof>(env, "measureRoof"));
   exports.Set("deviceMemory", Napi::Function::New<DeviceMemory>(env, "deviceMemory"));
   exports.Set("gemmNtCheck", Napi::Function::New<GemmNtCheck>(env, "gemmNtCheck"));
+  exports.Set("normaliseCheck", Napi::Function::New<NormaliseCheck>(env, "normaliseCheck"));
   exports.Set("noopKernel", Napi::Function::New<NoopKernel>(env, "noopKernel"));
 }
 

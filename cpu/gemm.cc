@@ -52,5 +52,12 @@ void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t
   gemm_nt(ga, m, bp.data(), n, K, out, n, upper, /*parallel=*/true);
 }
 
+bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float* panel_out) {
+  std::vector<const float*> src(static_cast<size_t>(rows));
+  for (int r = 0; r < rows; ++r) src[static_cast<size_t>(r)] = x + r * n;
+  if (!isa().normalise_rows(src.data(), rows, n, rows_out, n)) return false;
+  return isa().normalise_panel(src.data(), std::min(rows, static_cast<int>(kColTile)), n, panel_out);
+}
+
 }  // namespace cpu
 }  // namespace tokensieve

@@ -14,6 +14,7 @@ import {
   unmerge,
   unmergeSync,
 } from '../lib';
+import { native } from '../lib/native';
 import { expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
 import { paritySplit, refAssign, refBf16, refContextual, refMatch, refMerge, refSplit2d, refUnmerge } from './reference/merge';
 
@@ -161,6 +162,55 @@ describe('bipartiteSoftMatch + merge + unmerge vs the float64 reference', () => 
     const a = await merge(p1, x, { mode: 'wavg' });
     expect(a.x.toArray()).toEqual(mergeSync(p2, x, { mode: 'wavg' }).x.toArray());
     expect((await unmerge(p1, a.x)).toArray()).toEqual(unmergeSync(p2, a.x).toArray());
+  });
+});
+
+// ToMe's row normalisation, the kernels' own bits: the norm is
+// float(sqrt((s0 + s1) + (s2 + s3))) with s_k the f64 sum of x_d² over d % 4 = k
+// in order, and every value is the correctly rounded f32 quotient x / norm (a
+// JS division is f64, whose rounding to f32 is correctly rounded for a
+// quotient of floats). The AVX-512 kernels divide through an f64 reciprocal
+// (cpu/isa_impl.inc, div8): rows of every magnitude, subnormals, a norm that
+// overflows f32, and a zero row must all match bit for bit, in the rows and
+// in the transposed panel.
+describe('row normalisation: correctly rounded quotients', () => {
+  const refNormalise = (x: Float32Array, rows: number, n: number): Float32Array => {
+    const out = new Float32Array(rows * n);
+    for (let r = 0; r < rows; r++) {
+      const s = [0, 0, 0, 0];
+      for (let d = 0; d < n; d++) s[d & 3] += x[r * n + d] * x[r * n + d];
+      const norm = Math.fround(Math.sqrt((s[0] + s[1]) + (s[2] + s[3])));
+      for (let d = 0; d < n; d++) out[r * n + d] = norm > 0 ? Math.fround(x[r * n + d] / norm) : 0;
+    }
+    return out;
+  };
+  const check = (x: Float32Array, rows: number, n: number): void => {
+    const got = native().normaliseCheck(x, rows, n);
+    expect(got).not.toBeNull();
+    const want = refNormalise(x, rows, n);
+    const bits = (a: Float32Array) => Array.from(new Uint32Array(a.buffer, a.byteOffset, a.length));
+    expect(bits(got!.rows)).toEqual(bits(want));
+    const panel = new Float32Array(n * 16);
+    for (let c = 0; c < n; c++) for (let j = 0; j < Math.min(rows, 16); j++) panel[c * 16 + j] = want[j * n + c];
+    expect(bits(got!.panel)).toEqual(bits(panel));
+  };
+  test('random rows of mixed magnitudes, 19 rows of 1031 (the register path) and 5 of 37 (the scalar one)', () => {
+    for (const [rows, n, seed] of [[19, 1031, 1], [5, 37, 2], [16, 64, 3]]) {
+      const r = rng(seed);
+      const x = Float32Array.from({ length: rows * n }, () => (r() - 0.5) * 2 ** Math.floor(r() * 120 - 60));
+      check(x, rows, n);
+    }
+  });
+  test('subnormal rows, a norm above FLT_MAX, a zero row among 16', () => {
+    const n = 40;
+    const r = rng(7);
+    const x = new Float32Array(16 * n);
+    for (let d = 0; d < n; d++) {
+      x[d] = (r() - 0.5) * 2 ** -140;  // row 0: subnormal values and norm
+      x[n + d] = (r() < 0.5 ? -1 : 1) * 3e38;  // row 1: the f32 norm overflows: every quotient ±0
+      for (let j = 3; j < 16; j++) x[j * n + d] = (r() - 0.5) * 2 ** Math.floor(r() * 250 - 140);
+    }  // row 2: zero
+    check(x, 16, n);
   });
 });
 
