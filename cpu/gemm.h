@@ -19,9 +19,7 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <memory>
-#include <new>
 #include <utility>
 #include <vector>
 
@@ -156,17 +154,17 @@ void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* 
 // at the end of the call that needed it, so a thread keeps at most a few
 // such buffers of 16 MiB (enough for 1,024 tokens x 4,096 channels) between
 // calls; larger problems pay the page faults, small against their products.
-// The buffer starts on a cache line: panel rows are 64 bytes, and a zmm
-// load or store of one that straddles two lines costs two (operator new
-// returns 16-byte alignment only).
+// Plain operator new (16-byte alignment): a 64-byte aligned_alloc gave the
+// same speed where the buffer is kept, and where it is not (the 33 MB
+// distance matrix of k-center 2880×1024) glibc served it so that every call
+// took 87 ms instead of 31 (its pages faulted in again each time).
 class Scratch {
  public:
   static constexpr size_t kKeepBytes = size_t{16} << 20;
   float* get(int64_t n) {
     const size_t want = static_cast<size_t>(n);
     if (want > size_) {
-      data_.reset(static_cast<float*>(std::aligned_alloc(64, (want * sizeof(float) + 63) / 64 * 64)));
-      if (data_ == nullptr) throw std::bad_alloc();
+      data_.reset(new float[want]);
       size_ = want;
     }
     return data_.get();
@@ -180,10 +178,7 @@ class Scratch {
   }
 
  private:
-  struct Free {
-    void operator()(float* p) const { std::free(p); }
-  };
-  std::unique_ptr<float[], Free> data_;
+  std::unique_ptr<float[]> data_;
   size_t size_ = 0;
 };
 
