@@ -12,6 +12,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstring>
+#include <functional>
 #include <numeric>
 #include <random>
 #include <string>
@@ -185,170 +186,155 @@ static void contextual_case(int64_t B, int64_t N, int64_t C, int64_t Cm, int64_t
   check_no_leak("contextual_merge");
 }
 
-// keptIndices instead of remaining: the back end lists the remaining tokens
-// (CUDA: mark, check and scan kernels, no read-back). The CUDA result equals
-// CUDA's own on the listed `remaining` bit for bit (the same kernels after
-// the listing), the CPU's within the tolerance; K spans 1, a few, most of N,
-// and rows longer than one scan chunk (256). Bad entries (out of range,
-// repeated) are ERR_RANGE with the CPU's message when checked, Ok unchecked.
-static void contextual_kept_case(int64_t B, int64_t N, int64_t K, int64_t c, std::mt19937& g) {
-  const int64_t C = 7, Cm = 5, Nr = N - K;
-  auto x = values(B * N * C, DType::kF32, g, 0);
-  auto m = values(B * N * Cm, DType::kF32, g, 0);
-  std::vector<int32_t> kept(B * K), rem(B * Nr);
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<int32_t> perm(N);
-    for (int64_t i = 0; i < N; ++i) perm[i] = static_cast<int32_t>(i);
-    std::shuffle(perm.begin(), perm.end(), g);
-    std::vector<char> is_kept(N, 0);
-    for (int64_t j = 0; j < K; ++j) {
-      kept[b * K + j] = perm[j];  // any order, as a top-k returns them
-      is_kept[perm[j]] = 1;
-    }
-    for (int64_t i = 0, w = 0; i < N; ++i)
-      if (!is_kept[i]) rem[b * Nr + w++] = static_cast<int32_t>(i);
-  }
-  auto run = [&](bool from_kept, int dev, std::vector<float>& out, bool checks = true) {
+// contextual_merge with a keep spec (set_spec puts keptIndices or keepMask
+// into the params) against the same call on the equivalent `remaining`.
+struct SpecCase {
+  const char* label;
+  int64_t B, N, C, Cm, Nr, c;
+  const std::vector<uint8_t>& x;  // f32 bytes [B, N, C]
+  const std::vector<uint8_t>& m;  // f32 bytes [B, N, Cm]
+  const std::vector<int32_t>& rem;
+  std::function<void(ContextualMergeParams&, int)> set_spec;
+
+  Status run(bool from_spec, int dev, std::vector<float>& out, bool checks = true) const {
     out.assign(B * c * C, -7.0f);
     ContextualMergeParams p;
-    p.x = view(x.data(), DType::kF32, {B, N, C}, dev);
-    p.metric = view(m.data(), DType::kF32, {B, N, Cm}, dev);
-    if (from_kept)
-      p.kept = view(kept.data(), DType::kI32, {B, K}, dev);
+    p.x = view(const_cast<uint8_t*>(x.data()), DType::kF32, {B, N, C}, dev);
+    p.metric = view(const_cast<uint8_t*>(m.data()), DType::kF32, {B, N, Cm}, dev);
+    if (from_spec)
+      set_spec(p, dev);
     else
-      p.remaining = view(rem.data(), DType::kI32, {B, Nr}, dev);
+      p.remaining = view(const_cast<int32_t*>(rem.data()), DType::kI32, {B, Nr}, dev);
     p.c = c;
     p.out = view(out.data(), DType::kF32, {B, c, C}, dev);
     p.device_checks = checks;
     return dev < 0 ? cpu::contextual_merge(p) : cuda::contextual_merge(p);
-  };
-  std::vector<float> ck, cr, hk, hr;
-  Status s = run(true, 0, ck);
-  EXPECT(s.ok(), "kept B%ld N%ld K%ld: cuda %s", (long)B, (long)N, (long)K, s.message.c_str());
-  s = run(false, 0, cr);
-  EXPECT(s.ok() && ck == cr, "kept B%ld N%ld K%ld: cuda from keptIndices differs from cuda on remaining", (long)B,
-         (long)N, (long)K);
-  s = run(true, -1, hk);
-  EXPECT(s.ok(), "kept: cpu %s", s.message.c_str());
-  s = run(false, -1, hr);
-  EXPECT(s.ok() && hk == hr, "kept B%ld N%ld K%ld: cpu from keptIndices differs from cpu on remaining", (long)B,
-         (long)N, (long)K);
-  int far = 0;
-  for (size_t i = 0; i < ck.size(); ++i) far += !(std::fabs(ck[i] - hk[i]) <= 1e-5f * (1 + std::fabs(hk[i])));
-  EXPECT(far == 0, "kept B%ld N%ld K%ld: %d outputs beyond the tolerance of the cpu's", (long)B, (long)N, (long)K, far);
-  check_no_leak("contextual kept");
+  }
+  // The spec's result equals the same back end's on `remaining` bit for bit
+  // (the same kernels after the listing), and CUDA's the CPU's within the
+  // tolerance.
+  void expect_parity() const {
+    std::vector<float> cs, cr, hs, hr;
+    Status s = run(true, 0, cs);
+    EXPECT(s.ok(), "%s B%ld N%ld Nr%ld: cuda %s", label, (long)B, (long)N, (long)Nr, s.message.c_str());
+    s = run(false, 0, cr);
+    EXPECT(s.ok() && cs == cr, "%s B%ld N%ld Nr%ld: cuda from the spec differs from cuda on remaining", label, (long)B,
+           (long)N, (long)Nr);
+    s = run(true, -1, hs);
+    EXPECT(s.ok(), "%s: cpu %s", label, s.message.c_str());
+    s = run(false, -1, hr);
+    EXPECT(s.ok() && hs == hr, "%s B%ld N%ld Nr%ld: cpu from the spec differs from cpu on remaining", label, (long)B,
+           (long)N, (long)Nr);
+    int far = 0;
+    for (size_t i = 0; i < cs.size(); ++i) far += !(std::fabs(cs[i] - hs[i]) <= 1e-5f * (1 + std::fabs(hs[i])));
+    EXPECT(far == 0, "%s B%ld N%ld Nr%ld: %d outputs beyond the tolerance of the cpu's", label, (long)B, (long)N,
+           (long)Nr, far);
+    check_no_leak(label);
+  }
+  // A bad spec: the CPU's code and message on both back ends when checked;
+  // unchecked, an Ok call (and with all_nan, every output NaN).
+  void expect_bad(const char* what, Code code, bool all_nan) const {
+    std::vector<float> o1, o2, o3;
+    const Status hc = run(true, -1, o1), dc = run(true, 0, o2), du = run(true, 0, o3, false);
+    EXPECT(hc.code == code && dc.code == code && hc.message == dc.message, "%s, bad (%s): cpu '%s' cuda '%s'", label,
+           what, hc.message.c_str(), dc.message.c_str());
+    int not_nan = 0;
+    for (float v : o3) not_nan += !std::isnan(v);
+    EXPECT(du.ok() && (!all_nan || not_nan == 0), "%s, bad (%s) unchecked: %s, %d outputs not NaN", label, what,
+           du.message.c_str(), not_nan);
+    check_no_leak(label);
+  }
+};
+
+// N tokens of B rows, K of each kept at random: kept [B, K] (any order, as a
+// top-k returns them), is_kept [B, N] and the remaining tokens [B, N − K].
+static void random_keep(int64_t B, int64_t N, int64_t K, std::mt19937& g, std::vector<int32_t>* kept,
+                        std::vector<char>* is_kept, std::vector<int32_t>* rem) {
+  kept->assign(B * K, 0);
+  is_kept->assign(B * N, 0);
+  rem->assign(B * (N - K), 0);
+  for (int64_t b = 0; b < B; ++b) {
+    std::vector<int32_t> perm(N);
+    for (int64_t i = 0; i < N; ++i) perm[i] = static_cast<int32_t>(i);
+    std::shuffle(perm.begin(), perm.end(), g);
+    for (int64_t j = 0; j < K; ++j) {
+      (*kept)[b * K + j] = perm[j];
+      (*is_kept)[b * N + perm[j]] = 1;
+    }
+    for (int64_t i = 0, w = 0; i < N; ++i)
+      if (!(*is_kept)[b * N + i]) (*rem)[b * (N - K) + w++] = static_cast<int32_t>(i);
+  }
+}
+
+// keptIndices instead of remaining: the back end lists the remaining tokens
+// (CUDA: mark, check and scan kernels, no read-back). K spans 1, a few, most
+// of N, and rows longer than one scan chunk (256). Bad entries (out of
+// range, repeated) are ERR_RANGE with the CPU's message when checked, Ok
+// unchecked.
+static void contextual_kept_case(int64_t B, int64_t N, int64_t K, int64_t c, std::mt19937& g) {
+  const int64_t C = 7, Cm = 5, Nr = N - K;
+  auto x = values(B * N * C, DType::kF32, g, 0);
+  auto m = values(B * N * Cm, DType::kF32, g, 0);
+  std::vector<int32_t> kept, rem;
+  std::vector<char> is_kept;
+  random_keep(B, N, K, g, &kept, &is_kept, &rem);
+  const SpecCase sc{"kept", B, N, C, Cm, Nr, c, x, m, rem,
+                    [&](ContextualMergeParams& p, int dev) { p.kept = view(kept.data(), DType::kI32, {B, K}, dev); }};
+  sc.expect_parity();
   if (K < 2) return;
-  // Bad entries in the last batch row: the CPU's message, on both back ends.
+  // Bad entries in the last batch row: out of range twice, a repeat.
   for (int bad = 0; bad < 3; ++bad) {
     const int64_t at = (B - 1) * K + K - 1;
     const int32_t was = kept[at];
-    kept[at] = bad == 0 ? static_cast<int32_t>(N) : bad == 1 ? -1 : kept[(B - 1) * K];  // out of range twice, a repeat
-    std::vector<float> o1, o2, o3;
-    const Status hc = run(true, -1, o1), dc = run(true, 0, o2), du = run(true, 0, o3, false);
-    EXPECT(hc.code == Code::kRange && dc.code == Code::kRange && hc.message == dc.message,
-           "bad kept %d: cpu '%s' cuda '%s'", bad, hc.message.c_str(), dc.message.c_str());
-    EXPECT(du.ok(), "bad kept %d unchecked: %s", bad, du.message.c_str());
+    kept[at] = bad == 0 ? static_cast<int32_t>(N) : bad == 1 ? -1 : kept[(B - 1) * K];
+    sc.expect_bad(bad == 2 ? "a repeat" : "out of range", Code::kRange, false);
     kept[at] = was;
-    check_no_leak("contextual kept (bad)");
   }
 }
 
 // keepMask instead of remaining: the back end lists each row's zeros (CUDA:
 // a scan kernel, the count read by the later kernels from device memory, no
 // read-back). Every mask dtype, with "kept" written as any non-zero value
-// (negative, denormal, NaN) and "not kept" as 0 or -0.0. The CUDA result
-// equals CUDA's own on the listed `remaining` bit for bit, the CPU's mask
-// result equals the CPU's on `remaining`; rows longer than one scan chunk.
-// Bad masks (rows leaving different counts, every token kept, fewer than c
-// left) give the CPU's code and message when checked, and unchecked an Ok
-// call with an all-NaN out.
+// (negative, denormal, NaN) and "not kept" as 0 or -0.0; rows longer than
+// one scan chunk. Bad masks (rows leaving different counts, every token
+// kept, fewer than c left) give the CPU's code and message when checked,
+// and unchecked an Ok call with an all-NaN out.
 static void contextual_mask_case(int64_t B, int64_t N, int64_t K, int64_t c, DType mdt, std::mt19937& g) {
   const int64_t C = 6, Cm = 5, Nr = N - K, es = static_cast<int64_t>(dtype_size(mdt));
   auto x = values(B * N * C, DType::kF32, g, 0);
   auto m = values(B * N * Cm, DType::kF32, g, 0);
   const bool is_float = mdt == DType::kF32 || mdt == DType::kF16 || mdt == DType::kBF16;
   const uint64_t sign = es == 8 ? 0 : uint64_t{1} << (8 * es - 1);  // -0.0 for the float dtypes
-  auto put = [&](std::vector<uint8_t>& mask, int64_t i, uint64_t bits) { std::memcpy(&mask[i * es], &bits, es); };
+  const uint64_t one = !is_float ? 1u : es == 4 ? 0x3f800000u : mdt == DType::kF16 ? 0x3c00u : 0x3f80u;
   std::vector<uint8_t> mask(B * N * es);
-  std::vector<int32_t> rem(B * Nr);
-  for (int64_t b = 0; b < B; ++b) {
-    std::vector<int32_t> perm(N);
-    for (int64_t i = 0; i < N; ++i) perm[i] = static_cast<int32_t>(i);
-    std::shuffle(perm.begin(), perm.end(), g);
-    std::vector<char> is_kept(N, 0);
-    for (int64_t j = 0; j < K; ++j) is_kept[perm[j]] = 1;
-    for (int64_t i = 0, w = 0; i < N; ++i) {
-      const uint64_t pick = g() % 3;
-      if (is_kept[i]) {  // 1, all bits set (-1 / NaN), or the smallest magnitude (a denormal for floats)
-        put(mask, b * N + i, pick == 0 ? (is_float ? (es == 4 ? 0x3f800000u : es == 2 && mdt == DType::kF16 ? 0x3c00u : 0x3f80u) : 1u)
-                              : pick == 1 ? ~uint64_t{0} : (1u | (is_float ? sign : 0)));
-      } else {
-        put(mask, b * N + i, is_float && pick == 1 ? sign : 0);
-        rem[b * Nr + w++] = static_cast<int32_t>(i);
-      }
-    }
-  }
-  auto run = [&](bool from_mask, int dev, std::vector<float>& out, bool checks = true) {
-    out.assign(B * c * C, -7.0f);
-    ContextualMergeParams p;
-    p.x = view(x.data(), DType::kF32, {B, N, C}, dev);
-    p.metric = view(m.data(), DType::kF32, {B, N, Cm}, dev);
-    if (from_mask)
-      p.keep_mask = view(mask.data(), mdt, {B, N}, dev);
+  auto put = [&](int64_t i, uint64_t bits) { std::memcpy(&mask[i * es], &bits, es); };
+  std::vector<int32_t> kept, rem;
+  std::vector<char> is_kept;
+  random_keep(B, N, K, g, &kept, &is_kept, &rem);
+  for (int64_t i = 0; i < B * N; ++i) {
+    const uint64_t pick = g() % 3;
+    if (is_kept[i])  // 1, all bits set (-1 / NaN), or the smallest magnitude (a denormal for floats)
+      put(i, pick == 0 ? one : pick == 1 ? ~uint64_t{0} : (1u | (is_float ? sign : 0)));
     else
-      p.remaining = view(rem.data(), DType::kI32, {B, Nr}, dev);
-    p.c = c;
-    p.out = view(out.data(), DType::kF32, {B, c, C}, dev);
-    p.device_checks = checks;
-    return dev < 0 ? cpu::contextual_merge(p) : cuda::contextual_merge(p);
-  };
-  const char* dn = dtype_name(mdt);
-  std::vector<float> cm, cr, hm, hr;
-  Status s = run(true, 0, cm);
-  EXPECT(s.ok(), "mask %s B%ld N%ld K%ld: cuda %s", dn, (long)B, (long)N, (long)K, s.message.c_str());
-  s = run(false, 0, cr);
-  EXPECT(s.ok() && cm == cr, "mask %s B%ld N%ld K%ld: cuda from keepMask differs from cuda on remaining", dn, (long)B,
-         (long)N, (long)K);
-  s = run(true, -1, hm);
-  EXPECT(s.ok(), "mask %s: cpu %s", dn, s.message.c_str());
-  s = run(false, -1, hr);
-  EXPECT(s.ok() && hm == hr, "mask %s B%ld N%ld K%ld: cpu from keepMask differs from cpu on remaining", dn, (long)B,
-         (long)N, (long)K);
-  int far = 0;
-  for (size_t i = 0; i < cm.size(); ++i) far += !(std::fabs(cm[i] - hm[i]) <= 1e-5f * (1 + std::fabs(hm[i])));
-  EXPECT(far == 0, "mask %s B%ld N%ld K%ld: %d outputs beyond the tolerance of the cpu's", dn, (long)B, (long)N,
-         (long)K, far);
-  check_no_leak("contextual mask");
-  // Bad masks: the CPU's code and message on both back ends when checked;
-  // unchecked, Ok and every output NaN.
-  auto bad_case = [&](const char* what, Code code) {
-    std::vector<float> o1, o2, o3;
-    const Status hc = run(true, -1, o1), dc = run(true, 0, o2), du = run(true, 0, o3, false);
-    EXPECT(hc.code == code && dc.code == code && hc.message == dc.message, "bad mask %s (%s): cpu '%s' cuda '%s'",
-           what, dn, hc.message.c_str(), dc.message.c_str());
-    int not_nan = 0;
-    for (float v : o3) not_nan += !std::isnan(v);
-    EXPECT(du.ok() && not_nan == 0, "bad mask %s (%s) unchecked: %s, %d outputs not NaN", what, dn,
-           du.message.c_str(), not_nan);
-    check_no_leak("contextual mask (bad)");
-  };
+      put(i, is_float && pick == 1 ? sign : 0);
+  }
+  char label[32];
+  std::snprintf(label, sizeof label, "mask %s", dtype_name(mdt));
+  const SpecCase sc{label, B, N, C, Cm, Nr, c, x, m, rem,
+                    [&](ContextualMergeParams& p, int dev) { p.keep_mask = view(mask.data(), mdt, {B, N}, dev); }};
+  sc.expect_parity();
   if (B > 1) {  // the last row keeps one token more: its count differs from row 0's
-    const int32_t t = rem[(B - 1) * Nr + Nr / 2];
-    std::vector<uint8_t> was(mask.begin() + ((B - 1) * N + t) * es, mask.begin() + ((B - 1) * N + t + 1) * es);
-    put(mask, (B - 1) * N + t, 1);
-    bad_case("uneven rows", Code::kShape);
-    std::copy(was.begin(), was.end(), mask.begin() + ((B - 1) * N + t) * es);
+    const int64_t at = (B - 1) * N + rem[(B - 1) * Nr + Nr / 2];
+    put(at, 1);
+    sc.expect_bad("uneven rows", Code::kShape, true);
+    put(at, 0);
   }
-  {  // fewer than c tokens left in every row (c > Nr), then none at all
-    std::vector<uint8_t> was = mask;
-    for (int64_t b = 0; b < B; ++b)
-      for (int64_t i = 0; i < N; ++i)
-        put(mask, b * N + i, i >= c - 1 ? 1 : 0);  // c - 1 tokens left
-    if (c > 1) bad_case("c > Nr", Code::kRange);
-    for (int64_t i = 0; i < B * N; ++i) put(mask, i, 1);
-    bad_case("all kept", Code::kRange);
-    mask = was;
-  }
+  const std::vector<uint8_t> was = mask;
+  for (int64_t i = 0; i < B * N; ++i) put(i, i % N >= c - 1 ? 1 : 0);  // c - 1 tokens left in every row
+  if (c > 1) sc.expect_bad("c > Nr", Code::kRange, true);
+  for (int64_t i = 0; i < B * N; ++i) put(i, 1);
+  sc.expect_bad("all kept", Code::kRange, true);
+  mask = was;
 }
 
 // A non-finite metric is ERR_RANGE when the call checks (waits); unchecked
