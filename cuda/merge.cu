@@ -745,7 +745,6 @@ __global__ void plan_kernel(const int32_t* __restrict__ rank, const int32_t* __r
   as[a_tok[t]] = static_cast<int32_t>(distill ? (pos == 0 ? 0 : pos + 1) : pos);
 }
 
-// One thread per batch row: members of each slot, in token order.
 // Each slot's members in token order, [B, M + 1] offsets into [B, N]
 // members: one block of kCsrWarps warps per batch row, warp w owning the
 // token range [w·R, (w+1)·R). Pass 1 counts every warp's tokens per slot

@@ -712,10 +712,10 @@ export type KeepSpec = { keepMask: TensorLike } | { keptIndices: TensorLike };
  * uniform stride (step = max(1, Nr // c)); every other remaining token joins
  * its argmax-cosine target; each output = target + mean(members) (the sum of
  * the target and the mean, as the references do; empty cluster → target).
- * @example const ctx = await contextualMerge(hidden, keysHeadMean, { keptIndices: dominant }, 30); // [B, 30, C]
  * A keptIndices or keepMask on x's device is read there, not read back; its
  * errors (repeats, out of range; mask rows leaving different counts or fewer
  * than c) are reported when the call waits.
+ * @example const ctx = await contextualMerge(hidden, keysHeadMean, { keptIndices: dominant }, 30); // [B, 30, C]
  * @throws {RangeError} ERR_RANGE when c is not in [1, Nr]
  */
 export async function contextualMerge(x: TensorLike, metric: TensorLike, keep: KeepSpec, c: number, opts?: ContextualMergeOptions): Promise<Tensor> {
