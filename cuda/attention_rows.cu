@@ -83,6 +83,7 @@ template <> struct RawOf<4> { using type = unsigned int; };
 template <> struct RawOf<2> { using type = unsigned short; };
 
 struct RowsParams : QkOperands {
+  int round_mode;     // RoundMode: the operand rounding of precision 'tf32' / 'bf16'
   int lanes_per_key;  // LPK: a power of two <= 32
   int nvec;           // kVecBytes vectors per key row
   int64_t key_read_end;  // keys [0, key_read_end) are visible to some row
@@ -111,6 +112,24 @@ __device__ __forceinline__ int64_t visible_end(const RowsParams& p, int64_t row)
 }
 
 __device__ __forceinline__ float lse_of(float m, float l) { return m == -INFINITY ? -INFINITY : m + log2f(l); }
+
+// Precision 'tf32' and 'bf16' round q and k before the f32 dot, as the CPU
+// (core/dtype.h: f32_round_tf32, f32_round_bf16) and the tile kernels'
+// staging do; the few rows then keep those semantics at GEMV speed.
+enum RoundMode : int { kRoundNone = 0, kRoundTF32 = 1, kRoundBF16 = 2 };
+__device__ __forceinline__ float round_operand(float v, int mode) {
+  uint32_t b = __float_as_uint(v);
+  if (mode == kRoundTF32) {  // cvt.rna.tf32.f32: 10 mantissa bits, ties away from zero; NaN/Inf unchanged
+    if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x1000u) & ~0x1fffu;
+    return __uint_as_float(b);
+  }
+  if (mode == kRoundBF16) {  // nearest even; NaN stays a (quiet) NaN
+    if ((b & 0x7fffffffu) > 0x7f800000u) return __uint_as_float(((b >> 16) | 0x40u) << 16);
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return __uint_as_float(b & 0xffff0000u);
+  }
+  return v;
+}
 
 template <typename T, int kVec, typename Raw>
 __device__ __forceinline__ void unpack(const Raw& raw, float (&f)[kVec]) {
@@ -156,7 +175,8 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<R>) rows_logits_kernel(co
     for (int t = 0; t < kMaxV; ++t) {
       const int v = gi + lpk * t;
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) qv[r][t][i] = (live && v < p.nvec) ? load_f32(q + row * p.q_sn + v * kVec + i) : 0.0f;
+      for (int i = 0; i < kVec; ++i)
+        qv[r][t][i] = (live && v < p.nvec) ? round_operand(load_f32(q + row * p.q_sn + v * kVec + i), p.round_mode) : 0.0f;
     }
   }
 
@@ -204,8 +224,9 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<R>) rows_logits_kernel(co
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
           bad_in |= !isfinite(kf[i]);  // unloaded slots hold zeros
+          const float kr = round_operand(kf[i], p.round_mode);
 #pragma unroll
-          for (int r = 0; r < R; ++r) acc[r] = fmaf(qv[r][t][i], kf[i], acc[r]);
+          for (int r = 0; r < R; ++r) acc[r] = fmaf(qv[r][t][i], kr, acc[r]);
         }
       }
 #pragma unroll
@@ -411,7 +432,7 @@ Status launch_logits_any(const RowsParams& kp, int vb, int R, unsigned blocks, c
 }  // namespace
 
 bool rows_path_supports(const AttentionScoresParams& p) {
-  return p.precision == ScorePrecision::kNative && p.q.ndim == 4 && p.q.shape[3] >= 1 &&
+  return p.precision != ScorePrecision::kInt8 && p.q.ndim == 4 && p.q.shape[3] >= 1 &&
          p.q.shape[3] <= kMaxD && p.reduce.num_query_rows >= 1 &&
          p.reduce.num_query_rows <= kRowsPathMaxRows &&
          (p.q.dtype == DType::kF32 || p.q.dtype == DType::kF16 || p.q.dtype == DType::kBF16);
@@ -436,7 +457,7 @@ Status attention_scores_rows(const AttentionScoresParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
   TS_RETURN_IF_ERROR(require_device(p.q, "q"));
   if (!rows_path_supports(p))
-    return Status(Code::kUnsupported, "attentionScores: the few-rows CUDA path takes precision native, D <= " +
+    return Status(Code::kUnsupported, "attentionScores: the few-rows CUDA path takes precision native, tf32 or bf16, D <= " +
                                           std::to_string(kMaxD) + " and 1.." + std::to_string(kRowsPathMaxRows) +
                                           " query rows");
   const int64_t B = p.q.shape[0], H = p.q.shape[1], D = p.q.shape[3];
@@ -494,6 +515,9 @@ Status attention_scores_rows(const AttentionScoresParams& p) {
   TS_CUDA_TRY(cudaMemsetAsync(counters, 0, static_cast<size_t>(n_counters) * sizeof(unsigned int), stream));
 
   RowsParams kp{};
+  kp.round_mode = p.precision == ScorePrecision::kTF32   ? kRoundTF32
+                  : p.precision == ScorePrecision::kBF16 ? kRoundBF16
+                                                         : kRoundNone;
   RowMap rows;
   TS_RETURN_IF_ERROR(upload_rows(r, scratch.at<int32_t>(o_rows), stream, &rows));
   fill_qk_operands(p, rows, &kp);

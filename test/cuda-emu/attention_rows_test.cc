@@ -41,15 +41,16 @@ struct RowsCase {
   int64_t kb = 0, ke = -1;
   QueryReduce qr = QueryReduce::kMean;
   HeadReduce hr = HeadReduce::kMean;
+  ScorePrecision prec = ScorePrecision::kNative;
 };
 
 std::string describe(const RowsCase& c) {
   char buf[256];
-  snprintf(buf, sizeof buf, "B%" PRId64 " H%" PRId64 " Nq%" PRId64 " Nk%" PRId64 " D%" PRId64 " %s nsel%zu layout%d%s%s keys[%" PRId64 ",%" PRId64 ") qr%d hr%d",
+  snprintf(buf, sizeof buf, "B%" PRId64 " H%" PRId64 " Nq%" PRId64 " Nk%" PRId64 " D%" PRId64 " %s nsel%zu layout%d%s%s keys[%" PRId64 ",%" PRId64 ") qr%d hr%d prec%d",
            c.B, c.H, c.Nq, c.Nk, c.D, dtype_name(c.dt), c.rows.size(), static_cast<int>(c.layout),
            c.causal ? (" causal" + std::to_string(c.offset)).c_str() : "", c.bias ? " bias" : "", c.kb,
            c.ke < 0 ? c.Nk : c.ke,
-           static_cast<int>(c.qr), static_cast<int>(c.hr));
+           static_cast<int>(c.qr), static_cast<int>(c.hr), static_cast<int>(c.prec));
   return buf;
 }
 
@@ -77,6 +78,19 @@ Input make_input(const RowsCase& c, int64_t N, std::mt19937& g) {
 }
 
 void* data_of(Input& in) { return in.buf.bytes.data() + in.offset * dtype_size(in.buf.dtype); }
+
+// The input with every element rounded as precision `prec` rounds operands
+// (core/dtype.h), in the same dtype and layout: exact there for the cases
+// used (f32 to tf32 or bf16, f16 to bf16 keep the value representable).
+Input rounded(const Input& in, ScorePrecision prec) {
+  Input r = in;
+  const int64_t n = static_cast<int64_t>(in.buf.bytes.size() / dtype_size(in.buf.dtype));
+  for (int64_t i = 0; i < n; ++i) {
+    const float v = in.buf.get(i);
+    r.buf.set(i, prec == ScorePrecision::kTF32 ? f32_round_tf32(v) : prec == ScorePrecision::kBF16 ? f32_round_bf16(v) : v);
+  }
+  return r;
+}
 
 void run_case(const RowsCase& c, std::mt19937& g) {
   const std::string name = describe(c);
@@ -108,6 +122,7 @@ void run_case(const RowsCase& c, std::mt19937& g) {
     p.reduce.key_begin = c.kb;
     p.reduce.key_end = ke;
     p.out = emu_test::view(out, DType::kF32, osh, dev);
+    p.precision = c.prec;
     return p;
   };
 
@@ -131,7 +146,15 @@ void run_case(const RowsCase& c, std::mt19937& g) {
   AttentionScoresParams pc = params(-1, o_cpu.data());
   st = cpu::attention_scores(pc);
   EXPECT(st.ok(), "%s: cpu: %s", name.c_str(), st.message.c_str());
-  const std::vector<double> exact = emu_test::attention_reference(p);
+  // The float64 reference of the semantics: for 'tf32' / 'bf16', of the
+  // rounded operands (so a path that skipped the rounding would be off by
+  // the rounding error, far outside the CPU's error against it).
+  Input qr_in = rounded(q, c.prec), kr_in = rounded(k, c.prec);
+  AttentionScoresParams pr = p;
+  pr.q = emu_test::strided_view(data_of(qr_in), c.dt, {B, H, c.Nq, D}, q.strides, 0);
+  pr.k = emu_test::strided_view(data_of(kr_in), c.dt, {B, H, Nk, D}, k.strides, 0);
+  pr.precision = ScorePrecision::kNative;
+  const std::vector<double> exact = emu_test::attention_reference(pr);
 
   // Tolerance rule (README "CPU and GPU: tolerance and ties").
   double scale = 0;
@@ -348,6 +371,18 @@ int main(int argc, char** argv) {
     c.ke = 1;
     c.bias = false;
     add(c);
+  }
+  // Precision 'tf32' / 'bf16': q and k rounded in registers as the CPU rounds them.
+  for (ScorePrecision pr : {ScorePrecision::kTF32, ScorePrecision::kBF16}) {
+    RowsCase c{2, 3, 5, 300, 64, F32, {0}};
+    c.prec = pr;
+    c.kb = 1;
+    add(c);
+    RowsCase d{1, 2, 7, 130, 80, pr == ScorePrecision::kBF16 ? F16 : F32, {6, 2}};
+    d.prec = pr;
+    d.causal = true;
+    d.offset = 123;
+    add(d);
   }
   // FasterVLM's CLS row over frames (key range without the CLS column).
   {
