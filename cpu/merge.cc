@@ -149,17 +149,21 @@ bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64
     }
     gemm_tiles(GemmA{rows, C, false}, i1 - i0, panels, ncols, C, /*upper=*/false, /*parallel=*/false,
                [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1, const float* tile) {
+                 // The tile's row maximum (vector max), then its first
+                 // column: the first j with s[j] > every earlier score, as
+                 // the scalar scan finds it (scores are finite), without
+                 // its data-dependent branch per column.
+                 const int64_t jb = (skip_col0 && j0 == 0) ? 1 : j0;
+                 if (jb >= j1) return;
                  for (int64_t r = r0; r < r1; ++r) {
-                   const float* s = tile + (r - r0) * kGemmTile;
-                   float bv = best[i0 + r];
-                   int32_t bi = arg[i0 + r];
-                   for (int64_t j = (skip_col0 && j0 == 0) ? 1 : j0; j < j1; ++j)
-                     if (s[j - j0] > bv) {
-                       bv = s[j - j0];
-                       bi = static_cast<int32_t>(j);
-                     }
-                   best[i0 + r] = bv;
-                   arg[i0 + r] = bi;
+                   const float* s = tile + (r - r0) * kGemmTile - j0;
+                   const float m = isa().max(s + jb, j1 - jb, nullptr);
+                   if (m > best[i0 + r]) {
+                     int64_t j = jb;
+                     while (!(s[j] == m)) ++j;
+                     best[i0 + r] = m;
+                     arg[i0 + r] = static_cast<int32_t>(j);
+                   }
                  }
                });
     tl_block.trim();

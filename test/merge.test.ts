@@ -86,6 +86,26 @@ describe('bipartiteSoftMatch: hand-checked conventions', () => {
     expect(sizes!.toArray()).toEqual([1, 1, 4, 1, 1, 1]);
   });
 
+  test('exact ties across and inside the 96-column tiles of the product go to the lower destination', () => {
+    // 601 tokens: destinations are the odd tokens, columns 0..299 of the
+    // score product (tiles of 96). Sources 0, 2 and 4 each have exact copies
+    // among the destinations: t0 at columns 110 and 230 (two later tiles),
+    // t2 at columns 5 and 101 (the first two tiles), t4 at columns 40 and 41
+    // (one tile). Their best scores tie exactly; the lower column wins.
+    const N = 601;
+    const C = 16;
+    const r = rng(31);
+    const x = Float32Array.from({ length: N * C }, () => r() - 0.5);
+    const copy = (from: number, to: number) => x.copyWithin(to * C, from * C, from * C + C);
+    for (const [src, cols] of [[0, [110, 230]], [2, [5, 101]], [4, [40, 41]]] as Array<[number, number[]]>) {
+      for (const col of cols) copy(src, 2 * col + 1);
+    }
+    const plan = bipartiteSoftMatchSync({ data: x, shape: [1, N, C] }, 3);
+    const { src, dst } = planArrays(plan);
+    const pairs = src[0].map((s, i) => [s, dst[0][i]]).sort((a, b) => a[0] - b[0]);
+    expect(pairs).toEqual([[0, 221], [2, 11], [4, 81]]);
+  });
+
   test('amax and the compact source map across two merges', () => {
     const plan = bipartiteSoftMatchSync(metric, 1);
     const { x } = mergeSync(plan, { data: X6, shape: [1, 6, 1] }, { mode: 'amax' });
