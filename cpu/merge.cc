@@ -156,11 +156,11 @@ bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64
                  const int64_t jb = (skip_col0 && j0 == 0) ? 1 : j0;
                  if (jb >= j1) return;
                  for (int64_t r = r0; r < r1; ++r) {
-                   const float* s = tile + (r - r0) * kGemmTile - j0;
-                   const float m = isa().max(s + jb, j1 - jb, nullptr);
+                   const float* s = tile + (r - r0) * kGemmTile;  // column j at s[j - j0]
+                   const float m = isa().max(s + (jb - j0), j1 - jb, nullptr);
                    if (m > best[i0 + r]) {
                      int64_t j = jb;
-                     while (!(s[j] == m)) ++j;
+                     while (!(s[j - j0] == m)) ++j;
                      best[i0 + r] = m;
                      arg[i0 + r] = static_cast<int32_t>(j);
                    }
