@@ -42,6 +42,7 @@
 
 #include "cuda/attention.cuh"
 #include "cuda/common.cuh"
+#include "cuda/mma.cuh"
 
 namespace tokensieve {
 namespace cuda {
@@ -115,19 +116,12 @@ __device__ __forceinline__ float lse_of(float m, float l) { return m == -INFINIT
 
 // Precision 'tf32' and 'bf16' round q and k before the f32 dot, as the CPU
 // (core/dtype.h: f32_round_tf32, f32_round_bf16) and the tile kernels'
-// staging do; the few rows then keep those semantics at GEMV speed.
+// staging do (to_tf32 is cvt.rna, mma.cuh); the few rows then keep those
+// semantics at GEMV speed.
 enum RoundMode : int { kRoundNone = 0, kRoundTF32 = 1, kRoundBF16 = 2 };
 __device__ __forceinline__ float round_operand(float v, int mode) {
-  uint32_t b = __float_as_uint(v);
-  if (mode == kRoundTF32) {  // cvt.rna.tf32.f32: 10 mantissa bits, ties away from zero; NaN/Inf unchanged
-    if ((b & 0x7f800000u) != 0x7f800000u) b = (b + 0x1000u) & ~0x1fffu;
-    return __uint_as_float(b);
-  }
-  if (mode == kRoundBF16) {  // nearest even; NaN stays a (quiet) NaN
-    if ((b & 0x7fffffffu) > 0x7f800000u) return __uint_as_float(((b >> 16) | 0x40u) << 16);
-    b += 0x7fffu + ((b >> 16) & 1u);
-    return __uint_as_float(b & 0xffff0000u);
-  }
+  if (mode == kRoundTF32) return to_tf32(v);
+  if (mode == kRoundBF16) return __bfloat162float(__float2bfloat16_rn(v));
   return v;
 }
 
