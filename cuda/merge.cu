@@ -1172,8 +1172,9 @@ __global__ void mask_list_kernel(const U* __restrict__ mask, U value_bits, int64
 }
 // One block: counts [B] -> info[0], the count the later kernels read (0 when
 // the mask is bad: rows that differ, no token left, or c > Nr; they then do
-// nothing and out is NaN), and info[1], the first row whose count differs
-// from row 0's (kNoBadSplit if none), for the read-back's message.
+// nothing and out is NaN); info[1], the first row whose count differs from
+// row 0's (kNoBadSplit if none); info[2] and info[3], the counts of row 0
+// and of that row: the read-back's whole message in one copy.
 __global__ void remaining_count_kernel(const int* __restrict__ counts, int64_t B, int64_t c, int* __restrict__ info) {
   __shared__ int first_bad;
   if (threadIdx.x == 0) first_bad = kNoBadSplit;
@@ -1185,6 +1186,8 @@ __global__ void remaining_count_kernel(const int* __restrict__ counts, int64_t B
   if (threadIdx.x == 0) {
     info[1] = first_bad;
     info[0] = first_bad == kNoBadSplit && row0 >= 1 && row0 >= c ? row0 : 0;
+    info[2] = row0;
+    info[3] = first_bad == kNoBadSplit ? row0 : counts[first_bad];
   }
 }
 
@@ -1238,7 +1241,7 @@ Status contextual_merge(const ContextualMergeParams& p) {
   const size_t o_mask = L.add<int>(from_kept ? B * N : 0);
   const size_t o_rem = L.add<int32_t>(from_kept || from_mask ? B * Nr : 0);
   const size_t o_counts = L.add<int>(from_mask ? B : 0);  // [B] remaining tokens per mask row
-  const size_t o_info = L.add<int>(from_mask ? 2 : 0);    // remaining_count_kernel's [count, first bad row]
+  const size_t o_info = L.add<int>(from_mask ? 4 : 0);    // remaining_count_kernel's record (see there)
   Scratch scratch(p.x.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
   int* flag = scratch.at<int>(o_flag);
@@ -1293,20 +1296,14 @@ Status contextual_merge(const ContextualMergeParams& p) {
   }));
   if (!p.device_checks) return Status::Ok();  // the caller does not wait: no read-back (see merge.h)
   if (from_mask) {
-    int host_info[2] = {0, 0};
+    int host_info[4] = {0, 0, 0, 0};
     TS_CUDA_TRY(cudaMemcpyAsync(host_info, info, sizeof host_info, cudaMemcpyDeviceToHost, stream));
     TS_CUDA_TRY(cudaStreamSynchronize(stream));
-    const int* counts = scratch.at<int>(o_counts);
-    int row0 = 0;
-    TS_RETURN_IF_ERROR(read_device_flag(counts, stream, &row0));
-    if (host_info[1] != kNoBadSplit) {
-      int other = 0;
-      TS_RETURN_IF_ERROR(read_device_flag(counts + host_info[1], stream, &other));
+    if (host_info[1] != kNoBadSplit)
       return Status(Code::kShape, "every batch row must leave the same number of remaining tokens (row 0: " +
-                                      std::to_string(row0) + ", row " + std::to_string(host_info[1]) + ": " +
-                                      std::to_string(other) + ")");
-    }
-    TS_RETURN_IF_ERROR(check_remaining_count(row0, c));
+                                      std::to_string(host_info[2]) + ", row " + std::to_string(host_info[1]) + ": " +
+                                      std::to_string(host_info[3]) + ")");
+    TS_RETURN_IF_ERROR(check_remaining_count(host_info[2], c));
   }
   if (from_kept) {
     int bad_at = kNoBadSplit;
