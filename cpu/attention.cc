@@ -389,10 +389,19 @@ Status attention_scores(const AttentionScoresParams& p) {
         }
       }
 
+      // Each row's probabilities over keys [key_begin, hi) in its logits
+      // row (zero past the row's own limit), added into the column sums in
+      // one pass over the tile: one read and write of acc per tile instead
+      // of one per row.
+      const int64_t hi = std::min(r.key_end, tile_cols);
+      float inv_sum[kRowsPerTile];
       for (int64_t i = 0; i < tile; ++i) {
         const int64_t L = limit_of(rows[i0 + i]);
-        if (L == 0) continue;
         float* s = logits + i * lds;
+        inv_sum[i] = 0.0f;
+        const int64_t zero_from = std::max(r.key_begin, std::min(L, hi));
+        if (zero_from < hi) std::fill(s + zero_from, s + hi, 0.0f);
+        if (L == 0) continue;
         if (q8.on) {
           const float f = row_factor[i];
           for (int64_t j = 0; j < L; ++j) s[j] = s[j] * f * key_scale[static_cast<size_t>(j)];
@@ -407,11 +416,14 @@ Status attention_scores(const AttentionScoresParams& p) {
           errors[static_cast<size_t>(t)] = {true, nonfinite_error(b, h, rows[i0 + i])};
           return;
         }
-        if (m == -std::numeric_limits<float>::infinity()) continue;  // every key masked
-        const float sum = K.exp2_shift_sum(s, L, m);
-        const int64_t hi = std::min(r.key_end, L);
-        if (hi > r.key_begin) K.axpy(1.0f / sum, s + r.key_begin, acc, hi - r.key_begin);
+        if (m == -std::numeric_limits<float>::infinity()) {  // every key masked: adds nothing
+          if (r.key_begin < hi) std::fill(s + r.key_begin, s + hi, 0.0f);
+          continue;
+        }
+        inv_sum[i] = 1.0f / K.exp2_shift_sum(s, L, m);
       }
+      if (hi > r.key_begin)
+        K.weighted_column_sum(logits + r.key_begin, lds, static_cast<int>(tile), inv_sum, hi - r.key_begin, acc);
     }
   });
   TS_RETURN_IF_ERROR(first_error(errors));

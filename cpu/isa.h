@@ -87,6 +87,10 @@ struct IsaKernels {
   // Exactly 0 at or below -127. For softmax rows whose logits carry the
   // factor log2(e) already (folded into the query scale).
   float (*exp2_shift_sum)(float* x, int64_t n, float shift);
+  // acc[j] += Σ_{r < rows} w[r] · x[r·ldx + j] for j < n: per column one
+  // sum over the rows in order (w[0]·x[j], then an FMA per row), then one
+  // add into acc: the column sums of a tile of softmax rows.
+  void (*weighted_column_sum)(const float* x, int64_t ldx, int rows, const float* w, int64_t n, float* acc);
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
   // y[i] += x[i]

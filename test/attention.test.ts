@@ -202,6 +202,24 @@ describe('query selections, key ranges, reductions, masks', () => {
     expect(v).toEqual([0, 0, 1, 0, 0, 0, 0]);
   });
 
+  test('rows that see no key add nothing, in the tiled path too (no NaN from their exps), and keys past a causal row stay out of its sums', () => {
+    // 61 rows: past the few-rows path, so rows go through 8-row tiles whose
+    // column sums are taken over the whole tile at once. Batch 1's keys are
+    // all masked; in batch 0 causal rows see 1..61 keys.
+    const [B, H, N, D] = [2, 3, 61, 20];
+    const q = { data: Float32Array.from({ length: B * H * N * D }, (_, i) => Math.sin(0.37 * i)), shape: [B, H, N, D] };
+    const k = { data: Float32Array.from({ length: B * H * N * D }, (_, i) => Math.cos(0.11 * i)), shape: [B, H, N, D] };
+    const keyBias = { data: Float32Array.from({ length: B * N }, (_, i) => (i < N ? 0 : -Infinity)), shape: [B, N] };
+    const got = attentionScoresSync(q, k, { queries: 'all', keyBias, causal: true }).toArray();
+    const want = refAttentionScores(
+      { q: q.data, k: k.data, B, H, Nq: N, Nk: N, D, scale: 1 / Math.sqrt(D), causal: true, keyBias: keyBias.data },
+      { rows: resolveRows('all', N), reduce: 'mean', heads: 'mean', keyBegin: 0, keyEnd: N },
+    );
+    // Batch 1's rows all add nothing: its mean over rows is exactly 0.
+    for (let j = N; j < B * N; j++) expect(got[j]).toBe(0);
+    expectClose(got.slice(0, N), want.slice(0, N), 1e-6, 1e-4, 'causal batch');
+  });
+
   test('head mean of full rows sums to one over all keys', () => {
     const c: Case = { ...base };
     const data = build(c);
