@@ -40,6 +40,12 @@ constexpr int64_t kGemmDepth = 512;
 
 inline int64_t round_up16(int64_t n) { return (n + kColTile - 1) / kColTile * kColTile; }
 
+// Packs at least this large are written with non-temporal stores
+// (isa().pack_panel_stream): they leave the cache before the product reads
+// them, and plain stores would first read each line back from memory
+// (k-center 576×4096 and 576×1024 ~10% faster, Zen 5).
+constexpr int64_t kStreamPackBytes = int64_t{2} << 20;
+
 // Operand a of gemm_tiles: m rows of K floats, either row-major (row i at
 // data + i * ld) or packed like b as 16-row panels [ceil(m/16)][K][16].
 struct GemmA {
@@ -154,10 +160,11 @@ void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* 
 // at the end of the call that needed it, so a thread keeps at most a few
 // such buffers of 16 MiB (enough for 1,024 tokens x 4,096 channels) between
 // calls; larger problems pay the page faults, small against their products.
-// Plain operator new (16-byte alignment). A 64-byte aligned_alloc gave the
-// same speed where the buffer is kept, and where it is not (the 33 MB
-// distance matrix of k-center 2880×1024, freed after each call) most calls
-// took 87 ms instead of 31, the extra time in page faults (perf), with
+// Plain operator new, 64 floats more, the pointer rounded up to 64 bytes
+// (so that packed panels can take non-temporal stores). Not aligned_alloc:
+// it gave the same speed where the buffer is kept, and where it is not (the
+// 33 MB distance matrix of k-center 2880×1024, freed after each call) most
+// calls took 87 ms instead of 31, the extra time in page faults (perf), with
 // glibc 2.36 on the Zen 5 VM.
 class Scratch {
  public:
@@ -165,10 +172,10 @@ class Scratch {
   float* get(int64_t n) {
     const size_t want = static_cast<size_t>(n);
     if (want > size_) {
-      data_.reset(new float[want]);
+      data_.reset(new float[want + 16]);
       size_ = want;
     }
-    return data_.get();
+    return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(data_.get()) + 63) & ~uintptr_t{63});
   }
   // Frees the buffer when it grew past kKeepBytes.
   void trim() {

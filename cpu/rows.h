@@ -82,6 +82,9 @@ int64_t pack_rows(const TensorView& x, int64_t b, int64_t n, RowOf row_of, Scale
   const int64_t C = x.shape[2];
   const int64_t panels = round_up16(n) / kColTile;
   std::vector<int64_t> bad(static_cast<size_t>(panels), -1);
+  const auto pack = panels * kColTile * C * static_cast<int64_t>(sizeof(float)) >= kStreamPackBytes
+                        ? isa().pack_panel_stream
+                        : isa().pack_panel;
   auto run = [&](int64_t p) {
     thread_local std::vector<float> stage;
     if (stage.size() < static_cast<size_t>(kColTile * C)) stage.resize(static_cast<size_t>(kColTile * C));
@@ -92,7 +95,7 @@ int64_t pack_rows(const TensorView& x, int64_t b, int64_t n, RowOf row_of, Scale
     bool direct = x.dtype == DType::kF32 && raw == nullptr && (norm != nullptr || scale);
     for (int j = 1; direct && j < rows; ++j) direct = row_of(a0 + j) == r0 + j;
     if (direct) {
-      isa().pack_panel(x.ptr<float>() + b * x.strides[0] + r0 * x.strides[1], x.strides[1], rows, C, panel);
+      pack(x.ptr<float>() + b * x.strides[0] + r0 * x.strides[1], x.strides[1], rows, C, panel);
     } else {
       for (int j = 0; j < rows; ++j) {
         float* row = stage.data() + j * C;
@@ -103,7 +106,7 @@ int64_t pack_rows(const TensorView& x, int64_t b, int64_t n, RowOf row_of, Scale
         }
         if (raw != nullptr) std::memcpy(raw + (a0 + j) * C, row, static_cast<size_t>(C) * sizeof(float));
       }
-      isa().pack_panel(stage.data(), C, rows, C, panel);
+      pack(stage.data(), C, rows, C, panel);
     }
     if (norm == nullptr && !scale) return;
     double ss[kColTile];

@@ -145,6 +145,9 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       out.push(plan.unmerged.toArray(), plan.sources.toArray(), plan.destinations.toArray());
       const kc = t.kCenterSync(t.Tensor.from({ data: rnd(157 * 130, 4), shape: [1, 157, 130] }), 23);
       out.push(kc.indices.toArray());
+      // Panels of 2.3 MB: packed with streaming stores.
+      const big = t.kCenterSync(t.Tensor.from({ data: rnd(181 * 3001, 7), shape: [1, 181, 3001] }), 20);
+      out.push(big.order.toArray(), big.distances.toArray());
       // Attention: logits on the wide tile, the softmax's exps 16 at a time.
       const q = { data: rnd(2 * 3 * 97 * 40, 5), shape: [2, 3, 97, 40] }, k = { data: rnd(2 * 3 * 97 * 40, 6), shape: [2, 3, 97, 40] };
       out.push(Array.from(t.attentionScoresSync(q, k, { causal: true }).data), Array.from(t.attentionScoresSync(q, k, { queries: [0, 5] }).data));
