@@ -160,7 +160,7 @@ void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* 
 // at the end of the call that needed it, so a thread keeps at most a few
 // such buffers of 16 MiB (enough for 1,024 tokens x 4,096 channels) between
 // calls; larger problems pay the page faults, small against their products.
-// Plain operator new, 64 floats more, the pointer rounded up to 64 bytes
+// Plain operator new, 16 floats more, the pointer rounded up to 64 bytes
 // (so that packed panels can take non-temporal stores). Not aligned_alloc:
 // it gave the same speed where the buffer is kept, and where it is not (the
 // 33 MB distance matrix of k-center 2880×1024, freed after each call) most
