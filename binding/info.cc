@@ -113,8 +113,9 @@ Napi::Value GemmNtCheck(const Napi::CallbackInfo& info) {
 }
 
 // normaliseCheck(x, rows, n): ToMe's row normalisation on plain rows, for
-// test/merge.test.ts; returns { rows: Float32Array [rows, n], panel:
-// Float32Array [n, 16] } (poisoned first), or null when a row is not finite.
+// test/merge.test.ts; returns { rows: Float32Array [rows, n], panel,
+// panelStream: Float32Array [n, 16] } (poisoned first; the panel with plain
+// and with streaming stores), or null when a row is not finite.
 Napi::Value NormaliseCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const bool ok_args = info.Length() >= 3 && info[0].IsTypedArray() && info[1].IsNumber() && info[2].IsNumber() &&
@@ -135,12 +136,16 @@ Napi::Value NormaliseCheck(const Napi::CallbackInfo& info) {
   }
   auto rows_out = Napi::Float32Array::New(env, static_cast<size_t>(rows * n));
   auto panel_out = Napi::Float32Array::New(env, static_cast<size_t>(n * 16));
+  auto panel_stream_out = Napi::Float32Array::New(env, static_cast<size_t>(n * 16));
   std::fill(rows_out.Data(), rows_out.Data() + rows * n, std::numeric_limits<float>::quiet_NaN());
   std::fill(panel_out.Data(), panel_out.Data() + n * 16, std::numeric_limits<float>::quiet_NaN());
-  if (!cpu::normalise_check(x.Data(), rows, n, rows_out.Data(), panel_out.Data())) return env.Null();
+  std::fill(panel_stream_out.Data(), panel_stream_out.Data() + n * 16, std::numeric_limits<float>::quiet_NaN());
+  if (!cpu::normalise_check(x.Data(), rows, n, rows_out.Data(), panel_out.Data(), panel_stream_out.Data()))
+    return env.Null();
   Napi::Object r = Napi::Object::New(env);
   r.Set("rows", rows_out);
   r.Set("panel", panel_out);
+  r.Set("panelStream", panel_stream_out);
   return r;
 }
 

@@ -52,11 +52,18 @@ void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t
   gemm_nt(ga, m, bp.data(), n, K, out, n, upper, /*parallel=*/true);
 }
 
-bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float* panel_out) {
+bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float* panel_out, float* panel_stream_out) {
   std::vector<const float*> src(static_cast<size_t>(rows));
   for (int r = 0; r < rows; ++r) src[static_cast<size_t>(r)] = x + r * n;
   if (!isa().normalise_rows(src.data(), rows, n, rows_out, n)) return false;
-  return isa().normalise_panel(src.data(), std::min(rows, static_cast<int>(kColTile)), n, panel_out);
+  const int panel_rows = std::min(rows, static_cast<int>(kColTile));
+  if (!isa().normalise_panel(src.data(), panel_rows, n, /*stream=*/false, panel_out)) return false;
+  // The streaming stores need a 64-byte aligned panel (Scratch's).
+  Scratch aligned;
+  float* panel = aligned.get(n * kColTile);
+  if (!isa().normalise_panel(src.data(), panel_rows, n, /*stream=*/true, panel)) return false;
+  std::copy(panel, panel + n * kColTile, panel_stream_out);
+  return true;
 }
 
 }  // namespace cpu

@@ -44,7 +44,7 @@ inline int64_t round_up16(int64_t n) { return (n + kColTile - 1) / kColTile * kC
 // (isa().pack_panel_stream): they leave the cache before the product reads
 // them, and plain stores would first read each line back from memory
 // (k-center 576×4096 and 576×1024 ~10% faster, Zen 5).
-constexpr int64_t kStreamPackBytes = int64_t{2} << 20;
+constexpr int64_t kStreamPackBytes = int64_t{1} << 20;
 
 // Operand a of gemm_tiles: m rows of K floats, either row-major (row i at
 // data + i * ld) or packed like b as 16-row panels [ceil(m/16)][K][16].

@@ -73,8 +73,9 @@ struct IsaKernels {
   bool (*normalise_rows)(const float* const* src, int rows, int64_t n, float* dst, int64_t ldd);
   // The rows (rows <= kColTile) normalised as normalise_rows does, written
   // transposed as one panel [n][kColTile] (column r = row r, zero padded):
-  // the bits of normalise_rows followed by pack_panel, without the staging.
-  bool (*normalise_panel)(const float* const* src, int rows, int64_t n, float* panel);
+  // the bits of normalise_rows followed by pack_panel, without the staging;
+  // `stream` as for pack_panel_stream (AVX-512, 16 rows).
+  bool (*normalise_panel)(const float* const* src, int rows, int64_t n, bool stream, float* panel);
   // gain[j] = Σ_{r < R} max(0, cov[r*ldc + j] − best[r]) for j < n: per
   // column one f32 sum in row order (a scalar loop's value), 64 columns (128
   // on zmm) at a time across the vector lanes.

@@ -65,7 +65,7 @@ bool normalised_rows(const TensorView& t, int64_t b, const int32_t* tok, int64_t
 // one panel [C][16] (zero padded); f16/bf16 rows are converted into stage
 // ([16, C]) first. Returns false when a row holds NaN or Inf.
 bool normalised_panel(const TensorView& t, int64_t b, const int32_t* tok, int n, int64_t C, float* stage,
-                      float* panel) {
+                      bool stream, float* panel) {
   const float* src[16];
   for (int r = 0; r < n; ++r) {
     const char* row = row_ptr(t, b, tok[r]);
@@ -76,7 +76,7 @@ bool normalised_panel(const TensorView& t, int64_t b, const int32_t* tok, int n,
       src[r] = stage + r * C;
     }
   }
-  return isa().normalise_panel(src, n, C, panel);
+  return isa().normalise_panel(src, n, C, stream, panel);
 }
 bool normalised_row(const TensorView& t, int64_t b, int32_t i, int64_t C, float* dst) {
   return normalised_rows(t, b, &i, 1, C, dst);
@@ -209,13 +209,16 @@ Status bipartite_match(const BipartiteMatchParams& p) {
     std::vector<int32_t> node_idx(static_cast<size_t>(Na));
     std::vector<int32_t> order(static_cast<size_t>(Na));
     std::vector<char> bad(static_cast<size_t>(pack_tasks), 0);
-    // Pack b one panel per task: 16 rows normalised and transposed in registers.
+    // Pack b one panel per task: 16 rows normalised and transposed in
+    // registers; streamed when the panels outgrow the cache (not for bf16,
+    // which rounds each panel in place right after).
+    const bool stream = !bf16 && ldk * C * static_cast<int64_t>(sizeof(float)) >= kStreamPackBytes;
     auto pack = [&](int64_t t) {
       thread_local std::vector<float> stage;
       if (stage.size() < static_cast<size_t>(16 * C)) stage.resize(static_cast<size_t>(16 * C));
       const int rows = static_cast<int>(std::min<int64_t>(16, Nb - t * 16));
       float* panel = panels + t * C * 16;
-      if (!normalised_panel(p.metric, b, b_tok + t * 16, rows, C, stage.data(), panel))
+      if (!normalised_panel(p.metric, b, b_tok + t * 16, rows, C, stage.data(), stream, panel))
         bad[static_cast<size_t>(t)] = 1;
       if (bf16) round_to_bf16(panel, C * 16);  // (zero padding stays zero)
     };

@@ -143,6 +143,9 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       const x = t.Tensor.from({ data: rnd(2 * 211 * 96, 3), shape: [2, 211, 96] });
       const plan = t.bipartiteSoftMatchSync(x, 50, { protect: { cls: true } });
       out.push(plan.unmerged.toArray(), plan.sources.toArray(), plan.destinations.toArray());
+      // 288 destinations of 1,024 channels: 1.2 MB of panels, streamed on AVX-512.
+      const wide = t.bipartiteSoftMatchSync(t.Tensor.from({ data: rnd(577 * 1024, 8), shape: [1, 577, 1024] }), 144, { protect: { cls: true } });
+      out.push(wide.unmerged.toArray(), wide.sources.toArray(), wide.destinations.toArray());
       const kc = t.kCenterSync(t.Tensor.from({ data: rnd(157 * 130, 4), shape: [1, 157, 130] }), 23);
       out.push(kc.indices.toArray());
       // Panels of 2.3 MB: packed with streaming stores.

@@ -213,6 +213,7 @@ describe('row normalisation: correctly rounded quotients', () => {
     const panel = new Float32Array(n * 16);
     for (let c = 0; c < n; c++) for (let j = 0; j < Math.min(rows, 16); j++) panel[c * 16 + j] = want[j * n + c];
     expect(bits(got!.panel)).toEqual(bits(panel));
+    expect(bits(got!.panelStream)).toEqual(bits(panel));
   };
   test('random rows of mixed magnitudes, 19 rows of 1031 (the register path) and 5 of 37 (the scalar one)', () => {
     for (const [rows, n, seed] of [[19, 1031, 1], [5, 37, 2], [16, 64, 3]]) {

@@ -92,7 +92,8 @@ export interface NativeModule {
    * j >= i and mirrors it; `aPanels` packs a as panels instead of reading rows.
    */
   gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean): Float32Array;
-  normaliseCheck(x: Float32Array, rows: number, n: number): { rows: Float32Array; panel: Float32Array } | null;
+  /** Test hook (not public API): ToMe's row normalisation; the panel with plain and with streaming stores. */
+  normaliseCheck(x: Float32Array, rows: number, n: number): { rows: Float32Array; panel: Float32Array; panelStream: Float32Array } | null;
   /**
    * Bench hook (not public API): fills a contiguous f32/f16/bf16 tensor with
    * lo + (hi − lo)·u(seed, index), u a splitmix64 hash in [0, 1): the same

@@ -51,9 +51,10 @@ void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t
                    float* out);
 // Test hook for ToMe's row normalisation (not public API): x [rows, n]
 // normalised by normalise_rows into rows_out [rows, n], and its first
-// min(rows, 16) rows by normalise_panel into panel_out [n, 16]. False when a
-// row holds NaN or Inf.
-bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float* panel_out);
+// min(rows, 16) rows by normalise_panel into panel_out [n, 16], with plain
+// stores, and into panel_stream_out [n, 16] through the streaming stores.
+// False when a row holds NaN or Inf.
+bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float* panel_out, float* panel_stream_out);
 }  // namespace cpu
 
 namespace cuda {
