@@ -83,6 +83,8 @@ struct IsaKernels {
   // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
   void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,
                    float* out);
+  // min over x[0..n) (+Inf for n == 0); x holds no NaN.
+  float (*min)(const float* x, int64_t n);
   // max over x[0..n), n >= 1; with `finite`, clears *finite when some x[i]
   // is NaN or ±Inf (the max is then meaningless).
   float (*max)(const float* x, int64_t n, bool* finite);

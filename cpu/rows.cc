@@ -114,10 +114,7 @@ void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* 
              });
   auto finish = [&](int64_t i) {
     const float* row = matrix + i * n;
-    float m = kInf;
-    for (int64_t j = 0; j < n; ++j)
-      if (j != i) m = std::min(m, row[j]);
-    nn[i] = m;
+    nn[i] = std::min(isa().min(row, i), isa().min(row + i + 1, n - i - 1));
   };
   if (parallel)
     parallel_for(n, finish);
