@@ -159,12 +159,12 @@ function evictCaches(): void {
 
 /**
  * Warm-up before timing: at least 50 ms and, up to 300 ms, at least 32
- * calls. Until glibc has seen a large block freed (after V8's first GC that
- * collects outputs, about 64 MB of them), every host output of 128 KB or more
- * is a fresh mmap that faults in page by page: ToMe's 1.8 MB merge output
- * took 3.4 ms of faults per call for its first ~30 calls on a PVM guest
- * (8 µs a fault), then none. Timed from the first call, such a trial
- * reported 5× its steady time.
+ * calls. A process's first calls with a large host output fault in fresh
+ * pages: ToMe's 1.8 MB merge output took 436 page faults (3.4 ms on a PVM
+ * guest, 8 µs a fault) per call for its first ~30 calls, then none (glibc's
+ * mmap threshold adapting, as far as we can tell; a forced GC after 10 calls
+ * did not end it sooner). Timed from the first call, such a trial reported
+ * 5× its steady time.
  */
 const kWarmMinMs = 50;
 const kWarmCalls = 32;

@@ -41,9 +41,10 @@ constexpr int64_t kGemmDepth = 512;
 inline int64_t round_up16(int64_t n) { return (n + kColTile - 1) / kColTile * kColTile; }
 
 // Packs at least this large are written with non-temporal stores
-// (isa().pack_panel_stream): they leave the cache before the product reads
-// them, and plain stores would first read each line back from memory
-// (k-center 576×4096 and 576×1024 ~10% faster, Zen 5).
+// (isa().pack_panel_stream, normalise_panel's `stream`): they leave the
+// cache before the product reads them, and plain stores would first read
+// each line back from memory (Zen 5: k-center 576×4096 and 576×1024, 9.4
+// and 2.4 MB of panels, ~10% faster; ToMe 577×1024, 1.2 MB, ~5%).
 constexpr int64_t kStreamPackBytes = int64_t{1} << 20;
 
 // Operand a of gemm_tiles: m rows of K floats, either row-major (row i at

@@ -51,9 +51,9 @@ struct IsaKernels {
   // zero for j >= nrows: up to 16 rows transposed into one packed panel.
   void (*pack_panel)(const float* rows, int64_t ld, int nrows, int64_t C, float* panel);
   // pack_panel with non-temporal stores where the panel is 64-byte aligned
-  // (the same values): for packs of several MB, which leave the cache before
-  // the product reads them, so that plain stores would first read every line
-  // back from memory.
+  // (the same values), then a store fence: for packs of a MB or more, which
+  // leave the cache before the product reads them, so that plain stores
+  // would first read every line back from memory.
   void (*pack_panel_stream)(const float* rows, int64_t ld, int nrows, int64_t C, float* panel);
   // dst[j*ldd + i] = src[i*lds + j] for i < rows, j < cols: a block copied
   // transposed (8 × 8 through registers where the ISA has them), the mirror
