@@ -80,7 +80,7 @@ describe('kCenter', () => {
     [1, 577, 19, 64, 'f16', 'l2', 'maxnorm', 1, false],
     [3, 120, 11, 7, 'f32', 'cosine', 'isolated', 12, false],
     [2, 196, 9, 10, 'bf16', 'l2', 'isolated', 4, true],
-    // Packed panels of 2 MiB and more (12 × 16 × 3001 floats) are written with
+    // Packed panels of 1 MiB and more (12 × 16 × 3001 floats: 2.3 MB) are written with
     // streaming stores: straight from f32 rows, and staged from bf16 ones.
     [1, 181, 3001, 20, 'f32', 'cosine', 'isolated', 1, false],
     [1, 181, 3001, 20, 'bf16', 'l2', 'maxnorm', 1, false],
