@@ -350,5 +350,24 @@ describeCuda('CUDA token merging', () => {
     expectCode(() => bipartiteSoftMatchSync(md, 2, { precision: 'int8' as never }), TypeError, 'ERR_ARG');
     const plan = bipartiteSoftMatchSync(Tensor.from({ data: Float32Array.from(randn(32, 2)), shape: [1, 8, 4] }).to(dev), 2);
     expectCode(() => mergeSync(plan, Tensor.from({ data: new Float32Array(8 * 3), shape: [1, 8, 3] })), Error, 'ERR_DEVICE');
+    // out on the host for a device merge.
+    const xd = Tensor.from({ data: Float32Array.from(randn(32, 3)), shape: [1, 8, 4] }).to(dev);
+    expectCode(() => mergeSync(plan, xd, { out: { x: Tensor.empty([1, 6, 4], 'f32', 'cpu') } }), Error, 'ERR_DEVICE', /out\.x/);
+  });
+
+  test('merge into device outputs (out): the same bits as fresh outputs, every element written', () => {
+    const [B, N, C] = [2, 97, 33];
+    const x = makeTensor(randn(B * N * C, 51), [B, N, C]).t.to(dev);
+    const plan = bipartiteSoftMatchSync(makeTensor(randn(B * N * 8, 52), [B, N, 8]).t.to(dev), 30, { protect: { cls: true } });
+    const M = plan.nOut;
+    const sizes = Tensor.from({ data: Float32Array.from({ length: B * N }, (_, i) => 1 + (i % 4)), shape: [B, N, 1] }).to(dev);
+    const fresh = mergeSync(plan, x, { mode: 'wavg', sizes });
+    const outX = Tensor.from({ data: new Float32Array(B * M * C).fill(NaN), shape: [B, M, C] }).to(dev);
+    const outSizes = Tensor.from({ data: new Float32Array(B * M).fill(NaN), shape: [B, M, 1] }).to(dev);
+    const got = mergeSync(plan, x, { mode: 'wavg', sizes, out: { x: outX, sizes: outSizes } });
+    expect(got.x).toBe(outX);
+    expect(got.sizes).toBe(outSizes);
+    expect(outX.toArray()).toEqual(fresh.x.toArray());
+    expect(outSizes.toArray()).toEqual(fresh.sizes!.toArray());
   });
 });

@@ -270,6 +270,64 @@ describe('merge properties', () => {
   });
 });
 
+describe('merge into caller-provided outputs (out)', () => {
+  test('every mode and dtype: the same bits as fresh outputs, every element written, the result holds the given tensors; sync and async', async () => {
+    const [B, N, C] = [2, 37, 5];
+    for (const dt of ['f32', 'f16', 'bf16'] as const) {
+      const x = makeTensor(randn(B * N * C, 41), [B, N, C], dt).t;
+      const plan = bipartiteSoftMatchSync(makeTensor(randn(B * N * 3, 42), [B, N, 3]).t, 11, { protect: { cls: true } });
+      const M = plan.nOut;
+      const sizes = { data: Float32Array.from({ length: B * N }, (_, i) => 1 + (i % 3)), shape: [B, N, 1] };
+      for (const mode of ['mean', 'sum', 'amax', 'wavg'] as const) {
+        const fresh = mergeSync(plan, x, { mode, ...(mode === 'wavg' ? { sizes } : {}) });
+        // Poisoned: NaN (and NaN-pattern halves) where a kernel writes nothing.
+        const outX = dt === 'f32' ? Tensor.from({ data: new Float32Array(B * M * C).fill(NaN), shape: [B, M, C] })
+          : Tensor.from({ data: new Uint16Array(B * M * C).fill(0x7fff), shape: [B, M, C], dtype: dt });
+        const outSizes = Tensor.from({ data: new Float32Array(B * M).fill(NaN), shape: [B, M, 1] });
+        const out = mode === 'wavg' ? { x: outX, sizes: outSizes } : { x: outX };
+        const got = mode === 'wavg' ? await merge(plan, x, { mode, sizes, out }) : mergeSync(plan, x, { mode, out });
+        expect(got.x).toBe(outX);
+        expect(Array.from(outX.data as ArrayLike<number>)).toEqual(Array.from(fresh.x.data as ArrayLike<number>));
+        if (mode === 'wavg') {
+          expect(got.sizes).toBe(outSizes);
+          expect(Array.from(outSizes.data as Float32Array)).toEqual(Array.from(fresh.sizes!.data as Float32Array));
+        } else {
+          expect(got.sizes).toBeUndefined();
+        }
+      }
+    }
+  });
+
+  test('bad out: missing, the wrong shape, dtype or layout, sizes without wavg or wavg without sizes, shared memory, disposed', () => {
+    const [B, N, C] = [2, 11, 4];
+    const x = makeTensor(randn(B * N * C, 43), [B, N, C]).t;
+    const plan = bipartiteSoftMatchSync(x, 3);
+    const M = plan.nOut;
+    const good = () => ({ x: { data: new Float32Array(B * M * C), shape: [B, M, C] }, sizes: { data: new Float32Array(B * M), shape: [B, M, 1] } });
+    expectCode(() => mergeSync(plan, x, { out: {} as never }), TypeError, 'ERR_ARG', /mergeSync out/);
+    expectCode(() => mergeSync(plan, x, { out: null as never }), TypeError, 'ERR_ARG');
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', out: { x: good().x } }), TypeError, 'ERR_ARG', /out\.sizes/);
+    expectCode(() => mergeSync(plan, x, { mode: 'sum', out: good() }), TypeError, 'ERR_ARG', /only written with mode 'wavg'/);
+    expectCode(() => mergeSync(plan, x, { out: { x: { data: new Float32Array(B * N * C), shape: [B, N, C] } } }), RangeError, 'ERR_SHAPE', /out\.x/);
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', out: { ...good(), sizes: { data: new Float32Array(B * M), shape: [B, M] } } }), RangeError, 'ERR_SHAPE', /out\.sizes/);
+    expectCode(() => mergeSync(plan, x, { out: { x: { data: new Uint16Array(B * M * C), shape: [B, M, C], dtype: 'bf16' } } }), TypeError, 'ERR_DTYPE');
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', out: { ...good(), sizes: { data: new Int32Array(B * M), shape: [B, M, 1] } } }), TypeError, 'ERR_DTYPE');
+    // A column slice (not contiguous), and a buffer too short for its shape.
+    const wide = Tensor.from({ data: new Float32Array(B * M * (C + 1)), shape: [B, M, C + 1] });
+    expectCode(() => mergeSync(plan, x, { out: { x: wide.view([B, M, C], wide.strides) } }), Error, 'ERR_UNSUPPORTED', /contiguous/);
+    expectCode(() => mergeSync(plan, x, { out: { x: { data: new Float32Array(B * M * C - 1), shape: [B, M, C] } } }), RangeError, 'ERR_RANGE');
+    // out.x over x's own memory: a wrong answer if it were allowed.
+    const xs = Tensor.from({ data: new Float32Array(B * N * C + B * M * C), shape: [B, N, C] });
+    const overlap = Tensor.from({ data: new Float32Array(xs.data.buffer as ArrayBuffer, 4 * 8, B * M * C), shape: [B, M, C] });
+    expectCode(() => mergeSync(plan, xs, { out: { x: overlap } }), TypeError, 'ERR_ARG', /share memory/);
+    const shared = new Float32Array(B * M * C + B * M);
+    expectCode(() => mergeSync(plan, x, { mode: 'wavg', out: { x: { data: shared.subarray(0, B * M * C), shape: [B, M, C] }, sizes: { data: shared.subarray(B * M * C - 1, B * M * C - 1 + B * M), shape: [B, M, 1] } } }), TypeError, 'ERR_ARG', /share memory/);
+    const gone = Tensor.from({ data: new Float32Array(B * M * C), shape: [B, M, C] });
+    gone.dispose();
+    expectCode(() => mergeSync(plan, x, { out: { x: gone } }), Error, 'ERR_DISPOSED');
+  });
+});
+
 describe('tomesd 2-D split', () => {
   test('grid2d: top-left of every window is a destination; border tokens are sources', () => {
     // 5×3 grid, 2×2 windows → windows at (0,0), (0,2); tokens 0 and 2 are dst

@@ -18,10 +18,12 @@ import {
   callSite,
   checkOptions,
   commonDevice,
+  expectDisjoint,
   expectFloat,
   expectInnerContiguous,
   int,
   oneOf,
+  output,
   CallOutputs,
   OpPlan,
   runOp,
@@ -85,6 +87,15 @@ export interface MergeOptions {
   mode?: MergeMode;
   /** wavg only: f32 [B, N, 1] token sizes (default: all ones). */
   sizes?: TensorLike;
+  /**
+   * Write into these contiguous tensors (on x's device) instead of
+   * allocating new ones: `x` [B, N − r, C] of x's dtype and, with `'wavg'`,
+   * `sizes` f32 [B, N − r, 1]. Reuse them across calls (a plan's shapes do
+   * not change between layers of one image size) to keep allocation and
+   * first-touch page faults out of a hot loop; they must not share memory
+   * with the inputs. The result then holds these tensors.
+   */
+  out?: { x: TensorLike; sizes?: TensorLike };
   stream?: bigint;
   wait?: boolean;
 }
@@ -428,7 +439,7 @@ export function bipartiteSoftMatchSync(metric: TensorLike, r: number, opts?: Bip
 
 function planMerge(outs: CallOutputs, planIn: unknown, xIn: TensorLike, opts: MergeOptions | undefined): OpPlan<MergeResult> {
   const op = outs.op;
-  const o = checkOptions(op, opts, ['mode', 'sizes', 'stream', 'wait']);
+  const o = checkOptions(op, opts, ['mode', 'sizes', 'out', 'stream', 'wait']);
   const plan = checkPlan(op, planIn);
   const x = toTensor(xIn, 'x');
   if (x.ndim !== 3 || x.shape.some((d) => d < 1)) {
@@ -455,8 +466,22 @@ function planMerge(outs: CallOutputs, planIn: unknown, xIn: TensorLike, opts: Me
   const s = stream(op, o.stream, x.stream);
   const device = deviceOf(ordinal);
   const M = plan.nOut;
-  const out = outs.empty([B, M, C], x.dtype, device, { stream: s, uninitialized: true });
-  const sizesOut = mode === 'wavg' ? outs.empty([B, M, 1], 'f32', device, { stream: s }) : undefined;
+  const given = o.out as MergeOptions['out'];
+  if (given !== undefined && (typeof given !== 'object' || given === null || given.x === undefined)) {
+    throw invalid('ERR_ARG', `${op} out`, mode === 'wavg' ? '{ x, sizes } tensors' : '{ x } tensors', given);
+  }
+  if (given !== undefined && mode === 'wavg' && given.sizes === undefined) {
+    throw makeError('ERR_ARG', `${op}: mode 'wavg' writes the new sizes too: pass out.sizes (f32 [${B}, ${M}, 1])`);
+  }
+  if (given?.sizes !== undefined && mode !== 'wavg') {
+    throw makeError('ERR_ARG', `${op}: out.sizes is only written with mode 'wavg' (received mode '${mode}')`);
+  }
+  // The kernel writes every element of both (each slot has a member).
+  const out = output(outs, given?.x, [B, M, C], ordinal, s, 'out.x', x.dtype, true);
+  const sizesOut = mode === 'wavg' ? output(outs, given?.sizes, [B, M, 1], ordinal, s, 'out.sizes') : undefined;
+  if (given !== undefined) {
+    expectDisjoint(op, [['x', x], ['sizes', sizes], ['plan', plan.assign], ['out.x', out], ['out.sizes', sizesOut]]);
+  }
   const params = opParams('merge', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, nOut: M, mode: MODE_CODE[mode] });
   const xd = x.descriptor('x');
   const ad = plan.assign.descriptor('assign');
