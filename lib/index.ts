@@ -59,7 +59,7 @@ export {
   contextualMerge,
   contextualMergeSync,
 } from './kernels/merge';
-export type { BipartiteOptions, MatchPrecision, MergeSplit, Split2d, MergeMode, MergeOptions, MergeResult, ContextualMergeOptions, KeepSpec } from './kernels/merge';
+export type { BipartiteOptions, MatchPrecision, MergeSplit, Split2d, MergeMode, MergeOptions, MergeResult, UnmergeOptions, ContextualMergeOptions, KeepSpec } from './kernels/merge';
 export { ToMe, toMe, parseR } from './methods/tome';
 export type { ToMeOptions, ToMeSchedule } from './methods/tome';
 export { tomesd, tomesdSync } from './methods/tomesd';

@@ -72,4 +72,13 @@ describeCuda('selection kernels: CUDA matches CPU exactly', () => {
       x.dispose();
     }
   });
+
+  test('gather into a device out: the CPU result, every element written; a host out is refused', () => {
+    const x = Tensor.from({ data: Float32Array.from(randn(3 * 50 * 33, 3)), shape: [3, 50, 33] });
+    const idx = Tensor.from({ data: Int32Array.from({ length: 3 * 20 }, (_, i) => (i * 17) % 50), shape: [3, 20] });
+    const out = Tensor.from({ data: new Float32Array(3 * 20 * 33).fill(NaN), shape: [3, 20, 33] }).to(dev);
+    expect(gatherSync(x.to(dev), idx.to(dev), { out })).toBe(out);
+    expect(out.toArray()).toEqual(gatherSync(x, idx).toArray());
+    expectCode(() => gatherSync(x.to(dev), idx.to(dev), { out: Tensor.empty([3, 20, 33], 'f32', 'cpu') }), Error, 'ERR_DEVICE');
+  });
 });

@@ -298,6 +298,20 @@ describe('merge into caller-provided outputs (out)', () => {
     }
   });
 
+  test('unmerge into out: the same bits as a fresh output, every element written; shared memory refused', async () => {
+    const [B, N, C] = [2, 23, 6];
+    const x = makeTensor(randn(B * N * C, 47), [B, N, C]).t;
+    const plan = bipartiteSoftMatchSync(x, 7, { protect: { cls: true } });
+    const merged = mergeSync(plan, x).x;
+    const out = Tensor.from({ data: new Float32Array(B * N * C).fill(NaN), shape: [B, N, C] });
+    expect(await unmerge(plan, merged, { out })).toBe(out);
+    expect(Array.from(out.data as Float32Array)).toEqual(Array.from(unmergeSync(plan, merged).data as Float32Array));
+    expectCode(() => unmergeSync(plan, merged, { out: { data: new Float32Array(B * N * C), shape: [B, N - 1, C] } }), RangeError, 'ERR_SHAPE');
+    const buf = new Float32Array(2 * B * N * C);
+    const m2 = Tensor.from({ data: buf.subarray(0, B * plan.nOut * C), shape: merged.shape });
+    expectCode(() => unmergeSync(plan, m2, { out: { data: buf.subarray(8, 8 + B * N * C), shape: [B, N, C] } }), TypeError, 'ERR_ARG', /share memory/);
+  });
+
   test('bad out: missing, the wrong shape, dtype or layout, sizes without wavg or wavg without sizes, shared memory, disposed', () => {
     const [B, N, C] = [2, 11, 4];
     const x = makeTensor(randn(B * N * C, 43), [B, N, C]).t;

@@ -1,7 +1,7 @@
 /** topk and gather against the float64 references. */
 import { FloatDType, gather, gatherSync, Tensor, topk, topkSync } from '../lib';
 import { refGather, refTopk } from './reference/select';
-import { makeTensor, randn, rng, selectionOutsideGap } from './helpers';
+import { expectCode, makeTensor, randn, rng, selectionOutsideGap } from './helpers';
 
 describe('topk', () => {
   test('hand-checked: ties to the lower index, NaN last, -Infinity above NaN', () => {
@@ -105,6 +105,39 @@ describe('gather', () => {
     for (let n = 0; n < N; n++) big.set(x.subarray(n * C, (n + 1) * C), 2 * n * C);
     const strided = gatherSync({ data: big, shape: [1, N, C], strides: [2 * N * C, 2 * C, 1] }, { data: idx, shape: [1, 58] });
     expect(Array.from(strided.data as Float32Array)).toEqual(refGather(x, 1, N, C, idx, 58));
+  });
+
+  test('out: a caller-provided tensor is written whole and returned, batched and with 1-D indices, sync and async', async () => {
+    const [B, N, C, K] = [3, 7, 5, 4];
+    const data = Float32Array.from(randn(B * N * C, 21));
+    const idx = Int32Array.of(6, 0, 0, 3, 1, 1, 1, 1, 5, 2, 6, 4);
+    const out = Tensor.from({ data: new Float32Array(B * K * C).fill(NaN), shape: [B, K, C] });
+    expect(await gather({ data, shape: [B, N, C] }, { data: idx, shape: [B, K] }, { out })).toBe(out);
+    expect(Array.from(out.data as Float32Array)).toEqual(refGather(data, B, N, C, idx, K));
+    const flat = Tensor.from({ data: new Float32Array(K * C).fill(NaN), shape: [K, C] });
+    expect(gatherSync({ data: data.subarray(0, N * C), shape: [N, C] }, { data: idx.subarray(0, K), shape: [K] }, { out: flat })).toBe(flat);
+    expect(Array.from(flat.data as Float32Array)).toEqual(refGather(data, 1, N, C, idx, K));
+  });
+
+  test('out: bad shape, dtype, layout, shared memory, too short, disposed', () => {
+    const [B, N, C, K] = [2, 7, 5, 3];
+    const data = new Float32Array(B * N * C + B * K * C);
+    const x = { data: data.subarray(0, B * N * C), shape: [B, N, C] };
+    const idx = { data: Int32Array.of(0, 1, 2, 3, 4, 5), shape: [B, K] };
+    expectCode(() => gatherSync(x, idx, { out: { data: new Float32Array(B * (K + 1) * C), shape: [B, K + 1, C] } }), RangeError, 'ERR_SHAPE');
+    expectCode(() => gatherSync(x, idx, { out: { data: new Float32Array(K * C), shape: [K, C] } }), RangeError, 'ERR_SHAPE');
+    expectCode(() => gatherSync(x, idx, { out: { data: new Int32Array(B * K * C), shape: [B, K, C] } }), TypeError, 'ERR_DTYPE');
+    const wide = Tensor.from({ data: new Float32Array(B * K * (C + 1)), shape: [B, K, C + 1] });
+    expectCode(() => gatherSync(x, idx, { out: wide.view([B, K, C], wide.strides) }), Error, 'ERR_UNSUPPORTED', /contiguous/);
+    expectCode(() => gatherSync(x, idx, { out: { data: new Float32Array(B * K * C - 1), shape: [B, K, C] } }), RangeError, 'ERR_RANGE');
+    expectCode(() => gatherSync(x, idx, { out: { data: data.subarray(B * N * C - 1), shape: [B, K, C] } }), TypeError, 'ERR_ARG', /share memory/);
+    const gone = Tensor.from({ data: new Float32Array(B * K * C), shape: [B, K, C] });
+    gone.dispose();
+    expectCode(() => gatherSync(x, idx, { out: gone }), Error, 'ERR_DISPOSED');
+    // A bad index is refused before anything is written.
+    const keep = Tensor.from({ data: new Float32Array(B * K * C).fill(7), shape: [B, K, C] });
+    expectCode(() => gatherSync(x, { data: Int32Array.of(0, 1, 2, 3, 4, 7), shape: [B, K] }, { out: keep }), RangeError, 'ERR_RANGE');
+    expect(Array.from(keep.data as Float32Array).every((v) => v === 7)).toBe(true);
   });
 });
 

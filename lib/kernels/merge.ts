@@ -100,6 +100,17 @@ export interface MergeOptions {
   wait?: boolean;
 }
 
+export interface UnmergeOptions {
+  stream?: bigint;
+  wait?: boolean;
+  /**
+   * Write into this contiguous tensor ([B, N, C], x's dtype and device, not
+   * sharing memory with x) instead of allocating one: reuse it across calls.
+   * The result is then this tensor.
+   */
+  out?: TensorLike;
+}
+
 export interface MergeResult {
   /** [B, N − r, C], dtype of x: [unmerged, destinations] (CLS, distill first). */
   x: Tensor;
@@ -524,17 +535,17 @@ function checkUnmerge(op: string, planIn: unknown, xIn: TensorLike): { plan: Mer
  * slot it was merged into (a merged source gets its destination's value).
  * @example const full = await unmerge(plan, attnOut); // [B, N, C]
  */
-export async function unmerge(plan: MergePlan, x: TensorLike, opts?: { stream?: bigint; wait?: boolean }): Promise<Tensor> {
+export async function unmerge(plan: MergePlan, x: TensorLike, opts?: UnmergeOptions): Promise<Tensor> {
   return runOpAsync('unmerge', callSite(unmerge), (outs) => planUnmerge(outs, plan, x, opts));
 }
 
 /** Synchronous twin of {@link unmerge}. */
-export function unmergeSync(plan: MergePlan, x: TensorLike, opts?: { stream?: bigint; wait?: boolean }): Tensor {
+export function unmergeSync(plan: MergePlan, x: TensorLike, opts?: UnmergeOptions): Tensor {
   return runOp('unmergeSync', (outs) => planUnmerge(outs, plan, x, opts));
 }
 
-function planUnmerge(outs: CallOutputs, plan: MergePlan, x: TensorLike, opts: { stream?: bigint; wait?: boolean } | undefined): OpPlan<Tensor> {
-  const o = checkOptions(outs.op, opts, ['stream', 'wait']);
+function planUnmerge(outs: CallOutputs, plan: MergePlan, x: TensorLike, opts: UnmergeOptions | undefined): OpPlan<Tensor> {
+  const o = checkOptions(outs.op, opts, ['stream', 'wait', 'out']);
   const c = checkUnmerge(outs.op, plan, x);
   return planGather(outs, c.x, c.plan.assign, { ...o, checkIndices: false });
 }

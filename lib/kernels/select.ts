@@ -10,10 +10,12 @@ import {
   callSite,
   checkOptions,
   commonDevice,
+  expectDisjoint,
   expectFloat,
   expectInnerContiguous,
   int,
   oneOf,
+  output,
   CallOutputs,
   OpPlan,
   runOp,
@@ -46,6 +48,13 @@ export interface GatherOptions {
   wait?: boolean;
   /** Reject out-of-range indices (default true; on CUDA forced off with `wait: false`). */
   checkIndices?: boolean;
+  /**
+   * Write into this contiguous tensor ([B, K, C], or [K, C] with 1-D
+   * indices; x's dtype and device; not sharing memory with x or indices)
+   * instead of allocating one: reuse it across calls. The result is then
+   * this tensor.
+   */
+  out?: TensorLike;
 }
 
 function planTopk(outs: CallOutputs, scoresIn: TensorLike, k: unknown, opts: TopkOptions | undefined): OpPlan<TopkResult> {
@@ -98,9 +107,20 @@ export function topkSync(scores: TensorLike, k: number, opts?: TopkOptions): Top
 }
 
 /** @internal Also the plan of unmerge and mergeSource (errors name their op). */
+/**
+ * gather's `out`, checked: the caller's tensor ([K, C] for 1-D indices) and
+ * its [B, K, C] view for the kernel.
+ */
+function givenOut(outs: CallOutputs, outIn: unknown, flat: boolean, shape: number[], x: Tensor, idx: Tensor, ordinal: number,
+  s: bigint | undefined): { out: Tensor; out3: Tensor } {
+  const out = output(outs, outIn, flat ? shape.slice(1) : shape, ordinal, s, 'out', x.dtype, true);
+  expectDisjoint(outs.op, [['x', x], ['indices', idx], ['out', out]]);
+  return { out, out3: flat ? out.view(shape) : out };
+}
+
 export function planGather(outs: CallOutputs, xIn: TensorLike, idxIn: TensorLike, opts: GatherOptions | undefined): OpPlan<Tensor> {
   const op = outs.op;
-  const o = checkOptions(op, opts, ['stream', 'wait', 'checkIndices']);
+  const o = checkOptions(op, opts, ['stream', 'wait', 'checkIndices', 'out']);
   let x = toTensor(xIn, 'x');
   let idx = toTensor(idxIn, 'indices');
   const flat = x.ndim === 2 && idx.ndim === 1;
@@ -121,13 +141,14 @@ export function planGather(outs: CallOutputs, xIn: TensorLike, idxIn: TensorLike
   const [B, , C] = x.shape;
   const K = idx.shape[1];
   const s = stream(op, o.stream, x.stream);
-  const out = outs.empty([B, K, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
+  const given = o.out === undefined ? undefined : givenOut(outs, o.out, flat, [B, K, C], x, idx, ordinal, s);
+  const out = given?.out3 ?? outs.empty([B, K, C], x.dtype, deviceOf(ordinal), { stream: s, uninitialized: true });
   const params = opParams('gather', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, checkIndices: bool(op, 'checkIndices', o.checkIndices, true) ? 1 : 0 });
   const xd = x.descriptor('x');
   const id = idx.descriptor('indices');
   const od = out.descriptor('out');
   return {
-    result: flat ? out.view([K, C]) : out,
+    result: given ? given.out : flat ? out.view([K, C]) : out,
     call: (async) => native().gather(params, xd.meta, xd.mem, id.meta, id.mem, od.meta, od.mem, s, async),
   };
 }
