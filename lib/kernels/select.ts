@@ -106,7 +106,6 @@ export function topkSync(scores: TensorLike, k: number, opts?: TopkOptions): Top
   return runOp('topkSync', (outs) => planTopk(outs, scores, k, opts));
 }
 
-/** @internal Also the plan of unmerge and mergeSource (errors name their op). */
 /**
  * gather's `out`, checked: the caller's tensor ([K, C] for 1-D indices) and
  * its [B, K, C] view for the kernel.
@@ -118,6 +117,7 @@ function givenOut(outs: CallOutputs, outIn: unknown, flat: boolean, shape: numbe
   return { out, out3: flat ? out.view(shape) : out };
 }
 
+/** @internal Also the plan of unmerge and mergeSource (errors name their op). */
 export function planGather(outs: CallOutputs, xIn: TensorLike, idxIn: TensorLike, opts: GatherOptions | undefined): OpPlan<Tensor> {
   const op = outs.op;
   const o = checkOptions(op, opts, ['stream', 'wait', 'checkIndices', 'out']);
