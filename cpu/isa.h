@@ -76,10 +76,16 @@ struct IsaKernels {
   // the bits of normalise_rows followed by pack_panel, without the staging;
   // `stream` as for pack_panel_stream (AVX-512, 16 rows).
   bool (*normalise_panel)(const float* const* src, int rows, int64_t n, bool stream, float* panel);
-  // gain[j] = Σ_{r < R} max(0, cov[r*ldc + j] − best[r]) for j < n: per
-  // column one f32 sum in row order (a scalar loop's value), 64 columns (128
-  // on zmm) at a time across the vector lanes.
-  void (*coverage_gains)(const float* cov, int64_t R, int64_t ldc, int64_t n, const float* best, float* gain);
+  // The greedy coverage gains, kept in f64 (cpu/coverage.cc): for each
+  // listed row r = rows[i] in order, whose best rises from from[i] to to[i],
+  // gain[j] −= (or += without `subtract`) min(max(double(c) − from[i], 0),
+  // double(to[i]) − double(from[i])) with c = cov[r*ldc + j], and terms[j]
+  // (the count of rows with c > best) drops by one where from[i] < c <=
+  // to[i] (or, without `subtract`, rises by one where c > from[i]); then
+  // gain[j] = 0 where terms[j] == 0. For j < n; the same operations in
+  // every set, so the same bits.
+  void (*coverage_update)(const float* cov, int64_t ldc, const int32_t* rows, const float* from, const float* to,
+                          int64_t count, int64_t n, bool subtract, double* gain, int32_t* terms);
   // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
   void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,
                    float* out);

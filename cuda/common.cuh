@@ -317,16 +317,18 @@ __device__ __forceinline__ float key_float(uint32_t k) {
 // (value, index) is better than (ov, oi): larger value, then lower index —
 // the CPU loops' "first maximum".
 __device__ __forceinline__ bool better(float v, int i, float ov, int oi) { return v > ov || (v == ov && i < oi); }
+__device__ __forceinline__ bool better(double v, int i, double ov, int oi) { return v > ov || (v == ov && i < oi); }
 
-// Block-wide argmax of (v, i) with better(); kThreads threads call it, all of
-// them get the winner. Threads with nothing to offer pass (-inf, INT_MAX).
-template <int kThreads>
-__device__ __forceinline__ void block_argmax(float& v, int& i) {
+// Block-wide argmax of (v, i) with better(), v a float or a double; kThreads
+// threads call it, all of them get the winner. Threads with nothing to offer
+// pass (-inf, INT_MAX).
+template <int kThreads, typename V>
+__device__ __forceinline__ void block_argmax(V& v, int& i) {
   static_assert(kThreads % 32 == 0 && kThreads <= 1024, "block size must be a multiple of 32");
-  __shared__ float part_v[kThreads / 32];
+  __shared__ V part_v[kThreads / 32];
   __shared__ int part_i[kThreads / 32];
   for (int o = 16; o > 0; o >>= 1) {
-    const float ov = __shfl_xor_sync(kFullMask, v, o);
+    const V ov = __shfl_xor_sync(kFullMask, v, o);
     const int oi = __shfl_xor_sync(kFullMask, i, o);
     if (better(ov, oi, v, i)) {
       v = ov;

@@ -176,94 +176,71 @@ Status mmtok_coverage(const MmtokCoverageParams& p) {
 // ============================================================================
 //
 // Greedy maximum coverage, bit for bit the CPU's (cpu/coverage.cc): best = 0;
-// each step gain_j = Σ_r max(0, C[r, j] − best[r]) summed in float in
-// ascending r, pick the argmax (ties to the lower j, never a picked or
-// excluded column), best = max(best, C[:, j]). Three kernels, all on p.stream:
+// every column's gain_j = Σ_r max(0, C[r, j] − best[r]) is kept in f64 and
+// updated, not recomputed; pick the argmax (ties to the lower j, never a
+// picked or excluded column), gains[t] = float(gain); the pick p raises
+// best[r] to C[r, p] in the rows where C[r, p] > best[r], and there each
+// column's gain drops by min(max(double(C[r, j]) − old, 0), double(C[r, p])
+// − old), the raised rows in ascending r: the CPU's operations (no multiply,
+// so no FMA contraction) in the CPU's order. Each column also counts its
+// positive terms (rows with C[r, j] > best[r], in f32 comparisons); where
+// none is left its gain is set to exactly 0, as on the CPU, so fully covered
+// columns tie exactly. Three kernels, all on p.stream:
 //   1. coverage_transpose_kernel: [B, R, N] (any dtype, strided B and R) →
-//      scratch [B, N, Rp] f32 (Rp = R rounded up to 4: every column starts on
-//      16 bytes, so a column's gain streams it with float4 loads), through a
-//      32×32 shared tile so both the reads and the writes are coalesced. It
-//      also records the lowest non-finite (batch, row) and which batch rows
-//      hold one.
+//      scratch [B, N, Rp] f32 (Rp = R rounded up to 4), through a 32×32
+//      shared tile so both the reads and the writes are coalesced: each
+//      step reads its pick's column from it. It also records the lowest
+//      non-finite (batch, row) and which batch rows hold one.
 //   2. coverage_initial_gains_kernel: one thread per (batch, column): the
-//      step-0 gains (best = 0), read from the input in its layout (coalesced
-//      along N), spread over the whole GPU rather than one block per row.
+//      step-0 gains (best = 0: every row, terms min(max(double(c) − 0, 0),
+//      +inf) added in ascending r), read from the input in its layout
+//      (coalesced along N), spread over the whole GPU.
 //   3. coverage_greedy_kernel: ONE persistent block per batch row runs all k
-//      steps — no launch per step — as a block-parallel exact lazy greedy:
-//      - Every live column keeps an upper bound of its gain (the gain computed
-//        at some earlier step) and the step it was computed at ("fresh" when
-//        that is the current step). Gains only shrink as best grows, and in
-//        float too: each term max(0, c − best) is monotone in best (rounding
-//        is monotone) and the terms are added in the same order every time,
-//        so a stale gain is never below the true one.
-//      - Column j belongs to thread j % kCovThreads, which alone reads and
-//        writes its bound and stamp, and keeps the best of its columns (bound
-//        desc, index asc) in registers.
-//      - A round: block_argmax over the threads' tops of (bound, 2·j + stale)
-//        — the stale bit rides in the index's low bit, so ties still go to the
-//        lower j and the winner says whether it is fresh. A fresh winner is
-//        the step's argmax: every other fresh gain loses to it, and every
-//        stale bound loses to it under (gain desc, index asc), so the true
-//        gain below that bound does too. A stale winner: every thread whose
-//        top is stale recomputes that column (in parallel, one sequential
-//        float sum over r each) and rescans its columns; then the next round.
-//        The winner's own thread always recomputes, so each losing round
-//        freshens at least one column: a step ends after at most N rounds;
-//        in practice after about 2 (the first freshens ~every thread's top;
-//        2.0–2.5 per step on MMTok-like, tied and random data under the
-//        emulator), i.e. about one column's sequential sum per step.
-//      - The pick: its thread marks it picked, thread 0 writes order/gains,
-//        all threads fold its column into best[].
+//      steps, no launch per step:
+//      - Column j belongs to thread j % kCovThreads, which alone updates its
+//        gain and state and keeps the best of its live columns (gain desc,
+//        index asc) in registers; block_argmax over those tops is the pick.
+//      - The rows in chunks of kCovThreads: thread i compares row r0 + i of
+//        the pick's column with best[r] and, when raised, writes (r, old
+//        best, increase) to the chunk's list in ascending r (warp ballots);
+//        then every thread applies the list to its live columns, reading
+//        C[r, j] from the input (coalesced along N). On MMTok's softmax
+//        coverage ~7% of the rows are raised per step.
 //      At the end the picked marks, scanned in ascending j with warp ballots,
 //      give `sorted`.
-// Limits (one code path, the state's storage changes): up to kCovSharedCols
-// (4,096) columns the bounds and stamps live in shared memory, above it in
-// global scratch [B, N] (still one block per row and no per-step launch, but
-// each rescan walks ⌈N/256⌉ columns per thread through L2); up to
-// kCovSharedRows (2,048) rows best[] lives in shared memory, above it in
-// global scratch [B, Rp]. N < 2^30 (the stale bit shares the index) and
-// B·R < 2^31 (the device status keys a bad row as b·R + r); beyond those
-// ERR_UNSUPPORTED. The transposed copy costs 4·B·N·Rp bytes of scratch.
-// Errors: NaN/Inf → ERR_RANGE naming the lowest (batch, row), as the CPU
-// (which scans batch by batch, row by row); fewer than k columns left by
-// `exclude` → ERR_RANGE for the lowest such batch row; a batch row's NaN/Inf
-// wins over its own and any later row's shortage, as in the CPU's order.
+// Limits (one code path, the state's storage changes): the gains live in
+// global scratch [B, N] f64 (each thread's own columns, through L1/L2); up to
+// kCovSharedCols (4,096) columns their picked/excluded marks live in shared
+// memory, above it in global scratch [B, N]; up to kCovSharedRows (2,048)
+// rows best[] lives in shared memory, above it in global scratch [B, Rp].
+// N < 2^31 and B·R < 2^31 (the device status keys a bad row as b·R + r);
+// beyond those ERR_UNSUPPORTED. The transposed copy costs 4·B·N·Rp bytes of
+// scratch. Errors: NaN/Inf → ERR_RANGE naming the lowest (batch, row), as
+// the CPU (which scans batch by batch, row by row); fewer than k columns left
+// by `exclude` → ERR_RANGE for the lowest such batch row; a batch row's
+// NaN/Inf wins over its own and any later row's shortage, as in the CPU's
+// order.
 
 namespace {
 
 constexpr int kCovThreads = 256;     // greedy block and initial-gain block size
 constexpr int kCovTile = 32;         // transpose tile (32 × 32, 8 rows of threads)
-constexpr int64_t kCovSharedCols = 4096;  // columns whose state fits in shared memory (32 KiB)
+constexpr int64_t kCovSharedCols = 4096;  // columns whose marks fit in shared memory (16 KiB)
 constexpr int64_t kCovSharedRows = 2048;  // rows of best[] that fit in shared memory (8 KiB)
-constexpr int kCovExcluded = -1;     // stamp of a column removed by `exclude`
-constexpr int kCovPicked = -2;       // stamp of a picked column
+constexpr int kCovLive = 0;          // mark of a column that may still be picked
+constexpr int kCovExcluded = -1;     // mark of a column removed by `exclude`
+constexpr int kCovPicked = -2;       // mark of a picked column
 constexpr int kCovNoCandidate = 1 << 8;  // DeviceStatus flag: no live column left (a bug: live >= k was checked)
 
-// One term of a gain: std::max(0.0f, c - best) exactly as the CPU writes it
-// ((0 < d) ? d : 0 — so -0 and NaN go to +0 the same way).
-__device__ __forceinline__ float coverage_term(float c, float best) {
-  const float d = c - best;
-  return 0.0f < d ? d : 0.0f;
-}
-
-// Σ_r coverage_term(col[r], best[r]) in ascending r, one float accumulator:
-// the CPU's column_gain. col and best are 16-byte aligned (Rp-padded rows);
-// the float4 loads only batch the reads, the additions stay sequential.
-// best may point into shared or global memory (generic addressing).
-__device__ __forceinline__ float coverage_gain(const float* __restrict__ col, const float* best, int64_t R) {
-  float g = 0.0f;
-  int64_t r = 0;
-#pragma unroll 4  // 16 loads in flight; the additions still form one chain in r order
-  for (; r + 4 <= R; r += 4) {
-    const float4 c = *reinterpret_cast<const float4*>(col + r);
-    const float4 m = *reinterpret_cast<const float4*>(best + r);
-    g += coverage_term(c.x, m.x);
-    g += coverage_term(c.y, m.y);
-    g += coverage_term(c.z, m.z);
-    g += coverage_term(c.w, m.w);
-  }
-  for (; r < R; ++r) g += coverage_term(col[r], best[r]);
-  return g;
+// How much a column's gain drops when a row's best rises from `from` to
+// `to`: min(max(double(c) − double(from), 0), double(to) − double(from)),
+// exactly as the CPU's coverage_update computes it ((0 < d) ? d : 0, then
+// (d < w) ? d : w). Step 0 adds these terms with from = 0, to = +inf.
+__device__ __forceinline__ double coverage_term(float c, float from, float to) {
+  double d = static_cast<double>(c) - static_cast<double>(from);
+  d = d > 0.0 ? d : 0.0;
+  const double w = static_cast<double>(to) - static_cast<double>(from);
+  return d < w ? d : w;
 }
 
 // Block-wide sum of an int (warp butterflies, then the warps); every thread
@@ -314,31 +291,39 @@ __global__ void __launch_bounds__(kCovTile * 8)
   }
 }
 
-// Step-0 gains (best = 0): initial [B, N]. Grid: B × ⌈N/256⌉; consecutive
-// threads read consecutive columns of each row (coalesced). The same terms in
-// the same order as coverage_gain with best = 0, so the same bits.
+// Step-0 gains (best = 0): gain [B, N] f64 and the positive terms [B, N]. Grid: B × ⌈N/256⌉; consecutive
+// threads read consecutive columns of each row (coalesced).
 template <typename T>
 __global__ void __launch_bounds__(kCovThreads)
     coverage_initial_gains_kernel(const T* __restrict__ c, int64_t stride_b, int64_t stride_r, int64_t R, int64_t N,
-                                  int64_t xblocks, float* __restrict__ initial) {
+                                  int64_t xblocks, double* __restrict__ gain, int* __restrict__ terms) {
   const int64_t b = blockIdx.x / xblocks;
   const int64_t j = blockIdx.x % xblocks * kCovThreads + threadIdx.x;
   if (j >= N) return;
   const T* col = c + b * stride_b + j;
-  float g = 0.0f;
+  double g = 0.0;
+  int live = 0;
 #pragma unroll 8  // independent loads ahead of the one chain of additions
-  for (int64_t r = 0; r < R; ++r) g += coverage_term(load_f32(col + r * stride_r), 0.0f);
-  initial[b * N + j] = g;
+  for (int64_t r = 0; r < R; ++r) {
+    const float c = load_f32(col + r * stride_r);
+    live += c > 0.0f ? 1 : 0;
+    g = g + coverage_term(c, 0.0f, INFINITY);
+  }
+  terms[b * N + j] = live;
+  gain[b * N + j] = live == 0 ? 0.0 : g;
 }
 
+template <typename T>
 struct CoverageGreedyArgs {
+  const T* x;              // the coverage [B, R, N] in its layout
+  int64_t stride_b, stride_r;
   const float* covt;       // [B, N, Rp] f32
-  const float* initial;    // [B, N] step-0 gains
+  double* gain;            // [B, N] f64, step 0's gains on entry
+  int* terms;              // [B, N] rows with C[r, j] > best[r]
   const uint8_t* exclude;  // [B, N] nonzero = never picked; null: none
   const int* bad_batch;    // [B] nonzero: the batch row holds NaN/Inf (skipped; the call fails)
   int64_t N, R, Rp, k;
-  float* bound_g;          // [B, N] when N > kCovSharedCols, else null (shared memory)
-  int* stamp_g;            // [B, N] idem
+  int* mark_g;             // [B, N] when N > kCovSharedCols, else null (shared memory)
   float* best_g;           // [B, Rp] when R > kCovSharedRows, else null (shared memory)
   int32_t* order;          // [B, k] pick order
   int32_t* sorted;         // [B, k] ascending; null: not wanted
@@ -347,41 +332,42 @@ struct CoverageGreedyArgs {
   DeviceStatus* st;
 };
 
-// The best of this thread's columns (j ≡ tid mod kThreads): largest bound,
-// then lowest j; (-inf, INT_MAX) when it has no live column.
+// The best of this thread's live columns (j ≡ tid mod kThreads): largest
+// gain, then lowest j; (-inf, INT_MAX) when it has none.
 template <int kThreads>
-__device__ __forceinline__ void coverage_thread_top(const float* bound, const int* stamp, int64_t N, float& v,
+__device__ __forceinline__ void coverage_thread_top(const double* gain, const int* mark, int64_t N, double& v,
                                                     int& j) {
   v = -INFINITY;
   j = INT_MAX;
   for (int64_t c = threadIdx.x; c < N; c += kThreads)
-    if (stamp[c] >= 0 && better(bound[c], static_cast<int>(c), v, j)) {
-      v = bound[c];
+    if (mark[c] == kCovLive && better(gain[c], static_cast<int>(c), v, j)) {
+      v = gain[c];
       j = static_cast<int>(c);
     }
 }
 
-// One block per batch row, all k steps (see the section comment). At most 4
-// blocks per SM (64 registers): shared memory allows 5, but for 5 ptxas
-// (sm_90) squeezes the kernel into 48 registers and spills.
-template <int kThreads>
-__global__ void __launch_bounds__(kThreads, 4) coverage_greedy_kernel(CoverageGreedyArgs a) {
-  __shared__ float bound_s[kCovSharedCols];  // per column: its gain at step stamp (an upper bound later)
-  __shared__ int stamp_s[kCovSharedCols];    // per column: that step, or kCovExcluded / kCovPicked
+// One block per batch row, all k steps (see the section comment).
+template <int kThreads, typename T>
+__global__ void __launch_bounds__(kThreads) coverage_greedy_kernel(CoverageGreedyArgs<T> a) {
+  __shared__ int mark_s[kCovSharedCols];                  // per column: kCovLive, kCovExcluded or kCovPicked
   __shared__ __align__(16) float best_s[kCovSharedRows];  // per row: the best coverage picked so far
+  __shared__ int raised_r[kThreads];                      // one chunk's raised rows, ascending
+  __shared__ float raised_from[kThreads];                 // their best before the pick
+  __shared__ float raised_to[kThreads];                   // and after it
   __shared__ int warp_count[kThreads / 32];
   const int64_t b = blockIdx.x, N = a.N, R = a.R, k = a.k;
-  const int tid = static_cast<int>(threadIdx.x);
+  const int tid = static_cast<int>(threadIdx.x), lane = tid % 32, w = tid / 32;
   if (a.bad_batch[b] != 0) return;  // uniform: the call reports the NaN/Inf, outputs are not needed
-  float* bound = a.bound_g ? a.bound_g + b * N : bound_s;
-  int* stamp = a.stamp_g ? a.stamp_g + b * N : stamp_s;
+  int* mark = a.mark_g ? a.mark_g + b * N : mark_s;
   float* best = a.best_g ? a.best_g + b * a.Rp : best_s;
+  double* gain = a.gain + b * N;
+  int* terms = a.terms + b * N;
   const float* covt = a.covt + b * N * a.Rp;  // [N, Rp] of this batch row
+  const T* x = a.x + b * a.stride_b;           // [R, N] of this batch row
   int live = 0;
   for (int64_t j = tid; j < N; j += kThreads) {
     const bool out = a.exclude != nullptr && a.exclude[b * N + j] != 0;
-    bound[j] = out ? -INFINITY : a.initial[b * N + j];
-    stamp[j] = out ? kCovExcluded : 0;  // step 0's gains are exact: fresh at step 0
+    mark[j] = out ? kCovExcluded : kCovLive;
     live += out ? 0 : 1;
   }
   for (int64_t r = tid; r < R; r += kThreads) best[r] = 0.0f;
@@ -394,60 +380,73 @@ __global__ void __launch_bounds__(kThreads, 4) coverage_greedy_kernel(CoverageGr
     }
     return;
   }
-  float top_v;
+  double top_v;
   int top_j;
-  coverage_thread_top<kThreads>(bound, stamp, N, top_v, top_j);
+  coverage_thread_top<kThreads>(gain, mark, N, top_v, top_j);
   for (int64_t t = 0; t < k; ++t) {
-    const int step = static_cast<int>(t);
-    float gain;
-    int pick;
-    for (;;) {
-      const bool has = top_j != INT_MAX;
-      const bool stale = has && stamp[top_j] != step;
-      float v = top_v;
-      int code = has ? top_j * 2 + (stale ? 1 : 0) : INT_MAX;
-      block_argmax<kThreads>(v, code);
-      if (code == INT_MAX) {  // uniform; cannot happen with live >= k, but never index with it
-        if (tid == 0) atomicOr(&a.st->flags, kCovNoCandidate);
-        return;
-      }
-      if ((code & 1) == 0) {  // fresh: the exact argmax of this step
-        gain = v;
-        pick = code >> 1;
-        break;
-      }
-      if (stale) {  // a stale winner: every stale top is recomputed, in parallel
-        bound[top_j] = coverage_gain(covt + static_cast<int64_t>(top_j) * a.Rp, best, R);
-        stamp[top_j] = step;
-        coverage_thread_top<kThreads>(bound, stamp, N, top_v, top_j);
-      }
+    double v = top_v;
+    int pick = top_j;
+    block_argmax<kThreads>(v, pick);
+    if (pick == INT_MAX) {  // uniform; cannot happen with live >= k, but never index with it
+      if (tid == 0) atomicOr(&a.st->flags, kCovNoCandidate);
+      return;
     }
-    if (pick % kThreads == tid) {  // the pick was its owner's top
-      stamp[pick] = kCovPicked;
-      bound[pick] = -INFINITY;
-      coverage_thread_top<kThreads>(bound, stamp, N, top_v, top_j);
-    }
+    if (pick % kThreads == tid) mark[pick] = kCovPicked;  // only its owner reads it during the steps
     if (tid == 0) {
       a.order[b * k + t] = pick;
-      if (a.gains != nullptr) a.gains[b * k + t] = gain;
+      if (a.gains != nullptr) a.gains[b * k + t] = static_cast<float>(v);
     }
-    // Every read of best[] in this step happened before the last argmax's
-    // barriers; the update is published by the barrier below.
+    if (t + 1 == k) break;  // uniform
     const float* col = covt + static_cast<int64_t>(pick) * a.Rp;
-    for (int64_t r = tid; r < R; r += kThreads) {
-      const float c = col[r], m = best[r];
-      best[r] = m < c ? c : m;  // std::max(best, c), as the CPU
+    for (int64_t r0 = 0; r0 < R; r0 += kThreads) {
+      const int64_t r = r0 + tid;
+      float c = 0.0f, old = 0.0f;
+      if (r < R) {
+        c = col[r];
+        old = best[r];
+      }
+      const bool up = r < R && c > old;
+      const unsigned mask = __ballot_sync(kFullMask, up ? 1 : 0);
+      if (lane == 0) warp_count[w] = __popc(mask);
+      __syncthreads();
+      int before = 0, count = 0;
+      for (int q = 0; q < kThreads / 32; ++q) {
+        if (q < w) before += warp_count[q];
+        count += warp_count[q];
+      }
+      if (up) {
+        const int slot = before + __popc(mask & ((1u << lane) - 1u));
+        raised_r[slot] = static_cast<int>(r);
+        raised_from[slot] = old;
+        raised_to[slot] = c;
+        best[r] = c;  // only this thread reads row r in this step
+      }
+      __syncthreads();
+      if (count > 0)  // uniform
+        for (int64_t j = tid; j < N; j += kThreads) {
+          if (mark[j] != kCovLive) continue;  // never read again: the CPU's value is not needed
+          double g = gain[j];
+          int live = terms[j];
+          for (int e = 0; e < count; ++e) {
+            const float cj = load_f32(x + static_cast<int64_t>(raised_r[e]) * a.stride_r + j);
+            const float from = raised_from[e], to = raised_to[e];
+            live -= cj > from && cj <= to ? 1 : 0;  // its term is gone
+            g = g - coverage_term(cj, from, to);
+          }
+          terms[j] = live;
+          gain[j] = live == 0 ? 0.0 : g;
+        }
+      __syncthreads();  // the list and warp_count are rewritten by the next chunk
     }
-    __syncthreads();
+    coverage_thread_top<kThreads>(gain, mark, N, top_v, top_j);
   }
   if (a.sorted != nullptr) {  // uniform
     // The picked marks in ascending j, kThreads columns per pass: column
     // j0 + tid is this thread's own, its rank = picks before it.
-    const int lane = tid % 32, w = tid / 32;
     int64_t base = 0;
     for (int64_t j0 = 0; j0 < N; j0 += kThreads) {
       const int64_t j = j0 + tid;
-      const bool picked = j < N && stamp[j] == kCovPicked;
+      const bool picked = j < N && mark[j] == kCovPicked;
       const unsigned mask = __ballot_sync(kFullMask, picked ? 1 : 0);
       if (lane == 0) warp_count[w] = __popc(mask);
       __syncthreads();
@@ -470,8 +469,8 @@ Status max_coverage(const MaxCoverageParams& p) {
   TS_RETURN_IF_ERROR(require_device(p.coverage, "coverage"));
   const TensorView& c = p.coverage;
   const int64_t B = c.shape[0], R = c.shape[1], N = c.shape[2], k = p.k;
-  if (N >= (int64_t{1} << 30))
-    return Status(Code::kUnsupported, "maxCoverage: the CUDA kernel takes fewer than 2^30 columns but got N = " +
+  if (N > INT_MAX)
+    return Status(Code::kUnsupported, "maxCoverage: the CUDA kernel takes fewer than 2^31 columns but got N = " +
                                           std::to_string(N));
   if (B * R > INT_MAX)
     return Status(Code::kUnsupported, "maxCoverage: the CUDA kernel takes B·R < 2^31 coverage rows but got " +
@@ -488,17 +487,18 @@ Status max_coverage(const MaxCoverageParams& p) {
   const bool global_cols = N > kCovSharedCols, global_rows = R > kCovSharedRows;
   ScratchLayout L;
   const size_t o_covt = L.add<float>(B * N * Rp);                      // [B, N, Rp]
-  const size_t o_init = L.add<float>(B * N);                           // [B, N]
+  const size_t o_gain = L.add<double>(B * N);                          // [B, N]
+  const size_t o_terms = L.add<int>(B * N);                            // [B, N]
   const size_t o_bad = L.add<int>(B);                                  // [B]
   const size_t o_avail = L.add<int>(B);                                // [B]
   const size_t o_status = L.add<DeviceStatus>(1);
-  const size_t o_bound = L.add<float>(global_cols ? B * N : 0);        // [B, N] above kCovSharedCols
-  const size_t o_stamp = L.add<int>(global_cols ? B * N : 0);          // [B, N] idem
+  const size_t o_mark = L.add<int>(global_cols ? B * N : 0);           // [B, N] above kCovSharedCols
   const size_t o_best = L.add<float>(global_rows ? B * Rp : 0);        // [B, Rp] above kCovSharedRows
   Scratch scratch(c.device, stream);
   TS_RETURN_IF_ERROR(scratch.allocate(L.bytes()));
   float* covt = scratch.at<float>(o_covt);
-  float* initial = scratch.at<float>(o_init);
+  double* gain = scratch.at<double>(o_gain);
+  int* terms = scratch.at<int>(o_terms);
   int* bad_batch = scratch.at<int>(o_bad);
   int* available = scratch.at<int>(o_avail);
   DeviceStatus* st = scratch.at<DeviceStatus>(o_status);
@@ -510,29 +510,32 @@ Status max_coverage(const MaxCoverageParams& p) {
         x, c.strides[0], c.strides[1], R, N, Rp, tiles_r, tiles_n, covt, bad_batch, st);
     TS_CUDA_CHECK_LAUNCH("coverage_transpose_kernel");
     coverage_initial_gains_kernel<scalar_t><<<static_cast<unsigned>(B * xblocks), kCovThreads, 0, stream>>>(
-        x, c.strides[0], c.strides[1], R, N, xblocks, initial);
+        x, c.strides[0], c.strides[1], R, N, xblocks, gain, terms);
     TS_CUDA_CHECK_LAUNCH("coverage_initial_gains_kernel");
+    CoverageGreedyArgs<scalar_t> a;
+    a.x = x;
+    a.stride_b = c.strides[0];
+    a.stride_r = c.strides[1];
+    a.covt = covt;
+    a.gain = gain;
+    a.terms = terms;
+    a.exclude = p.exclude.data ? p.exclude.ptr<const uint8_t>() : nullptr;
+    a.bad_batch = bad_batch;
+    a.N = N;
+    a.R = R;
+    a.Rp = Rp;
+    a.k = k;
+    a.mark_g = global_cols ? scratch.at<int>(o_mark) : nullptr;
+    a.best_g = global_rows ? scratch.at<float>(o_best) : nullptr;
+    a.order = p.order.ptr<int32_t>();
+    a.sorted = p.sorted.data ? p.sorted.ptr<int32_t>() : nullptr;
+    a.gains = p.gains.data ? p.gains.ptr<float>() : nullptr;
+    a.available = available;
+    a.st = st;
+    coverage_greedy_kernel<kCovThreads, scalar_t><<<static_cast<unsigned>(B), kCovThreads, 0, stream>>>(a);
+    TS_CUDA_CHECK_LAUNCH("coverage_greedy_kernel");
     return Status::Ok();
   }));
-  CoverageGreedyArgs a;
-  a.covt = covt;
-  a.initial = initial;
-  a.exclude = p.exclude.data ? p.exclude.ptr<const uint8_t>() : nullptr;
-  a.bad_batch = bad_batch;
-  a.N = N;
-  a.R = R;
-  a.Rp = Rp;
-  a.k = k;
-  a.bound_g = global_cols ? scratch.at<float>(o_bound) : nullptr;
-  a.stamp_g = global_cols ? scratch.at<int>(o_stamp) : nullptr;
-  a.best_g = global_rows ? scratch.at<float>(o_best) : nullptr;
-  a.order = p.order.ptr<int32_t>();
-  a.sorted = p.sorted.data ? p.sorted.ptr<int32_t>() : nullptr;
-  a.gains = p.gains.data ? p.gains.ptr<float>() : nullptr;
-  a.available = available;
-  a.st = st;
-  coverage_greedy_kernel<kCovThreads><<<static_cast<unsigned>(B), kCovThreads, 0, stream>>>(a);
-  TS_CUDA_CHECK_LAUNCH("coverage_greedy_kernel");
   // The data errors live on the device: reading them drains the stream, so
   // only a call that waits (check_errors) does; the rest stays stream-ordered.
   if (!p.check_errors) return Status::Ok();

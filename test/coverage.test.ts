@@ -66,6 +66,28 @@ describe('maxCoverage', () => {
     expect(res.gains.toArray()).toEqual(want.gains.toArray());
   });
 
+  test('fully covered columns tie at exactly 0: the rest are picked in ascending order', () => {
+    // Values over 14 decades, so that even f64 sums round: the gains,
+    // updated pick by pick, carry rounding residue, but a column with no row
+    // above best is exactly 0 (its positive terms are counted), so k = N
+    // ends with the zero-gain columns in index order, as the float64
+    // reference's exact zeros. Fails if the count is dropped.
+    for (const [R, N] of [[50, 120], [7, 300]]) {
+      const r = rng(R + N);
+      const v = Array.from({ length: R * N }, () => (r() < 0.6 ? r() * 10 ** (-14 * r()) : -r()));
+      const t = makeTensor(v, [1, R, N]);
+      const want = refMaxCoverage(t.exact, 1, R, N, N);
+      const res = maxCoverageSync(t.t, N);
+      expect(res.order.toArray()).toEqual(want.order);
+      const gains = Array.from(res.gains.toArray());
+      const firstZero = want.gains.indexOf(0);
+      expect(firstZero).toBeGreaterThan(0);
+      expect(firstZero).toBeLessThan(N - 10);  // many zero-gain picks, in ascending order
+      expect(gains.slice(firstZero).every((g) => Object.is(g, 0))).toBe(true);
+      expectClose(gains, want.gains, 1e-6, 1e-12, 'gains');
+    }
+  });
+
   test('heavy exact ties (coarse values): lower index first at every step', () => {
     // Multiples of 1/8 add exactly, so many columns tie on their gain.
     for (const [R, N, k] of [[5, 40, 40], [30, 200, 60]]) {

@@ -1,9 +1,9 @@
 /**
  * CUDA greedy maximum coverage: parity with the host path (which
- * test/diversity.test.ts checks against the float64 reference). Both back
- * ends sum each gain in float in ascending row order and break ties toward
- * the lower column, so picks, pick order and gains must be identical — the
- * gains bit for bit. Skipped, with the reason printed, without a usable CUDA
+ * test/coverage.test.ts checks against the float64 reference). Both back
+ * ends keep each gain in float64, updated with the same operations in the
+ * same row order, and break ties toward the lower column, so picks, pick
+ * order and gains must be identical — the gains bit for bit. Skipped, with the reason printed, without a usable CUDA
  * device. (mmTok end to end on the device is tested with the MMTok coverage
  * kernel.)
  */

@@ -133,7 +133,7 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
   // lane with the sums in the same order: the same bits, not just the same bound.
   const hasAvx512 = info().cpu.isa === 'avx512';
   if (!hasAvx512) console.log('skipped: the AVX-512 vs AVX2 bit-equality test needs a CPU with AVX-512F/VL');
-  (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans, k-center, attention)', () => {
+  (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans, k-center, attention, max coverage; max coverage also as baseline)', () => {
     const code = `const t = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))});
       const { native } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'native.js'))});
       const rnd = (n, s) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.7311 + s) * 1.7);
@@ -154,6 +154,13 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       // Attention: logits on the wide tile, the softmax's exps 16 at a time.
       const q = { data: rnd(2 * 3 * 97 * 40, 5), shape: [2, 3, 97, 40] }, k = { data: rnd(2 * 3 * 97 * 40, 6), shape: [2, 3, 97, 40] };
       out.push(Array.from(t.attentionScoresSync(q, k, { causal: true }).data), Array.from(t.attentionScoresSync(q, k, { queries: [0, 5] }).data));
+      // Max coverage, k = N: float64 gains updated per pick over 301 columns
+      // (zmm blocks of 32, ymm of 16, a scalar tail), values over 14 decades
+      // so that the counted terms decide the exact zeros. Last: compared
+      // with the baseline set too.
+      const cv = Float32Array.from({ length: 2 * 45 * 301 }, (_, i) => Math.sin(i * 0.377 + 9) > -0.3 ? Math.abs(Math.sin(i * 1.913)) * 10 ** (-14 * Math.abs(Math.sin(i * 0.0917))) : Math.sin(i * 0.377 + 9));
+      const mc = t.maxCoverageSync({ data: cv, shape: [2, 45, 301] }, 301);
+      out.push(mc.order.toArray(), mc.gains.toArray());
       process.stdout.write(JSON.stringify({ isa: t.info().cpu.isa, out }));`;
     const run = (isa: string | undefined): { isa: string; out: number[][] } => {
       const env = { ...process.env };
@@ -163,13 +170,14 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       expect(r.stderr).toBe('');
       return JSON.parse(r.stdout);
     };
-    const wide = run(undefined), narrow = run('avx2');
-    expect([wide.isa, narrow.isa]).toEqual(['avx512', 'avx2']);
+    const wide = run(undefined), narrow = run('avx2'), base = run('baseline');
+    expect([wide.isa, narrow.isa, base.isa]).toEqual(['avx512', 'avx2', 'baseline']);
     expect(wide.out).toHaveLength(narrow.out.length);
     wide.out.forEach((o, i) => {
       // Compare bit patterns (NaN-safe, -0 distinct).
       const bits = (v: number[]): number[] => Array.from(new Uint32Array(Float32Array.from(v).buffer));
       expect(bits(o)).toEqual(bits(narrow.out[i]));
+      if (i >= wide.out.length - 2) expect(bits(o)).toEqual(bits(base.out[i]));
     });
   });
 

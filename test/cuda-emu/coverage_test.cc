@@ -2,17 +2,20 @@
 // back end (cpu/coverage.cc, itself checked against float64 references in
 // test/coverage.test.ts). MMTok's coverage matrix (cuda::mmtok_coverage) uses
 // CUDA's expf against the CPU's vector exp: a few ulps. Greedy maximum
-// coverage (cuda::max_coverage): both back ends sum each gain in float
-// in ascending row order, so the picks, their order and the gains must be
-// identical — bit for bit, ties included (the lower column wins).
+// coverage (cuda::max_coverage): both back ends keep each gain in f64,
+// updated pick by pick with the same operations in the same row order, and
+// set it to exactly 0 when no positive term is left, so the picks, their
+// order and the gains must be identical — bit for bit, ties included (the
+// lower column wins).
 // Covered: awkward sizes (N = 1, k = 1, k = N, primes, N not a multiple of the
 // 256-thread block, N above the 4,096 columns kept in shared memory, R = 1,
 // R = 592, R above the 2,048 rows of best[] kept in shared memory), f32, f16
 // and bf16, batches, strided batch/row strides, exclude masks, heavy exact
-// ties (duplicated, all-equal and zero columns, coarse values), MMTok-like
-// softmax rows; poisoned outputs; optional outputs left out; NaN/Inf and too
-// many excluded columns (the CPU's exact messages, lowest batch/row first);
-// wrong shapes, dtypes, devices; the cudaMalloc path; no scratch leaks.
+// ties (duplicated, all-equal and zero columns, coarse values, fully covered
+// columns whose f64 gains round), MMTok-like softmax rows; poisoned outputs;
+// optional outputs left out; NaN/Inf and too many excluded columns (the
+// CPU's exact messages, lowest batch/row first); wrong shapes, dtypes,
+// devices; the cudaMalloc path; no scratch leaks.
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -50,6 +53,15 @@ std::vector<float> gen_coarse(int64_t B, int64_t R, int64_t N, std::mt19937& g) 
   std::uniform_int_distribution<int> d(0, 3);
   std::vector<float> v(static_cast<size_t>(B * R * N));
   for (auto& x : v) x = static_cast<float>(d(g)) / 8.0f;
+  return v;
+}
+
+// Over 14 decades, some negatives: even the f64 gains round, so the exact 0
+// of a fully covered column comes only from its count of positive terms.
+std::vector<float> gen_wide(int64_t B, int64_t R, int64_t N, std::mt19937& g) {
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> v(static_cast<size_t>(B * R * N));
+  for (auto& x : v) x = u(g) < 0.6f ? u(g) * std::pow(10.0f, -14.0f * u(g)) : -u(g);
   return v;
 }
 
@@ -436,6 +448,8 @@ int main() {
       {"coarse ties", 2, 5, 31, 31, f32, gen_coarse},
       {"coarse ties, N > block", 1, 30, 600, 50, f32, gen_coarse},
       {"coarse ties, f16, strided", 1, 13, 263, 30, f16, gen_coarse, 0.1, 2, 9},
+      {"14 decades, k = N (zero gains tie)", 1, 50, 120, 120, f32, gen_wide},
+      {"14 decades, k = N, N > block", 2, 7, 300, 300, f32, gen_wide},
       {"softmax R = 592 (MMTok)", 1, 592, 576, 64, f32, gen_softmax},
       {"softmax, bf16, batch 2", 2, 80, 577, 20, bf16, gen_softmax},
       {"softmax, f16, exclude", 1, 37, 1000, 30, f16, gen_softmax, 0.25},
