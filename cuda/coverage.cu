@@ -302,15 +302,15 @@ __global__ void __launch_bounds__(kCovThreads)
   if (j >= N) return;
   const T* col = c + b * stride_b + j;
   double g = 0.0;
-  int live = 0;
+  int positive = 0;
 #pragma unroll 8  // independent loads ahead of the one chain of additions
   for (int64_t r = 0; r < R; ++r) {
     const float c = load_f32(col + r * stride_r);
-    live += c > 0.0f ? 1 : 0;
+    positive += c > 0.0f ? 1 : 0;
     g = g + coverage_term(c, 0.0f, INFINITY);
   }
-  terms[b * N + j] = live;
-  gain[b * N + j] = live == 0 ? 0.0 : g;
+  terms[b * N + j] = positive;
+  gain[b * N + j] = positive == 0 ? 0.0 : g;
 }
 
 template <typename T>
@@ -426,15 +426,15 @@ __global__ void __launch_bounds__(kThreads) coverage_greedy_kernel(CoverageGreed
         for (int64_t j = tid; j < N; j += kThreads) {
           if (mark[j] != kCovLive) continue;  // never read again: the CPU's value is not needed
           double g = gain[j];
-          int live = terms[j];
+          int positive = terms[j];
           for (int e = 0; e < count; ++e) {
             const float cj = load_f32(x + static_cast<int64_t>(raised_r[e]) * a.stride_r + j);
             const float from = raised_from[e], to = raised_to[e];
-            live -= cj > from && cj <= to ? 1 : 0;  // its term is gone
+            positive -= cj > from && cj <= to ? 1 : 0;  // its term is gone
             g = g - coverage_term(cj, from, to);
           }
-          terms[j] = live;
-          gain[j] = live == 0 ? 0.0 : g;
+          terms[j] = positive;
+          gain[j] = positive == 0 ? 0.0 : g;
         }
       __syncthreads();  // the list and warp_count are rewritten by the next chunk
     }
