@@ -3,16 +3,16 @@
  * test/coverage.test.ts checks against the float64 reference). Both back
  * ends keep each gain in float64, updated with the same operations in the
  * same row order, and break ties toward the lower column, so picks, pick
- * order and gains must be identical — the gains bit for bit. Skipped, with the reason printed, without a usable CUDA
- * device. (mmTok end to end on the device is tested with the MMTok coverage
- * kernel.)
+ * order and gains must be identical — the gains bit for bit. Skipped, with
+ * the reason printed, without a usable CUDA device. (mmTok end to end on the
+ * device is tested with the MMTok coverage kernel.)
  */
 import { FloatDType, maxCoverage, maxCoverageSync, Tensor, toHalfBits } from '../lib';
 import { describeCuda, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
 
 const dev = 'cuda:0';
 
-type Kind = 'mixed' | 'coarse' | 'duplicates' | 'equal' | 'zero' | 'softmax';
+type Kind = 'mixed' | 'coarse' | 'duplicates' | 'equal' | 'zero' | 'softmax' | 'wide';
 
 /** Coverage values [B, R, N] (before rounding to the dtype). */
 function values(B: number, R: number, N: number, kind: Kind, seed: number): number[] {
@@ -38,6 +38,9 @@ function values(B: number, R: number, N: number, kind: Kind, seed: number): numb
       const a = r();
       const mixed = a < 0.6 ? r() * r() : a < 0.85 ? -r() * 0.1 : 0;
       if (kind === 'mixed') out[i] = mixed;
+      // Over 14 decades: even the float64 gains round, so a fully covered
+      // column's exact 0 comes only from its count of positive terms.
+      else if (kind === 'wide') out[i] = a < 0.6 ? r() * 10 ** (-14 * r()) : -r();
       else if (kind === 'coarse') out[i] = Math.floor(r() * 4) / 8; // exact sums: many exact ties
       else if (kind === 'equal') out[i] = c; // every column the same
       else if (kind === 'zero') out[i] = 0;
@@ -81,6 +84,8 @@ describeCuda('CUDA maxCoverage', () => {
     [4, 608, 576, 64, 'bf16', 'softmax', 0.2],
     [2, 80, 2880, 288, 'f16', 'softmax', 0],
     [1, 30, 1031, 1031, 'f32', 'coarse', 0],
+    [1, 50, 120, 120, 'f32', 'wide', 0],
+    [2, 7, 300, 250, 'f32', 'wide', 0.1],
     [2, 6, 613, 200, 'bf16', 'duplicates', 0.2],
     [1, 4, 300, 300, 'f16', 'equal', 0],
     [2, 3, 290, 100, 'f32', 'zero', 0.5],
