@@ -112,14 +112,20 @@ void distance_matrix(const Segment& s, DistanceMetric metric, float* nn, float* 
                    matrix[j * n + i] = d;
                  }
              });
-  auto finish = [&](int64_t i) {
-    const float* row = matrix + i * n;
-    nn[i] = std::min(isa().min(row, i), isa().min(row + i + 1, n - i - 1));
+  // Rows in tasks of ~16K entries: a pool task per row (a few dozen
+  // nanoseconds of work each) costs more in hand-offs than the minima.
+  const int64_t rows_per_task = std::max<int64_t>(1, 16384 / std::max<int64_t>(1, n));
+  const int64_t tasks = (n + rows_per_task - 1) / rows_per_task;
+  auto finish = [&](int64_t t) {
+    for (int64_t i = t * rows_per_task; i < std::min(n, (t + 1) * rows_per_task); ++i) {
+      const float* row = matrix + i * n;
+      nn[i] = std::min(isa().min(row, i), isa().min(row + i + 1, n - i - 1));
+    }
   };
   if (parallel)
-    parallel_for(n, finish);
+    parallel_for(tasks, finish);
   else
-    for (int64_t i = 0; i < n; ++i) finish(i);
+    for (int64_t t = 0; t < tasks; ++t) finish(t);
 }
 
 // Nearest-neighbour distance of every active row (excluding itself); fills
