@@ -8,6 +8,7 @@
 #include <string>
 
 #include "binding/device_buffer.h"
+#include "binding/staging_pool.h"
 #include "tokensieve/runtime.h"
 
 namespace tokensieve {
@@ -163,21 +164,22 @@ void* CallContext::stage(const Napi::Value& array, napi_value arraybuffer, void*
   if (!async_ || bytes == 0) return data;
   bool plain = false;  // false for a SharedArrayBuffer, which cannot be detached or shrunk
   if (napi_is_arraybuffer(env_, arraybuffer, &plain) != napi_ok || !plain) return data;
-  void* copy = std::aligned_alloc(64, (bytes + 63) / 64 * 64);
+  std::shared_ptr<char> copy = staging_block(bytes);
   if (copy == nullptr) {
     fail(Code::kRange, std::string("out of host memory while staging ") + name + " for an async call");
     return data;
   }
-  std::memcpy(copy, data, bytes);
+  std::memcpy(copy.get(), data, bytes);
+  void* const where = copy.get();
   Staged st;
-  st.copy = std::shared_ptr<char>(static_cast<char*>(copy), std::free);
+  st.copy = std::move(copy);
   st.bytes = bytes;
   st.array = array.As<Napi::Object>();
   st.byte_offset = byte_offset;
   st.output = output;
   st.name = name;
   staged_.push_back(std::move(st));
-  return copy;
+  return where;
 }
 
 TensorView CallContext::view(size_t i, const char* name, bool optional, bool output) {

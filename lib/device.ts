@@ -183,3 +183,29 @@ export function deviceMemory(): DeviceMemory {
   const m = native().deviceMemory();
   return { bytes: m.bytes, buffers: m.buffers };
 }
+
+export interface StagingCache {
+  /** Bytes of idle host blocks kept for the next async calls. */
+  bytes: number;
+  /** How many blocks hold them. */
+  blocks: number;
+}
+
+/**
+ * The Promise API copies the host data a call reads and writes into memory
+ * the job owns (JS could otherwise detach or shrink an ArrayBuffer while a
+ * kernel reads it). Those blocks of 64 KiB and more are kept when the call
+ * ends and reused by the next calls of a similar size, so that they do not
+ * pay a page fault per 4 KiB every time. At most a sixteenth of the
+ * machine's memory (and 256 MiB) is kept idle; blocks idle for 5 seconds are
+ * freed at the next async call. This reports what is kept now.
+ */
+export function stagingCache(): StagingCache {
+  const m = native().stagingCache();
+  return { bytes: m.bytes, blocks: m.blocks };
+}
+
+/** Frees every idle block of the staging cache now; returns the bytes freed. */
+export function emptyStagingCache(): number {
+  return native().emptyStagingCache();
+}

@@ -10,7 +10,7 @@ import {
   attentionScores, attentionScoresSync, bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, divPruneSync, errorReport, fromHalfBits,
   gather, gatherSync, HostTensorLike, kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mergeSource, mergeSourceSync,
   mergeSync, mmtokCoverage, mmtokCoverageSync, mmTokSync, patchMasks, quantize, quantizeSync, reduceAttention, reduceAttentionSync, stcScores,
-  stcScoresSync, Tensor, toHalfBits, TokenSieveError, toMe, topkSync, vtcClsSync,
+  stcScoresSync, Tensor, toHalfBits, TokenSieveError, toMe, topkSync, vtcClsSync, stagingCache, emptyStagingCache,
 } from '../lib';
 import { CallOutputs } from '../lib/kernels/common';
 import { expectCode, randn } from './helpers';
@@ -43,6 +43,67 @@ describe('memory taken away while an async call runs', () => {
       expect(out.tomesd).toBe('rejected ERR_RANGE');
     });
   }
+});
+
+describe('async calls stage host data in reused blocks (binding/staging_pool.cc)', () => {
+  // gather over x [1, 500, 96] (192,000 bytes staged) into out [1, 400, 96]
+  // (153,600 bytes staged, copied back): both over the pool's 64 KiB floor.
+  const N = 500, C = 96, K = 400;
+  const idx = { data: Int32Array.from({ length: K }, (_, i) => (i * 37 + 11) % N), shape: [1, K] };
+  const input = (seed: number) => ({ data: Float32Array.from(randn(N * C, seed)), shape: [1, N, C] });
+  const poisoned = () => ({ data: new Float32Array(K * C).fill(NaN), shape: [1, K, C] });
+  const same = (got: Tensor, want: Tensor) => {
+    const g = got.toArray(), w = want.toArray();
+    expect(g.length).toBe(w.length);
+    expect(g.every((v, i) => Object.is(v, w[i]))).toBe(true);
+  };
+
+  test('a second call of the same size reuses the blocks, and reads its own data', async () => {
+    emptyStagingCache();
+    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
+    const a = input(1), b = input(2);
+    same(await gather(a, idx, { out: poisoned() }), gatherSync(a, idx));
+    const after1 = stagingCache();
+    expect(after1.blocks).toBe(2); // x and out, returned when the call resolved
+    expect(after1.bytes).toBeGreaterThanOrEqual(N * C * 4 + K * C * 4);
+    expect(after1.bytes).toBeLessThanOrEqual(1.25 * (N * C * 4 + K * C * 4));
+    // Blocks still holding a's data and a's result: b's answer must not see them.
+    same(await gather(b, idx, { out: poisoned() }), gatherSync(b, idx));
+    expect(stagingCache()).toEqual(after1);
+  });
+
+  test('concurrent calls each get their own block', async () => {
+    emptyStagingCache();
+    const xs = Array.from({ length: 6 }, (_, i) => input(10 + i));
+    const got = await Promise.all(xs.map((x) => gather(x, idx, { out: poisoned() })));
+    got.forEach((g, i) => same(g, gatherSync(xs[i], idx)));
+    const st = stagingCache();
+    expect(st.blocks).toBeGreaterThanOrEqual(2);
+    expect(st.blocks).toBeLessThanOrEqual(12);
+  });
+
+  test('small spans are not kept, and emptyStagingCache frees the rest', async () => {
+    emptyStagingCache();
+    const small = { data: Float32Array.from(randn(8 * C, 3)), shape: [1, 8, C] }; // 3 KB
+    same(await gather(small, { data: new Int32Array([7, 0, 3]), shape: [1, 3] }), gatherSync(small, { data: new Int32Array([7, 0, 3]), shape: [1, 3] }));
+    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
+    await gather(input(4), idx);
+    const held = stagingCache().bytes;
+    expect(held).toBeGreaterThan(0);
+    expect(emptyStagingCache()).toBe(held);
+    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(emptyStagingCache()).toBe(0);
+  });
+
+  test('blocks idle for over 5 s are freed at the next async call', async () => {
+    emptyStagingCache();
+    await gather(input(5), idx, { out: poisoned() });
+    expect(stagingCache().blocks).toBe(2);
+    await new Promise((r) => setTimeout(r, 5300));
+    const small = { data: Float32Array.from(randn(8 * C, 6)), shape: [1, 8, C] };
+    await gather(small, { data: new Int32Array([1]), shape: [1, 1] }); // small: takes nothing from the pool
+    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
+  }, 20000);
 });
 
 describe('huge outputs are refused before anything is allocated', () => {
