@@ -269,7 +269,11 @@ TensorView CallContext::view(size_t i, const char* name, bool optional, bool out
     }
     const size_t first_byte = static_cast<size_t>(offset) * esize;
     t.data = static_cast<char*>(ta.data) + first_byte;
-    if (!empty)
+    // meta[16] == 1: an output this call allocated (lib/tensor.ts markFresh),
+    // which no JS outside the library can reach until the call completes:
+    // written in place.
+    const bool fresh_output = output && mlen > 16 && m[16] == 1;
+    if (!empty && !fresh_output)
       t.data = stage(mem, ta.arraybuffer, t.data, first_byte, static_cast<size_t>(last + 1 - offset) * esize, output,
                      name);
     return t;

@@ -71,7 +71,9 @@ class CallContext {
   TensorView tensor(size_t i, const char* name, bool optional = false);
   // An output tensor. For async calls, host output in an ArrayBuffer is staged
   // too and copied back when the job completes; if its buffer was detached or
-  // shrunk meanwhile, the call rejects with ERR_RANGE.
+  // shrunk meanwhile, the call rejects with ERR_RANGE. Outputs the call
+  // allocated itself (meta[16] == 1) are written in place: JS cannot reach
+  // them before the call completes.
   TensorView output(size_t i, const char* name, bool optional = false);
   // info[i]: a Float64Array of at least n scalars.
   const double* params(size_t i, size_t n);

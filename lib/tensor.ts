@@ -49,8 +49,27 @@ export interface DevicePointerSpec {
 
 const INTERNAL = Symbol('tokensieve.tensor');
 
-/** Length of a descriptor's meta array: [dtype, device, offset, ndim] + 6 shape + 6 strides. */
-const META_LENGTH = 16;
+/**
+ * Length of a descriptor's meta array: [dtype, device, offset, ndim] + 6
+ * shape + 6 strides, then meta[16]: 1 for an output allocated by the call
+ * being made (see markFresh).
+ */
+const META_LENGTH = 17;
+
+/**
+ * Outputs the call being planned allocated itself. No JS outside the library
+ * holds them until the call completes, so nothing can detach or shrink their
+ * buffers while it runs: an async call writes them in place instead of into
+ * a staged copy (binding/common.cc), which saves two copies on the event
+ * loop's thread and moves their first-touch page faults to the worker.
+ */
+const freshOutputs = new WeakSet<Tensor>();
+
+/** @internal Marks (or unmarks) a host tensor as an output of the call being made. */
+export function markFresh(t: Tensor, fresh: boolean): void {
+  if (fresh) freshOutputs.add(t);
+  else freshOutputs.delete(t);
+}
 
 interface TensorInit {
   dtype: DType;
@@ -402,7 +421,7 @@ export class Tensor {
   descriptor(name: string, shape: readonly number[] = this.shape, strides: readonly number[] = this.strides): NativeTensor {
     this.assertReadable(name);
     const rank = shape.length;
-    // Always 16 doubles (128 bytes): past V8's 64-byte on-heap limit, so the
+    // Always 17 doubles (136 bytes): past V8's 64-byte on-heap limit, so the
     // addon reads it in place instead of V8 copying it out of the heap.
     const meta = new Float64Array(META_LENGTH);
     meta[0] = DTYPE_CODE[this.dtype];
@@ -413,6 +432,7 @@ export class Tensor {
       meta[4 + i] = shape[i];
       meta[4 + rank + i] = strides[i];
     }
+    meta[16] = freshOutputs.has(this) ? 1 : 0;
     const mem = this._s.data ?? this._s.buffer ?? (this._s.ptr as bigint);
     return { meta, mem };
   }

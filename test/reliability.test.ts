@@ -9,7 +9,7 @@ import * as path from 'path';
 import {
   attentionScores, attentionScoresSync, bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, divPruneSync, errorReport, fromHalfBits,
   gather, gatherSync, HostTensorLike, kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mergeSource, mergeSourceSync,
-  mergeSync, mmtokCoverage, mmtokCoverageSync, mmTokSync, patchMasks, quantize, quantizeSync, reduceAttention, reduceAttentionSync, stcScores,
+  mergeSync, mmtokCoverage, mmtokCoverageSync, mmTok, mmTokSync, patchMasks, quantize, quantizeSync, reduceAttention, reduceAttentionSync, stcScores,
   stcScoresSync, Tensor, toHalfBits, TokenSieveError, toMe, topkSync, vtcClsSync, stagingCache, emptyStagingCache,
 } from '../lib';
 import { CallOutputs } from '../lib/kernels/common';
@@ -70,6 +70,25 @@ describe('async calls stage host data in reused blocks (binding/staging_pool.cc)
     // Blocks still holding a's data and a's result: b's answer must not see them.
     same(await gather(b, idx, { out: poisoned() }), gatherSync(b, idx));
     expect(stagingCache()).toEqual(after1);
+  });
+
+  test("outputs the call allocates are written in place; once returned, they are staged like any user buffer", async () => {
+    emptyStagingCache();
+    const a = input(7), b = input(8);
+    const r = await gather(a, idx);
+    same(r, gatherSync(a, idx));
+    expect(stagingCache().blocks).toBe(1); // x only: the fresh output was not staged
+    // The result passed back as `out` is the user's now: taken away mid-call, the call rejects.
+    const p = gather(b, idx, { out: r });
+    structuredClone(r.data.buffer, { transfer: [r.data.buffer as ArrayBuffer] });
+    await expect(p).rejects.toMatchObject({ code: 'ERR_RANGE' });
+    // A method's later step reads an output of an earlier one: still equal to Sync.
+    const text = { data: Float32Array.from(randn(5 * C, 9)), shape: [1, 5, C] };
+    const vis = { data: Float32Array.from(randn(N * C, 10)), shape: [1, N, C] };
+    const want = mmTokSync({ text, vision: vis }, { keep: 40 });
+    const got = await mmTok({ text, vision: vis }, { keep: 40 });
+    same(got.indices, want.indices);
+    same(got.gains as Tensor, want.gains as Tensor);
   });
 
   test('concurrent calls each get their own block', async () => {

@@ -6,7 +6,7 @@ import { DType, DTYPE_SIZE, isFloatDType } from '../dtype';
 import { Device, deviceOf, requireCuda } from '../device';
 import { callerName, describe, fromNative, invalid, makeError, renamed, TokenSieveError } from '../errors';
 export { asCaller, callerName } from '../errors';
-import { allocate, Tensor, TensorLike, toTensor } from '../tensor';
+import { allocate, markFresh, Tensor, TensorLike, toTensor } from '../tensor';
 
 /** Rejects unknown option names (a typo must not silently fall back to a default). */
 export function checkOptions(op: string, opts: unknown, allowed: readonly string[]): Record<string, unknown> {
@@ -166,9 +166,19 @@ export class CallOutputs {
   }
   empty(shape: readonly number[], dtype: DType, device: Device, opts: { stream?: bigint; uninitialized?: boolean } = {}): Tensor {
     const t = allocate(this.op, shape, dtype, device, opts, this._hostBytes);
-    if (t.isHost) this._hostBytes += t.numel * DTYPE_SIZE[dtype];
+    if (t.isHost) {
+      this._hostBytes += t.numel * DTYPE_SIZE[dtype];
+      markFresh(t, true);
+    }
     this._made.push(t);
     return t;
+  }
+  /**
+   * Called once the native call has been made (its descriptors read): from
+   * here on the outputs may reach the user, so later calls stage them.
+   */
+  sealFresh(): void {
+    for (const t of this._made) markFresh(t, false);
   }
   /** Takes ownership of a tensor made another way (e.g. a copy to the device). */
   adopt<T extends Tensor | undefined>(t: T): T {
@@ -210,11 +220,13 @@ export function runOp<R>(opName: string, plan: (outs: CallOutputs) => OpPlan<R>)
   try {
     p.call?.(false);
   } catch (e) {
+    outs.sealFresh();
     outs.release();
     throw fromNative(e, op);
   } finally {
     p.cleanup?.();
   }
+  outs.sealFresh();
   return p.result;
 }
 
@@ -224,8 +236,11 @@ export async function runOpAsync<R>(opName: string, site: { stack?: string }, pl
   const outs = new CallOutputs(op);
   const p = planned(op, plan, outs);
   try {
-    await p.call?.(true);
+    const pending = p.call?.(true);
+    outs.sealFresh(); // the descriptors are read: nothing marked may reach the user
+    await pending;
   } catch (e) {
+    outs.sealFresh();
     outs.release();
     throw fromNative(e, op, site);
   } finally {
