@@ -47,6 +47,11 @@ struct IsaKernels {
   // two gemm_tile calls.
   void (*gemm_tile_wide)(const float* a, int64_t a_row, int64_t a_depth, int rows, const float* panel,
                          int64_t panel_stride, int64_t depth, float* part, int64_t ldp, bool resume);
+  // gemm_tile over three panels (48 columns; panel p at panel + p *
+  // panel_stride): with AVX-512, rows × 3 zmm accumulators, so each
+  // broadcast row value feeds three FMAs; elsewhere three gemm_tile calls.
+  void (*gemm_tile_triple)(const float* a, int64_t a_row, int64_t a_depth, int rows, const float* panel,
+                           int64_t panel_stride, int64_t depth, float* part, int64_t ldp, bool resume);
   // panel[c*kColTile + j] = rows[j*ld + c] for j < nrows (<= kColTile), c < C;
   // zero for j >= nrows: up to 16 rows transposed into one packed panel.
   void (*pack_panel)(const float* rows, int64_t ld, int nrows, int64_t C, float* panel);
@@ -121,10 +126,10 @@ struct IsaKernels {
   // zmm); returns a value that depends on all of them.
   float (*fma_probe)(int64_t iters, float seed);
   int fma_lanes;
-  // Rows per gemm_tile / gemm_tile_wide call this set is built for (they
-  // take 1..tile_rows): kGemmRows (6) for the ymm tiles, 8 for the zmm one
-  // (8 rows × 2 panels = 16 accumulators of 32 registers, and a 16-row
-  // panel splits 8 + 8 instead of 6 + 6 + 4).
+  // Rows per gemm_tile / gemm_tile_wide / gemm_tile_triple call this set is
+  // built for (they take 1..tile_rows): kGemmRows (6) for the ymm tiles, 8
+  // for the zmm one (8 rows × 3 panels = 24 accumulators of 32 registers,
+  // and a 16-row panel splits 8 + 8 instead of 6 + 6 + 4).
   int tile_rows;
 };
 
