@@ -8,7 +8,7 @@
 #include <string>
 
 #include "binding/device_buffer.h"
-#include "binding/staging_pool.h"
+#include "cpu/host_pool.h"
 #include "tokensieve/runtime.h"
 
 namespace tokensieve {
@@ -164,7 +164,7 @@ void* CallContext::stage(const Napi::Value& array, napi_value arraybuffer, void*
   if (!async_ || bytes == 0) return data;
   bool plain = false;  // false for a SharedArrayBuffer, which cannot be detached or shrunk
   if (napi_is_arraybuffer(env_, arraybuffer, &plain) != napi_ok || !plain) return data;
-  std::shared_ptr<char> copy = staging_block(bytes);
+  std::shared_ptr<char> copy = cpu::host_block(bytes);
   if (copy == nullptr) {
     fail(Code::kRange, std::string("out of host memory while staging ") + name + " for an async call");
     return data;

@@ -5,7 +5,7 @@
 
 #include "binding/common.h"
 #include "binding/device_buffer.h"
-#include "binding/staging_pool.h"
+#include "cpu/host_pool.h"
 #include "tokensieve/runtime.h"
 
 namespace tokensieve {
@@ -184,18 +184,18 @@ Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
   return o;
 }
 
-// stagingCache(): the idle host blocks kept for async calls' staged copies
-// (binding/staging_pool.h); emptyStagingCache() frees them.
-Napi::Value StagingCache(const Napi::CallbackInfo& info) {
-  const StagingCacheStats st = staging_cache_stats();
+// hostCache(): the idle host blocks kept for reuse (cpu/host_pool.h);
+// emptyHostCache() frees them.
+Napi::Value HostCache(const Napi::CallbackInfo& info) {
+  const cpu::HostCacheStats st = cpu::host_cache_stats();
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("bytes", static_cast<double>(st.idle_bytes));
   o.Set("blocks", static_cast<double>(st.idle_blocks));
   return o;
 }
 
-Napi::Value EmptyStagingCache(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(empty_staging_cache()));
+Napi::Value EmptyHostCache(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(cpu::empty_host_cache()));
 }
 
 }  // namespace
@@ -207,8 +207,8 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("defaultThreads", Napi::Function::New<DefaultThreads>(env, "defaultThreads"));
   exports.Set("measureRoof", Napi::Function::New<MeasureRoof>(env, "measureRoof"));
   exports.Set("deviceMemory", Napi::Function::New<DeviceMemory>(env, "deviceMemory"));
-  exports.Set("stagingCache", Napi::Function::New<StagingCache>(env, "stagingCache"));
-  exports.Set("emptyStagingCache", Napi::Function::New<EmptyStagingCache>(env, "emptyStagingCache"));
+  exports.Set("hostCache", Napi::Function::New<HostCache>(env, "hostCache"));
+  exports.Set("emptyHostCache", Napi::Function::New<EmptyHostCache>(env, "emptyHostCache"));
   exports.Set("gemmNtCheck", Napi::Function::New<GemmNtCheck>(env, "gemmNtCheck"));
   exports.Set("normaliseCheck", Napi::Function::New<NormaliseCheck>(env, "normaliseCheck"));
   exports.Set("noopKernel", Napi::Function::New<NoopKernel>(env, "noopKernel"));

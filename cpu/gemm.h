@@ -22,9 +22,11 @@
 #include <algorithm>
 #include <cstdint>
 #include <memory>
+#include <new>
 #include <utility>
 #include <vector>
 
+#include "cpu/host_pool.h"
 #include "cpu/isa.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/runtime.h"
@@ -165,38 +167,39 @@ void gemm_nt(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t C, float* 
 
 // Grow-only f32 scratch owned by one thread: large inputs are packed into it
 // call after call without fresh pages (a new 10 MB allocation costs more in
-// page faults than the packing itself). A buffer above kKeepBytes is freed
-// at the end of the call that needed it, so a thread keeps at most a few
-// such buffers of 16 MiB (enough for 1,024 tokens x 4,096 channels) between
-// calls; larger problems pay the page faults, small against their products.
-// Plain operator new, 16 floats more, the pointer rounded up to 64 bytes
-// (so that packed panels can take non-temporal stores). Not aligned_alloc:
-// it gave the same speed where the buffer is kept, and where it is not (the
-// 33 MB distance matrix of k-center 2880×1024, freed after each call) most
-// calls took 87 ms instead of 31, the extra time in page faults (perf), with
-// glibc 2.36 on the Zen 5 VM.
+// page faults than the packing itself). A buffer up to kKeepBytes stays
+// with the thread between calls (enough for 1,024 tokens x 4,096 channels);
+// a larger one goes back to the host cache (cpu/host_pool.h) at the end of
+// the call that needed it, and the next call of the same size class, on
+// any thread, takes it back warm: k-center 2880×4096 (47 MB of panels and a
+// 33 MB distance matrix) spent a third of each call in page faults when
+// these were freed after every call (Zen 5 VM, ~11 µs per 4 KiB page).
+// 64-byte aligned (packed panels take non-temporal stores). Throws
+// std::bad_alloc when out of memory (ERR_RANGE at the binding).
 class Scratch {
  public:
   static constexpr size_t kKeepBytes = size_t{16} << 20;
   float* get(int64_t n) {
-    const size_t want = static_cast<size_t>(n);
-    if (want > size_) {
-      data_.reset(new float[want + 16]);
-      size_ = want;
+    const size_t want = static_cast<size_t>(n) * sizeof(float);
+    if (want > bytes_ || block_ == nullptr) {
+      block_.reset();  // back to the cache first: a same-class request may take it
+      block_ = host_block(std::max<size_t>(want, sizeof(float)));
+      if (block_ == nullptr) throw std::bad_alloc();
+      bytes_ = want;
     }
-    return reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(data_.get()) + 63) & ~uintptr_t{63});
+    return reinterpret_cast<float*>(block_.get());
   }
-  // Frees the buffer when it grew past kKeepBytes.
+  // Returns the buffer to the host cache when it grew past kKeepBytes.
   void trim() {
-    if (size_ * sizeof(float) > kKeepBytes) {
-      data_.reset();
-      size_ = 0;
+    if (bytes_ > kKeepBytes) {
+      block_.reset();
+      bytes_ = 0;
     }
   }
 
  private:
-  std::unique_ptr<float[]> data_;
-  size_t size_ = 0;
+  std::shared_ptr<char> block_;
+  size_t bytes_ = 0;
 };
 
 }  // namespace cpu

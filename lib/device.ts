@@ -184,28 +184,31 @@ export function deviceMemory(): DeviceMemory {
   return { bytes: m.bytes, buffers: m.buffers };
 }
 
-export interface StagingCache {
-  /** Bytes of idle host blocks kept for the next async calls. */
+export interface HostCache {
+  /** Bytes of idle host blocks kept for reuse. */
   bytes: number;
   /** How many blocks hold them. */
   blocks: number;
 }
 
 /**
- * The Promise API copies the host data a call reads and writes into memory
- * the job owns (JS could otherwise detach or shrink an ArrayBuffer while a
- * kernel reads it). Those blocks of 64 KiB and more are kept when the call
- * ends and reused by the next calls of a similar size, so that they do not
- * pay a page fault per 4 KiB every time. At most a sixteenth of the
- * machine's memory (and 256 MiB) is kept idle; blocks idle for 5 seconds are
- * freed at the next async call. This reports what is kept now.
+ * Large host blocks tokensieve keeps for reuse: the copies the Promise API
+ * makes of the host data a call reads and writes (JS could otherwise detach
+ * or shrink an ArrayBuffer while a kernel reads it), and the CPU kernels'
+ * scratch above 16 MiB (packed panels, distance matrices). A block of
+ * 64 KiB or more goes back to this cache when its call ends and is reused by
+ * the next call of a similar size, so it does not pay a page fault per
+ * 4 KiB every time. At most a sixteenth of the machine's memory (and
+ * 256 MiB) is kept idle, and a background thread frees blocks idle for
+ * 5 s. This reports what is kept now (outputs are never in it: they belong
+ * to their tensors).
  */
-export function stagingCache(): StagingCache {
-  const m = native().stagingCache();
+export function hostCache(): HostCache {
+  const m = native().hostCache();
   return { bytes: m.bytes, blocks: m.blocks };
 }
 
-/** Frees every idle block of the staging cache now; returns the bytes freed. */
-export function emptyStagingCache(): number {
-  return native().emptyStagingCache();
+/** Frees every idle block of the host cache now; returns the bytes freed. */
+export function emptyHostCache(): number {
+  return native().emptyHostCache();
 }

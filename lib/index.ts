@@ -17,8 +17,8 @@ export {
   bf16BitsToF32,
 } from './dtype';
 export type { DType, FloatDType, HostData } from './dtype';
-export { info, cudaAvailable, cudaUnavailableReason, setThreads, getThreads, deviceMemory, stagingCache, emptyStagingCache } from './device';
-export type { Device, DeviceLike, Info, CudaDeviceInfo, DeviceMemory, StagingCache } from './device';
+export { info, cudaAvailable, cudaUnavailableReason, setThreads, getThreads, deviceMemory, hostCache, emptyHostCache } from './device';
+export type { Device, DeviceLike, Info, CudaDeviceInfo, DeviceMemory, HostCache } from './device';
 export { TokenSieveError, TokenSieveTypeError, TokenSieveRangeError, isTokenSieveError } from './errors';
 export type { ErrorCode, TokenSieveAnyError } from './errors';
 export {

@@ -10,7 +10,7 @@ import {
   attentionScores, attentionScoresSync, bipartiteSoftMatch, bipartiteSoftMatchSync, contextualMergeSync, divPruneSync, errorReport, fromHalfBits,
   gather, gatherSync, HostTensorLike, kCenter, kCenterSync, kMedoids, kMedoidsSync, maxCoverage, maxCoverageSync, mergeSource, mergeSourceSync,
   mergeSync, mmtokCoverage, mmtokCoverageSync, mmTok, mmTokSync, patchMasks, quantize, quantizeSync, reduceAttention, reduceAttentionSync, stcScores,
-  stcScoresSync, Tensor, toHalfBits, TokenSieveError, toMe, topkSync, vtcClsSync, stagingCache, emptyStagingCache,
+  stcScoresSync, Tensor, toHalfBits, TokenSieveError, toMe, topkSync, vtcClsSync, hostCache, emptyHostCache,
 } from '../lib';
 import { CallOutputs } from '../lib/kernels/common';
 import { expectCode, randn } from './helpers';
@@ -45,7 +45,7 @@ describe('memory taken away while an async call runs', () => {
   }
 });
 
-describe('async calls stage host data in reused blocks (binding/staging_pool.cc)', () => {
+describe('large host blocks are reused: async staging and kernel scratch (cpu/host_pool.cc)', () => {
   // gather over x [1, 500, 96] (192,000 bytes staged) into out [1, 400, 96]
   // (153,600 bytes staged, copied back): both over the pool's 64 KiB floor.
   const N = 500, C = 96, K = 400;
@@ -59,25 +59,25 @@ describe('async calls stage host data in reused blocks (binding/staging_pool.cc)
   };
 
   test('a second call of the same size reuses the blocks, and reads its own data', async () => {
-    emptyStagingCache();
-    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
+    emptyHostCache();
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
     const a = input(1), b = input(2);
     same(await gather(a, idx, { out: poisoned() }), gatherSync(a, idx));
-    const after1 = stagingCache();
+    const after1 = hostCache();
     expect(after1.blocks).toBe(2); // x and out, returned when the call resolved
     expect(after1.bytes).toBeGreaterThanOrEqual(N * C * 4 + K * C * 4);
     expect(after1.bytes).toBeLessThanOrEqual(1.25 * (N * C * 4 + K * C * 4));
     // Blocks still holding a's data and a's result: b's answer must not see them.
     same(await gather(b, idx, { out: poisoned() }), gatherSync(b, idx));
-    expect(stagingCache()).toEqual(after1);
+    expect(hostCache()).toEqual(after1);
   });
 
   test("outputs the call allocates are written in place; once returned, they are staged like any user buffer", async () => {
-    emptyStagingCache();
+    emptyHostCache();
     const a = input(7), b = input(8);
     const r = await gather(a, idx);
     same(r, gatherSync(a, idx));
-    expect(stagingCache().blocks).toBe(1); // x only: the fresh output was not staged
+    expect(hostCache().blocks).toBe(1); // x only: the fresh output was not staged
     // The result passed back as `out` is the user's now: taken away mid-call, the call rejects.
     const p = gather(b, idx, { out: r });
     structuredClone(r.data.buffer, { transfer: [r.data.buffer as ArrayBuffer] });
@@ -92,37 +92,51 @@ describe('async calls stage host data in reused blocks (binding/staging_pool.cc)
   });
 
   test('concurrent calls each get their own block', async () => {
-    emptyStagingCache();
+    emptyHostCache();
     const xs = Array.from({ length: 6 }, (_, i) => input(10 + i));
     const got = await Promise.all(xs.map((x) => gather(x, idx, { out: poisoned() })));
     got.forEach((g, i) => same(g, gatherSync(xs[i], idx)));
-    const st = stagingCache();
+    const st = hostCache();
     expect(st.blocks).toBeGreaterThanOrEqual(2);
     expect(st.blocks).toBeLessThanOrEqual(12);
   });
 
-  test('small spans are not kept, and emptyStagingCache frees the rest', async () => {
-    emptyStagingCache();
+  test('small spans are not kept, and emptyHostCache frees the rest', async () => {
+    emptyHostCache();
     const small = { data: Float32Array.from(randn(8 * C, 3)), shape: [1, 8, C] }; // 3 KB
     same(await gather(small, { data: new Int32Array([7, 0, 3]), shape: [1, 3] }), gatherSync(small, { data: new Int32Array([7, 0, 3]), shape: [1, 3] }));
-    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
     await gather(input(4), idx);
-    const held = stagingCache().bytes;
+    const held = hostCache().bytes;
     expect(held).toBeGreaterThan(0);
-    expect(emptyStagingCache()).toBe(held);
-    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
-    expect(emptyStagingCache()).toBe(0);
+    expect(emptyHostCache()).toBe(held);
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(emptyHostCache()).toBe(0);
   });
 
-  test('blocks idle for over 5 s are freed at the next async call', async () => {
-    emptyStagingCache();
+  test('blocks idle for 5 s are freed by the background thread', async () => {
+    emptyHostCache();
     await gather(input(5), idx, { out: poisoned() });
-    expect(stagingCache().blocks).toBe(2);
-    await new Promise((r) => setTimeout(r, 5300));
-    const small = { data: Float32Array.from(randn(8 * C, 6)), shape: [1, 8, C] };
-    await gather(small, { data: new Int32Array([1]), shape: [1, 1] }); // small: takes nothing from the pool
-    expect(stagingCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(hostCache().blocks).toBe(2);
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(hostCache().blocks).toBe(2);
+    await new Promise((r) => setTimeout(r, 2600));
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
   }, 20000);
+
+  test('kernel scratch over 16 MiB goes back to the cache and is reused by the next call', () => {
+    // kCenter packs its rows as panels: 1,100 × 4,096 f32 is 18 MB, over what
+    // a thread keeps for itself (Scratch::kKeepBytes).
+    emptyHostCache();
+    const x = { data: Float32Array.from(randn(1100 * 4096, 11)), shape: [1, 1100, 4096] };
+    const first = kCenterSync(x, 9);
+    const held = hostCache();
+    expect(held.bytes).toBeGreaterThanOrEqual(1104 * 4096 * 4);
+    const second = kCenterSync(x, 9);
+    expect(hostCache()).toEqual(held);
+    expect(Array.from(second.indices.toArray())).toEqual(Array.from(first.indices.toArray()));
+    expect(Array.from(second.distances.toArray())).toEqual(Array.from(first.distances.toArray()));
+  });
 });
 
 describe('huge outputs are refused before anything is allocated', () => {

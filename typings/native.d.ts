@@ -84,10 +84,10 @@ export interface NativeModule {
    * them), and V8's external-memory count for this environment.
    */
   deviceMemory(): { bytes: number; buffers: number; objects: number; v8External: number };
-  /** The idle host blocks kept for async calls' staged copies (binding/staging_pool.h). */
-  stagingCache(): { bytes: number; blocks: number };
+  /** The idle host blocks kept for reuse (cpu/host_pool.h). */
+  hostCache(): { bytes: number; blocks: number };
   /** Frees them; returns the bytes freed. */
-  emptyStagingCache(): number;
+  emptyHostCache(): number;
   /** Every op's params slots by name (binding/params.h), as lib/native.ts's PARAM_NAMES declares them. */
   paramNames(): Record<string, string[]>;
   /**

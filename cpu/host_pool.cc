@@ -1,25 +1,27 @@
-#include "binding/staging_pool.h"
+#include "cpu/host_pool.h"
 
 #include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 namespace tokensieve {
-namespace binding {
+namespace cpu {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 constexpr size_t kMinPooled = size_t{64} << 10;
 constexpr size_t kIdleCapMax = size_t{256} << 20;
-constexpr auto kIdleSeconds = std::chrono::seconds(5);
+constexpr auto kIdleTime = std::chrono::seconds(5);
 
-// Four classes per power of two (at most 25% unused): a call whose spans
-// vary a little from one call to the next (top-k's k, a crop) still reuses.
+// Four classes per power of two (at most 25% unused): requests that vary a
+// little from one call to the next (top-k's k, a crop) still reuse a block.
 size_t size_class(size_t bytes) {
   if (bytes < kMinPooled) return (bytes + 63) / 64 * 64;
   const int log2 = 63 - __builtin_clzll(static_cast<unsigned long long>(bytes));
@@ -27,7 +29,7 @@ size_t size_class(size_t bytes) {
   return (bytes + step - 1) / step * step;
 }
 
-// An idle cap of a sixteenth of the machine's memory, at most kIdleCapMax.
+// A sixteenth of the machine's memory, at most kIdleCapMax.
 size_t idle_cap() {
   const long pages = sysconf(_SC_PHYS_PAGES);
   const long page = sysconf(_SC_PAGESIZE);
@@ -43,11 +45,9 @@ class Pool {
   }
 
   char* take(size_t cls) {
-    std::vector<char*> freed;
     char* p = nullptr;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      drop_stale(Clock::now(), &freed);
       // The most recently returned block of the class: the warmest in cache.
       for (size_t i = idle_.size(); i-- > 0;)
         if (idle_[i].size == cls) {
@@ -57,7 +57,6 @@ class Pool {
           break;
         }
     }
-    for (char* f : freed) std::free(f);
     if (p == nullptr) p = static_cast<char*>(std::aligned_alloc(64, cls));
     return p;
   }
@@ -66,12 +65,10 @@ class Pool {
     std::vector<char*> freed;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      const Clock::time_point now = Clock::now();
-      drop_stale(now, &freed);
       if (cls > cap_) {
         freed.push_back(p);
       } else {
-        idle_.push_back(Idle{p, cls, now});
+        idle_.push_back(Idle{p, cls, Clock::now()});
         idle_bytes_ += cls;
         // Oldest first (idle_ is in return order) until under the cap.
         size_t drop = 0;
@@ -80,24 +77,19 @@ class Pool {
           freed.push_back(idle_[drop++].p);
         }
         idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(drop));
+        if (!trimmer_started_) {
+          trimmer_started_ = true;
+          std::thread(&Pool::trim_loop, this).detach();
+        }
       }
     }
+    wake_.notify_one();
     for (char* f : freed) std::free(f);
   }
 
-  // Frees the blocks idle past kIdleSeconds (a call staging only small spans).
-  void trim() {
-    std::vector<char*> freed;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      drop_stale(Clock::now(), &freed);
-    }
-    for (char* f : freed) std::free(f);
-  }
-
-  StagingCacheStats stats() {
+  HostCacheStats stats() {
     std::lock_guard<std::mutex> lock(mu_);
-    return StagingCacheStats{idle_bytes_, idle_.size()};
+    return HostCacheStats{idle_bytes_, idle_.size()};
   }
 
   size_t empty() {
@@ -122,28 +114,47 @@ class Pool {
 
   Pool() : cap_(idle_cap()) {}
 
-  // Blocks idle past kIdleSeconds go (idle_ is in return order, oldest first).
-  void drop_stale(Clock::time_point now, std::vector<char*>* freed) {
-    size_t drop = 0;
-    while (drop < idle_.size() && now - idle_[drop].since > kIdleSeconds) {
-      idle_bytes_ -= idle_[drop].size;
-      freed->push_back(idle_[drop++].p);
+  // Frees blocks idle past kIdleTime, sleeping until the oldest one's time
+  // (or until a block comes back to an empty pool).
+  void trim_loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      if (idle_.empty()) {
+        wake_.wait(lock);
+        continue;
+      }
+      const Clock::time_point due = idle_.front().since + kIdleTime;
+      if (Clock::now() < due) {
+        wake_.wait_until(lock, due);
+        continue;
+      }
+      std::vector<char*> freed;
+      const Clock::time_point now = Clock::now();
+      size_t drop = 0;
+      while (drop < idle_.size() && now - idle_[drop].since >= kIdleTime) {
+        idle_bytes_ -= idle_[drop].size;
+        freed.push_back(idle_[drop++].p);
+      }
+      idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(drop));
+      lock.unlock();
+      for (char* f : freed) std::free(f);
+      lock.lock();
     }
-    idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(drop));
   }
 
   std::mutex mu_;
-  std::vector<Idle> idle_;
+  std::condition_variable wake_;
+  std::vector<Idle> idle_;  // in return order
   size_t idle_bytes_ = 0;
+  bool trimmer_started_ = false;
   const size_t cap_;
 };
 
 }  // namespace
 
-std::shared_ptr<char> staging_block(size_t bytes) {
+std::shared_ptr<char> host_block(size_t bytes) {
   const size_t cls = size_class(bytes);
   if (cls < kMinPooled) {
-    Pool::instance().trim();
     char* p = static_cast<char*>(std::aligned_alloc(64, cls));
     if (p == nullptr) return nullptr;
     return std::shared_ptr<char>(p, std::free);
@@ -153,9 +164,9 @@ std::shared_ptr<char> staging_block(size_t bytes) {
   return std::shared_ptr<char>(p, [cls](char* q) { Pool::instance().give(q, cls); });
 }
 
-StagingCacheStats staging_cache_stats() { return Pool::instance().stats(); }
+HostCacheStats host_cache_stats() { return Pool::instance().stats(); }
 
-size_t empty_staging_cache() { return Pool::instance().empty(); }
+size_t empty_host_cache() { return Pool::instance().empty(); }
 
-}  // namespace binding
+}  // namespace cpu
 }  // namespace tokensieve
