@@ -61,30 +61,40 @@ class Pool {
     return p;
   }
 
-  void give(char* p, size_t cls) {
-    std::vector<char*> freed;
+  // Runs in a shared_ptr deleter, so it must not throw: a block it cannot
+  // keep (no memory for the list, no trimmer thread) is freed instead.
+  void give(char* p, size_t cls) noexcept {
+    bool keep = cls <= cap_;
     {
       std::lock_guard<std::mutex> lock(mu_);
-      if (cls > cap_) {
-        freed.push_back(p);
-      } else {
-        idle_.push_back(Idle{p, cls, Clock::now()});
+      if (keep && !trimmer_started_) {
+        try {
+          std::thread(&Pool::trim_loop, this).detach();
+          trimmer_started_ = true;
+        } catch (...) {
+          keep = false;  // without the thread nothing would free idle blocks
+        }
+      }
+      if (keep) {
+        try {
+          idle_.push_back(Idle{p, cls, Clock::now()});
+        } catch (...) {
+          keep = false;
+        }
+      }
+      if (keep) {
         idle_bytes_ += cls;
-        // Oldest first (idle_ is in return order) until under the cap.
+        // The oldest go first (idle_ is in return order) until under the cap.
         size_t drop = 0;
         while (idle_bytes_ > cap_) {
           idle_bytes_ -= idle_[drop].size;
-          freed.push_back(idle_[drop++].p);
+          std::free(idle_[drop++].p);
         }
         idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(drop));
-        if (!trimmer_started_) {
-          trimmer_started_ = true;
-          std::thread(&Pool::trim_loop, this).detach();
-        }
       }
     }
+    if (!keep) std::free(p);
     wake_.notify_one();
-    for (char* f : freed) std::free(f);
   }
 
   HostCacheStats stats() {
@@ -128,17 +138,13 @@ class Pool {
         wake_.wait_until(lock, due);
         continue;
       }
-      std::vector<char*> freed;
       const Clock::time_point now = Clock::now();
       size_t drop = 0;
       while (drop < idle_.size() && now - idle_[drop].since >= kIdleTime) {
         idle_bytes_ -= idle_[drop].size;
-        freed.push_back(idle_[drop++].p);
+        std::free(idle_[drop++].p);
       }
       idle_.erase(idle_.begin(), idle_.begin() + static_cast<std::ptrdiff_t>(drop));
-      lock.unlock();
-      for (char* f : freed) std::free(f);
-      lock.lock();
     }
   }
 
