@@ -145,6 +145,34 @@ describe('mmtokCoverage', () => {
     expectClose(out.toArray(), want, 1e-7, 2e-4);
   });
 
+  test('out: written in place (every element), for 3-D and 2-D inputs, Sync and async', async () => {
+    const [B, m, n, D] = [2, 5, 37, 11];
+    const text = makeTensor(randn(B * m * D, 21), [B, m, D]).t;
+    const vision = makeTensor(randn(B * n * D, 22), [B, n, D]).t;
+    const fresh = mmtokCoverageSync({ text, vision }).toArray();
+    for (const async of [false, true]) {
+      const out = Tensor.from({ data: new Float32Array(B * (m + n) * n).fill(NaN), shape: [B, m + n, n] });
+      const got = async ? await mmtokCoverage({ text, vision }, { out }) : mmtokCoverageSync({ text, vision }, { out });
+      expect(got).toBe(out);
+      expect(Array.from(out.toArray())).toEqual(Array.from(fresh));
+    }
+    const t2 = text.view([m, D], [D, 1]), v2 = vision.view([n, D], [D, 1]);
+    const out2 = Tensor.from({ data: new Float32Array((m + n) * n).fill(NaN), shape: [m + n, n] });
+    expect(mmtokCoverageSync({ text: t2, vision: v2 }, { out: out2 })).toBe(out2);
+    expect(Array.from(out2.toArray())).toEqual(Array.from(fresh).slice(0, (m + n) * n));
+  });
+
+  test('out: wrong shape, dtype or memory shared with an input', () => {
+    const text = makeTensor(randn(12, 1), [1, 3, 4]).t;
+    const vision = makeTensor(randn(20, 2), [1, 5, 4]).t;
+    expectCode(() => mmtokCoverageSync({ text, vision }, { out: Tensor.empty([1, 8, 4]) }), RangeError, 'ERR_SHAPE');
+    expectCode(() => mmtokCoverageSync({ text, vision }, { out: Tensor.empty([8, 5]) }), RangeError, 'ERR_SHAPE');
+    expectCode(() => mmtokCoverageSync({ text, vision }, { out: Tensor.empty([1, 8, 5], 'i32') }), TypeError, 'ERR_DTYPE');
+    const shared = Float32Array.from(randn(60, 3));
+    const v = { data: shared.subarray(20, 40), shape: [1, 5, 4] };
+    expectCode(() => mmtokCoverageSync({ text, vision: v }, { out: { data: shared.subarray(0, 40), shape: [1, 8, 5] } }), TypeError, 'ERR_ARG', /share memory/);
+  });
+
   test('bad input', () => {
     const text = makeTensor(randn(12, 1), [1, 3, 4]).t;
     const vision = makeTensor(randn(20, 2), [1, 5, 4]).t;

@@ -104,6 +104,25 @@ describe('mmTok', () => {
     expect(mmTokSync({ text: text.t, vision: vision.t, visionAux: aux.t }).indices.toArray()).toEqual(want.sorted);
   });
 
+  test('Sync calls reuse one coverage matrix: stale contents never leak into the next call', async () => {
+    // Same shape, different data: the kept matrix holds the previous call's
+    // coverage, so a kernel that left any element unwritten would change the
+    // picks. Against the float64 reference each time, with a 2-D call of
+    // another shape and an async call (which allocates its own) in between.
+    const [B, m, n, D] = [2, 7, 61, 24];
+    for (const seed of [31, 32, 33]) {
+      const text = makeTensor(randn(B * m * D, seed), [B, m, D]);
+      const vision = makeTensor(randn(B * n * D, seed + 100), [B, n, D]);
+      const want = refMaxCoverage(refMmtokCoverage(text.exact, vision.exact, undefined, B, m, n, D, D, 0.02, 0.2, 0.5), B, m + n, n, 20);
+      const r = mmTokSync({ text: text.t, vision: vision.t }, { keep: 20 });
+      expect(r.order.toArray()).toEqual(want.order);
+      expect(r.indices.toArray()).toEqual(want.sorted);
+      const other = makeTensor(randn(40 * D, seed + 200), [40, D]).t;
+      mmTokSync({ text: text.t.view([m, D], [D, 1]), vision: other }, { keep: 5 });
+      expect((await mmTok({ text: text.t, vision: vision.t }, { keep: 20 })).order.toArray()).toEqual(want.order);
+    }
+  });
+
   test('bad input', () => {
     const text = makeTensor(randn(12, 1), [1, 3, 4]).t;
     const vision = makeTensor(randn(80, 2), [1, 20, 4]).t;

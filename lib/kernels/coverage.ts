@@ -5,7 +5,7 @@ import { deviceOf } from '../device';
 import { invalid, makeError } from '../errors';
 import { native, opParams } from '../native';
 import { Tensor, TensorLike, toTensor } from '../tensor';
-import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, CallOutputs, OpPlan, rank3, excludeMask, runOp, runOpAsync, stream } from './common';
+import { bool, callSite, checkOptions, commonDevice, expectFloat, expectInnerContiguous, int, oneOf, CallOutputs, OpPlan, rank3, excludeMask, expectDisjoint, output, runOp, runOpAsync, stream } from './common';
 
 export interface MaxCoverageOptions {
   /** u8 [B, N] (or [N] with a 2-D coverage): nonzero columns are never picked. */
@@ -39,6 +39,13 @@ export interface MmtokCoverageOptions {
   tauVV?: number;
   /** Weight of the vision–vision block (default 0.5). */
   alpha?: number;
+  /**
+   * Write into this contiguous f32 tensor ([B, m + n, n], or [m + n, n] for
+   * 2-D inputs; on the inputs' device; not sharing memory with them) instead
+   * of allocating one: reuse it across calls (a fresh host output of a MB or
+   * more costs page faults). The result is then this tensor.
+   */
+  out?: TensorLike;
   stream?: bigint;
   wait?: boolean;
 }
@@ -114,7 +121,7 @@ export function checkMmtokInputs(op: string, inputs: unknown): { text: { t: Tens
 
 function planMmtok(outs: CallOutputs, inputs: MmtokInputs, opts: MmtokCoverageOptions | undefined): OpPlan<Tensor> {
   const op = outs.op;
-  const o = checkOptions(op, opts, ['tauTV', 'tauVV', 'alpha', 'stream', 'wait']);
+  const o = checkOptions(op, opts, ['tauTV', 'tauVV', 'alpha', 'out', 'stream', 'wait']);
   const { text, vision, aux } = checkMmtokInputs(op, inputs);
   const [B, n, D] = vision.t.shape;
   const m = text.t.shape[1];
@@ -123,14 +130,16 @@ function planMmtok(outs: CallOutputs, inputs: MmtokInputs, opts: MmtokCoverageOp
   const alpha = positive(op, 'alpha', o.alpha, 0.5, true);
   const ordinal = commonDevice(op, [['vision', vision.t], ['text', text.t], ['visionAux', aux?.t]]);
   const s = stream(op, o.stream, vision.t.stream);
-  const out = outs.empty([B, m + n, n], 'f32', deviceOf(ordinal), { stream: s, uninitialized: true });
+  const given = o.out === undefined ? undefined : output(outs, o.out, vision.flat ? [m + n, n] : [B, m + n, n], ordinal, s, 'out', 'f32', true);
+  const out = given ? (vision.flat ? given.view([1, m + n, n]) : given) : outs.empty([B, m + n, n], 'f32', deviceOf(ordinal), { stream: s, uninitialized: true });
+  if (given) expectDisjoint(op, [['text', text.t], ['vision', vision.t], ['visionAux', aux?.t], ['out', out]]);
   const params = opParams('mmtokCoverage', { wait: bool(op, 'wait', o.wait, true) ? 1 : 0, tauTV, tauVV, alpha });
   const td = text.t.descriptor('text');
   const vd = vision.t.descriptor('vision');
   const ad = aux?.t.descriptor('visionAux');
   const od = out.descriptor('out');
   return {
-    result: vision.flat ? out.view([m + n, n]) : out,
+    result: given ?? (vision.flat ? out.view([m + n, n]) : out),
     call: (async) => native().mmtokCoverage(params, td.meta, td.mem, vd.meta, vd.mem, ad?.meta, ad?.mem, od.meta, od.mem, s, async),
   };
 }
