@@ -83,7 +83,7 @@ rm -f "$out"/obj/cpu_*.o "$out"/obj/core_*.o "$out/libcpu.a"
 for f in core/*.cc; do
   compile g++ $CPU -c "$f" -o "$out/obj/core_$(basename "$f" .cc).o"
 done
-for f in thread_pool isa_dispatch isa_baseline attention select quantize merge gemm rows diversity coverage stc blocksparse; do
+for f in thread_pool host_pool isa_dispatch isa_baseline attention select quantize merge gemm rows diversity coverage stc blocksparse; do
   compile g++ $CPU -c "cpu/$f.cc" -o "$out/obj/cpu_$f.o"
 done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
