@@ -1,5 +1,6 @@
 #include "binding/common.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -9,6 +10,7 @@
 
 #include "binding/device_buffer.h"
 #include "cpu/host_pool.h"
+#include "cpu/thread_pool.h"
 #include "tokensieve/runtime.h"
 
 namespace tokensieve {
@@ -156,6 +158,28 @@ class Worker : public Napi::AsyncWorker {
 
 }  // namespace
 
+namespace {
+
+// The staging copy runs on the event loop's thread before the call returns
+// (nothing else may read the ArrayBuffer later). Spans of a MB or more are
+// copied in 256 KiB chunks on the CPU pool as well, so the event loop is held
+// for less time.
+void copy_staged(char* dst, const void* src, size_t bytes) {
+  constexpr size_t kChunk = size_t{256} << 10;
+  const char* from = static_cast<const char*>(src);
+  if (bytes < 4 * kChunk || cpu::num_threads() < 2) {
+    std::memcpy(dst, from, bytes);
+    return;
+  }
+  const int64_t chunks = static_cast<int64_t>((bytes + kChunk - 1) / kChunk);
+  cpu::parallel_for(chunks, [&](int64_t c) {
+    const size_t at = static_cast<size_t>(c) * kChunk;
+    std::memcpy(dst + at, from + at, std::min(kChunk, bytes - at));
+  });
+}
+
+}  // namespace
+
 TensorView CallContext::tensor(size_t i, const char* name, bool optional) { return view(i, name, optional, false); }
 TensorView CallContext::output(size_t i, const char* name, bool optional) { return view(i, name, optional, true); }
 
@@ -169,7 +193,7 @@ void* CallContext::stage(const Napi::Value& array, napi_value arraybuffer, void*
     fail(Code::kRange, std::string("out of host memory while staging ") + name + " for an async call");
     return data;
   }
-  std::memcpy(copy.get(), data, bytes);
+  copy_staged(copy.get(), data, bytes);
   void* const where = copy.get();
   Staged st;
   st.copy = std::move(copy);

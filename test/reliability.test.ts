@@ -91,6 +91,19 @@ describe('large host blocks are reused: async staging and kernel scratch (cpu/ho
     same(got.gains as Tensor, want.gains as Tensor);
   });
 
+  test('spans of a MB and more (copied in chunks on the CPU pool) arrive intact, with an odd tail', async () => {
+    // 3,001 × 131 f32 = 1.57 MB: six 256 KiB chunks and a partial one. The
+    // identity gather returns x itself, so every byte of both staged copies
+    // (x in, out back) is compared.
+    const [n, c] = [3001, 131];
+    const x = { data: Float32Array.from(randn(n * c, 41)), shape: [1, n, c] };
+    const all = { data: Int32Array.from({ length: n }, (_, i) => i), shape: [1, n] };
+    const out = { data: new Float32Array(n * c).fill(NaN), shape: [1, n, c] };
+    const got = await gather(x, all, { out });
+    expect(Buffer.from((got.data as Float32Array).buffer).equals(Buffer.from(x.data.buffer))).toBe(true);
+    expect(Buffer.from(out.data.buffer).equals(Buffer.from(x.data.buffer))).toBe(true);
+  });
+
   test('concurrent calls each get their own block', async () => {
     emptyHostCache();
     const xs = Array.from({ length: 6 }, (_, i) => input(10 + i));
