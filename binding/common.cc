@@ -156,12 +156,8 @@ class Worker : public Napi::AsyncWorker {
   std::vector<StagedRef> staged_;
 };
 
-}  // namespace
-
-namespace {
-
 // The staging copy runs on the event loop's thread before the call returns
-// (nothing else may read the ArrayBuffer later). Spans of a MB or more are
+// (JS may detach the ArrayBuffer once it has returned). Spans of a MB or more are
 // copied in 256 KiB chunks on the CPU pool as well, so the event loop is held
 // for less time.
 void copy_staged(char* dst, const void* src, size_t bytes) {
