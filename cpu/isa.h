@@ -112,6 +112,12 @@ struct IsaKernels {
   void (*weighted_column_sum)(const float* x, int64_t ldx, int rows, const float* w, int64_t n, float* acc);
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // out[j] = (((0 + w[0]·rows[0][j]) + w[1]·rows[1][j]) + …) · scale for
+  // j < n: each term added as axpy adds it (an FMA where the set has FMA,
+  // else a multiply and an add), then one multiply — the bits of a zeroed
+  // row, `count` axpy calls and a scaling pass, in one pass over memory.
+  // A lone row of weight 1 and scale 1 gives x + 0 (−0 becomes +0).
+  void (*weighted_row_sum)(const float* const* rows, const float* w, int count, float scale, int64_t n, float* out);
   // y[i] += x[i]
   void (*add)(const float* x, float* y, int64_t n);
   // max |x[i]| over i < n (0 for n == 0); clears *finite when some x[i] is

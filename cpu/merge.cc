@@ -299,22 +299,34 @@ Status merge(const MergeParams& p) {
     const int64_t s0 = (task % tasks_per_b) * slots_per_task, s1 = std::min(M, s0 + slots_per_task);
     const int32_t* off = offsets.data() + b * (M + 1);
     const int32_t* mem = members.data() + b * N;
-    std::vector<float> acc(static_cast<size_t>(C)), row(static_cast<size_t>(C));
+    std::vector<float> acc, row;  // [C] each, for the general loop
+    std::vector<const float*> member_rows;
+    std::vector<float> member_w;
     for (int64_t s = s0; s < s1; ++s) {
-      // A lone f32 member of weight 1 (most slots of a ToMe step): the loop
-      // below would compute 0 + 1·x, then ·1 — x with −0 turned into +0 —
-      // in four passes; one pass gives the same bits.
-      if (off[s + 1] - off[s] == 1 && p.x.dtype == DType::kF32 && p.mode != MergeMode::kAmax) {
-        const int64_t i = mem[off[s]];
-        const float w = p.mode == MergeMode::kWavg && sizes ? sizes[b * N + i] : 1.0f;
-        if (w == 1.0f) {
-          const float* x = reinterpret_cast<const float*>(row_ptr(p.x, b, i));
-          float* o = reinterpret_cast<float*>(static_cast<char*>(p.out.data) + (b * M + s) * C * esize);
-          for (int64_t d = 0; d < C; ++d) o[d] = x[d] + 0.0f;
-          if (p.mode == MergeMode::kWavg) p.sizes_out.ptr<float>()[b * M + s] = 1.0f;
-          continue;
+      // f32 sums (sum, mean, wavg): the slot's rows reduced and scaled in
+      // registers, written once (isa().weighted_row_sum: the bits of the
+      // general loop below — a zeroed row, axpy per member, one multiply).
+      if (p.x.dtype == DType::kF32 && p.mode != MergeMode::kAmax) {
+        const int32_t count = off[s + 1] - off[s];
+        member_rows.resize(static_cast<size_t>(count));
+        member_w.resize(static_cast<size_t>(count));
+        float weight = 0.0f;  // Σ size (wavg) or member count
+        for (int32_t m = 0; m < count; ++m) {
+          const int64_t i = mem[off[s] + m];
+          const float w = p.mode == MergeMode::kWavg && sizes ? sizes[b * N + i] : 1.0f;
+          member_rows[static_cast<size_t>(m)] = reinterpret_cast<const float*>(row_ptr(p.x, b, i));
+          member_w[static_cast<size_t>(m)] = w;
+          weight += w;
         }
+        // An unused slot (impossible for a plan's assign) stays 0, not NaN.
+        const float scale = p.mode == MergeMode::kSum ? 1.0f : weight != 0.0f ? 1.0f / weight : 0.0f;
+        float* o = reinterpret_cast<float*>(static_cast<char*>(p.out.data) + (b * M + s) * C * esize);
+        isa().weighted_row_sum(member_rows.data(), member_w.data(), count, scale, C, o);
+        if (p.mode == MergeMode::kWavg) p.sizes_out.ptr<float>()[b * M + s] = weight;
+        continue;
       }
+      acc.resize(static_cast<size_t>(C));
+      row.resize(static_cast<size_t>(C));
       std::fill(acc.begin(), acc.end(), p.mode == MergeMode::kAmax ? -std::numeric_limits<float>::infinity() : 0.0f);
       float weight = 0.0f;  // Σ size (wavg) or member count
       for (int32_t m = off[s]; m < off[s + 1]; ++m) {

@@ -133,7 +133,7 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
   // lane with the sums in the same order: the same bits, not just the same bound.
   const hasAvx512 = info().cpu.isa === 'avx512';
   if (!hasAvx512) console.log('skipped: the AVX-512 vs AVX2 bit-equality test needs a CPU with AVX-512F/VL');
-  (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans, k-center, attention, max coverage; max coverage also as baseline)', () => {
+  (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans and merges, k-center, attention, max coverage; max coverage also as baseline)', () => {
     const code = `const t = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))});
       const { native } = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'native.js'))});
       const rnd = (n, s) => Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.7311 + s) * 1.7);
@@ -143,6 +143,11 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       const x = t.Tensor.from({ data: rnd(2 * 211 * 96, 3), shape: [2, 211, 96] });
       const plan = t.bipartiteSoftMatchSync(x, 50, { protect: { cls: true } });
       out.push(plan.unmerged.toArray(), plan.sources.toArray(), plan.destinations.toArray());
+      // The plan's wavg merge of 333 channels (runs of 32 and 8 columns and a
+      // tail), fractional sizes: one FMA per member and element on both sets.
+      const mx = t.Tensor.from({ data: rnd(2 * 211 * 333, 9), shape: [2, 211, 333] });
+      const msz = { data: Float32Array.from({ length: 2 * 211 }, (_, i) => 1 + (i % 5) * 0.37), shape: [2, 211, 1] };
+      out.push(Array.from(t.mergeSync(plan, mx, { mode: 'wavg', sizes: msz }).x.data));
       // 288 destinations of 1,024 channels: 1.2 MB of panels, streamed on AVX-512.
       const wide = t.bipartiteSoftMatchSync(t.Tensor.from({ data: rnd(577 * 1024, 8), shape: [1, 577, 1024] }), 144, { protect: { cls: true } });
       out.push(wide.unmerged.toArray(), wide.sources.toArray(), wide.destinations.toArray());

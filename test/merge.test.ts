@@ -270,6 +270,75 @@ describe('merge properties', () => {
   });
 });
 
+describe('f32 merges of wide rows (sums in registers, runs of 32 and 8 columns and a tail)', () => {
+  // Slot members in token order (the CSR the kernel builds) from a plan.
+  const slots = (plan: MergePlan): number[][][] => {
+    const assign = plan.assign.toArray();
+    return Array.from({ length: plan.batch }, (_, b) => {
+      const m: number[][] = Array.from({ length: plan.nOut }, () => []);
+      for (let i = 0; i < plan.n; i++) m[assign[b * plan.n + i]].push(i);
+      return m;
+    });
+  };
+  const widths = [1, 7, 8, 31, 32, 33, 77, 1047];
+
+  test('sum and mean: the bits of the in-order f32 sum from +0, then one multiply by f32(1/count); every element written', () => {
+    for (const C of widths) {
+      const [B, N] = [2, 41];
+      const plan = bipartiteSoftMatchSync(makeTensor(randn(B * N * 5, C), [B, N, 5]).t, 17, { protect: { cls: true } });
+      const xv = Float32Array.from(randn(B * N * C, C + 100));
+      for (let i = 0; i < xv.length; i += 13) xv[i] = -0; // a lone -0 comes back +0 (x + 0), as ToMe's scatter_reduce gives
+      const x = Tensor.from({ data: xv, shape: [B, N, C] });
+      const members = slots(plan);
+      let multi = 0;
+      for (const mode of ['sum', 'mean'] as const) {
+        const out = Tensor.from({ data: new Float32Array(B * plan.nOut * C).fill(NaN), shape: [B, plan.nOut, C] });
+        mergeSync(plan, x, { mode, out: { x: out } });
+        const got = out.data as Float32Array;
+        for (let b = 0; b < B; b++) {
+          members[b].forEach((mem, s) => {
+            if (mem.length > 1) multi++;
+            const inv = Math.fround(1 / mem.length);
+            for (let d = 0; d < C; d++) {
+              let acc = 0;
+              for (const i of mem) acc = Math.fround(acc + xv[(b * N + i) * C + d]);
+              const want = mode === 'mean' ? Math.fround(acc * inv) : acc;
+              const v = got[(b * plan.nOut + s) * C + d];
+              if (!Object.is(v, want)) throw new Error(`C=${C} ${mode} [${b}, ${s}, ${d}]: ${v} !== ${want}`);
+            }
+          });
+        }
+      }
+      expect(multi).toBeGreaterThan(0);
+    }
+  });
+
+  test('wavg: Σ size·x / Σ size exactly where every sum is exact, and sizes_out = Σ size', () => {
+    for (const C of widths) {
+      const [B, N] = [2, 41];
+      const plan = bipartiteSoftMatchSync(makeTensor(randn(B * N * 5, C + 7), [B, N, 5]).t, 17, { protect: { cls: true } });
+      // Multiples of 1/64 below 8 and integer sizes: every product and sum
+      // is exact in f32, so the only rounding is the last multiply.
+      const xv = Float32Array.from({ length: B * N * C }, (_, i) => (((i * 7919) % 1001) - 500) / 64);
+      const sz = Float32Array.from({ length: B * N }, (_, i) => 1 + ((i * 5) % 7));
+      const out = { x: Tensor.from({ data: new Float32Array(B * plan.nOut * C).fill(NaN), shape: [B, plan.nOut, C] }),
+        sizes: Tensor.from({ data: new Float32Array(B * plan.nOut).fill(NaN), shape: [B, plan.nOut, 1] }) };
+      mergeSync(plan, { data: xv, shape: [B, N, C] }, { mode: 'wavg', sizes: { data: sz, shape: [B, N, 1] }, out });
+      const got = out.x.data as Float32Array, gotSizes = out.sizes.data as Float32Array;
+      slots(plan).forEach((mem, b) => mem.forEach((m, s) => {
+        const w = m.reduce((p, i) => p + sz[b * N + i], 0);
+        expect(gotSizes[b * plan.nOut + s]).toBe(w);
+        const inv = Math.fround(1 / w);
+        for (let d = 0; d < C; d++) {
+          const sum = m.reduce((p, i) => p + sz[b * N + i] * xv[(b * N + i) * C + d], 0);
+          const v = got[(b * plan.nOut + s) * C + d];
+          if (!Object.is(v, Math.fround(sum * inv) + 0)) throw new Error(`C=${C} wavg [${b}, ${s}, ${d}]: ${v} !== ${Math.fround(sum * inv)}`);
+        }
+      }));
+    }
+  });
+});
+
 describe('merge into caller-provided outputs (out)', () => {
   test('every mode and dtype: the same bits as fresh outputs, every element written, the result holds the given tensors; sync and async', async () => {
     const [B, N, C] = [2, 37, 5];
