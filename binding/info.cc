@@ -150,6 +150,22 @@ Napi::Value NormaliseCheck(const Napi::CallbackInfo& info) {
   return r;
 }
 
+// roundBf16Check(x): test hook (not public API) for test/merge.test.ts: x
+// rounded to bf16 and kept as f32 by the CPU set's vectorised rounding.
+Napi::Value RoundBf16Check(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsTypedArray() ||
+      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    Napi::TypeError::New(env, "roundBf16Check(x: Float32Array)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto x = info[0].As<Napi::Float32Array>();
+  const size_t n = x.ElementLength();
+  auto out = Napi::Float32Array::New(env, n);
+  cpu::round_bf16_check(x.Data(), static_cast<int64_t>(n), out.Data());
+  return out;
+}
+
 // noopKernel(device, stream?): test hook (not public API). One empty kernel
 // on `stream` (a bigint cudaStream_t; the legacy stream when omitted) of
 // `device`, then a synchronisation, with the least binding work a call can
@@ -211,6 +227,7 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("emptyHostCache", Napi::Function::New<EmptyHostCache>(env, "emptyHostCache"));
   exports.Set("gemmNtCheck", Napi::Function::New<GemmNtCheck>(env, "gemmNtCheck"));
   exports.Set("normaliseCheck", Napi::Function::New<NormaliseCheck>(env, "normaliseCheck"));
+  exports.Set("roundBf16Check", Napi::Function::New<RoundBf16Check>(env, "roundBf16Check"));
   exports.Set("noopKernel", Napi::Function::New<NoopKernel>(env, "noopKernel"));
 }
 

@@ -66,5 +66,10 @@ bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float
   return true;
 }
 
+void round_bf16_check(const float* x, int64_t n, float* out) {
+  std::copy(x, x + n, out);
+  isa().round_bf16(out, n);
+}
+
 }  // namespace cpu
 }  // namespace tokensieve

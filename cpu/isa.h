@@ -22,6 +22,9 @@ struct IsaKernels {
   const char* name;
   // dst[i] = float(src[i]) for a contiguous run of n elements of dtype `dt`.
   void (*to_f32)(const void* src, DType dt, int64_t n, float* dst);
+  // x[i] = f32_round_bf16(x[i]) in place: rounded to bf16 (nearest even;
+  // NaN quieted) and kept as f32, the same bits as core/dtype.h's.
+  void (*round_bf16)(float* x, int64_t n);
   // True when every x[i] is finite.
   bool (*all_finite)(const float* x, int64_t n);
   // out[p*kColTile + c] = Σ_d q[d] * kt[p*panel_stride + d*kColTile + c] for

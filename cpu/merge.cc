@@ -85,9 +85,9 @@ bool normalised_row(const TensorView& t, int64_t b, int32_t i, int64_t C, float*
 // MatchPrecision::kBF16: the normalised values rounded to bf16 (nearest
 // even) and kept as f32, so the score kernels below sum products that are
 // exact in f32 (8-bit × 8-bit significands) — the defined bf16 semantics.
-void round_to_bf16(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = bf16_to_f32(f32_to_bf16(x[i]));
-}
+// Vectorised (isa().round_bf16): a scalar loop here, compiled for baseline
+// x86-64, made the bf16 match ~20% slower than the f32 one.
+void round_to_bf16(float* x, int64_t n) { isa().round_bf16(x, n); }
 
 void store_row(const float* src, DType dt, int64_t n, void* dst) {
   if (dt == DType::kF32) {

@@ -687,6 +687,28 @@ describe("bipartiteSoftMatch precision 'bf16' vs the float64 reference of its se
     expect(totals.rowsChecked).toBeGreaterThanOrEqual(0.9 * totals.rows);
   });
 
+  test('the vectorised rounding to bf16 has the bits of f32_to_bf16 (nearest even, NaN quieted) for every kind of value', () => {
+    // core/dtype.h's f32_to_bf16, on the bit pattern.
+    const ref = (bits: number): number => {
+      if ((bits & 0x7fffffff) >>> 0 > 0x7f800000) return ((bits >>> 16) | 0x40) << 16 >>> 0;
+      return (((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) << 16) >>> 0;
+    };
+    const special = [0, 0x80000000, 1, 0x80000001, 0x7fff, 0x8000, 0x18000, 0x3f808000, 0x3f818000, 0x3f807fff, 0x3f808001,
+      0xbf808000, 0xbf818000, 0x7f7fffff, 0xff7fffff, 0x7f7f8000, 0x7f7f7fff, 0x7f800000, 0xff800000, 0x7f800001, 0x7fc00000,
+      0x7fbfffff, 0xffffffff, 0xff800001, 0x007fffff, 0x00ff8000];
+    const r = rng(11);
+    // 8k + 5 values: the vector loop and a scalar tail; random bit patterns
+    // (every exponent, NaNs among them) after the special ones.
+    const bits = new Uint32Array(8 * 1000 + 5);
+    bits.set(special);
+    for (let i = special.length; i < bits.length; i++) bits[i] = (Math.floor(r() * 2 ** 16) * 2 ** 16 + Math.floor(r() * 2 ** 16)) >>> 0;
+    const got = new Uint32Array(native().roundBf16Check(new Float32Array(bits.buffer)).buffer);
+    for (let i = 0; i < bits.length; i++) {
+      if (got[i] !== ref(bits[i])) throw new Error(`0x${bits[i].toString(16)} -> 0x${got[i].toString(16)}, want 0x${ref(bits[i]).toString(16)}`);
+    }
+    expect(() => native().roundBf16Check(new Float64Array(3) as unknown as Float32Array)).toThrow(/roundBf16Check/);
+  });
+
   test('every metric row equal: one exact tie everywhere, lower indices win', () => {
     const same = { data: new Float32Array(9 * 4).fill(0.5), shape: [1, 9, 4] };
     expect(planArrays(bipartiteSoftMatchSync(same, 3, { precision: 'bf16' }))).toEqual({ unm: [[6, 8]], src: [[0, 2, 4]], dst: [[1, 1, 1]] });
