@@ -14,17 +14,25 @@ namespace tokensieve {
 namespace cpu {
 namespace {
 
-// Strict "ranks before": larger value, NaN last, ties to the lower index.
-struct RanksBefore {
-  const float* v;
-  bool operator()(int32_t a, int32_t b) const {
-    const float x = v[a], y = v[b];
-    const bool xn = std::isnan(x), yn = std::isnan(y);
-    if (xn != yn) return yn;          // a number ranks before NaN
-    if (!xn && x != y) return x > y;  // both numbers
-    return a < b;                     // equal, or both NaN
-  }
-};
+// The rank order as one integer: (rank_key(v[i]) << 32) | i ascends exactly
+// when i "ranks before" — larger value first, NaN last, ties (−0 and +0
+// equal; every NaN equal) to the lower index. A radix step on these keys
+// and a selection among one bucket's replaced nth_element over indices with
+// a comparator that loaded both values through the index and tested for
+// NaN on every comparison (top-k 12,544 k1254 on a Zen 4 VM: 57 → 40 µs a
+// call; 4,784 k1196 32 → 18 µs; 16 × 576 k144 34 → 23 µs).
+inline uint64_t key_of(uint32_t rank, int64_t i) { return (uint64_t{rank} << 32) | static_cast<uint64_t>(i); }
+constexpr int kBucketBits = 11;
+
+inline uint32_t rank_key(float x) {
+  // Branch-free (random scores made every branch a coin toss).
+  uint32_t u;
+  std::memcpy(&u, &x, sizeof u);
+  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
+  u = (u << 1) == 0 ? 0u : u;                                          // −0 ties +0
+  const uint32_t ascending = u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
+  return nan ? 0xffffffffu : ~ascending;  // larger values first, NaN's all-ones last
+}
 
 }  // namespace
 
@@ -42,19 +50,46 @@ Status topk(const TopkParams& p) {
       isa().to_f32(src, p.scores.dtype, N, converted.data());
       v = converted.data();
     }
-    std::vector<int32_t> idx(static_cast<size_t>(N));
-    std::iota(idx.begin(), idx.end(), 0);
-    const RanksBefore before{v};
-    if (k < N) std::nth_element(idx.begin(), idx.begin() + (k - 1), idx.end(), before);
-    if (p.order_by_score)
-      std::sort(idx.begin(), idx.begin() + k, before);
-    else
-      std::sort(idx.begin(), idx.begin() + k);
+    // The k-th smallest key T by a radix step: a histogram of the keys' top
+    // 11 bits finds the bucket that holds it, and only that bucket's keys
+    // are selected among. The top k are then exactly the keys <= T (keys
+    // are distinct), found in one scan in index order.
+    std::vector<uint32_t> hi(static_cast<size_t>(N));  // [N] rank_key of each score
+    std::vector<int32_t> hist(size_t{1} << kBucketBits, 0);
+    for (int64_t i = 0; i < N; ++i) {
+      const uint32_t h = rank_key(v[i]);
+      hi[static_cast<size_t>(i)] = h;
+      hist[h >> (32 - kBucketBits)]++;
+    }
+    uint32_t bucket = 0;
+    int64_t before = 0;  // keys in the buckets below `bucket`
+    while (before + hist[bucket] < k) before += hist[bucket++];
+    std::vector<uint64_t> cand;  // the bucket's keys
+    cand.reserve(static_cast<size_t>(hist[bucket]));
+    for (int64_t i = 0; i < N; ++i)
+      if (hi[static_cast<size_t>(i)] >> (32 - kBucketBits) == bucket) cand.push_back(key_of(hi[static_cast<size_t>(i)], i));
+    const size_t need = static_cast<size_t>(k - before);  // 1 <= need <= cand.size()
+    std::nth_element(cand.begin(), cand.begin() + static_cast<std::ptrdiff_t>(need - 1), cand.end());
+    const uint64_t T = cand[need - 1];
     int32_t* out_idx = p.indices.ptr<int32_t>() + b * k;
-    std::copy(idx.begin(), idx.begin() + k, out_idx);
+    if (p.order_by_score) {
+      std::vector<uint64_t> top;
+      top.reserve(static_cast<size_t>(k));
+      for (int64_t i = 0; i < N; ++i)
+        if (key_of(hi[static_cast<size_t>(i)], i) <= T) top.push_back(key_of(hi[static_cast<size_t>(i)], i));
+      std::sort(top.begin(), top.end());
+      for (int64_t i = 0; i < k; ++i) out_idx[i] = static_cast<int32_t>(top[static_cast<size_t>(i)] & 0xffffffffu);
+    } else {
+      // Branch-free: each index is written, and kept when its key is in.
+      int64_t w = 0;
+      for (int64_t i = 0; i < N && w < k; ++i) {
+        out_idx[w] = static_cast<int32_t>(i);
+        w += key_of(hi[static_cast<size_t>(i)], i) <= T ? 1 : 0;
+      }
+    }
     if (p.values.data != nullptr) {
       float* out_val = p.values.ptr<float>() + b * k;
-      for (int64_t i = 0; i < k; ++i) out_val[i] = v[idx[static_cast<size_t>(i)]];
+      for (int64_t i = 0; i < k; ++i) out_val[i] = v[out_idx[i]];
     }
   });
   return Status::Ok();

@@ -58,6 +58,20 @@ describe('topk', () => {
     }
   }
 
+  test('values spread over every magnitude and sign (the radix step on the top bits of the key: buckets below, inside and above the cut)', () => {
+    for (const [B, N, k, seed] of [[1, 12544, 1254, 1], [2, 3001, 1500, 2], [3, 2049, 7, 3], [1, 4096, 4095, 4]]) {
+      const r = rng(seed);
+      const v = Float32Array.from({ length: B * N }, (_, i) => {
+        if (i % 97 === 5) return i % 2 ? 0 : -0;
+        if (i % 101 === 7) return (r() - 0.5) * 2 ** -140; // subnormal
+        return (r() - 0.5) * 2 ** Math.floor(r() * 60 - 30);
+      });
+      const want = refTopk(Array.from(v), B, N, k, 'index');
+      expect(topkSync({ data: v, shape: [B, N] }, k).indices.toArray()).toEqual(want);
+      expect(topkSync({ data: v, shape: [B, N] }, k, { order: 'score' }).indices.toArray()).toEqual(refTopk(Array.from(v), B, N, k, 'score'));
+    }
+  });
+
   test('score rows with a row stride are read in place; a strided last dimension is rejected', () => {
     const base = Float32Array.from(randn(5 * 3, 3));
     const view = { data: base, shape: [1, 5], strides: [0, 3], offset: 1 };
