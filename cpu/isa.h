@@ -102,6 +102,9 @@ struct IsaKernels {
   // max over x[0..n), n >= 1; with `finite`, clears *finite when some x[i]
   // is NaN or ±Inf (the max is then meaningless).
   float (*max)(const float* x, int64_t n, bool* finite);
+  // The first i < n with x[i] == v (IEEE equality: −0 == +0, NaN never), or
+  // n when there is none.
+  int64_t (*find_first)(const float* x, int64_t n, float v);
   // x[i] = exp(x[i] - shift) in place; returns Σ x[i] (after the update).
   // exp of -inf (or anything below ~-87.3) is exactly 0.
   float (*exp_shift_sum)(float* x, int64_t n, float shift);

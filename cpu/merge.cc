@@ -19,6 +19,7 @@
 #include "core/dtype.h"
 #include "cpu/isa.h"
 #include "cpu/gemm.h"
+#include "cpu/rank_key.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/merge.h"
 
@@ -159,10 +160,8 @@ bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64
                    const float* s = tile + (r - r0) * kGemmTile;  // column j at s[j - j0]
                    const float m = isa().max(s + (jb - j0), j1 - jb, nullptr);
                    if (m > best[i0 + r]) {
-                     int64_t j = jb;
-                     while (!(s[j - j0] == m)) ++j;
                      best[i0 + r] = m;
-                     arg[i0 + r] = static_cast<int32_t>(j);
+                     arg[i0 + r] = static_cast<int32_t>(jb + isa().find_first(s + (jb - j0), j1 - jb, m));
                    }
                  }
                });
@@ -237,9 +236,12 @@ Status bipartite_match(const BipartiteMatchParams& p) {
     // Edge order: descending best score, ties to the lower a position
     // (stable). Only the first r need to be ordered for the sources, the
     // rest keep edge order too (ToMe without class_token outputs them so).
-    std::iota(order.begin(), order.end(), 0);
-    std::stable_sort(order.begin(), order.end(),
-                     [&](int32_t x, int32_t y) { return node_max[static_cast<size_t>(x)] > node_max[static_cast<size_t>(y)]; });
+    // Sorted as rank keys (cpu/rank_key.h: the same order, the scores are
+    // finite or −inf), not through an index comparator.
+    std::vector<uint64_t> keys(static_cast<size_t>(Na));
+    for (int64_t a = 0; a < Na; ++a) keys[static_cast<size_t>(a)] = rank_key(node_max[static_cast<size_t>(a)], a);
+    std::sort(keys.begin(), keys.end());
+    for (int64_t a = 0; a < Na; ++a) order[static_cast<size_t>(a)] = static_cast<int32_t>(keys[static_cast<size_t>(a)] & 0xffffffffu);
     if (p.protect_cls) std::sort(order.begin() + r, order.end());
     const int64_t Nu = Na - r;
     const bool dist = p.protect_distill;

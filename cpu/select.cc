@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "cpu/isa.h"
+#include "cpu/rank_key.h"
 #include "cpu/thread_pool.h"
 #include "tokensieve/select.h"
 
@@ -14,25 +15,13 @@ namespace tokensieve {
 namespace cpu {
 namespace {
 
-// The rank order as one integer: (rank_key(v[i]) << 32) | i ascends exactly
-// when i "ranks before" — larger value first, NaN last, ties (−0 and +0
-// equal; every NaN equal) to the lower index. A radix step on these keys
-// and a selection among one bucket's replaced nth_element over indices with
-// a comparator that loaded both values through the index and tested for
-// NaN on every comparison (top-k 12,544 k1254 on a Zen 4 VM: 57 → 40 µs a
-// call; 4,784 k1196 32 → 18 µs; 16 × 576 k144 34 → 23 µs).
+// The top k by a radix step on the rank keys (cpu/rank_key.h) and a
+// selection among one bucket's keys, which replaced nth_element over
+// indices with a comparator that loaded both values through the index and
+// tested for NaN on every comparison (top-k 12,544 k1254 on a Zen 4 VM:
+// 57 → 40 µs a call; 4,784 k1196 32 → 18 µs; 16 × 576 k144 34 → 23 µs).
 inline uint64_t key_of(uint32_t rank, int64_t i) { return (uint64_t{rank} << 32) | static_cast<uint64_t>(i); }
 constexpr int kBucketBits = 11;
-
-inline uint32_t rank_key(float x) {
-  // Branch-free (random scores made every branch a coin toss).
-  uint32_t u;
-  std::memcpy(&u, &x, sizeof u);
-  const bool nan = (u & 0x7fffffffu) > 0x7f800000u;
-  u = (u << 1) == 0 ? 0u : u;                                          // −0 ties +0
-  const uint32_t ascending = u ^ (static_cast<uint32_t>(static_cast<int32_t>(u) >> 31) | 0x80000000u);
-  return nan ? 0xffffffffu : ~ascending;  // larger values first, NaN's all-ones last
-}
 
 }  // namespace
 
