@@ -140,27 +140,23 @@ Status k_medoids_segment(const KMedoidsParams& p, int64_t b, int64_t seg, bool p
     for (int64_t j = 0; j < S; ++j) mind[j] = std::min(mind[j], D[arg * S + j]);
   }
   std::vector<int32_t> assign(static_cast<size_t>(S));
-  // Nearest medoid, ties to the earlier one in `med`; a medoid is its own.
+  std::vector<float> assign_d(static_cast<size_t>(S));
+  // Nearest medoid, ties to the earlier one in `med`; a medoid is its own
+  // (medoids are distinct: each is picked from its own cluster). Medoid by
+  // medoid over contiguous rows of D, strict '<' in `med` order: the first
+  // minimum, as a scan over the medoids per token finds it.
   auto assign_all = [&]() {
-    for (int64_t j = 0; j < S; ++j) {
-      int32_t best = 0;
-      float bd = kInf;
-      for (int64_t m = 0; m < k; ++m) {
-        if (med[m] == j) {
-          best = static_cast<int32_t>(m);
-          break;
-        }
-        const float d = D[med[m] * S + j];
-        if (d < bd) {
-          bd = d;
-          best = static_cast<int32_t>(m);
-        }
+    std::fill(assign.begin(), assign.end(), 0);
+    std::fill(assign_d.begin(), assign_d.end(), kInf);
+    for (int64_t m = 0; m < k; ++m) {
+      const float* row = D.data() + static_cast<int64_t>(med[m]) * S;
+      for (int64_t j = 0; j < S; ++j) {
+        const bool closer = row[j] < assign_d[j];
+        assign_d[j] = closer ? row[j] : assign_d[j];
+        assign[j] = closer ? static_cast<int32_t>(m) : assign[j];
       }
-      // A later medoid equal to j still wins (self-nearest), so check it.
-      for (int64_t m = 0; m < k; ++m)
-        if (med[m] == j) best = static_cast<int32_t>(m);
-      assign[j] = best;
     }
+    for (int64_t m = 0; m < k; ++m) assign[med[m]] = static_cast<int32_t>(m);
   };
   int64_t iters = 0;
   std::vector<std::vector<int32_t>> members(static_cast<size_t>(k));
@@ -183,6 +179,7 @@ Status k_medoids_segment(const KMedoidsParams& p, int64_t b, int64_t seg, bool p
     ++iters;
     double moved = 0;
     for (int64_t m = 0; m < k; ++m) {
+      if (next[m] == med[m]) continue;  // the same row: it moved by exactly 0
       double d2 = 0;
       for (int64_t c = 0; c < C; ++c) {
         const double d = static_cast<double>(raw[next[m] * C + c]) - raw[med[m] * C + c];
