@@ -287,7 +287,7 @@ describe('f32 merges of wide rows (sums in registers, runs of 32 and 8 columns a
       const [B, N] = [2, 41];
       const plan = bipartiteSoftMatchSync(makeTensor(randn(B * N * 5, C), [B, N, 5]).t, 17, { protect: { cls: true } });
       const xv = Float32Array.from(randn(B * N * C, C + 100));
-      for (let i = 0; i < xv.length; i += 13) xv[i] = -0; // a lone -0 comes back +0 (x + 0), as ToMe's scatter_reduce gives
+      for (let i = 0; i < xv.length; i += 13) xv[i] = -0; // a lone -0 comes back +0 (0 + x), as the general loop always gave it
       const x = Tensor.from({ data: xv, shape: [B, N, C] });
       const members = slots(plan);
       let multi = 0;
