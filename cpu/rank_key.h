@@ -21,10 +21,11 @@ inline uint32_t rank_key(float x) {
   return nan ? 0xffffffffu : ~ascending;
 }
 
-// (rank_key(v) << 32) | i ascends exactly when i ranks before: larger
-// value first, NaN last, ties (−0 and +0 equal, every NaN equal) to the
-// lower index i (0 <= i < 2^32).
-inline uint64_t rank_key(float v, int64_t i) { return (uint64_t{rank_key(v)} << 32) | static_cast<uint64_t>(i); }
+// (rank << 32) | i for rank = rank_key(v): ascends exactly when i ranks
+// before — larger value first, NaN last, ties (−0 and +0 equal, every NaN
+// equal) to the lower index i (0 <= i < 2^32).
+inline uint64_t rank_key_of(uint32_t rank, int64_t i) { return (uint64_t{rank} << 32) | static_cast<uint64_t>(i); }
+inline uint64_t rank_key(float v, int64_t i) { return rank_key_of(rank_key(v), i); }
 
 }  // namespace cpu
 }  // namespace tokensieve
