@@ -133,6 +133,20 @@ struct IsaKernels {
   // with an IEEE f32 division (scale_step 0: one scale for all).
   void (*quantize_codes)(const float* x, int64_t n, const float* scale, int64_t scale_step, float q,
                          int8_t* out);
+  // acc[c] += double(x[r·ldx + c]) for c < n, rows r = 0..rows−1 in order:
+  // one exact conversion and one f64 add per element, the bits of a scalar
+  // loop over the rows (the smoothing mean's chunk sums, quantize.h).
+  void (*add_rows_f64)(const float* x, int64_t ldx, int rows, int64_t n, double* acc);
+  // max |x[r·ldx + c] − m[c]| over rows r < rows and c < n (0 when empty;
+  // m null: max |x|), each difference rounded once (the bits of axpy(−1, m,
+  // x) then amax, without the copy); clears *finite when some difference is
+  // NaN or infinite.
+  float (*amax_diff_rows)(const float* x, int64_t ldx, int rows, int64_t n, const float* m, bool* finite);
+  // out[r·ldo + c] = clamp(round_half_away((x[r·ldx + c] − m[c]) / scale),
+  // -q, q) as f32 (m null: x alone), an IEEE f32 division: quantize_codes'
+  // codes, as the values the f32 tiles multiply. out may be x (ldo == ldx).
+  void (*code_values_rows)(const float* x, int64_t ldx, int rows, int64_t n, const float* m, float scale, float q,
+                           float* out, int64_t ldo);
   // Benchmark probe: `iters` rounds of 12 independent FMA chains of
   // fma_lanes floats each (the widest vector this set has: 8 for ymm, 16 for
   // zmm); returns a value that depends on all of them.

@@ -18,6 +18,7 @@ import {
   toHalfBits,
   topkSync,
 } from '../lib';
+import { refAttentionScores } from './reference/attention';
 import { refDequantize, refQuantize, RefGranularity } from './reference/quantize';
 import { expectClose, expectCode, makeTensor, randn, rng } from './helpers';
 
@@ -206,6 +207,38 @@ describe("attentionScores with precision: 'int8'", () => {
         expectClose(int8, ref, 1e-5, oneRow ? 0.05 : 0.02, `${dtype} ${JSON.stringify(opts)}`);
         expectClose(int8Flat, ref, 1e-5, oneRow ? 0.1 : 0.05, `${dtype} no smoothing`);
         expect(errorReport({ data: Float32Array.from(ref), shape: [ref.length] }, { data: Float32Array.from(int8), shape: [int8.length] }).cosine).toBeGreaterThan(0.9999);
+      }
+    }
+  });
+
+  // The INT8 scores are the softmax of the dequantized codes: q·k with q =
+  // q codes × block scale and k = (k − mean) codes × block scale (the mean
+  // shifts a row's logits by a constant). With the codes from the reference
+  // quantizer (byte-exact with quantizeSync), what remains is f32 rounding
+  // of the scale products and the exp: ~1e-6. One code off by one moves a
+  // probability by ~1e-3 relative, so this pins the codes, the block
+  // scales, the mean and which q block a row takes its scale from.
+  test('scores equal the softmax of the reference codes (CLS, rows, causal; k blocks that cut 16-key panels)', () => {
+    for (const dtype of ['f32', 'f16', 'bf16'] as const) {
+      for (const [B, H, N, D, qRows, kRows] of [[2, 3, 97, 40, 32, 7], [1, 2, 130, 64, 128, 64], [1, 1, 33, 19, 5, 16], [1, 1, 1, 8, 1, 1]]) {
+        const q = makeTensor(randn(B * H * N * D, seed++), [B, H, N, D], dtype);
+        // Channel offsets, so that the smoothing mean is far from 0.
+        const k = makeTensor(Float64Array.from(randn(B * H * N * D, seed++), (v, i) => v + (i % D) * 0.3 - 2), [B, H, N, D], dtype);
+        const rq = refQuantize(q.exact, [B, H, N, D], 8, { rows: qRows }, false);
+        const rk = refQuantize(k.exact, [B, H, N, D], 8, { rows: kRows }, true);
+        const qBlocks = Math.ceil(N / qRows), kBlocks = Math.ceil(N / kRows);
+        const deq = (codes: number[], scales: number[], rows: number, blocks: number): Float64Array =>
+          Float64Array.from(codes, (c, i) => {
+            const bh = Math.floor(i / (N * D)), n = Math.floor(i / D) % N;
+            return c * scales[bh * blocks + Math.floor(n / rows)];
+          });
+        const args = { q: deq(rq.codes, rq.scales, qRows, qBlocks), k: deq(rk.codes, rk.scales, kRows, kBlocks), B, H, Nq: N, Nk: N, D, scale: 1 / Math.sqrt(D) };
+        const rowsOf = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
+        for (const [opts, rows] of [[{ queries: 0 }, [0]], [{ queries: [N - 1, 0] }, [N - 1, 0]], [{}, rowsOf(N)], [{ causal: true }, rowsOf(N)]] as const) {
+          const want = refAttentionScores({ ...args, causal: 'causal' in opts }, { rows, reduce: 'mean', heads: 'none', keyBegin: 0, keyEnd: N });
+          const got = attentionScoresSync(q.t, k.t, { ...opts, heads: 'none', precision: 'int8', qRows, kRows }).toArray();
+          expectClose(got, want, 1e-7, 2e-5, `${dtype} [${B}, ${H}, ${N}, ${D}] qRows ${qRows} kRows ${kRows} ${JSON.stringify(opts)}`);
+        }
       }
     }
   });
