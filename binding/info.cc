@@ -150,19 +150,22 @@ Napi::Value NormaliseCheck(const Napi::CallbackInfo& info) {
   return r;
 }
 
-// roundBf16Check(x): test hook (not public API) for test/merge.test.ts: x
-// rounded to bf16 and kept as f32 by the CPU set's vectorised rounding.
-Napi::Value RoundBf16Check(const Napi::CallbackInfo& info) {
+// roundCheck(x, dtype): test hook (not public API) for test/merge.test.ts
+// and test/blocksparse.test.ts: x rounded to 'bf16' or 'f16' and kept as
+// f32 by the CPU set's vectorised rounding.
+Napi::Value RoundCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsTypedArray() ||
-      info[0].As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    Napi::TypeError::New(env, "roundBf16Check(x: Float32Array)").ThrowAsJavaScriptException();
+  const bool ok = info.Length() >= 2 && info[0].IsTypedArray() &&
+                  info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array && info[1].IsString();
+  const std::string dtype = ok ? info[1].As<Napi::String>().Utf8Value() : "";
+  if (!ok || (dtype != "bf16" && dtype != "f16")) {
+    Napi::TypeError::New(env, "roundCheck(x: Float32Array, dtype: 'bf16' | 'f16')").ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto x = info[0].As<Napi::Float32Array>();
   const size_t n = x.ElementLength();
   auto out = Napi::Float32Array::New(env, n);
-  cpu::round_bf16_check(x.Data(), static_cast<int64_t>(n), out.Data());
+  cpu::round_check(x.Data(), static_cast<int64_t>(n), dtype == "f16", out.Data());
   return out;
 }
 
@@ -227,7 +230,7 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("emptyHostCache", Napi::Function::New<EmptyHostCache>(env, "emptyHostCache"));
   exports.Set("gemmNtCheck", Napi::Function::New<GemmNtCheck>(env, "gemmNtCheck"));
   exports.Set("normaliseCheck", Napi::Function::New<NormaliseCheck>(env, "normaliseCheck"));
-  exports.Set("roundBf16Check", Napi::Function::New<RoundBf16Check>(env, "roundBf16Check"));
+  exports.Set("roundCheck", Napi::Function::New<RoundCheck>(env, "roundCheck"));
   exports.Set("noopKernel", Napi::Function::New<NoopKernel>(env, "noopKernel"));
 }
 

@@ -66,9 +66,10 @@ bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float
   return true;
 }
 
-void round_bf16_check(const float* x, int64_t n, float* out) {
+void round_check(const float* x, int64_t n, bool f16, float* out) {
   std::copy(x, x + n, out);
-  isa().round_bf16(out, n);
+  if (f16) isa().round_f16(out, n);
+  else isa().round_bf16(out, n);
 }
 
 }  // namespace cpu

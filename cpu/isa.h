@@ -25,6 +25,10 @@ struct IsaKernels {
   // x[i] = f32_round_bf16(x[i]) in place: rounded to bf16 (nearest even;
   // NaN quieted) and kept as f32, the same bits as core/dtype.h's.
   void (*round_bf16)(float* x, int64_t n);
+  // x[i] = f16_to_f32(f32_to_f16(x[i])) in place: rounded to f16 (nearest
+  // even; overflow to ±Inf, subnormals kept, NaN quieted with its payload's
+  // top bits), as the scalar conversions round it (F16C where the set has it).
+  void (*round_f16)(float* x, int64_t n);
   // True when every x[i] is finite.
   bool (*all_finite)(const float* x, int64_t n);
   // out[p*kColTile + c] = Σ_d q[d] * kt[p*panel_stride + d*kColTile + c] for

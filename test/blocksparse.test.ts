@@ -20,6 +20,7 @@ import { expectClose, expectCode, expectReject, makeTensor, randn } from './help
 import { fromBnhd, maskOf, outValues, permutation, problem, randomKeep, roundTo, toBnhd, tol } from './blocksparse-fixtures';
 import { refApplyReorder, refBlockAttentionMass, refBlockPool, refBlockSparseAttention } from './reference/blocksparse';
 import { TokenSieveError } from '../lib/errors';
+import { native } from '../lib/native';
 
 describe('blockSparseAttention against float64', () => {
   const cases: Array<[string, number, number, number, number, number, number, FloatDType, 'bhnd' | 'bnhd', number, number, number]> = [
@@ -120,6 +121,56 @@ describe('blockSparseAttention against float64', () => {
       const ref = refBlockSparseAttention({ q: p.qx.map(round), k: p.kx.map(round), v: p.vx.map(round), B: 1, Hq: 2, Hkv: 2, N: 70, Nk: 70, D: 32, scale: 1 / Math.sqrt(32), keep: () => true, blockQ: 64, blockK: 64, roundP: round });
       const t = tol(precision);
       expectClose(r.out.toArray(), ref.out, t.atol / 4, t.rtol / 4, precision);
+    }
+  });
+
+  // P (and q, k, v) are rounded by isa().round_f16 / round_bf16 on vectors;
+  // the f16 one must have the bits of core/dtype.h's scalar conversions.
+  test('the vectorised rounding to f16 has the bits of f32_to_f16 then f16_to_f32 for every kind of value', () => {
+    // f32 bit pattern -> f16 bits (nearest even, overflow to Inf, subnormals, NaN quieted) -> f32 bits.
+    const toHalf = (x: number): number => {
+      const sign = (x >>> 16) & 0x8000, exp = (x >>> 23) & 0xff;
+      let mant = x & 0x7fffff;
+      if (exp === 0xff) return sign | 0x7c00 | (mant ? 0x200 | (mant >>> 13) : 0);
+      const e = exp - 127 + 15;
+      if (e >= 0x1f) return sign | 0x7c00;
+      if (e <= 0) {
+        if (e < -10) return sign;
+        mant |= 0x800000;
+        const shift = 14 - e;
+        let half = mant >>> shift;
+        const rem = mant & ((1 << shift) - 1), mid = 1 << (shift - 1);
+        if (rem > mid || (rem === mid && (half & 1))) half++;
+        return sign | half;
+      }
+      let half = (e << 10) | (mant >>> 13);
+      const rem = mant & 0x1fff;
+      if (rem > 0x1000 || (rem === 0x1000 && (half & 1))) half++;
+      return sign | half;
+    };
+    const fromHalf = (h: number): number => {
+      const sign = (h & 0x8000) << 16, exp = (h >>> 10) & 0x1f, mant = h & 0x3ff;
+      if (exp === 0x1f) return (sign | 0x7f800000 | (mant << 13)) >>> 0;
+      if (exp > 0) return (sign | ((exp - 15 + 127) << 23) | (mant << 13)) >>> 0;
+      if (mant === 0) return sign >>> 0;
+      let e = -14, m = mant;  // subnormal: normalise
+      while (!(m & 0x400)) { m <<= 1; e--; }
+      return (sign | ((e + 127) << 23) | ((m & 0x3ff) << 13)) >>> 0;
+    };
+    const special = [0, 0x80000000, 1, 0x477fe000, 0x477fefff, 0x477ff000, 0x477ff001, 0xc77ff000, 0x7f7fffff, 0x33800000, 0x33800001,
+      0x33000000, 0x33000001, 0x387fc000, 0x387fe000, 0x38800000, 0x3f801000, 0x3f803000, 0x3f800fff, 0x3f801001, 0x7f800000, 0xff800000,
+      0x7f800001, 0x7fc00000, 0x7fbfffff, 0xffffffff, 0x007fffff];
+    let s = 17;
+    const next = (): number => (s = (Math.imul(s, 1103515245) + 12345) >>> 0);
+    // 8k + 5 values: the vector loop and a scalar tail; random bit patterns
+    // (every exponent, NaNs among them), then values near f16's range.
+    const bits = new Uint32Array(8 * 2000 + 5);
+    bits.set(special);
+    for (let i = special.length; i < bits.length; i++) bits[i] = i % 2 ? next() : (((next() % 40) + 100) << 23 | (next() & 0x807fffff)) >>> 0;
+    const got = new Uint32Array(native().roundCheck(new Float32Array(bits.buffer), 'f16').buffer);
+    for (let i = 0; i < bits.length; i++) {
+      const want = fromHalf(toHalf(bits[i]));
+      if (got[i] !== want) throw new Error(`0x${bits[i].toString(16)} -> 0x${got[i].toString(16)}, want 0x${want.toString(16)}`);
     }
   });
 

@@ -702,11 +702,12 @@ describe("bipartiteSoftMatch precision 'bf16' vs the float64 reference of its se
     const bits = new Uint32Array(8 * 1000 + 5);
     bits.set(special);
     for (let i = special.length; i < bits.length; i++) bits[i] = (Math.floor(r() * 2 ** 16) * 2 ** 16 + Math.floor(r() * 2 ** 16)) >>> 0;
-    const got = new Uint32Array(native().roundBf16Check(new Float32Array(bits.buffer)).buffer);
+    const got = new Uint32Array(native().roundCheck(new Float32Array(bits.buffer), 'bf16').buffer);
     for (let i = 0; i < bits.length; i++) {
       if (got[i] !== ref(bits[i])) throw new Error(`0x${bits[i].toString(16)} -> 0x${got[i].toString(16)}, want 0x${ref(bits[i]).toString(16)}`);
     }
-    expect(() => native().roundBf16Check(new Float64Array(3) as unknown as Float32Array)).toThrow(/roundBf16Check/);
+    expect(() => native().roundCheck(new Float64Array(3) as unknown as Float32Array, 'bf16')).toThrow(/roundCheck/);
+    expect(() => native().roundCheck(new Float32Array(3), 'f32' as never)).toThrow(/roundCheck/);
   });
 
   test('every metric row equal: one exact tie everywhere, lower indices win', () => {

@@ -55,9 +55,10 @@ void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t
 // stores, and into panel_stream_out [n, 16] through the streaming stores.
 // False when a row holds NaN or Inf.
 bool normalise_check(const float* x, int rows, int64_t n, float* rows_out, float* panel_out, float* panel_stream_out);
-// Test hook (not public API): out[i] = x[i] rounded to bf16 and kept as f32
-// by the CPU set's vectorised rounding (bf16 match precision), i < n.
-void round_bf16_check(const float* x, int64_t n, float* out);
+// Test hook (not public API): out[i] = x[i] rounded to bf16 (f16 when
+// `f16`) and kept as f32 by the CPU set's vectorised rounding (ToMe's bf16
+// match precision; block-sparse attention's f16 and bf16 operands), i < n.
+void round_check(const float* x, int64_t n, bool f16, float* out);
 }  // namespace cpu
 
 namespace cuda {
