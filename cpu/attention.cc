@@ -373,10 +373,7 @@ Status attention_scores(const AttentionScoresParams& p) {
         float* qrow = qs + i * D;
         if (plain_q) {
           // Copied and scaled in one pass (the same single rounding).
-          const float* __restrict src = reinterpret_cast<const float*>(elem(p.q, b, h, row));
-          float* __restrict dst = qrow;
-          const float scale = logit_scale;
-          for (int64_t d = 0; d < D; ++d) dst[d] = src[d] * scale;
+          K.scale(reinterpret_cast<const float*>(elem(p.q, b, h, row)), logit_scale, D, qrow);
         } else {
           K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
           round_all(qrow, D);
@@ -385,7 +382,7 @@ Status attention_scores(const AttentionScoresParams& p) {
             K.code_values_rows(qrow, D, 1, D, nullptr, sq, 127.0f, qrow, D);
             row_factor[i] = sq * logit_scale;
           } else {
-            for (int64_t d = 0; d < D; ++d) qrow[d] *= logit_scale;
+            K.scale(qrow, logit_scale, D, qrow);
           }
         }
         tile_cols = std::max(tile_cols, limit_of(row));

@@ -250,10 +250,15 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
           for (int64_t r = 0; r < R; ++r) {
             float* s = S.data() + r * ncols;
             if (int8) {
+              // One factor qs · ks per run of keys in the same k block.
               const float qs = qscale[(r0 + r) / kQB] * p.scale;
-              for (int64_t j = j0; j < j1; ++j) s[j - col0] *= qs * hk.kscale[j / kQB];
+              for (int64_t j = j0; j < j1;) {
+                const int64_t end = std::min(j1, (j / kQB + 1) * kQB);
+                isa().scale(s + (j - col0), qs * hk.kscale[j / kQB], end - j, s + (j - col0));
+                j = end;
+              }
             } else {
-              for (int64_t j = j0; j < j1; ++j) s[j - col0] *= p.scale;
+              isa().scale(s + (j0 - col0), p.scale, j1 - j0, s + (j0 - col0));
             }
           }
           // Online softmax over this block's keys: P in place of S.
@@ -263,8 +268,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
             const float mx = std::max(m[r], isa().max(s, n, nullptr));
             const float corr = std::exp(m[r] - mx);  // 0 on the first block (m = -inf)
             float* a = acc.data() + r * Dp;
-            if (corr != 1.f)
-              for (int64_t d = 0; d < D; ++d) a[d] *= corr;
+            if (corr != 1.f) isa().scale(a, corr, D, a);
             l[r] = l[r] * corr + isa().exp_shift_sum(s, n, mx);
             m[r] = mx;
             if (pv_round != Round::kNone) round_row(s, n, pv_round);
@@ -289,8 +293,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
           const int64_t orig = src(r0 + r);
           float* a = acc.data() + r * Dp;
           if (l[r] > 0.f) {
-            const float inv = 1.f / l[r];
-            for (int64_t d = 0; d < D; ++d) a[d] *= inv;
+            isa().scale(a, 1.f / l[r], D, a);
           }  // no kept key: acc is 0
           store_row(p.out, b, h, orig, a);
           if (p.lse.data)
@@ -344,7 +347,7 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
           load_row(p.q, b, h, rows[t], q.data());
           if (p.check_finite && !isa().all_finite(q.data(), D)) { nonfinite = true; return; }
           isa().qk_row_panels(q.data(), D, kt.data(), D * kColTile, npanels, s.data());
-          for (int64_t j = 0; j < Nk; ++j) s[j] *= p.scale;
+          isa().scale(s.data(), p.scale, Nk, s.data());
           const float mx = isa().max(s.data(), Nk, nullptr);
           const float total = isa().exp_shift_sum(s.data(), Nk, mx);
           for (int64_t J = 0; J < nK; ++J) {

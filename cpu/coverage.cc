@@ -169,11 +169,11 @@ Status mmtok_coverage(const MmtokCoverageParams& p) {
         const bool text = r < m;
         const float inv_tau = static_cast<float>(1.0 / (text ? p.tau_tv : p.tau_vv));
         const float shift = isa().max(row, n, nullptr) * inv_tau;
-        for (int64_t j = 0; j < n; ++j) row[j] *= inv_tau;
+        isa().scale(row, inv_tau, n, row);
         const float sum = isa().exp_shift_sum(row, n, shift);
         const float scale =
             static_cast<float>((text ? 1.0 / static_cast<double>(m) : p.alpha / static_cast<double>(n)) / sum);
-        for (int64_t j = 0; j < n; ++j) row[j] *= scale;
+        isa().scale(row, scale, n, row);
       }
     });
   }

@@ -122,6 +122,9 @@ struct IsaKernels {
   void (*weighted_column_sum)(const float* x, int64_t ldx, int rows, const float* w, int64_t n, float* acc);
   // y[i] += a * x[i]
   void (*axpy)(float a, const float* x, float* y, int64_t n);
+  // out[i] = x[i] * f for i < n (one rounding each; out may be x): the
+  // scaling loops outside this table compile for baseline x86-64.
+  void (*scale)(const float* x, float f, int64_t n, float* out);
   // out[j] = (((0 + w[0]·rows[0][j]) + w[1]·rows[1][j]) + …) · scale for
   // j < n: each term added as axpy adds it (an FMA where the set has FMA,
   // else a multiply and an add), then one multiply — the bits of a zeroed
