@@ -140,6 +140,16 @@ struct IsaKernels {
   // with an IEEE f32 division (scale_step 0: one scale for all).
   void (*quantize_codes)(const float* x, int64_t n, const float* scale, int64_t scale_step, float q,
                          int8_t* out);
+  // INT4 packing: out[b] = (codes[2b] & 0xf) | (codes[2b + 1] & 0xf) << 4
+  // for b < ceil(n / 2), low nibble first; an odd n leaves the last high
+  // nibble 0 (quantize.h).
+  void (*pack_int4)(const int8_t* codes, int64_t n, uint8_t* out);
+  // Groups of `group` values (the last one shorter): scales[i] =
+  // max(amax of group i, amax_floor) / q, then the group's codes as
+  // quantize_codes makes them; clears *finite when a value is NaN or
+  // infinite. One call per row instead of two per group.
+  void (*quantize_groups)(const float* x, int64_t n, int64_t group, float q, float amax_floor, float* scales,
+                          int8_t* codes, bool* finite);
   // acc[c] += double(x[r·ldx + c]) for c < n, rows r = 0..rows−1 in order:
   // one exact conversion and one f64 add per element, the bits of a scalar
   // loop over the rows (the smoothing mean's chunk sums, quantize.h).

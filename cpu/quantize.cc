@@ -79,16 +79,6 @@ void load_row(const TensorView& x, const Geometry& g, const float* mean, int64_t
 }
 
 // Codes of one row (C values, f32) with the given scale(s) into data row r.
-// Two codes per byte, low nibble first; an odd count leaves the last high nibble 0.
-void pack_int4(const int8_t* codes, int64_t n, uint8_t* out) {
-  const int64_t bytes = (n + 1) / 2;
-  for (int64_t b = 0; b < bytes; ++b) {
-    const int lo = codes[2 * b];
-    const int hi = 2 * b + 1 < n ? codes[2 * b + 1] : 0;
-    out[b] = static_cast<uint8_t>((lo & 0xf) | ((hi & 0xf) << 4));
-  }
-}
-
 void store_codes(const QuantizeParams& p, const Geometry& g, int64_t r, const float* v, const float* scale,
                  int64_t scale_step, float Q, int8_t* tmp) {
   const IsaKernels& K = isa();
@@ -97,7 +87,7 @@ void store_codes(const QuantizeParams& p, const Geometry& g, int64_t r, const fl
     return;
   }
   K.quantize_codes(v, g.C, scale, scale_step, Q, tmp);
-  pack_int4(tmp, g.C, p.data.ptr<uint8_t>() + r * ((g.C + 1) / 2));
+  K.pack_int4(tmp, g.C, p.data.ptr<uint8_t>() + r * ((g.C + 1) / 2));
 }
 
 // Row r as f32 minus the mean: a pointer into x when nothing needs changing
@@ -172,13 +162,8 @@ Status quantize(const QuantizeParams& p) {
           continue;
         }
         int8_t* codes = s.bits == 8 ? p.data.ptr<int8_t>() + r * g.C : tmp.data();
-        for (int64_t c0 = 0, gi = 0; c0 < g.C; c0 += gsize, ++gi) {
-          const int64_t len = std::min(gsize, g.C - c0);
-          const float scale = to_scale(K.amax(v + c0, len, &finite));
-          scales[r * g.groups + gi] = scale;
-          K.quantize_codes(v + c0, len, &scale, 0, Q, codes + c0);
-        }
-        if (s.bits == 4) pack_int4(tmp.data(), g.C, p.data.ptr<uint8_t>() + r * ((g.C + 1) / 2));
+        K.quantize_groups(v, g.C, gsize, Q, kAmaxFloor, scales + r * g.groups, codes, &finite);
+        if (s.bits == 4) K.pack_int4(tmp.data(), g.C, p.data.ptr<uint8_t>() + r * ((g.C + 1) / 2));
       }
       if (!finite) bad[static_cast<size_t>(t)] = 1;
     });

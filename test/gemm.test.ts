@@ -171,6 +171,9 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       // any instruction set. 333 channels: zmm, ymm and scalar columns.
       const qz = t.quantizeSync({ data: rnd(2 * 2 * 67 * 333, 11).map((v, i) => v + (i % 333) * 0.01), shape: [2, 2, 67, 333] }, { granularity: { rows: 16, pad: true }, smooth: true });
       out.push(Array.from(qz.data.data), Array.from(qz.scales.data), Array.from(qz.mean.data));
+      // INT4 groups of 32 (the last one short at 333 channels), packed two codes a byte.
+      const q4 = t.quantizeSync({ data: rnd(37 * 333, 13), shape: [37, 333] }, { bits: 4, granularity: { group: 32, pad: true } });
+      out.push(Array.from(q4.data.data), Array.from(q4.scales.data));
       // Max coverage, k = N: float64 gains updated per pick over 301 columns
       // (zmm blocks of 32, ymm of 16, a scalar tail), values over 14 decades
       // so that the counted terms decide the exact zeros.
