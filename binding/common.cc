@@ -202,6 +202,45 @@ void* CallContext::stage(const Napi::Value& array, napi_value arraybuffer, void*
   return where;
 }
 
+bool CallContext::stage_gathered(const Napi::Value& array, napi_value arraybuffer, size_t esize, size_t span_bytes,
+                                 TensorView& t, const char* name) {
+  if (!async_ || t.ndim < 1 || t.strides[t.ndim - 1] != 1) return false;
+  bool plain = false;  // a SharedArrayBuffer is read in place (stage's rule)
+  if (napi_is_arraybuffer(env_, arraybuffer, &plain) != napi_ok || !plain) return false;
+  int64_t n = 1;
+  for (int d = 0; d < t.ndim; ++d) n *= t.shape[d];
+  const size_t bytes = static_cast<size_t>(n) * esize;
+  if (bytes * 2 > span_bytes) return false;
+  std::shared_ptr<char> copy = cpu::host_block(bytes);
+  if (copy == nullptr) return false;  // stage() reports the failure
+  // Runs of the innermost dimension, in row-major order of the outer ones.
+  const int64_t run = t.shape[t.ndim - 1];
+  const size_t run_bytes = static_cast<size_t>(run) * esize;
+  int64_t index[kMaxDims] = {};
+  char* dst = copy.get();
+  for (int64_t r = 0; r < n / run; ++r) {
+    int64_t at = 0;
+    for (int d = 0; d + 1 < t.ndim; ++d) at += index[d] * t.strides[d];
+    std::memcpy(dst, static_cast<const char*>(t.data) + at * static_cast<int64_t>(esize), run_bytes);
+    dst += run_bytes;
+    for (int d = t.ndim - 2; d >= 0 && ++index[d] == t.shape[d]; --d) index[d] = 0;
+  }
+  int64_t stride = 1;
+  for (int d = t.ndim - 1; d >= 0; --d) {
+    t.strides[d] = stride;
+    stride *= t.shape[d];
+  }
+  t.data = copy.get();
+  Staged st;
+  st.copy = std::move(copy);
+  st.bytes = bytes;
+  st.array = array.As<Napi::Object>();
+  st.output = false;
+  st.name = name;
+  staged_.push_back(std::move(st));
+  return true;
+}
+
 TensorView CallContext::view(size_t i, const char* name, bool optional, bool output) {
   TensorView t;
   Napi::Value mv = arg(i);
@@ -293,9 +332,9 @@ TensorView CallContext::view(size_t i, const char* name, bool optional, bool out
     // which no JS outside the library can reach until the call completes:
     // written in place.
     const bool fresh_output = output && mlen > 16 && m[16] == 1;
-    if (!empty && !fresh_output)
-      t.data = stage(mem, ta.arraybuffer, t.data, first_byte, static_cast<size_t>(last + 1 - offset) * esize, output,
-                     name);
+    const size_t span_bytes = static_cast<size_t>(last + 1 - offset) * esize;
+    if (!empty && !fresh_output && !(!output && stage_gathered(mem, ta.arraybuffer, esize, span_bytes, t, name)))
+      t.data = stage(mem, ta.arraybuffer, t.data, first_byte, span_bytes, output, name);
     return t;
   }
 

@@ -114,6 +114,13 @@ class CallContext {
   // (byte `byte_offset` of TypedArray `array`): a staged copy, or `data`.
   void* stage(const Napi::Value& array, napi_value arraybuffer, void* data, size_t byte_offset, size_t bytes,
               bool output, const char* name);
+  // For async calls: an input view whose elements fill at most half of the
+  // span it addresses (every row but a few, every head's first row) is
+  // gathered into a compact row-major copy instead of staging the span: t's
+  // data and strides then describe the copy. Returns false when it did not
+  // apply (the caller stages the span).
+  bool stage_gathered(const Napi::Value& array, napi_value arraybuffer, size_t esize, size_t span_bytes, TensorView& t,
+                      const char* name);
   const Napi::CallbackInfo& info_;
   Napi::Env env_;
   bool async_;

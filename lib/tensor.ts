@@ -418,7 +418,7 @@ export class Tensor {
    * @internal The descriptor the addon reads; `shape`/`strides` override the
    * tensor's own (e.g. a [B, N, H, D] tensor read as [B, H, N, D]).
    */
-  descriptor(name: string, shape: readonly number[] = this.shape, strides: readonly number[] = this.strides): NativeTensor {
+  descriptor(name: string, shape: readonly number[] = this.shape, strides: readonly number[] = this.strides, offset = this.offset): NativeTensor {
     this.assertReadable(name);
     const rank = shape.length;
     // Always 17 doubles (136 bytes): past V8's 64-byte on-heap limit, so the
@@ -426,7 +426,7 @@ export class Tensor {
     const meta = new Float64Array(META_LENGTH);
     meta[0] = DTYPE_CODE[this.dtype];
     meta[1] = this.ordinal;
-    meta[2] = this.offset;
+    meta[2] = offset;
     meta[3] = rank;
     for (let i = 0; i < rank; i++) {
       meta[4 + i] = shape[i];

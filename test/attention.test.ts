@@ -252,6 +252,44 @@ describe('accumulate, async and determinism', () => {
     expect(Array.from(b.data as Float32Array)).toEqual(Array.from(a.data as Float32Array));
   });
 
+  // A host q is passed as the span of rows the kernel reads, with the rows
+  // and the causal offset shifted; the Promise API then stages only that
+  // span, or gathers it when it is a small part of what the view spans
+  // (bnhd: every row of the span is strided across all heads).
+  test('few query rows: the Promise API and the Sync API agree bit for bit and match float64 (spans, gathers, causal offsets, INT8 blocks)', async () => {
+    const cases: Array<Case & { int8?: boolean }> = [
+      { B: 2, H: 3, Nq: 61, Nk: 61, D: 24, dtype: 'f32', layout: 'bhnd', queries: 0 },
+      { B: 1, H: 4, Nq: 97, Nk: 97, D: 40, dtype: 'f16', layout: 'bnhd', queries: [96, 40] },
+      { B: 2, H: 2, Nq: 33, Nk: 70, D: 16, dtype: 'f32', layout: 'bhnd', queries: [30, 31], causal: true },
+      { B: 1, H: 3, Nq: 50, Nk: 50, D: 8, dtype: 'bf16', layout: 'bnhd', queries: [7, 12], causal: true, causalOffset: -3 },
+      { B: 1, H: 2, Nq: 44, Nk: 44, D: 16, dtype: 'f32', layout: 'bhnd', queries: [0, 43], causal: true, causalOffset: 2147483647 },
+      { B: 2, H: 2, Nq: 130, Nk: 130, D: 32, dtype: 'f32', layout: 'bhnd', queries: [70, 100], int8: true },
+    ];
+    for (const c of cases) {
+      const data = build(c);
+      const opts = { ...options(c, data), ...(c.int8 ? { precision: 'int8' as const, qRows: 32 } : {}) };
+      const sync = attentionScoresSync(data.q, data.k, opts).toArray();
+      const promised = (await attentionScores(data.q, data.k, opts)).toArray();
+      expect(promised).toEqual(sync);
+      if (c.int8) {
+        // The rows' q blocks (rows 64..127 of each head, 32 a block) set
+        // their scales: a row outside them changes nothing, an unselected
+        // row inside one changes the scores (through its block's scale).
+        const scaled = (row: number): Tensor => {
+          const v = Float32Array.from(data.q.data as Float32Array);
+          for (let bh = 0; bh < c.B * c.H; bh++) for (let d = 0; d < c.D; d++) v[(bh * c.Nq + row) * c.D + d] *= 100;
+          return Tensor.from({ data: v, shape: data.q.shape });
+        };
+        expect(attentionScoresSync(scaled(63), data.k, opts).toArray()).toEqual(sync);
+        expect(attentionScoresSync(scaled(128), data.k, opts).toArray()).toEqual(sync);
+        expect(attentionScoresSync(scaled(65), data.k, opts).toArray()).not.toEqual(sync);
+        expect((await attentionScores(scaled(127), data.k, opts)).toArray()).not.toEqual(sync);
+      } else {
+        expectClose(sync, expected(c, data), 1e-6, 2e-4, JSON.stringify(c.queries));
+      }
+    }
+  });
+
   test('results do not depend on the thread count', () => {
     const c: Case = { B: 1, H: 2, Nq: 300, Nk: 300, D: 32, dtype: 'f32', layout: 'bhnd' };
     const data = build(c);
