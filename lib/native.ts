@@ -59,14 +59,26 @@ export const PARAM_NAMES = {
 export type ParamOp = keyof typeof PARAM_NAMES;
 export type OpParams<Op extends ParamOp> = { readonly [K in (typeof PARAM_NAMES)[Op][number]]: number };
 
+// Parameter blocks of up to 16 come from a ring made once (the addon reads
+// them during the call: see lib/tensor.ts, descriptorRing).
+const PARAMS_RING = 16;
+const paramsRing = Array.from({ length: PARAMS_RING }, () => new Float64Array(16));
+let nextParams = 0;
+
 /**
  * An op's scalar parameters for the addon, each in its slot of PARAM_NAMES[op],
  * in a Float64Array of at least 16 (128 bytes: off V8's heap, so the addon
- * reads it without a copy).
+ * reads it without a copy), zero where the op has no parameter.
  */
 export function opParams<Op extends ParamOp>(op: Op, values: OpParams<Op>): Float64Array {
   const names: readonly string[] = PARAM_NAMES[op];
-  const p = new Float64Array(Math.max(16, names.length));
+  let p: Float64Array;
+  if (names.length <= 16) {
+    p = paramsRing[nextParams].fill(0);
+    nextParams = (nextParams + 1) % PARAMS_RING;
+  } else {
+    p = new Float64Array(names.length);
+  }
   names.forEach((name, i) => {
     p[i] = (values as Record<string, number>)[name];
   });

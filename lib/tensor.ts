@@ -56,6 +56,17 @@ const INTERNAL = Symbol('tokensieve.tensor');
  */
 const META_LENGTH = 17;
 
+// Descriptors come from a ring of arrays made once, not a fresh off-heap
+// ArrayBuffer per tensor per call: the addon copies every field before the
+// call that receives them returns (async calls included), and every
+// descriptor goes to a native call right after it is made. Fresh ones were
+// a third of a small call's time (a top-k of 576 scores: malloc, V8's
+// sweeper freeing them on another thread, lock waits between the two).
+// 64 is far more than one call takes.
+const DESCRIPTOR_RING = 64;
+const descriptorRing = Array.from({ length: DESCRIPTOR_RING }, () => new Float64Array(META_LENGTH));
+let nextDescriptor = 0;
+
 /**
  * Outputs the call being planned allocated itself. No JS outside the library
  * holds them until the call completes, so nothing can detach or shrink their
@@ -423,7 +434,9 @@ export class Tensor {
     const rank = shape.length;
     // Always 17 doubles (136 bytes): past V8's 64-byte on-heap limit, so the
     // addon reads it in place instead of V8 copying it out of the heap.
-    const meta = new Float64Array(META_LENGTH);
+    const meta = descriptorRing[nextDescriptor];
+    nextDescriptor = (nextDescriptor + 1) % DESCRIPTOR_RING;
+    meta.fill(0);
     meta[0] = DTYPE_CODE[this.dtype];
     meta[1] = this.ordinal;
     meta[2] = offset;

@@ -167,6 +167,23 @@ describe('the Promise API', () => {
     expect(out.shape).toEqual([1, 1024]);
   });
 
+  // Descriptors and parameter blocks are reused from rings (lib/tensor.ts,
+  // lib/native.ts): the addon must have copied them before the call that
+  // received them returns. Sync calls right after an async one go round
+  // both rings several times while it runs, with other shapes and options.
+  test('an async call keeps its shapes and options while later calls reuse the descriptor and parameter arrays', async () => {
+    const make = (n: number, seed: number) => ({ data: Float32Array.from(randn(2 * 3 * n * 40, seed)), shape: [2, 3, n, 40] });
+    const q = make(97, 41), k = make(97, 42);
+    const opts = { causal: true, queries: [5, 96], heads: 'none' as const, keys: { start: 3, end: 90 } };
+    const want = attentionScoresSync(q, k, opts).toArray();
+    const pending = attentionScores(q, k, opts);
+    const small = make(9, 43);
+    for (let i = 0; i < 100; i++) attentionScoresSync(small, small, { queries: 'all', scale: 0.5 + i });
+    const got = (await pending).toArray();
+    expect(got).toEqual(want);
+    expect(got).toHaveLength(2 * 3 * 87);
+  });
+
   test('the inputs stay alive while the job runs, even if the caller drops them and the GC runs', () => {
     const r = runNode(
       `const t = require(${JSON.stringify(dist)});
