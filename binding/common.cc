@@ -191,6 +191,12 @@ void* CallContext::stage(const Napi::Value& array, napi_value arraybuffer, void*
   }
   copy_staged(copy.get(), data, bytes);
   void* const where = copy.get();
+  keep_staged(std::move(copy), bytes, array, byte_offset, output, name);
+  return where;
+}
+
+void CallContext::keep_staged(std::shared_ptr<char> copy, size_t bytes, const Napi::Value& array, size_t byte_offset,
+                              bool output, const char* name) {
   Staged st;
   st.copy = std::move(copy);
   st.bytes = bytes;
@@ -199,7 +205,6 @@ void* CallContext::stage(const Napi::Value& array, napi_value arraybuffer, void*
   st.output = output;
   st.name = name;
   staged_.push_back(std::move(st));
-  return where;
 }
 
 bool CallContext::stage_gathered(const Napi::Value& array, napi_value arraybuffer, size_t esize, size_t span_bytes,
@@ -231,13 +236,7 @@ bool CallContext::stage_gathered(const Napi::Value& array, napi_value arraybuffe
     stride *= t.shape[d];
   }
   t.data = copy.get();
-  Staged st;
-  st.copy = std::move(copy);
-  st.bytes = bytes;
-  st.array = array.As<Napi::Object>();
-  st.output = false;
-  st.name = name;
-  staged_.push_back(std::move(st));
+  keep_staged(std::move(copy), bytes, array, 0, /*output=*/false, name);
   return true;
 }
 

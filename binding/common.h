@@ -121,6 +121,10 @@ class CallContext {
   // apply (the caller stages the span).
   bool stage_gathered(const Napi::Value& array, napi_value arraybuffer, size_t esize, size_t span_bytes, TensorView& t,
                       const char* name);
+  // Keeps a staged copy alive until the job is done (and, for an output,
+  // copies it back into `array` at `byte_offset` then).
+  void keep_staged(std::shared_ptr<char> copy, size_t bytes, const Napi::Value& array, size_t byte_offset, bool output,
+                   const char* name);
   const Napi::CallbackInfo& info_;
   Napi::Env env_;
   bool async_;
