@@ -426,8 +426,10 @@ export class Tensor {
   }
 
   /**
-   * @internal The descriptor the addon reads; `shape`/`strides` override the
-   * tensor's own (e.g. a [B, N, H, D] tensor read as [B, H, N, D]).
+   * @internal The descriptor the addon reads; `shape`/`strides`/`offset`
+   * override the tensor's own (e.g. a [B, N, H, D] tensor read as [B, H, N,
+   * D], or a span of its rows). Its meta array is a ring slot: pass it to the
+   * native call now, before other descriptors are made.
    */
   descriptor(name: string, shape: readonly number[] = this.shape, strides: readonly number[] = this.strides, offset = this.offset): NativeTensor {
     this.assertReadable(name);
