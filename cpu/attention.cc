@@ -186,7 +186,7 @@ bool plan_int8_head(const AttentionScoresParams& p, Int8Plan* plan, int64_t bh) 
         K.to_f32(elem(p.q, b, h, i), p.q.dtype, D, row.data());
         q_row = row.data();
       }
-      amax = std::max(amax, K.amax_diff_rows(q_row, D, 1, D, nullptr, &finite));
+      amax = std::max(amax, K.amax(q_row, D, &finite));
     }
     q_scale[blk] = std::max(amax, kAmaxFloor) / 127.0f;
   }
