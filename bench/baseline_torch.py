@@ -12,6 +12,14 @@ Attention variants:
   torch-min  the cheapest eager equivalent: only the needed query row
              (CLS / last) through matmul + softmax + mean; for all rows it is
              torch-ref.
+  torch-int8 (INT8 trials) SageAttention's per-block INT8 QKᵀ restated in
+             eager torch: k minus its token mean, one scale per 32 q rows
+             and per 64 k rows (amax / 127), codes rounded and clamped, the
+             codes multiplied (f32 on the CPU: torch 1.13 has no INT8 matmul
+             there), rescaled, softmax, the same reduction; for the CLS /
+             last row only that row's q block is quantized.
+             INT8 trials also carry torch-ref / torch-min of the same shape:
+             what a runtime has when it does not quantize.
 Merge: ToMe's bipartite_soft_matching + merge_wavg (tome/merge.py, restated
 line by line, CLS protected, metric = x); VisionZip's contextual-token code.
 Top-k: torch.topk(scores, k) then sorting the indices (FasterVLM, VTC-CLS).
@@ -29,6 +37,11 @@ Block-sparse attention (spec "device": "cpu" or "cuda"):
                the flash kernel), the dense baseline of the sparse trials;
   torch-flex   FlexAttention with the same random 64×64 block mask
                (torch >= 2.5 on CUDA, when available).
+  The INT8 trials carry the dense variants of their shape (torch has no
+  INT8 attention to compare with).
+A figure that does not depend on the trial's remaining options (the f32
+attention figures of an INT8 trial, the dense block-sparse variants of every
+density) is measured once per run and shape, and reported for each trial.
 """
 import json
 import sys
@@ -49,6 +62,17 @@ def timeit(fn, budget_s=0.3, max_reps=30, min_reps=3):
 
 def emit(obj):
     print(json.dumps(obj), flush=True)
+
+
+# (shape key, variant) -> the measurement, for figures shared by trials.
+_measured = {}
+
+
+def measure_once(key, name, variant, run):
+    """Emits `run()`'s result dict under `name`; runs it once per key."""
+    if key not in _measured:
+        _measured[key] = run()
+    emit({"name": name, "variant": variant, **_measured[key]})
 
 
 def device_of(spec, torch):
@@ -95,17 +119,57 @@ def attention(spec, torch):
         attn = torch.softmax(s, dim=-1)[:, :, 0]
         return attn[:, :, 1:].mean(1) if rows == "cls" else attn.mean(1)
 
+    def quantized(x, rows_per_block):
+        """x [B, H, n, D] as codes (same shape) and one scale per block of rows."""
+        n = x.shape[2]
+        nb = (n + rows_per_block - 1) // rows_per_block
+        xp = torch.nn.functional.pad(x, (0, 0, 0, nb * rows_per_block - n))
+        blocks = xp.view(B, H, nb, rows_per_block, D)
+        s = blocks.abs().amax(dim=(3, 4), keepdim=True).clamp_min(1e-20) / 127
+        codes = (blocks / s).round().clamp(-127, 127)
+        return codes.view(B, H, nb * rows_per_block, D)[:, :, :n], s.view(B, H, nb)
+
+    def int8():
+        km = k - k.mean(dim=2, keepdim=True)  # smoothK
+        kc, ks = quantized(km, 64)
+        k_scale = ks.repeat_interleave(64, dim=2)[:, :, None, :N]
+        if rows == "all":
+            qc, qs = quantized(q, 32)
+            s = (qc @ kc.transpose(-1, -2)) * (qs.repeat_interleave(32, dim=2)[:, :, :N, None] * scale) * k_scale
+            if mask is not None:
+                s = s + mask
+            return torch.softmax(s, dim=-1).mean(1).mean(1)
+        i = 0 if rows == "cls" else N - 1
+        b0 = i // 32 * 32
+        qc, qs = quantized(q[:, :, b0 : min(N, b0 + 32)], 32)
+        s = (qc[:, :, i - b0 : i - b0 + 1] @ kc.transpose(-1, -2)) * (qs[:, :, :1, None] * scale) * k_scale
+        attn = torch.softmax(s, dim=-1)[:, :, 0]
+        return attn[:, :, 1:].mean(1) if rows == "cls" else attn.mean(1)
+
     materialised = B * H * N * N * 4
-    for variant, fn in (("torch-ref", ref), ("torch-min", minimal if rows != "all" else None)):
+    shape_key = ("attention", B, H, N, D, rows, causal, spec.get("dtype", "f32"), dev)
+    variants = [("torch-ref", ref), ("torch-min", minimal if rows != "all" else None)]
+    if spec.get("int8"):
+        variants.append(("torch-int8", int8))
+    for variant, fn in variants:
         if fn is None:
             continue
         fn = synced(fn, sync)
-        if variant == "torch-ref" and materialised > 6e9:
+        # torch-ref, and torch-int8 over all rows, materialise every score.
+        full = variant == "torch-ref" or (variant == "torch-int8" and rows == "all")
+        if full and materialised > 6e9:
             emit({"name": spec["name"], "variant": variant, "skipped": f"would materialise {materialised / 1e9:.1f} GB"})
             continue
-        big = materialised > 5e8
-        median, best, reps = timeit(fn, budget_s=0.3 if not big else 0.0, max_reps=30, min_reps=3 if not big else 2)
-        emit({"name": spec["name"], "variant": variant, "median_ms": median, "min_ms": best, "reps": reps})
+        big = full and materialised > 5e8
+
+        def run(fn=fn, big=big):
+            median, best, reps = timeit(fn, budget_s=0.3 if not big else 0.0, max_reps=30, min_reps=3 if not big else 2)
+            return {"median_ms": median, "min_ms": best, "reps": reps}
+
+        if variant == "torch-int8":
+            emit({"name": spec["name"], "variant": variant, **run()})
+        else:
+            measure_once((shape_key, variant), spec["name"], variant, run)
 
 
 def topk(spec, torch):
@@ -313,8 +377,6 @@ def random_block_lists(H, nQ, nK, density, seed):
 
 def blocksparse(spec, torch):
     B, H, N, D, rho = spec["B"], spec["H"], spec["N"], spec["D"], spec["density"]
-    if spec.get("precision") == "int8":
-        return  # the bf16 trial of the same shape carries the torch figures
     dev = spec.get("device", "cpu")
     cuda = dev == "cuda"
     if cuda and not torch.cuda.is_available():
@@ -362,11 +424,17 @@ def blocksparse(spec, torch):
         if materialised > 6e9:
             emit({"name": spec["name"], "variant": variant, "skipped": f"would materialise {materialised / 1e9:.1f} GB"})
             continue
-        try:
-            median, best, reps = timeit(fn, budget_s=0.3, max_reps=20, min_reps=2)
-            emit({"name": spec["name"], "variant": variant, "median_ms": median, "min_ms": best, "reps": reps})
-        except Exception as e:  # noqa: BLE001
-            emit({"name": spec["name"], "variant": variant, "skipped": f"{type(e).__name__}: {str(e)[:80]}"})
+
+        def run(fn=fn):
+            try:
+                median, best, reps = timeit(fn, budget_s=0.3, max_reps=20, min_reps=2)
+                return {"median_ms": median, "min_ms": best, "reps": reps}
+            except Exception as e:  # noqa: BLE001
+                return {"skipped": f"{type(e).__name__}: {str(e)[:80]}"}
+
+        # Dense variants ignore the mask and the precision: one figure per shape.
+        key = ("blocksparse", B, H, N, D, dev, variant, rho if variant == "torch-flex" else None)
+        measure_once(key, spec["name"], variant, run)
 
 
 def main():
@@ -401,8 +469,6 @@ def main():
             if spec["family"] == "blocksparse":
                 blocksparse(spec, torch)
             elif spec["family"] == "attention":
-                if spec.get("int8"):
-                    continue  # the f32 trial of the same shape carries the torch figure
                 attention(spec, torch)
             elif spec["family"] in ("diversity", "coverage"):
                 diversity(spec, torch)
