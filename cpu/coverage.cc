@@ -1,11 +1,14 @@
 // CPU greedy maximum coverage and MMTok's coverage matrix; the parameter
 // checks are core/coverage.cc's, the blocked GEMM cpu/rows.cc's.
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "cpu/gemm.h"
 #include "cpu/isa.h"
 #include "cpu/rows.h"
 #include "cpu/thread_pool.h"
@@ -13,6 +16,11 @@
 
 namespace tokensieve {
 namespace cpu {
+
+namespace {
+// The transposed coverage of max_coverage's threaded selection.
+thread_local Scratch tl_cov_t;
+}  // namespace
 
 Status max_coverage(const MaxCoverageParams& p) {
   TS_RETURN_IF_ERROR(validate(p));
@@ -23,19 +31,43 @@ Status max_coverage(const MaxCoverageParams& p) {
   // other layouts and dtypes are converted into a [R, N] copy.
   const bool in_place = p.coverage.dtype == DType::kF32 && p.coverage.strides[2] == 1;
   const int64_t ldc = in_place ? p.coverage.strides[1] : N;
+  struct Trim {
+    ~Trim() { tl_cov_t.trim(); }
+  } trim;
   return for_units(B, R * N * k, [&](int64_t b, bool parallel) -> Status {
     std::vector<float> copy(in_place ? 0 : static_cast<size_t>(R * N));
     const float* cov = in_place ? p.coverage.ptr<float>() + b * p.coverage.strides[0] : copy.data();  // [R, ldc]
-    for (int64_t r = 0; r < R; ++r) {
-      const float* row = cov + r * ldc;
-      if (!in_place) {
-        const char* src = static_cast<const char*>(p.coverage.data) + (b * p.coverage.strides[0] + r * p.coverage.strides[1]) * es;
-        isa().to_f32(src, p.coverage.dtype, N, copy.data() + r * N);
+    // With the selection on all threads, the rows are also copied
+    // transposed ([N, R], thread scratch), so that the rows a pick raises
+    // are found in one contiguous column instead of R strided loads (MMTok
+    // 592 × 576: those loads were the step's serial part).
+    const bool threaded = parallel && num_threads() > 1 && N > 32;
+    float* cov_t = threaded ? tl_cov_t.get(N * R) : nullptr;  // [N, R]
+    const int64_t rows_per_task = 64, row_tasks = (R + rows_per_task - 1) / rows_per_task;
+    std::vector<int64_t> bad(static_cast<size_t>(row_tasks), -1);
+    auto load_rows = [&](int64_t task) {
+      const int64_t r0 = task * rows_per_task, r1 = std::min(R, r0 + rows_per_task);
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* row = cov + r * ldc;
+        if (!in_place) {
+          const char* src = static_cast<const char*>(p.coverage.data) + (b * p.coverage.strides[0] + r * p.coverage.strides[1]) * es;
+          isa().to_f32(src, p.coverage.dtype, N, copy.data() + r * N);
+        }
+        if (!isa().all_finite(row, N)) {
+          bad[static_cast<size_t>(task)] = r;
+          return;
+        }
       }
-      if (!isa().all_finite(row, N))
+      if (cov_t) isa().transpose_block(cov + r0 * ldc, ldc, r1 - r0, N, cov_t + r0, R);
+    };
+    if (threaded)
+      parallel_for(row_tasks, load_rows);
+    else
+      for (int64_t task = 0; task < row_tasks; ++task) load_rows(task);
+    for (const int64_t r : bad)
+      if (r >= 0)
         return Status(Code::kRange, "expected finite coverage but row " + std::to_string(r) + " of batch " +
                                         std::to_string(b) + " holds NaN or Inf");
-    }
     std::vector<uint8_t> blocked(static_cast<size_t>(N), 0);
     int64_t available = N;
     if (p.exclude.data) {
@@ -67,45 +99,44 @@ Status max_coverage(const MaxCoverageParams& p) {
     std::vector<int32_t> terms(static_cast<size_t>(N), 0);  // rows with C[r, j] > best[r]
     std::vector<int32_t> raised;                            // rows whose best the pick raised, ascending
     std::vector<float> from, to;                            // their best before and after
-    // Applies the listed rows to every column, in column chunks on all
-    // threads when the step has 8K terms or more (the first step lists every
-    // row); smaller steps cost less than the hand-off (MMTok 592 × 576:
-    // 0.25 ms, against 0.28 ms with a 64K threshold).
-    auto update = [&](bool subtract) {
-      const int64_t count = static_cast<int64_t>(raised.size());
-      // One chunk per thread, in whole 32-column register blocks.
-      const int64_t per_thread = (N + num_threads() - 1) / num_threads();
-      const int64_t chunk = std::max<int64_t>(32, (per_thread + 31) / 32 * 32), chunks = (N + chunk - 1) / chunk;
-      auto run = [&](int64_t c) {
-        const int64_t j0 = c * chunk;
-        isa().coverage_update(cov + j0, ldc, raised.data(), from.data(), to.data(), count, std::min(chunk, N - j0),
-                              subtract, gain.data() + j0, terms.data() + j0);
-      };
-      if (parallel && chunks > 1 && count * N >= (int64_t{1} << 13))
-        parallel_for(chunks, run);
-      else
-        for (int64_t c = 0; c < chunks; ++c) run(c);
-    };
-    // Step 0's gains: best = 0 for every row (from 0 to +inf).
-    for (int64_t r = 0; r < R; ++r) raised.push_back(static_cast<int32_t>(r));
-    from.assign(static_cast<size_t>(R), 0.0f);
-    to.assign(static_cast<size_t>(R), std::numeric_limits<float>::infinity());
-    update(/*subtract=*/false);
+    raised.reserve(static_cast<size_t>(R));
+    from.reserve(static_cast<size_t>(R));
+    to.reserve(static_cast<size_t>(R));
     int32_t* order = p.order.ptr<int32_t>() + b * k;
     float* gains = p.gains.data ? p.gains.ptr<float>() + b * k : nullptr;
-    for (int64_t t = 0; t < k; ++t) {
-      int64_t pick = -1;
-      for (int64_t j = 0; j < N; ++j)
+    // Columns in chunks (one per thread, whole 32-column register blocks).
+    // Step t applies the listed rows to every chunk (step 0: every row,
+    // from 0 to +inf, added; later steps: the rows pick t − 1 raised,
+    // subtracted), and each chunk's pass ends with its best column; then
+    // pick t is the best of the chunks' bests.
+    const int64_t per_thread = (N + num_threads() - 1) / num_threads();
+    const int64_t chunk = std::max<int64_t>(32, (per_thread + 31) / 32 * 32), chunks = (N + chunk - 1) / chunk;
+    std::vector<int64_t> chunk_best(static_cast<size_t>(chunks), -1);  // its best unblocked column, or -1
+    auto run_chunk = [&](int64_t c, int64_t t) {
+      const int64_t j0 = c * chunk, j1 = std::min(N, j0 + chunk);
+      isa().coverage_update(cov + j0, ldc, raised.data(), from.data(), to.data(), static_cast<int64_t>(raised.size()),
+                            j1 - j0, /*subtract=*/t > 0, gain.data() + j0, terms.data() + j0);
+      int64_t pick = -1;  // the largest gain, ties to the lower column
+      for (int64_t j = j0; j < j1; ++j)
         if (!blocked[j] && (pick < 0 || gain[j] > gain[pick])) pick = j;
-      blocked[pick] = 1;  // picked: never again
+      chunk_best[static_cast<size_t>(c)] = pick;
+    };
+    // After step t's chunks: pick t, then (unless it was the last) the rows
+    // it raises, listed for step t + 1. False when the selection is done.
+    auto pick_and_list = [&](int64_t t) -> bool {
+      int64_t pick = -1;
+      for (const int64_t j : chunk_best)
+        if (j >= 0 && (pick < 0 || gain[j] > gain[pick])) pick = j;
+      blocked[pick] = 1;  // picked: never again (available >= k: a column is left)
       order[t] = static_cast<int32_t>(pick);
       if (gains) gains[t] = static_cast<float>(gain[pick]);
-      if (t + 1 == k) break;
+      if (t + 1 == k) return false;
       raised.clear();
       from.clear();
       to.clear();
+      const float* column = cov_t ? cov_t + pick * R : nullptr;
       for (int64_t r = 0; r < R; ++r) {
-        const float c = cov[r * ldc + pick];
+        const float c = column ? column[r] : cov[r * ldc + pick];
         if (c > best[r]) {
           raised.push_back(static_cast<int32_t>(r));
           from.push_back(best[r]);
@@ -113,7 +144,46 @@ Status max_coverage(const MaxCoverageParams& p) {
           best[r] = c;
         }
       }
-      update(/*subtract=*/true);
+      return true;
+    };
+    for (int64_t r = 0; r < R; ++r) raised.push_back(static_cast<int32_t>(r));
+    from.assign(static_cast<size_t>(R), 0.0f);
+    to.assign(static_cast<size_t>(R), std::numeric_limits<float>::infinity());
+    if (!threaded || chunks == 1) {
+      for (int64_t t = 0; t < k; ++t) {
+        for (int64_t c = 0; c < chunks; ++c) run_chunk(c, t);
+        if (!pick_and_list(t)) break;
+      }
+    } else {
+      // One job for the whole selection: a pool job per step cost more in
+      // hand-offs than the steps' work (MMTok 592 × 576, k = 64: 36% of the
+      // samples spinning in the pool). Participants take (step, chunk)
+      // tickets in order; whoever finishes a step's last chunk picks and
+      // lists the rows, then publishes the step. A participant only waits
+      // for a step whose chunks are all taken by running participants, so
+      // one participant alone (the others busy elsewhere) still finishes.
+      std::atomic<int64_t> next_ticket{0}, finished{0}, published{0};
+      parallel_for(chunks, [&](int64_t) {
+        for (;;) {
+          const int64_t ticket = next_ticket.fetch_add(1, std::memory_order_relaxed);
+          const int64_t t = ticket / chunks;
+          if (t >= k) return;
+          for (int spins = 0; published.load(std::memory_order_acquire) < t; ++spins) {
+            if (spins < 4096) {
+#if defined(__x86_64__) || defined(__i386__)
+              __builtin_ia32_pause();
+#endif
+            } else {
+              std::this_thread::yield();
+            }
+          }
+          run_chunk(ticket % chunks, t);
+          if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == (t + 1) * chunks) {
+            const bool more = pick_and_list(t);
+            published.store(more ? t + 1 : k, std::memory_order_release);
+          }
+        }
+      });
     }
     if (p.sorted.data) {
       int32_t* sorted = p.sorted.ptr<int32_t>() + b * k;

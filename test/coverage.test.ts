@@ -1,5 +1,5 @@
 /** maxCoverage and mmtokCoverage against the float64 references, and their bad input. */
-import { FloatDType, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, Tensor, TokenSieveError } from '../lib';
+import { FloatDType, getThreads, maxCoverage, maxCoverageSync, mmtokCoverage, mmtokCoverageSync, setThreads, Tensor, TokenSieveError } from '../lib';
 import { native } from '../lib/native';
 import { refMaxCoverage, refMmtokCoverage } from './reference/coverage';
 import { expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
@@ -98,6 +98,43 @@ describe('maxCoverage', () => {
       const res = maxCoverageSync(t.t, k);
       expect(res.order.toArray()).toEqual(want.order);
       expect(res.gains.toArray()).toEqual(want.gains);
+    }
+  });
+
+  test('the selection on several threads equals the one on one thread, bit for bit (chunks, ties, exclusions, NaN rows)', async () => {
+    // With more than one thread a batch row's selection is one pool job
+    // whose participants take (step, column chunk) tickets, and the rows a
+    // pick raises come from a transposed copy: the same order and gains as
+    // the serial loop, whatever the chunking (3 and 4 threads cut the
+    // columns differently) and the row blocks of the copy (64 rows).
+    const before = getThreads();
+    try {
+      for (const [B, R, N, k, ties] of [[1, 70, 33, 33, false], [2, 65, 64, 40, true], [1, 130, 577, 70, false], [3, 200, 97, 97, true]] as const) {
+        const r = rng(R * N + k);
+        const v = Float32Array.from({ length: B * R * N }, () => (ties ? Math.floor(r() * 4) / 8 : r() < 0.7 ? r() * r() : -r() * 0.1));
+        const exclude = mask(B, N, k + 1, 0.1);
+        for (let b = 0; b < B; b++) for (let j = 0; j < k && j < N; j++) if (j % 7 !== 3) exclude[b * N + j] = 0;
+        const kk = Math.min(k, N - Math.max(...Array.from({ length: B }, (_, b) => exclude.subarray(b * N, (b + 1) * N).reduce((s, e) => s + e, 0))));
+        const c = { data: v, shape: [B, R, N] };
+        const opts = { exclude: { data: exclude, shape: [B, N] } };
+        setThreads(1);
+        const one = maxCoverageSync(c, kk, opts);
+        const want = refMaxCoverage(Array.from(v), B, R, N, kk, exclude);
+        expect(one.order.toArray()).toEqual(want.order);
+        for (const threads of [2, 3, 4]) {
+          setThreads(threads);
+          for (const res of [maxCoverageSync(c, kk, opts), await maxCoverage(c, kk, opts)]) {
+            expect(res.order.toArray()).toEqual(one.order.toArray());
+            expect(res.gains.toArray()).toEqual(one.gains.toArray());
+          }
+        }
+        // A NaN in a late row block is found and named on every thread count.
+        const bad = Float32Array.from(v);
+        bad[(R - 1) * N + (N >> 1)] = NaN;
+        expectCode(() => maxCoverageSync({ data: bad, shape: [B, R, N] }, kk), RangeError, 'ERR_RANGE', new RegExp(`row ${R - 1} of batch 0`));
+      }
+    } finally {
+      setThreads(before);
     }
   });
 
