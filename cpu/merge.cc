@@ -226,13 +226,19 @@ Status bipartite_match(const BipartiteMatchParams& p) {
     else
       for (int64_t t = 0; t < pack_tasks; ++t) pack(t);
     if (std::find(bad.begin(), bad.end(), 1) != bad.end()) return non_finite("metric", b);
-    if (!match_rows(p.metric, b, a_tok, Na, C, bf16, panels, Nb, p.protect_distill, node_max.data(), node_idx.data(),
-                    parallel))
-      return non_finite("metric", b);
-    if (p.protect_cls) {
+    // The CLS row's scores are never used (its best is −inf): its row is
+    // only checked, and the product starts at a[1] (ToMe 577: 288 rows, a
+    // whole number of 8-row tiles, instead of 289).
+    const int64_t skip = p.protect_cls ? 1 : 0;
+    if (skip) {
+      std::vector<float> cls(static_cast<size_t>(C));
+      if (!normalised_row(p.metric, b, a_tok[0], C, cls.data())) return non_finite("metric", b);
       node_max[0] = -std::numeric_limits<float>::infinity();
       node_idx[0] = 0;
     }
+    if (Na > skip && !match_rows(p.metric, b, a_tok + skip, Na - skip, C, bf16, panels, Nb, p.protect_distill,
+                                 node_max.data() + skip, node_idx.data() + skip, parallel))
+      return non_finite("metric", b);
     // Edge order: descending best score, ties to the lower a position
     // (stable). Only the first r need to be ordered for the sources, the
     // rest keep edge order too (ToMe without class_token outputs them so).

@@ -504,6 +504,19 @@ describe('token merging: bad input', () => {
     expectCode(() => bipartiteSoftMatchSync({ data: bad, shape: [2, 8, 3] }, 2), RangeError, 'ERR_RANGE', /finite/);
     bad[30] = Infinity;
     expectCode(() => bipartiteSoftMatchSync({ data: bad, shape: [2, 8, 3] }, 2), RangeError, 'ERR_RANGE', /finite/);
+    // The CLS row takes no part in the product under protect.cls (its best
+    // is −inf), but it is still checked: NaN or Inf there alone is refused,
+    // in the second image too, and where a holds CLS and one token.
+    for (const v of [NaN, Infinity, -Infinity]) {
+      for (const [B, N, C, at] of [[2, 8, 3, 8 * 3 + 1], [1, 3, 5, 4], [1, 577, 64, 63]]) {
+        const cls = Float32Array.from(randn(B * N * C, 5));
+        cls[at] = v;  // token 0 of the last image
+        for (const dtype of ['f32', 'bf16'] as const) {
+          const t = makeTensor(Array.from(cls), [B, N, C], dtype).t;
+          expectCode(() => bipartiteSoftMatchSync(t, 1, { protect: { cls: true } }), RangeError, 'ERR_RANGE', new RegExp(`finite.*batch row ${B - 1}`));
+        }
+      }
+    }
     expectCode(() => bipartiteSoftMatchSync(m, 1, { protect: { cls: true, typo: 1 } } as never), TypeError, 'ERR_ARG');
     expectCode(() => bipartiteSoftMatchSync(m, 1, { splt: 'parity' } as never), TypeError, 'ERR_ARG');
   });
