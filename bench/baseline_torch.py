@@ -20,7 +20,8 @@ Attention variants:
              last row only that row's q block is quantized.
              INT8 trials also carry torch-ref / torch-min of the same shape:
              what a runtime has when it does not quantize.
-Merge: ToMe's bipartite_soft_matching + merge_wavg (tome/merge.py, restated
+k-medoids: CenterCLIP's batch_fast_kmedoids restated (the segments as its
+batch). Merge: ToMe's bipartite_soft_matching + merge_wavg (tome/merge.py, restated
 line by line, CLS protected, metric = x); VisionZip's contextual-token code.
 Top-k: torch.topk(scores, k) then sorting the indices (FasterVLM, VTC-CLS).
 Quantize: amax, divide, round, clamp, cast (and pack two INT4 values per byte),
@@ -319,6 +320,32 @@ def mmtok_greedy(torch, combined, k):
     return sorted(selected)
 
 
+def centerclip_kmedoids(torch, X, K, threshold=1e-6, iter_limit=100):
+    """CenterCLIP's fast_kmeans.py::batch_fast_kmedoids as the script runs it
+    (euclidean cdist, all_negative, self_nearest, KKZ init, the [B, K, n, n]
+    repeat, threshold 1e-6, iter_limit 100, id_sort), on segments X [B, n, C]."""
+    B, n, _ = X.shape
+    rows = torch.arange(B, device=X.device)[:, None]
+    D = torch.cdist(X, X)
+    D = D - D.max() - 1  # all_negative: every entry below 0
+    D = D - torch.eye(n, device=X.device)  # self_nearest: the diagonal 1 lower still
+    medoids = X.norm(dim=-1).argmax(dim=-1, keepdim=True)  # KKZ: the largest norm first
+    for _ in range(1, K):
+        farthest = D[rows, medoids].min(dim=1).values.argmax(dim=-1, keepdim=True)
+        medoids = torch.cat([medoids, farthest], dim=1)
+    repeated = D.unsqueeze(1).repeat(1, K, 1, 1)  # [B, K, n, n]
+    for _ in range(iter_limit):
+        assign = D[rows, medoids].argmin(dim=1)  # [B, n]
+        member = torch.nn.functional.one_hot(assign, K).permute(0, 2, 1).to(X.dtype)  # [B, K, n]
+        new = (repeated * member[:, :, :, None] * member[:, :, None, :]).sum(-1).argmin(dim=-1)
+        shift = (X[rows, new] - X[rows, medoids]).norm(dim=-1).sum(-1).mean()
+        medoids = new
+        if shift < threshold:
+            break
+    medoids = medoids.sort(dim=-1).values  # id_sort
+    return medoids, D[rows, medoids].argmin(dim=1)
+
+
 def mmtok_build(torch, text, vision, tau_tv=0.02, tau_vv=0.2, alpha=0.5):
     F = torch.nn.functional
     z = F.normalize(text, dim=-1, eps=1e-8)
@@ -351,6 +378,11 @@ def diversity(spec, torch):
 
         def fn():
             return mmtok_greedy(torch, mmtok_build(torch, text, vision), k)
+    elif kind == "kmedoids":
+        x = torch.randn(segs, N // segs, C, generator=gen, device=dev)
+
+        def fn():
+            return centerclip_kmedoids(torch, x, k)
     else:
         emit({"name": spec["name"], "variant": "torch", "skipped": "no torch baseline"})
         return

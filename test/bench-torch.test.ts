@@ -3,12 +3,15 @@
  * trial gets a figure for each variant it should have — INT8 attention rows
  * included, with their f32 figures shared with the f32 trial of the same
  * shape, and block-sparse rows of every density and precision with the dense
- * figures of their shape. Skipped, with the reason, where no python imports
- * torch.
+ * figures of their shape; the k-medoids baseline (CenterCLIP's code restated)
+ * selects what kMedoids selects. Skipped, with the reason, where no python
+ * imports torch.
  */
 import { spawnSync } from 'child_process';
 import * as path from 'path';
 import { findTorchPython } from '../bench/run';
+import { kMedoidsSync } from '../lib';
+import { randn } from './helpers';
 
 // Under scripts/sanitize.sh every child inherits the preloaded libasan, and
 // python is not built for it: its own allocations would be reported.
@@ -85,5 +88,24 @@ describeTorch('bench: the PyTorch baseline', () => {
     expect(figure('all int8', 'torch-ref')).toEqual({ ...figure('all f32', 'torch-ref'), name: 'all int8' });
     expect(figure('bs rho int8', 'torch-dense')).toEqual({ ...figure('bs dense', 'torch-dense'), name: 'bs rho int8' });
     expect(figure('bs rho', 'torch-dense')).toEqual({ ...figure('bs dense', 'torch-dense'), name: 'bs rho' });
+  });
+
+  test("the k-medoids baseline is CenterCLIP's algorithm: the same medoids and assignments as kMedoids", () => {
+    const [segs, S, C, k] = [3, 23, 17, 6];
+    const x = Float32Array.from(randn(segs * S * C, 12));
+    const code = [
+      'import json, sys, torch',
+      `sys.path.insert(0, ${JSON.stringify(path.join(__dirname, '..', 'bench'))})`,
+      'from baseline_torch import centerclip_kmedoids',
+      'x = torch.tensor(json.load(sys.stdin), dtype=torch.float32).view(' + [segs, S, C].join(', ') + ')',
+      `m, a = centerclip_kmedoids(torch, x, ${k})`,
+      'print(json.dumps({"medoids": m.tolist(), "assign": a.tolist()}))',
+    ].join('\n');
+    const r = spawnSync(python!, ['-c', code], { input: JSON.stringify(Array.from(x)), encoding: 'utf8', timeout: 60000 });
+    expect(r.stderr).toBe('');
+    const torchOut = JSON.parse(r.stdout) as { medoids: number[][]; assign: number[][] };
+    const ours = kMedoidsSync({ data: x, shape: [1, segs * S, C] }, k, { segments: segs });
+    expect(Array.from(ours.medoids.toArray())).toEqual(torchOut.medoids.flatMap((m, g) => m.map((i) => g * S + i)));
+    expect(Array.from(ours.assignments.toArray())).toEqual(torchOut.assign.flatMap((a, g) => a.map((c) => g * k + c)));
   });
 });
