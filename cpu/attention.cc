@@ -162,19 +162,41 @@ bool plan_int8_head(const AttentionScoresParams& p, Int8Plan* plan, int64_t bh) 
     K.to_f32(elem(p.k, b, h, j), p.k.dtype, D, row.data());
     return RowRun{row.data(), D, 1};
   };
-  if (mean != nullptr) smoothing_mean(keys, Nk, D, mean);
   // Each k block's amax (of k − mean when smoothed, each difference
-  // rounded once as the codes will take it), without a copy.
+  // rounded once as the codes will take it).
   bool finite = true;
   float* k_scale = &plan->k_scale[static_cast<size_t>(bh * plan->nkb)];
-  for (int64_t blk = 0; blk < plan->nkb; ++blk) {
-    float amax = 0.0f;
-    for (int64_t j = blk * p.k_block, end = std::min(Nk, (blk + 1) * p.k_block); j < end;) {
-      const RowRun run = keys(j, static_cast<int>(end - j));
-      amax = std::max(amax, K.amax_diff_rows(run.data, run.ld, run.count, D, mean, &finite));
-      j += run.count;
+  if (mean != nullptr) {
+    // From the mean's pass over the keys (the only one from memory): each
+    // block's column maxima and minima. Rounding is monotone, so the
+    // largest k − m of a column is fl(hi − m) and the smallest fl(lo − m):
+    // the amax is theirs, bit for bit, without a second pass over k. A NaN
+    // or infinity in k makes the f64 sums, hence m and these differences,
+    // non-finite, as does a difference that overflows.
+    // (max(fl(hi − m), fl(m − lo)) is max(|fl(hi − m)|, |fl(lo − m)|):
+    // lo <= hi. So the block's amax is amax_diff_rows over its two range
+    // rows, which also flags a non-finite difference.)
+    thread_local std::vector<float> range;  // [nkb][2][D]: block maxima, then minima
+    range.resize(static_cast<size_t>(plan->nkb * 2 * D));
+    for (int64_t blk = 0; blk < plan->nkb; ++blk) {
+      std::fill_n(range.begin() + blk * 2 * D, D, -std::numeric_limits<float>::infinity());
+      std::fill_n(range.begin() + (blk * 2 + 1) * D, D, std::numeric_limits<float>::infinity());
     }
-    k_scale[blk] = std::max(amax, kAmaxFloor) / 127.0f;
+    smoothing_mean(keys, Nk, D, mean, p.k_block, range.data(), range.data() + D, /*range_ld=*/2 * D);
+    for (int64_t blk = 0; blk < plan->nkb; ++blk) {
+      const float amax = K.amax_diff_rows(range.data() + blk * 2 * D, D, 2, D, mean, &finite);
+      k_scale[blk] = std::max(amax, kAmaxFloor) / 127.0f;
+    }
+  } else {
+    for (int64_t blk = 0; blk < plan->nkb; ++blk) {
+      float amax = 0.0f;
+      for (int64_t j = blk * p.k_block, end = std::min(Nk, (blk + 1) * p.k_block); j < end;) {
+        const RowRun run = keys(j, static_cast<int>(end - j));
+        amax = std::max(amax, K.amax_diff_rows(run.data, run.ld, run.count, D, nullptr, &finite));
+        j += run.count;
+      }
+      k_scale[blk] = std::max(amax, kAmaxFloor) / 127.0f;
+    }
   }
   float* q_scale = &plan->q_scale[static_cast<size_t>(bh * plan->nqb)];
   for (int64_t blk = 0; blk < plan->nqb; ++blk) {
@@ -322,10 +344,15 @@ Status attention_scores(const AttentionScoresParams& p) {
       }
     };
 
+    // INT8, one query row, f32 keys: each key's codes are made and
+    // multiplied in registers (code_dot_rows), never stored.
+    const bool codes_in_dot = q8.on && direct && n == 1 && p.k.dtype == DType::kF32;
     // Keys as f32: rows [nk_used, D] for the direct path, kᵀ panels [ldk/16][D][16].
-    const float* keys;
-    int64_t keys_ld;
-    if (direct) {
+    const float* keys = nullptr;
+    int64_t keys_ld = 0;
+    if (codes_in_dot) {
+      // (read in place by code_dot_rows below)
+    } else if (direct) {
       if (plain_k) {
         keys = reinterpret_cast<const float*>(elem(p.k, b, h, 0));
         keys_ld = p.k.strides[2];
@@ -389,7 +416,15 @@ Status attention_scores(const AttentionScoresParams& p) {
       }
       if (tile_cols == 0) continue;
 
-      if (direct) {
+      if (codes_in_dot) {
+        const int64_t L = limit_of(rows[i0]);
+        for (int64_t j = 0; j < L;) {
+          const int64_t blk = j / q8.k_block, end = std::min(L, (blk + 1) * q8.k_block);
+          K.code_dot_rows(reinterpret_cast<const float*>(elem(p.k, b, h, j)), p.k.strides[2], static_cast<int>(end - j), D,
+                          k_mean, q8.k_scale[static_cast<size_t>(bh * q8.nkb + blk)], 127.0f, qs, logits + j);
+          j = end;
+        }
+      } else if (direct) {
         for (int64_t i = 0; i < tile; ++i)
           K.dot_rows(qs + i * D, D, keys, keys_ld, limit_of(rows[i0 + i]), logits + i * lds);
       } else {

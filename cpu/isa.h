@@ -154,6 +154,11 @@ struct IsaKernels {
   // one exact conversion and one f64 add per element, the bits of a scalar
   // loop over the rows (the smoothing mean's chunk sums, quantize.h).
   void (*add_rows_f64)(const float* x, int64_t ldx, int rows, int64_t n, double* acc);
+  // add_rows_f64 (the same bits) and each column's range over the rows:
+  // hi[c] = max(hi[c], x[r·ldx + c]), lo[c] = min(lo[c], …). For finite x
+  // (a NaN or infinity leaves the range unspecified, the sums non-finite):
+  // the INT8 block amax of k − mean from one pass over the keys.
+  void (*add_rows_f64_range)(const float* x, int64_t ldx, int rows, int64_t n, double* acc, float* hi, float* lo);
   // max |x[r·ldx + c] − m[c]| over rows r < rows and c < n (0 when empty;
   // m null: max |x|), each difference rounded once (the bits of axpy(−1, m,
   // x) then amax, without the copy); clears *finite when some difference is
@@ -164,6 +169,13 @@ struct IsaKernels {
   // codes, as the values the f32 tiles multiply. out may be x (ldo == ldx).
   void (*code_values_rows)(const float* x, int64_t ldx, int rows, int64_t n, const float* m, float scale, float q,
                            float* out, int64_t ldo);
+  // out[r] = Σ_c qcodes[c] · code_c for r < rows, with code_c the value
+  // code_values_rows writes for x[r·ldx + c] (minus m[c], by `scale`,
+  // clamped to ±q): the INT8 logits of one query row without storing the
+  // key codes. Integer products and sums below 2^24 (|codes| <= 127, n <=
+  // 1040), exact in any order: the bits of dot_rows over those codes.
+  void (*code_dot_rows)(const float* x, int64_t ldx, int rows, int64_t n, const float* m, float scale, float q,
+                        const float* qcodes, float* out);
   // Benchmark probe: `iters` rounds of 12 independent FMA chains of
   // fma_lanes floats each (the widest vector this set has: 8 for ymm, 16 for
   // zmm); returns a value that depends on all of them.

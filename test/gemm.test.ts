@@ -165,6 +165,12 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       const half = (n, s) => t.Tensor.from({ data: t.toHalfBits(Array.from(rnd(n, s), (v, i) => v + (i % 40) * 0.1), 'f16'), shape: [2, 3, 97, 40], dtype: 'f16' });
       for (const [qq, kk] of [[q, k], [half(2 * 3 * 97 * 40, 12), half(2 * 3 * 97 * 40, 10)]])
         for (const opts of [{ queries: 0 }, {}]) out.push(Array.from(t.attentionScoresSync(qq, kk, { ...opts, precision: 'int8', kRows: 7 }).data));
+      // D = 97: the mean's pass over 64, then 32 columns (zmm) or 16 (ymm),
+      // and a scalar tail, with each k block's column range; the CLS row's
+      // codes made inside its dot products (code_dot_rows), two rows' not.
+      const q97 = { data: rnd(2 * 2 * 75 * 97, 14), shape: [2, 2, 75, 97] };
+      const k97 = { data: rnd(2 * 2 * 75 * 97, 15).map((v, i) => v + (i % 97) * 0.07 - 3), shape: [2, 2, 75, 97] };
+      for (const opts of [{ queries: 0 }, { queries: [74, 3] }, {}]) out.push(Array.from(t.attentionScoresSync(q97, k97, { ...opts, precision: 'int8', kRows: 32 }).data));
       // From here on, compared with the baseline set too.
       const exactFrom = out.length;
       // Quantization with smoothing: mean, scales and codes are exact in

@@ -220,7 +220,8 @@ describe("attentionScores with precision: 'int8'", () => {
   // scales, the mean and which q block a row takes its scale from.
   test('scores equal the softmax of the reference codes (CLS, rows, causal; k blocks that cut 16-key panels)', () => {
     for (const dtype of ['f32', 'f16', 'bf16'] as const) {
-      for (const [B, H, N, D, qRows, kRows] of [[2, 3, 97, 40, 32, 7], [1, 2, 130, 64, 128, 64], [1, 1, 33, 19, 5, 16], [1, 1, 1, 8, 1, 1]]) {
+      // D = 97 and 130: the smoothing pass's 64-column blocks and tails.
+      for (const [B, H, N, D, qRows, kRows] of [[2, 3, 97, 40, 32, 7], [1, 2, 130, 64, 128, 64], [1, 1, 33, 19, 5, 16], [1, 1, 1, 8, 1, 1], [1, 2, 70, 97, 16, 64], [1, 1, 65, 130, 32, 13]]) {
         const q = makeTensor(randn(B * H * N * D, seed++), [B, H, N, D], dtype);
         // Channel offsets, so that the smoothing mean is far from 0.
         const k = makeTensor(Float64Array.from(randn(B * H * N * D, seed++), (v, i) => v + (i % D) * 0.3 - 2), [B, H, N, D], dtype);
@@ -272,6 +273,33 @@ describe("attentionScores with precision: 'int8'", () => {
     expectCode(() => attentionScoresSync(q, q, { kRows: 64 }), TypeError, 'ERR_ARG', /precision: 'int8' only/);
     const bad = { data: Float32Array.from({ length: 64 }, (_, i) => (i === 9 ? NaN : 1)), shape: [1, 2, 4, 8] };
     expectCode(() => attentionScoresSync(bad, q, { precision: 'int8' }), RangeError, 'ERR_RANGE');
+  });
+
+  test('NaN, ±Infinity, or a k − mean that overflows f32, anywhere in k: ERR_RANGE (smoothed or not, CLS or all rows)', () => {
+    // The smoothed block scales come from each block's column range and
+    // the mean (one pass over k): a non-finite k makes the mean non-finite,
+    // and an overflowing difference shows in the range's.
+    const [B, H, N, D] = [1, 2, 150, 67];
+    const q = { data: Float32Array.from(randn(B * H * N * D, 3)), shape: [B, H, N, D] };
+    const at = (1 * N + 131) * D + 66;  // head 1, the third k block, the last channel
+    const cases: Array<[string, (k: Float32Array) => void, boolean]> = [
+      ['NaN', (k) => { k[at] = NaN; }, true],
+      ['+Infinity', (k) => { k[at] = Infinity; }, true],
+      ['-Infinity', (k) => { k[at] = -Infinity; }, true],
+      // Finite keys whose difference from the channel mean overflows: only
+      // with smoothing (the unsmoothed amax of finite values is finite).
+      ['k − mean overflow', (k) => { for (let j = 0; j < N; j++) k[(1 * N + j) * D + 66] = j === 131 ? 3e38 : -3e38; }, false],
+    ];
+    for (const [what, poison, always] of cases) {
+      const kd = Float32Array.from(randn(B * H * N * D, 4));
+      poison(kd);
+      const k = { data: kd, shape: [B, H, N, D] };
+      for (const opts of [{ queries: 0 }, {}]) {
+        expectCode(() => attentionScoresSync(q, k, { ...opts, precision: 'int8' }), RangeError, 'ERR_RANGE', /finite/);
+        if (always) expectCode(() => attentionScoresSync(q, k, { ...opts, precision: 'int8', smoothK: false }), RangeError, 'ERR_RANGE', /finite/);
+        else expect(attentionScoresSync(q, k, { ...opts, precision: 'int8', smoothK: false }).toArray().every(Number.isFinite)).toBe(true);
+      }
+    }
   });
 });
 
