@@ -98,8 +98,10 @@ struct IsaKernels {
   // every set, so the same bits.
   void (*coverage_update)(const float* cov, int64_t ldc, const int32_t* rows, const float* from, const float* to,
                           int64_t count, int64_t n, bool subtract, double* gain, int32_t* terms);
-  // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n.
-  void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n,
+  // out[j] = Σ_d q[d] * k[j*ldk + d] for j < n. rows_in_order: read the rows
+  // one after the other (for keys that come from memory); else eight rows
+  // side by side (keys in cache). The same bits either way.
+  void (*dot_rows)(const float* q, int64_t D, const float* k, int64_t ldk, int64_t n, bool rows_in_order,
                    float* out);
   // min over x[0..n) (+Inf for n == 0); x holds no NaN.
   float (*min)(const float* x, int64_t n);

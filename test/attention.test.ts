@@ -244,6 +244,24 @@ describe('accumulate, async and determinism', () => {
     expectClose(out.data as Float32Array, e1.map((x, i) => x + e2[i]), 1e-7, 2e-4);
   });
 
+  test('keys beyond the cache size (read row after row) give the bits of the same heads one at a time (rows side by side)', () => {
+    // f32 keys over 16 MiB take dot_rows' in-order path, a head alone
+    // (2 MB) the interleaved one: the same FMA chains, so the same bits.
+    const [H, Nq, Nk, D] = [9, 8, 7283, 67];  // 17.6 MB of keys; D not a multiple of 8
+    const q = Float32Array.from({ length: H * Nq * D }, (_, i) => Math.sin(i * 0.61 + 1));
+    const k = Float32Array.from({ length: H * Nk * D }, (_, i) => Math.sin(i * 0.37 + 2) * 1.5);
+    for (const queries of [0, [Nq - 1, 3]]) {
+      const opts = { queries, keys: { start: 1 }, heads: 'none' as const };
+      const whole = attentionScoresSync({ data: q, shape: [1, H, Nq, D] }, { data: k, shape: [1, H, Nk, D] }, opts).data as Float32Array;
+      expect(whole.length).toBe(H * (Nk - 1));
+      for (let h = 0; h < H; h++) {
+        const one = attentionScoresSync({ data: q.subarray(h * Nq * D, (h + 1) * Nq * D), shape: [1, 1, Nq, D] },
+          { data: k.subarray(h * Nk * D, (h + 1) * Nk * D), shape: [1, 1, Nk, D] }, opts).data as Float32Array;
+        expect(Array.from(whole.subarray(h * (Nk - 1), (h + 1) * (Nk - 1)))).toEqual(Array.from(one));
+      }
+    }
+  });
+
   test('the Promise API gives bit-identical results to the Sync API', async () => {
     const c: Case = { B: 2, H: 4, Nq: 130, Nk: 130, D: 64, dtype: 'bf16', layout: 'bnhd', causal: true };
     const data = build(c);
