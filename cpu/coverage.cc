@@ -168,15 +168,7 @@ Status max_coverage(const MaxCoverageParams& p) {
           const int64_t ticket = next_ticket.fetch_add(1, std::memory_order_relaxed);
           const int64_t t = ticket / chunks;
           if (t >= k) return;
-          for (int spins = 0; published.load(std::memory_order_acquire) < t; ++spins) {
-            if (spins < 4096) {
-#if defined(__x86_64__) || defined(__i386__)
-              __builtin_ia32_pause();
-#endif
-            } else {
-              std::this_thread::yield();
-            }
-          }
+          while (!spin_until([&] { return published.load(std::memory_order_acquire) >= t; })) std::this_thread::yield();
           run_chunk(ticket % chunks, t);
           if (finished.fetch_add(1, std::memory_order_acq_rel) + 1 == (t + 1) * chunks) {
             const bool more = pick_and_list(t);

@@ -29,23 +29,6 @@ namespace tokensieve {
 namespace cpu {
 namespace {
 
-// Spins (with a pause hint) until done() or about kSpinMicros have passed;
-// returns done()'s last value.
-constexpr int kSpinMicros = 50;
-template <class Done>
-bool spin_until(Done&& done) {
-  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (done()) return true;
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
-    if (std::chrono::steady_clock::now() >= until) return done();
-  }
-}
-
 struct Job {
   const std::function<void(int64_t)>* fn;
   int64_t n;

@@ -3,6 +3,7 @@
 // share the same workers instead of each spawning a team.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 
@@ -10,6 +11,24 @@
 
 namespace tokensieve {
 namespace cpu {
+
+// Spins (with a pause hint) until done() or about kSpinMicros have passed;
+// returns done()'s last value. The pool's workers and callers spin this
+// long before they block; a job's own waits between its tasks use it too.
+constexpr int kSpinMicros = 50;
+template <class Done>
+bool spin_until(Done&& done) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (done()) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= until) return done();
+  }
+}
 
 // Runs fn(i) for every i in [0, n) on the pool and the calling thread;
 // returns when all are done. fn must not throw.

@@ -98,7 +98,7 @@ export interface NativeModule {
   gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean): Float32Array;
   /** Test hook (not public API): ToMe's row normalisation; the panel with plain and with streaming stores. */
   normaliseCheck(x: Float32Array, rows: number, n: number): { rows: Float32Array; panel: Float32Array; panelStream: Float32Array } | null;
-  /** Test hook (not public API): x rounded to bf16 (nearest even, NaN quieted) and kept as f32, by the CPU set's vectorised rounding. */
+  /** Test hook (not public API): x rounded to bf16 or f16 (nearest even, NaN quieted) and kept as f32, by the CPU set's vectorised rounding. */
   roundCheck(x: Float32Array, dtype: 'bf16' | 'f16'): Float32Array;
   /**
    * Bench hook (not public API): fills a contiguous f32/f16/bf16 tensor with
