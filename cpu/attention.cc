@@ -246,10 +246,12 @@ Status attention_scores(const AttentionScoresParams& p) {
   }
 
   // INT8: a head that is one task plans inside it, so that its keys come
-  // from memory once and then from the core's cache (the mean, the scales
-  // and the codes are three passes over them: the CLS row of 16 images × 16
-  // heads, 3.9 ms with the plan as a pass of its own, 3.3 ms in the task;
-  // Zen 5). Heads split into chunks are planned first, once.
+  // from memory once and then from the core's cache (the mean with the
+  // block scales, then the codes, are two passes over them — three, with
+  // the amax pass of the unsmoothed scales: the CLS row of 16 images × 16
+  // heads, 3.9 ms with the plan as a pass of its own, 3.3 ms in the task,
+  // when the smoothed scales took a pass of their own too; Zen 5). Heads
+  // split into chunks are planned first, once.
   Int8Plan q8;
   const bool plan_in_task = chunks == 1;
   if (p.precision == ScorePrecision::kInt8) {
