@@ -208,6 +208,71 @@ describe('blockSparseAttention against float64', () => {
   });
 });
 
+describe('blockSparseAttention into given outputs (opts.out)', () => {
+  test('poisoned outputs are written in full with the bits of a fresh call, reused across calls, both layouts, every dtype', async () => {
+    for (const [dtype, layout] of [['f32', 'bhnd'], ['bf16', 'bnhd'], ['f16', 'bhnd']] as const) {
+      const [B, H, N, D] = [2, 3, 37, 24];
+      const mask = maskOf(B, H, N, N, 16, 16, randomKeep(7, B, H, 3, 3, 0.4, [0]));
+      const shape = layout === 'bhnd' ? [B, H, N, D] : [B, N, H, D];
+      const bits = dtype === 'f32' ? Float32Array : Uint16Array;
+      // NaN in f32; 0xFFFF is a NaN in f16 and bf16: an unwritten element shows.
+      const out = { data: new bits(B * H * N * D).fill(dtype === 'f32' ? NaN : 0xffff), shape, dtype };
+      const lse = { data: new Float32Array(B * H * N).fill(NaN), shape: [B, H, N] };
+      for (const seed of [3, 4]) {  // the same buffers twice: a hot loop's reuse
+        const p = problem(B, H, H, N, N, D, dtype, layout, seed);
+        const fresh = blockSparseAttentionSync(p.q, p.k, p.v, mask, { layout, returnLse: true });
+        const sync = blockSparseAttentionSync(p.q, p.k, p.v, mask, { layout, returnLse: true, out: { out, lse } });
+        expect(sync.out.data).toBe(out.data);
+        expect(sync.lse!.data).toBe(lse.data);
+        expect(Array.from(out.data as ArrayLike<number>)).toEqual(Array.from(fresh.out.data as ArrayLike<number>));
+        expect(Array.from(lse.data)).toEqual(Array.from(fresh.lse!.data as Float32Array));
+        (out.data as Float32Array | Uint16Array).fill(dtype === 'f32' ? NaN : 0xffff);
+        const viaAsync = await blockSparseAttention(p.q, p.k, p.v, mask, { layout, out: { out } });
+        expect(viaAsync.out.data).toBe(out.data);
+        expect(Array.from(out.data as ArrayLike<number>)).toEqual(Array.from(fresh.out.data as ArrayLike<number>));
+      }
+    }
+  });
+
+  test('q, k and v may be views of one fused qkv buffer; the outputs may not overlap them or each other', () => {
+    const [H, N, D] = [2, 40, 8];
+    // [1, N, 3, H, D] as one buffer; q, k, v are strided views of it in layout bnhd.
+    const fused = makeTensor(randn(N * 3 * H * D, 9), [1, N, 3 * H, D]).t;
+    const qkv = [0, 1, 2].map((i) => fused.view([1, N, H, D], fused.strides, fused.offset + i * H * D));
+    const want = blockSparseAttentionSync(qkv[0].contiguous(), qkv[1].contiguous(), qkv[2].contiguous(), 'dense', { layout: 'bnhd' });
+    const out = { data: new Float32Array(N * H * D).fill(NaN), shape: [1, N, H, D] };
+    blockSparseAttentionSync(qkv[0], qkv[1], qkv[2], 'dense', { layout: 'bnhd', out: { out } });
+    expect(Array.from(out.data)).toEqual(Array.from(want.out.data as Float32Array));
+    const overQkv = fused.view([1, N, H, D], [N * H * D, H * D, D, 1], 2 * H * D);  // contiguous, across v's first rows and k's and q's later ones
+    expectCode(() => blockSparseAttentionSync(qkv[0], qkv[1], qkv[2], 'dense', { layout: 'bnhd', out: { out: overQkv } }), TypeError, 'ERR_ARG', /out\.out and q share memory/);
+    const shared = new Float32Array(N * H * D + N * H);
+    const o2 = { out: { data: shared.subarray(0, N * H * D), shape: [1, N, H, D] }, lse: { data: shared.subarray(N * H * D - 1, N * H * D - 1 + N * H), shape: [1, H, N] } };
+    expectCode(() => blockSparseAttentionSync(qkv[0], qkv[1], qkv[2], 'dense', { layout: 'bnhd', returnLse: true, out: o2 }), TypeError, 'ERR_ARG', /^blockSparseAttentionSync: out\.out and out\.lse share memory/);
+  });
+
+  test('bad outputs name the function and the field', async () => {
+    const p = problem(1, 2, 2, 40, 40, 8, 'f32', 'bhnd', 1);
+    const out = () => ({ data: new Float32Array(2 * 40 * 8), shape: [1, 2, 40, 8] });
+    const lse = () => ({ data: new Float32Array(2 * 40), shape: [1, 2, 40] });
+    const run = (o: object) => () => blockSparseAttentionSync(p.q, p.k, p.v, 'dense', o);
+    expectCode(run({ out: 3 }), TypeError, 'ERR_ARG', /^blockSparseAttentionSync: .*\{ out \} tensors/);
+    expectCode(run({ out: {} }), TypeError, 'ERR_ARG', /out/);
+    expectCode(run({ out: { out: { data: new Uint16Array(2 * 40 * 8), shape: [1, 2, 40, 8], dtype: 'bf16' } } }), TypeError, 'ERR_DTYPE', /out\.out/);
+    expectCode(run({ out: { out: { data: new Float32Array(2 * 41 * 8), shape: [1, 2, 41, 8] } } }), RangeError, 'ERR_SHAPE', /out\.out/);
+    expectCode(run({ out: { out: { data: new Float32Array(2 * 40 * 8 - 1), shape: [1, 2, 40, 8] } } }), RangeError, 'ERR_RANGE', /at least/);
+    const wide = makeTensor(randn(2 * 40 * 16, 2), [1, 2, 40, 16]).t;
+    expectCode(run({ out: { out: wide.view([1, 2, 40, 8], wide.strides) } }), Error, 'ERR_UNSUPPORTED', /contiguous/);
+    expectCode(run({ returnLse: true, out: { out: out() } }), TypeError, 'ERR_ARG', /out\.lse/);
+    expectCode(run({ out: { out: out(), lse: lse() } }), TypeError, 'ERR_ARG', /only written with returnLse/);
+    expectCode(run({ returnLse: true, out: { out: out(), lse: { data: new Float32Array(80), shape: [1, 80] } } }), RangeError, 'ERR_SHAPE', /out\.lse/);
+    expectCode(run({ out: { out: { data: p.q.data, shape: [1, 2, 40, 8] } } }), TypeError, 'ERR_ARG', /out\.out and q share memory/);
+    const gone = makeTensor(randn(2 * 40 * 8, 5), [1, 2, 40, 8]).t;
+    gone.dispose();
+    expectCode(run({ out: { out: gone } }), TokenSieveError, 'ERR_DISPOSED');
+    await expectReject(blockSparseAttention(p.q, p.k, p.v, 'dense', { out: { out: out(), lse: lse() } }), TypeError, 'ERR_ARG');
+  });
+});
+
 describe('blockAttentionMass, blockPool, applyReorder against float64', () => {
   test.each([
     [1, 1, 1, 1, 1, 4, 1, 1],

@@ -95,6 +95,27 @@ describeCuda('blockSparseAttention on CUDA', () => {
     for (const t of [bad, ok, r.out]) t.dispose();
   });
 
+  test('given device outputs (opts.out) are written in full with the bits of a fresh call; a host out is ERR_DEVICE', () => {
+    const p = problem(1, 2, 2, 130, 130, 64, 'bf16', 'bnhd', 17);
+    const mask = maskOf(1, 2, 130, 130, 64, 64, randomKeep(3, 1, 2, 3, 3, 0.5, [0]));
+    const dq = p.q.to('cuda:0'), dk = p.k.to('cuda:0'), dv = p.v.to('cuda:0');
+    const dm = { ...mask, kvNumBlocks: Tensor.from(mask.kvNumBlocks).to('cuda:0'), kvIndices: Tensor.from(mask.kvIndices).to('cuda:0') };
+    const opts = { layout: 'bnhd', returnLse: true } as const;
+    const fresh = blockSparseAttentionSync(dq, dk, dv, dm, opts);
+    // Poisoned (0xFFFF is a bf16 NaN; NaN lse) so that an unwritten element shows.
+    const out = Tensor.from({ data: new Uint16Array(130 * 2 * 64).fill(0xffff), shape: [1, 130, 2, 64], dtype: 'bf16' }).to('cuda:0');
+    const lse = Tensor.from({ data: new Float32Array(2 * 130).fill(NaN), shape: [1, 2, 130] }).to('cuda:0');
+    for (let i = 0; i < 2; i++) {
+      const r = blockSparseAttentionSync(dq, dk, dv, dm, { ...opts, out: { out, lse } });
+      expect(r.out.ptr).toBe(out.ptr);
+      expect(Array.from(out.toHost().data as Uint16Array)).toEqual(Array.from(fresh.out.toHost().data as Uint16Array));
+      expect(lse.toArray()).toEqual(fresh.lse!.toArray());
+    }
+    const host = { data: new Uint16Array(130 * 2 * 64), shape: [1, 130, 2, 64], dtype: 'bf16' as const };
+    expectCode(() => blockSparseAttentionSync(dq, dk, dv, dm, { layout: 'bnhd', out: { out: host } }), TokenSieveError, 'ERR_DEVICE', /out\.out/);
+    for (const t of [dq, dk, dv, dm.kvNumBlocks, dm.kvIndices, fresh.out, fresh.lse, out, lse]) t?.dispose();
+  });
+
   test('mass, pool and reorder match the CPU', () => {
     const x = makeTensor(randn(2 * 2 * 90 * 32, 7), [2, 2, 90, 32], 'bf16').t;
     const dx = x.to('cuda:0');

@@ -15,11 +15,13 @@ import {
   commonDevice,
   expectFloat,
   expectInnerContiguous,
+  expectOutputsDisjoint,
   expectRank,
   headsFirst,
   int,
   offHeap,
   oneOf,
+  output,
   CallOutputs,
   OpPlan,
   runOp,
@@ -83,6 +85,15 @@ export interface BlockSparseAttentionOptions {
    * `wait: true`; with `wait: false` a NaN reaches the rows that attend to it.
    */
   checkFinite?: boolean;
+  /**
+   * Write into these contiguous tensors (on q's device) instead of
+   * allocating new ones: `out` of q's shape and dtype and, with `returnLse`,
+   * `lse` f32 [B, H, N]. Reuse them across calls (one layer's shapes repeat)
+   * to keep allocation and first-touch page faults out of a hot loop; they
+   * must not share memory with the inputs. The result then holds these
+   * tensors; every element is written.
+   */
+  out?: { out: TensorLike; lse?: TensorLike };
   stream?: bigint;
   wait?: boolean;
 }
@@ -151,7 +162,7 @@ function scaleOf(op: string, v: unknown, D: number): number {
   return v;
 }
 
-const BSA_KEYS = ['layout', 'scale', 'returnLse', 'precision', 'blockQ', 'blockK', 'reorder', 'checkFinite', 'stream', 'wait'] as const;
+const BSA_KEYS = ['layout', 'scale', 'returnLse', 'precision', 'blockQ', 'blockK', 'reorder', 'checkFinite', 'out', 'stream', 'wait'] as const;
 
 function planBlockSparse(
   outs: CallOutputs, qIn: TensorLike, kIn: TensorLike, vIn: TensorLike, maskIn: BlockMaskLike | 'dense', opts: BlockSparseAttentionOptions | undefined,
@@ -192,9 +203,22 @@ function planBlockSparse(
   const ordinal = commonDevice(op, [['q', q], ['k', k], ['v', v], ['perm', perm], ...lists.map((t, i) => [`mask.${names[i]}`, t] as [string, Tensor])]);
   const s = stream(op, o.stream, q.stream);
   const dev = deviceOf(ordinal);
-  const out = outs.empty(q.shape, q.dtype, dev, { stream: s });
+  const returnLse = bool(op, 'returnLse', o.returnLse, false);
+  const given = o.out as BlockSparseAttentionOptions['out'];
+  if (given !== undefined && (typeof given !== 'object' || given === null || given.out === undefined)) {
+    throw invalid('ERR_ARG', `${op} out`, returnLse ? '{ out, lse } tensors' : '{ out } tensors', given);
+  }
+  if (given !== undefined && returnLse && given.lse === undefined) {
+    throw makeError('ERR_ARG', `${op}: returnLse writes the log-sum-exp too: pass out.lse (f32 [${B}, ${H}, ${N}])`);
+  }
+  if (given?.lse !== undefined && !returnLse) throw makeError('ERR_ARG', `${op}: out.lse is only written with returnLse: true`);
+  const out = given === undefined ? outs.empty(q.shape, q.dtype, dev, { stream: s }) : output(outs, given.out, q.shape, ordinal, s, 'out.out', q.dtype);
   const ov = headsFirst(out, layout);
-  const lse = bool(op, 'returnLse', o.returnLse, false) ? outs.empty([B, H, N], 'f32', dev, { stream: s }) : undefined;
+  const lse = !returnLse ? undefined : given === undefined ? outs.empty([B, H, N], 'f32', dev, { stream: s }) : output(outs, given.lse, [B, H, N], ordinal, s, 'out.lse');
+  if (given !== undefined) {
+    const inputs = [['q', q], ['k', k], ['v', v], ['perm', perm], ...lists.map((t, i) => [`mask.${names[i]}`, t] as [string, Tensor])] as Array<[string, Tensor | undefined]>;
+    expectOutputsDisjoint(op, inputs, [['out.out', out], ['out.lse', lse]]);
+  }
   const params = opParams('blockSparseAttention', {
     wait: bool(op, 'wait', o.wait, true) ? 1 : 0,
     scale,

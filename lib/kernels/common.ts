@@ -139,10 +139,23 @@ function byteSpan(t: Tensor): { mem: unknown; lo: number; hi: number } {
  * interleave without touching.
  */
 export function expectDisjoint(op: string, tensors: ReadonlyArray<readonly [string, Tensor | undefined]>): void {
-  const spans = tensors.filter((e): e is readonly [string, Tensor] => e[1] !== undefined).map(([name, t]) => ({ name, ...byteSpan(t) }));
-  for (let i = 0; i < spans.length; i++) {
-    for (let j = i + 1; j < spans.length; j++) {
-      const a = spans[i], b = spans[j];
+  expectOutputsDisjoint(op, [], tensors);
+}
+
+/**
+ * expectDisjoint where the inputs may share memory with each other (q, k
+ * and v as views of one fused qkv projection): each output against every
+ * input and every other output.
+ */
+export function expectOutputsDisjoint(
+  op: string, inputs: ReadonlyArray<readonly [string, Tensor | undefined]>, outputs: ReadonlyArray<readonly [string, Tensor | undefined]>,
+): void {
+  const spans = (list: ReadonlyArray<readonly [string, Tensor | undefined]>) =>
+    list.filter((e): e is readonly [string, Tensor] => e[1] !== undefined).map(([name, t]) => ({ name, ...byteSpan(t) }));
+  const ins = spans(inputs), outsSpans = spans(outputs);
+  for (let i = 0; i < outsSpans.length; i++) {
+    for (const b of [...outsSpans.slice(i + 1), ...ins]) {
+      const a = outsSpans[i];
       if (a.mem === b.mem && a.lo < b.hi && b.lo < a.hi) {
         throw makeError('ERR_ARG', `${op}: ${a.name} and ${b.name} share memory; pass separate buffers`);
       }
