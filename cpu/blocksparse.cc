@@ -56,18 +56,9 @@ void store_row(const TensorView& t, int64_t b, int64_t h, int64_t n, const float
 // The type a product operand is rounded to before the product.
 enum class Round { kNone, kF16, kBF16 };
 
-float round_to(float x, Round r) {
-  switch (r) {
-    case Round::kNone: return x;
-    case Round::kF16: return f16_to_f32(f32_to_f16(x));
-    case Round::kBF16: return bf16_to_f32(f32_to_bf16(x));
-  }
-  return x;
-}
-
-// round_to over a row, on vectors (the same bits; a loop here is baseline
-// x86-64 and the f16 conversion a software routine: rounding P to f16 was
-// most of the INT8 path's time).
+// A row rounded to the operand type (f32_to_f16 then f16_to_f32, or bf16),
+// on vectors (a loop here is baseline x86-64 and the f16 conversion a
+// software routine: rounding P to f16 was most of the INT8 path's time).
 void round_row(float* x, int64_t n, Round r) {
   if (r == Round::kF16) isa().round_f16(x, n);
   if (r == Round::kBF16) isa().round_bf16(x, n);
@@ -77,16 +68,16 @@ Round native_round(DType t) {
   return t == DType::kF16 ? Round::kF16 : t == DType::kBF16 ? Round::kBF16 : Round::kNone;
 }
 
-// Symmetric INT8 codes of n values, as floats (exact small integers), with
-// scale amax / 127 (0 when all are 0): round half away from zero, clamped.
-float quantize_block(const float* x, int64_t n, float* codes) {
-  float amax = 0.f;
-  for (int64_t i = 0; i < n; ++i) amax = std::max(amax, std::fabs(x[i]));
-  const float scale = amax / 127.f;
-  for (int64_t i = 0; i < n; ++i) {
-    const float c = scale > 0.f ? std::round(x[i] / scale) : 0.f;
-    codes[i] = std::min(127.f, std::max(-127.f, c));
-  }
+// Symmetric INT8 codes of n values in place, as floats (exact small
+// integers), with scale amax / 127 (0 when all are 0): round half away from
+// zero after an IEEE f32 division, clamped — code_values_rows' codes.
+float quantize_block(float* x, int64_t n) {
+  bool finite = true;  // a NaN or Inf is refused before (or, unchecked, reaches the output anyway)
+  const float scale = isa().amax(x, n, &finite) / 127.f;
+  if (scale > 0.f)
+    isa().code_values_rows(x, n, 1, n, nullptr, scale, 127.f, x, n);
+  else
+    std::fill(x, x + n, 0.f);
   return scale;
 }
 
@@ -134,12 +125,12 @@ void qk_tile(const float* q, int64_t R, int64_t D, const float* kt, int64_t col0
   }
 }
 
-// Keys (and values) of one (b, q head) in attended order.
-struct HeadKeys {
-  std::vector<float> kt;      // keys as panels [ceil(Nk/16)][D][16] (kInt8: their codes, exact in f32)
-  std::vector<float> vp;      // values as panels [ceil(D/16)][Nk][16], rounded to the P·V type
-  std::vector<float> kscale;  // kInt8: [ceil(Nk/64)]
-};
+// The calling thread's scratch for one head's keys ([Nk, D] rows, then
+// packed [ceil(Nk/16)][D][16]: INT8 codes as f32), its values as panels
+// [ceil(D/16)][Nk][16] and INT8 q codes [N, D]: reused call after call (a
+// fresh vector each call cost ~750 first-touch page faults, ~7 ms, per
+// call of the bench's 4096-token, 8-head layer).
+thread_local Scratch tl_bs_krows, tl_bs_kt, tl_bs_vp, tl_bs_qcodes;
 
 }  // namespace
 
@@ -160,60 +151,94 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   const int32_t* perm = p.perm.data ? p.perm.ptr<int32_t>() : nullptr;
   const int64_t npanels = ceil_div(Nk, kColTile);
   std::atomic<bool> nonfinite{false};
-  HeadKeys hk;
-  std::vector<float> krows(static_cast<size_t>(Nk * D));  // [Nk, D]
-  std::vector<float> vrow(static_cast<size_t>(D));
+  struct Trim {
+    ~Trim() {
+      for (Scratch* t : {&tl_bs_krows, &tl_bs_kt, &tl_bs_vp, &tl_bs_qcodes}) t->trim();
+    }
+  } trim;
+  float* krows = tl_bs_krows.get(Nk * D);                    // [Nk, D]
+  float* kt = tl_bs_kt.get(npanels * D * kColTile);          // [npanels][D][16]
+  float* vp = tl_bs_vp.get(vpanels * Nk * kColTile);         // [vpanels][Nk][16]
+  float* qcodes = int8 ? tl_bs_qcodes.get(N * D) : nullptr;  // [N, D]
+  std::vector<float> kscale(static_cast<size_t>(ceil_div(Nk, kQB))), qscale(static_cast<size_t>(ceil_div(N, kQB)));
+  // Tasks of kQB (64) keys or queries: whole 16-key panels, and the INT8 blocks.
+  const int64_t key_tasks = ceil_div(Nk, kQB), query_tasks = ceil_div(N, kQB);
+  std::vector<int64_t> bad_key(static_cast<size_t>(key_tasks));
 
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < Hq; ++h) {
       const int64_t kvh = h / group;
       const int32_t* ph = perm ? perm + h * N : nullptr;
       auto src = [&](int64_t pos) { return ph ? static_cast<int64_t>(ph[pos]) : pos; };
-      // Keys and values in attended order; values straight into panels.
-      hk.vp.assign(static_cast<size_t>(vpanels * Nk * kColTile), 0.f);
-      for (int64_t j = 0; j < Nk; ++j) {
-        load_row(p.k, b, kvh, src(j), krows.data() + j * D);
-        load_row(p.v, b, kvh, src(j), vrow.data());
-        if (p.check_finite && (!isa().all_finite(krows.data() + j * D, D) || !isa().all_finite(vrow.data(), D)))
-          return Status(Code::kRange, "expected finite k and v but k[" + std::to_string(b) + ", " +
-                                          std::to_string(kvh) + ", " + std::to_string(src(j)) +
-                                          "] or v there holds NaN or Inf");
-        for (int64_t d = 0; d < D; ++d)
-          hk.vp[(d / kColTile * Nk + j) * kColTile + d % kColTile] = round_to(vrow[d], pv_round);
-      }
-      if (int8) {
-        // K smoothing: the mean over all Nk keys, per channel (double), then
-        // codes per 64 attended keys (products of codes sum exactly in f32).
-        std::vector<double> mean(static_cast<size_t>(D), 0.0);
-        for (int64_t j = 0; j < Nk; ++j)
-          for (int64_t d = 0; d < D; ++d) mean[d] += krows[j * D + d];
-        for (int64_t d = 0; d < D; ++d) mean[d] /= static_cast<double>(Nk);
-        for (int64_t j = 0; j < Nk; ++j)
-          for (int64_t d = 0; d < D; ++d) krows[j * D + d] = static_cast<float>(krows[j * D + d] - mean[d]);
-        hk.kscale.resize(static_cast<size_t>(ceil_div(Nk, kQB)));
-        for (int64_t j0 = 0; j0 < Nk; j0 += kQB) {
-          const int64_t n = std::min(kQB, Nk - j0);
-          hk.kscale[j0 / kQB] = quantize_block(krows.data() + j0 * D, n * D, krows.data() + j0 * D);
+      // The query heads of one kv head share its keys and values, unless
+      // each attends in its own permuted order.
+      const bool same_keys = h % group != 0 && perm == nullptr;
+      // Keys and values in attended order, kQB keys per task: values
+      // rounded and straight into panels; keys (unless INT8, which needs
+      // the mean over all keys first) rounded and packed.
+      auto pack_keys = [&](int64_t t) {
+        const int64_t j0 = t * kQB, j1 = std::min(Nk, j0 + kQB);
+        for (int64_t c = j0; c < j1; c += kColTile)
+          isa().pack_panel(krows + c * D, D, static_cast<int>(std::min(kColTile, j1 - c)), D, kt + c * D);
+      };
+      if (!same_keys) {
+        std::fill(bad_key.begin(), bad_key.end(), -1);
+        parallel_for(key_tasks, [&](int64_t t) {
+          thread_local std::vector<float> vrow;
+          vrow.resize(static_cast<size_t>(D));
+          const int64_t j0 = t * kQB, j1 = std::min(Nk, j0 + kQB);
+          for (int64_t j = j0; j < j1; ++j) {
+            float* kr = krows + j * D;
+            load_row(p.k, b, kvh, src(j), kr);
+            load_row(p.v, b, kvh, src(j), vrow.data());
+            if (p.check_finite && (!isa().all_finite(kr, D) || !isa().all_finite(vrow.data(), D))) {
+              bad_key[static_cast<size_t>(t)] = j;
+              return;
+            }
+            round_row(vrow.data(), D, pv_round);
+            for (int64_t c = 0; c < vpanels; ++c) {  // channel panel c of key j: 16 values, zero padded
+              float* dst = vp + (c * Nk + j) * kColTile;
+              const int64_t n = std::min(kColTile, D - c * kColTile);
+              std::copy(vrow.data() + c * kColTile, vrow.data() + c * kColTile + n, dst);
+              std::fill(dst + n, dst + kColTile, 0.f);
+            }
+          }
+          if (!int8) {
+            round_row(krows + j0 * D, (j1 - j0) * D, in_round);
+            pack_keys(t);
+          }
+        });
+        for (const int64_t j : bad_key)
+          if (j >= 0)
+            return Status(Code::kRange, "expected finite k and v but k[" + std::to_string(b) + ", " +
+                                            std::to_string(kvh) + ", " + std::to_string(src(j)) +
+                                            "] or v there holds NaN or Inf");
+        if (int8) {
+          // K smoothing: the mean over all Nk keys, per channel (f64, keys in
+          // order), then codes per 64 attended keys (products of codes sum
+          // exactly in f32).
+          std::vector<double> mean(static_cast<size_t>(D), 0.0);
+          isa().add_rows_f64(krows, D, static_cast<int>(Nk), D, mean.data());
+          for (int64_t d = 0; d < D; ++d) mean[d] /= static_cast<double>(Nk);
+          parallel_for(key_tasks, [&](int64_t t) {
+            const int64_t j0 = t * kQB, j1 = std::min(Nk, j0 + kQB);
+            for (int64_t j = j0; j < j1; ++j)
+              for (int64_t d = 0; d < D; ++d) krows[j * D + d] = static_cast<float>(krows[j * D + d] - mean[d]);
+            kscale[static_cast<size_t>(t)] = quantize_block(krows + j0 * D, (j1 - j0) * D);
+            pack_keys(t);
+          });
         }
-      } else {
-        round_row(krows.data(), Nk * D, in_round);
       }
-      hk.kt.resize(static_cast<size_t>(npanels * D * kColTile));
-      for (int64_t c = 0; c < npanels; ++c)
-        isa().pack_panel(krows.data() + c * kColTile * D, D, static_cast<int>(std::min(kColTile, Nk - c * kColTile)), D,
-                         hk.kt.data() + c * D * kColTile);
       // kInt8: the q codes and scales of the whole head, per 64 attended rows.
-      std::vector<float> qcodes, qscale;
-      if (int8) {
-        qcodes.resize(static_cast<size_t>(N * D));
-        qscale.resize(static_cast<size_t>(ceil_div(N, kQB)));
-        for (int64_t i = 0; i < N; ++i) {
-          load_row(p.q, b, h, src(i), qcodes.data() + i * D);
-          if (p.check_finite && !isa().all_finite(qcodes.data() + i * D, D)) nonfinite = true;
-        }
-        for (int64_t i0 = 0; i0 < N; i0 += kQB)
-          qscale[i0 / kQB] = quantize_block(qcodes.data() + i0 * D, std::min(kQB, N - i0) * D, qcodes.data() + i0 * D);
-      }
+      if (int8)
+        parallel_for(query_tasks, [&](int64_t t) {
+          const int64_t i0 = t * kQB, i1 = std::min(N, i0 + kQB);
+          for (int64_t i = i0; i < i1; ++i) {
+            load_row(p.q, b, h, src(i), qcodes + i * D);
+            if (p.check_finite && !isa().all_finite(qcodes + i * D, D)) nonfinite = true;
+          }
+          qscale[static_cast<size_t>(t)] = quantize_block(qcodes + i0 * D, (i1 - i0) * D);
+        });
       // Tasks: chunks of up to kRowsPerTask rows inside one q-block.
       const int64_t chunks_per_block = ceil_div(std::min(bq, N), kRowsPerTask);
       const int64_t tasks = nQ * chunks_per_block;
@@ -227,7 +252,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
         thread_local std::vector<int32_t> blocks;
         const float* qp;
         if (int8) {
-          qp = qcodes.data() + r0 * D;
+          qp = qcodes + r0 * D;
         } else {
           qrows.resize(static_cast<size_t>(R * D));
           for (int64_t r = 0; r < R; ++r) {
@@ -246,7 +271,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
           const int64_t j0 = kb * bk, j1 = std::min(Nk, j0 + bk);
           const int64_t col0 = j0 / kColTile * kColTile, ncols = round_up16(j1) - col0;
           S.resize(static_cast<size_t>(R * ncols));
-          qk_tile(qp, R, D, hk.kt.data(), col0, ncols, S.data(), ncols);
+          qk_tile(qp, R, D, kt, col0, ncols, S.data(), ncols);
           for (int64_t r = 0; r < R; ++r) {
             float* s = S.data() + r * ncols;
             if (int8) {
@@ -254,7 +279,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
               const float qs = qscale[(r0 + r) / kQB] * p.scale;
               for (int64_t j = j0; j < j1;) {
                 const int64_t end = std::min(j1, (j / kQB + 1) * kQB);
-                isa().scale(s + (j - col0), qs * hk.kscale[j / kQB], end - j, s + (j - col0));
+                isa().scale(s + (j - col0), qs * kscale[static_cast<size_t>(j / kQB)], end - j, s + (j - col0));
                 j = end;
               }
             } else {
@@ -274,19 +299,19 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
             if (pv_round != Round::kNone) round_row(s, n, pv_round);
           }
           // acc += P·V on the register tile: P rows against the value panels.
-          for (int64_t vp = 0; vp < vpanels;) {
-            const bool wide = vp + 1 < vpanels;  // two value panels per tile call
+          for (int64_t vpi = 0; vpi < vpanels;) {
+            const bool wide = vpi + 1 < vpanels;  // two value panels per tile call
             for (int64_t r = 0; r < R; r += isa().tile_rows) {
               const int rows = static_cast<int>(std::min<int64_t>(isa().tile_rows, R - r));
               const float* prow = S.data() + r * ncols + (j0 - col0);
-              const float* panel = hk.vp.data() + (vp * Nk + j0) * kColTile;
-              float* out = acc.data() + r * Dp + vp * kColTile;
+              const float* panel = vp + (vpi * Nk + j0) * kColTile;
+              float* out = acc.data() + r * Dp + vpi * kColTile;
               if (wide)
                 isa().gemm_tile_wide(prow, ncols, 1, rows, panel, Nk * kColTile, n, out, Dp, true);
               else
                 isa().gemm_tile(prow, ncols, 1, rows, panel, n, out, Dp, true);
             }
-            vp += wide ? 2 : 1;
+            vpi += wide ? 2 : 1;
           }
         }
         for (int64_t r = 0; r < R; ++r) {

@@ -197,6 +197,27 @@ describe('blockSparseAttention against float64', () => {
     }
   });
 
+  test('grouped-query heads share their kv head (packed once per kv head): each q head alone gives the same bits', () => {
+    // Hq 4 over Hkv 2: q heads 0, 1 read kv head 0 and 2, 3 read kv head 1;
+    // the keys, values and INT8 key codes are prepared once per kv head.
+    const [B, Hq, Hkv, N, D] = [2, 4, 2, 150, 40];
+    for (const [dtype, precision] of [['bf16', 'native'], ['f32', 'int8'], ['f16', 'int8']] as const) {
+      const p = problem(B, Hq, Hkv, N, N, D, dtype, 'bhnd', 31);
+      const keep = randomKeep(3, B, Hq, 3, 3, 0.5, [1]);
+      const all = blockSparseAttentionSync(p.q, p.k, p.v, maskOf(B, Hq, N, N, 64, 64, keep), { precision, returnLse: true });
+      const out = all.out.toArray(), lse = all.lse!.toArray();
+      for (let b = 0; b < B; b++)
+        for (let h = 0; h < Hq; h++) {
+          const head = (t: typeof p.q, hh: number) => t.view([1, 1, N, D], t.strides, t.offset + b * t.strides[0] + hh * t.strides[1]);
+          const one = blockSparseAttentionSync(head(p.q, h), head(p.k, h >> 1), head(p.v, h >> 1),
+            maskOf(1, 1, N, N, 64, 64, (_b, _h, qb, kb) => keep(b, h, qb, kb)), { precision, returnLse: true });
+          const at = ((b * Hq + h) * N) * D;
+          expect(one.out.toArray()).toEqual(out.slice(at, at + N * D));
+          expect(one.lse!.toArray()).toEqual(lse.slice((b * Hq + h) * N, (b * Hq + h + 1) * N));
+        }
+    }
+  });
+
   test('the async twin gives the same result, and every output element is written', async () => {
     const p = problem(1, 2, 2, 45, 45, 8, 'bf16', 'bnhd', 41);
     const mask = maskOf(1, 2, 45, 45, 16, 16, randomKeep(5, 1, 2, 3, 3, 0.5));
@@ -402,5 +423,17 @@ describe('blocksparse bad input', () => {
     const gone = makeTensor(randn(2 * 40 * 8, 5), [1, 2, 40, 8]).t;
     gone.dispose();
     expectCode(() => blockSparseAttentionSync(gone, p.k, p.v, 'dense'), TokenSieveError, 'ERR_DISPOSED');
+    // A NaN in a late 64-key task of the second kv head, in k or in v, is
+    // found and named by its (attended) position, on every precision.
+    const big = problem(1, 2, 2, 200, 200, 8, 'f32', 'bhnd', 6);
+    for (const which of ['k', 'v'] as const) {
+      const vals = Float32Array.from(big[which].data as Float32Array);
+      vals[(200 + 190) * 8 + 3] = NaN;
+      const bad = makeTensor(vals, [1, 2, 200, 8]).t;
+      const [k, v] = which === 'k' ? [bad, big.v] : [big.k, bad];
+      for (const precision of ['native', 'int8'] as const) {
+        expectCode(() => blockSparseAttentionSync(big.q, k, v, 'dense', { precision }), RangeError, 'ERR_RANGE', /k\[0, 1, 190\] or v there/);
+      }
+    }
   });
 });
