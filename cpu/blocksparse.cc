@@ -345,40 +345,75 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
   std::vector<int64_t> first(static_cast<size_t>(nQ + 1), 0);  // rows of q-block I: [first[I], first[I+1])
   for (int32_t r : rows) first[r / bq + 1]++;
   for (int64_t I = 0; I < nQ; ++I) first[I + 1] += first[I];
-  std::vector<float> kt(static_cast<size_t>(npanels * D * kColTile)), krows(static_cast<size_t>(Nk * D));
   std::atomic<bool> nonfinite{false};
+  struct Trim {
+    ~Trim() {
+      for (Scratch* t : {&tl_bs_krows, &tl_bs_kt}) t->trim();
+    }
+  } trim;
+  float* krows = tl_bs_krows.get(Nk * D);            // [Nk, D]
+  float* kt = tl_bs_kt.get(npanels * D * kColTile);  // [npanels][D][16]
+  const int64_t ncols = npanels * kColTile;
+  std::vector<int64_t> bad_key(static_cast<size_t>(npanels));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
       const int64_t kvh = h / group;
       if (h % group == 0) {  // the query heads of one kv head share its packed keys
-        for (int64_t j = 0; j < Nk; ++j) {
-          load_row(p.k, b, kvh, j, krows.data() + j * D);
-          if (p.check_finite && !isa().all_finite(krows.data() + j * D, D))
+        std::fill(bad_key.begin(), bad_key.end(), -1);
+        parallel_for(npanels, [&](int64_t c) {
+          const int64_t j0 = c * kColTile, j1 = std::min(Nk, j0 + kColTile);
+          for (int64_t j = j0; j < j1; ++j) {
+            load_row(p.k, b, kvh, j, krows + j * D);
+            if (p.check_finite && !isa().all_finite(krows + j * D, D)) {
+              bad_key[static_cast<size_t>(c)] = j;
+              return;
+            }
+          }
+          isa().pack_panel(krows + j0 * D, D, static_cast<int>(j1 - j0), D, kt + c * D * kColTile);
+        });
+        for (const int64_t j : bad_key)
+          if (j >= 0)
             return Status(Code::kRange, "expected finite k but k[" + std::to_string(b) + ", " + std::to_string(kvh) +
                                             ", " + std::to_string(j) + "] holds NaN or Inf");
-        }
-        for (int64_t c = 0; c < npanels; ++c)
-          isa().pack_panel(krows.data() + c * kColTile * D, D, static_cast<int>(std::min(kColTile, Nk - c * kColTile)),
-                           D, kt.data() + c * D * kColTile);
       }
       float* out = p.out.ptr<float>() + (b * H + h) * nQ * nK;
+      // One task per q-block; its rows in tiles of kRowsPerTask, each tile's
+      // logits over all keys one register-tiled product (the keys read once
+      // per tile, not once per row: qk_row_panels per row had streamed the
+      // packed keys from L2/L3 for every row; the same chains, so the same
+      // logits).
       parallel_for(nQ, [&](int64_t I) {
         thread_local std::vector<float> q, s;
         thread_local std::vector<double> sums;
-        q.resize(static_cast<size_t>(D));
-        s.resize(static_cast<size_t>(npanels * kColTile));
+        q.resize(static_cast<size_t>(kRowsPerTask * D));
+        s.resize(static_cast<size_t>(kRowsPerTask * ncols));
         sums.assign(static_cast<size_t>(nK), 0.0);
-        for (int64_t t = first[I]; t < first[I + 1]; ++t) {
-          load_row(p.q, b, h, rows[t], q.data());
-          if (p.check_finite && !isa().all_finite(q.data(), D)) { nonfinite = true; return; }
-          isa().qk_row_panels(q.data(), D, kt.data(), D * kColTile, npanels, s.data());
-          isa().scale(s.data(), p.scale, Nk, s.data());
-          const float mx = isa().max(s.data(), Nk, nullptr);
-          const float total = isa().exp_shift_sum(s.data(), Nk, mx);
-          for (int64_t J = 0; J < nK; ++J) {
-            double acc = 0.0;
-            for (int64_t j = J * bk; j < std::min(Nk, (J + 1) * bk); ++j) acc += s[j];
-            sums[J] += acc / total;
+        for (int64_t t0 = first[I]; t0 < first[I + 1]; t0 += kRowsPerTask) {
+          const int64_t R = std::min(kRowsPerTask, first[I + 1] - t0);
+          for (int64_t r = 0; r < R; ++r) {
+            load_row(p.q, b, h, rows[t0 + r], q.data() + r * D);
+            if (p.check_finite && !isa().all_finite(q.data() + r * D, D)) {
+              nonfinite = true;
+              return;
+            }
+          }
+          qk_tile(q.data(), R, D, kt, 0, ncols, s.data(), ncols);
+          for (int64_t r = 0; r < R; ++r) {
+            float* sr = s.data() + r * ncols;
+            isa().scale(sr, p.scale, Nk, sr);
+            const float mx = isa().max(sr, Nk, nullptr);
+            const double total = isa().exp_shift_sum(sr, Nk, mx);
+            for (int64_t J = 0; J < nK; ++J) {
+              // The block's probabilities summed in f64, eight partial sums side by side.
+              const int64_t j0 = J * bk, j1 = std::min(Nk, j0 + bk);
+              double part[8] = {};
+              int64_t j = j0;
+              for (; j + 8 <= j1; j += 8)
+                for (int u = 0; u < 8; ++u) part[u] += sr[j + u];
+              for (; j < j1; ++j) part[0] += sr[j];
+              const double acc = ((part[0] + part[1]) + (part[2] + part[3])) + ((part[4] + part[5]) + (part[6] + part[7]));
+              sums[J] += acc / total;
+            }
           }
         }
         for (int64_t J = 0; J < nK; ++J) out[I * nK + J] = static_cast<float>(sums[J]);

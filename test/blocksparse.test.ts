@@ -299,6 +299,8 @@ describe('blockAttentionMass, blockPool, applyReorder against float64', () => {
     [1, 1, 1, 1, 1, 4, 1, 1],
     [2, 2, 1, 37, 53, 12, 8, 16],
     [1, 3, 3, 70, 70, 16, 64, 64],
+    // q-blocks of 50 rows (row tiles of 24, 24, 2), prime key blocks (8-wide partial sums and a tail)
+    [1, 2, 2, 150, 101, 24, 50, 13],
   ])('mass B%i H%i Hkv%i N%i Nk%i D%i blocks %i x %i', (B, H, Hkv, N, Nk, D, bq, bk) => {
     const q = makeTensor(randn(B * H * N * D, N), [B, H, N, D]);
     const k = makeTensor(randn(B * Hkv * Nk * D, Nk), [B, Hkv, Nk, D]);
@@ -415,6 +417,10 @@ describe('blocksparse bad input', () => {
     expectCode(() => blockSparseAttentionSync(qn, p.k, p.v, 'dense'), RangeError, 'ERR_RANGE', /finite/);
     expectCode(() => blockSparseAttentionSync(p.q, qn, p.v, 'dense'), RangeError, 'ERR_RANGE', /finite/);
     expectCode(() => blockAttentionMassSync(qn, p.k), RangeError, 'ERR_RANGE', /finite/);
+    expectCode(() => blockAttentionMassSync(p.q, qn), RangeError, 'ERR_RANGE', /k\[0, 0, 9\] holds NaN/);
+    const late = randn(2 * 40 * 8, 8);
+    late[(40 + 37) * 8 + 5] = NaN;  // kv head 1, key 37: the last 16-key task
+    expectCode(() => blockAttentionMassSync(p.q, makeTensor(late, [1, 2, 40, 8]).t), RangeError, 'ERR_RANGE', /k\[0, 1, 37\] holds NaN/);
     await expectReject(blockSparseAttention(qn, p.k, p.v, good), RangeError, 'ERR_RANGE');
     expectCode(() => blockAttentionMassSync(p.q, p.k, { rows: [3, 2] }), RangeError, 'ERR_RANGE', /sorted/);
     expectCode(() => blockAttentionMassSync(p.q, p.k, { rows: [40] }), RangeError, 'ERR_RANGE');
