@@ -426,11 +426,23 @@ def blocksparse(spec, torch):
             torch.softmax(s, dim=-1) @ v[:, h]
         sync()
 
+    def mass():
+        # blockAttentionMass: the softmax rows summed per 64 x 64 block
+        # (zero padded to whole blocks), one head at a time.
+        nB = (N + 63) // 64
+        for h in range(H):
+            p = torch.softmax((q[:, h] @ k[:, h].transpose(-1, -2)) * scale, dim=-1)
+            p = torch.nn.functional.pad(p, (0, nB * 64 - N, 0, nB * 64 - N))
+            p.view(B, nB, 64, nB, 64).sum((2, 4))
+        sync()
+
     variants = []
-    if rho >= 1 or not cuda:
+    if spec.get("kind") == "mass":
+        variants.append(("torch-ref", mass, B * N * N * 4 * (2 if cuda else 1)))
+    elif rho >= 1 or not cuda:
         variants.append(("torch-dense", dense, B * N * N * 4 * (2 if cuda else 1)))
     F = torch.nn.functional
-    if hasattr(F, "scaled_dot_product_attention"):
+    if hasattr(F, "scaled_dot_product_attention") and spec.get("kind") != "mass":
         def sdpa():
             F.scaled_dot_product_attention(q, k, v)
             sync()
@@ -465,7 +477,7 @@ def blocksparse(spec, torch):
                 return {"skipped": f"{type(e).__name__}: {str(e)[:80]}"}
 
         # Dense variants ignore the mask and the precision: one figure per shape.
-        key = ("blocksparse", B, H, N, D, dev, variant, rho if variant == "torch-flex" else None)
+        key = ("blocksparse", spec.get("kind"), B, H, N, D, dev, variant, rho if variant == "torch-flex" else None)
         measure_once(key, spec["name"], variant, run)
 
 

@@ -12,6 +12,7 @@ import * as path from 'path';
 import {
   attentionScores,
   attentionScoresSync,
+  blockAttentionMassSync,
   blockSparseAttentionSync,
   BlockMaskLike,
   getThreads,
@@ -326,6 +327,7 @@ function runTorch(trials: Trial[], threads: number, quick: boolean, device: 'cpu
 }
 
 function describeShape(t: Trial): string {
+  if (t.family === 'blocksparse' && t.kind === 'mass') return `B${t.B} H${t.H} N${t.N} D${t.D} bf16, mass per 64×64 block`;
   if (t.family === 'blocksparse') return `B${t.B} H${t.H} N${t.N} D${t.D} bf16${t.precision === 'int8' ? ' (QK int8)' : ''}, 64×64 blocks`;
   if (isDiversityTrial(t)) {
     if (t.kind === 'coverage') return `R${(t.m ?? 0) + t.N} n${t.N} k${t.k}`;
@@ -380,6 +382,12 @@ function runBlockSparse(t: BlockSparseTrial, o: Options): { ours: Timing; ts?: T
   const make = (seed: number) =>
     o.device === 'cuda' ? deviceInput(shape, 'bf16', seed, 0.5) : Tensor.from({ data: toHalfBits(values(n, seed).map((x) => x * 0.5), 'bf16'), shape, dtype: 'bf16' });
   const q = make(11), k = make(12), v = make(13);
+  if (t.kind === 'mass') {
+    const estimateMass = o.device === 'cuda' ? undefined : (work(t).flops / 40e9) * 1e3;
+    const ours = time(() => release(blockAttentionMassSync(q, k)), o.quick, estimateMass);
+    release(q, k, v);
+    return { ours, ts: { skipped: 'no TS baseline' } };
+  }
   const nB = Math.ceil(t.N / 64);
   let mask: BlockMaskLike | 'dense' = 'dense';
   const lists: Tensor[] = [];

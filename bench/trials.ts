@@ -117,6 +117,8 @@ export interface BlockSparseTrial {
   D: number;
   density: number;
   precision: 'bf16' | 'int8';
+  /** 'mass': blockAttentionMass (the q-block × kv-block softmax mass PARO's masks are calibrated from) instead of the attention. */
+  kind?: 'mass';
   gpuOnly?: boolean;
   big?: boolean;
 }
@@ -202,6 +204,7 @@ function blockSparseTrials(): BlockSparseTrial[] {
   // CPU-sized: 4096 tokens, 8 heads; one CogVideoX head.
   for (const rho of [1, 0.3]) out.push(t('blocksparse 4096 H8 d64', 8, 4096, 64, rho, 'bf16'));
   out.push(t('blocksparse 4096 H8 d64', 8, 4096, 64, 0.3, 'int8'));
+  out.push({ family: 'blocksparse', name: 'blockmass 4096 H8 d64', B: 1, H: 8, N: 4096, D: 64, density: 1, precision: 'bf16', kind: 'mass' });
   out.push(t('blocksparse CogVideoX 1 head', 1, 17776, 64, 0.2, 'bf16', { big: true }));
   // A CogVideoX layer (13×30×45 + 226 text = 17,776 tokens, 48 heads, d 64) and a Wan 480p layer.
   for (const precision of ['bf16', 'int8'] as const) {
@@ -321,6 +324,11 @@ const DTYPE_BYTES: Record<FloatDType, number> = { f32: 4, f16: 2, bf16: 2 };
  * one exp per logit, q rows and k read once, the output written once.
  */
 export function work(t: Trial): Work {
+  if (t.family === 'blocksparse' && t.kind === 'mass') {
+    // Every logit (2 FLOPs per multiply-add of QKᵀ) and its exp; q and k read once (bf16).
+    const logits = t.B * t.H * t.N * t.N;
+    return { flops: 2 * t.D * logits, exps: logits, bytes: 2 * 2 * t.B * t.H * t.N * t.D };
+  }
   if (t.family === 'blocksparse') {
     // Kept keys per row ≈ kept blocks × 64 (the mask's blocks; tails aside):
     // 2 FLOPs per multiply-add in QKᵀ and in PV, one exp per kept logit,

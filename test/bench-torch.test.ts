@@ -61,6 +61,7 @@ describeTorch('bench: the PyTorch baseline', () => {
     lines = runBaseline([
       att('all f32', 'all', false), att('all int8', 'all', true), att('cls int8', 'cls', true),
       bs('bs dense', 1, 'bf16'), bs('bs rho', 0.5, 'bf16'), bs('bs rho int8', 0.5, 'int8'),
+      { ...bs('bs mass', 1, 'bf16'), kind: 'mass' },
     ]);
   });
 
@@ -72,6 +73,7 @@ describeTorch('bench: the PyTorch baseline', () => {
       ['all f32', 'torch-ref'], ['all int8', 'torch-ref'], ['all int8', 'torch-int8'],
       ['cls int8', 'torch-ref'], ['cls int8', 'torch-min'], ['cls int8', 'torch-int8'],
       ['bs dense', 'torch-dense'], ['bs rho', 'torch-dense'], ['bs rho int8', 'torch-dense'],
+      ['bs mass', 'torch-ref'],
     ];
     for (const [name, variant] of want) {
       const f = figure(name, variant);
@@ -81,6 +83,7 @@ describeTorch('bench: the PyTorch baseline', () => {
       expect(f!.reps).toBeGreaterThanOrEqual(2);
     }
     expect(figure('all f32', 'torch-int8')).toBeUndefined();  // only INT8 trials
+    expect(figure('bs mass', 'torch-dense')).toBeUndefined();  // the mass row is timed against the mass, not attention
     expect(lines.filter((l) => l.name).length).toBe(want.length + (figure('bs dense', 'torch-sdpa') ? 3 : 0));
   });
 
