@@ -272,32 +272,23 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
           const int64_t col0 = j0 / kColTile * kColTile, ncols = round_up16(j1) - col0;
           S.resize(static_cast<size_t>(R * ncols));
           qk_tile(qp, R, D, kt, col0, ncols, S.data(), ncols);
-          for (int64_t r = 0; r < R; ++r) {
-            float* s = S.data() + r * ncols;
-            if (int8) {
-              // One factor qs · ks per run of keys in the same k block.
+          // INT8: one factor qs · ks per run of keys in the same k block;
+          // otherwise the logit scale, inside softmax_block_rows.
+          if (int8)
+            for (int64_t r = 0; r < R; ++r) {
+              float* s = S.data() + r * ncols;
               const float qs = qscale[(r0 + r) / kQB] * p.scale;
               for (int64_t j = j0; j < j1;) {
                 const int64_t end = std::min(j1, (j / kQB + 1) * kQB);
                 isa().scale(s + (j - col0), qs * kscale[static_cast<size_t>(j / kQB)], end - j, s + (j - col0));
                 j = end;
               }
-            } else {
-              isa().scale(s + (j0 - col0), p.scale, j1 - j0, s + (j0 - col0));
             }
-          }
           // Online softmax over this block's keys: P in place of S.
           const int64_t n = j1 - j0;
-          for (int64_t r = 0; r < R; ++r) {
-            float* s = S.data() + r * ncols + (j0 - col0);
-            const float mx = std::max(m[r], isa().max(s, n, nullptr));
-            const float corr = std::exp(m[r] - mx);  // 0 on the first block (m = -inf)
-            float* a = acc.data() + r * Dp;
-            if (corr != 1.f) isa().scale(a, corr, D, a);
-            l[r] = l[r] * corr + isa().exp_shift_sum(s, n, mx);
-            m[r] = mx;
-            if (pv_round != Round::kNone) round_row(s, n, pv_round);
-          }
+          isa().softmax_block_rows(S.data() + (j0 - col0), ncols, static_cast<int>(R), n, !int8, p.scale, m.data(),
+                                   l.data(), acc.data(), Dp, D,
+                                   pv_round == Round::kF16 ? 1 : pv_round == Round::kBF16 ? 2 : 0);
           // acc += P·V on the register tile: P rows against the value panels.
           for (int64_t vpi = 0; vpi < vpanels;) {
             const bool wide = vpi + 1 < vpanels;  // two value panels per tile call
