@@ -26,7 +26,9 @@ env -u CUDACXX PATH="$cpu_path" node node_modules/cmake-js/bin/cmake-js compile 
 echo "::: sanitize: build took $((SECONDS - t0)) s"
 addon="$root/build-asan/Release/tokensieve.node"
 # A build dir configured earlier without the option would silently test an unsanitized addon.
-if ! ldd "$addon" | grep -q libasan; then echo "::: sanitize: $addon is not linked against libasan"; exit 1; fi
+# grep reads all of ldd's output: with -q it stops at the first match, and
+# under pipefail ldd's SIGPIPE then read as "not linked" (a CI run failed so).
+if ! ldd "$addon" | grep libasan >/dev/null; then echo "::: sanitize: $addon is not linked against libasan"; exit 1; fi
 
 # --- the runtime: the .node needs libasan loaded before anything else in node.
 # libubsan comes in as the addon's own DT_NEEDED (it intercepts nothing), so
