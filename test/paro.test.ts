@@ -32,6 +32,12 @@ import {
   ORDER_NAMES, PARO_TABLE, refBlockMass, refCalibrate, refMaskedAttention, refPermByName, refPool, refSparge, refTorchPermute, RefRule,
 } from './reference/blockmask';
 
+// Globals as module bindings: under jest every read of a global (Math,
+// Infinity, ...) goes through the test context's interceptor (~150 ns),
+// which made the float64 loops here about 100× slower than in plain Node.
+const Math = globalThis.Math;
+const Infinity = globalThis.Infinity;
+
 describe('reorderIndex', () => {
   const grids: Array<[number, number, number, number, number]> = [
     [1, 1, 1, 0, 0],

@@ -4,6 +4,12 @@
  * include/tokensieve/attention.h, never from the kernels.
  */
 
+// Globals as module bindings: under jest every read of a global (Math,
+// Infinity, ...) goes through the test context's interceptor (~150 ns),
+// which made the float64 loops here about 100× slower than in plain Node.
+const Math = globalThis.Math;
+const Infinity = globalThis.Infinity;
+
 export interface RefAttentionArgs {
   /** q values in logical [B, H, Nq, D] order (already rounded to the input dtype). */
   q: ArrayLike<number>;
