@@ -157,6 +157,9 @@ describe('mmtokCoverage', () => {
     [2, 5, 17, 9, undefined, 'f16'],
     [1, 16, 57, 33, 19, 'f32'],
     [2, 3, 31, 8, 5, 'bf16'],
+    // Large: seven 96-row blocks, three depth blocks, 2.4 MB of streamed panels.
+    [1, 16, 577, 1030, undefined, 'f32'],
+    [1, 7, 200, 600, 300, 'bf16'],
   ];
   for (const [B, m, n, D, Da, dtype] of cases) {
     test(`B${B} m${m} n${n} D${D}${Da ? ` aux D'${Da}` : ''} ${dtype}`, async () => {

@@ -90,6 +90,8 @@ describe('kCenter', () => {
     // streaming stores: straight from f32 rows, and staged from bf16 ones.
     [1, 181, 3001, 20, 'f32', 'cosine', 'isolated', 1, false],
     [1, 181, 3001, 20, 'bf16', 'l2', 'maxnorm', 1, false],
+    // DivPrune on LLaVA-1.5 (576 × 4,096, k 56): 9.4 MB of panels, 8 depth blocks.
+    [1, 576, 4096, 56, 'f32', 'cosine', 'isolated', 1, false],
   ];
   for (const [B, N, C, k, dtype, metric, seed, segments, withExclude] of cases) {
     test(`B${B} N${N} C${C} k${k} ${dtype} ${metric} seed=${seed} segments=${segments}${withExclude ? ' exclude' : ''}`, async () => {

@@ -16,7 +16,7 @@ import {
 } from '../lib';
 import { native } from '../lib/native';
 import { expectClose, expectCode, expectReject, makeTensor, randn, rng } from './helpers';
-import { paritySplit, refAssign, refBf16, refContextual, refMatch, refMerge, refSplit2d, refUnmerge } from './reference/merge';
+import { normalise, paritySplit, refAssign, refBf16, refContextual, refMatch, refMerge, refSplit2d, refUnmerge } from './reference/merge';
 
 // Globals as module bindings: under jest every read of a global (Math,
 // Infinity, ...) goes through the test context's interceptor (~150 ns),
@@ -178,6 +178,24 @@ describe('bipartiteSoftMatch + merge + unmerge vs the float64 reference', () => 
       }
     }
   }
+
+  // At this size the f32 scores' rounding (~1e-6) reaches the gaps between
+  // neighbouring edges, so the plan is compared where the float64 scores
+  // decide it beyond 1e-5 (as for precision 'bf16' below).
+  test('a CLIP-L layer, 577 × 1030 (289 × 288 scores, two depth blocks, streamed panels): every decided choice is the float64 reference\'s', () => {
+    const [N, C] = [577, 1030];
+    const m = makeTensor(randn(N * C, 577), [1, N, C]);
+    const { a, b } = paritySplit(N);
+    const totals = { positions: 0, pinned: 0, rows: 0, rowsChecked: 0 };
+    for (const [r, cls, distill] of [[144, true, false], [288, false, false], [72, true, true]] as const) {
+      const plan = bipartiteSoftMatchSync(m.t, r, { protect: { cls, distill } });
+      expect(plan.r).toBe(r);
+      const got = checkBf16(plan, m.exact, N, C, a, b, cls, distill, `r=${r} cls=${cls} distill=${distill}`, normalise);
+      for (const k of Object.keys(totals) as Array<keyof typeof totals>) totals[k] += got[k];
+    }
+    expect(totals.pinned).toBeGreaterThanOrEqual(0.9 * totals.positions);
+    expect(totals.rowsChecked).toBeGreaterThanOrEqual(0.9 * totals.rows);
+  });
 
   test('the async API gives the same plan and merge', async () => {
     const m = makeTensor(randn(2 * 50 * 8, 5), [2, 50, 8]);
@@ -623,13 +641,20 @@ describe('token merging: bad input', () => {
 // ---- precision 'bf16' ---------------------------------------------------------
 // (the float64 reference of the semantics: refBf16 in test/reference/merge.ts)
 
-/** Checks a plan against the reference at every pinned decision; returns what was checked. */
-function checkBf16(plan: MergePlan, metric: ArrayLike<number>, N: number, C: number, a: number[], b: number[], cls: boolean, distill: boolean, label: string): { positions: number; pinned: number; rows: number; rowsChecked: number } {
+/**
+ * Checks a plan against the reference at every pinned decision (bf16
+ * semantics, or the f32 precision's with `norm` = normalise); returns what
+ * was checked.
+ */
+function checkBf16(
+  plan: MergePlan, metric: ArrayLike<number>, N: number, C: number, a: number[], b: number[], cls: boolean, distill: boolean, label: string,
+  norm?: (x: ArrayLike<number>, off: number, C: number) => number[],
+): { positions: number; pinned: number; rows: number; rowsChecked: number } {
   const p = planArrays(plan);
   const r = plan.r;
   const out = { positions: 0, pinned: 0, rows: 0, rowsChecked: 0 };
   for (let bb = 0; bb < plan.batch; bb++) {
-    const ref = refBf16(metric, bb, N, C, a, b, cls, distill);
+    const ref = refBf16(metric, bb, N, C, a, b, cls, distill, 1e-5, norm);
     const aPos = new Map(a.map((t, i) => [t, i]));
     const boundary = r === a.length || ref.group[r] !== ref.group[r - 1] || ref.pinned[r];
     for (let k = 0; k < r; k++) {

@@ -23,7 +23,8 @@ export interface RefPlan {
   b: number[];
 }
 
-function normalise(x: ArrayLike<number>, off: number, C: number): number[] {
+/** Row x[off .. off + C) divided by its float64 norm (ToMe's metric / ‖metric‖, exactly). */
+export function normalise(x: ArrayLike<number>, off: number, C: number): number[] {
   let ss = 0;
   for (let d = 0; d < C; d++) ss += x[off + d] * x[off + d];
   const n = Math.sqrt(ss);
@@ -276,10 +277,17 @@ export interface Bf16Ref {
   group: number[];
 }
 
-/** The bf16-semantics scores and edge order of batch row bb (a, b: token lists of the split). */
-export function refBf16(metric: ArrayLike<number>, bb: number, N: number, C: number, a: number[], b: number[], cls: boolean, distill: boolean, tol = 1e-5): Bf16Ref {
-  const an = a.map((t) => normBf16(metric, (bb * N + t) * C, C));
-  const bn = b.map((t) => normBf16(metric, (bb * N + t) * C, C));
+/**
+ * The bf16-semantics scores and edge order of batch row bb (a, b: token
+ * lists of the split), with what is decided beyond `tol`; `norm` = normalise
+ * gives the same for the f32 precision (its float64 reference).
+ */
+export function refBf16(
+  metric: ArrayLike<number>, bb: number, N: number, C: number, a: number[], b: number[], cls: boolean, distill: boolean, tol = 1e-5,
+  norm: (x: ArrayLike<number>, off: number, C: number) => number[] = normBf16,
+): Bf16Ref {
+  const an = a.map((t) => norm(metric, (bb * N + t) * C, C));
+  const bn = b.map((t) => norm(metric, (bb * N + t) * C, C));
   const close = (x: number, y: number): boolean => closeRel(x, y, tol);
   const top: number[] = [];
   const arg: number[] = [];
