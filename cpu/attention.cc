@@ -442,17 +442,25 @@ Status attention_scores(const AttentionScoresParams& p) {
         for (int64_t c0 = 0; c0 < ncols; c0 += kColChunk) {
           const int64_t cn = std::min(kColChunk, ncols - c0);
           for (int64_t c = c0; c < c0 + cn;) {
-            const bool wide = c + kColTile < c0 + cn;  // two panels per tile call (zmm tile with AVX-512)
+            // Three panels per tile call where the chunk has them (the zmm
+            // tile: 24 accumulators, each broadcast feeding three FMAs),
+            // four as two pairs, else two or one. The depth is only D, so a
+            // wider call also spreads its setup over more FMAs.
+            const int64_t left = (c0 + cn - c) / kColTile;
+            const int64_t np = left == 4 ? 2 : std::min<int64_t>(3, left);
             const float* panel = keys + (c / kColTile) * D * kColTile;
             for (int64_t g = 0; g < tile; g += K.tile_rows) {
               const int rows_in_group = static_cast<int>(std::min<int64_t>(K.tile_rows, tile - g));
-              if (wide)
+              if (np == 3)
+                K.gemm_tile_triple(qs + g * D, D, 1, rows_in_group, panel, D * kColTile, D, logits + g * lds + c, lds,
+                                   false);
+              else if (np == 2)
                 K.gemm_tile_wide(qs + g * D, D, 1, rows_in_group, panel, D * kColTile, D, logits + g * lds + c, lds,
                                  false);
               else
                 K.gemm_tile(qs + g * D, D, 1, rows_in_group, panel, D, logits + g * lds + c, lds, false);
             }
-            c += wide ? 2 * kColTile : kColTile;
+            c += np * kColTile;
           }
         }
       }
