@@ -178,17 +178,17 @@ struct IsaKernels {
   // 1040), exact in any order: the bits of dot_rows over those codes.
   void (*code_dot_rows)(const float* x, int64_t ldx, int rows, int64_t n, const float* m, float scale, float q,
                         const float* qcodes, float* out);
-  // One block of block-sparse attention's online softmax, for rows r <
-  // rows of S (n logits at S + r·lds; with scale_rows first multiplied by
-  // `factor`, one rounding each, as scale() does): mx = max(m[r], max of
-  // the row), corr = std::exp(m[r] − mx), the acc row (D values at acc +
-  // r·ldacc) multiplied by corr unless corr == 1, the row replaced by
-  // exp(s − mx) (exp_shift_sum) and l[r] = l[r]·corr + its sum (a multiply,
+  // One block of block-sparse attention's online softmax in the base-2
+  // domain (the logits carry the scale and log2(e), as FlashAttention folds
+  // them), for rows r < rows of S (n logits at S + r·lds): mx = max(m[r],
+  // max of the row), corr = std::exp2(m[r] − mx), the acc row (D values at
+  // acc + r·ldacc) multiplied by corr unless corr == 1, the row replaced by
+  // 2^(s − mx) (exp2_shift_sum) and l[r] = l[r]·corr + its sum (a multiply,
   // then an add: never fused), m[r] = mx, then the row rounded to f16
   // (round 1) or bf16 (round 2). The bits of those calls one row at a time,
   // in one call per tile.
-  void (*softmax_block_rows)(float* S, int64_t lds, int rows, int64_t n, bool scale_rows, float factor, float* m,
-                             float* l, float* acc, int64_t ldacc, int64_t D, int round);
+  void (*softmax_block_rows)(float* S, int64_t lds, int rows, int64_t n, float* m, float* l, float* acc,
+                             int64_t ldacc, int64_t D, int round);
   // Benchmark probe: `iters` rounds of 12 independent FMA chains of
   // fma_lanes floats each (the widest vector this set has: 8 for ymm, 16 for
   // zmm); returns a value that depends on all of them.
