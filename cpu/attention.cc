@@ -39,7 +39,6 @@ constexpr int64_t kDirectMaxRows = 4;       // up to this many rows: no kᵀ pac
 constexpr int64_t kKeysCachedBytes = int64_t{16} << 20;
 constexpr int64_t kTargetTasks = 64;        // enough tasks to feed any pool size
 constexpr int64_t kMinRowsPerChunk = 16;    // below this, splitting rows costs more than it gives
-constexpr float kLog2e = 1.44269504088896341f;
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 

@@ -17,6 +17,9 @@ constexpr int64_t kColTile = 16;
 // ymm registers, enough independent FMA chains to cover the FMA latency at
 // two FMAs per cycle, with 2 loads and 6 broadcasts per 12 FMAs.
 constexpr int kGemmRows = 6;
+// log2(e): the softmaxes (attention scores, block-sparse attention, block
+// mass) fold it into the logit scale and run in base 2 (exp2_shift_sum).
+constexpr float kLog2e = 1.44269504088896341f;
 
 struct IsaKernels {
   const char* name;

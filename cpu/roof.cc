@@ -48,8 +48,8 @@ Roof measure_roof() {
   roof.fma_gflops = static_cast<double>(T) * fma_iters * 12 * K.fma_lanes * 2 / t_fma / 1e9;
 
   // exp_shift_sum overwrites its row, so each rep first copies the inputs
-  // back (a memcpy of 16 KiB within L1: ~5% of the rep, counted as exp
-  // time). The refill used to be a loop compiled for baseline x86-64 (an
+  // back (a memcpy of 16 KiB within L1, counted as exp time: a floor close
+  // to the peak). The refill used to be a loop compiled for baseline x86-64 (an
   // integer modulo and a conversion per element) that took more time than
   // the exps: the probe reported 1.2–1.6 G exp/s per thread on the Zen 5
   // VM against 3.9 measured in a harness, and every "% (exp)" was inflated
