@@ -3,6 +3,7 @@
  */
 import { invalid, TokenSieveError } from './errors';
 import { native, nativePath } from './native';
+import { emptyHostPool, hostPoolStats } from './hostpool';
 import type { NativeInfo } from '../typings/native';
 
 /** `'cpu'` or `'cuda:N'` (`'cuda'` is accepted as `'cuda:0'`). */
@@ -194,21 +195,23 @@ export interface HostCache {
 /**
  * Large host blocks tokensieve keeps for reuse: the copies the Promise API
  * makes of the host data a call reads and writes (JS could otherwise detach
- * or shrink an ArrayBuffer while a kernel reads it), and the CPU kernels'
- * scratch above 16 MiB (packed panels, distance matrices). A block of
- * 64 KiB or more goes back to this cache when its call ends and is reused by
- * the next call of a similar size, so it does not pay a page fault per
- * 4 KiB every time. At most a sixteenth of the machine's memory (and
- * 256 MiB) is kept idle, and a background thread frees blocks idle for
- * 5 s. This reports what is kept now (outputs are never in it: they belong
- * to their tensors).
+ * or shrink an ArrayBuffer while a kernel reads it), the CPU kernels'
+ * scratch above 16 MiB (packed panels, distance matrices), and the memory of
+ * disposed host outputs whose `data` was never read (lib/hostpool.ts). A
+ * block of 64 KiB or more goes back to this cache when its call ends (an
+ * output's, when it is disposed) and is reused by the next call of a similar
+ * size (an output's, of the same size), so it does not pay a page fault per
+ * 4 KiB every time. Each of the two caches (the addon's, the outputs') keeps
+ * at most a sixteenth of the machine's memory (and 256 MiB) idle, and frees
+ * blocks idle for 5 s. This reports what both keep now.
  */
 export function hostCache(): HostCache {
   const m = native().hostCache();
-  return { bytes: m.bytes, blocks: m.blocks };
+  const o = hostPoolStats();
+  return { bytes: m.bytes + o.bytes, blocks: m.blocks + o.blocks };
 }
 
 /** Frees every idle block of the host cache now; returns the bytes freed. */
 export function emptyHostCache(): number {
-  return native().emptyHostCache();
+  return native().emptyHostCache() + emptyHostPool();
 }

@@ -20,6 +20,7 @@ import {
 } from './dtype';
 import { Device, DeviceLike, deviceOf, deviceOrdinal, requireCuda } from './device';
 import { callerName, describe, fromNative, invalid, makeError, TokenSieveError } from './errors';
+import { MIN_POOLED_BYTES, recycleHostBuffer, takeHostBuffer } from './hostpool';
 import { native } from './native';
 
 /** A plain host tensor: `{ data, shape, dtype? }`; f16/bf16 data is a Uint16Array with an explicit dtype. */
@@ -92,6 +93,20 @@ interface TensorInit {
   buffer?: NativeDeviceBuffer;
   ptr?: bigint;
   stream?: bigint;
+  host?: HostBlock;
+}
+
+/**
+ * A host ArrayBuffer tokensieve allocated for a tensor (64 KiB or more),
+ * shared by the tensor and its views as a device buffer is. `dispose()` of
+ * any of them hands the memory back for reuse (lib/hostpool.ts) unless
+ * `escaped`: once `data` was read, JS outside the library may hold the
+ * TypedArray, so the memory stays with it and the collector frees it, as
+ * for every other host tensor.
+ */
+interface HostBlock {
+  escaped: boolean;
+  released: boolean;
 }
 
 export function contiguousStrides(shape: readonly number[]): number[] {
@@ -169,6 +184,7 @@ interface TensorState {
   data: HostData | undefined;
   buffer: NativeDeviceBuffer | undefined;
   ptr: bigint | undefined;
+  host: HostBlock | undefined;
   disposed: boolean;
 }
 
@@ -200,7 +216,7 @@ export class Tensor {
     this.device = deviceOf(init.ordinal);
     this.stream = init.stream;
     Object.defineProperty(this, '_s', {
-      value: { data: init.data, buffer: init.buffer, ptr: init.ptr, disposed: false } satisfies TensorState,
+      value: { data: init.data, buffer: init.buffer, ptr: init.ptr, host: init.host, disposed: false } satisfies TensorState,
       enumerable: false,
     });
   }
@@ -262,7 +278,7 @@ export class Tensor {
     return deviceOrdinal(this.device);
   }
   get disposed(): boolean {
-    return this._s.disposed || (this._s.buffer !== undefined && this._s.buffer.disposed);
+    return this._s.disposed || (this._s.buffer !== undefined && this._s.buffer.disposed) || (this._s.host !== undefined && this._s.host.released);
   }
   get isContiguous(): boolean {
     const c = contiguousStrides(this.shape);
@@ -275,6 +291,16 @@ export class Tensor {
     if (this._s.data === undefined) {
       throw new TokenSieveError('ERR_DEVICE', `Tensor.data: the tensor is on ${this.device}; call toHost() first`);
     }
+    if (this._s.host !== undefined) this._s.host.escaped = true; // dispose() must leave this memory alone
+    return this._s.data;
+  }
+
+  /**
+   * @internal The host TypedArray for the library's own reads (a byte span,
+   * a copy): unlike `data`, it leaves the memory recyclable on dispose(), so
+   * the array must not reach the user.
+   */
+  peekData(): HostData | undefined {
     return this._s.data;
   }
 
@@ -339,7 +365,7 @@ export class Tensor {
     if (!this.isHost) {
       throw new TokenSieveError('ERR_UNSUPPORTED', 'Tensor.contiguous: strided device tensors cannot be compacted on the device yet; use toHost()');
     }
-    const src = this.data as unknown as { [i: number]: number | bigint };
+    const src = this._s.data as unknown as { [i: number]: number | bigint };
     const out = new DTYPE_ARRAY[this.dtype](this.numel) as unknown as { [i: number]: number | bigint };
     const rank = this.ndim;
     const idx = new Array<number>(rank).fill(0);
@@ -363,7 +389,7 @@ export class Tensor {
     this.assertReadable('Tensor.toArray');
     if (this.numel === 0) return []; // (its buffer may be detached: an empty view reads nothing)
     const host = this.toHost().contiguous();
-    const data = host.data;
+    const data = host._s.data as HostData; // read here, not handed out: the memory stays recyclable
     if (this.dtype === 'f16' || this.dtype === 'bf16') return Array.from(fromHalfBits(data as Uint16Array, this.dtype));
     if (data instanceof BigInt64Array) return Array.from(data, (v) => Number(v));
     return Array.from(data as ArrayLike<number>);
@@ -387,22 +413,27 @@ export class Tensor {
       st = contiguousStrides(dims);
     }
     const last = lastIndex(dims, st);
-    if (last >= 0 && this.isHost && offset + last >= this.data.length) {
-      throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of ${this.data.length}`);
+    const data = this._s.data;
+    if (last >= 0 && data !== undefined && offset + last >= data.length) {
+      throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of ${data.length}`);
     }
     if (last >= 0 && this._s.buffer && (offset + last + 1) * DTYPE_SIZE[this.dtype] > this._s.buffer.bytes) {
       throw makeError('ERR_RANGE', `Tensor.view: the view reaches element ${offset + last} of a device buffer of ${this._s.buffer.bytes / DTYPE_SIZE[this.dtype]}`);
     }
     return new Tensor(INTERNAL, {
       dtype: this.dtype, shape: dims, strides: st, offset, ordinal: this.ordinal,
-      data: this._s.data, buffer: this._s.buffer, ptr: this._s.ptr, stream: this.stream,
+      data: this._s.data, buffer: this._s.buffer, ptr: this._s.ptr, stream: this.stream, host: this._s.host,
     });
   }
 
   /**
-   * Releases device memory now (host tensors just drop their reference).
-   * Later use throws ERR_DISPOSED. Safe to call twice. A kernel still running
-   * on the memory keeps it until it finishes.
+   * Releases device memory now. A host output tokensieve allocated (64 KiB
+   * or more) whose `data` was never read goes back to a cache for the next
+   * output of its size, views included (see hostCache); other host tensors
+   * just drop their reference. Later use throws ERR_DISPOSED. Safe to call
+   * twice. A kernel still running on device memory keeps it until it
+   * finishes; an async call whose host `out` is taken back meanwhile rejects
+   * with ERR_RANGE (it wrote a staged copy, which is dropped).
    */
   dispose(): void {
     if (this._s.disposed) return;
@@ -414,7 +445,14 @@ export class Tensor {
         throw fromNative(e, 'Tensor.dispose');
       }
     }
+    const data = this._s.data, host = this._s.host;
     this._s.data = undefined;
+    // No running kernel can hold it: an async call writes in place only into
+    // outputs no one has been handed yet, and stages everything else.
+    if (host !== undefined && !host.released && !host.escaped && data !== undefined) {
+      host.released = true;
+      recycleHostBuffer(data.buffer as ArrayBuffer);
+    }
   }
 
   [Symbol.dispose](): void {
@@ -525,18 +563,31 @@ export function allocate(
       throw makeError('ERR_RANGE', `${op}: outputs of ${hostBytesBefore + bytes} bytes are over the host limit of half this machine's memory (${maxHostOutputBytes()} bytes)`);
     }
     let data: HostData;
+    let host: HostBlock | undefined;
     try {
-      if (opts.uninitialized && bytes >= 1 << 16) {
-        // Skips zero-filling large outputs; allocUnsafeSlow memory is not pooled and starts at offset 0.
-        const buf = Buffer.allocUnsafeSlow(bytes);
-        data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(buf.buffer, buf.byteOffset, n);
+      if (bytes >= MIN_POOLED_BYTES) {
+        // A disposed output's memory when one of this size is kept (lib/hostpool.ts), zeroed
+        // unless the kernel writes it all. Else fresh: allocUnsafeSlow's (not Buffer's shared
+        // pool: the ArrayBuffer is the tensor's alone) or a TypedArray's own, whose pages the
+        // system zeroes when first touched (filling a huge one here would touch them all).
+        const reused = takeHostBuffer(bytes);
+        if (reused !== undefined) {
+          if (!opts.uninitialized) new Uint8Array(reused).fill(0);
+          data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(reused, 0, n);
+        } else if (opts.uninitialized) {
+          const buf = Buffer.allocUnsafeSlow(bytes);
+          data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(buf.buffer, buf.byteOffset, n);
+        } else {
+          data = new DTYPE_ARRAY[dtype](n);
+        }
+        host = { escaped: false, released: false };
       } else {
         data = new DTYPE_ARRAY[dtype](n);
       }
     } catch {
       throw makeError('ERR_RANGE', `${op}: could not allocate ${bytes} bytes of host memory for an output of shape [${dims.join(', ')}]`);
     }
-    return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, data });
+    return new Tensor(INTERNAL, { dtype, shape: dims, strides, offset: 0, ordinal, data, host });
   }
   if (bytes > MAX_DEVICE_BYTES) {
     throw makeError('ERR_RANGE', `${op}: an output of shape [${dims.join(', ')}] (${bytes} bytes) is over the device limit of 2^47 bytes`);

@@ -156,6 +156,130 @@ describe('large host blocks are reused: async staging and kernel scratch (cpu/ho
   });
 });
 
+describe('disposed host outputs are reused (lib/hostpool.ts)', () => {
+  // A gather of 400 rows × 96 f32 is a 153,600-byte output, over the 64 KiB floor.
+  const N = 500, C = 96, K = 400, bytes = K * C * 4;
+  const idx = { data: Int32Array.from({ length: K }, (_, i) => (i * 37 + 11) % N), shape: [1, K] };
+  const input = (seed: number) => ({ data: Float32Array.from(randn(N * C, seed)), shape: [1, N, C] });
+  // The values a call must return, computed with nothing in the cache.
+  const expected = (seed: number) => {
+    const x = input(seed).data;
+    return Array.from(idx.data).flatMap((r) => Array.from(x.subarray(r * C, r * C + C)));
+  };
+  beforeEach(() => {
+    emptyHostCache();
+  });
+
+  test('an output never read through data goes back on dispose and the next output of its size takes it, written whole', () => {
+    const a = gatherSync(input(1), idx);
+    expect(a.toArray()).toEqual(expected(1)); // toArray copies: the memory stays recyclable
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+    a.dispose();
+    expect(hostCache()).toEqual({ bytes, blocks: 1 });
+    // The next output gets a's memory, still holding a's values: every element must be overwritten.
+    const b = gatherSync(input(2), idx);
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(b.toArray()).toEqual(expected(2));
+    // Another size does not take it.
+    b.dispose();
+    const c = gatherSync(input(3), { data: idx.data.subarray(0, K - 1), shape: [1, K - 1] });
+    expect(hostCache()).toEqual({ bytes, blocks: 1 });
+    expect(c.toArray()).toEqual(expected(3).slice(0, (K - 1) * C));
+  });
+
+  test('Tensor.empty zeroes reused memory; an uninitialized output reuses it as it is', () => {
+    gatherSync(input(4), idx).dispose();
+    const z = Tensor.empty([K, C]);
+    expect(hostCache().blocks).toBe(0);
+    expect(z.toArray().every((v) => v === 0)).toBe(true);
+    z.dispose();
+    expect(hostCache().blocks).toBe(1);
+  });
+
+  test('an output whose data was read (directly or through a view) keeps its memory', () => {
+    const a = gatherSync(input(5), idx);
+    const d = a.data as Float32Array;
+    a.dispose();
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(d.length).toBe(K * C);
+    expect(Array.from(d)).toEqual(expected(5));
+    const b = gatherSync(input(6), idx);
+    const viewData = b.view([K * C]).data as Float32Array;
+    b.dispose();
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(Array.from(viewData)).toEqual(expected(6));
+  });
+
+  test('views share the memory: once it is reused they are disposed too, as device views are', () => {
+    const a = gatherSync(input(7), idx);
+    const v = a.view([K, C]);
+    a.dispose();
+    expect(hostCache().blocks).toBe(1);
+    expect(v.disposed).toBe(true);
+    expectCode(() => v.toArray(), TokenSieveError, 'ERR_DISPOSED');
+    expectCode(() => gatherSync(v, { data: Int32Array.of(0), shape: [1] }), TokenSieveError, 'ERR_DISPOSED');
+    // Disposing a view returns the shared memory too.
+    const b = gatherSync(input(8), idx);
+    const w = b.view([K * C]);
+    w.dispose();
+    expect(b.disposed).toBe(true);
+    expect(hostCache().blocks).toBe(1);
+  });
+
+  test('user arrays are never taken, and small outputs are not kept', () => {
+    const data = new Float32Array(K * C).fill(1);
+    const t = Tensor.from({ data, shape: [K, C] });
+    t.dispose();
+    expect(data.length).toBe(K * C);
+    const s = gatherSync(input(9), { data: Int32Array.of(1, 2), shape: [1, 2] }); // 768 bytes
+    s.dispose();
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+  });
+
+  test('an async output taken back by dispose while the call that writes it runs: the call rejects, the new owner keeps its values', async () => {
+    const r = gatherSync(input(10), idx);
+    const p = gather(input(11), idx, { out: r });
+    r.dispose(); // staged by the call (r is the user's): its memory goes to the cache now
+    const taker = gatherSync(input(12), idx); // takes r's memory
+    await expect(p).rejects.toMatchObject({ code: 'ERR_RANGE' });
+    expect(taker.toArray()).toEqual(expected(12));
+    // An output the async call allocated itself, disposed after it resolved, is reused.
+    const q = await gather(input(13), idx);
+    expect(q.toArray()).toEqual(expected(13));
+    q.dispose();
+    expect(hostCache().blocks).toBeGreaterThanOrEqual(1);
+  });
+
+  test('at most 256 MiB (or a sixteenth of memory) kept idle, the oldest dropped first; emptyHostCache drops them all', () => {
+    // Uninitialized 100 MiB outputs: allocUnsafeSlow and the transfer touch no page.
+    const big = () => Tensor.empty([25 * 2 ** 20], 'f32', 'cpu', { uninitialized: true });
+    const cap = Math.min(256 * 2 ** 20, Math.floor(os.totalmem() / 16));
+    const each = 100 * 2 ** 20;
+    const three = [big(), big(), big()]; // alive together: none takes another's memory
+    for (const t of three) t.dispose();
+    const kept = Math.min(3, Math.floor(cap / each));
+    expect(hostCache()).toEqual({ bytes: kept * each, blocks: kept });
+    expect(emptyHostCache()).toBe(kept * each);
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+  });
+
+  test('outputs idle for 5 s are dropped, by a timer that does not keep the process alive', async () => {
+    gatherSync(input(14), idx).dispose();
+    const returned = Date.now();
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(hostCache().blocks).toBe(1);
+    while (hostCache().blocks > 0 && Date.now() - returned < 15000) await new Promise((r) => setTimeout(r, 100));
+    expect(hostCache()).toEqual({ bytes: 0, blocks: 0 });
+    expect(Date.now() - returned).toBeGreaterThanOrEqual(4900);
+    // A process whose only pending work is that timer exits at once (it would stay 5 s).
+    const script = `const t = require(${JSON.stringify(dist)}); const o = t.gatherSync({ data: new Float32Array(${N * C}), shape: [1, ${N}, ${C}] }, { data: new Int32Array(${K}), shape: [1, ${K}] }); o.dispose(); const at = Date.now(); process.on('exit', () => console.log(t.hostCache().blocks, Date.now() - at));`;
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8', timeout: 20000 });
+    const [blocks, lingered] = r.stdout.trim().split(' ').map(Number);
+    expect(blocks).toBe(1);
+    expect(lingered).toBeLessThan(4000);
+  }, 30000);
+});
+
 describe('huge outputs are refused before anything is allocated', () => {
   const broadcast = { data: new Float32Array(8), shape: [1, 2 ** 31, 4], strides: [0, 0, 1] };
   test('Tensor.empty over the limits', () => {

@@ -124,9 +124,10 @@ function byteSpan(t: Tensor): { mem: unknown; lo: number; hi: number } {
   const size = DTYPE_SIZE[t.dtype];
   let extent = 1;
   for (let i = 0; i < t.ndim; i++) extent += (t.shape[i] - 1) * Math.abs(t.strides[i]);
-  if (t.isHost) {
-    const lo = t.data.byteOffset + t.offset * size;
-    return { mem: t.data.buffer, lo, hi: lo + extent * size };
+  const data = t.peekData(); // its buffer compared, not kept: the memory stays recyclable
+  if (data !== undefined) {
+    const lo = data.byteOffset + t.offset * size;
+    return { mem: data.buffer, lo, hi: lo + extent * size };
   }
   const lo = Number(t.ptr);
   return { mem: t.device, lo, hi: lo + extent * size };
