@@ -15,6 +15,8 @@ export interface ReportRow {
   shape: string;
   /** tokensieve's median time. */
   oursMs: number;
+  /** tokensieve's mean time over the same calls (what a loop sustains). */
+  oursMeanMs?: number;
   /** e.g. "92 MFLOP, 0.44 M exp, 1.2 MB". */
   work: string;
   /** e.g. "41.0 GFLOP/s". */

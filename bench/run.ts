@@ -59,6 +59,12 @@ interface Roof {
 
 interface Timing {
   medianMs: number;
+  /**
+   * The mean of the same calls: what a loop of them sustains. Above the
+   * median where a few calls pay for many (page faults on fresh outputs,
+   * a collection), which the median hides.
+   */
+  meanMs?: number;
   minMs: number;
   reps: number;
   /** --device cuda: median GPU time of the call by CUDA events (launch gaps hidden, see deviceKernelMs). */
@@ -197,9 +203,10 @@ function time(fn: () => void, quick: boolean, estimateMs?: number, cold = evictB
     times.push(dt);
     spent = cold ? spent + dt + 2 : performance.now() - start;
   }
+  const meanMs = times.reduce((a, b) => a + b, 0) / times.length;
   times.sort((a, b) => a - b);
   const kernelMs = deviceTiming ? deviceKernelMs(fn, Math.min(times.length, 30)) : undefined;
-  return { medianMs: times[times.length >> 1], minMs: times[0], reps: times.length, kernelMs };
+  return { medianMs: times[times.length >> 1], meanMs, minMs: times[0], reps: times.length, kernelMs };
 }
 
 /**
@@ -253,8 +260,9 @@ async function timeAsync(fn: () => Promise<unknown>, quick: boolean): Promise<Ti
     times.push(dt);
     spent = evictBeforeRuns ? spent + dt + 2 : performance.now() - start;
   }
+  const meanMs = times.reduce((a, b) => a + b, 0) / times.length;
   times.sort((a, b) => a - b);
-  return { medianMs: times[times.length >> 1], minMs: times[0], reps: times.length };
+  return { medianMs: times[times.length >> 1], meanMs, minMs: times[0], reps: times.length };
 }
 
 /** Deterministic values in [-2, 2) (the timing does not depend on them). */
@@ -418,13 +426,16 @@ function runTopk(t: SelectTrial, o: Options): { ours: Timing; ts?: Timing } {
 }
 
 // A host tensor on the bench's device (a copy on cuda:0), and a disposer for
-// results: device outputs are freed after every timed call, so a trial's
-// memory does not grow with its repetitions (the GC would free them too, late).
+// results: outputs are disposed after every timed call, as a runtime done with
+// them would (and as PyTorch frees a tensor when its last reference goes).
+// Device memory then does not grow with the repetitions (the GC would free it,
+// late), and a host output's memory is reused by the next call instead of
+// being fresh pages (lib/hostpool.ts).
 function onDevice(t: Tensor, o: Options): Tensor {
   return o.device === 'cuda' ? t.to('cuda:0') : t;
 }
 function release(...ts: Array<Tensor | undefined>): void {
-  for (const t of ts) if (t && t.device !== 'cpu') t.dispose();
+  for (const t of ts) t?.dispose();
 }
 
 // One ToMe step (match + merge_wavg, CLS protected; scores in the trial's
@@ -571,13 +582,13 @@ function workText(r: Row): { workCol: string; rate: string } {
 
 function table(rows: Row[], torchVariants: string[]): string[] {
   const gpu = rows.some((r) => r.ours.kernelMs !== undefined);
-  const head = ['trial', 'shape', 'median ms', ...(gpu ? ['GPU ms', 'overhead µs'] : []), 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
+  const head = ['trial', 'shape', 'median ms', 'mean ms', ...(gpu ? ['GPU ms', 'overhead µs'] : []), 'work', 'rate', 'roof', 'plain TS ms (×)', ...torchVariants.map((v) => `${v} ms (×)`)];
   const body = rows.map((r) => {
     const { workCol, rate } = workText(r);
     const k = r.ours.kernelMs;
     const gpuCols = !gpu ? [] : k === undefined ? ['-', '-'] : [fmtMs(k), ((r.ours.medianMs - k) * 1e3).toFixed(0)];
     return [
-      r.trial.name, r.shape, fmtMs(r.ours.medianMs), ...gpuCols, workCol, rate, roofText(r.roofFraction, r.bound),
+      r.trial.name, r.shape, fmtMs(r.ours.medianMs), r.ours.meanMs === undefined ? '-' : fmtMs(r.ours.meanMs), ...gpuCols, workCol, rate, roofText(r.roofFraction, r.bound),
       speedup(r.ts, r.ours), ...torchVariants.map((v) => speedup(r.torch[v], r.ours)),
     ];
   });
@@ -588,7 +599,7 @@ function reportRow(r: Row, torchVariants: string[]): ReportRow {
   const { workCol, rate } = workText(r);
   const baselines: ReportRow['baselines'] = { 'plain TS': r.ts };
   for (const v of torchVariants) baselines[v] = r.torch[v];
-  return { name: r.trial.name, family: r.trial.family, shape: r.shape, oursMs: r.ours.medianMs, work: workCol, rate, roofFraction: r.roofFraction, bound: r.bound, baselines };
+  return { name: r.trial.name, family: r.trial.family, shape: r.shape, oursMs: r.ours.medianMs, oursMeanMs: r.ours.meanMs, work: workCol, rate, roofFraction: r.roofFraction, bound: r.bound, baselines };
 }
 
 function machine(): string[] {
