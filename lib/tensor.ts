@@ -544,8 +544,20 @@ export function hideFields(obj: object, names: readonly string[]): void {
  * refuses sizes over the limits before allocating, and reports a failed host
  * allocation as ERR_RANGE.
  */
+/**
+ * `asyncCall`: the allocation is made for an async call, whose work must not
+ * run on the event loop's thread: a zeroed output then does not take a
+ * reused buffer (zeroing it would be that work) but fresh memory, which the
+ * system zeroes as the kernel's thread first touches it.
+ */
+interface AllocateOptions {
+  stream?: bigint;
+  uninitialized?: boolean;
+  asyncCall?: boolean;
+}
+
 export function allocate(
-  op: string, shape: readonly number[], dtype: DType, device: DeviceLike, opts: { stream?: bigint; uninitialized?: boolean } = {},
+  op: string, shape: readonly number[], dtype: DType, device: DeviceLike, opts: AllocateOptions = {},
   hostBytesBefore = 0,
 ): Tensor {
   const dims = checkShape(shape, op);
@@ -570,7 +582,7 @@ export function allocate(
         // unless the kernel writes it all. Else fresh: allocUnsafeSlow's (not Buffer's shared
         // pool: the ArrayBuffer is the tensor's alone) or a TypedArray's own, whose pages the
         // system zeroes when first touched (filling a huge one here would touch them all).
-        const reused = takeHostBuffer(bytes);
+        const reused = opts.uninitialized || !opts.asyncCall ? takeHostBuffer(bytes) : undefined;
         if (reused !== undefined) {
           if (!opts.uninitialized) new Uint8Array(reused).fill(0);
           data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(reused, 0, n);

@@ -13,6 +13,7 @@ import {
   stcScoresSync, Tensor, toHalfBits, TokenSieveError, toMe, topkSync, vtcClsSync, hostCache, emptyHostCache,
 } from '../lib';
 import { CallOutputs } from '../lib/kernels/common';
+import { hostPoolStats } from '../lib/hostpool';
 import { expectCode, randn } from './helpers';
 
 const dist = path.resolve(__dirname, '..', 'dist', 'lib');
@@ -248,6 +249,31 @@ describe('disposed host outputs are reused (lib/hostpool.ts)', () => {
     expect(q.toArray()).toEqual(expected(13));
     q.dispose();
     expect(hostCache().blocks).toBeGreaterThanOrEqual(1);
+  });
+
+  test('a zeroed output takes reused memory in a Sync call, never in an async one (zeroing it would block the event loop)', async () => {
+    // All-rows scores per head, [1, 16, 1100] f32 = 70,400 bytes, a zeroed output
+    // (accumulate adds into it), after a Tensor.empty of that size is returned.
+    // (The outputs' cache alone: the async call's staged q and k go to the addon's.)
+    const [H, Nq, D] = [16, 1100, 8];
+    const q = { data: Float32Array.from(randn(H * Nq * D, 21)), shape: [1, H, Nq, D] };
+    const k = { data: Float32Array.from(randn(H * Nq * D, 22)), shape: [1, H, Nq, D] };
+    const opts = { queries: 'all' as const, heads: 'none' as const };
+    const want = attentionScoresSync(q, k, opts).toArray();
+    emptyHostCache();
+    Tensor.empty([1, H, Nq]).dispose();
+    expect(hostPoolStats().blocks).toBe(1);
+    const a = await attentionScores(q, k, opts);
+    expect(hostPoolStats().blocks).toBe(1);
+    expect(a.toArray()).toEqual(want);
+    const s = attentionScoresSync(q, k, opts);
+    expect(hostPoolStats().blocks).toBe(0);
+    expect(s.toArray()).toEqual(want);
+    // Tensor.empty takes s's memory (holding these scores) zeroed: accumulating adds to 0.
+    s.dispose();
+    const z = Tensor.empty([1, H, Nq]);
+    expect(hostPoolStats().blocks).toBe(0);
+    expect(attentionScoresSync(q, k, { ...opts, accumulate: true, out: z }).toArray()).toEqual(want);
   });
 
   test('at most 256 MiB (or a sixteenth of memory) kept idle, the oldest dropped first; emptyHostCache drops them all', () => {

@@ -175,11 +175,14 @@ export class CallOutputs {
   readonly op: string;
   private readonly _made: Tensor[] = [];
   private _hostBytes = 0;
-  constructor(op: string) {
+  private readonly _async: boolean;
+  /** `async`: the call runs on libuv's pool (its outputs are allocated on the event loop's thread). */
+  constructor(op: string, async = false) {
     this.op = op;
+    this._async = async;
   }
   empty(shape: readonly number[], dtype: DType, device: Device, opts: { stream?: bigint; uninitialized?: boolean } = {}): Tensor {
-    const t = allocate(this.op, shape, dtype, device, opts, this._hostBytes);
+    const t = allocate(this.op, shape, dtype, device, { ...opts, asyncCall: this._async }, this._hostBytes);
     if (t.isHost) {
       this._hostBytes += t.numel * DTYPE_SIZE[dtype];
       markFresh(t, true);
@@ -247,7 +250,7 @@ export function runOp<R>(opName: string, plan: (outs: CallOutputs) => OpPlan<R>)
 /** Runs an op on libuv's pool; rejections carry the caller's stack (`site`, from callSite). */
 export async function runOpAsync<R>(opName: string, site: { stack?: string }, plan: (outs: CallOutputs) => OpPlan<R>): Promise<R> {
   const op = callerName(opName);
-  const outs = new CallOutputs(op);
+  const outs = new CallOutputs(op, true);
   const p = planned(op, plan, outs);
   try {
     const pending = p.call?.(true);
