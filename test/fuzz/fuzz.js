@@ -707,7 +707,8 @@ const builders = {
       scalars: [
         sslot(['k'], (v) => intIn(v, 1, S), () => [0, S + 1, S]),
         sslot(['opts', 'segments'], (v, a) => (v === undefined ? (segments === 1 ? true : M) : v === segments ? true : intIn(v, 1, N) ? M : false), () => [0, N + 1, N]),
-        sslot(['opts', 'seed'], (v) => v === undefined || v === 'isolated' || v === 'maxnorm' || intIn(v, 0, S - 1) || (isInt(v) && v >= 0 && v < S) ? true : false, () => [S, -1, 'random', 1.5]),
+        // An index past the generated segment (S) is valid again when a corruption also changed segments.
+        sslot(['opts', 'seed'], (v, a) => (v === undefined || v === 'isolated' || v === 'maxnorm' || intIn(v, 0, S - 1) ? true : intIn(v, 0, N - 1) && a.opts && a.opts.segments !== segments ? M : false), () => [S, -1, 'random', 1.5]),
       ],
       opts: { path: ['opts'], checked: true, known: { metric: ENUM, seed: ANY, exclude: ANY, segments: INT, stream: BIG, wait: BOOL } },
       extras: [(c) => { const m = new Uint8Array(B * N).fill(1); setPath(c.a, ['opts', 'exclude'], { data: m, shape: flat ? [N] : [B, N] }); return { name: 'exclude-everything', cls: I }; }],
@@ -1028,16 +1029,18 @@ const builders = {
     if (r.chance(0.2)) a.opts.precision = r.pick(['f32', 'bf16']);
     const fn = twin('tomesd', sync);
     const win = (a) => { const o = a.opts; const Sx = o.sx ?? 2; const Sy = o.sy ?? 2; return { Sx, Sy }; };
+    // (A corruption may have replaced opts by null: the call then throws for opts, whatever x holds.)
+    const tomesdRatio = (a) => (a.opts && a.opts.ratio !== undefined ? a.opts.ratio : 0.5);
     return {
       fn, a,
       call: (a) => api[fn](a.x, a.opts),
       post: (res) => res && disposePlan(res.plan),
-      slots: [tslot(['x'], (rr, s) => ht(rr, s, dt), { ranks: [3], dims: 'fcf', finite: (k, a) => (Math.trunc(w * h * (a.opts.ratio === undefined ? 0.5 : a.opts.ratio)) === 0 ? M : I) })],
+      slots: [tslot(['x'], (rr, s) => ht(rr, s, dt), { ranks: [3], dims: 'fcf', finite: (k, a) => (Math.trunc(w * h * tomesdRatio(a)) === 0 ? M : I) })],
       scalars: [
         sslot(['opts', 'w'], (v, a) => intIn(v, 1, w * h) && v * a.opts.h === w * h, () => [0, w + 1, w * h + 1]),
         sslot(['opts', 'h'], (v, a) => intIn(v, 1, w * h) && v * a.opts.w === w * h, () => [0, h + 1]),
-        sslot(['opts', 'sx'], (v, a) => { const { Sx, Sy } = win(a); return (v == null || isInt(v)) && intIn(Sx, 1, a.opts.w) && intIn(Sy, 1, a.opts.h) && Sx * Sy >= 2 ? true : Math.trunc(w * h * (a.opts.ratio === undefined ? 0.5 : a.opts.ratio)) <= 0 ? M : false; }, () => [0, w + 1], 'any'),
-        sslot(['opts', 'sy'], (v, a) => { const { Sx, Sy } = win(a); return (v == null || isInt(v)) && intIn(Sx, 1, a.opts.w) && intIn(Sy, 1, a.opts.h) && Sx * Sy >= 2 ? true : Math.trunc(w * h * (a.opts.ratio === undefined ? 0.5 : a.opts.ratio)) <= 0 ? M : false; }, () => [0, h + 1], 'any'),
+        sslot(['opts', 'sx'], (v, a) => { const { Sx, Sy } = win(a); return (v == null || isInt(v)) && intIn(Sx, 1, a.opts.w) && intIn(Sy, 1, a.opts.h) && Sx * Sy >= 2 ? true : Math.trunc(w * h * tomesdRatio(a)) <= 0 ? M : false; }, () => [0, w + 1], 'any'),
+        sslot(['opts', 'sy'], (v, a) => { const { Sx, Sy } = win(a); return (v == null || isInt(v)) && intIn(Sx, 1, a.opts.w) && intIn(Sy, 1, a.opts.h) && Sx * Sy >= 2 ? true : Math.trunc(w * h * tomesdRatio(a)) <= 0 ? M : false; }, () => [0, h + 1], 'any'),
         sslot(['opts', 'ratio'], (v) => v === undefined || (typeof v === 'number' && v >= 0 && v < 1), () => [1, -0.1, NaN], 'real'),
         sslot(['opts', 'seed'], (v) => (v === undefined || intIn(v, 0, 2 ** 32 - 1) ? true : M), () => [-1, 2 ** 32, 1.5], 'any'),
       ],
@@ -1141,7 +1144,7 @@ const builders = {
       scalars: [
         Object.assign({}, dk, { valid: (v, a) => (a.opts && a.opts.segments !== segments ? M : dk.valid(v, a)) }),
         sslot(['opts', 'segments'], (v) => (v === segments ? true : v === undefined ? M : intIn(v, 1, N) ? M : false), () => [0, N + 1, 1.5]),
-        sslot(['opts', 'seed'], (v) => v === undefined || v === 'isolated' || v === 'maxnorm' || intIn(v, 0, S - 1) || (v === null ? M : false), () => [S, -1, 'first'], 'any'),
+        sslot(['opts', 'seed'], (v, a) => v === undefined || v === 'isolated' || v === 'maxnorm' || intIn(v, 0, S - 1) || (v === null || (intIn(v, 0, N - 1) && a.opts && a.opts.segments !== segments) ? M : false), () => [S, -1, 'first'], 'any'),
       ],
       opts: { path: ['opts'], checked: true, known: { ratio: NUM, keep: INT, reduction: NUM, metric: ENUM, seed: ANY, exclude: ANY, segments: INT } },
     };
