@@ -19,7 +19,9 @@
  * Bounds as the addon's own cache (cpu/host_pool.h): buffers of 64 KiB and
  * more; at most a sixteenth of the machine's memory, and 256 MiB, kept idle
  * (the oldest go first); a buffer idle for 5 s is dropped (left to the
- * collector) by a timer that does not keep the process alive.
+ * collector) by a timer that does not keep the process alive. Per JS
+ * thread: a worker_thread's module instance keeps its own (its buffers
+ * belong to its isolate).
  */
 import * as os from 'os';
 
