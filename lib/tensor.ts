@@ -550,15 +550,9 @@ export function hideFields(obj: object, names: readonly string[]): void {
  * reused buffer (zeroing it would be that work) but fresh memory, which the
  * system zeroes as the kernel's thread first touches it.
  */
-interface AllocateOptions {
-  stream?: bigint;
-  uninitialized?: boolean;
-  asyncCall?: boolean;
-}
-
 export function allocate(
-  op: string, shape: readonly number[], dtype: DType, device: DeviceLike, opts: AllocateOptions = {},
-  hostBytesBefore = 0,
+  op: string, shape: readonly number[], dtype: DType, device: DeviceLike, opts: { stream?: bigint; uninitialized?: boolean } = {},
+  hostBytesBefore = 0, asyncCall = false,
 ): Tensor {
   const dims = checkShape(shape, op);
   if (!isDType(dtype)) throw invalid('ERR_DTYPE', `${op} dtype`, `one of f32, f16, bf16, i32, i64, i8, u8`, dtype);
@@ -582,7 +576,7 @@ export function allocate(
         // unless the kernel writes it all. Else fresh: allocUnsafeSlow's (not Buffer's shared
         // pool: the ArrayBuffer is the tensor's alone) or a TypedArray's own, whose pages the
         // system zeroes when first touched (filling a huge one here would touch them all).
-        const reused = opts.uninitialized || !opts.asyncCall ? takeHostBuffer(bytes) : undefined;
+        const reused = opts.uninitialized || !asyncCall ? takeHostBuffer(bytes) : undefined;
         if (reused !== undefined) {
           if (!opts.uninitialized) new Uint8Array(reused).fill(0);
           data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(reused, 0, n);

@@ -182,7 +182,7 @@ export class CallOutputs {
     this._async = async;
   }
   empty(shape: readonly number[], dtype: DType, device: Device, opts: { stream?: bigint; uninitialized?: boolean } = {}): Tensor {
-    const t = allocate(this.op, shape, dtype, device, { ...opts, asyncCall: this._async }, this._hostBytes);
+    const t = allocate(this.op, shape, dtype, device, opts, this._hostBytes, this._async);
     if (t.isHost) {
       this._hostBytes += t.numel * DTYPE_SIZE[dtype];
       markFresh(t, true);
