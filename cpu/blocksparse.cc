@@ -32,8 +32,7 @@ constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 // folded into the logit scale as FlashAttention (and cuda/blocksparse.cu)
 // do: 2^x costs half the vector operations of e^x (exp2_shift_sum), which
 // was a fifth of block-sparse attention's time and a quarter of
-// blockAttentionMass's. The lse goes back to base e through ln 2.
-constexpr float kLn2 = 0.693147180559945309f;
+// blockAttentionMass's. The lse goes back to base e through ln 2 (kLn2).
 // Query rows per task: 4 groups of the ymm tile's 6 rows, 3 of the zmm tile's 8.
 constexpr int64_t kRowsPerTask = 24;
 

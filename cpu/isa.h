@@ -20,6 +20,8 @@ constexpr int kGemmRows = 6;
 // log2(e): the softmaxes (attention scores, block-sparse attention, block
 // mass) fold it into the logit scale and run in base 2 (exp2_shift_sum).
 constexpr float kLog2e = 1.44269504088896341f;
+// ln 2: a base-2 log-sum-exp back to base e (block-sparse attention's lse).
+constexpr float kLn2 = 0.693147180559945309f;
 
 struct IsaKernels {
   const char* name;

@@ -108,8 +108,6 @@ static_assert(kRows == 2 * kThreads / 4 && kKeys == kRows, "staging: two threads
 static_assert(kKeys <= kThreads, "per-key column sums are emitted one thread each");
 static_assert(kReduceCols == 64, "reduce kernel: two columns per lane");
 
-constexpr float kLog2e = 1.4426950408889634f;
-
 // Flag bits set by the kernels when check_finite is on.
 constexpr int kBadInput = 1;  // NaN/Inf in q, k or probs
 constexpr int kBadBias = 2;   // NaN/+Inf in key_bias

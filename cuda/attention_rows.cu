@@ -55,7 +55,6 @@ constexpr int kColThreads = 128;    // kernel B: output keys per block
 constexpr int64_t kTargetBlocks = 1024;  // kernel A: split keys until B·H·splits reaches this
 constexpr int64_t kMinSplitKeys = 64;    // ... but never below this many keys per split
 constexpr int kMinGroupBytes = 64;  // a group reads at least two whole 32-byte sectors per load
-constexpr float kLog2e = 1.4426950408889634f;
 
 // Flag bits (as attention.cu: same meaning, same messages).
 constexpr int kBadInput = 1;

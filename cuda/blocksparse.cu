@@ -41,8 +41,6 @@ namespace {
 constexpr int kRows = 64;     // query rows per CTA
 constexpr int kKeys = 64;     // keys per tile
 constexpr int kThreads = 128; // 4 warps × 16 rows
-constexpr float kLog2e = 1.4426950408889634f;
-constexpr float kLn2 = 0.6931471805599453f;
 
 struct BsaArgs {
   const void* q;

@@ -298,6 +298,12 @@ __device__ __forceinline__ bool last_block_arrives(unsigned int* counter, unsign
 
 constexpr unsigned kFullMask = 0xffffffffu;
 
+// The softmaxes run in base 2 (exp2f), log2(e) folded into the logit scale as
+// FlashAttention does; the lse goes back to base e through ln 2. One
+// definition for the attention kernels (cpu/isa.h has the CPU's).
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+
 // The order-preserving key of a float, the one of the CUDA back end (top-k,
 // token matching, k-center's atomics): for non-NaN a, b, a < b <=> key(a) <
 // key(b) and a == b <=> key(a) == key(b) (-0 and +0 share one key), so
