@@ -550,6 +550,11 @@ export function hideFields(obj: object, names: readonly string[]): void {
  * reused buffer (zeroing it would be that work) but fresh memory, which the
  * system zeroes as the kernel's thread first touches it.
  */
+/** A TypedArray of `dtype` over n elements of `buffer` from byteOffset. */
+function typedOver(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, n: number): HostData {
+  return new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(buffer, byteOffset, n);
+}
+
 export function allocate(
   op: string, shape: readonly number[], dtype: DType, device: DeviceLike, opts: { stream?: bigint; uninitialized?: boolean } = {},
   hostBytesBefore = 0, asyncCall = false,
@@ -579,10 +584,10 @@ export function allocate(
         const reused = opts.uninitialized || !asyncCall ? takeHostBuffer(bytes) : undefined;
         if (reused !== undefined) {
           if (!opts.uninitialized) new Uint8Array(reused).fill(0);
-          data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(reused, 0, n);
+          data = typedOver(dtype, reused, 0, n);
         } else if (opts.uninitialized) {
           const buf = Buffer.allocUnsafeSlow(bytes);
-          data = new (DTYPE_ARRAY[dtype] as unknown as new (b: ArrayBufferLike, o: number, l: number) => HostData)(buf.buffer, buf.byteOffset, n);
+          data = typedOver(dtype, buf.buffer, buf.byteOffset, n);
         } else {
           data = new DTYPE_ARRAY[dtype](n);
         }
