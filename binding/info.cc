@@ -73,15 +73,18 @@ Napi::Value MeasureRoof(const Napi::CallbackInfo& info) {
   const cpu::Roof r = cpu::measure_roof();
   Napi::Object o = Napi::Object::New(info.Env());
   o.Set("fmaGflops", r.fma_gflops);
+  o.Set("bf16DotGflops", r.bf16_dot_gflops);
   o.Set("expPerSecond", r.exp_per_second);
   o.Set("copyGBps", r.copy_gbytes_per_second);
   o.Set("threads", r.threads);
   return o;
 }
 
-// gemmNtCheck(a, m, b, n, K, upper, aPanels): the CPU a·bᵀ driver on plain
-// rows, for the micro-kernel tests (test/gemm.test.ts); returns a fresh
-// Float32Array [m, n] (entries below the diagonal mirrored when upper).
+// gemmNtCheck(a, m, b, n, K, upper, aPanels, bf16?): the CPU a·bᵀ driver on
+// plain rows, for the micro-kernel tests (test/gemm.test.ts); returns a
+// fresh Float32Array [m, n] (entries below the diagonal mirrored when
+// upper). bf16: the operands rounded to bf16, on the bf16 dot tile where
+// the CPU has it (runtime.h).
 Napi::Value GemmNtCheck(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto dim = [&](size_t i) -> int64_t {
@@ -100,16 +103,17 @@ Napi::Value GemmNtCheck(const Napi::CallbackInfo& info) {
   auto a = info[0].As<Napi::Float32Array>();
   auto b = info[2].As<Napi::Float32Array>();
   const bool upper = info[5].ToBoolean(), a_panels = info[6].ToBoolean();
+  const bool bf16 = info.Length() > 7 && info[7].ToBoolean();
   if (static_cast<int64_t>(a.ElementLength()) < m * K || static_cast<int64_t>(b.ElementLength()) < n * K ||
-      m * n > (int64_t{1} << 26) || (upper && m != n)) {
-    Napi::RangeError::New(env, "gemmNtCheck: a or b too short, output too large, or upper with m != n")
+      m * n > (int64_t{1} << 26) || (upper && m != n) || (bf16 && (upper || a_panels))) {
+    Napi::RangeError::New(env, "gemmNtCheck: a or b too short, output too large, upper with m != n, or bf16 with upper or aPanels")
         .ThrowAsJavaScriptException();
     return env.Undefined();
   }
   auto out = Napi::Float32Array::New(env, static_cast<size_t>(m * n));
   // Poisoned, so an entry the driver never wrote shows as NaN.
   std::fill(out.Data(), out.Data() + m * n, std::numeric_limits<float>::quiet_NaN());
-  cpu::gemm_nt_check(a.Data(), m, b.Data(), n, K, upper, a_panels, out.Data());
+  cpu::gemm_nt_check(a.Data(), m, b.Data(), n, K, upper, a_panels, bf16, out.Data());
   return out;
 }
 
@@ -167,6 +171,29 @@ Napi::Value RoundCheck(const Napi::CallbackInfo& info) {
   auto out = Napi::Float32Array::New(env, n);
   cpu::round_check(x.Data(), static_cast<int64_t>(n), dtype == "f16", out.Data());
   return out;
+}
+
+// bf16PairsCheck(x): test hook (not public API) for test/gemm.test.ts: the
+// bf16 dot kernels' conversions of x, { rows, panel } unpacked as f32
+// (runtime.h), or null where the CPU has no bf16 dot.
+Napi::Value Bf16PairsCheck(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const bool ok = info.Length() >= 1 && info[0].IsTypedArray() &&
+                  info[0].As<Napi::TypedArray>().TypedArrayType() == napi_float32_array;
+  const size_t n = ok ? info[0].As<Napi::TypedArray>().ElementLength() : 0;
+  if (!ok || n == 0 || n > (size_t{1} << 24)) {
+    Napi::TypeError::New(env, "bf16PairsCheck(x: Float32Array of 1..2^24 values)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  const size_t depth = n / 16;
+  auto x = info[0].As<Napi::Float32Array>();
+  auto rows = Napi::Float32Array::New(env, n + n % 2);
+  auto panel = Napi::Float32Array::New(env, (depth + depth % 2) * 16);
+  if (!cpu::bf16_pairs_check(x.Data(), static_cast<int64_t>(n), rows.Data(), panel.Data())) return env.Null();
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("rows", rows);
+  o.Set("panel", panel);
+  return o;
 }
 
 // noopKernel(device, stream?): test hook (not public API). One empty kernel
@@ -231,6 +258,7 @@ void init_info(Napi::Env env, Napi::Object exports) {
   exports.Set("gemmNtCheck", Napi::Function::New<GemmNtCheck>(env, "gemmNtCheck"));
   exports.Set("normaliseCheck", Napi::Function::New<NormaliseCheck>(env, "normaliseCheck"));
   exports.Set("roundCheck", Napi::Function::New<RoundCheck>(env, "roundCheck"));
+  exports.Set("bf16PairsCheck", Napi::Function::New<Bf16PairsCheck>(env, "bf16PairsCheck"));
   exports.Set("noopKernel", Napi::Function::New<NoopKernel>(env, "noopKernel"));
 }
 

@@ -15,6 +15,8 @@
 // count or on scheduling.
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <vector>
@@ -266,10 +268,23 @@ Status attention_scores(const AttentionScoresParams& p) {
   float (*const round_input)(float) = p.precision == ScorePrecision::kTF32   ? f32_round_tf32
                                       : p.precision == ScorePrecision::kBF16 ? f32_round_bf16
                                                                              : nullptr;
-  auto round_all = [round_input](float* v, int64_t n) {
-    if (round_input != nullptr)
+  const bool bf16_round = p.precision == ScorePrecision::kBF16;
+  auto round_all = [round_input, bf16_round, &K](float* v, int64_t n) {
+    if (bf16_round)
+      K.round_bf16(v, n);  // the same bits as f32_round_bf16, 16 lanes at a time
+    else if (round_input != nullptr)
       for (int64_t d = 0; d < n; ++d) v[d] = round_input(v[d]);
   };
+  // Logits on the bf16 dot tile (vdpbf16ps, where the CPU has it) when both
+  // operands are bf16 values: kBF16, or bf16 q and k under kNative or kTF32
+  // (which leave them unchanged, so all three give the same bits). The
+  // same exact products, summed a channel pair per lane; the query scale
+  // then multiplies each logit once instead of each q value (a rounding
+  // apart). Row tiles only: the direct path's few rows are memory-bound.
+  const bool bf16_operands = p.precision == ScorePrecision::kBF16 ||
+                             ((p.precision == ScorePrecision::kNative || p.precision == ScorePrecision::kTF32) &&
+                              p.q.dtype == DType::kBF16 && p.k.dtype == DType::kBF16);
+  const Bf16DotKernels* const dot = bf16_operands ? bf16_dot() : nullptr;
 
   std::vector<float> partial(static_cast<size_t>(tasks * W), 0.0f);
   std::vector<TaskError> errors(static_cast<size_t>(tasks));
@@ -315,6 +330,16 @@ Status attention_scores(const AttentionScoresParams& p) {
       bias = bias_log2;
     }
     const bool direct = n <= kDirectMaxRows;
+    const bool on_dot = dot != nullptr && !direct;
+    // bf16 inputs on the dot tile need no conversion: a row's channel pairs
+    // are its bf16 values as they lie in memory (even D, 4-byte aligned
+    // rows), so k's panels are a transpose of 32-bit pairs and q's rows a
+    // copy. (bf16 values are unchanged by every precision's rounding.)
+    auto pairs_in_place = [&](const TensorView& t) {
+      return on_dot && t.dtype == DType::kBF16 && D % 2 == 0 && t.strides[2] % 2 == 0 &&
+             (reinterpret_cast<uintptr_t>(elem(t, b, h, 0)) & 3) == 0;
+    };
+    const bool k_pairs = pairs_in_place(p.k), q_pairs = pairs_in_place(p.q);
     const int64_t ldk = direct ? D : round_up(nk_used, kColTile);
     // Plain f32 operands (no INT8 codes, no rounding to a lower precision)
     // are read in place: k transposed straight into its panels, q scaled in
@@ -383,8 +408,16 @@ Status attention_scores(const AttentionScoresParams& p) {
                        kt + (j0 / kColTile) * D * kColTile);
           continue;
         }
+        if (k_pairs && m > 0) {  // 32-bit pairs moved, not converted
+          K.pack_panel(reinterpret_cast<const float*>(elem(p.k, b, h, j0)), p.k.strides[2] / 2, m, D / 2,
+                       kt + (j0 / kColTile) * D * kColTile);
+          continue;
+        }
         if (m > 0) load_keys(j0, m, block);
-        K.pack_panel(block, D, m, D, kt + (j0 / kColTile) * D * kColTile);
+        float* panel = kt + (j0 / kColTile) * D * kColTile;
+        K.pack_panel(block, D, m, D, panel);
+        // As bf16 pairs [ceil(D/2)][16] in place (panel stride D·16 kept).
+        if (on_dot) dot->panel_to_pairs(panel, D, reinterpret_cast<uint32_t*>(panel));
       }
       keys = kt;
       keys_ld = ldk;
@@ -410,6 +443,12 @@ Status attention_scores(const AttentionScoresParams& p) {
         if (plain_q) {
           // Copied and scaled in one pass (the same single rounding).
           K.scale(reinterpret_cast<const float*>(elem(p.q, b, h, row)), logit_scale, D, qrow);
+        } else if (q_pairs) {
+          std::memcpy(qrow, elem(p.q, b, h, row), static_cast<size_t>(D) * 2);
+        } else if (on_dot) {
+          // Unscaled bf16 pairs in place (the scale multiplies the logits).
+          K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
+          dot->to_pairs(qrow, D, reinterpret_cast<uint32_t*>(qrow));
         } else {
           K.to_f32(elem(p.q, b, h, row), p.q.dtype, D, qrow);
           round_all(qrow, D);
@@ -450,7 +489,11 @@ Status attention_scores(const AttentionScoresParams& p) {
             const float* panel = keys + (c / kColTile) * D * kColTile;
             for (int64_t g = 0; g < tile; g += K.tile_rows) {
               const int rows_in_group = static_cast<int>(std::min<int64_t>(K.tile_rows, tile - g));
-              if (np == 3)
+              if (on_dot)
+                dot->gemm_tile(reinterpret_cast<const uint32_t*>(qs + g * D), D, rows_in_group,
+                               reinterpret_cast<const uint32_t*>(panel), D * kColTile, static_cast<int>(np),
+                               (D + 1) / 2, logits + g * lds + c, lds, false);
+              else if (np == 3)
                 K.gemm_tile_triple(qs + g * D, D, 1, rows_in_group, panel, D * kColTile, D, logits + g * lds + c, lds,
                                    false);
               else if (np == 2)
@@ -480,6 +523,8 @@ Status attention_scores(const AttentionScoresParams& p) {
         if (q8.on) {
           const float f = row_factor[i];
           for (int64_t j = 0; j < L; ++j) s[j] = s[j] * f * key_scale[static_cast<size_t>(j)];
+        } else if (on_dot) {
+          K.scale(s, logit_scale, L, s);
         }
         // The logits are checked before the bias (whose −inf entries mask
         // keys); without a bias the max pass checks them.

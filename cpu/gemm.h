@@ -17,6 +17,11 @@
 // i0) * kGemmTile + (j - j0)] = a_i · b_j) to reduce or store, so a fused
 // epilogue (row max/argmax, nearest neighbour, distances) never writes the
 // full product to memory.
+//
+// gemm_tiles_bf16 runs the same blocking on bf16_dot()'s tile (vdpbf16ps,
+// where the CPU has AVX512_BF16) for operands that are bf16 values anyway
+// (ToMe's bf16 scores): a channel pair per 32-bit lane, twice the
+// multiply-adds per instruction.
 #pragma once
 
 #include <algorithm>
@@ -87,16 +92,20 @@ inline std::vector<int64_t> gemm_row_blocks(int64_t ma, int64_t tasks_per_row_bl
   return starts;
 }
 
-// Calls fn(i0, i1, j0, j1, tile) for every block (at most kGemmTile square) of
-// a·bᵀ (a: ma rows; b: nb columns packed as panels [ceil(nb/16)][K][16], zero
-// padded). With `upper` (a == b, square) only blocks on or above the diagonal
-// are computed, and in a diagonal block only the entries j >= i are valid.
-//
-// Row blocks: gemm_row_blocks(ma, cb, balance = rectangular and parallel).
-template <class Fn>
-void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool upper, bool parallel, Fn&& fn) {
+namespace detail {
+
+// gemm_tiles over f32 operands or, with kPairs, over bf16 channel pairs
+// (bf16_dot()'s tile; a row-major, not upper). K counts depth steps
+// (channels, or pairs), panel_stride is the distance between b's panels
+// (and a's), both in 4-byte elements: a pair is one uint32_t where an f32
+// is one float, so the indexing is the same.
+template <bool kPairs, class Fn>
+void gemm_tiles_impl(GemmA a, int64_t ma, const float* b, int64_t panel_stride, int64_t nb, int64_t K, bool upper,
+                     bool parallel, Fn&& fn) {
   const int64_t cb = (nb + kGemmTile - 1) / kGemmTile;
   const IsaKernels& isa_k = isa();
+  const Bf16DotKernels* dot = kPairs ? bf16_dot() : nullptr;
+  const int tile_rows = kPairs ? 8 : isa_k.tile_rows;
   // starts[I]: the first row of row block I; starts.back() == ma.
   const std::vector<int64_t> starts = gemm_row_blocks(ma, cb, !upper && parallel);
   std::vector<std::pair<int32_t, int32_t>> blocks;
@@ -118,31 +127,36 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
       // (gemm_tile_triple), else two (gemm_tile_wide) or one.
       for (int64_t c0 = j0; c0 < j1;) {
         const int64_t np = std::min<int64_t>(3, (j1 - c0 + kColTile - 1) / kColTile);
-        const float* panel = b + (c0 / kColTile) * K * kColTile + d0 * kColTile;
+        const float* panel = b + (c0 / kColTile) * panel_stride + d0 * kColTile;
         // Row groups of tile_rows; with packed a a group stays inside its
         // 16-row panel (6 + 6 + 4, or 8 + 8 on the zmm tile).
         for (int64_t r0 = i0; r0 < i1;) {
           const int64_t limit = a.panels ? std::min(i1, (r0 / kColTile + 1) * kColTile) : i1;
-          const int rows = static_cast<int>(std::min<int64_t>(isa_k.tile_rows, limit - r0));
+          const int rows = static_cast<int>(std::min<int64_t>(tile_rows, limit - r0));
           // Leading panels wholly below the diagonal are never read.
           int64_t skip = 0;
           if (upper)
             while (skip < np && r0 > c0 + (skip + 1) * kColTile - 1) ++skip;
           if (skip < np) {
-            const float* ap = a.panels ? a.data + (r0 / kColTile) * K * kColTile + d0 * kColTile + r0 % kColTile
+            const float* ap = a.panels ? a.data + (r0 / kColTile) * panel_stride + d0 * kColTile + r0 % kColTile
                                        : a.data + r0 * a.ld + d0;
             const int64_t a_row = a.panels ? 1 : a.ld, a_depth = a.panels ? kColTile : 1;
-            const float* pp = panel + skip * K * kColTile;
+            const float* pp = panel + skip * panel_stride;
             float* part = tile + (r0 - i0) * kGemmTile + (c0 - j0) + skip * kColTile;
-            switch (np - skip) {
-              case 3:
-                isa_k.gemm_tile_triple(ap, a_row, a_depth, rows, pp, K * kColTile, depth, part, kGemmTile, d0 > 0);
-                break;
-              case 2:
-                isa_k.gemm_tile_wide(ap, a_row, a_depth, rows, pp, K * kColTile, depth, part, kGemmTile, d0 > 0);
-                break;
-              default:
-                isa_k.gemm_tile(ap, a_row, a_depth, rows, pp, depth, part, kGemmTile, d0 > 0);
+            if constexpr (kPairs) {
+              dot->gemm_tile(reinterpret_cast<const uint32_t*>(ap), a_row, rows, reinterpret_cast<const uint32_t*>(pp),
+                             panel_stride, static_cast<int>(np - skip), depth, part, kGemmTile, d0 > 0);
+            } else {
+              switch (np - skip) {
+                case 3:
+                  isa_k.gemm_tile_triple(ap, a_row, a_depth, rows, pp, panel_stride, depth, part, kGemmTile, d0 > 0);
+                  break;
+                case 2:
+                  isa_k.gemm_tile_wide(ap, a_row, a_depth, rows, pp, panel_stride, depth, part, kGemmTile, d0 > 0);
+                  break;
+                default:
+                  isa_k.gemm_tile(ap, a_row, a_depth, rows, pp, depth, part, kGemmTile, d0 > 0);
+              }
             }
           }
           r0 += rows;
@@ -157,6 +171,32 @@ void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool
     parallel_for(tasks, run);
   else
     for (int64_t t = 0; t < tasks; ++t) run(t);
+}
+
+}  // namespace detail
+
+// Calls fn(i0, i1, j0, j1, tile) for every block (at most kGemmTile square) of
+// a·bᵀ (a: ma rows; b: nb columns packed as panels [ceil(nb/16)][K][16], zero
+// padded). With `upper` (a == b, square) only blocks on or above the diagonal
+// are computed, and in a diagonal block only the entries j >= i are valid.
+//
+// Row blocks: gemm_row_blocks(ma, cb, balance = rectangular and parallel).
+template <class Fn>
+void gemm_tiles(GemmA a, int64_t ma, const float* b, int64_t nb, int64_t K, bool upper, bool parallel, Fn&& fn) {
+  detail::gemm_tiles_impl<false>(a, ma, b, K * kColTile, nb, K, upper, parallel, std::forward<Fn>(fn));
+}
+
+// gemm_tiles on bf16_dot()'s tile (which must be non-null) for operands
+// rounded to bf16 and held as channel pairs: a row-major, row i's
+// ceil(K/2) pairs at a + i * lda; b's panels [ceil(K/2)][16] pairs,
+// panel_stride apart (Bf16DotKernels::panel_to_pairs). The same tiles, each
+// element the bf16 products' sum in pair order.
+template <class Fn>
+void gemm_tiles_bf16(const uint32_t* a, int64_t lda, int64_t ma, const uint32_t* b, int64_t panel_stride, int64_t nb,
+                     int64_t K, bool parallel, Fn&& fn) {
+  detail::gemm_tiles_impl<true>(GemmA{reinterpret_cast<const float*>(a), lda, false}, ma,
+                                reinterpret_cast<const float*>(b), panel_stride, nb, (K + 1) / 2, /*upper=*/false,
+                                parallel, std::forward<Fn>(fn));
 }
 
 // out[i * ldo + j] = a_i · b_j for rows a (row-major [ma, C] or panels) and

@@ -208,6 +208,36 @@ struct IsaKernels {
 
 const IsaKernels& isa();
 
+// bf16 products at twice the f32 tile's multiply-adds per instruction
+// (AVX-512 BF16, cpu/isa_avx512_bf16.cc). Operands are bf16 channel pairs:
+// one uint32_t holds channels 2p (low half) and 2p + 1 (high half), and an
+// odd channel count ends with a zero high half.
+struct Bf16DotKernels {
+  // part[r*ldp + q*kColTile + c] (+)= Σ_{p < pairs} a_r(2p)·b_c(2p) +
+  // a_r(2p+1)·b_c(2p+1) for r < rows (1..8), panels q < panels (1..3), c <
+  // kColTile: a row r's pairs at a + r*a_row, panel q at panel + q*
+  // panel_stride laid out [pairs][kColTile]. Every product is exact in f32;
+  // each lane adds a pair's two products to its sum (each addition
+  // rounded), continued from `part` when `resume`.
+  void (*gemm_tile)(const uint32_t* a, int64_t a_row, int rows, const uint32_t* panel, int64_t panel_stride,
+                    int panels, int64_t pairs, float* part, int64_t ldp, bool resume);
+  // out[p] = the pair (x[2p], x[2p + 1]) for p < ceil(n / 2), each value
+  // rounded to bf16 as f32_to_bf16 rounds it (the high half 0 past n).
+  // out may be x.
+  void (*to_pairs)(const float* x, int64_t n, uint32_t* out);
+  // An f32 panel [depth][kColTile] as pairs [ceil(depth / 2)][kColTile]:
+  // out[p*kColTile + c] = the pair (panel[2p][c], panel[2p + 1][c]), rounded
+  // as to_pairs rounds. out may be panel.
+  void (*panel_to_pairs)(const float* panel, int64_t depth, uint32_t* out);
+  // Benchmark probe: `iters` rounds of 16 independent vdpbf16ps chains (32
+  // multiply-adds each); returns a value that depends on all of them.
+  float (*dot_probe)(int64_t iters, float seed);
+};
+
+// The bf16 dot kernels, or null where the CPU lacks AVX512_BF16 or
+// TOKENSIEVE_CPU_ISA names a set (baseline, avx2, avx512) that has none.
+const Bf16DotKernels* bf16_dot();
+
 namespace isa_baseline {
 extern const IsaKernels kernels;
 }
@@ -216,6 +246,9 @@ extern const IsaKernels kernels;
 }
 namespace isa_avx512 {
 extern const IsaKernels kernels;
+}
+namespace isa_avx512_bf16 {
+extern const Bf16DotKernels kernels;
 }
 
 }  // namespace cpu

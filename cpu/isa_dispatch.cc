@@ -2,6 +2,8 @@
 // AVX-512F/VL (and AVX2, FMA, F16C), else AVX2 when it has AVX2, FMA and
 // F16C, unless TOKENSIEVE_CPU_ISA asks for `avx2` or `baseline` (the
 // portable one); tests use it to check the builds give the same answers.
+// On top of AVX-512, the bf16 dot kernels where the CPU has AVX512_BF16
+// (active_isa() "avx512-bf16"), unless TOKENSIEVE_CPU_ISA is `avx512`.
 #include <cstdlib>
 #include <cstring>
 
@@ -11,6 +13,11 @@
 namespace tokensieve {
 namespace cpu {
 namespace {
+
+bool forced_to(const char* name) {
+  const char* forced = std::getenv("TOKENSIEVE_CPU_ISA");
+  return forced != nullptr && std::strcmp(forced, name) == 0;
+}
 
 const IsaKernels* choose() {
   const char* forced = std::getenv("TOKENSIEVE_CPU_ISA");
@@ -32,7 +39,19 @@ const IsaKernels& isa() {
   return *chosen;
 }
 
-const char* active_isa() { return isa().name; }
+const Bf16DotKernels* bf16_dot() {
+  static const Bf16DotKernels* chosen = [] {
+    const Bf16DotKernels* k = nullptr;
+#if defined(__x86_64__) || defined(__i386__)
+    if (&isa() == &isa_avx512::kernels && !forced_to("avx512") && __builtin_cpu_supports("avx512bf16"))
+      k = &isa_avx512_bf16::kernels;
+#endif
+    return k;
+  }();
+  return chosen;
+}
+
+const char* active_isa() { return bf16_dot() != nullptr ? "avx512-bf16" : isa().name; }
 
 }  // namespace cpu
 }  // namespace tokensieve

@@ -119,7 +119,8 @@ inline float* panel_col(float* panels, int64_t C, int64_t j) { return panels + (
 
 // Per a-row (tokens a_tok[0..n) of batch row b): max and first argmax of the
 // cosine against the normalised columns packed as 16-column panels
-// [ceil(ncols/16)][C][16] (zero padded). Tasks are row blocks (about
+// [ceil(ncols/16)][C][16] (zero padded; with `dot`, the bf16 dot kernels,
+// as pair panels [ceil(C/2)][16] at the same panel stride C·16). Tasks are row blocks (about
 // kGemmTile rows, as many per thread): each normalises its rows into thread
 // scratch (about 300 KB at 1,024 channels: they stay in the core's L2 for
 // the product, instead of a separate pass writing all a-rows out and the
@@ -130,7 +131,8 @@ inline float* panel_col(float* panels, int64_t C, int64_t j) { return panels + (
 // protection). Returns false when a row holds NaN or Inf.
 // `parallel`: the row blocks run on all threads (else on this one).
 bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64_t n, int64_t C, bool bf16,
-                const float* panels, int64_t ncols, bool skip_col0, float* best, int32_t* arg, bool parallel) {
+                const Bf16DotKernels* dot, const float* panels, int64_t ncols, bool skip_col0, float* best,
+                int32_t* arg, bool parallel) {
   const std::vector<int64_t> starts = gemm_row_blocks(n, 1, /*balance=*/parallel);
   const int64_t blocks = static_cast<int64_t>(starts.size()) - 1;
   std::vector<char> bad(static_cast<size_t>(blocks), 0);
@@ -143,28 +145,36 @@ bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64
       bad[static_cast<size_t>(I)] = 1;
       return;
     }
-    if (bf16) round_to_bf16(rows, (i1 - i0) * C);
     for (int64_t i = i0; i < i1; ++i) {
       best[i] = -std::numeric_limits<float>::infinity();
       arg[i] = 0;
     }
-    gemm_tiles(GemmA{rows, C, false}, i1 - i0, panels, ncols, C, /*upper=*/false, /*parallel=*/false,
-               [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1, const float* tile) {
-                 // The tile's row maximum (vector max), then its first
-                 // column: the first j with s[j] > every earlier score, as
-                 // the scalar scan finds it (scores are finite), without
-                 // its data-dependent branch per column.
-                 const int64_t jb = (skip_col0 && j0 == 0) ? 1 : j0;
-                 if (jb >= j1) return;
-                 for (int64_t r = r0; r < r1; ++r) {
-                   const float* s = tile + (r - r0) * kGemmTile;  // column j at s[j - j0]
-                   const float m = isa().max(s + (jb - j0), j1 - jb, nullptr);
-                   if (m > best[i0 + r]) {
-                     best[i0 + r] = m;
-                     arg[i0 + r] = static_cast<int32_t>(jb + isa().find_first(s + (jb - j0), j1 - jb, m));
-                   }
-                 }
-               });
+    auto reduce = [&](int64_t r0, int64_t r1, int64_t j0, int64_t j1, const float* tile) {
+      // The tile's row maximum (vector max), then its first column: the
+      // first j with s[j] > every earlier score, as the scalar scan finds
+      // it (scores are finite), without its data-dependent branch per column.
+      const int64_t jb = (skip_col0 && j0 == 0) ? 1 : j0;
+      if (jb >= j1) return;
+      for (int64_t r = r0; r < r1; ++r) {
+        const float* s = tile + (r - r0) * kGemmTile;  // column j at s[j - j0]
+        const float m = isa().max(s + (jb - j0), j1 - jb, nullptr);
+        if (m > best[i0 + r]) {
+          best[i0 + r] = m;
+          arg[i0 + r] = static_cast<int32_t>(jb + isa().find_first(s + (jb - j0), j1 - jb, m));
+        }
+      }
+    };
+    if (dot != nullptr) {
+      // Each row's bf16 pairs in place of its f32 values (row stride C
+      // kept: ceil(C/2) pairs fill the front of each row).
+      auto* pairs = reinterpret_cast<uint32_t*>(rows);
+      for (int64_t i = 0; i < i1 - i0; ++i) dot->to_pairs(rows + i * C, C, pairs + i * C);
+      gemm_tiles_bf16(pairs, C, i1 - i0, reinterpret_cast<const uint32_t*>(panels), C * kColTile, ncols, C,
+                      /*parallel=*/false, reduce);
+    } else {
+      if (bf16) round_to_bf16(rows, (i1 - i0) * C);
+      gemm_tiles(GemmA{rows, C, false}, i1 - i0, panels, ncols, C, /*upper=*/false, /*parallel=*/false, reduce);
+    }
     tl_block.trim();
   };
   if (parallel)
@@ -198,6 +208,9 @@ Status bipartite_match(const BipartiteMatchParams& p) {
   const int64_t ldk = round_up(Nb, 16);
   const int64_t pack_tasks = ldk / 16;
   const bool bf16 = p.precision == MatchPrecision::kBF16;
+  // bf16 scores on vdpbf16ps where the CPU has it: the same rounded
+  // values, two channels per multiply-add lane (cpu/isa_avx512_bf16.cc).
+  const Bf16DotKernels* dot = bf16 ? bf16_dot() : nullptr;
   // One batch row: every image of a batch on its own thread when there are
   // enough of them (no barriers between the phases), else one image at a
   // time on all threads.
@@ -219,7 +232,10 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       float* panel = panels + t * C * 16;
       if (!normalised_panel(p.metric, b, b_tok + t * 16, rows, C, stage.data(), stream, panel))
         bad[static_cast<size_t>(t)] = 1;
-      if (bf16) round_to_bf16(panel, C * 16);  // (zero padding stays zero)
+      if (dot != nullptr)
+        dot->panel_to_pairs(panel, C, reinterpret_cast<uint32_t*>(panel));  // (zero padding stays zero)
+      else if (bf16)
+        round_to_bf16(panel, C * 16);
     };
     if (parallel)
       parallel_for(pack_tasks, pack);
@@ -236,7 +252,7 @@ Status bipartite_match(const BipartiteMatchParams& p) {
       node_max[0] = -std::numeric_limits<float>::infinity();
       node_idx[0] = 0;
     }
-    if (Na > skip && !match_rows(p.metric, b, a_tok + skip, Na - skip, C, bf16, panels, Nb, p.protect_distill,
+    if (Na > skip && !match_rows(p.metric, b, a_tok + skip, Na - skip, C, bf16, dot, panels, Nb, p.protect_distill,
                                  node_max.data() + skip, node_idx.data() + skip, parallel))
       return non_finite("metric", b);
     // Edge order: descending best score, ties to the lower a position
@@ -473,7 +489,7 @@ Status contextual_merge(const ContextualMergeParams& p) {
       for (int64_t d = 0; d < Cm; ++d) col[d * 16] = row[static_cast<size_t>(d)];
     }
     for (int64_t i = 0; i < Nm; ++i) member_tok[static_cast<size_t>(i)] = rem[members[static_cast<size_t>(i)]];
-    if (Nm > 0 && !match_rows(p.metric, b, member_tok.data(), Nm, Cm, /*bf16=*/false, panels.data(), c,
+    if (Nm > 0 && !match_rows(p.metric, b, member_tok.data(), Nm, Cm, /*bf16=*/false, /*dot=*/nullptr, panels.data(), c,
                               /*skip_col0=*/false, best.data(), owner.data(), /*parallel=*/true))
       return non_finite("metric", b);
     std::vector<float> count(static_cast<size_t>(c), 0.0f);

@@ -1,6 +1,7 @@
 // Measures this machine's ceilings for the benchmarks' "fraction of roof":
-// FMA throughput, vector-exp throughput and copy bandwidth, each on every
-// thread of the shared pool at once.
+// FMA throughput (and the bf16 dot tile's, where the CPU has it),
+// vector-exp throughput and copy bandwidth, each on every thread of the
+// shared pool at once.
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -46,6 +47,12 @@ Roof measure_roof() {
     parallel_for(T, [&](int64_t i) { sink.store(K.fma_probe(fma_iters, 1.0f + static_cast<float>(i))); });
   }, 3);
   roof.fma_gflops = static_cast<double>(T) * fma_iters * 12 * K.fma_lanes * 2 / t_fma / 1e9;
+  if (const Bf16DotKernels* dot = bf16_dot()) {
+    const double t_dot = best_time([&] {
+      parallel_for(T, [&](int64_t i) { sink.store(dot->dot_probe(fma_iters, 1.0f + static_cast<float>(i))); });
+    }, 3);
+    roof.bf16_dot_gflops = static_cast<double>(T) * fma_iters * 16 * 32 * 2 / t_dot / 1e9;
+  }
 
   // exp_shift_sum overwrites its row, so each rep first copies the inputs
   // back (a memcpy of 16 KiB within L1, counted as exp time: a floor close

@@ -313,7 +313,7 @@ describe('info without a GPU', () => {
       expect(i.summary).toMatch(/CUDA/);
       return;
     }
-    expect(i.summary).toMatch(/^Using the CPU kernels \(\w+, \d+ threads\)\. CUDA is not available \(.+\); nothing needs doing/);
+    expect(i.summary).toMatch(/^Using the CPU kernels \([\w-]+, \d+ threads\)\. CUDA is not available \(.+\); nothing needs doing/);
     // eslint-disable-next-line @typescript-eslint/no-require-imports
     const { execFileSync } = require('child_process') as typeof import('child_process');
     const out = execFileSync(process.execPath, [require.resolve('../bin/tokensieve.js'), 'info'], { encoding: 'utf8' });

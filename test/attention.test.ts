@@ -400,6 +400,35 @@ function roundBf16(x: number): number {
   return fromHalfBits(toHalfBits([x], 'bf16'), 'bf16')[0];
 }
 
+describe('bf16 operands on the bf16 dot tile (where the CPU has it)', () => {
+  // Aligned bf16 rows are used as they lie (a row's channel pairs are its
+  // values); rows that are not 4-byte aligned (a subarray at an odd element)
+  // or have an odd D are converted first. Either way the same pairs meet
+  // the same tile: the same bits, under every precision that leaves bf16
+  // values unchanged.
+  for (const D of [64, 33]) {
+    test(`D=${D}: unaligned rows give the bits of aligned ones; native, tf32 and bf16 agree`, () => {
+      const [B, H, N] = [2, 3, 97];
+      const n = B * H * N * D;
+      const bits = (seed: number) => toHalfBits(Float32Array.from(randn(n, seed)), 'bf16');
+      const qb = bits(D), kb = bits(D + 1);
+      const shifted = (b: Uint16Array) => {
+        const u = new Uint16Array(n + 1);
+        u.set(b, 1);
+        return u.subarray(1);
+      };
+      const run = (q: Uint16Array, k: Uint16Array, precision: 'native' | 'tf32' | 'bf16') =>
+        Array.from(attentionScoresSync({ data: q, shape: [B, H, N, D], dtype: 'bf16' }, { data: k, shape: [B, H, N, D], dtype: 'bf16' },
+          { queries: 'all', keys: { start: 1 }, precision }).data as Float32Array);
+      const aligned = run(qb, kb, 'native');
+      expect(run(shifted(qb), shifted(kb), 'native')).toEqual(aligned);
+      expect(run(qb, shifted(kb), 'bf16')).toEqual(aligned);
+      expect(run(shifted(qb), kb, 'tf32')).toEqual(aligned);
+      expect(aligned.every((v) => v > 0 && Number.isFinite(v))).toBe(true);
+    });
+  }
+});
+
 describe("precision 'tf32' and 'bf16': logits from rounded q and k", () => {
   const cases: Array<Case & { precision: 'tf32' | 'bf16' }> = [
     { B: 2, H: 3, Nq: 131, Nk: 131, D: 64, dtype: 'f32', layout: 'bhnd', precision: 'tf32' },

@@ -2,9 +2,10 @@
  * The benchmark's native hooks (include/tokensieve/bench.h): the uniform
  * fill against a BigInt restatement of its generator (splitmix64), rounded to
  * each dtype, and on a GPU bit-equal with the host; the measured device roof
- * and the event timer on a GPU (skipped without one, with the reason).
+ * and the event timer on a GPU (skipped without one, with the reason); the
+ * CPU roof's fields.
  */
-import { fromHalfBits, Tensor, toHalfBits } from '../lib';
+import { fromHalfBits, info, Tensor, toHalfBits } from '../lib';
 import { native } from '../lib/native';
 import { describeCuda } from './helpers';
 
@@ -83,5 +84,15 @@ describeCuda('bench hooks on the GPU', () => {
     expect(ms).toBeGreaterThan(0);
     expect(ms).toBeLessThan(1000);
     t.dispose();
+  });
+});
+
+describe('measureRoof (the CPU ceilings)', () => {
+  test('every ceiling measured; the bf16 dot rate exactly where the bf16 dot tile runs', () => {
+    const r = native().measureRoof();
+    for (const v of [r.fmaGflops, r.expPerSecond, r.copyGBps]) expect(v).toBeGreaterThan(0);
+    expect(r.threads).toBeGreaterThanOrEqual(1);
+    if (info().cpu.isa === 'avx512-bf16') expect(r.bf16DotGflops).toBeGreaterThan(0);
+    else expect(r.bf16DotGflops).toBe(0);
   });
 });

@@ -13,6 +13,7 @@ import { getThreads, info, setThreads } from '../lib';
 import { native } from '../lib/native';
 import { randn } from './helpers';
 import { gemmErrorBound, refGemmNt } from './reference/gemm';
+import { toBf16 } from './reference/merge';
 
 const root = path.resolve(__dirname, '..');
 
@@ -135,7 +136,7 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
   // The AVX-512 tile (zmm, two panels per call) runs each element's FMA chain
   // in the same order as the AVX2 tile, and its exp the same operations per
   // lane with the sums in the same order: the same bits, not just the same bound.
-  const hasAvx512 = info().cpu.isa === 'avx512';
+  const hasAvx512 = info().cpu.isa.startsWith('avx512');
   if (!hasAvx512) console.log('skipped: the AVX-512 vs AVX2 bit-equality test needs a CPU with AVX-512F/VL');
   (hasAvx512 ? test : test.skip)('the AVX-512 kernels give the same bits as TOKENSIEVE_CPU_ISA=avx2 (products, ToMe plans and merges, k-center, attention, INT8 scores, quantization and max coverage; the last two also as baseline)', () => {
     const code = `const t = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))});
@@ -200,7 +201,7 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       return JSON.parse(r.stdout);
     };
     const wide = run(undefined), narrow = run('avx2'), base = run('baseline');
-    expect([wide.isa, narrow.isa, base.isa]).toEqual(['avx512', 'avx2', 'baseline']);
+    expect([wide.isa.replace('-bf16', ''), narrow.isa, base.isa]).toEqual(['avx512', 'avx2', 'baseline']);
     expect(wide.out).toHaveLength(narrow.out.length);
     wide.out.forEach((o, i) => {
       // Compare bit patterns (NaN-safe, -0 distinct).
@@ -227,3 +228,78 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
     expect(nameOf(() => native().gemmNtCheck(a, 3, a, 2, 4, true, false))).toMatch(/^RangeError: gemmNtCheck/);
   });
 });
+
+// The bf16 dot tile (cpu/isa_avx512_bf16.cc, vdpbf16ps) where the CPU has
+// AVX512_BF16; elsewhere gemmNtCheck's bf16 mode runs the f32 tile over the
+// rounded values, and these tests check that path instead. Either way every
+// entry is a sum of the exact products of the rounded values, so the f32
+// summation bound holds.
+describe('cpu gemm driver, bf16 operands (the bf16 dot tile where the CPU has it)', () => {
+  const dot = info().cpu.isa === 'avx512-bf16';
+  if (!dot) console.log(`the bf16 dot tile needs AVX512_BF16 (this CPU's set: ${info().cpu.isa}); its bf16 tests check the f32 tile over rounded values, and the conversion test is skipped`);
+
+  // Odd K (a zero high half in the last pair), K past one and two depth
+  // blocks of 512 pairs (1,025 and 2,051 channels), rows 1..8 per tile call
+  // and 1..3 panels per call.
+  const shapes: Array<[number, number, number]> = [
+    [1, 1, 1], [1, 17, 3], [5, 1, 7], [8, 48, 2], [9, 49, 31], [13, 29, 257], [97, 191, 64], [101, 103, 1025], [37, 61, 2051],
+    [289, 288, 1024],
+  ];
+  test.each(shapes)('m=%i n=%i K=%i against float64 over the bf16-rounded operands', (m, n, K) => {
+    const a = f32(m * K, m * 31 + K);
+    const b = f32(n * K, n * 37 + K);
+    const got = native().gemmNtCheck(a, m, b, n, K, false, false, true);
+    const ra = a.map(toBf16), rb = b.map(toBf16);
+    // The rounding changed most values: the reference is over the rounded ones.
+    expect(ra.filter((v, i) => v !== a[i]).length).toBeGreaterThan(0.5 * Math.min(a.length, 100) - 1);
+    expectWithinBound(got, refGemmNt(ra, m, rb, n, K), K, `bf16 m=${m} n=${n} K=${K}`);
+  });
+
+  test('bf16 mode refuses upper and packed a', () => {
+    const a = new Float32Array(12);
+    expect(() => native().gemmNtCheck(a, 3, a, 3, 4, true, false, true)).toThrow(/gemmNtCheck/);
+    expect(() => native().gemmNtCheck(a, 3, a, 3, 4, false, true, true)).toThrow(/gemmNtCheck/);
+  });
+
+  (dot ? test : test.skip)('the operand conversions round as f32_to_bf16 (nearest even, NaN quieted), in place, with zero pads', () => {
+    const bf16Bits = (bits: number): number => {
+      if ((bits & 0x7fffffff) >>> 0 > 0x7f800000) return ((bits >>> 16) | 0x40) << 16 >>> 0;
+      return (((bits + 0x7fff + ((bits >>> 16) & 1)) >>> 16) << 16) >>> 0;
+    };
+    const special = [0, 0x80000000, 1, 0x80000001, 0x7fff, 0x8000, 0x18000, 0x3f808000, 0x3f818000, 0x3f807fff, 0x3f808001,
+      0xbf808000, 0xbf818000, 0x7f7fffff, 0xff7fffff, 0x7f7f8000, 0x7f800000, 0xff800000, 0x7f800001, 0x7fc00000, 0xffffffff];
+    // n = 117: seven 16-value vectors and a 5-value tail (two pairs and a
+    // lone value); depth 7 as a panel (a zero odd row); n = 16,003 likewise.
+    for (const n of [1, 2, 117, 16003]) {
+      const r = rngBits(n);
+      const bits = new Uint32Array(n);
+      for (let i = 0; i < n; i++) bits[i] = i < special.length ? special[i] : r();
+      const x = new Float32Array(bits.buffer);
+      const got = native().bf16PairsCheck(x)!;
+      const rows = new Uint32Array(got.rows.buffer);
+      expect(rows.length).toBe(n + (n % 2));
+      for (let i = 0; i < n; i++) if (rows[i] !== bf16Bits(bits[i])) throw new Error(`n=${n} rows[${i}]: 0x${bits[i].toString(16)} -> 0x${rows[i].toString(16)}`);
+      if (n % 2) expect(rows[n]).toBe(0);
+      const depth = Math.floor(n / 16);
+      const panel = new Uint32Array(got.panel.buffer);
+      expect(panel.length).toBe((depth + (depth % 2)) * 16);
+      for (let d = 0; d < depth; d++)
+        for (let c = 0; c < 16; c++) if (panel[d * 16 + c] !== bf16Bits(bits[d * 16 + c])) throw new Error(`n=${n} panel[${d}][${c}]`);
+      if (depth % 2) expect(Array.from(panel.subarray(depth * 16))).toEqual(new Array(16).fill(0));
+    }
+    expect(() => native().bf16PairsCheck(new Float32Array(0))).toThrow(/bf16PairsCheck/);
+    expect(() => native().bf16PairsCheck(new Float64Array(4) as unknown as Float32Array)).toThrow(/bf16PairsCheck/);
+  });
+});
+
+// Random 32-bit patterns (every exponent, NaNs among them).
+function rngBits(seed: number): () => number {
+  let s = (seed * 2654435761) >>> 0 || 1;
+  return () => {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    return (s >>>= 0);
+  };
+}

@@ -1,10 +1,13 @@
 /** Token-merging kernels against the float64 references (ToMe / tomesd / VisionZip conventions). */
+import { spawnSync } from 'child_process';
+import * as path from 'path';
 import {
   bipartiteSoftMatch,
   bipartiteSoftMatchSync,
   contextualMerge,
   contextualMergeSync,
   FloatDType,
+  info,
   merge,
   MergePlan,
   mergeSourceSync,
@@ -750,6 +753,49 @@ describe("bipartiteSoftMatch precision 'bf16' vs the float64 reference of its se
     }
     expect(() => native().roundCheck(new Float64Array(3) as unknown as Float32Array, 'bf16')).toThrow(/roundCheck/);
     expect(() => native().roundCheck(new Float32Array(3), 'f32' as never)).toThrow(/roundCheck/);
+  });
+
+  // Where the CPU has AVX512_BF16 the plans above ran on the bf16 dot tile
+  // (vdpbf16ps: the same exact products, summed in pairs); the f32 tile
+  // over the rounded values (TOKENSIEVE_CPU_ISA=avx512, or a CPU without
+  // it) is checked here against the same reference, in a child process.
+  const bf16Dot = info().cpu.isa === 'avx512-bf16';
+  if (!bf16Dot) console.log(`skipped: the bf16 dot vs f32 tile test needs a CPU with AVX512_BF16 (this one: ${info().cpu.isa}); the tests above ran the f32 tile`);
+  (bf16Dot ? test : test.skip)('TOKENSIEVE_CPU_ISA=avx512 (no bf16 dot): its plans are pinned by the same reference', () => {
+    const cases: Array<[number, number, number, boolean, boolean]> = [[2, 211, 97, true, true], [1, 577, 1024, true, false], [1, 301, 1031, false, false]];
+    const metric = cases.map(([B, N, C], s) => {
+      const v = Float32Array.from(randn(B * N * C, 4200 + s));
+      // duplicated rows: exact ties in both the row max and the edge order
+      for (let t = 2; t < B * N; t += 7) v.copyWithin(t * C, (t - 2) * C, (t - 1) * C);
+      return v;
+    });
+    const root = path.resolve(__dirname, '..');
+    const code = `const t = require(${JSON.stringify(path.join(root, 'dist', 'lib', 'index.js'))});
+      const cases = ${JSON.stringify(cases)};
+      const metric = JSON.parse(require('fs').readFileSync(0, 'utf8'));
+      const out = cases.map(([B, N, C, cls, distill], s) => {
+        const p = t.bipartiteSoftMatchSync({ data: Float32Array.from(metric[s]), shape: [B, N, C] }, Math.floor(N / 3), { protect: { cls, distill }, precision: 'bf16' });
+        return { r: p.r, unm: p.unmerged.toArray(), src: p.sources.toArray(), dst: p.destinations.toArray() };
+      });
+      process.stdout.write(JSON.stringify({ isa: t.info().cpu.isa, out }));`;
+    const child = spawnSync(process.execPath, ['-e', code], {
+      env: { ...process.env, TOKENSIEVE_CPU_ISA: 'avx512' }, encoding: 'utf8', timeout: 120000, maxBuffer: 64 << 20,
+      input: JSON.stringify(metric.map((v) => Array.from(v))),
+    });
+    expect(child.stderr).toBe('');
+    const res = JSON.parse(child.stdout);
+    expect(res.isa).toBe('avx512');
+    cases.forEach(([B, N, C, cls, distill], s) => {
+      const { a, b } = paritySplit(N);
+      const got = res.out[s];
+      const tensor = (v: number[], w: number) => ({ toArray: () => v, shape: [B, w] });
+      const nu = got.unm.length / B;
+      const fake = { r: got.r, batch: B, unmerged: tensor(got.unm, nu), sources: tensor(got.src, got.r), destinations: tensor(got.dst, got.r) } as unknown as MergePlan;
+      const plain = checkBf16(fake, metric[s], N, C, a, b, cls, distill, `avx512 N=${N}`);
+      const here = bipartiteSoftMatchSync({ data: metric[s], shape: [B, N, C] }, Math.floor(N / 3), { protect: { cls, distill }, precision: 'bf16' });
+      const dot = checkBf16(here, metric[s], N, C, a, b, cls, distill, `avx512-bf16 N=${N}`);
+      for (const c of [plain, dot]) expect(c.pinned).toBeGreaterThanOrEqual(0.9 * c.positions);
+    });
   });
 
   test('every metric row equal: one exact tie everywhere, lower indices win', () => {

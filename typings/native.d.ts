@@ -76,8 +76,8 @@ export interface NativeModule {
   setThreads(n: number): number;
   getThreads(): number;
   defaultThreads(): number;
-  /** This machine's CPU ceilings with the current thread count (takes about a second). */
-  measureRoof(): { fmaGflops: number; expPerSecond: number; copyGBps: number; threads: number };
+  /** This machine's CPU ceilings with the current thread count (takes about a second); bf16DotGflops is 0 where the CPU has no bf16 dot tile. */
+  measureRoof(): { fmaGflops: number; bf16DotGflops: number; expPerSecond: number; copyGBps: number; threads: number };
   /**
    * Device memory tokensieve owns now (bytes, buffers; process-wide), the
    * DeviceBuffer objects alive (owned or foreign, until the GC finalizes
@@ -94,8 +94,18 @@ export interface NativeModule {
    * Test hook (not public API): the CPU a·bᵀ driver of cpu/gemm.h on row-major
    * a [m, K] and b [n, K]; returns a fresh [m, n]. `upper` (a == b) computes
    * j >= i and mirrors it; `aPanels` packs a as panels instead of reading rows.
+   * `bf16` (not with upper or aPanels) rounds a and b to bf16 and multiplies
+   * them on the bf16 dot tile where the CPU has one (else the f32 tile).
    */
-  gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean): Float32Array;
+  gemmNtCheck(a: Float32Array, m: number, b: Float32Array, n: number, K: number, upper: boolean, aPanels: boolean, bf16?: boolean): Float32Array;
+  /**
+   * Test hook (not public API): the bf16 dot kernels' conversions of x, in
+   * place, unpacked as f32: `rows` (to_pairs: n values, then 0 when n is odd)
+   * and `panel` (x's first 16·floor(n/16) values as a [depth][16] panel
+   * through panel_to_pairs, then a zero row when depth is odd). null where
+   * the CPU has no bf16 dot (info().cpu.isa is not 'avx512-bf16').
+   */
+  bf16PairsCheck(x: Float32Array): { rows: Float32Array; panel: Float32Array } | null;
   /** Test hook (not public API): ToMe's row normalisation; the panel with plain and with streaming stores. */
   normaliseCheck(x: Float32Array, rows: number, n: number): { rows: Float32Array; panel: Float32Array; panelStream: Float32Array } | null;
   /** Test hook (not public API): x rounded to bf16 or f16 (nearest even, NaN quieted) and kept as f32, by the CPU set's vectorised rounding. */

@@ -37,7 +37,8 @@ enum class MatchPrecision : int32_t {
   // The L2-normalised f32 rows (computed exactly as for kF32) are rounded to
   // bf16 (nearest even); a score is the sum over channels of the products of
   // those bf16 values (exact in f32), accumulated in f32. Back ends differ
-  // only in the order of the f32 additions (CUDA: tensor cores, sm_80+).
+  // only in the order of the f32 additions (CUDA: tensor cores, sm_80+;
+  // CPUs with AVX512_BF16: vdpbf16ps, a channel pair per lane).
   // ToMe in a bf16 model (normalise and matmul in the model dtype); valid for
   // every metric dtype.
   kBF16 = 1,

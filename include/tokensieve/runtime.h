@@ -25,7 +25,8 @@ struct BuildInfo {
 BuildInfo build_info();
 
 namespace cpu {
-// The ISA the CPU kernels dispatch to on this machine ("avx2" or "baseline").
+// The ISA the CPU kernels dispatch to on this machine ("avx512-bf16",
+// "avx512", "avx2" or "baseline").
 const char* active_isa();
 // Shared thread pool used by every CPU kernel. n <= 0 restores the default
 // (TOKENSIEVE_NUM_THREADS, else the number of online cores).
@@ -37,6 +38,7 @@ int default_num_threads();
 // for benchmarks that report a fraction of the roof.
 struct Roof {
   double fma_gflops = 0;        // f32 FMA throughput (2 FLOPs per FMA), all threads
+  double bf16_dot_gflops = 0;   // vdpbf16ps throughput (2 FLOPs per pair product), all threads; 0 without the bf16 dot
   double exp_per_second = 0;    // the kernels' vector exp, all threads
   double copy_gbytes_per_second = 0;  // memcpy of a 256 MiB buffer, bytes read + written
   int threads = 0;
@@ -46,9 +48,19 @@ Roof measure_roof();
 // Test hook for the a·bᵀ driver and register tile of cpu/gemm.h (not public
 // API): out[i * n + j] = a_i · b_j for row-major a [m, K] and b [n, K], b
 // packed as panels and a read as rows or (a_panels) packed too. With upper
-// (a == b, m == n) only j >= i is computed, then mirrored.
+// (a == b, m == n) only j >= i is computed, then mirrored. With bf16 (not
+// with upper or a_panels): a and b rounded to bf16 first, the product on
+// the bf16 dot tile where the CPU has one (cpu::bf16_dot()), else on the
+// f32 tile.
 void gemm_nt_check(const float* a, int64_t m, const float* b, int64_t n, int64_t K, bool upper, bool a_panels,
-                   float* out);
+                   bool bf16, float* out);
+// Test hook for the bf16 dot kernels' operand conversions (not public API):
+// x [n] through to_pairs, in place, unpacked into rows_out [n + n % 2] (the
+// pad value included), and x's first depth·16 values (depth = floor(n / 16))
+// read as a panel [depth][16] through panel_to_pairs, in place, unpacked
+// into panel_out [depth + depth % 2][16]. False (nothing written) where the
+// CPU has no bf16 dot.
+bool bf16_pairs_check(const float* x, int64_t n, float* rows_out, float* panel_out);
 // Test hook for ToMe's row normalisation (not public API): x [rows, n]
 // normalised by normalise_rows into rows_out [rows, n], and its first
 // min(rows, 16) rows by normalise_panel into panel_out [n, 16], with plain

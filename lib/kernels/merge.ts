@@ -58,9 +58,11 @@ export type MergeSplit = 'parity' | { grid2d: Split2d } | { random2d: Split2d & 
  * - `'bf16'`: the L2-normalised rows (computed exactly as for 'f32') are rounded
  *   to bf16 (nearest even), and a score is the sum of the products of those
  *   bf16 values (each exact in f32), accumulated in f32 — what ToMe computes in
- *   a bf16 model. On CUDA it runs on the tensor cores (sm_80+); the back ends
- *   differ only in the order of the f32 additions, so plans agree wherever no
- *   two candidates are within float rounding of each other. Any metric dtype.
+ *   a bf16 model. On CUDA it runs on the tensor cores (sm_80+), on a CPU with
+ *   AVX512_BF16 on the bf16 dot tile (vdpbf16ps: 2× the f32 tile's
+ *   multiply-adds); the back ends differ only in the order of the f32
+ *   additions, so plans agree wherever no two candidates are within float
+ *   rounding of each other. Any metric dtype.
  */
 export type MatchPrecision = 'f32' | 'bf16';
 
