@@ -53,6 +53,8 @@ interface Options {
 interface Roof {
   label: string;
   flops: number;
+  /** The bf16 dot tile's rate (vdpbf16ps), for the trials whose products run on it; absent elsewhere. */
+  bf16Flops?: number;
   exps: number;
   bytes: number;
 }
@@ -278,9 +280,20 @@ function values(n: number, seed: number): Float32Array {
   return out;
 }
 
-function roofFraction(w: Work, ms: number, roof: Roof): { fraction: number; bound: string } {
+/**
+ * Whether a CPU trial's products run on the bf16 dot tile (info().cpu.isa
+ * 'avx512-bf16'): ToMe's bf16 scores, and attention logits of bf16 operands
+ * in row tiles (not the CLS or last row alone, which take the f32 path).
+ */
+function onBf16Dot(t: Trial, roof: Roof): boolean {
+  if (roof.bf16Flops === undefined) return false;
+  if (t.family === 'merge') return t.kind === 'tome' && t.precision === 'bf16';
+  return t.family === 'attention' && !t.int8 && t.dtype === 'bf16' && t.rows === 'all';
+}
+
+function roofFraction(w: Work, ms: number, roof: Roof, bf16Dot = false): { fraction: number; bound: string } {
   const floors: Array<[string, number]> = [
-    ['compute', w.flops / roof.flops],
+    [bf16Dot ? 'compute, bf16 dot' : 'compute', w.flops / (bf16Dot ? roof.bf16Flops! : roof.flops)],
     ['exp', w.exps / roof.exps],
     ['memory', w.bytes / roof.bytes],
   ];
@@ -675,9 +688,11 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
     deviceTiming = true;
   } else {
     const r = native().measureRoof();
+    const dot = r.bf16DotGflops > 0 ? `, ${r.bf16DotGflops.toFixed(1)} GFLOP/s bf16 dot (vdpbf16ps)` : '';
     roof = {
-      label: `measured now: ${r.fmaGflops.toFixed(1)} GFLOP/s FMA, ${(r.expPerSecond / 1e9).toFixed(2)} G exp/s, ${r.copyGBps.toFixed(1)} GB/s copy (read + write), ${r.threads} threads`,
+      label: `measured now: ${r.fmaGflops.toFixed(1)} GFLOP/s FMA${dot}, ${(r.expPerSecond / 1e9).toFixed(2)} G exp/s, ${r.copyGBps.toFixed(1)} GB/s copy (read + write), ${r.threads} threads`,
       flops: r.fmaGflops * 1e9,
+      ...(r.bf16DotGflops > 0 ? { bf16Flops: r.bf16DotGflops * 1e9 } : {}),
       exps: r.expPerSecond,
       bytes: r.copyGBps * 1e9,
     };
@@ -693,7 +708,7 @@ async function runAll(o: Options, argv: string[]): Promise<number> {
     const { ours, ts } = t.family === 'attention' ? await runAttention(t, o) : t.family === 'select' ? runTopk(t, o) : t.family === 'merge' ? runMerge(t, o) : t.family === 'blocksparse' ? runBlockSparse(t, o) : isDiversityTrial(t) ? runDiversity(t, o) : runQuant(t, o);
     const ms = ours.kernelMs ?? ours.medianMs;
     const { fraction, bound } = t.family === 'attention' || t.family === 'merge' || t.family === 'blocksparse' || isDiversityTrial(t)
-      ? roofFraction(w, ms, roof)
+      ? roofFraction(w, ms, roof, onBf16Dot(t, roof))
       : { fraction: w.bytes / roof.bytes / (ms / 1e3), bound: 'memory' };
     rows.push({ trial: t, shape: describeShape(t), work: w, ours, roofFraction: fraction, bound, ts, torch: {} });
     const gpu = ours.kernelMs === undefined ? '' : `, ${fmtMs(ours.kernelMs)} ms on the GPU`;
