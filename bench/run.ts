@@ -282,12 +282,14 @@ function values(n: number, seed: number): Float32Array {
 
 /**
  * Whether a CPU trial's products run on the bf16 dot tile (info().cpu.isa
- * 'avx512-bf16'): ToMe's bf16 scores, and attention logits of bf16 operands
- * in row tiles (not the CLS or last row alone, which take the f32 path).
+ * 'avx512-bf16'): ToMe's bf16 scores, attention logits of bf16 operands in
+ * row tiles (not the CLS or last row alone, which take the f32 path), and
+ * block-sparse attention and block mass on bf16 inputs (not INT8).
  */
 function onBf16Dot(t: Trial, roof: Roof): boolean {
   if (roof.bf16Flops === undefined) return false;
   if (t.family === 'merge') return t.kind === 'tome' && t.precision === 'bf16';
+  if (t.family === 'blocksparse') return t.precision === 'bf16';
   return t.family === 'attention' && !t.int8 && t.dtype === 'bf16' && t.rows === 'all';
 }
 

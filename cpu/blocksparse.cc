@@ -8,6 +8,9 @@
 // the same tile, as the flash kernels do on the GPU, so skipped blocks cost
 // nothing. INT8 multiplies the codes as f32 on the same tile: the sums of
 // code products stay below 2²⁴ for head dims up to 1040, so they are exact.
+// bf16 operands (bf16 inputs, or precision kBF16) take the bf16 dot tile
+// where the CPU has AVX512_BF16 (cpu/isa_avx512_bf16.cc): QKᵀ over channel
+// pairs, P·V over key pairs.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -130,12 +133,32 @@ void qk_tile(const float* q, int64_t R, int64_t D, const float* kt, int64_t col0
   }
 }
 
+// qk_tile on the bf16 dot tile: q as rows of channel pairs (row r at q + r
+// * D, ceil(D/2) pairs), kt's panels converted to pairs in place (panel
+// stride D·16 kept).
+void qk_tile_bf16(const Bf16DotKernels& dot, const uint32_t* q, int64_t R, int64_t D, const float* kt, int64_t col0,
+                  int64_t ncols, float* S, int64_t lds) {
+  const int64_t pairs = (D + 1) / 2;
+  for (int64_t c = col0; c < col0 + ncols;) {
+    const int np = c + kColTile < col0 + ncols ? 2 : 1;
+    for (int64_t r = 0; r < R; r += 8) {
+      const int rows = static_cast<int>(std::min<int64_t>(8, R - r));
+      for (int64_t d0 = 0; d0 < pairs; d0 += kGemmDepth) {
+        const auto* panel = reinterpret_cast<const uint32_t*>(kt + (c / kColTile) * D * kColTile + d0 * kColTile);
+        dot.gemm_tile(q + r * D + d0, D, rows, panel, D * kColTile, np, std::min(kGemmDepth, pairs - d0),
+                      S + r * lds + (c - col0), lds, d0 > 0);
+      }
+    }
+    c += np * kColTile;
+  }
+}
+
 // The calling thread's scratch for one head's keys ([Nk, D] rows, then
 // packed [ceil(Nk/16)][D][16]: INT8 codes as f32), its values as panels
 // [ceil(D/16)][Nk][16] and INT8 q codes [N, D]: reused call after call (a
 // fresh vector each call cost ~750 first-touch page faults, ~7 ms, per
 // call of the bench's 4096-token, 8-head layer).
-thread_local Scratch tl_bs_krows, tl_bs_kt, tl_bs_vp, tl_bs_qcodes;
+thread_local Scratch tl_bs_krows, tl_bs_kt, tl_bs_vp, tl_bs_qcodes, tl_bs_vpairs;
 
 }  // namespace
 
@@ -154,18 +177,27 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   if (p.precision == BlockSparsePrecision::kF16) in_round = Round::kF16;
   if (p.precision == BlockSparsePrecision::kBF16) in_round = Round::kBF16;
   const Round pv_round = int8 ? Round::kF16 : in_round;
+  // bf16 operands on the bf16 dot tile where the CPU has it: QKᵀ over
+  // channel pairs (q unscaled; the scale then multiplies the block's
+  // logits) and P·V over key pairs (blocks of an even number of keys start
+  // at an even key; P and v converted with the rounding they had).
+  const Bf16DotKernels* dot = !int8 && in_round == Round::kBF16 ? bf16_dot() : nullptr;
+  const bool pv_dot = dot != nullptr && bk % 2 == 0;
+  const int64_t nk_pairs = ceil_div(Nk, 2);
   const int32_t* perm = p.perm.data ? p.perm.ptr<int32_t>() : nullptr;
   const int64_t npanels = ceil_div(Nk, kColTile);
   std::atomic<bool> nonfinite{false};
   struct Trim {
     ~Trim() {
-      for (Scratch* t : {&tl_bs_krows, &tl_bs_kt, &tl_bs_vp, &tl_bs_qcodes}) t->trim();
+      for (Scratch* t : {&tl_bs_krows, &tl_bs_kt, &tl_bs_vp, &tl_bs_qcodes, &tl_bs_vpairs}) t->trim();
     }
   } trim;
   float* krows = tl_bs_krows.get(Nk * D);                    // [Nk, D]
   float* kt = tl_bs_kt.get(npanels * D * kColTile);          // [npanels][D][16]
   float* vp = tl_bs_vp.get(vpanels * Nk * kColTile);         // [vpanels][Nk][16]
   float* qcodes = int8 ? tl_bs_qcodes.get(N * D) : nullptr;  // [N, D]
+  // [vpanels][ceil(Nk/2)][16] key pairs of v, for pv_dot.
+  auto* vpairs = pv_dot ? reinterpret_cast<uint32_t*>(tl_bs_vpairs.get(vpanels * nk_pairs * kColTile)) : nullptr;
   std::vector<float> kscale(static_cast<size_t>(ceil_div(Nk, kQB))), qscale(static_cast<size_t>(ceil_div(N, kQB)));
   // Tasks of kQB (64) keys or queries: whole 16-key panels, and the INT8 blocks.
   const int64_t key_tasks = ceil_div(Nk, kQB), query_tasks = ceil_div(N, kQB);
@@ -184,8 +216,10 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
       // the mean over all keys first) rounded and packed.
       auto pack_keys = [&](int64_t t) {
         const int64_t j0 = t * kQB, j1 = std::min(Nk, j0 + kQB);
-        for (int64_t c = j0; c < j1; c += kColTile)
+        for (int64_t c = j0; c < j1; c += kColTile) {
           isa().pack_panel(krows + c * D, D, static_cast<int>(std::min(kColTile, j1 - c)), D, kt + c * D);
+          if (dot != nullptr) dot->panel_to_pairs(kt + c * D, D, reinterpret_cast<uint32_t*>(kt + c * D));
+        }
       };
       if (!same_keys) {
         std::fill(bad_key.begin(), bad_key.end(), -1);
@@ -209,8 +243,12 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
               std::fill(dst + n, dst + kColTile, 0.f);
             }
           }
+          if (pv_dot)  // this task's keys (j0 even) as key pairs of each value panel
+            for (int64_t c = 0; c < vpanels; ++c)
+              dot->panel_to_pairs(vp + (c * Nk + j0) * kColTile, j1 - j0,
+                                  vpairs + (c * nk_pairs + j0 / 2) * kColTile);
           if (!int8) {
-            round_row(krows + j0 * D, (j1 - j0) * D, in_round);
+            if (dot == nullptr) round_row(krows + j0 * D, (j1 - j0) * D, in_round);  // (else panel_to_pairs rounds)
             pack_keys(t);
           }
         });
@@ -255,6 +293,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
         if (r0 >= r1) return;
         const int64_t R = r1 - r0;
         thread_local std::vector<float> qrows, S, acc, m, l;
+        thread_local std::vector<uint32_t> ppairs;  // [R][ceil(bk/2)] key pairs of P, for pv_dot
         thread_local std::vector<int32_t> blocks;
         const float* qp;
         if (int8) {
@@ -265,10 +304,15 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
             load_row(p.q, b, h, src(r0 + r), qrows.data() + r * D);
             if (p.check_finite && !isa().all_finite(qrows.data() + r * D, D)) nonfinite = true;
           }
-          round_row(qrows.data(), R * D, in_round);
-          // The logit scale (with log2(e)) on q's R·D values rather than on
-          // every block's R·n logits, as attention_scores does.
-          isa().scale(qrows.data(), scale_log2, R * D, qrows.data());
+          if (dot != nullptr) {
+            for (int64_t r = 0; r < R; ++r)
+              dot->to_pairs(qrows.data() + r * D, D, reinterpret_cast<uint32_t*>(qrows.data() + r * D));
+          } else {
+            round_row(qrows.data(), R * D, in_round);
+            // The logit scale (with log2(e)) on q's R·D values rather than on
+            // every block's R·n logits, as attention_scores does.
+            isa().scale(qrows.data(), scale_log2, R * D, qrows.data());
+          }
           qp = qrows.data();
         }
         acc.assign(static_cast<size_t>(R * Dp), 0.f);  // [R, Dp]
@@ -280,7 +324,14 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
           const int64_t j0 = kb * bk, j1 = std::min(Nk, j0 + bk);
           const int64_t col0 = j0 / kColTile * kColTile, ncols = round_up16(j1) - col0;
           S.resize(static_cast<size_t>(R * ncols));
-          qk_tile(qp, R, D, kt, col0, ncols, S.data(), ncols);
+          const int64_t n = j1 - j0;
+          if (dot != nullptr) {
+            qk_tile_bf16(*dot, reinterpret_cast<const uint32_t*>(qp), R, D, kt, col0, ncols, S.data(), ncols);
+            for (int64_t r = 0; r < R; ++r)
+              isa().scale(S.data() + r * ncols + (j0 - col0), scale_log2, n, S.data() + r * ncols + (j0 - col0));
+          } else {
+            qk_tile(qp, R, D, kt, col0, ncols, S.data(), ncols);
+          }
           // INT8: one factor qs · ks per run of keys in the same k block
           // (otherwise the scale is in q already).
           if (int8)
@@ -293,11 +344,28 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
                 j = end;
               }
             }
-          // Online softmax over this block's keys: P in place of S.
-          const int64_t n = j1 - j0;
+          // Online softmax over this block's keys: P in place of S (rounded
+          // to the P·V operand type here, or by to_pairs below).
           isa().softmax_block_rows(S.data() + (j0 - col0), ncols, static_cast<int>(R), n, m.data(), l.data(), acc.data(),
                                    Dp, D,
-                                   pv_round == Round::kF16 ? 1 : pv_round == Round::kBF16 ? 2 : 0);
+                                   pv_dot ? 0 : pv_round == Round::kF16 ? 1 : pv_round == Round::kBF16 ? 2 : 0);
+          if (pv_dot) {
+            // acc += P·V over key pairs: P's rows as pairs, v's pair panels
+            // from key j0 (even).
+            const int64_t np_keys = (n + 1) / 2;
+            ppairs.resize(static_cast<size_t>(R * np_keys));
+            for (int64_t r = 0; r < R; ++r) dot->to_pairs(S.data() + r * ncols + (j0 - col0), n, ppairs.data() + r * np_keys);
+            for (int64_t vpi = 0; vpi < vpanels;) {
+              const int np = vpi + 1 < vpanels ? 2 : 1;
+              for (int64_t r = 0; r < R; r += 8) {
+                const int rows = static_cast<int>(std::min<int64_t>(8, R - r));
+                dot->gemm_tile(ppairs.data() + r * np_keys, np_keys, rows, vpairs + (vpi * nk_pairs + j0 / 2) * kColTile,
+                               nk_pairs * kColTile, np, np_keys, acc.data() + r * Dp + vpi * kColTile, Dp, true);
+              }
+              vpi += np;
+            }
+            continue;
+          }
           // acc += P·V on the register tile: P rows against the value panels.
           for (int64_t vpi = 0; vpi < vpanels;) {
             const bool wide = vpi + 1 < vpanels;  // two value panels per tile call
@@ -355,6 +423,10 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
   float* krows = tl_bs_krows.get(Nk * D);            // [Nk, D]
   float* kt = tl_bs_kt.get(npanels * D * kColTile);  // [npanels][D][16]
   const int64_t ncols = npanels * kColTile;
+  // bf16 q and k: the logits on the bf16 dot tile where the CPU has it (the
+  // same exact products summed in pairs; the scale then multiplies each
+  // logit instead of each q value).
+  const Bf16DotKernels* dot = p.q.dtype == DType::kBF16 && p.k.dtype == DType::kBF16 ? bf16_dot() : nullptr;
   std::vector<int64_t> bad_key(static_cast<size_t>(npanels));
   for (int64_t b = 0; b < B; ++b)
     for (int64_t h = 0; h < H; ++h) {
@@ -370,7 +442,9 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
               return;
             }
           }
-          isa().pack_panel(krows + j0 * D, D, static_cast<int>(j1 - j0), D, kt + c * D * kColTile);
+          float* panel = kt + c * D * kColTile;
+          isa().pack_panel(krows + j0 * D, D, static_cast<int>(j1 - j0), D, panel);
+          if (dot != nullptr) dot->panel_to_pairs(panel, D, reinterpret_cast<uint32_t*>(panel));
         });
         for (const int64_t j : bad_key)
           if (j >= 0)
@@ -397,11 +471,18 @@ Status block_attention_mass(const BlockAttentionMassParams& p) {
               nonfinite = true;
               return;
             }
-            isa().scale(q.data() + r * D, scale_log2, D, q.data() + r * D);  // the logit scale, with log2(e)
+            if (dot != nullptr)
+              dot->to_pairs(q.data() + r * D, D, reinterpret_cast<uint32_t*>(q.data() + r * D));
+            else
+              isa().scale(q.data() + r * D, scale_log2, D, q.data() + r * D);  // the logit scale, with log2(e)
           }
-          qk_tile(q.data(), R, D, kt, 0, ncols, s.data(), ncols);
+          if (dot != nullptr)
+            qk_tile_bf16(*dot, reinterpret_cast<const uint32_t*>(q.data()), R, D, kt, 0, ncols, s.data(), ncols);
+          else
+            qk_tile(q.data(), R, D, kt, 0, ncols, s.data(), ncols);
           for (int64_t r = 0; r < R; ++r) {
             float* sr = s.data() + r * ncols;
+            if (dot != nullptr) isa().scale(sr, scale_log2, Nk, sr);
             const float mx = isa().max(sr, Nk, nullptr);
             const double total = isa().exp2_shift_sum(sr, Nk, mx);
             for (int64_t J = 0; J < nK; ++J) {

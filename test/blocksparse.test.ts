@@ -36,6 +36,12 @@ describe('blockSparseAttention against float64', () => {
     ['bf16 bnhd, 5% density', 1, 3, 3, 130, 130, 20, 'bf16', 'bnhd', 16, 16, 0.05],
     ['f16 d64 200 tokens, 20%', 1, 2, 2, 200, 200, 64, 'f16', 'bhnd', 64, 64, 0.2],
     ['f32 d80 tail 48 of 64', 1, 1, 1, 112, 112, 80, 'f32', 'bhnd', 64, 64, 0.5],
+    // bf16 on the bf16 dot tile (where the CPU has it): an odd key block
+    // (P·V back on the f32 tile), odd D and Nk; then even blocks with a last
+    // block of 3 keys, 5 value panels (one alone) and GQA heads sharing the
+    // key and value pairs.
+    ['bf16 GQA 3:1, D 33, Nk 101, blocks of 13 keys', 1, 3, 1, 45, 101, 33, 'bf16', 'bhnd', 16, 13, 0.6],
+    ['bf16 GQA 2:1, D 80, Nk 99, blocks of 32 keys', 2, 4, 2, 77, 99, 80, 'bf16', 'bnhd', 32, 32, 0.7],
   ];
   for (const [name, B, Hq, Hkv, N, Nk, D, dtype, layout, bq, bk, density] of cases) {
     test(name, () => {
@@ -324,6 +330,14 @@ describe('blockAttentionMass, blockPool, applyReorder against float64', () => {
       const ms = blockAttentionMassSync(q.t, k.t, { blockQ: bq, blockK: bk, rows });
       expectClose(ms.toArray(), refBlockAttentionMass(q.exact, k.exact, B, H, Hkv, N, Nk, D, 1 / Math.sqrt(D), bq, bk, rows), 1e-6, 1e-5, 'sampled');
     }
+  });
+
+  // bf16 q and k: the logits on the bf16 dot tile where the CPU has it (odd D: a zero pad in the last pair).
+  test.each([[2, 4, 2, 75, 101, 33, 16, 13], [1, 2, 1, 130, 130, 64, 64, 64]])('mass bf16 B%i H%i Hkv%i N%i Nk%i D%i blocks %i x %i', (B, H, Hkv, N, Nk, D, bq, bk) => {
+    const q = makeTensor(randn(B * H * N * D, N + 1), [B, H, N, D], 'bf16');
+    const k = makeTensor(randn(B * Hkv * Nk * D, Nk + 1), [B, Hkv, Nk, D], 'bf16');
+    const m = blockAttentionMassSync(q.t, k.t, { blockQ: bq, blockK: bk });
+    expectClose(m.toArray(), refBlockAttentionMass(q.exact, k.exact, B, H, Hkv, N, Nk, D, 1 / Math.sqrt(D), bq, bk), 1e-6, 1e-5, 'mass');
   });
 
   test('mass in bnhd, f16, async', async () => {
