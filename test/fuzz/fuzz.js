@@ -711,7 +711,12 @@ const builders = {
         sslot(['opts', 'seed'], (v, a) => (v === undefined || v === 'isolated' || v === 'maxnorm' || intIn(v, 0, S - 1) ? true : intIn(v, 0, N - 1) && a.opts && a.opts.segments !== segments ? M : false), () => [S, -1, 'random', 1.5]),
       ],
       opts: { path: ['opts'], checked: true, known: { metric: ENUM, seed: ANY, exclude: ANY, segments: INT, stream: BIG, wait: BOOL } },
-      extras: [(c) => { const m = new Uint8Array(B * N).fill(1); setPath(c.a, ['opts', 'exclude'], { data: m, shape: flat ? [N] : [B, N] }); return { name: 'exclude-everything', cls: I }; }],
+      // Invalid only while that mask is still the exclude (a later corruption may replace it).
+      extras: [(c) => {
+        const t = { data: new Uint8Array(B * N).fill(1), shape: flat ? [N] : [B, N] };
+        setPath(c.a, ['opts', 'exclude'], t);
+        return { name: 'exclude-everything', cls: I, judge: () => { try { return getPath(c.a, ['opts', 'exclude']) === t ? I : M; } catch (e) { return M; } } };
+      }],
     };
   },
 
@@ -863,6 +868,10 @@ const builders = {
   fastV(r, sync) {
     const B = r.int(1, 2), L = r.int(2, 24);
     const s = attnSource(r, ['src'], B, L);
+    // Causal (the default) with more query rows than keys: the query row may
+    // see no key, and then neither q nor k is read (as for visionDrop).
+    const causalQK = (kind, a) => (a.opts && a.opts.causal === false ? I : sameQK(kind, a.src || {}));
+    if (s.kind === 'qk') for (const sl of s.slots) sl.finite = causalQK;
     const start = r.int(0, L - 1), n = r.int(1, L - start);
     const a = { src: s.src, opts: { imageStart: start, imageLength: n } };
     if (r.chance(0.6)) a.opts.keep = r.int(1, n); else a.opts.reduction = r.f() * 0.9;
