@@ -282,7 +282,7 @@ function values(n: number, seed: number): Float32Array {
 
 /**
  * Whether a CPU trial's products run on the bf16 dot tile (info().cpu.isa
- * 'avx512-bf16'): ToMe's bf16 scores, attention logits of bf16 operands in
+ * 'avx512-bf16…'): ToMe's bf16 scores, attention logits of bf16 operands in
  * row tiles (not the CLS or last row alone, which take the f32 path), and
  * block-sparse attention and block mass on bf16 inputs (not INT8).
  */

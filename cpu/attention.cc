@@ -285,6 +285,9 @@ Status attention_scores(const AttentionScoresParams& p) {
                              ((p.precision == ScorePrecision::kNative || p.precision == ScorePrecision::kTF32) &&
                               p.q.dtype == DType::kBF16 && p.k.dtype == DType::kBF16);
   const Bf16DotKernels* const dot = bf16_operands ? bf16_dot() : nullptr;
+  // INT8 logits of row tiles on vpdpbusd where the CPU has AVX512_VNNI: the
+  // same exact integer dots as the f32 tile over the codes, so the same bits.
+  const Int8DotKernels* const i8dot = q8.on ? int8_dot() : nullptr;
 
   std::vector<float> partial(static_cast<size_t>(tasks * W), 0.0f);
   std::vector<TaskError> errors(static_cast<size_t>(tasks));
@@ -331,6 +334,7 @@ Status attention_scores(const AttentionScoresParams& p) {
     }
     const bool direct = n <= kDirectMaxRows;
     const bool on_dot = dot != nullptr && !direct;
+    const bool on_i8 = i8dot != nullptr && !direct;
     // bf16 inputs on the dot tile need no conversion: a row's channel pairs
     // are its bf16 values as they lie in memory (even D, 4-byte aligned
     // rows), so k's panels are a transpose of 32-bit pairs and q's rows a
@@ -341,6 +345,9 @@ Status attention_scores(const AttentionScoresParams& p) {
     };
     const bool k_pairs = pairs_in_place(p.k), q_pairs = pairs_in_place(p.q);
     const int64_t ldk = direct ? D : round_up(nk_used, kColTile);
+    // Per key: its codes' sum (the vpdpbusd correction), for on_i8.
+    thread_local std::vector<int32_t> key_code_sums;
+    if (on_i8) key_code_sums.resize(static_cast<size_t>(ldk));
     // Plain f32 operands (no INT8 codes, no rounding to a lower precision)
     // are read in place: k transposed straight into its panels, q scaled in
     // its copy.
@@ -416,8 +423,10 @@ Status attention_scores(const AttentionScoresParams& p) {
         if (m > 0) load_keys(j0, m, block);
         float* panel = kt + (j0 / kColTile) * D * kColTile;
         K.pack_panel(block, D, m, D, panel);
-        // As bf16 pairs [ceil(D/2)][16] in place (panel stride D·16 kept).
+        // As bf16 pairs [ceil(D/2)][16] or INT8 quads [ceil(D/4)][16] in
+        // place (panel stride D·16 kept).
         if (on_dot) dot->panel_to_pairs(panel, D, reinterpret_cast<uint32_t*>(panel));
+        if (on_i8) i8dot->panel_to_quads(panel, D, reinterpret_cast<uint32_t*>(panel), key_code_sums.data() + j0);
       }
       keys = kt;
       keys_ld = ldk;
@@ -455,6 +464,7 @@ Status attention_scores(const AttentionScoresParams& p) {
           if (q8.on) {
             const float sq = q8.q_scale[static_cast<size_t>(bh * q8.nqb + row / q8.q_block)];
             K.code_values_rows(qrow, D, 1, D, nullptr, sq, 127.0f, qrow, D);
+            if (on_i8) i8dot->to_quads_u8(qrow, D, reinterpret_cast<uint32_t*>(qrow));
             row_factor[i] = sq * logit_scale;
           } else {
             K.scale(qrow, logit_scale, D, qrow);
@@ -489,7 +499,11 @@ Status attention_scores(const AttentionScoresParams& p) {
             const float* panel = keys + (c / kColTile) * D * kColTile;
             for (int64_t g = 0; g < tile; g += K.tile_rows) {
               const int rows_in_group = static_cast<int>(std::min<int64_t>(K.tile_rows, tile - g));
-              if (on_dot)
+              if (on_i8)
+                i8dot->gemm_tile(reinterpret_cast<const uint32_t*>(qs + g * D), D, rows_in_group,
+                                 reinterpret_cast<const uint32_t*>(panel), D * kColTile, static_cast<int>(np),
+                                 (D + 3) / 4, key_code_sums.data() + c, logits + g * lds + c, lds);
+              else if (on_dot)
                 dot->gemm_tile(reinterpret_cast<const uint32_t*>(qs + g * D), D, rows_in_group,
                                reinterpret_cast<const uint32_t*>(panel), D * kColTile, static_cast<int>(np),
                                (D + 1) / 2, logits + g * lds + c, lds, false);
@@ -521,8 +535,7 @@ Status attention_scores(const AttentionScoresParams& p) {
         if (zero_from < hi) std::fill(s + zero_from, s + hi, 0.0f);
         if (L == 0) continue;
         if (q8.on) {
-          const float f = row_factor[i];
-          for (int64_t j = 0; j < L; ++j) s[j] = s[j] * f * key_scale[static_cast<size_t>(j)];
+          K.scale_mul(s, row_factor[i], key_scale.data(), L);
         } else if (on_dot) {
           K.scale(s, logit_scale, L, s);
         }

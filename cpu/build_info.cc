@@ -10,7 +10,7 @@ BuildInfo build_info() {
   info.cuda_compiled_version = cuda::compiled_version();
   info.cuda_compiled = info.cuda_compiled_version != 0;
   info.cuda_architectures = cuda::compiled_architectures();
-  info.cpu_isas = {"baseline", "avx2", "avx512", "avx512-bf16"};
+  info.cpu_isas = {"baseline", "avx2", "avx512", "avx512-bf16", "avx512-vnni", "avx512-bf16-vnni"};
   return info;
 }
 

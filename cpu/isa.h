@@ -132,6 +132,9 @@ struct IsaKernels {
   // out[i] = x[i] * f for i < n (one rounding each; out may be x): the
   // scaling loops outside this table compile for baseline x86-64.
   void (*scale)(const float* x, float f, int64_t n, float* out);
+  // x[i] = (x[i] * f) * w[i] for i < n, two roundings in that order: the
+  // INT8 logits' row factor, then each key's scale.
+  void (*scale_mul)(float* x, float f, const float* w, int64_t n);
   // out[j] = (((0 + w[0]·rows[0][j]) + w[1]·rows[1][j]) + …) · scale for
   // j < n: each term added as axpy adds it (an FMA where the set has FMA,
   // else a multiply and an add), then one multiply — the bits of a zeroed
@@ -238,6 +241,31 @@ struct Bf16DotKernels {
 // TOKENSIEVE_CPU_ISA names a set (baseline, avx2, avx512) that has none.
 const Bf16DotKernels* bf16_dot();
 
+// INT8 products on AVX-512 VNNI (cpu/isa_avx512_vnni.cc), for INT8 codes
+// (integers in [-127, 127]) held as floats elsewhere. Operands are 4-code
+// quads: one uint32_t holds channels 4p..4p+3, lowest byte first.
+struct Int8DotKernels {
+  // out[r*ldo + q*kColTile + c] = Σ_d a_r(d)·k_c(d), exactly, as f32, for r <
+  // rows (1..8), panels q < panels (1..3), c < kColTile: row r's quads
+  // (codes + 128, unsigned) at a + r*a_row, panel q at panel +
+  // q*panel_stride laid out [quads][kColTile] (signed codes), colsum[q*16 +
+  // c] the code sum of panel q's column c (panel_to_quads). Exact for
+  // |Σ a·k| < 2^24 (D <= 1040), as the f32 tile over the codes is.
+  void (*gemm_tile)(const uint32_t* a, int64_t a_row, int rows, const uint32_t* panel, int64_t panel_stride,
+                    int panels, int64_t quads, const int32_t* colsum, float* out, int64_t ldo);
+  // out[p] = the bytes code(x[4p + b]) + 128 for b < 4 (128, a zero code,
+  // past n), for p < ceil(n / 4); x holds codes as floats. out may be x.
+  void (*to_quads_u8)(const float* x, int64_t n, uint32_t* out);
+  // A panel of codes as floats [depth][kColTile] as quads [ceil(depth /
+  // 4)][kColTile] of signed bytes (zero past depth); colsum[c] = Σ_d of
+  // column c's codes. out may be panel.
+  void (*panel_to_quads)(const float* panel, int64_t depth, uint32_t* out, int32_t* colsum);
+};
+
+// The INT8 dot kernels, or null where the CPU lacks AVX512_VNNI (or BW) or
+// TOKENSIEVE_CPU_ISA names a set (baseline, avx2, avx512) that has none.
+const Int8DotKernels* int8_dot();
+
 namespace isa_baseline {
 extern const IsaKernels kernels;
 }
@@ -249,6 +277,9 @@ extern const IsaKernels kernels;
 }
 namespace isa_avx512_bf16 {
 extern const Bf16DotKernels kernels;
+}
+namespace isa_avx512_vnni {
+extern const Int8DotKernels kernels;
 }
 
 }  // namespace cpu

@@ -2,8 +2,9 @@
 // AVX-512F/VL (and AVX2, FMA, F16C), else AVX2 when it has AVX2, FMA and
 // F16C, unless TOKENSIEVE_CPU_ISA asks for `avx2` or `baseline` (the
 // portable one); tests use it to check the builds give the same answers.
-// On top of AVX-512, the bf16 dot kernels where the CPU has AVX512_BF16
-// (active_isa() "avx512-bf16"), unless TOKENSIEVE_CPU_ISA is `avx512`.
+// On top of AVX-512, the bf16 dot kernels where the CPU has AVX512_BF16 and
+// the INT8 ones where it has AVX512_VNNI (active_isa() "avx512-bf16",
+// "avx512-vnni" or "avx512-bf16-vnni"), unless TOKENSIEVE_CPU_ISA is `avx512`.
 #include <cstdlib>
 #include <cstring>
 
@@ -51,7 +52,23 @@ const Bf16DotKernels* bf16_dot() {
   return chosen;
 }
 
-const char* active_isa() { return bf16_dot() != nullptr ? "avx512-bf16" : isa().name; }
+const Int8DotKernels* int8_dot() {
+  static const Int8DotKernels* chosen = [] {
+    const Int8DotKernels* k = nullptr;
+#if defined(__x86_64__) || defined(__i386__)
+    if (&isa() == &isa_avx512::kernels && !forced_to("avx512") && __builtin_cpu_supports("avx512vnni") &&
+        __builtin_cpu_supports("avx512bw"))
+      k = &isa_avx512_vnni::kernels;
+#endif
+    return k;
+  }();
+  return chosen;
+}
+
+const char* active_isa() {
+  const bool bf16 = bf16_dot() != nullptr, vnni = int8_dot() != nullptr;
+  return bf16 && vnni ? "avx512-bf16-vnni" : bf16 ? "avx512-bf16" : vnni ? "avx512-vnni" : isa().name;
+}
 
 }  // namespace cpu
 }  // namespace tokensieve

@@ -30,7 +30,7 @@ describe('info()', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
     expect(i.version).toBe(pkg.version);
     expect(i.binary).toMatch(/\.node$/);
-    expect(i.build.cpuIsas).toEqual(['baseline', 'avx2', 'avx512', 'avx512-bf16']);
+    expect(i.build.cpuIsas).toEqual(['baseline', 'avx2', 'avx512', 'avx512-bf16', 'avx512-vnni', 'avx512-bf16-vnni']);
     expect(i.build.cpuIsas).toContain(i.cpu.isa);
     expect(i.cpu.threads).toBeGreaterThanOrEqual(1);
     expect(typeof i.build.cudaCompiled).toBe('boolean');

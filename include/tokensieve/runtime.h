@@ -25,8 +25,8 @@ struct BuildInfo {
 BuildInfo build_info();
 
 namespace cpu {
-// The ISA the CPU kernels dispatch to on this machine ("avx512-bf16",
-// "avx512", "avx2" or "baseline").
+// The ISA the CPU kernels dispatch to on this machine ("avx512-bf16-vnni",
+// "avx512-bf16", "avx512-vnni", "avx512", "avx2" or "baseline").
 const char* active_isa();
 // Shared thread pool used by every CPU kernel. n <= 0 restores the default
 // (TOKENSIEVE_NUM_THREADS, else the number of online cores).

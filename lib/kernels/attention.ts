@@ -80,7 +80,7 @@ export interface AttentionScoresOptions extends ReductionOptions {
    * f32 accuracy under `'native'`. Relative logit error up to about
    * 2·2⁻¹¹·Σ|q·k| (tf32) or 2·2⁻⁸·Σ|q·k| (bf16); inputs already exact in
    * the type are unchanged. Both back ends implement every precision. On a
-   * CPU with AVX512_BF16 (`info().cpu.isa` `'avx512-bf16'`), logits of bf16
+   * CPU with AVX512_BF16 (`info().cpu.isa` `'avx512-bf16…'`), logits of bf16
    * operands (`'bf16'`, or bf16 q and k under any precision but `'int8'`)
    * take the bf16 dot tile: the same exact products, summed in pairs, and
    * the scale applied to each logit.

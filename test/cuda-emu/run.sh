@@ -89,6 +89,7 @@ done
 compile g++ $CPU -mavx2 -mfma -mf16c -c cpu/isa_avx2.cc -o "$out/obj/cpu_isa_avx2.o"
 compile g++ $CPU -mavx2 -mfma -mf16c -mavx512f -mavx512vl -c cpu/isa_avx512.cc -o "$out/obj/cpu_isa_avx512.o"
 compile g++ $CPU -mavx2 -mfma -mf16c -mavx512f -mavx512vl -mavx512bw -mavx512bf16 -c cpu/isa_avx512_bf16.cc -o "$out/obj/cpu_isa_avx512_bf16.o"
+compile g++ $CPU -mavx2 -mfma -mf16c -mavx512f -mavx512vl -mavx512bw -mavx512vnni -c cpu/isa_avx512_vnni.cc -o "$out/obj/cpu_isa_avx512_vnni.o"
 for p in "${pids[@]}"; do wait "$p"; done
 ar rcs "$out/libcpu.a" "$out"/obj/core_*.o "$out"/obj/cpu_*.o
 
