@@ -10,7 +10,8 @@
 // code products stay below 2²⁴ for head dims up to 1040, so they are exact.
 // bf16 operands (bf16 inputs, or precision kBF16) take the bf16 dot tile
 // where the CPU has AVX512_BF16 (cpu/isa_avx512_bf16.cc): QKᵀ over channel
-// pairs, P·V over key pairs.
+// pairs, P·V over key pairs. INT8 QKᵀ takes vpdpbusd where it has
+// AVX512_VNNI (cpu/isa_avx512_vnni.cc), with the same bits.
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -153,6 +154,22 @@ void qk_tile_bf16(const Bf16DotKernels& dot, const uint32_t* q, int64_t R, int64
   }
 }
 
+// qk_tile on the INT8 dot tile: q as rows of biased code quads (row r at q
+// + r * D, ceil(D/4) quads), kt's panels converted to signed quads in place
+// (panel stride D·16 kept), colsum[j] key j's code sum.
+void qk_tile_i8(const Int8DotKernels& dot, const uint32_t* q, int64_t R, int64_t D, const float* kt,
+                const int32_t* colsum, int64_t col0, int64_t ncols, float* S, int64_t lds) {
+  const int64_t quads = (D + 3) / 4;
+  for (int64_t c = col0; c < col0 + ncols;) {
+    const int np = c + kColTile < col0 + ncols ? 2 : 1;
+    const auto* panel = reinterpret_cast<const uint32_t*>(kt + (c / kColTile) * D * kColTile);
+    for (int64_t r = 0; r < R; r += 8)
+      dot.gemm_tile(q + r * D, D, static_cast<int>(std::min<int64_t>(8, R - r)), panel, D * kColTile, np, quads,
+                    colsum + c, S + r * lds + (c - col0), lds);
+    c += np * kColTile;
+  }
+}
+
 // The calling thread's scratch for one head's keys ([Nk, D] rows, then
 // packed [ceil(Nk/16)][D][16]: INT8 codes as f32), its values as panels
 // [ceil(D/16)][Nk][16] and INT8 q codes [N, D]: reused call after call (a
@@ -183,6 +200,10 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   // at an even key; P and v converted with the rounding they had).
   const Bf16DotKernels* dot = !int8 && in_round == Round::kBF16 ? bf16_dot() : nullptr;
   const bool pv_dot = dot != nullptr && bk % 2 == 0;
+  // INT8 QKᵀ on vpdpbusd where the CPU has AVX512_VNNI: exact integer dots,
+  // the bits of the f32 tile over the codes.
+  const Int8DotKernels* i8dot = int8 ? int8_dot() : nullptr;
+  std::vector<int32_t> key_code_sums(i8dot != nullptr ? static_cast<size_t>(ceil_div(Nk, kColTile) * kColTile) : 0);
   const int64_t nk_pairs = ceil_div(Nk, 2);
   const int32_t* perm = p.perm.data ? p.perm.ptr<int32_t>() : nullptr;
   const int64_t npanels = ceil_div(Nk, kColTile);
@@ -219,6 +240,8 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
         for (int64_t c = j0; c < j1; c += kColTile) {
           isa().pack_panel(krows + c * D, D, static_cast<int>(std::min(kColTile, j1 - c)), D, kt + c * D);
           if (dot != nullptr) dot->panel_to_pairs(kt + c * D, D, reinterpret_cast<uint32_t*>(kt + c * D));
+          if (i8dot != nullptr)
+            i8dot->panel_to_quads(kt + c * D, D, reinterpret_cast<uint32_t*>(kt + c * D), key_code_sums.data() + c);
         }
       };
       if (!same_keys) {
@@ -298,6 +321,10 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
         const float* qp;
         if (int8) {
           qp = qcodes + r0 * D;
+          // This task's rows only (tasks own disjoint rows of the head).
+          if (i8dot != nullptr)
+            for (int64_t r = r0; r < r1; ++r)
+              i8dot->to_quads_u8(qcodes + r * D, D, reinterpret_cast<uint32_t*>(qcodes + r * D));
         } else {
           qrows.resize(static_cast<size_t>(R * D));
           for (int64_t r = 0; r < R; ++r) {
@@ -329,6 +356,9 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
             qk_tile_bf16(*dot, reinterpret_cast<const uint32_t*>(qp), R, D, kt, col0, ncols, S.data(), ncols);
             for (int64_t r = 0; r < R; ++r)
               isa().scale(S.data() + r * ncols + (j0 - col0), scale_log2, n, S.data() + r * ncols + (j0 - col0));
+          } else if (i8dot != nullptr) {
+            qk_tile_i8(*i8dot, reinterpret_cast<const uint32_t*>(qp), R, D, kt, key_code_sums.data(), col0, ncols, S.data(),
+                       ncols);
           } else {
             qk_tile(qp, R, D, kt, col0, ncols, S.data(), ncols);
           }

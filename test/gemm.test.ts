@@ -179,6 +179,13 @@ describe('cpu gemm driver (a·bᵀ through the register tile)', () => {
       const q97 = { data: rnd(2 * 2 * 75 * 97, 14), shape: [2, 2, 75, 97] };
       const k97 = { data: rnd(2 * 2 * 75 * 97, 15).map((v, i) => v + (i % 97) * 0.07 - 3), shape: [2, 2, 75, 97] };
       for (const opts of [{ queries: 0 }, { queries: [74, 3] }, {}]) out.push(Array.from(t.attentionScoresSync(q97, k97, { ...opts, precision: 'int8', kRows: 32 }).data));
+      // Block-sparse INT8 (QKᵀ on vpdpbusd where the CPU has VNNI; GQA heads
+      // sharing the key quads, D = 97 and a 13-key block): the same bits.
+      for (const [H, Hkv, N, D, bq, bk] of [[4, 2, 203, 40, 64, 64], [3, 1, 77, 97, 16, 13]]) {
+        const bq4 = (n, s) => ({ data: rnd(n * N * D, s), shape: [1, n, N, D] });
+        const bs = t.blockSparseAttentionSync(bq4(H, 16), bq4(Hkv, 17), bq4(Hkv, 18), 'dense', { blockQ: bq, blockK: bk, precision: 'int8', returnLse: true });
+        out.push(Array.from(bs.out.data), Array.from(bs.lse.data));
+      }
       // From here on, compared with the baseline set too.
       const exactFrom = out.length;
       // Quantization with smoothing: mean, scales and codes are exact in
