@@ -334,7 +334,8 @@ Status attention_scores(const AttentionScoresParams& p) {
     }
     const bool direct = n <= kDirectMaxRows;
     const bool on_dot = dot != nullptr && !direct;
-    const bool on_i8 = i8dot != nullptr && !direct;
+    // (int32 sums of (q + 128)·k stay exact up to kMaxInt8DotDepth.)
+    const bool on_i8 = i8dot != nullptr && !direct && D <= kMaxInt8DotDepth;
     // bf16 inputs on the dot tile need no conversion: a row's channel pairs
     // are its bf16 values as they lie in memory (even D, 4-byte aligned
     // rows), so k's panels are a transpose of 32-bit pairs and q's rows a

@@ -202,7 +202,7 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
   const bool pv_dot = dot != nullptr && bk % 2 == 0;
   // INT8 QKᵀ on vpdpbusd where the CPU has AVX512_VNNI: exact integer dots,
   // the bits of the f32 tile over the codes.
-  const Int8DotKernels* i8dot = int8 ? int8_dot() : nullptr;
+  const Int8DotKernels* i8dot = int8 && D <= kMaxInt8DotDepth ? int8_dot() : nullptr;
   std::vector<int32_t> key_code_sums(i8dot != nullptr ? static_cast<size_t>(ceil_div(Nk, kColTile) * kColTile) : 0);
   const int64_t nk_pairs = ceil_div(Nk, 2);
   const int32_t* perm = p.perm.data ? p.perm.ptr<int32_t>() : nullptr;

@@ -249,8 +249,9 @@ struct Int8DotKernels {
   // rows (1..8), panels q < panels (1..3), c < kColTile: row r's quads
   // (codes + 128, unsigned) at a + r*a_row, panel q at panel +
   // q*panel_stride laid out [quads][kColTile] (signed codes), colsum[q*16 +
-  // c] the code sum of panel q's column c (panel_to_quads). Exact for
-  // |Σ a·k| < 2^24 (D <= 1040), as the f32 tile over the codes is.
+  // c] the code sum of panel q's column c (panel_to_quads). The exact
+  // integer for depths up to kMaxInt8DotDepth, rounded once to f32: the f32
+  // tile's bits wherever that tile sums exactly (|Σ a·k| < 2^24, D <= 1040).
   void (*gemm_tile)(const uint32_t* a, int64_t a_row, int rows, const uint32_t* panel, int64_t panel_stride,
                     int panels, int64_t quads, const int32_t* colsum, float* out, int64_t ldo);
   // out[p] = the bytes code(x[4p + b]) + 128 for b < 4 (128, a zero code,
@@ -261,6 +262,10 @@ struct Int8DotKernels {
   // column c's codes. out may be panel.
   void (*panel_to_quads)(const float* panel, int64_t depth, uint32_t* out, int32_t* colsum);
 };
+
+// The longest depth whose vpdpbusd sums stay exact in int32 (255·127·D <
+// 2^31); callers use the f32 tile beyond it.
+constexpr int64_t kMaxInt8DotDepth = 65536;
 
 // The INT8 dot kernels, or null where the CPU lacks AVX512_VNNI (or BW) or
 // TOKENSIEVE_CPU_ISA names a set (baseline, avx2, avx512) that has none.

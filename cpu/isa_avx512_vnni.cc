@@ -13,9 +13,9 @@
 // vpdpbusd multiplies unsigned by signed bytes, so the q codes go in as
 // q + 128 (1..255) and each logit drops 128·Σ_d k_d, the key's code sum:
 // Σ (q + 128)·k − 128·Σ k = Σ q·k exactly, in int32 (|Σ (q + 128)·k| <=
-// 255·127·D < 2^31 for D <= 66,000). The result is the same integer the f32
-// tile sums exactly (|Σ q·k| <= 127²·D < 2^24 for D <= 1040), converted to
-// f32: the same bits.
+// 255·127·D < 2^31 for D <= kMaxInt8DotDepth; deeper products stay on the
+// f32 tile). The result is the same integer the f32 tile sums exactly
+// (|Σ q·k| <= 127²·D < 2^24 for D <= 1040), converted to f32: the same bits.
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #pragma GCC diagnostic ignored "-Wuninitialized"

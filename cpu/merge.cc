@@ -120,14 +120,14 @@ inline float* panel_col(float* panels, int64_t C, int64_t j) { return panels + (
 // Per a-row (tokens a_tok[0..n) of batch row b): max and first argmax of the
 // cosine against the normalised columns packed as 16-column panels
 // [ceil(ncols/16)][C][16] (zero padded; with `dot`, the bf16 dot kernels,
-// as pair panels [ceil(C/2)][16] at the same panel stride C·16). Tasks are row blocks (about
-// kGemmTile rows, as many per thread): each normalises its rows into thread
-// scratch (about 300 KB at 1,024 channels: they stay in the core's L2 for
-// the product, instead of a separate pass writing all a-rows out and the
-// product reading them back) and runs the blocked product over every
-// column, reducing each finished tile in the epilogue: tiles arrive left to
-// right and a strict '>' keeps the first maximum, as one pass over the
-// columns would. skip_col0: column 0 never wins (ToMe's distill
+// as pair panels [ceil(C/2)][16] at the same panel stride C·16). Tasks are
+// row blocks (about kGemmTile rows, as many per thread): each normalises its
+// rows into thread scratch (about 300 KB at 1,024 channels: they stay in the
+// core's L2 for the product, instead of a separate pass writing all a-rows
+// out and the product reading them back) and runs the blocked product over
+// every column, reducing each finished tile in the epilogue: tiles arrive
+// left to right and a strict '>' keeps the first maximum, as one pass over
+// the columns would. skip_col0: column 0 never wins (ToMe's distill
 // protection). Returns false when a row holds NaN or Inf.
 // `parallel`: the row blocks run on all threads (else on this one).
 bool match_rows(const TensorView& metric, int64_t b, const int32_t* a_tok, int64_t n, int64_t C, bool bf16,
