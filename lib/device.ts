@@ -49,13 +49,14 @@ export interface Info {
     cudaCompiledVersion: string;
     /** CMake CUDA architectures, e.g. ["80-real", ..., "90-virtual"]. */
     cudaArchitectures: string[];
-    /** The CPU kernel sets compiled in: ["baseline", "avx2", "avx512", "avx512-bf16"]. */
+    /** The CPU kernel sets compiled in: ["baseline", "avx2", "avx512", "avx512-bf16", "avx512-vnni", "avx512-bf16-vnni"]. */
     cpuIsas: string[];
   };
   /**
-   * isa: the set this CPU runs: "avx512-bf16" (AVX-512 with the bf16 dot
-   * tile, vdpbf16ps, for `precision: 'bf16'`), "avx512", "avx2" or "baseline";
-   * TOKENSIEVE_CPU_ISA=avx512|avx2|baseline picks a narrower one.
+   * isa: the set this CPU runs: "avx512" with "-bf16" (the bf16 dot tile,
+   * vdpbf16ps, for products of bf16 operands) and/or "-vnni" (the INT8 tile,
+   * vpdpbusd, for INT8 logits) where the CPU has them, or "avx2", or
+   * "baseline"; TOKENSIEVE_CPU_ISA=avx512|avx2|baseline picks a narrower one.
    */
   cpu: { isa: string; threads: number; defaultThreads: number };
   /**
