@@ -100,9 +100,10 @@ bool bf16_pairs_check(const float* x, int64_t n, float* rows_out, float* panel_o
   auto unpack = [](const uint32_t* pairs, int64_t count, float* dst) {
     for (int64_t i = 0; i < count; ++i) dst[i] = bits_to_f32((pairs[i / 2] >> (16 * (i % 2))) << 16);
   };
-  // In place, as the kernels run it; the pair past an odd n must be 0.
-  std::vector<float> rows(x, x + n + 1);
-  rows[static_cast<size_t>(n)] = 1.0f;
+  // In place, as the kernels run it; the pair past an odd n must be 0 (the
+  // slot after x's values holds 1 to show it is not read).
+  std::vector<float> rows(static_cast<size_t>(n) + 1, 1.0f);
+  std::copy(x, x + n, rows.begin());
   dot->to_pairs(rows.data(), n, reinterpret_cast<uint32_t*>(rows.data()));
   const uint32_t* row_pairs = reinterpret_cast<const uint32_t*>(rows.data());
   unpack(row_pairs, n + n % 2, rows_out);
