@@ -384,13 +384,15 @@ Status block_sparse_attention(const BlockSparseAttentionParams& p) {
             // from key j0 (even).
             const int64_t np_keys = (n + 1) / 2;
             ppairs.resize(static_cast<size_t>(R * np_keys));
-            for (int64_t r = 0; r < R; ++r) dot->to_pairs(S.data() + r * ncols + (j0 - col0), n, ppairs.data() + r * np_keys);
+            for (int64_t r = 0; r < R; ++r)
+              dot->to_pairs(S.data() + r * ncols + (j0 - col0), n, ppairs.data() + r * np_keys);
             for (int64_t vpi = 0; vpi < vpanels;) {
               const int np = vpi + 1 < vpanels ? 2 : 1;
               for (int64_t r = 0; r < R; r += 8) {
                 const int rows = static_cast<int>(std::min<int64_t>(8, R - r));
-                dot->gemm_tile(ppairs.data() + r * np_keys, np_keys, rows, vpairs + (vpi * nk_pairs + j0 / 2) * kColTile,
-                               nk_pairs * kColTile, np, np_keys, acc.data() + r * Dp + vpi * kColTile, Dp, true);
+                dot->gemm_tile(ppairs.data() + r * np_keys, np_keys, rows,
+                               vpairs + (vpi * nk_pairs + j0 / 2) * kColTile, nk_pairs * kColTile, np, np_keys,
+                               acc.data() + r * Dp + vpi * kColTile, Dp, true);
               }
               vpi += np;
             }

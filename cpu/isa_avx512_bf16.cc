@@ -24,6 +24,7 @@
 
 #include "core/dtype.h"
 #include "cpu/isa.h"
+#include "cpu/tile_dispatch.h"
 
 namespace tokensieve {
 namespace cpu {
@@ -63,56 +64,41 @@ void panel_to_pairs(const float* panel, int64_t depth, uint32_t* out) {
   const __m512i top = _mm512_set1_epi32(static_cast<int>(0xffff0000u));
   for (int64_t d = 0; d < depth; d += 2) {
     const __m512i even = rounded_bf16(_mm512_loadu_ps(panel + d * kColTile));
-    const __m512i odd = d + 1 < depth ? rounded_bf16(_mm512_loadu_ps(panel + (d + 1) * kColTile)) : _mm512_setzero_si512();
-    _mm512_storeu_si512(out + (d / 2) * kColTile, _mm512_or_si512(_mm512_srli_epi32(even, 16), _mm512_and_si512(odd, top)));
+    const __m512i odd =
+        d + 1 < depth ? rounded_bf16(_mm512_loadu_ps(panel + (d + 1) * kColTile)) : _mm512_setzero_si512();
+    _mm512_storeu_si512(out + (d / 2) * kColTile,
+                        _mm512_or_si512(_mm512_srli_epi32(even, 16), _mm512_and_si512(odd, top)));
   }
 }
 
 // The zmm tile of gemm_rows_zmm with a channel pair per step: R rows × P
 // panels of f32 accumulators, P loads of 16 column pairs and R broadcasts
 // of a row's pair per step, R·P vdpbf16ps.
-template <int R, int P>
-void gemm_rows_bf16(const uint32_t* a, int64_t a_row, const uint32_t* panel, int64_t panel_stride, int64_t pairs,
-                    float* part, int64_t ldp, bool resume) {
-  __m512 acc[R][P];
-  for (int r = 0; r < R; ++r)
-    for (int p = 0; p < P; ++p)
-      acc[r][p] = resume ? _mm512_loadu_ps(part + r * ldp + p * kColTile) : _mm512_setzero_ps();
-  const uint32_t* kp = panel;
-  for (int64_t d = 0; d < pairs; ++d, kp += kColTile) {
-    __m512bh k[P];
-    for (int p = 0; p < P; ++p) k[p] = (__m512bh)_mm512_loadu_si512(kp + p * panel_stride);
-    for (int r = 0; r < R; ++r) {
-      const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * a_row + d]));
-      for (int p = 0; p < P; ++p) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], b, k[p]);
+struct Bf16Tile {
+  template <int R, int P>
+  static void run(const uint32_t* a, int64_t a_row, const uint32_t* panel, int64_t panel_stride, int64_t pairs,
+                  float* part, int64_t ldp, bool resume) {
+    __m512 acc[R][P];
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p)
+        acc[r][p] = resume ? _mm512_loadu_ps(part + r * ldp + p * kColTile) : _mm512_setzero_ps();
+    const uint32_t* kp = panel;
+    for (int64_t d = 0; d < pairs; ++d, kp += kColTile) {
+      __m512bh k[P];
+      for (int p = 0; p < P; ++p) k[p] = (__m512bh)_mm512_loadu_si512(kp + p * panel_stride);
+      for (int r = 0; r < R; ++r) {
+        const __m512bh b = (__m512bh)_mm512_set1_epi32(static_cast<int>(a[r * a_row + d]));
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_dpbf16_ps(acc[r][p], b, k[p]);
+      }
     }
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p) _mm512_storeu_ps(part + r * ldp + p * kColTile, acc[r][p]);
   }
-  for (int r = 0; r < R; ++r)
-    for (int p = 0; p < P; ++p) _mm512_storeu_ps(part + r * ldp + p * kColTile, acc[r][p]);
-}
-
-template <int P>
-void gemm_panels_bf16(const uint32_t* a, int64_t a_row, int rows, const uint32_t* panel, int64_t panel_stride,
-                      int64_t pairs, float* part, int64_t ldp, bool resume) {
-  switch (rows) {
-    case 8: return gemm_rows_bf16<8, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-    case 7: return gemm_rows_bf16<7, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-    case 6: return gemm_rows_bf16<6, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-    case 5: return gemm_rows_bf16<5, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-    case 4: return gemm_rows_bf16<4, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-    case 3: return gemm_rows_bf16<3, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-    case 2: return gemm_rows_bf16<2, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-    default: return gemm_rows_bf16<1, P>(a, a_row, panel, panel_stride, pairs, part, ldp, resume);
-  }
-}
+};
 
 void gemm_tile(const uint32_t* a, int64_t a_row, int rows, const uint32_t* panel, int64_t panel_stride, int panels,
                int64_t pairs, float* part, int64_t ldp, bool resume) {
-  switch (panels) {
-    case 3: return gemm_panels_bf16<3>(a, a_row, rows, panel, panel_stride, pairs, part, ldp, resume);
-    case 2: return gemm_panels_bf16<2>(a, a_row, rows, panel, panel_stride, pairs, part, ldp, resume);
-    default: return gemm_panels_bf16<1>(a, a_row, rows, panel, panel_stride, pairs, part, ldp, resume);
-  }
+  dispatch_tile<Bf16Tile>(rows, panels, a, a_row, panel, panel_stride, pairs, part, ldp, resume);
 }
 
 // The benchmarks' bf16 ceiling: 16 independent vdpbf16ps chains (enough for

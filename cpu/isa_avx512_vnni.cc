@@ -26,6 +26,7 @@
 #include <cstring>
 
 #include "cpu/isa.h"
+#include "cpu/tile_dispatch.h"
 
 namespace tokensieve {
 namespace cpu {
@@ -72,50 +73,33 @@ void panel_to_quads(const float* panel, int64_t depth, uint32_t* out, int32_t* c
 
 // R rows × P panels of int32 accumulators; per quad step P loads of 16
 // columns' 4 codes and R broadcasts of a row's 4 biased codes.
-template <int R, int P>
-void gemm_rows_u8s8(const uint32_t* a, int64_t a_row, const uint32_t* panel, int64_t panel_stride, int64_t quads,
-                    const int32_t* colsum, float* out, int64_t ldo) {
-  __m512i acc[R][P];
-  for (int r = 0; r < R; ++r)
-    for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_si512();
-  const uint32_t* kp = panel;
-  for (int64_t d = 0; d < quads; ++d, kp += kColTile) {
-    __m512i k[P];
-    for (int p = 0; p < P; ++p) k[p] = _mm512_loadu_si512(kp + p * panel_stride);
-    for (int r = 0; r < R; ++r) {
-      const __m512i b = _mm512_set1_epi32(static_cast<int>(a[r * a_row + d]));
-      for (int p = 0; p < P; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b, k[p]);
+struct U8S8Tile {
+  template <int R, int P>
+  static void run(const uint32_t* a, int64_t a_row, const uint32_t* panel, int64_t panel_stride, int64_t quads,
+                  const int32_t* colsum, float* out, int64_t ldo) {
+    __m512i acc[R][P];
+    for (int r = 0; r < R; ++r)
+      for (int p = 0; p < P; ++p) acc[r][p] = _mm512_setzero_si512();
+    const uint32_t* kp = panel;
+    for (int64_t d = 0; d < quads; ++d, kp += kColTile) {
+      __m512i k[P];
+      for (int p = 0; p < P; ++p) k[p] = _mm512_loadu_si512(kp + p * panel_stride);
+      for (int r = 0; r < R; ++r) {
+        const __m512i b = _mm512_set1_epi32(static_cast<int>(a[r * a_row + d]));
+        for (int p = 0; p < P; ++p) acc[r][p] = _mm512_dpbusd_epi32(acc[r][p], b, k[p]);
+      }
+    }
+    for (int p = 0; p < P; ++p) {
+      const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(colsum + p * kColTile), 7);  // 128·Σ k
+      for (int r = 0; r < R; ++r)
+        _mm512_storeu_ps(out + r * ldo + p * kColTile, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][p], corr)));
     }
   }
-  for (int p = 0; p < P; ++p) {
-    const __m512i corr = _mm512_slli_epi32(_mm512_loadu_si512(colsum + p * kColTile), 7);  // 128·Σ k
-    for (int r = 0; r < R; ++r)
-      _mm512_storeu_ps(out + r * ldo + p * kColTile, _mm512_cvtepi32_ps(_mm512_sub_epi32(acc[r][p], corr)));
-  }
-}
-
-template <int P>
-void gemm_panels_u8s8(const uint32_t* a, int64_t a_row, int rows, const uint32_t* panel, int64_t panel_stride,
-                      int64_t quads, const int32_t* colsum, float* out, int64_t ldo) {
-  switch (rows) {
-    case 8: return gemm_rows_u8s8<8, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-    case 7: return gemm_rows_u8s8<7, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-    case 6: return gemm_rows_u8s8<6, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-    case 5: return gemm_rows_u8s8<5, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-    case 4: return gemm_rows_u8s8<4, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-    case 3: return gemm_rows_u8s8<3, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-    case 2: return gemm_rows_u8s8<2, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-    default: return gemm_rows_u8s8<1, P>(a, a_row, panel, panel_stride, quads, colsum, out, ldo);
-  }
-}
+};
 
 void gemm_tile(const uint32_t* a, int64_t a_row, int rows, const uint32_t* panel, int64_t panel_stride, int panels,
                int64_t quads, const int32_t* colsum, float* out, int64_t ldo) {
-  switch (panels) {
-    case 3: return gemm_panels_u8s8<3>(a, a_row, rows, panel, panel_stride, quads, colsum, out, ldo);
-    case 2: return gemm_panels_u8s8<2>(a, a_row, rows, panel, panel_stride, quads, colsum, out, ldo);
-    default: return gemm_panels_u8s8<1>(a, a_row, rows, panel, panel_stride, quads, colsum, out, ldo);
-  }
+  dispatch_tile<U8S8Tile>(rows, panels, a, a_row, panel, panel_stride, quads, colsum, out, ldo);
 }
 
 }  // namespace
